@@ -1,1 +1,34 @@
+"""One module per API family; ROUTES is the single table of what odradek speaks.
 
+ApiVersions advertises exactly this table. Versions start where kio's generated
+schemas start and stop where odradek implements and tests the semantics.
+"""
+
+from __future__ import annotations
+
+from odradek.server.dispatcher import Route
+from odradek.server.handlers import (
+    api_versions,
+    configs,
+    describe_cluster,
+    fetch,
+    list_offsets,
+    metadata,
+    produce,
+    topics,
+)
+
+ROUTES: dict[int, Route] = {
+    0: Route(produce.handle, 3, 11),
+    1: Route(fetch.handle, 4, 12),
+    2: Route(list_offsets.handle, 1, 6),
+    3: Route(metadata.handle, 0, 12),
+    18: Route(api_versions.handle, 0, 3),
+    19: Route(topics.create_topics, 2, 7),
+    20: Route(topics.delete_topics, 1, 6),
+    32: Route(configs.describe_configs, 1, 4),
+    33: Route(configs.alter_configs, 0, 2),
+    37: Route(topics.create_partitions, 0, 3),
+    44: Route(configs.incremental_alter_configs, 0, 1),
+    60: Route(describe_cluster.handle, 0, 1),
+}

@@ -1,0 +1,180 @@
+"""Topic-level configs: Kafka's keys, their broker-level defaults, validation.
+
+Each topic key falls back to a broker key (`retention.ms` <- `log.retention.ms`),
+as in Kafka's LogConfig; DescribeConfigs reports where a value came from.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from odradek.config import BrokerConfig
+
+
+class InvalidConfigError(ValueError):
+    """INVALID_CONFIG, with the sentence Kafka would send."""
+
+
+def _int(lo: int | None = None) -> Callable[[str], Any]:
+    def parse(value: str) -> int:
+        try:
+            number = int(value)
+        except ValueError:
+            raise InvalidConfigError(f"value {value!r} is not an integer") from None
+        if lo is not None and number < lo:
+            raise InvalidConfigError(f"value {number} must be at least {lo}")
+        return number
+
+    return parse
+
+
+def _float01(value: str) -> float:
+    try:
+        number = float(value)
+    except ValueError:
+        raise InvalidConfigError(f"value {value!r} is not a number") from None
+    if not 0.0 <= number <= 1.0:
+        raise InvalidConfigError(f"value {number} must be between 0 and 1")
+    return number
+
+
+def _bool(value: str) -> bool:
+    if value.lower() not in ("true", "false"):
+        raise InvalidConfigError(f"value {value!r} is not true or false")
+    return value.lower() == "true"
+
+
+def _choice(*options: str) -> Callable[[str], str]:
+    def parse(value: str) -> str:
+        if value not in options:
+            raise InvalidConfigError(f"value {value!r} must be one of {', '.join(options)}")
+        return value
+
+    return parse
+
+
+def _cleanup_policy(value: str) -> str:
+    parts = [p.strip() for p in value.split(",") if p.strip()]
+    if not parts or any(p not in ("delete", "compact") for p in parts):
+        raise InvalidConfigError(f"value {value!r} must be a list of delete and compact")
+    return ",".join(sorted(set(parts), key=parts.index))
+
+
+@dataclass(frozen=True, slots=True)
+class ConfigKey:
+    name: str
+    broker_key: str | None  # the broker config it defaults to (synonym)
+    parse: Callable[[str], Any]
+    default: str
+    kind: str  # DescribeConfigs config_type: BOOLEAN, STRING, INT, LONG, DOUBLE, LIST
+    sensitive: bool = False
+
+
+_L = 2**63 - 1
+TOPIC_CONFIGS: dict[str, ConfigKey] = {
+    k.name: k
+    for k in [
+        ConfigKey("cleanup.policy", "log.cleanup.policy", _cleanup_policy, "delete", "LIST"),
+        ConfigKey("compression.type", None, _choice("producer", "uncompressed", "gzip", "snappy", "lz4", "zstd"), "producer", "STRING"),
+        ConfigKey("delete.retention.ms", "log.cleaner.delete.retention.ms", _int(0), "86400000", "LONG"),
+        ConfigKey("file.delete.delay.ms", None, _int(0), "60000", "LONG"),
+        ConfigKey("flush.messages", "log.flush.interval.messages", _int(1), str(_L), "LONG"),
+        ConfigKey("flush.ms", None, _int(0), str(_L), "LONG"),
+        ConfigKey("index.interval.bytes", "log.index.interval.bytes", _int(0), "4096", "INT"),
+        ConfigKey("max.compaction.lag.ms", "log.cleaner.max.compaction.lag.ms", _int(1), str(_L), "LONG"),
+        ConfigKey("max.message.bytes", "message.max.bytes", _int(0), "1048588", "INT"),
+        ConfigKey("message.timestamp.type", "log.message.timestamp.type", _choice("CreateTime", "LogAppendTime"), "CreateTime", "STRING"),
+        ConfigKey("min.cleanable.dirty.ratio", "log.cleaner.min.cleanable.ratio", _float01, "0.5", "DOUBLE"),
+        ConfigKey("min.compaction.lag.ms", "log.cleaner.min.compaction.lag.ms", _int(0), "0", "LONG"),
+        ConfigKey("min.insync.replicas", "min.insync.replicas", _int(1), "1", "INT"),
+        ConfigKey("preallocate", None, _bool, "false", "BOOLEAN"),
+        ConfigKey("retention.bytes", "log.retention.bytes", _int(-1), "-1", "LONG"),
+        ConfigKey("retention.ms", "log.retention.ms", _int(-1), "604800000", "LONG"),
+        ConfigKey("segment.bytes", "log.segment.bytes", _int(14), "1073741824", "INT"),
+        ConfigKey("segment.index.bytes", "log.index.size.max.bytes", _int(4), "10485760", "INT"),
+        ConfigKey("segment.jitter.ms", None, _int(0), "0", "LONG"),
+        ConfigKey("segment.ms", "log.roll.ms", _int(1), "604800000", "LONG"),
+        ConfigKey("unclean.leader.election.enable", "unclean.leader.election.enable", _bool, "false", "BOOLEAN"),
+    ]
+}
+
+
+def validate_topic_configs(configs: Mapping[str, str | None]) -> dict[str, str]:
+    """Check names and values; returns the normalised string values."""
+    result: dict[str, str] = {}
+    for name, value in configs.items():
+        key = TOPIC_CONFIGS.get(name)
+        if key is None:
+            raise InvalidConfigError(f"unknown topic config name: {name}")
+        if value is None:
+            raise InvalidConfigError(f"null value not supported for topic config {name}")
+        try:
+            parsed = key.parse(value)
+        except InvalidConfigError as exc:
+            raise InvalidConfigError(f"invalid value for {name}: {exc}") from None
+        result[name] = value if not isinstance(parsed, str) else parsed
+    return result
+
+
+@dataclass(frozen=True, slots=True)
+class ConfigValue:
+    name: str
+    value: str
+    source: str  # TOPIC_CONFIG, STATIC_BROKER_CONFIG, DEFAULT_CONFIG
+    kind: str
+    synonyms: tuple[tuple[str, str, str], ...]  # (name, value, source), most specific first
+
+
+def _broker_value(broker: BrokerConfig, broker_key: str | None) -> str | None:
+    if broker_key is None:
+        return None
+    value = getattr(broker, broker_key.replace(".", "_"), None)
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def effective_topic_configs(topic_configs: Mapping[str, str], broker: BrokerConfig) -> list[ConfigValue]:
+    """Every topic config with its effective value and source, as DescribeConfigs shows them."""
+    out = []
+    for key in TOPIC_CONFIGS.values():
+        synonyms: list[tuple[str, str, str]] = []
+        if key.name in topic_configs:
+            synonyms.append((key.name, topic_configs[key.name], "TOPIC_CONFIG"))
+        broker_value = _broker_value(broker, key.broker_key)
+        if broker_value is not None and key.broker_key is not None:
+            source = "DEFAULT_CONFIG" if broker_value == key.default else "STATIC_BROKER_CONFIG"
+            synonyms.append((key.broker_key, broker_value, source))
+        if not synonyms:
+            synonyms.append((key.name, key.default, "DEFAULT_CONFIG"))
+        name, value, source = synonyms[0]
+        out.append(ConfigValue(key.name, value, source, key.kind, tuple(synonyms)))
+    return out
+
+
+def topic_config_value(name: str, topic_configs: Mapping[str, str], broker: BrokerConfig) -> Any:
+    """The parsed effective value of one topic config."""
+    key = TOPIC_CONFIGS[name]
+    raw = topic_configs.get(name)
+    if raw is None:
+        raw = _broker_value(broker, key.broker_key)
+    if raw is None:
+        raw = key.default
+    return key.parse(raw)
+
+
+def broker_config_entries(broker: BrokerConfig) -> list[ConfigValue]:
+    """Broker configs for DescribeConfigs on a BROKER resource."""
+    defaults = BrokerConfig.model_construct()
+    out = []
+    for name, value in broker.kafka_items().items():
+        text = "true" if value is True else "false" if value is False else ("" if value is None else str(value))
+        default = getattr(defaults, name.replace(".", "_"), None)
+        source = "DEFAULT_CONFIG" if value == default else "STATIC_BROKER_CONFIG"
+        kind = "BOOLEAN" if isinstance(value, bool) else "LONG" if isinstance(value, int) else "DOUBLE" if isinstance(value, float) else "STRING"
+        out.append(ConfigValue(name, text, source, kind, ((name, text, source),)))
+    return out

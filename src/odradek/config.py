@@ -1,0 +1,192 @@
+"""Broker configuration under Kafka's own key names.
+
+Precedence, lowest first: built-in defaults, a `server.properties` file,
+`ODRADEK_*` environment variables (`log.segment.bytes` -> ODRADEK_LOG_SEGMENT_BYTES),
+then command-line flags. Attribute names are the Kafka keys with dots turned into
+underscores; `BrokerConfig.kafka_items()` gives them back under Kafka's names.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class ConfigError(ValueError):
+    """A configuration mistake, reported to the user as one sentence."""
+
+
+def parse_host_port(value: str, default_port: int = 9092) -> tuple[str, int]:
+    """Split `HOST:PORT` (IPv6 hosts in brackets); a bare host gets the default port."""
+    value = value.strip()
+    if value.startswith("["):
+        host, _, rest = value[1:].partition("]")
+        port = rest.lstrip(":")
+    elif value.count(":") == 1:
+        host, _, port = value.partition(":")
+    else:
+        host, port = value, ""
+    if not host:
+        host = "0.0.0.0"
+    try:
+        port_num = int(port) if port else default_port
+    except ValueError:
+        raise ConfigError(f"{value!r} is not HOST:PORT (the port must be a number)") from None
+    if not 0 <= port_num <= 65535:
+        raise ConfigError(f"{value!r} has a port outside 0-65535")
+    return host, port_num
+
+
+class BrokerConfig(BaseSettings):
+    """Static broker configuration (server.properties)."""
+
+    model_config = SettingsConfigDict(env_prefix="ODRADEK_", extra="ignore", validate_assignment=True)
+
+    # odradek's own
+    listen: str = "127.0.0.1:9092"
+    advertise: str | None = None
+    data_dir: Path = Path("odradek-data")
+    zookeeper: str | None = None
+    metrics_port: int | None = None
+    storage: str = "file"  # "file" or "memory"
+
+    # Kafka's names (dots -> underscores)
+    broker_id: int = Field(default=-1)
+    cluster_id: str | None = None
+    auto_create_topics_enable: bool = True
+    num_partitions: int = 1
+    default_replication_factor: int = 1
+    message_max_bytes: int = 1048588
+    socket_request_max_bytes: int = 104857600
+    log_segment_bytes: int = 1073741824
+    log_roll_ms: int = 604800000
+    log_index_interval_bytes: int = 4096
+    log_index_size_max_bytes: int = 10485760
+    log_retention_ms: int = 604800000
+    log_retention_bytes: int = -1
+    log_retention_check_interval_ms: int = 300000
+    log_cleanup_policy: str = "delete"
+    log_message_timestamp_type: str = "CreateTime"
+    log_flush_interval_messages: int = 9223372036854775807
+    log_cleaner_enable: bool = True
+    log_cleaner_min_cleanable_ratio: float = 0.5
+    log_cleaner_delete_retention_ms: int = 86400000
+    log_cleaner_min_compaction_lag_ms: int = 0
+    log_cleaner_max_compaction_lag_ms: int = 9223372036854775807
+    delete_topic_enable: bool = True
+    min_insync_replicas: int = 1
+    unclean_leader_election_enable: bool = False
+    auto_leader_rebalance_enable: bool = True
+    replica_lag_time_max_ms: int = 30000
+    replica_fetch_wait_max_ms: int = 500
+    zookeeper_session_timeout_ms: int = 18000
+    controlled_shutdown_enable: bool = True
+    offsets_topic_num_partitions: int = 50
+    offsets_topic_replication_factor: int = 1
+    offsets_retention_minutes: int = 10080
+    offsets_retention_check_interval_ms: int = 600000
+    group_initial_rebalance_delay_ms: int = 3000
+    group_min_session_timeout_ms: int = 6000
+    group_max_session_timeout_ms: int = 1800000
+    transaction_max_timeout_ms: int = 900000
+    transactional_id_expiration_ms: int = 604800000
+    transaction_state_log_num_partitions: int = 50
+    transaction_state_log_replication_factor: int = 1
+    transaction_abort_timed_out_transaction_cleanup_interval_ms: int = 10000
+
+    @field_validator("broker_id", mode="after")
+    @classmethod
+    def _broker_id_from_ordinal(cls, value: int) -> int:
+        return value if value >= 0 else broker_id_from_hostname(os.environ.get("HOSTNAME", ""))
+
+    @property
+    def listen_address(self) -> tuple[str, int]:
+        return parse_host_port(self.listen)
+
+    @property
+    def advertised_address(self) -> tuple[str, int]:
+        """What clients are told to connect to: --advertise, else the listener."""
+        if self.advertise:
+            return parse_host_port(self.advertise)
+        host, port = self.listen_address
+        if host in ("0.0.0.0", "::", ""):
+            host = "127.0.0.1"
+        return host, port
+
+    def kafka_items(self) -> dict[str, Any]:
+        """The Kafka-named keys and their values, as `kafka-configs.sh --describe` shows them."""
+        own = {"listen", "advertise", "data_dir", "zookeeper", "metrics_port", "storage"}
+        return {
+            name.replace("_", "."): value
+            for name, value in self.model_dump().items()
+            if name not in own
+        }
+
+
+_ORDINAL = re.compile(r"-(\d+)$")
+
+
+def broker_id_from_hostname(hostname: str) -> int:
+    """A StatefulSet pod `odradek-2` is broker 2; any other host is broker 0."""
+    match = _ORDINAL.search(hostname)
+    return int(match.group(1)) if match else 0
+
+
+def read_properties(path: Path) -> dict[str, str]:
+    """Read a Java-style .properties file (`key=value` or `key: value`, `#` comments)."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
+    result: dict[str, str] = {}
+    for raw in text.splitlines():
+        line = raw.strip()
+        if not line or line[0] in "#!":
+            continue
+        match = re.match(r"([^=:\s]+)\s*[=:]\s*(.*)$", line)
+        if match is None:
+            raise ConfigError(f"{path}: line {raw!r} is not key=value")
+        result[match.group(1)] = match.group(2).strip()
+    return result
+
+
+# Kafka keys whose attribute name differs from the key with dots replaced.
+_ALIASES = {"listeners": "listen", "advertised.listeners": "advertise", "log.dirs": "data_dir", "log.dir": "data_dir", "zookeeper.connect": "zookeeper"}
+
+
+def _strip_listener_scheme(value: str) -> str:
+    # listeners=PLAINTEXT://0.0.0.0:9092 -> 0.0.0.0:9092 (first listener only)
+    first = value.split(",")[0]
+    return first.split("://", 1)[1] if "://" in first else first
+
+
+def load_config(config_file: Path | None = None, **overrides: Any) -> BrokerConfig:
+    """Build the configuration: defaults < file < ODRADEK_* env < overrides (flags)."""
+    file_values: dict[str, Any] = {}
+    if config_file is not None:
+        for key, value in read_properties(config_file).items():
+            name = _ALIASES.get(key, key.replace(".", "_").replace("-", "_"))
+            if name in ("listen", "advertise"):
+                value = _strip_listener_scheme(value)
+            if name == "data_dir":
+                value = value.split(",")[0]
+            if name in BrokerConfig.model_fields:
+                file_values[name] = value
+    env_names = {name for name in BrokerConfig.model_fields if f"ODRADEK_{name.upper()}" in os.environ}
+    for name in env_names:
+        file_values.pop(name, None)  # env beats the file; BaseSettings reads env itself
+    values = {**file_values, **{k: v for k, v in overrides.items() if v is not None}}
+    try:
+        return BrokerConfig(**values)
+    except Exception as exc:  # pydantic.ValidationError
+        errors = getattr(exc, "errors", None)
+        if callable(errors):
+            first = errors()[0]
+            key = ".".join(str(p) for p in first.get("loc", ())).replace("_", ".")
+            raise ConfigError(f"invalid value for {key}: {first.get('msg')}") from None
+        raise ConfigError(str(exc)) from None

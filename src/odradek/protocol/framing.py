@@ -1,0 +1,125 @@
+"""Kafka request/response framing, sans I/O.
+
+A frame is a 4-byte big-endian size followed by that many bytes. A request
+starts with api_key (int16), api_version (int16), correlation_id (int32) and
+client_id; flexible versions (KIP-482) add tagged fields (header v2). Responses
+carry the correlation id (header v0), plus empty tagged fields when flexible
+(header v1) - except ApiVersions, whose response header is always v0 so that a
+client can read it before it knows our versions.
+"""
+
+from __future__ import annotations
+
+import io
+import struct
+from dataclasses import dataclass
+from functools import cache
+from typing import Any
+
+from kio.index import load_request_schema, load_response_schema
+from kio.schema.request_header.v1.header import RequestHeader as RequestHeaderV1
+from kio.schema.request_header.v2.header import RequestHeader as RequestHeaderV2
+from kio.serial import entity_reader, entity_writer
+
+API_VERSIONS_KEY = 18
+_PREFIX = struct.Struct(">hhi")
+_SIZE = struct.Struct(">i")
+_read_header_v1 = entity_reader(RequestHeaderV1)
+_read_header_v2 = entity_reader(RequestHeaderV2)
+
+
+class FrameError(Exception):
+    """An unparsable frame: the connection is closed, as Kafka does."""
+
+
+@dataclass(frozen=True, slots=True)
+class RequestHeader:
+    api_key: int
+    api_version: int
+    correlation_id: int
+    client_id: str | None
+
+
+def peek_header(frame: bytes | memoryview) -> tuple[int, int, int]:
+    """api_key, api_version, correlation_id: readable in every version."""
+    if len(frame) < _PREFIX.size:
+        raise FrameError(f"request of {len(frame)} bytes is shorter than a request header")
+    return _PREFIX.unpack_from(frame, 0)  # type: ignore[return-value]
+
+
+@cache
+def request_type(api_key: int, api_version: int) -> type:
+    return load_request_schema(api_key, api_version)
+
+
+@cache
+def response_type(api_key: int, api_version: int) -> type:
+    return load_response_schema(api_key, api_version)
+
+
+@cache
+def _reader(cls: type) -> Any:
+    return entity_reader(cls)
+
+
+@cache
+def _writer(cls: type) -> Any:
+    return entity_writer(cls)
+
+
+def decode_request(frame: bytes | memoryview) -> tuple[RequestHeader, Any]:
+    """Parse header and body of a request whose (api_key, version) we support."""
+    api_key, api_version, _ = peek_header(frame)
+    cls = request_type(api_key, api_version)
+    try:
+        header, offset = (_read_header_v2 if cls.__flexible__ else _read_header_v1)(frame, 0)
+        body, size = _reader(cls)(frame, offset)
+    except Exception as exc:  # kio raises assorted errors on truncated input
+        raise FrameError(f"cannot parse {cls.__name__} v{api_version}: {exc}") from None
+    if offset + size != len(frame):
+        raise FrameError(
+            f"{cls.__name__} v{api_version} has {len(frame) - offset - size} trailing bytes"
+        )
+    return RequestHeader(api_key, api_version, header.correlation_id, header.client_id), body
+
+
+def encode_response(correlation_id: int, response: Any, *, header_v0: bool = False) -> bytes:
+    """Size prefix + response header + body of a kio response entity."""
+    buf = io.BytesIO()
+    buf.write(b"\0\0\0\0")
+    buf.write(_SIZE.pack(correlation_id))
+    if response.__flexible__ and not header_v0:
+        buf.write(b"\0")  # no tagged fields in the header
+    _writer(type(response))(buf, response)
+    data = buf.getbuffer()
+    _SIZE.pack_into(data, 0, len(data) - 4)
+    del data
+    return buf.getvalue()
+
+
+def encode_request(api_key: int, api_version: int, correlation_id: int, body: Any,
+                   client_id: str | None = "odradek") -> bytes:
+    """A whole request frame; for tools and tests that talk to a broker directly."""
+    buf = io.BytesIO()
+    buf.write(b"\0\0\0\0")
+    buf.write(_PREFIX.pack(api_key, api_version, correlation_id))
+    cid = None if client_id is None else client_id.encode()
+    buf.write(_SIZE.pack(-1)[2:] if cid is None else struct.pack(">h", len(cid)) + cid)
+    if body.__flexible__:
+        buf.write(b"\0")
+    _writer(type(body))(buf, body)
+    data = buf.getbuffer()
+    _SIZE.pack_into(data, 0, len(data) - 4)
+    del data
+    return buf.getvalue()
+
+
+def decode_response(frame: bytes, api_key: int, api_version: int) -> tuple[int, Any]:
+    """correlation_id and body of a response frame (without its size prefix)."""
+    cls = response_type(api_key, api_version)
+    (correlation_id,) = _SIZE.unpack_from(frame, 0)
+    offset = 4
+    if cls.__flexible__ and api_key != API_VERSIONS_KEY:
+        offset += 1  # empty tagged fields
+    body, _ = _reader(cls)(frame, offset)
+    return correlation_id, body

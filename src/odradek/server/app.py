@@ -1,0 +1,151 @@
+"""The broker process: listener, background tasks, clean shutdown.
+
+`Server` runs on any asyncio loop (odradek.testing embeds it); `run()` is
+`odradek serve`: uvloop, signal handling, and a stop within two seconds that
+flushes the logs and writes the checkpoints.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import socket
+from typing import Any
+
+from odradek.config import BrokerConfig
+from odradek.server.broker import Broker
+from odradek.server.connection import Connection
+from odradek.server.dispatcher import Dispatcher
+
+log = logging.getLogger("odradek.server")
+
+CHECKPOINT_INTERVAL_S = 60.0
+
+
+class Server:
+    """One broker listening on one address, on the running event loop."""
+
+    def __init__(self, config: BrokerConfig, *, broker: Broker | None = None, faults: Any = None) -> None:
+        self.config = config
+        self.broker = broker or Broker(config, faults=faults)
+        self.connections: set[Connection] = set()
+        self._server: asyncio.base_events.Server | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self.port = 0
+        self.stopped = asyncio.Event()
+
+    async def start(self) -> None:
+        from odradek.server.handlers import ROUTES
+
+        host, port = self.config.listen_address
+        self.broker.open()
+        extra = _extension_start(self)
+        dispatcher = Dispatcher(self.broker, ROUTES)
+        loop = asyncio.get_running_loop()
+        max_bytes = self.config.socket_request_max_bytes
+        sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            sock.close()
+            self.broker.close()
+            raise OSError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+        self.port = sock.getsockname()[1]
+        if port == 0 and self.broker.node.port == 0:
+            from dataclasses import replace
+
+            self.broker.node = replace(self.broker.node, port=self.port)
+        self._server = await loop.create_server(
+            lambda: Connection(dispatcher, max_bytes, self.connections), sock=sock, backlog=1024
+        )
+        self._tasks.append(loop.create_task(self._housekeeping()))
+        self._tasks.extend(extra)
+        log.info(
+            "odradek broker %d listening on %s:%d (advertised %s:%d), data in %s",
+            self.broker.node_id, host, self.port, self.broker.node.host, self.broker.node.port,
+            self.config.data_dir if self.config.storage == "file" else "memory",
+        )
+
+    async def _housekeeping(self) -> None:
+        """Retention checks and recovery-point checkpoints, in the background."""
+        retention_every = self.config.log_retention_check_interval_ms / 1000.0
+        loop = asyncio.get_running_loop()
+        next_retention = loop.time() + retention_every
+        next_checkpoint = loop.time() + CHECKPOINT_INTERVAL_S
+        while True:
+            await asyncio.sleep(min(retention_every, CHECKPOINT_INTERVAL_S, 1.0))
+            now = loop.time()
+            if now >= next_retention:
+                self.broker.enforce_retention()
+                next_retention = now + retention_every
+            if now >= next_checkpoint:
+                self.broker.logs.checkpoint()
+                next_checkpoint = now + CHECKPOINT_INTERVAL_S
+
+    def disconnect_all(self) -> None:
+        for conn in list(self.connections):
+            conn.close(None)
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self.disconnect_all()
+        await _extension_stop(self)
+        self.broker.close()
+        self.stopped.set()
+        log.info("odradek broker %d stopped", self.broker.node_id)
+
+
+def _extension_start(server: Server) -> list[asyncio.Task[None]]:
+    """Start the rooms layered on the broker (group coordinator, metrics)."""
+    tasks: list[asyncio.Task[None]] = []
+    for hook in START_HOOKS:
+        tasks.extend(hook(server))
+    return tasks
+
+
+async def _extension_stop(server: Server) -> None:
+    for hook in STOP_HOOKS:
+        await hook(server)
+
+
+# Other rooms append here: fn(server) -> list of background tasks / async fn(server).
+START_HOOKS: list[Any] = []
+STOP_HOOKS: list[Any] = []
+
+
+def configure_logging(level: str = "info") -> None:
+    logging.basicConfig(
+        level=getattr(logging, level.upper(), logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+
+
+async def serve(config: BrokerConfig) -> None:
+    server = Server(config)
+    await server.start()
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    log.info("shutting down")
+    await asyncio.wait_for(server.stop(), timeout=10)
+
+
+def run(config: BrokerConfig) -> None:
+    """`odradek serve`: blocks until SIGTERM or SIGINT."""
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
+        asyncio.run(serve(config))
+    else:
+        uvloop.run(serve(config))

@@ -1,0 +1,312 @@
+"""The broker's state and the services handlers call (Kafka's ReplicaManager role).
+
+One `Broker` per process (several in one process for odradek.testing). It owns
+the log manager, the metadata store and the purgatory of parked fetches;
+handlers reach it through `RequestContext.broker`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from kio.schema.errors import ErrorCode
+
+from odradek.cluster.metadata import (
+    INTERNAL_TOPICS,
+    LocalMetadataStore,
+    MetadataStore,
+    TopicError,
+    TopicMetadata,
+    ensure_meta_properties,
+    validate_topic_name,
+)
+from odradek.cluster.topic_config import topic_config_value, validate_topic_configs
+from odradek.config import BrokerConfig
+from odradek.protocol.records import BatchHeader
+from odradek.storage.log import AppendResult, LogConfig, PartitionLog
+from odradek.storage.manager import LogManager
+from odradek.storage.retention import enforce_retention
+
+if TYPE_CHECKING:
+    from odradek.server.faults import Faults
+
+log = logging.getLogger("odradek.broker")
+
+TopicPartition = tuple[str, int]
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+@dataclass(frozen=True, slots=True)
+class PartitionState:
+    error: ErrorCode
+    leader: int
+    leader_epoch: int
+    isr: list[int]
+    offline: list[int]
+
+
+@dataclass(frozen=True, slots=True)
+class Node:
+    node_id: int
+    host: str
+    port: int
+    rack: str | None = None
+
+
+class Purgatory:
+    """Parked fetches waiting for data (Kafka's DelayedFetch purgatory).
+
+    A waiter registers interest in a set of partitions; an append to any of them
+    wakes it. No polling: the fetch sleeps on a future until woken or timed out.
+    """
+
+    def __init__(self) -> None:
+        self._watchers: dict[TopicPartition, set[asyncio.Future[None]]] = defaultdict(set)
+
+    async def wait(self, partitions: list[TopicPartition], timeout_s: float) -> None:
+        if timeout_s <= 0:
+            return
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        for tp in partitions:
+            self._watchers[tp].add(fut)
+        try:
+            await asyncio.wait_for(asyncio.shield(fut), timeout_s)
+        except TimeoutError:
+            pass
+        finally:
+            for tp in partitions:
+                watchers = self._watchers.get(tp)
+                if watchers is not None:
+                    watchers.discard(fut)
+                    if not watchers:
+                        del self._watchers[tp]
+
+    def notify(self, tp: TopicPartition) -> None:
+        watchers = self._watchers.get(tp)
+        if watchers:
+            for fut in watchers:
+                if not fut.done():
+                    fut.set_result(None)
+
+
+class Broker:
+    """Single-node broker services; cluster mode layers replication on top."""
+
+    def __init__(self, config: BrokerConfig, *, faults: Faults | None = None) -> None:
+        self.config = config
+        self.node_id = config.broker_id if config.broker_id >= 0 else 0
+        host, port = config.advertised_address
+        self.node = Node(self.node_id, host, port)
+        self.faults = faults
+        self.purgatory = Purgatory()
+        self.data_dir = config.data_dir
+        self.cluster_id = ""
+        self.metadata: MetadataStore
+        self.logs: LogManager
+        self.started_at_ms = now_ms()
+        self.coordinator: Any = None  # the group coordinator, set by the server app
+
+    # -- lifecycle ---------------------------------------------------------
+
+    def open(self) -> None:
+        if self.config.storage == "memory":
+            from odradek.storage.memory import MemoryLogManager
+
+            self.cluster_id = self.config.cluster_id or "odradek-memory"
+            self.metadata = LocalMetadataStore(None, self.cluster_id)
+            self.logs = MemoryLogManager(default_config=self.default_log_config())  # type: ignore[assignment]
+        else:
+            self.cluster_id = ensure_meta_properties(self.data_dir, self.node_id, self.config.cluster_id)
+            self.metadata = LocalMetadataStore(self.data_dir, self.cluster_id)
+            self.logs = LogManager(self.data_dir, default_config=self.default_log_config())
+        self.logs.open()
+        for topic in self.metadata.topics().values():
+            cfg = self.log_config(topic)
+            for p in range(topic.partitions):
+                self.logs.get_or_create(topic.name, p, cfg)
+
+    def close(self) -> None:
+        self.logs.close()
+
+    # -- topics ------------------------------------------------------------
+
+    def topics(self) -> dict[str, TopicMetadata]:
+        return self.metadata.topics()
+
+    def default_log_config(self) -> LogConfig:
+        return self.log_config(None)
+
+    def log_config(self, topic: TopicMetadata | None) -> LogConfig:
+        configs = topic.configs if topic is not None else {}
+
+        def v(name: str) -> Any:
+            return topic_config_value(name, configs, self.config)
+
+        return LogConfig(
+            segment_bytes=v("segment.bytes"),
+            segment_ms=v("segment.ms"),
+            index_interval_bytes=v("index.interval.bytes"),
+            segment_index_bytes=v("segment.index.bytes"),
+            retention_ms=v("retention.ms"),
+            retention_bytes=v("retention.bytes"),
+            cleanup_policy=v("cleanup.policy"),
+            max_message_bytes=v("max.message.bytes"),
+            message_timestamp_type=v("message.timestamp.type"),
+        )
+
+    def create_topic(
+        self,
+        name: str,
+        num_partitions: int = -1,
+        replication_factor: int = -1,
+        configs: dict[str, str] | None = None,
+        *,
+        validate_only: bool = False,
+    ) -> TopicMetadata | None:
+        """Validate and create a topic; raises TopicError or InvalidConfigError."""
+        validate_topic_name(name)
+        if num_partitions == -1:
+            num_partitions = self.config.num_partitions
+        if replication_factor == -1:
+            replication_factor = self.config.default_replication_factor
+        if num_partitions <= 0:
+            raise TopicError("invalid_partitions", "number of partitions must be larger than 0")
+        if replication_factor <= 0:
+            raise TopicError("invalid_replication_factor", "replication factor must be larger than 0")
+        if replication_factor > 1:
+            raise TopicError(
+                "invalid_replication_factor",
+                f"replication factor: {replication_factor} larger than available brokers: 1",
+            )
+        checked = validate_topic_configs(configs or {})
+        if name in self.topics():
+            raise TopicError("topic_already_exists", f"topic {name!r} already exists")
+        if validate_only:
+            return None
+        topic = self.metadata.create_topic(name, [[self.node_id] for _ in range(num_partitions)], checked)
+        cfg = self.log_config(topic)
+        for p in range(num_partitions):
+            self.logs.get_or_create(name, p, cfg)
+        log.info("created topic %s with %d partitions", name, num_partitions)
+        return topic
+
+    def auto_create(self, name: str) -> TopicMetadata | None:
+        """auto.create.topics.enable: create a topic the first time a client asks for it."""
+        if not self.config.auto_create_topics_enable or name in INTERNAL_TOPICS:
+            return None
+        try:
+            return self.create_topic(name)
+        except TopicError as exc:
+            if exc.code == "topic_already_exists":
+                return self.topics().get(name)
+            return None
+
+    def delete_topic(self, name: str) -> None:
+        if name not in self.topics():
+            raise TopicError("unknown_topic_or_partition", f"topic {name!r} does not exist")
+        self.metadata.delete_topic(name)
+        self.logs.delete_topic(name)
+        log.info("deleted topic %s", name)
+
+    def create_partitions(self, name: str, count: int, *, validate_only: bool = False) -> None:
+        topic = self.topics().get(name)
+        if topic is None:
+            raise TopicError("unknown_topic_or_partition", f"topic {name!r} does not exist")
+        if count <= topic.partitions:
+            raise TopicError(
+                "invalid_partitions",
+                f"topic currently has {topic.partitions} partitions, {count} would not be an increase",
+            )
+        if validate_only:
+            return
+        start = topic.partitions
+        topic = self.metadata.add_partitions(name, [[self.node_id] for _ in range(count - start)])
+        cfg = self.log_config(topic)
+        for p in range(start, count):
+            self.logs.get_or_create(name, p, cfg)
+
+    def set_topic_configs(self, name: str, configs: dict[str, str], *, validate_only: bool = False) -> None:
+        topic = self.topics().get(name)
+        if topic is None:
+            raise TopicError("unknown_topic_or_partition", f"topic {name!r} does not exist")
+        checked = validate_topic_configs(configs)
+        if validate_only:
+            return
+        self.metadata.set_configs(name, checked)
+        cfg = self.log_config(topic)
+        for p in range(topic.partitions):
+            plog = self.logs.get(name, p)
+            if plog is not None:
+                plog.update_config(cfg)
+
+    # -- partitions --------------------------------------------------------
+
+    def partition_log(self, topic: str, partition: int) -> PartitionLog | None:
+        return self.logs.get(topic, partition)
+
+    def append(self, plog: PartitionLog, data: bytes, batches: list[BatchHeader]) -> AppendResult:
+        result = plog.append(data, batches, now_ms=now_ms())
+        self.on_append(plog)
+        return result
+
+    def on_append(self, plog: PartitionLog) -> None:
+        """Single node: the high watermark is the log end offset; wake parked fetches."""
+        plog.high_watermark = plog.log_end_offset
+        self.purgatory.notify((plog.topic, plog.partition))
+
+    async def produce(
+        self, plog: PartitionLog, data: bytes, batches: list[BatchHeader], acks: int, request: Any
+    ) -> AppendResult | ErrorCode:
+        """Append a validated produce; cluster mode waits here for the ISR when acks=-1."""
+        return self.append(plog, data, batches)
+
+    def partition_state(self, topic: str, partition: int) -> PartitionState:
+        return PartitionState(ErrorCode.none, self.node_id, 0, [self.node_id], [])
+
+    def check_leader(self, topic: str, partition: int) -> ErrorCode | None:
+        """None when this broker leads the partition, else the error to answer."""
+        return None
+
+    def check_fetch(self, topic: str, partition: int, is_follower: bool) -> ErrorCode | None:
+        return None
+
+    def leader_epoch(self, topic: str, partition: int) -> int:
+        return 0
+
+    def on_follower_fetch(self, plog: PartitionLog, replica_id: int, fetch_offset: int) -> None:
+        """Replication hook: a follower reports its log end offset by fetching from it."""
+
+    def last_stable_offset(self, plog: PartitionLog) -> int:
+        return plog.high_watermark
+
+    def aborted_transactions(self, plog: PartitionLog, fetch_offset: int, upper: int) -> list[dict[str, int]]:
+        return []
+
+    def enforce_retention(self) -> None:
+        now = now_ms()
+        for plog in self.logs.logs():
+            try:
+                deleted = enforce_retention(plog, now)
+            except OSError as exc:
+                log.warning("retention of %s-%d failed: %s", plog.topic, plog.partition, exc)
+                continue
+            if deleted:
+                log.info("retention deleted %d segment(s) of %s-%d; log start offset now %d",
+                         deleted, plog.topic, plog.partition, plog.log_start_offset)
+
+    def live_nodes(self) -> list[Node]:
+        return [self.node]
+
+    def controller_id(self) -> int:
+        return self.node_id
+
+    def leader_of(self, topic: str, partition: int) -> int:
+        return self.node_id

@@ -1,0 +1,128 @@
+"""One client connection: frames in, responses out, in request order.
+
+Kafka handles one request per connection at a time and answers in order
+(the network layer mutes a channel while a request is in flight); pipelined
+requests wait in a short queue. Reading pauses when that queue is long or the
+socket's send buffer is full, so one client cannot make the broker's memory grow.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import struct
+from collections import deque
+from typing import TYPE_CHECKING
+
+from odradek.server.dispatcher import CloseConnection
+
+if TYPE_CHECKING:
+    from odradek.server.dispatcher import Dispatcher
+
+log = logging.getLogger("odradek.connection")
+
+_SIZE = struct.Struct(">i")
+MAX_QUEUED_REQUESTS = 64
+
+
+class Connection(asyncio.Protocol):
+    def __init__(self, dispatcher: Dispatcher, max_request_bytes: int, registry: set[Connection]) -> None:
+        self.dispatcher = dispatcher
+        self.max_request_bytes = max_request_bytes
+        self.registry = registry
+        self.transport: asyncio.Transport | None = None
+        self.peer = "?"
+        self._buffer = bytearray()
+        self._frames: deque[bytes] = deque()
+        self._wakeup = asyncio.Event()
+        self._can_write = asyncio.Event()
+        self._can_write.set()
+        self._reading_paused = False
+        self._closed = False
+        self._worker: asyncio.Task[None] | None = None
+
+    # -- asyncio.Protocol --------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        peer = transport.get_extra_info("peername")
+        self.peer = f"{peer[0]}:{peer[1]}" if peer else "?"
+        self.registry.add(self)
+        self._worker = asyncio.get_running_loop().create_task(self._serve())
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._closed = True
+        self.registry.discard(self)
+        self._wakeup.set()
+        self._can_write.set()
+
+    def pause_writing(self) -> None:
+        self._can_write.clear()
+
+    def resume_writing(self) -> None:
+        self._can_write.set()
+
+    def data_received(self, data: bytes) -> None:
+        buf = self._buffer
+        buf += data
+        pos = 0
+        end = len(buf)
+        while end - pos >= 4:
+            (size,) = _SIZE.unpack_from(buf, pos)
+            if size < 8 or size > self.max_request_bytes:
+                self.close(
+                    f"frame size {size} outside 8..{self.max_request_bytes} (socket.request.max.bytes)"
+                )
+                return
+            if end - pos - 4 < size:
+                break
+            self._frames.append(bytes(buf[pos + 4 : pos + 4 + size]))
+            pos += 4 + size
+        if pos:
+            del buf[:pos]
+        if self._frames:
+            self._wakeup.set()
+            if len(self._frames) >= MAX_QUEUED_REQUESTS and not self._reading_paused and self.transport:
+                self.transport.pause_reading()
+                self._reading_paused = True
+
+    # -- request loop ------------------------------------------------------
+
+    async def _serve(self) -> None:
+        frames = self._frames
+        while not self._closed:
+            if not frames:
+                self._wakeup.clear()
+                await self._wakeup.wait()
+                continue
+            frame = frames.popleft()
+            if self._reading_paused and len(frames) < MAX_QUEUED_REQUESTS // 2 and self.transport:
+                self.transport.resume_reading()
+                self._reading_paused = False
+            try:
+                response = await self.dispatcher.dispatch(self, frame)
+            except CloseConnection as exc:
+                self.close(str(exc))
+                return
+            except Exception:
+                log.exception("internal error while handling a request from %s; closing it", self.peer)
+                self.close(None)
+                return
+            if response is not None and not self._closed and self.transport is not None:
+                self.transport.write(response)
+                if not self._can_write.is_set():
+                    await self._can_write.wait()
+
+    @property
+    def is_closed(self) -> bool:
+        return self._closed
+
+    def close(self, reason: str | None) -> None:
+        """Drop the connection; `reason` becomes one log line."""
+        if reason:
+            log.warning("closing connection from %s: %s", self.peer, reason)
+        self._closed = True
+        self._wakeup.set()
+        if self.transport is not None:
+            self.transport.close()

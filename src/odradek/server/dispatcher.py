@@ -1,0 +1,113 @@
+"""api key -> handler, and the checks every request goes through first.
+
+Kafka's rules followed here: an ApiVersions request of a version we do not know
+is answered with v0 and UNSUPPORTED_VERSION so the client can downgrade (KIP-511);
+any other unknown API key or version, or a request that cannot be parsed, closes
+the connection after one log line.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from kio.schema.api_versions.v0.response import ApiVersionsResponse as ApiVersionsResponseV0
+from kio.schema.errors import ErrorCode
+
+from odradek.protocol.apis import ApiRange, api_name
+from odradek.protocol.build import build
+from odradek.protocol.framing import (
+    API_VERSIONS_KEY,
+    FrameError,
+    RequestHeader,
+    decode_request,
+    encode_response,
+    peek_header,
+    response_type,
+)
+
+if TYPE_CHECKING:
+    from odradek.server.broker import Broker
+    from odradek.server.connection import Connection
+
+log = logging.getLogger("odradek.dispatcher")
+
+Handler = Callable[["RequestContext", Any], Awaitable[Any]]
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    handler: Handler
+    min_version: int
+    max_version: int
+
+
+@dataclass(slots=True)
+class RequestContext:
+    broker: Broker
+    header: RequestHeader
+    connection: Connection | None
+
+    @property
+    def version(self) -> int:
+        return self.header.api_version
+
+    def respond(self, values: dict[str, Any] | None = None, /, **extra: Any) -> Any:
+        """The response entity of this request's API and version, built from plain values."""
+        return build(response_type(self.header.api_key, self.header.api_version), values, **extra)
+
+
+class CloseConnection(Exception):
+    """Raised to drop the client connection after a one-line log."""
+
+
+class Dispatcher:
+    def __init__(self, broker: Broker, routes: dict[int, Route]) -> None:
+        self.broker = broker
+        self.routes = routes
+
+    def api_ranges(self) -> list[ApiRange]:
+        return [ApiRange(k, r.min_version, r.max_version) for k, r in sorted(self.routes.items())]
+
+    async def dispatch(self, connection: Connection | None, frame: bytes) -> bytes | None:
+        """Handle one request frame; returns the response frame, or None (acks=0)."""
+        try:
+            api_key, api_version, correlation_id = peek_header(frame)
+        except FrameError as exc:
+            raise CloseConnection(str(exc)) from None
+        route = self.routes.get(api_key)
+        if route is None:
+            raise CloseConnection(f"unknown API key {api_key}")
+        if not route.min_version <= api_version <= route.max_version:
+            if api_key == API_VERSIONS_KEY:
+                return self._unsupported_api_versions(correlation_id)
+            raise CloseConnection(
+                f"unsupported version {api_version} of {api_name(api_key)} "
+                f"(supported {route.min_version}-{route.max_version})"
+            )
+        try:
+            header, request = decode_request(frame)
+        except FrameError as exc:
+            raise CloseConnection(str(exc)) from None
+        ctx = RequestContext(self.broker, header, connection)
+        faults = self.broker.faults
+        if faults is not None:
+            response = await faults.intercept(ctx, request, route.handler)
+        else:
+            response = await route.handler(ctx, request)
+        if response is None:
+            return None
+        return encode_response(correlation_id, response, header_v0=api_key == API_VERSIONS_KEY)
+
+    def _unsupported_api_versions(self, correlation_id: int) -> bytes:
+        response = build(
+            ApiVersionsResponseV0,
+            error_code=ErrorCode.unsupported_version,
+            api_keys=[
+                {"api_key": r.api_key, "min_version": r.min_version, "max_version": r.max_version}
+                for r in self.api_ranges()
+            ],
+        )
+        return encode_response(correlation_id, response, header_v0=True)

@@ -1,0 +1,127 @@
+"""DescribeConfigs, AlterConfigs, IncrementalAlterConfigs for topics (and broker reads)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from kio.schema.errors import ErrorCode
+
+from odradek.cluster.topic_config import (
+    ConfigValue,
+    InvalidConfigError,
+    broker_config_entries,
+    effective_topic_configs,
+)
+from odradek.server.dispatcher import RequestContext
+
+TOPIC = 2
+BROKER = 4
+# DescribeConfigsResponse config_source / synonym source values
+CONFIG_SOURCE = {"TOPIC_CONFIG": 1, "DYNAMIC_BROKER_CONFIG": 2, "STATIC_BROKER_CONFIG": 4, "DEFAULT_CONFIG": 5}
+CONFIG_TYPE = {"BOOLEAN": 1, "STRING": 2, "INT": 3, "SHORT": 4, "LONG": 5, "DOUBLE": 6, "LIST": 7, "PASSWORD": 9}
+SET, DELETE, APPEND, SUBTRACT = 0, 1, 2, 3
+
+
+def _entry(c: ConfigValue, read_only: bool, synonyms: bool) -> dict[str, Any]:
+    return {
+        "name": c.name,
+        "value": c.value,
+        "read_only": read_only,
+        "config_source": CONFIG_SOURCE[c.source],
+        "is_default": c.source == "DEFAULT_CONFIG",
+        "is_sensitive": False,
+        "synonyms": [
+            {"name": n, "value": v, "source": CONFIG_SOURCE[s]} for n, v, s in c.synonyms
+        ] if synonyms else [],
+        "config_type": CONFIG_TYPE[c.kind],
+        "documentation": None,
+    }
+
+
+async def describe_configs(ctx: RequestContext, request: Any) -> Any:
+    broker = ctx.broker
+    results = []
+    synonyms = getattr(request, "include_synonyms", False)
+    for res in request.resources:
+        result: dict[str, Any] = {
+            "resource_type": res.resource_type, "resource_name": res.resource_name,
+            "error_code": ErrorCode.none, "error_message": None, "configs": [],
+        }
+        if res.resource_type == TOPIC:
+            topic = broker.topics().get(res.resource_name)
+            if topic is None:
+                result.update(error_code=ErrorCode.unknown_topic_or_partition,
+                              error_message=f"topic {res.resource_name!r} does not exist")
+            else:
+                values = effective_topic_configs(topic.configs, broker.config)
+                result["configs"] = [_entry(c, False, synonyms) for c in values]
+        elif res.resource_type == BROKER:
+            if res.resource_name not in ("", str(broker.node_id)):
+                result.update(error_code=ErrorCode.invalid_request,
+                              error_message=f"this is broker {broker.node_id}, not {res.resource_name}")
+            else:
+                result["configs"] = [_entry(c, True, synonyms) for c in broker_config_entries(broker.config)]
+        else:
+            result.update(error_code=ErrorCode.invalid_request,
+                          error_message=f"resource type {res.resource_type} is not supported")
+        keys = res.configuration_keys
+        if keys is not None and result["configs"]:
+            result["configs"] = [c for c in result["configs"] if c["name"] in keys]
+        results.append(result)
+    return ctx.respond(results=results)
+
+
+def _alter(ctx: RequestContext, res: Any, new_configs: dict[str, str] | None, validate_only: bool) -> dict[str, Any]:
+    out: dict[str, Any] = {"resource_type": res.resource_type, "resource_name": res.resource_name,
+                           "error_code": ErrorCode.none, "error_message": None}
+    if res.resource_type != TOPIC:
+        out.update(error_code=ErrorCode.invalid_request,
+                   error_message="only topic configs can be altered; broker configs are static")
+        return out
+    if res.resource_name not in ctx.broker.topics():
+        out.update(error_code=ErrorCode.unknown_topic_or_partition,
+                   error_message=f"topic {res.resource_name!r} does not exist")
+        return out
+    try:
+        assert new_configs is not None
+        ctx.broker.set_topic_configs(res.resource_name, new_configs, validate_only=validate_only)
+    except InvalidConfigError as exc:
+        out.update(error_code=ErrorCode.invalid_config, error_message=str(exc))
+    return out
+
+
+async def alter_configs(ctx: RequestContext, request: Any) -> Any:
+    """AlterConfigs replaces a topic's whole set of overrides."""
+    responses = [
+        _alter(ctx, res, {c.name: c.value for c in res.configs}, request.validate_only)
+        for res in request.resources
+    ]
+    return ctx.respond(responses=responses)
+
+
+async def incremental_alter_configs(ctx: RequestContext, request: Any) -> Any:
+    """IncrementalAlterConfigs (KIP-339): SET, DELETE, APPEND, SUBTRACT per key."""
+    responses = []
+    for res in request.resources:
+        topic = ctx.broker.topics().get(res.resource_name) if res.resource_type == TOPIC else None
+        configs = dict(topic.configs) if topic is not None else None
+        error = None
+        if configs is not None:
+            for c in res.configs:
+                current = [v for v in configs.get(c.name, "").split(",") if v]
+                if c.config_operation == SET:
+                    configs[c.name] = c.value
+                elif c.config_operation == DELETE:
+                    configs.pop(c.name, None)
+                elif c.config_operation in (APPEND, SUBTRACT) and c.name == "cleanup.policy":
+                    items = (c.value or "").split(",")
+                    merged = current + [i for i in items if i not in current] if c.config_operation == APPEND else [v for v in current if v not in items]
+                    configs[c.name] = ",".join(merged)
+                else:
+                    error = f"operation {c.config_operation} is not valid for {c.name}"
+        if error is not None:
+            responses.append({"resource_type": res.resource_type, "resource_name": res.resource_name,
+                              "error_code": ErrorCode.invalid_config, "error_message": error})
+        else:
+            responses.append(_alter(ctx, res, configs, request.validate_only))
+    return ctx.respond(responses=responses)

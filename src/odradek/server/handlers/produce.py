@@ -1,0 +1,71 @@
+"""Produce: validate each partition's batches, append them, acknowledge per acks.
+
+The records stay bytes end to end: parse_batches reads the 61-byte headers and
+checks the CRC; the log rewrites only the base offset (DESIGN.md, the hot path).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from kio.schema.errors import ErrorCode
+
+from odradek.protocol.records import InvalidRecordError, parse_batches
+from odradek.server.dispatcher import RequestContext
+
+log = logging.getLogger("odradek.produce")
+
+
+def _error(index: int, code: ErrorCode, message: str | None = None) -> dict[str, Any]:
+    return {"index": index, "error_code": code, "base_offset": -1, "log_start_offset": -1, "error_message": message}
+
+
+async def handle(ctx: RequestContext, request: Any) -> Any:
+    broker = ctx.broker
+    acks = request.acks
+    topics = broker.topics()
+    responses = []
+    for topic_data in request.topic_data:
+        name = topic_data.name
+        topic = topics.get(name)
+        partition_responses = []
+        for pdata in topic_data.partition_data:
+            index = pdata.index
+            if acks not in (0, 1, -1):
+                partition_responses.append(_error(index, ErrorCode.invalid_required_acks))
+                continue
+            plog = broker.partition_log(name, index) if topic is not None else None
+            if plog is None:
+                partition_responses.append(_error(index, ErrorCode.unknown_topic_or_partition))
+                continue
+            not_leader = broker.check_leader(name, index)
+            if not_leader is not None:
+                partition_responses.append(_error(index, not_leader))
+                continue
+            records = pdata.records or b""
+            try:
+                batches = parse_batches(records, max_batch_bytes=plog.config.max_message_bytes)
+                if not batches:
+                    raise InvalidRecordError(ErrorCode.corrupt_message, "produce request carries no record batch")
+            except InvalidRecordError as exc:
+                log.warning("rejected produce to %s-%d from %s: %s", name, index, ctx.header.client_id, exc)
+                partition_responses.append(_error(index, exc.error_code, str(exc)))
+                continue
+            result = await broker.produce(plog, records, batches, acks, request)
+            if isinstance(result, ErrorCode):
+                partition_responses.append(_error(index, result))
+                continue
+            partition_responses.append(
+                {
+                    "index": index,
+                    "error_code": ErrorCode.none,
+                    "base_offset": result.base_offset,
+                    "log_append_time": result.log_append_time_ms if result.log_append_time_ms >= 0 else None,
+                    "log_start_offset": result.log_start_offset,
+                }
+            )
+        responses.append({"name": name, "partition_responses": partition_responses})
+    if acks == 0:
+        return None
+    return ctx.respond(responses=responses)

@@ -1,0 +1,1 @@
+"""pytest plugin: fixtures for an embedded odradek broker (filled in by the testing room)."""
