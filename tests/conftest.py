@@ -1,0 +1,118 @@
+"""Fixtures that run real odradek broker processes on 127.0.0.1.
+
+Tests talk to them over TCP with real clients. `broker` is one broker shared by
+a test module; `broker_factory` makes brokers a test can restart, stop, or kill
+with SIGKILL.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_for_port(port: int, timeout: float = 15.0, proc: subprocess.Popen[bytes] | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"broker exited with code {proc.returncode}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return
+        except OSError:
+            time.sleep(0.02)
+    raise TimeoutError(f"nothing listens on 127.0.0.1:{port} after {timeout} s")
+
+
+class BrokerProcess:
+    """An `odradek serve` subprocess with its own data dir and port."""
+
+    def __init__(self, data_dir: Path, port: int | None = None, extra_args: list[str] | None = None,
+                 env: dict[str, str] | None = None) -> None:
+        self.data_dir = data_dir
+        self.port = port or free_port()
+        self.extra_args = list(extra_args or [])
+        self.env = dict(env or {})
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.log_path = data_dir.parent / f"{data_dir.name}-broker.log"
+
+    @property
+    def bootstrap(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def start(self) -> BrokerProcess:
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", **self.env}
+        cmd = [sys.executable, "-m", "odradek", "serve", "--listen", self.bootstrap,
+               "--data-dir", str(self.data_dir), *self.extra_args]
+        self._log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
+        wait_for_port(self.port, proc=self.proc)
+        return self
+
+    def stop(self, timeout: float = 10.0) -> int:
+        """SIGTERM and wait: a clean shutdown."""
+        assert self.proc is not None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            self.proc.wait(timeout)
+        self._log.close()
+        return self.proc.returncode
+
+    def kill(self) -> None:
+        """SIGKILL: no flush, no checkpoint."""
+        assert self.proc is not None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(10)
+        self._log.close()
+
+    def restart(self) -> BrokerProcess:
+        if self.proc is not None and self.proc.poll() is None:
+            self.stop()
+        return self.start()
+
+    def logs(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+
+@pytest.fixture
+def broker_factory(tmp_path: Path) -> Iterator[object]:
+    made: list[BrokerProcess] = []
+
+    def make(*extra_args: str, env: dict[str, str] | None = None, name: str | None = None) -> BrokerProcess:
+        b = BrokerProcess(tmp_path / (name or f"broker{len(made)}"), extra_args=list(extra_args), env=env)
+        made.append(b)
+        return b.start()
+
+    yield make
+    for b in made:
+        if b.proc is not None and b.proc.poll() is None:
+            b.kill()
+
+
+@pytest.fixture(scope="module")
+def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrokerProcess]:
+    b = BrokerProcess(tmp_path_factory.mktemp("broker") / "data").start()
+    yield b
+    if b.proc is not None and b.proc.poll() is None:
+        b.stop()
+
+
+def unique(prefix: str = "t") -> str:
+    return f"{prefix}-{time.time_ns()}"
