@@ -17,6 +17,7 @@ from odradek.server.handlers import (
     produce,
     topics,
 )
+from odradek.server.handlers import groups, offsets
 
 ROUTES: dict[int, Route] = {
     0: Route(produce.handle, 3, 11),
@@ -31,4 +32,15 @@ ROUTES: dict[int, Route] = {
     37: Route(topics.create_partitions, 0, 3),
     44: Route(configs.incremental_alter_configs, 0, 1),
     60: Route(describe_cluster.handle, 0, 1),
+    8: Route(offsets.offset_commit, 2, 9),
+    9: Route(offsets.offset_fetch, 1, 9),
+    10: Route(groups.find_coordinator, 0, 5),
+    11: Route(groups.join_group, 0, 9),
+    12: Route(groups.heartbeat, 0, 4),
+    13: Route(groups.leave_group, 0, 5),
+    14: Route(groups.sync_group, 0, 5),
+    15: Route(groups.describe_groups, 0, 6),
+    16: Route(groups.list_groups, 0, 5),
+    42: Route(groups.delete_groups, 0, 2),
+    47: Route(offsets.offset_delete, 0, 0),
 }

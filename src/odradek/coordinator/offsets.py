@@ -1,0 +1,251 @@
+"""Committed offsets: OffsetCommit/OffsetFetch/OffsetDelete rules, replay, expiry.
+
+A commit is validated against the group (generation, member, static instance)
+as Kafka does, written to __consumer_offsets, and only then visible to
+OffsetFetch. On start the topic is replayed; every
+offsets.retention.check.interval.ms the offsets of groups that have been Empty
+for offsets.retention.minutes are deleted with tombstones (KIP-211).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from kio.schema.errors import ErrorCode
+
+from odradek.coordinator.group import Group, GroupState
+from odradek.coordinator.records import (
+    GroupKey,
+    OffsetKey,
+    OffsetValue,
+    RecordFormatError,
+    group_key,
+    offset_key,
+    offset_value,
+    read_group_value,
+    read_key,
+    read_offset_value,
+    subscribed_topics,
+)
+
+if TYPE_CHECKING:
+    from odradek.coordinator.store import OffsetsStore
+    from odradek.server.broker import Broker
+
+log = logging.getLogger("odradek.coordinator")
+
+E = ErrorCode
+OFFSET_METADATA_MAX_BYTES = 4096  # offset.metadata.max.bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Commit:
+    topic: str
+    partition: int
+    offset: int
+    leader_epoch: int
+    metadata: str | None
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+class OffsetsMixin:
+    """The offset half of GroupCoordinator (which supplies these attributes)."""
+
+    broker: Broker
+    store: OffsetsStore
+    groups: dict[str, Group]
+
+    def group_error(self, group_id: str) -> ErrorCode | None: ...  # provided by GroupCoordinator
+
+    def _schedule_heartbeat(self, group: Group, member: object) -> None: ...
+
+    # -- OffsetCommit --------------------------------------------------------------
+
+    def offset_keys(self, group: Group, tps: list[tuple[str, int]]) -> list[bytes]:
+        return [offset_key(group.group_id, t, p) for t, p in tps]
+
+    def _validate_commit(self, group: Group | None, generation: int, member_id: str,
+                         instance_id: str | None) -> ErrorCode | None:
+        if group is None:
+            # a group unknown to the coordinator may only commit outside group management
+            return E.illegal_generation if generation >= 0 else None
+        if group.is_in(GroupState.DEAD):
+            return E.coordinator_not_available
+        if generation < 0 and group.is_in(GroupState.EMPTY):
+            return None  # simple consumers and admin tools commit with generation -1
+        if group.is_in(GroupState.COMPLETING_REBALANCE):
+            return E.rebalance_in_progress
+        if instance_id is not None:
+            owner = group.static_members.get(instance_id)
+            if owner is not None and owner != member_id:
+                return E.fenced_instance_id
+        if member_id not in group.members:
+            return E.unknown_member_id
+        if generation != group.generation:
+            return E.illegal_generation
+        return None
+
+    def commit(self, group_id: str, generation: int, member_id: str, instance_id: str | None,
+               commits: list[Commit]) -> list[ErrorCode]:
+        """One error per commit, in order."""
+        error = self.group_error(group_id)
+        group = self.groups.get(group_id)
+        if error is None:
+            error = self._validate_commit(group, generation, member_id, instance_id)
+        if error is not None:
+            return [error] * len(commits)
+        topics = self.broker.topics()
+        results: list[ErrorCode] = []
+        accepted: list[tuple[Commit, OffsetValue]] = []
+        now = _now_ms()
+        for c in commits:
+            topic = topics.get(c.topic)
+            if topic is None or not 0 <= c.partition < topic.partitions:
+                results.append(E.unknown_topic_or_partition)
+            elif c.metadata is not None and len(c.metadata.encode()) > OFFSET_METADATA_MAX_BYTES:
+                results.append(E.offset_metadata_too_large)
+            else:
+                results.append(E.none)
+                accepted.append((c, OffsetValue(c.offset, c.leader_epoch, c.metadata or "", now)))
+        if not accepted:
+            return results
+        written = self.store.write(
+            group_id, [(offset_key(group_id, c.topic, c.partition), offset_value(v)) for c, v in accepted]
+        )
+        if written != E.none:
+            return [written if r == E.none else r for r in results]
+        if group is None:
+            group = self.groups[group_id] = Group(group_id, now)
+        for c, v in accepted:
+            group.offsets[(c.topic, c.partition)] = v
+        member = group.members.get(member_id)
+        if member is not None:
+            self._schedule_heartbeat(group, member)
+        return results
+
+    # -- OffsetFetch ---------------------------------------------------------------
+
+    def fetch_offsets(
+        self, group_id: str, wanted: list[tuple[str, list[int]]] | None
+    ) -> tuple[ErrorCode, list[tuple[str, list[tuple[int, OffsetValue | None]]]]]:
+        """Committed offsets (None where nothing is committed); all of the group's when wanted is None."""
+        error = self.group_error(group_id)
+        if error is not None:
+            return error, [(t, [(p, None) for p in ps]) for t, ps in (wanted or [])]
+        group = self.groups.get(group_id)
+        offsets = group.offsets if group is not None else {}
+        if wanted is None:
+            by_topic: dict[str, list[tuple[int, OffsetValue | None]]] = {}
+            for (t, p), v in sorted(offsets.items()):
+                by_topic.setdefault(t, []).append((p, v))
+            return E.none, list(by_topic.items())
+        return E.none, [(t, [(p, offsets.get((t, p))) for p in ps]) for t, ps in wanted]
+
+    # -- OffsetDelete ----------------------------------------------------------------
+
+    def delete_offsets(self, group_id: str, wanted: list[tuple[str, list[int]]]) -> tuple[ErrorCode, dict[tuple[str, int], ErrorCode]]:
+        """Kafka refuses to delete offsets of topics an active group is subscribed to."""
+        error = self.group_error(group_id)
+        group = self.groups.get(group_id)
+        if error is None and (group is None or group.is_in(GroupState.DEAD)):
+            error = E.group_id_not_found
+        if error is not None or group is None:
+            return error or E.group_id_not_found, {}
+        subscribed: set[str] = set()
+        if not group.is_in(GroupState.EMPTY):
+            if group.protocol_type != "consumer":
+                return E.non_empty_group, {}
+            for m in group.members.values():
+                subscribed |= subscribed_topics(group.protocol_type or "", m.metadata(group.protocol_name))
+        results: dict[tuple[str, int], ErrorCode] = {}
+        doomed = []
+        for t, ps in wanted:
+            for p in ps:
+                if t in subscribed:
+                    results[(t, p)] = E.group_subscribed_to_topic
+                else:
+                    results[(t, p)] = E.none
+                    if (t, p) in group.offsets:
+                        doomed.append((t, p))
+        if doomed:
+            written = self.store.write(group_id, [(k, None) for k in self.offset_keys(group, doomed)])
+            if written != E.none:
+                return written, {}
+            for tp in doomed:
+                del group.offsets[tp]
+        return E.none, results
+
+    # -- replay and expiry ---------------------------------------------------------------
+
+    def load(self) -> None:
+        """Rebuild groups and offsets from __consumer_offsets (latest record per key wins)."""
+        groups: dict[str, Group] = {}
+        count = 0
+        for key_bytes, value_bytes in self.store.replay():
+            try:
+                key = read_key(key_bytes)
+                if isinstance(key, OffsetKey):
+                    group = groups.get(key.group) or groups.setdefault(key.group, Group(key.group, _now_ms()))
+                    if value_bytes is None:
+                        group.offsets.pop((key.topic, key.partition), None)
+                    else:
+                        group.offsets[(key.topic, key.partition)] = read_offset_value(value_bytes)
+                elif isinstance(key, GroupKey):
+                    if value_bytes is None:
+                        old = groups.pop(key.group, None)
+                        if old is not None and old.offsets:  # offsets written after the tombstone stay
+                            fresh = groups[key.group] = Group(key.group, _now_ms())
+                            fresh.offsets = old.offsets
+                    else:
+                        group = groups.get(key.group) or groups.setdefault(key.group, Group(key.group, _now_ms()))
+                        group.load(read_group_value(value_bytes))
+                count += 1
+            except (RecordFormatError, UnicodeDecodeError) as exc:
+                log.warning("skipping an unreadable __consumer_offsets record: %s", exc)
+        self.groups.update(groups)
+        if count:
+            log.info("loaded %d group(s) with %d offset(s) from %d __consumer_offsets record(s)",
+                     len(groups), sum(len(g.offsets) for g in groups.values()), count)
+
+    def expire_offsets(self, now_ms: int | None = None) -> int:
+        """offsets.retention.minutes: drop offsets of groups Empty (or never managed) for that long."""
+        now = _now_ms() if now_ms is None else now_ms
+        retention = self.broker.config.offsets_retention_minutes * 60_000
+        expired_total = 0
+        for group in list(self.groups.values()):
+            if not group.is_in(GroupState.EMPTY):
+                continue
+            if group.protocol_type:
+                doomed = list(group.offsets) if now - group.state_timestamp >= retention else []
+            else:  # offsets-only group: each offset ages from its own commit
+                doomed = [tp for tp, v in group.offsets.items() if now - v.commit_timestamp >= retention]
+            records: list[tuple[bytes, bytes | None]] = [(k, None) for k in self.offset_keys(group, doomed)]
+            last = len(doomed) == len(group.offsets)
+            if last:
+                records.append((group_key(group.group_id), None))
+            if records and self.store.write(group.group_id, records) == E.none:
+                for tp in doomed:
+                    del group.offsets[tp]
+                expired_total += len(doomed)
+                if last:
+                    group.transition(GroupState.DEAD, now)
+                    del self.groups[group.group_id]
+        if expired_total:
+            log.info("expired %d committed offset(s) (offsets.retention.minutes)", expired_total)
+        return expired_total
+
+    async def run_expiry(self) -> None:
+        interval = self.broker.config.offsets_retention_check_interval_ms / 1000
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                self.expire_offsets()
+            except Exception:
+                log.exception("offset expiry failed")
