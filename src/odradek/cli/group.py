@@ -1,0 +1,217 @@
+"""`odradek group ...`: list, describe, delete consumer groups and reset their offsets.
+
+Everything goes through confluent-kafka's AdminClient, so these commands work
+against any Kafka cluster, not only odradek. Mistakes are one sentence, exit 1.
+"""
+
+from __future__ import annotations
+
+import datetime
+from typing import Any, NoReturn
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+group_app = typer.Typer(no_args_is_help=True, help="Consumer groups: members, committed offsets, lag.")
+console = Console()
+TIMEOUT_S = 15.0
+
+
+class _State:
+    bootstrap = "127.0.0.1:9092"
+
+
+def _fail(message: str) -> NoReturn:
+    console.print(f"[red]error:[/red] {message}", highlight=False)
+    raise typer.Exit(1)
+
+
+@group_app.callback()
+def _options(
+    bootstrap_server: str = typer.Option(
+        "127.0.0.1:9092", "--bootstrap-server", "-b", envvar="ODRADEK_BOOTSTRAP_SERVER",
+        help="HOST:PORT of any broker of the cluster.",
+    ),
+) -> None:
+    _State.bootstrap = bootstrap_server
+
+
+def _admin() -> Any:
+    from confluent_kafka.admin import AdminClient
+
+    return AdminClient({"bootstrap.servers": _State.bootstrap, "socket.timeout.ms": 10000})
+
+
+def _result(future: Any, what: str) -> Any:
+    from confluent_kafka import KafkaException
+
+    try:
+        return future.result(timeout=TIMEOUT_S)
+    except KafkaException as exc:
+        error = exc.args[0] if exc.args else exc
+        text = error.str() if hasattr(error, "str") else str(error)
+        _fail(f"{what} failed: {text}")
+    except Exception as exc:  # concurrent.futures.TimeoutError and the like
+        _fail(f"{what} failed: {exc or type(exc).__name__} (is a broker listening on {_State.bootstrap}?)")
+
+
+def _describe(admin: Any, group: str) -> Any:
+    return _result(admin.describe_consumer_groups([group], request_timeout=TIMEOUT_S)[group], f"describing group {group}")
+
+
+def _committed(admin: Any, group: str) -> dict[tuple[str, int], int]:
+    from confluent_kafka import ConsumerGroupTopicPartitions
+
+    futures = admin.list_consumer_group_offsets([ConsumerGroupTopicPartitions(group)], request_timeout=TIMEOUT_S)
+    result = _result(futures[group], f"reading the committed offsets of {group}")
+    return {(tp.topic, tp.partition): tp.offset for tp in result.topic_partitions or [] if tp.offset >= 0}
+
+
+def _list_offsets(admin: Any, tps: list[tuple[str, int]], spec: Any) -> dict[tuple[str, int], int]:
+    from confluent_kafka import TopicPartition
+
+    if not tps:
+        return {}
+    futures = admin.list_offsets({TopicPartition(t, p): spec for t, p in tps}, request_timeout=TIMEOUT_S)
+    return {(tp.topic, tp.partition): _result(f, f"listing offsets of {tp.topic}-{tp.partition}").offset
+            for tp, f in futures.items()}
+
+
+def _partitions(admin: Any, topic: str) -> list[int]:
+    metadata = admin.list_topics(topic=topic, timeout=TIMEOUT_S)
+    info = metadata.topics.get(topic)
+    if info is None or info.error is not None or not info.partitions:
+        _fail(f"topic {topic} does not exist")
+    return sorted(info.partitions)
+
+
+@group_app.command("list")
+def list_groups(state: list[str] = typer.Option(None, "--state", help="Only groups in this state (repeatable).")) -> None:
+    """List the consumer groups and their states."""
+    from confluent_kafka import ConsumerGroupState
+
+    admin = _admin()
+    kwargs: dict[str, Any] = {"request_timeout": TIMEOUT_S}
+    if state:
+        names = {_state_name(s).lower(): s for s in ConsumerGroupState}
+        try:
+            kwargs["states"] = {names[s.replace("_", "").replace("-", "").lower()] for s in state}
+        except KeyError as exc:
+            _fail(f"unknown group state {exc.args[0]} (use Stable, Empty, PreparingRebalance, CompletingRebalance, Dead)")
+    result = _result(admin.list_consumer_groups(**kwargs), "listing groups")
+    table = Table("GROUP", "STATE", "TYPE")
+    for g in sorted(result.valid, key=lambda g: g.group_id):
+        table.add_row(g.group_id, _state_name(g.state), "simple" if g.is_simple_consumer_group else "consumer")
+    console.print(table)
+
+
+def _state_name(state: Any) -> str:
+    names = {"STABLE": "Stable", "EMPTY": "Empty", "DEAD": "Dead", "UNKNOWN": "Unknown",
+             "PREPARING_REBALANCING": "PreparingRebalance", "COMPLETING_REBALANCING": "CompletingRebalance"}
+    return names.get(getattr(state, "name", str(state)), str(state))
+
+
+@group_app.command("describe")
+def describe(group: str) -> None:
+    """State, members and their partitions, committed offset, log end and lag per partition."""
+    from confluent_kafka import OffsetSpec
+
+    admin = _admin()
+    desc = _describe(admin, group)
+    committed = _committed(admin, group)
+    owner: dict[tuple[str, int], Any] = {}
+    for m in desc.members:
+        for tp in (m.assignment.topic_partitions if m.assignment else []):
+            owner[(tp.topic, tp.partition)] = m
+    tps = sorted(set(committed) | set(owner))
+    ends = _list_offsets(admin, tps, OffsetSpec.latest())
+    console.print(f"group [bold]{group}[/bold]  state [bold]{_state_name(desc.state)}[/bold]  "
+                  f"assignor {desc.partition_assignor or '-'}  members {len(desc.members)}  "
+                  f"coordinator {desc.coordinator.id if desc.coordinator else '-'}", highlight=False)
+    members = Table("MEMBER", "INSTANCE", "CLIENT", "HOST", "PARTITIONS")
+    for m in desc.members:
+        parts = ", ".join(f"{tp.topic}-{tp.partition}" for tp in (m.assignment.topic_partitions if m.assignment else []))
+        members.add_row(m.member_id, m.group_instance_id or "-", m.client_id, m.host, parts or "-")
+    if desc.members:
+        console.print(members)
+    offsets = Table("TOPIC", "PARTITION", "COMMITTED", "LOG END", "LAG", "MEMBER")
+    total = 0
+    for t, p in tps:
+        end = ends.get((t, p), -1)
+        done = committed.get((t, p))
+        lag = end - done if done is not None and end >= 0 else None
+        total += lag or 0
+        m = owner.get((t, p))
+        offsets.add_row(t, str(p), "-" if done is None else str(done), str(end),
+                        "-" if lag is None else str(lag), m.member_id if m else "-")
+    console.print(offsets)
+    console.print(f"total lag {total}", highlight=False)
+
+
+@group_app.command("delete")
+def delete(group: str) -> None:
+    """Delete an empty group and its committed offsets."""
+    admin = _admin()
+    _result(admin.delete_consumer_groups([group], request_timeout=TIMEOUT_S)[group], f"deleting group {group}")
+    console.print(f"deleted group {group}", highlight=False)
+
+
+def _parse_datetime(value: str) -> int:
+    try:
+        when = datetime.datetime.fromisoformat(value)
+    except ValueError:
+        _fail(f"{value!r} is not an ISO date-time such as 2024-05-01T12:00:00")
+    if when.tzinfo is None:
+        when = when.astimezone()  # a naive time means local time, as Kafka's tool reads it
+    return int(when.timestamp() * 1000)
+
+
+@group_app.command("reset-offsets")
+def reset_offsets(
+    group: str,
+    topic: str = typer.Option(..., "--topic", help="The topic whose offsets to reset."),
+    to_earliest: bool = typer.Option(False, "--to-earliest"),
+    to_latest: bool = typer.Option(False, "--to-latest"),
+    to_offset: int = typer.Option(None, "--to-offset"),
+    to_datetime: str = typer.Option(None, "--to-datetime", help="ISO date-time; the first offset at or after it."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Show the new offsets without committing them."),
+) -> None:
+    """Move a group's committed offsets on one topic (only while the group has no members)."""
+    from confluent_kafka import ConsumerGroupTopicPartitions, OffsetSpec, TopicPartition
+
+    chosen = [to_earliest, to_latest, to_offset is not None, to_datetime is not None]
+    if sum(chosen) != 1:
+        _fail("give exactly one of --to-earliest, --to-latest, --to-offset N, --to-datetime ISO")
+    admin = _admin()
+    desc = _describe(admin, group)
+    if desc.members:
+        _fail(f"group {group} has {len(desc.members)} active member(s); stop its consumers before resetting offsets")
+    tps = [(topic, p) for p in _partitions(admin, topic)]
+    earliest = _list_offsets(admin, tps, OffsetSpec.earliest())
+    latest = _list_offsets(admin, tps, OffsetSpec.latest())
+    if to_earliest:
+        target = earliest
+    elif to_latest:
+        target = latest
+    elif to_offset is not None:  # clamp into the log, as kafka-consumer-groups.sh does
+        target = {tp: min(max(to_offset, earliest[tp]), latest[tp]) for tp in tps}
+    else:
+        found = _list_offsets(admin, tps, OffsetSpec.for_timestamp(_parse_datetime(to_datetime or "")))
+        target = {tp: found[tp] if found[tp] >= 0 else latest[tp] for tp in tps}
+    current = _committed(admin, group)
+    table = Table("TOPIC", "PARTITION", "CURRENT", "NEW")
+    for t, p in tps:
+        old = current.get((t, p))
+        table.add_row(t, str(p), "-" if old is None else str(old), str(target[(t, p)]))
+    console.print(table)
+    if dry_run:
+        console.print("dry run: nothing committed", highlight=False)
+        return
+    request = ConsumerGroupTopicPartitions(group, [TopicPartition(t, p, target[(t, p)]) for t, p in tps])
+    result = _result(admin.alter_consumer_group_offsets([request], request_timeout=TIMEOUT_S)[group],
+                     f"committing the new offsets of {group}")
+    for tp in result.topic_partitions or []:
+        if tp.error is not None:
+            _fail(f"{tp.topic}-{tp.partition}: {tp.error.str()}")
+    console.print(f"reset {len(tps)} partition(s) of {topic} for group {group}", highlight=False)
