@@ -8,6 +8,7 @@ ListGroups filters) is checked exactly as a client would meet it.
 
 from __future__ import annotations
 
+import socket
 import struct
 import threading
 import time
@@ -21,8 +22,7 @@ from kio.schema.errors import ErrorCode as E
 
 from conftest import BrokerProcess, unique
 from odradek.protocol.build import build
-from odradek.protocol.framing import request_type
-from test_bad_input import roundtrip
+from odradek.protocol.framing import decode_response, encode_request, request_type
 
 ENV = {"ODRADEK_GROUP_INITIAL_REBALANCE_DELAY_MS": "0", "ODRADEK_GROUP_MIN_SESSION_TIMEOUT_MS": "500",
        "ODRADEK_OFFSETS_TOPIC_NUM_PARTITIONS": "3"}
@@ -37,7 +37,22 @@ def pb(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrokerProcess]:
 
 
 def call(b: BrokerProcess, api_key: int, version: int, **body: Any) -> Any:
-    return roundtrip(b.bootstrap, api_key, version, build(request_type(api_key, version), body))
+    """One request on its own connection (a parked JoinGroup does not block the others)."""
+    host, port = b.bootstrap.split(":")
+    with socket.create_connection((host, int(port)), timeout=15) as s:
+        s.sendall(encode_request(api_key, version, 7, build(request_type(api_key, version), body)))
+        size = struct.unpack(">i", _recv(s, 4))[0]
+        return decode_response(_recv(s, size), api_key, version)[1]
+
+
+def _recv(s: socket.socket, n: int) -> bytes:
+    data = b""
+    while len(data) < n:
+        chunk = s.recv(n - len(data))
+        if not chunk:
+            raise ConnectionError("closed by broker")
+        data += chunk
+    return data
 
 
 def subscription(*topics: str) -> bytes:

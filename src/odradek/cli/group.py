@@ -14,7 +14,9 @@ from rich.console import Console
 from rich.table import Table
 
 group_app = typer.Typer(no_args_is_help=True, help="Consumer groups: members, committed offsets, lag.")
-console = Console()
+def _console() -> Console:
+    return Console()  # made per call so it writes to the current sys.stdout (tests capture it)
+
 TIMEOUT_S = 15.0
 
 
@@ -23,7 +25,7 @@ class _State:
 
 
 def _fail(message: str) -> NoReturn:
-    console.print(f"[red]error:[/red] {message}", highlight=False)
+    _console().print(f"[red]error:[/red] {message}", highlight=False)
     raise typer.Exit(1)
 
 
@@ -79,7 +81,7 @@ def _list_offsets(admin: Any, tps: list[tuple[str, int]], spec: Any) -> dict[tup
 
 
 def _partitions(admin: Any, topic: str) -> list[int]:
-    metadata = admin.list_topics(topic=topic, timeout=TIMEOUT_S)
+    metadata = admin.list_topics(timeout=TIMEOUT_S)  # all topics: asking for one would auto-create it
     info = metadata.topics.get(topic)
     if info is None or info.error is not None or not info.partitions:
         _fail(f"topic {topic} does not exist")
@@ -103,7 +105,7 @@ def list_groups(state: list[str] = typer.Option(None, "--state", help="Only grou
     table = Table("GROUP", "STATE", "TYPE")
     for g in sorted(result.valid, key=lambda g: g.group_id):
         table.add_row(g.group_id, _state_name(g.state), "simple" if g.is_simple_consumer_group else "consumer")
-    console.print(table)
+    _console().print(table)
 
 
 def _state_name(state: Any) -> str:
@@ -115,7 +117,7 @@ def _state_name(state: Any) -> str:
 @group_app.command("describe")
 def describe(group: str) -> None:
     """State, members and their partitions, committed offset, log end and lag per partition."""
-    from confluent_kafka import OffsetSpec
+    from confluent_kafka.admin import OffsetSpec
 
     admin = _admin()
     desc = _describe(admin, group)
@@ -126,7 +128,7 @@ def describe(group: str) -> None:
             owner[(tp.topic, tp.partition)] = m
     tps = sorted(set(committed) | set(owner))
     ends = _list_offsets(admin, tps, OffsetSpec.latest())
-    console.print(f"group [bold]{group}[/bold]  state [bold]{_state_name(desc.state)}[/bold]  "
+    _console().print(f"group [bold]{group}[/bold]  state [bold]{_state_name(desc.state)}[/bold]  "
                   f"assignor {desc.partition_assignor or '-'}  members {len(desc.members)}  "
                   f"coordinator {desc.coordinator.id if desc.coordinator else '-'}", highlight=False)
     members = Table("MEMBER", "INSTANCE", "CLIENT", "HOST", "PARTITIONS")
@@ -134,7 +136,7 @@ def describe(group: str) -> None:
         parts = ", ".join(f"{tp.topic}-{tp.partition}" for tp in (m.assignment.topic_partitions if m.assignment else []))
         members.add_row(m.member_id, m.group_instance_id or "-", m.client_id, m.host, parts or "-")
     if desc.members:
-        console.print(members)
+        _console().print(members)
     offsets = Table("TOPIC", "PARTITION", "COMMITTED", "LOG END", "LAG", "MEMBER")
     total = 0
     for t, p in tps:
@@ -145,8 +147,8 @@ def describe(group: str) -> None:
         m = owner.get((t, p))
         offsets.add_row(t, str(p), "-" if done is None else str(done), str(end),
                         "-" if lag is None else str(lag), m.member_id if m else "-")
-    console.print(offsets)
-    console.print(f"total lag {total}", highlight=False)
+    _console().print(offsets)
+    _console().print(f"total lag {total}", highlight=False)
 
 
 @group_app.command("delete")
@@ -154,7 +156,7 @@ def delete(group: str) -> None:
     """Delete an empty group and its committed offsets."""
     admin = _admin()
     _result(admin.delete_consumer_groups([group], request_timeout=TIMEOUT_S)[group], f"deleting group {group}")
-    console.print(f"deleted group {group}", highlight=False)
+    _console().print(f"deleted group {group}", highlight=False)
 
 
 def _parse_datetime(value: str) -> int:
@@ -178,7 +180,8 @@ def reset_offsets(
     dry_run: bool = typer.Option(False, "--dry-run", help="Show the new offsets without committing them."),
 ) -> None:
     """Move a group's committed offsets on one topic (only while the group has no members)."""
-    from confluent_kafka import ConsumerGroupTopicPartitions, OffsetSpec, TopicPartition
+    from confluent_kafka import ConsumerGroupTopicPartitions, TopicPartition
+    from confluent_kafka.admin import OffsetSpec
 
     chosen = [to_earliest, to_latest, to_offset is not None, to_datetime is not None]
     if sum(chosen) != 1:
@@ -204,9 +207,9 @@ def reset_offsets(
     for t, p in tps:
         old = current.get((t, p))
         table.add_row(t, str(p), "-" if old is None else str(old), str(target[(t, p)]))
-    console.print(table)
+    _console().print(table)
     if dry_run:
-        console.print("dry run: nothing committed", highlight=False)
+        _console().print("dry run: nothing committed", highlight=False)
         return
     request = ConsumerGroupTopicPartitions(group, [TopicPartition(t, p, target[(t, p)]) for t, p in tps])
     result = _result(admin.alter_consumer_group_offsets([request], request_timeout=TIMEOUT_S)[group],
@@ -214,4 +217,4 @@ def reset_offsets(
     for tp in result.topic_partitions or []:
         if tp.error is not None:
             _fail(f"{tp.topic}-{tp.partition}: {tp.error.str()}")
-    console.print(f"reset {len(tps)} partition(s) of {topic} for group {group}", highlight=False)
+    _console().print(f"reset {len(tps)} partition(s) of {topic} for group {group}", highlight=False)
