@@ -81,11 +81,13 @@ def _list_offsets(admin: Any, tps: list[tuple[str, int]], spec: Any) -> dict[tup
 
 
 def _partitions(admin: Any, topic: str) -> list[int]:
-    metadata = admin.list_topics(timeout=TIMEOUT_S)  # all topics: asking for one would auto-create it
-    info = metadata.topics.get(topic)
-    if info is None or info.error is not None or not info.partitions:
+    from confluent_kafka import KafkaException, TopicCollection
+
+    try:  # DescribeTopics never auto-creates the topic, unlike a Metadata request naming it
+        desc = admin.describe_topics(TopicCollection([topic]), request_timeout=TIMEOUT_S)[topic].result(TIMEOUT_S)
+    except KafkaException:
         _fail(f"topic {topic} does not exist")
-    return sorted(info.partitions)
+    return sorted(p.id for p in desc.partitions)
 
 
 @group_app.command("list")
