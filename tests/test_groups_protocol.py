@@ -18,9 +18,9 @@ from typing import Any
 import pytest
 from confluent_kafka import ConsumerGroupTopicPartitions, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
+from conftest import BrokerProcess, unique
 from kio.schema.errors import ErrorCode as E
 
-from conftest import BrokerProcess, unique
 from odradek.protocol.build import build
 from odradek.protocol.framing import decode_response, encode_request, request_type
 
