@@ -76,10 +76,8 @@ def decode_request(frame: bytes | memoryview) -> tuple[RequestHeader, Any]:
         body, size = _reader(cls)(frame, offset)
     except Exception as exc:  # kio raises assorted errors on truncated input
         raise FrameError(f"cannot parse {cls.__name__} v{api_version}: {exc}") from None
-    if offset + size != len(frame):
-        raise FrameError(
-            f"{cls.__name__} v{api_version} has {len(frame) - offset - size} trailing bytes"
-        )
+    # Trailing bytes are tolerated, as Kafka does: librdkafka's all-topics Metadata v12
+    # carries three bytes past the fields of the schema.
     return RequestHeader(api_key, api_version, header.correlation_id, header.client_id), body
 
 
