@@ -24,12 +24,21 @@ log = logging.getLogger("odradek.server")
 CHECKPOINT_INTERVAL_S = 60.0
 
 
+def make_broker(config: BrokerConfig, *, faults: Any = None) -> Broker:
+    """`--zookeeper` makes a cluster broker (kazoo imported only then); else the single node."""
+    if config.zookeeper:
+        from odradek.server.cluster_broker import ClusterBroker
+
+        return ClusterBroker(config, faults=faults)
+    return Broker(config, faults=faults)
+
+
 class Server:
     """One broker listening on one address, on the running event loop."""
 
     def __init__(self, config: BrokerConfig, *, broker: Broker | None = None, faults: Any = None) -> None:
         self.config = config
-        self.broker = broker or Broker(config, faults=faults)
+        self.broker = broker or make_broker(config, faults=faults)
         self.connections: set[Connection] = set()
         self._server: asyncio.base_events.Server | None = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -90,6 +99,9 @@ class Server:
             conn.close(None)
 
     async def stop(self) -> None:
+        shutdown = getattr(self.broker, "controlled_shutdown", None)
+        if shutdown is not None:  # cluster mode: move leaderships away while still serving
+            await shutdown()
         if self._server is not None:
             self._server.close()
         for task in self._tasks:

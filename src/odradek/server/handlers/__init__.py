@@ -17,7 +17,7 @@ from odradek.server.handlers import (
     produce,
     topics,
 )
-from odradek.server.handlers import groups, offsets
+from odradek.server.handlers import groups, offset_for_leader_epoch, offsets
 
 ROUTES: dict[int, Route] = {
     0: Route(produce.handle, 3, 11),
@@ -32,6 +32,7 @@ ROUTES: dict[int, Route] = {
     37: Route(topics.create_partitions, 0, 3),
     44: Route(configs.incremental_alter_configs, 0, 1),
     60: Route(describe_cluster.handle, 0, 1),
+    23: Route(offset_for_leader_epoch.handle, 2, 4),
     8: Route(offsets.offset_commit, 2, 9),
     9: Route(offsets.offset_fetch, 1, 9),
     10: Route(groups.find_coordinator, 0, 5),

@@ -1,0 +1,222 @@
+"""`odradek cluster up|down|info`: a local development cluster on 127.0.0.1.
+
+`up` starts a ZooKeeper from Debian's zookeeper package and N `odradek serve`
+processes in the background, each with its pid file and log in a state dir
+(./odradek-cluster by default); `down` stops exactly those pids, brokers first
+(SIGTERM: a controlled shutdown), then ZooKeeper. `info` asks the cluster for
+its brokers, controller and partitions.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import typer
+
+ZK_SERVER = Path("/usr/share/zookeeper/bin/zkServer.sh")
+DEFAULT_STATE_DIR = Path("odradek-cluster")
+
+cluster_app = typer.Typer(no_args_is_help=True, help="A local ZooKeeper-coordinated cluster.")
+
+
+def wait_for_port(port: int, timeout: float = 20.0, proc: subprocess.Popen[bytes] | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"process {proc.pid} exited with code {proc.returncode}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return
+        except OSError:
+            time.sleep(0.02)
+    raise TimeoutError(f"nothing listens on 127.0.0.1:{port} after {timeout:.0f} s")
+
+
+def start_zookeeper(state_dir: Path, port: int, *, tick_ms: int = 500) -> subprocess.Popen[bytes]:
+    """A standalone ZooKeeper (start-foreground execs java, so the pid is ZooKeeper's)."""
+    if not ZK_SERVER.exists():
+        raise RuntimeError(f"ZooKeeper is not installed ({ZK_SERVER} is missing); apt-get install zookeeper")
+    zk_dir = state_dir / "zookeeper"
+    (zk_dir / "data").mkdir(parents=True, exist_ok=True)
+    cfg = zk_dir / "zoo.cfg"
+    cfg.write_text(
+        f"tickTime={tick_ms}\ndataDir={zk_dir / 'data'}\nclientPort={port}\nclientPortAddress=127.0.0.1\n"
+        "admin.enableServer=false\nminSessionTimeout=1000\nmaxSessionTimeout=60000\n"
+        "4lw.commands.whitelist=ruok,srvr\n"
+    )
+    env = {**os.environ, "ZOOCFGDIR": str(zk_dir), "ZOO_LOG_DIR": str(zk_dir),
+           "JVMFLAGS": os.environ.get("ODRADEK_ZK_JVMFLAGS", "-Xmx256m -XX:+UseSerialGC -XX:TieredStopAtLevel=1")}
+    log = open(zk_dir / "zookeeper.log", "ab")
+    proc = subprocess.Popen([str(ZK_SERVER), "start-foreground", str(cfg)], stdout=log, stderr=subprocess.STDOUT,
+                            env=env, start_new_session=True)
+    log.close()
+    wait_for_port(port, proc=proc)
+    return proc
+
+
+def broker_command(broker_id: int, port: int, data_dir: Path, zookeeper: str, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "odradek", "serve", "--listen", f"127.0.0.1:{port}", "--data-dir", str(data_dir),
+            "--zookeeper", zookeeper, "--broker-id", str(broker_id), *extra]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except OSError:
+        return False
+    return True
+
+
+def _read_state(state_dir: Path) -> dict[str, object]:
+    path = state_dir / "cluster.json"
+    if not path.exists():
+        return {}
+    return dict(json.loads(path.read_text()))
+
+
+@cluster_app.command("up")
+def up(
+    brokers: int = typer.Option(3, "--brokers", min=1, max=9, help="Number of brokers."),
+    state_dir: Path = typer.Option(DEFAULT_STATE_DIR, "--dir", help="Pid files, logs and data."),
+    zookeeper_port: int = typer.Option(2181, "--zookeeper-port", help="ZooKeeper client port."),
+    first_port: int = typer.Option(9092, "--port", help="Port of broker 0; broker i listens on port + i."),
+) -> None:
+    """Start ZooKeeper and the brokers in the background."""
+    state_dir = state_dir.resolve()
+    existing = _read_state(state_dir)
+    if existing and any(_alive(int(p)) for p in existing.get("pids", {}).values()):  # type: ignore[attr-defined]
+        typer.echo(f"a cluster from {state_dir} is already running; run `odradek cluster down --dir {state_dir}` first")
+        raise typer.Exit(1)
+    state_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        zk = start_zookeeper(state_dir, zookeeper_port)
+    except (RuntimeError, TimeoutError) as exc:
+        typer.echo(f"cannot start ZooKeeper: {exc} (see {state_dir / 'zookeeper' / 'zookeeper.log'})")
+        raise typer.Exit(1) from None
+    pids: dict[str, int] = {"zookeeper": zk.pid}
+    (state_dir / "zookeeper.pid").write_text(f"{zk.pid}\n")
+    connect = f"127.0.0.1:{zookeeper_port}/odradek"
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    procs = []
+    for i in range(brokers):
+        port = first_port + i
+        log = open(state_dir / f"broker-{i}.log", "ab")
+        proc = subprocess.Popen(broker_command(i, port, state_dir / f"broker-{i}", connect), stdout=log,
+                                stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        log.close()
+        pids[f"broker-{i}"] = proc.pid
+        (state_dir / f"broker-{i}.pid").write_text(f"{proc.pid}\n")
+        procs.append((i, port, proc))
+    (state_dir / "cluster.json").write_text(json.dumps({"zookeeper": connect, "pids": pids,
+                                                        "bootstrap": [f"127.0.0.1:{p}" for _, p, _ in procs]}))
+    for i, port, proc in procs:
+        try:
+            wait_for_port(port, proc=proc)
+        except (RuntimeError, TimeoutError) as exc:
+            typer.echo(f"broker {i} did not start: {exc} (see {state_dir / f'broker-{i}.log'})")
+            raise typer.Exit(1) from None
+    bootstrap = ",".join(f"127.0.0.1:{p}" for _, p, _ in procs)
+    typer.echo(f"cluster up: ZooKeeper {connect}, {brokers} broker(s); bootstrap servers {bootstrap}")
+    typer.echo(f"state, logs and pids in {state_dir}; stop with `odradek cluster down --dir {state_dir}`")
+
+
+@cluster_app.command("down")
+def down(state_dir: Path = typer.Option(DEFAULT_STATE_DIR, "--dir", help="The dir given to `cluster up`.")) -> None:
+    """Stop the brokers (controlled shutdown), then ZooKeeper: exactly the recorded pids."""
+    state_dir = state_dir.resolve()
+    state = _read_state(state_dir)
+    if not state:
+        typer.echo(f"no cluster recorded in {state_dir}")
+        raise typer.Exit(1)
+    pids: dict[str, int] = dict(state["pids"])  # type: ignore[call-overload]
+    brokers = sorted((name, pid) for name, pid in pids.items() if name != "zookeeper")
+    for name, pid in brokers:
+        _terminate(name, pid, timeout=15.0)
+    if "zookeeper" in pids:
+        _terminate("zookeeper", pids["zookeeper"], timeout=10.0)
+    (state_dir / "cluster.json").unlink(missing_ok=True)
+    for pid_file in state_dir.glob("*.pid"):
+        pid_file.unlink(missing_ok=True)
+    typer.echo(f"cluster in {state_dir} stopped")
+
+
+def _terminate(name: str, pid: int, timeout: float) -> None:
+    if not _alive(pid):
+        return
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            done, _ = os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:
+            done = 0 if _alive(pid) else pid
+        if done == pid or not _alive(pid):
+            return
+        time.sleep(0.05)
+    typer.echo(f"{name} (pid {pid}) did not stop in {timeout:.0f} s; sending SIGKILL")
+    os.kill(pid, signal.SIGKILL)
+
+
+@cluster_app.command("info")
+def info(
+    bootstrap: str = typer.Option("", "--bootstrap-server", "-b", help="Any broker (default: the local cluster's)."),
+    state_dir: Path = typer.Option(DEFAULT_STATE_DIR, "--dir", help="The dir given to `cluster up`."),
+) -> None:
+    """Brokers, the controller, and per partition its leader, replicas and ISR."""
+    from rich.console import Console
+    from rich.table import Table
+
+    if not bootstrap:
+        state = _read_state(state_dir.resolve())
+        if not state:
+            typer.echo("give --bootstrap-server, or start a local cluster with `odradek cluster up`")
+            raise typer.Exit(1)
+        bootstrap = ",".join(state["bootstrap"])  # type: ignore[arg-type]
+    try:
+        brokers, controller, partitions = describe(bootstrap)
+    except RuntimeError as exc:
+        typer.echo(f"cannot reach {bootstrap}: {exc}")
+        raise typer.Exit(1) from None
+    console = Console()
+    console.print(f"controller: broker {controller}")
+    bt = Table("broker", "host", "port")
+    for node_id, host, port in brokers:
+        bt.add_row(str(node_id), host, str(port))
+    console.print(bt)
+    pt = Table("topic", "partition", "leader", "replicas", "isr", "under-replicated")
+    for topic, p, leader, replicas, isr in partitions:
+        pt.add_row(topic, str(p), str(leader), ",".join(map(str, replicas)), ",".join(map(str, isr)),
+                   "yes" if len(isr) < len(replicas) else "")
+    console.print(pt)
+
+
+def describe(bootstrap: str, timeout: float = 10.0) -> tuple[list[tuple[int, str, int]], int,
+                                                           list[tuple[str, int, int, list[int], list[int]]]]:
+    """Brokers, controller id, and (topic, partition, leader, replicas, isr) from Metadata."""
+    from confluent_kafka.admin import AdminClient
+
+    admin = AdminClient({"bootstrap.servers": bootstrap, "log_level": 0})
+    try:
+        md = admin.list_topics(timeout=timeout)
+    except Exception as exc:  # KafkaException: transport failure
+        raise RuntimeError(str(exc)) from None
+    brokers = sorted((b.id, b.host, b.port) for b in md.brokers.values())
+    partitions = [
+        (t.topic, p.id, p.leader, list(p.replicas), list(p.isrs))
+        for t in sorted(md.topics.values(), key=lambda t: t.topic)
+        for p in sorted(t.partitions.values(), key=lambda p: p.id)
+    ]
+    return brokers, md.controller_id, partitions

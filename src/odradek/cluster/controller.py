@@ -1,0 +1,195 @@
+"""The controller: one broker at a time, elected through the ephemeral /controller znode.
+
+It owns leader election. When a broker's registration disappears it gives
+every partition that broker led a new leader from the live ISR (a replica
+outside the ISR only when the topic sets unclean.leader.election.enable),
+bumps the leader epoch, and drops dead followers from the ISR; when a
+partition's preferred replica (the first of its assignment) is back and in the
+ISR it moves leadership back (auto.leader.rebalance.enable). Every write is a
+compare-and-set on the state znode inside a transaction that also checks the
+version of /controller_epoch, so a controller that lost its seat is fenced.
+
+It runs on its own thread with blocking kazoo calls: the event loop never
+waits for ZooKeeper on its behalf.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import queue
+import threading
+from typing import Any
+
+from kazoo.exceptions import NodeExistsError, NoNodeError
+from kazoo.protocol.states import KazooState
+
+from odradek.cluster.topic_config import topic_config_value
+from odradek.cluster.zk import LeaderAndIsr, ZkMetadataStore
+
+log = logging.getLogger("odradek.controller")
+
+# Kafka checks every leader.imbalance.check.interval.seconds (300 s); odradek's
+# clusters are small, so a preferred leader comes back within seconds.
+REBALANCE_INTERVAL_S = 2.0
+
+
+class Controller:
+    """Controller election and the elections the active controller makes."""
+
+    def __init__(self, store: ZkMetadataStore, broker_id: int, config: Any) -> None:
+        self.store = store
+        self.broker_id = broker_id
+        self.config = config
+        self.active = False
+        self.epoch = 0
+        self._epoch_zk_version = -1
+        self._live: set[int] = set()
+        self._events: queue.Queue[tuple[str, Any]] = queue.Queue()
+        self._thread = threading.Thread(target=self._run, name="odradek-controller", daemon=True)
+        self._stopping = False
+
+    def start(self) -> None:
+        zk = self.store.zk
+        zk.ChildrenWatch("/brokers/ids", lambda children: self._events.put(("brokers", children)))
+        zk.DataWatch("/controller", lambda data, stat, event=None: self._events.put(("controller", data)))
+        zk.add_listener(lambda state: self._events.put(("session", state)))
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stopping = True
+        self._events.put(("stop", None))
+        self._thread.join(timeout=5)
+
+    # -- the event thread -----------------------------------------------------
+
+    def _run(self) -> None:
+        while not self._stopping:
+            try:
+                kind, arg = self._events.get(timeout=REBALANCE_INTERVAL_S)
+            except queue.Empty:
+                kind, arg = "tick", None
+            try:
+                self._handle(kind, arg)
+            except Exception as exc:  # ZooKeeper hiccups: the next event retries
+                log.warning("controller event %s failed: %s", kind, exc)
+
+    def _handle(self, kind: str, arg: Any) -> None:
+        if kind == "stop":
+            return
+        if kind == "session":
+            if arg != KazooState.CONNECTED:
+                if self.active:
+                    log.info("broker %d resigns as controller: ZooKeeper session %s", self.broker_id, arg)
+                self.active = False
+            else:
+                self._events.put(("controller", None))
+            return
+        if kind == "brokers":
+            self._live = {int(c) for c in arg}
+            if self.active:
+                self._elect_leaders()
+            return
+        if kind == "controller":
+            if arg is None and not self.active:
+                self._try_become_controller()
+            elif arg is not None:
+                holder = json.loads(arg).get("brokerid")
+                if holder != self.broker_id and self.active:
+                    log.info("broker %d is no longer the controller", self.broker_id)
+                    self.active = False
+            return
+        if kind == "tick":
+            if not self.active and self.store.seen.controller == -1:
+                self._try_become_controller()
+            if self.active:
+                self._elect_leaders()
+                if self.config.auto_leader_rebalance_enable:
+                    self._rebalance_preferred()
+
+    def _try_become_controller(self) -> None:
+        zk = self.store.zk
+        if zk.state != KazooState.CONNECTED:
+            return
+        try:
+            zk.create("/controller", json.dumps({"version": 1, "brokerid": self.broker_id,
+                                                 "timestamp": ""}).encode(), ephemeral=True)
+        except NodeExistsError:
+            return
+        try:
+            raw, stat = zk.get("/controller_epoch")
+            zk.set("/controller_epoch", str(int(raw or b"0") + 1).encode(), version=stat.version)
+        except NoNodeError:
+            zk.create("/controller_epoch", b"1")
+        raw, stat = zk.get("/controller_epoch")
+        self.epoch, self._epoch_zk_version = int(raw), stat.version
+        self._live = {int(c) for c in zk.get_children("/brokers/ids")}
+        self.active = True
+        log.info("broker %d is the controller (controller epoch %d)", self.broker_id, self.epoch)
+        self._elect_leaders()
+
+    # -- elections -----------------------------------------------------------
+
+    def _write(self, topic: str, p: int, new: LeaderAndIsr, why: str) -> None:
+        written = self.store.write_state(topic, p, new, fence=("/controller_epoch", self._epoch_zk_version))
+        if written is None:
+            # lost a CAS (the leader changed the ISR meanwhile) or fenced; re-read and retry soon
+            if self.store.controller_epoch() != self.epoch:
+                log.info("broker %d is fenced as controller by a newer controller epoch", self.broker_id)
+                self.active = False
+            else:
+                self._events.put(("tick", None))
+            return
+        log.info("%s-%d: leader %d epoch %d isr %s (%s)", topic, p, new.leader, new.leader_epoch,
+                 list(new.isr), why)
+
+    def _elect_leaders(self) -> None:
+        """Partitions whose leader is gone get a new one; dead followers leave the ISR."""
+        live = self._live
+        topics = self.store.seen.topics
+        for (topic, p), state in list(self.store.seen.states.items()):
+            meta = topics.get(topic)
+            if meta is None or p >= meta.partitions:
+                continue
+            replicas = meta.replicas[p]
+            if state.leader in live:
+                isr = tuple(b for b in state.isr if b in live)
+                if isr != state.isr and state.leader in isr:
+                    self._write(topic, p, LeaderAndIsr(state.leader, state.leader_epoch, isr, self.epoch,
+                                                       state.zk_version), "dead follower left the ISR")
+                continue
+            candidates = [b for b in replicas if b in state.isr and b in live]
+            why = "leader lost"
+            if not candidates and _unclean(meta.configs, self.config):
+                candidates = [b for b in replicas if b in live]
+                why = "unclean election"
+            if candidates:
+                leader = candidates[0]
+                isr = tuple(b for b in state.isr if b in live) if why != "unclean election" else (leader,)
+                if leader not in isr:
+                    isr = (leader, *isr)
+                new = LeaderAndIsr(leader, state.leader_epoch + 1, isr, self.epoch, state.zk_version)
+                self._write(topic, p, new, why)
+            elif state.leader != -1:
+                # No live in-sync replica: offline until one returns (Kafka keeps the last ISR).
+                new = LeaderAndIsr(-1, state.leader_epoch + 1, state.isr, self.epoch, state.zk_version)
+                self._write(topic, p, new, "offline: no live in-sync replica")
+
+    def _rebalance_preferred(self) -> None:
+        topics = self.store.seen.topics
+        for (topic, p), state in list(self.store.seen.states.items()):
+            meta = topics.get(topic)
+            if meta is None or p >= meta.partitions:
+                continue
+            preferred = meta.replicas[p][0]
+            if state.leader != preferred and preferred in self._live and preferred in state.isr \
+                    and state.leader in self._live:
+                new = LeaderAndIsr(preferred, state.leader_epoch + 1, state.isr, self.epoch, state.zk_version)
+                self._write(topic, p, new, "preferred replica back")
+
+
+def _unclean(configs: dict[str, str], broker_config: Any) -> bool:
+    try:
+        return bool(topic_config_value("unclean.leader.election.enable", configs, broker_config))
+    except Exception:
+        return bool(broker_config.unclean_leader_election_enable)

@@ -1,0 +1,477 @@
+"""Replication: the leader's ISR and high watermark, and the followers' fetchers.
+
+Leader side (Kafka's Partition): each follower reports its log end offset by
+fetching; the high watermark is the minimum log end offset over the ISR and
+never moves back; acks=-1 produces wait on futures keyed by the offset they
+need; a follower that has not caught up for replica.lag.time.max.ms leaves the
+ISR, one whose fetch offset reaches the high watermark (and the start of the
+current leader epoch) comes back. ISR changes are compare-and-set writes of the
+state znode, run in an executor so the loop never waits for ZooKeeper.
+
+Follower side (Kafka's ReplicaFetcherThread): one fetcher task per leader
+broker, over a plain Kafka connection. A partition that starts following first
+asks OffsetForLeaderEpoch (KIP-101/KIP-279) and truncates to where its log and
+the leader's diverge, then fetches with replica_id = own id and appends the
+batches with the offsets the leader assigned.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import contextlib
+import logging
+import struct
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from kio.schema.errors import ErrorCode
+
+from odradek.cluster.zk import LeaderAndIsr
+from odradek.protocol.framing import decode_response, encode_request, request_type
+
+if TYPE_CHECKING:
+    from odradek.server.cluster_broker import ClusterBroker
+    from odradek.storage.log import PartitionLog
+
+log = logging.getLogger("odradek.replication")
+
+TopicPartition = tuple[str, int]
+FETCH_VERSION = 12
+OFFSET_FOR_LEADER_EPOCH_VERSION = 4
+PARTITION_FETCH_BYTES = 1 << 20  # replica.fetch.max.bytes
+RESPONSE_FETCH_BYTES = 10 << 20  # replica.fetch.response.max.bytes
+_EPOCH = struct.Struct(">i")
+
+
+def monotonic_ms() -> float:
+    return time.monotonic() * 1000.0
+
+
+# -- the log operations replication needs (storage/log.py) --------------------
+
+def stamp_leader_epoch(data: bytes, batches: list[Any], epoch: int) -> bytes:
+    """Write the leader epoch into each batch's partition_leader_epoch (bytes 12..16;
+    outside the CRC, which starts at attributes)."""
+    buf = bytearray(data)
+    pos = 0
+    for b in batches:
+        _EPOCH.pack_into(buf, pos + 12, epoch)
+        pos += b.size
+    return bytes(buf)
+
+
+def batches_size(batch: Any) -> int:
+    return int(batch.size)
+
+
+# -- leader side ---------------------------------------------------------------
+
+@dataclass
+class LeaderState:
+    """What the leader of one partition tracks about its followers."""
+
+    topic: str
+    partition: int
+    plog: PartitionLog
+    state: LeaderAndIsr
+    replicas: list[int]
+    epoch_start_offset: int
+    follower_leo: dict[int, int] = field(default_factory=dict)
+    last_caught_up_ms: dict[int, float] = field(default_factory=dict)
+    last_fetch_ms: dict[int, float] = field(default_factory=dict)
+    leo_at_last_fetch: dict[int, int] = field(default_factory=dict)
+    waiter_offsets: list[int] = field(default_factory=list)
+    waiters: deque[tuple[int, asyncio.Future[ErrorCode]]] = field(default_factory=deque)
+    isr_write_pending: bool = False
+
+    @property
+    def tp(self) -> TopicPartition:
+        return (self.topic, self.partition)
+
+    def wait_for(self, offset: int) -> asyncio.Future[ErrorCode]:
+        fut: asyncio.Future[ErrorCode] = asyncio.get_running_loop().create_future()
+        self.waiters.append((offset, fut))
+        return fut
+
+    def release(self, hw: int) -> None:
+        while self.waiters and self.waiters[0][0] <= hw:
+            _, fut = self.waiters.popleft()
+            if not fut.done():
+                fut.set_result(ErrorCode.none)
+
+    def fail_all(self, code: ErrorCode) -> None:
+        while self.waiters:
+            _, fut = self.waiters.popleft()
+            if not fut.done():
+                fut.set_result(code)
+
+
+@dataclass
+class FollowState:
+    topic: str
+    partition: int
+    plog: PartitionLog
+    leader: int
+    leader_epoch: int
+    truncated: bool = False
+    backoff_until: float = 0.0
+
+
+class ReplicaManager:
+    """Leader and follower roles of this broker's partitions."""
+
+    def __init__(self, broker: ClusterBroker) -> None:
+        self.broker = broker
+        self.node_id = broker.node_id
+        self.leaders: dict[TopicPartition, LeaderState] = {}
+        self.following: dict[TopicPartition, FollowState] = {}
+        self.fetchers: dict[int, Fetcher] = {}
+        self.lag_ms = broker.config.replica_lag_time_max_ms
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    # -- roles -------------------------------------------------------------------
+
+    def become_leader(self, plog: PartitionLog, state: LeaderAndIsr, replicas: list[int]) -> bool:
+        """True when this is a new leadership (not an ISR update of the current one)."""
+        tp = (plog.topic, plog.partition)
+        current = self.leaders.get(tp)
+        if current is not None and current.state.leader_epoch == state.leader_epoch:
+            if state.zk_version > current.state.zk_version:
+                current.state = state
+                current.replicas = replicas
+                self.advance_high_watermark(current)
+            return False
+        self.stop_following(tp)
+        if current is not None:
+            current.fail_all(ErrorCode.not_leader_or_follower)
+        # Kafka: the new leader starts its epoch at its log end offset and does not truncate.
+        plog.assign_leader_epoch(state.leader_epoch, plog.log_end_offset)
+        now = monotonic_ms()
+        ls = LeaderState(plog.topic, plog.partition, plog, state, replicas, plog.log_end_offset)
+        for b in state.isr:
+            ls.last_caught_up_ms[b] = now
+        self.leaders[tp] = ls
+        log.info("%s-%d: leader with epoch %d, isr %s, log end offset %d, high watermark %d",
+                 plog.topic, plog.partition, state.leader_epoch, list(state.isr), plog.log_end_offset,
+                 plog.high_watermark)
+        self.advance_high_watermark(ls)
+        return True
+
+    def become_follower(self, plog: PartitionLog, state: LeaderAndIsr) -> bool:
+        """True when this broker stopped leading the partition."""
+        tp = (plog.topic, plog.partition)
+        was_leader = self.resign(tp)
+        current = self.following.get(tp)
+        if current is not None and current.leader == state.leader and current.leader_epoch == state.leader_epoch:
+            return was_leader
+        self.stop_following(tp)
+        if state.leader >= 0 and state.leader != self.node_id:
+            fs = FollowState(plog.topic, plog.partition, plog, state.leader, state.leader_epoch)
+            self.following[tp] = fs
+            fetcher = self.fetchers.get(state.leader)
+            if fetcher is None or fetcher.done:
+                fetcher = self.fetchers[state.leader] = Fetcher(self, state.leader)
+            fetcher.add(fs)
+            log.info("%s-%d: following leader %d at epoch %d from offset %d",
+                     plog.topic, plog.partition, state.leader, state.leader_epoch, plog.log_end_offset)
+        return was_leader
+
+    def resign(self, tp: TopicPartition) -> bool:
+        ls = self.leaders.pop(tp, None)
+        if ls is None:
+            return False
+        ls.fail_all(ErrorCode.not_leader_or_follower)
+        log.info("%s-%d: no longer leader", tp[0], tp[1])
+        return True
+
+    def stop_following(self, tp: TopicPartition) -> None:
+        fs = self.following.pop(tp, None)
+        if fs is not None:
+            fetcher = self.fetchers.get(fs.leader)
+            if fetcher is not None:
+                fetcher.remove(tp)
+
+    def forget(self, tp: TopicPartition) -> None:
+        self.resign(tp)
+        self.stop_following(tp)
+
+    # -- leader: high watermark, acks=-1, ISR ---------------------------------------
+
+    def advance_high_watermark(self, ls: LeaderState) -> None:
+        plog = ls.plog
+        leo = plog.log_end_offset
+        lowest = leo
+        for b in ls.state.isr:
+            if b == self.node_id:
+                continue
+            f = ls.follower_leo.get(b)
+            if f is None:
+                return  # a new leader learns each ISR follower's position from its first fetch
+            lowest = min(lowest, f)
+        if lowest > plog.high_watermark:
+            plog.high_watermark = lowest
+            ls.release(lowest)
+            self.broker.purgatory.notify(ls.tp)
+
+    def on_follower_fetch(self, tp: TopicPartition, replica_id: int, fetch_offset: int) -> None:
+        ls = self.leaders.get(tp)
+        if ls is None or replica_id not in ls.replicas:
+            return
+        now = monotonic_ms()
+        leo = ls.plog.log_end_offset
+        # Kafka's lastCaughtUpTime: caught up now, or as of the previous fetch if it reached
+        # the log end offset the leader had back then.
+        if fetch_offset >= leo:
+            ls.last_caught_up_ms[replica_id] = now
+        elif fetch_offset >= ls.leo_at_last_fetch.get(replica_id, leo + 1):
+            ls.last_caught_up_ms[replica_id] = ls.last_fetch_ms.get(replica_id, now)
+        ls.leo_at_last_fetch[replica_id] = leo
+        ls.last_fetch_ms[replica_id] = now
+        ls.follower_leo[replica_id] = min(fetch_offset, leo)
+        if replica_id in ls.state.isr:
+            self.advance_high_watermark(ls)
+        elif fetch_offset >= ls.plog.high_watermark and fetch_offset >= ls.epoch_start_offset:
+            ls.last_caught_up_ms[replica_id] = now
+            self._change_isr(ls, (*ls.state.isr, replica_id), f"follower {replica_id} caught up")
+
+    def check_isr(self) -> None:
+        """Shrink the ISR of followers that have not caught up for replica.lag.time.max.ms."""
+        now = monotonic_ms()
+        for ls in list(self.leaders.values()):
+            laggards = [b for b in ls.state.isr
+                        if b != self.node_id and now - ls.last_caught_up_ms.get(b, now) > self.lag_ms]
+            if laggards:
+                isr = tuple(b for b in ls.state.isr if b not in laggards)
+                self._change_isr(ls, isr, f"follower(s) {laggards} lag more than {self.lag_ms} ms")
+
+    def _change_isr(self, ls: LeaderState, isr: tuple[int, ...], why: str) -> None:
+        if ls.isr_write_pending or not self.broker.zk_ok:
+            return
+        ls.isr_write_pending = True
+        s = ls.state
+        new = LeaderAndIsr(s.leader, s.leader_epoch, isr, s.controller_epoch, s.zk_version)
+        task = asyncio.get_running_loop().create_task(self._write_isr(ls, new, why))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _write_isr(self, ls: LeaderState, new: LeaderAndIsr, why: str) -> None:
+        loop = asyncio.get_running_loop()
+        store = self.broker.store
+        try:
+            written = await loop.run_in_executor(None, store.write_state, ls.topic, ls.partition, new, None)
+            if written is None:
+                fresh = await loop.run_in_executor(None, store.read_state, ls.topic, ls.partition)
+                if fresh is not None and self.leaders.get(ls.tp) is ls and fresh.leader == self.node_id \
+                        and fresh.leader_epoch == ls.state.leader_epoch and fresh.zk_version > ls.state.zk_version:
+                    ls.state = fresh  # someone else (the controller) changed the ISR; retry later
+                return
+            if self.leaders.get(ls.tp) is ls and written.zk_version > ls.state.zk_version:
+                log.info("%s-%d: isr %s -> %s (%s)", ls.topic, ls.partition, list(ls.state.isr),
+                         list(written.isr), why)
+                ls.state = written
+                self.advance_high_watermark(ls)
+        except Exception as exc:
+            log.warning("%s-%d: ISR change failed: %s", ls.topic, ls.partition, exc)
+        finally:
+            ls.isr_write_pending = False
+
+    async def run_isr_checks(self) -> None:
+        interval = max(0.05, self.lag_ms / 2000.0)
+        while True:
+            await asyncio.sleep(interval)
+            self.check_isr()
+
+    async def close(self) -> None:
+        for fetcher in list(self.fetchers.values()):
+            await fetcher.stop()
+        for ls in self.leaders.values():
+            ls.fail_all(ErrorCode.not_leader_or_follower)
+        for task in list(self._tasks):
+            task.cancel()
+
+
+class FetchError(Exception):
+    pass
+
+
+class Fetcher:
+    """Replicates every partition this broker follows from one leader broker."""
+
+    def __init__(self, manager: ReplicaManager, leader: int) -> None:
+        self.manager = manager
+        self.broker = manager.broker
+        self.leader = leader
+        self.partitions: dict[TopicPartition, FollowState] = {}
+        self._wake = asyncio.Event()
+        self._task = asyncio.get_running_loop().create_task(self._run())
+        self._correlation = 0
+        self._reader: asyncio.StreamReader | None = None
+        self._writer: asyncio.StreamWriter | None = None
+
+    @property
+    def done(self) -> bool:
+        return self._task.done()
+
+    def add(self, fs: FollowState) -> None:
+        self.partitions[(fs.topic, fs.partition)] = fs
+        self._wake.set()
+
+    def remove(self, tp: TopicPartition) -> None:
+        self.partitions.pop(tp, None)
+
+    async def stop(self) -> None:
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await self._task
+        self._disconnect()
+
+    def _disconnect(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+        self._reader = self._writer = None
+
+    async def _run(self) -> None:
+        while True:
+            if not self.partitions:
+                self._wake.clear()
+                try:
+                    await asyncio.wait_for(self._wake.wait(), 30.0)
+                except TimeoutError:
+                    if not self.partitions:
+                        self.manager.fetchers.pop(self.leader, None)
+                        self._disconnect()
+                        return
+                continue
+            try:
+                if self._writer is None:
+                    await self._connect()
+                await self._truncate()
+                await self._fetch_once()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.debug("fetcher from broker %d: %s", self.leader, exc)
+                self._disconnect()
+                await asyncio.sleep(0.1)
+
+    async def _connect(self) -> None:
+        node = self.broker.node_by_id(self.leader)
+        if node is None:
+            raise FetchError(f"broker {self.leader} is not registered")
+        self._reader, self._writer = await asyncio.wait_for(
+            asyncio.open_connection(node.host, node.port), timeout=2.0)
+
+    async def _call(self, api_key: int, version: int, body: Any, timeout: float) -> Any:
+        assert self._writer is not None and self._reader is not None
+        self._correlation += 1
+        self._writer.write(encode_request(api_key, version, self._correlation, body,
+                                          client_id=f"broker-{self.broker.node_id}-fetcher"))
+        await self._writer.drain()
+        size = struct.unpack(">i", await asyncio.wait_for(self._reader.readexactly(4), timeout))[0]
+        frame = await asyncio.wait_for(self._reader.readexactly(size), timeout)
+        _, response = decode_response(frame, api_key, version)
+        return response
+
+    async def _truncate(self) -> None:
+        """OffsetForLeaderEpoch for every partition that has just started following."""
+        pending = [fs for fs in self.partitions.values() if not fs.truncated]
+        if not pending:
+            return
+        cls = request_type(23, OFFSET_FOR_LEADER_EPOCH_VERSION)
+        mod = __import__(cls.__module__, fromlist=["OffsetForLeaderTopic", "OffsetForLeaderPartition"])
+        by_topic: dict[str, list[FollowState]] = {}
+        for fs in pending:
+            by_topic.setdefault(fs.topic, []).append(fs)
+        body = cls(replica_id=self.broker.node_id, topics=tuple(
+            mod.OffsetForLeaderTopic(topic=t, partitions=tuple(
+                mod.OffsetForLeaderPartition(partition=fs.partition, current_leader_epoch=fs.leader_epoch,
+                                             leader_epoch=fs.plog.latest_leader_epoch())
+                for fs in items))
+            for t, items in by_topic.items()))
+        response = await self._call(23, OFFSET_FOR_LEADER_EPOCH_VERSION, body, timeout=5.0)
+        for topic in response.topics:
+            for p in topic.partitions:
+                fs = self.partitions.get((topic.topic, p.partition))
+                if fs is None or fs.truncated:
+                    continue
+                if p.error_code != ErrorCode.none:
+                    continue  # the leader does not know it leads yet; ask again next round
+                self._truncate_one(fs, p.leader_epoch, p.end_offset)
+                fs.truncated = True
+        if any(not fs.truncated for fs in self.partitions.values()):
+            await asyncio.sleep(0.05)
+
+    def _truncate_one(self, fs: FollowState, leader_epoch: int, end_offset: int) -> None:
+        plog = fs.plog
+        ours = plog.latest_leader_epoch()
+        if leader_epoch < 0 or end_offset < 0:
+            target = plog.high_watermark  # the leader has no epoch history: fall back to the HW
+        elif leader_epoch == ours:
+            target = end_offset
+        else:
+            # KIP-279: the leader answered an older epoch; cut at the end of that epoch in our log too
+            target = min(end_offset, plog.end_offset_for_epoch(leader_epoch)[1])
+        target = min(target, plog.log_end_offset)
+        if target < plog.log_end_offset:
+            log.info("%s-%d: truncating from %d to %d (leader %d epoch %d ends at %d)", fs.topic, fs.partition,
+                     plog.log_end_offset, target, fs.leader, leader_epoch, end_offset)
+            plog.truncate_to(target)
+        if plog.high_watermark > plog.log_end_offset:
+            plog.high_watermark = plog.log_end_offset
+
+    async def _fetch_once(self) -> None:
+        ready = [fs for fs in self.partitions.values() if fs.truncated]
+        if not ready:
+            return
+        cls = request_type(1, FETCH_VERSION)
+        mod = __import__(cls.__module__, fromlist=["FetchTopic", "FetchPartition"])
+        by_topic: dict[str, list[FollowState]] = {}
+        for fs in ready:
+            by_topic.setdefault(fs.topic, []).append(fs)
+        wait_ms = self.broker.config.replica_fetch_wait_max_ms
+        import datetime
+
+        body = cls(
+            replica_id=self.broker.node_id, max_wait=datetime.timedelta(milliseconds=wait_ms), min_bytes=1,
+            max_bytes=RESPONSE_FETCH_BYTES, isolation_level=0, session_id=0, session_epoch=-1,
+            topics=tuple(mod.FetchTopic(topic=t, partitions=tuple(
+                mod.FetchPartition(partition=fs.partition, current_leader_epoch=fs.leader_epoch,
+                                   fetch_offset=fs.plog.log_end_offset, partition_max_bytes=PARTITION_FETCH_BYTES)
+                for fs in items)) for t, items in by_topic.items()),
+            forgotten_topics_data=(), rack_id="",
+        )
+        response = await self._call(1, FETCH_VERSION, body, timeout=wait_ms / 1000.0 + 10.0)
+        backoff = False
+        for topic in response.responses:
+            for p in topic.partitions:
+                fs = self.partitions.get((topic.topic, p.partition_index))
+                if fs is None or not fs.truncated:
+                    continue
+                if p.error_code == ErrorCode.none:
+                    self._apply(fs, p.records, p.high_watermark)
+                elif p.error_code == ErrorCode.offset_out_of_range:
+                    fs.truncated = False  # diverged: ask for the epoch boundary again
+                    backoff = True
+                else:
+                    backoff = True  # not (yet) the leader: wait for the state change
+        if backoff:
+            await asyncio.sleep(0.05)
+
+    def _apply(self, fs: FollowState, records: bytes | None, leader_hw: int) -> None:
+        plog = fs.plog
+        if records:
+            self.broker.append_as_follower(plog, bytes(records))
+        hw = min(leader_hw, plog.log_end_offset)
+        if hw > plog.high_watermark:
+            plog.high_watermark = hw
+
+
+def first_at_or_after(offsets: list[int], target: int) -> int:
+    return bisect.bisect_left(offsets, target)
+
+
+Callback = Callable[[str, int, bool], None]

@@ -1,0 +1,408 @@
+"""Cluster metadata in ZooKeeper, in Kafka's ZooKeeper-era layout (kazoo client).
+
+Paths, under the chroot of `--zookeeper HOST:PORT/chroot`:
+
+    /cluster/id                                   {"version": "1", "id": ...}
+    /brokers/ids/<id>                             ephemeral {"host", "port", ...}
+    /controller                                   ephemeral {"brokerid": id}, first writer wins
+    /controller_epoch                             "<n>", bumped by every new controller
+    /brokers/topics/<t>                           {"partitions": {"0": [1, 2, 3]}, "topic_id"}
+    /brokers/topics/<t>/partitions/<p>/state      {"leader", "leader_epoch", "isr", "controller_epoch"}
+    /config/topics/<t>                            {"version": 1, "config": {...}}
+
+kazoo runs watches on its own thread; this module never touches asyncio. It
+hands every event to `post(fn, *args)`, which the broker points at
+`loop.call_soon_threadsafe`. Its blocking methods are for threads (the
+controller's) and executors, plus the rare admin call (topic creation).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from kazoo.client import KazooClient, KazooState
+from kazoo.exceptions import BadVersionError, NodeExistsError, NoNodeError
+from kazoo.protocol.states import WatchedEvent
+
+from odradek.cluster.metadata import TopicError, TopicMetadata, check_collision
+
+log = logging.getLogger("odradek.zk")
+
+Post = Callable[..., None]
+
+
+class ZkError(Exception):
+    """ZooKeeper is unreachable or refused a write; one sentence for the log."""
+
+
+@dataclass(frozen=True, slots=True)
+class BrokerInfo:
+    broker_id: int
+    host: str
+    port: int
+    rack: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class LeaderAndIsr:
+    """A partition's state znode (Kafka's LeaderAndIsr) plus the znode version for CAS."""
+
+    leader: int
+    leader_epoch: int
+    isr: tuple[int, ...]
+    controller_epoch: int = 0
+    zk_version: int = -1
+
+    def to_json(self) -> bytes:
+        return json.dumps({
+            "controller_epoch": self.controller_epoch, "leader": self.leader, "version": 1,
+            "leader_epoch": self.leader_epoch, "isr": list(self.isr),
+        }).encode()
+
+    @classmethod
+    def from_json(cls, raw: bytes, zk_version: int) -> LeaderAndIsr:
+        d = json.loads(raw)
+        return cls(int(d["leader"]), int(d["leader_epoch"]), tuple(int(b) for b in d["isr"]),
+                   int(d.get("controller_epoch", 0)), zk_version)
+
+
+def split_connect(connect: str) -> tuple[str, str]:
+    """`host:port[,host:port]/chroot` -> (hosts, chroot or '')."""
+    hosts, slash, chroot = connect.partition("/")
+    return hosts, ("/" + chroot.strip("/")) if slash and chroot.strip("/") else ""
+
+
+def topic_path(topic: str) -> str:
+    return f"/brokers/topics/{topic}"
+
+
+def state_path(topic: str, partition: int) -> str:
+    return f"/brokers/topics/{topic}/partitions/{partition}/state"
+
+
+@dataclass
+class _Watched:
+    """What the watches have seen so far; replaced (not mutated) so readers never lock."""
+
+    topics: dict[str, TopicMetadata] = field(default_factory=dict)
+    brokers: dict[int, BrokerInfo] = field(default_factory=dict)
+    states: dict[tuple[str, int], LeaderAndIsr] = field(default_factory=dict)
+    controller: int = -1
+
+
+class ZkMetadataStore:
+    """The MetadataStore of cluster mode, plus broker registration and partition state."""
+
+    def __init__(self, connect: str, session_timeout_ms: int, post: Post | None = None) -> None:
+        self.hosts, self.chroot = split_connect(connect)
+        self.session_timeout_s = session_timeout_ms / 1000.0
+        self.post: Post = post or (lambda fn, *a: fn(*a))
+        self.cluster_id = ""
+        self.zk = KazooClient(hosts=self.hosts + self.chroot, timeout=self.session_timeout_s)
+        self.seen = _Watched()
+        self._lock = threading.Lock()
+        self._watched_topics: set[str] = set()
+        self._watched_states: set[tuple[str, int]] = set()
+        # callbacks, run through `post` (on the broker's event loop)
+        self.on_state: Callable[[str, int, LeaderAndIsr | None], None] = lambda t, p, s: None
+        self.on_topics: Callable[[], None] = lambda: None
+        self.on_brokers: Callable[[], None] = lambda: None
+        self.on_session: Callable[[str], None] = lambda state: None
+
+    # -- connection ----------------------------------------------------------
+
+    def start(self, cluster_id: str | None = None) -> None:
+        """Connect (creating the chroot), read or write /cluster/id, start the watches."""
+        if self.chroot:
+            root = KazooClient(hosts=self.hosts, timeout=self.session_timeout_s)
+            try:
+                root.start(timeout=10)
+                root.ensure_path(self.chroot)
+            except Exception as exc:
+                raise ZkError(f"cannot reach ZooKeeper at {self.hosts}: {exc}") from None
+            finally:
+                root.stop()
+                root.close()
+        try:
+            self.zk.start(timeout=10)
+        except Exception as exc:
+            raise ZkError(f"cannot reach ZooKeeper at {self.hosts}: {exc}") from None
+        self.zk.add_listener(self._session_listener)
+        for path in ("/brokers/ids", "/brokers/topics", "/config/topics"):
+            self.zk.ensure_path(path)
+        try:
+            self.zk.create("/cluster/id", json.dumps({"version": "1", "id": cluster_id or _new_cluster_id()}).encode(),
+                           makepath=True)
+        except NodeExistsError:
+            pass
+        self.cluster_id = json.loads(self.zk.get("/cluster/id")[0])["id"]
+        self.zk.ChildrenWatch("/brokers/ids", self._brokers_changed)
+        self.zk.ChildrenWatch("/brokers/topics", self._topics_changed)
+        self.zk.DataWatch("/controller", self._controller_changed)
+
+    def stop(self) -> None:
+        try:
+            self.zk.stop()
+            self.zk.close()
+        except Exception as exc:  # already closed
+            log.debug("closing the ZooKeeper client: %s", exc)
+
+    def _session_listener(self, state: str) -> None:
+        # Runs on kazoo's connection thread: only hand it over.
+        self.post(self.on_session, str(state))
+
+    @property
+    def connected(self) -> bool:
+        return self.zk.state == KazooState.CONNECTED
+
+    @property
+    def session_id(self) -> int:
+        cid = self.zk.client_id
+        return cid[0] if cid else 0
+
+    # -- brokers -------------------------------------------------------------
+
+    def register_broker(self, info: BrokerInfo) -> None:
+        """Create /brokers/ids/<id> (ephemeral); a node left by our own killed process
+        is waited out (it lives until its session expires), another live owner is an error."""
+        path = f"/brokers/ids/{info.broker_id}"
+        payload = json.dumps({
+            "version": 5, "host": info.host, "port": info.port, "rack": info.rack, "jmx_port": -1,
+            "timestamp": str(int(time.time() * 1000)),
+            "endpoints": [f"PLAINTEXT://{info.host}:{info.port}"],
+        }).encode()
+        deadline = time.monotonic() + self.session_timeout_s * 2 + 5
+        while True:
+            try:
+                self.zk.create(path, payload, ephemeral=True, makepath=True)
+                return
+            except NodeExistsError:
+                try:
+                    _, stat = self.zk.get(path)
+                except NoNodeError:
+                    continue
+                if stat.ephemeralOwner == self.session_id:
+                    return
+                if time.monotonic() > deadline:
+                    raise ZkError(f"broker id {info.broker_id} is already registered by another live broker") from None
+                time.sleep(0.2)
+
+    def _brokers_changed(self, children: list[str]) -> None:
+        brokers: dict[int, BrokerInfo] = {}
+        for child in children:
+            try:
+                raw, _ = self.zk.get(f"/brokers/ids/{child}")
+                d = json.loads(raw)
+                brokers[int(child)] = BrokerInfo(int(child), d["host"], int(d["port"]), d.get("rack"))
+            except (NoNodeError, ValueError, KeyError):
+                continue
+        self.seen.brokers = brokers
+        self.post(self.on_brokers)
+
+    def _controller_changed(self, data: bytes | None, stat: Any, event: WatchedEvent | None = None) -> None:
+        try:
+            self.seen.controller = int(json.loads(data)["brokerid"]) if data else -1
+        except (ValueError, KeyError):
+            self.seen.controller = -1
+        self.post(self.on_brokers)
+
+    # -- topics (MetadataStore) ----------------------------------------------
+
+    def topics(self) -> dict[str, TopicMetadata]:
+        return self.seen.topics
+
+    def _topics_changed(self, children: list[str]) -> None:
+        current = set(children)
+        with self._lock:
+            gone = self._watched_topics - current
+            for name in gone:
+                self._watched_topics.discard(name)
+            if gone:
+                self.seen.topics = {n: t for n, t in self.seen.topics.items() if n not in gone}
+            new = current - self._watched_topics
+            self._watched_topics |= new
+        for name in new:
+            self.zk.DataWatch(topic_path(name), lambda data, stat, event=None, name=name: self._topic_data(name, data))
+        if gone:
+            self.post(self.on_topics)
+
+    def _topic_data(self, name: str, data: bytes | None) -> bool | None:
+        if data is None:
+            with self._lock:
+                self.seen.topics = {n: t for n, t in self.seen.topics.items() if n != name}
+                self._watched_topics.discard(name)
+            self.post(self.on_topics)
+            return False  # stop watching a deleted topic
+        try:
+            topic = self._parse_topic(name, data)
+        except (ValueError, KeyError) as exc:
+            log.warning("ignoring unreadable /brokers/topics/%s: %s", name, exc)
+            return None
+        with self._lock:
+            self.seen.topics = {**self.seen.topics, name: topic}
+        for p in range(topic.partitions):
+            self._watch_state(name, p)
+        self.post(self.on_topics)
+        return None
+
+    def _parse_topic(self, name: str, data: bytes) -> TopicMetadata:
+        d = json.loads(data)
+        parts = d["partitions"]
+        replicas = [list(map(int, parts[str(p)])) for p in range(len(parts))]
+        try:
+            raw, _ = self.zk.get(f"/config/topics/{name}")
+            configs = {str(k): str(v) for k, v in json.loads(raw).get("config", {}).items()}
+        except NoNodeError:
+            configs = {}
+        return TopicMetadata(name, uuid.UUID(d["topic_id"]) if d.get("topic_id") else uuid.uuid5(uuid.NAMESPACE_DNS, name),
+                             replicas, configs)
+
+    def _watch_state(self, topic: str, partition: int) -> None:
+        key = (topic, partition)
+        with self._lock:
+            if key in self._watched_states:
+                return
+            self._watched_states.add(key)
+
+        def changed(data: bytes | None, stat: Any, event: WatchedEvent | None = None) -> bool | None:
+            if data is None:
+                with self._lock:
+                    self.seen.states = {k: v for k, v in self.seen.states.items() if k != key}
+                    if topic not in self._watched_topics:
+                        self._watched_states.discard(key)
+                        self.post(self.on_state, topic, partition, None)
+                        return False
+                self.post(self.on_state, topic, partition, None)
+                return None
+            state = LeaderAndIsr.from_json(data, stat.version)
+            with self._lock:
+                self.seen.states = {**self.seen.states, key: state}
+            self.post(self.on_state, topic, partition, state)
+            return None
+
+        self.zk.DataWatch(state_path(topic, partition), changed)
+
+    def create_topic(self, name: str, replicas: list[list[int]], configs: dict[str, str]) -> TopicMetadata:
+        """One ZooKeeper transaction: configs, assignment and every partition's first state."""
+        check_collision(name, self.seen.topics)
+        topic = TopicMetadata(name, uuid.uuid4(), replicas, dict(configs))
+        epoch = self.controller_epoch()
+        tx = self.zk.transaction()
+        tx.create(f"/config/topics/{name}", json.dumps({"version": 1, "config": configs}).encode())
+        tx.create(topic_path(name), self._assignment_json(topic))
+        tx.create(f"{topic_path(name)}/partitions")
+        for p, reps in enumerate(replicas):
+            self._create_state_ops(tx, name, p, reps, epoch)
+        self._commit(tx, name)
+        with self._lock:
+            self.seen.topics = {**self.seen.topics, name: topic}
+        return topic
+
+    def _create_state_ops(self, tx: Any, name: str, p: int, reps: list[int], epoch: int) -> None:
+        tx.create(f"{topic_path(name)}/partitions/{p}")
+        tx.create(state_path(name, p), LeaderAndIsr(reps[0], 0, tuple(reps), epoch).to_json())
+
+    def _commit(self, tx: Any, name: str) -> None:
+        results = tx.commit()
+        for r in results:
+            if isinstance(r, NodeExistsError):
+                raise TopicError("topic_already_exists", f"topic {name!r} already exists")
+            if isinstance(r, BadVersionError):
+                raise TopicError("concurrent_transactions", f"topic {name!r} changed concurrently; retry")
+            if isinstance(r, Exception) and not _is_rollback(r):
+                raise TopicError("unknown_server_error", f"ZooKeeper refused the change of {name!r}: {r!r}")
+
+    @staticmethod
+    def _assignment_json(topic: TopicMetadata) -> bytes:
+        return json.dumps({
+            "version": 3, "topic_id": str(topic.topic_id),
+            "partitions": {str(p): r for p, r in enumerate(topic.replicas)},
+            "adding_replicas": {}, "removing_replicas": {},
+        }).encode()
+
+    def delete_topic(self, name: str) -> None:
+        if not self.zk.exists(topic_path(name)):
+            raise TopicError("unknown_topic_or_partition", f"topic {name!r} does not exist")
+        self.zk.delete(topic_path(name), recursive=True)
+        try:
+            self.zk.delete(f"/config/topics/{name}")
+        except NoNodeError:
+            pass
+        with self._lock:
+            self.seen.topics = {n: t for n, t in self.seen.topics.items() if n != name}
+
+    def add_partitions(self, name: str, new_replicas: list[list[int]]) -> TopicMetadata:
+        raw, stat = self.zk.get(topic_path(name))
+        topic = self._parse_topic(name, raw)
+        start = topic.partitions
+        topic.replicas.extend(new_replicas)
+        epoch = self.controller_epoch()
+        tx = self.zk.transaction()
+        tx.set_data(topic_path(name), self._assignment_json(topic), version=stat.version)
+        for p in range(start, topic.partitions):
+            self._create_state_ops(tx, name, p, topic.replicas[p], epoch)
+        self._commit(tx, name)
+        with self._lock:
+            self.seen.topics = {**self.seen.topics, name: topic}
+        return topic
+
+    def set_configs(self, name: str, configs: dict[str, str]) -> None:
+        self.zk.set(f"/config/topics/{name}", json.dumps({"version": 1, "config": configs}).encode())
+        # brokers learn of config changes through the topic znode's watch
+        raw, stat = self.zk.get(topic_path(name))
+        self.zk.set(topic_path(name), raw, version=stat.version)
+
+    # -- partition state -----------------------------------------------------
+
+    def controller_epoch(self) -> int:
+        try:
+            return int(self.zk.get("/controller_epoch")[0] or b"0")
+        except NoNodeError:
+            return 0
+
+    def read_state(self, topic: str, partition: int) -> LeaderAndIsr | None:
+        try:
+            raw, stat = self.zk.get(state_path(topic, partition))
+        except NoNodeError:
+            return None
+        return LeaderAndIsr.from_json(raw, stat.version)
+
+    def write_state(self, topic: str, partition: int, state: LeaderAndIsr,
+                    fence: tuple[str, int] | None = None) -> LeaderAndIsr | None:
+        """Compare-and-set on the state znode version; `fence` adds a check op (the
+        controller's /controller_epoch version) so a stale controller cannot write.
+        Returns the state as written, or None when the CAS lost."""
+        try:
+            if fence is None:
+                stat = self.zk.set(state_path(topic, partition), state.to_json(), version=state.zk_version)
+                return _with_version(state, stat.version)
+            tx = self.zk.transaction()
+            tx.check(fence[0], fence[1])
+            tx.set_data(state_path(topic, partition), state.to_json(), version=state.zk_version)
+            results = tx.commit()
+        except (BadVersionError, NoNodeError):
+            return None
+        if any(isinstance(r, Exception) for r in results):
+            return None
+        return _with_version(state, results[1].version)
+
+
+def _with_version(state: LeaderAndIsr, version: int) -> LeaderAndIsr:
+    return LeaderAndIsr(state.leader, state.leader_epoch, state.isr, state.controller_epoch, version)
+
+
+def _is_rollback(exc: Exception) -> bool:
+    return type(exc).__name__ in ("RolledBackError", "RuntimeInconsistency")
+
+
+def _new_cluster_id() -> str:
+    import base64
+
+    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")

@@ -1,0 +1,401 @@
+"""The broker of cluster mode: the single-node services plus ZooKeeper and replication.
+
+`ClusterBroker` overrides the hooks of `Broker` (produce, partition_state,
+check_leader, on_append, ...) and keeps every decision about roles in one
+place: the state znode of each partition, as the watches deliver it, says who
+leads at which epoch; this broker leads, follows, or does nothing accordingly.
+ZooKeeper events arrive on kazoo's thread and are handed to the event loop with
+call_soon_threadsafe; ZooKeeper writes run in the default executor.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import zlib
+from collections.abc import Callable
+from typing import Any
+
+from kio.schema.errors import ErrorCode
+
+from odradek.cluster.controller import Controller
+from odradek.cluster.metadata import TopicError, TopicMetadata, ensure_meta_properties, validate_topic_name
+from odradek.cluster.replication import ReplicaManager, stamp_leader_epoch
+from odradek.cluster.topic_config import topic_config_value, validate_topic_configs
+from odradek.cluster.zk import BrokerInfo, LeaderAndIsr, ZkError, ZkMetadataStore
+from odradek.config import BrokerConfig
+from odradek.protocol.build import timedelta_to_ms
+from odradek.server.broker import Broker, Node, PartitionState
+from odradek.storage.log import AppendResult, PartitionLog
+from odradek.storage.manager import LogManager
+
+log = logging.getLogger("odradek.cluster")
+
+OFFSETS_TOPIC = "__consumer_offsets"
+CONTROLLED_SHUTDOWN_WAIT_S = 3.0
+
+
+class ClusterBroker(Broker):
+    """One broker of a ZooKeeper-coordinated cluster."""
+
+    def __init__(self, config: BrokerConfig, *, faults: Any = None) -> None:
+        super().__init__(config, faults=faults)
+        self.store: ZkMetadataStore
+        self.controller: Controller
+        self.replicas = ReplicaManager(self)
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.zk_ok = False
+        self.session_lost = False
+        self.shutting_down = False
+        self.nodes: dict[int, Node] = {}
+        self.leadership_listeners: list[Callable[[str, int, bool], None]] = [self._coordinator_leadership]
+        self._tasks: list[asyncio.Task[Any]] = []
+
+    # -- lifecycle ---------------------------------------------------------
+
+    def open(self) -> None:
+        self.loop = asyncio.get_running_loop()
+        loop = self.loop
+        assert self.config.zookeeper is not None
+        store = self.store = ZkMetadataStore(self.config.zookeeper, self.config.zookeeper_session_timeout_ms,
+                                             post=lambda fn, *a: loop.call_soon_threadsafe(fn, *a))
+        store.on_state = self._on_state
+        store.on_topics = self._on_topics
+        store.on_brokers = self._on_brokers
+        store.on_session = self._on_session
+        store.start(self.config.cluster_id)
+        self.cluster_id = store.cluster_id
+        ensure_meta_properties(self.data_dir, self.node_id, self.cluster_id)
+        self.metadata = store
+        self.logs = LogManager(self.data_dir, default_config=self.default_log_config())
+        self.logs.open()
+        self.zk_ok = True
+        self._register()
+        self.controller = Controller(store, self.node_id, self.config)
+        self.controller.start()
+        self._tasks.append(loop.create_task(self.replicas.run_isr_checks()))
+        log.info("broker %d joined cluster %s through ZooKeeper %s", self.node_id, self.cluster_id,
+                 self.config.zookeeper)
+
+    def _register(self) -> None:
+        self.store.register_broker(BrokerInfo(self.node_id, self.node.host, self.node.port))
+
+    def close(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        self.controller.stop()
+        self.store.stop()
+        self.logs.close()
+
+    async def controlled_shutdown(self) -> None:
+        """SIGTERM: hand every leadership to another ISR member and leave the ISRs
+        (Kafka's controlled.shutdown.enable), so clients move on without errors."""
+        if not self.config.controlled_shutdown_enable or not self.zk_ok:
+            await self.replicas.close()
+            return
+        self.shutting_down = True
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + CONTROLLED_SHUTDOWN_WAIT_S
+        # let the followers fetch what was appended, so pending acks=all produces complete
+        while loop.time() < deadline and any(
+                ls.plog.high_watermark < ls.plog.log_end_offset and len(ls.state.isr) > 1
+                for ls in self.replicas.leaders.values()):
+            await asyncio.sleep(0.02)
+        moved = 0
+        for (topic, p) in list(self.store.seen.states):
+            for _ in range(5):
+                state = await loop.run_in_executor(None, self.store.read_state, topic, p)
+                if state is None or self.node_id not in state.isr and state.leader != self.node_id:
+                    break
+                others = [b for b in state.isr if b != self.node_id and b in self.nodes]
+                if state.leader == self.node_id:
+                    if not others:
+                        break  # the only in-sync replica: Kafka leaves such a partition offline-to-be
+                    new = LeaderAndIsr(others[0], state.leader_epoch + 1, tuple(others),
+                                       state.controller_epoch, state.zk_version)
+                else:
+                    new = LeaderAndIsr(state.leader, state.leader_epoch, tuple(b for b in state.isr if b != self.node_id),
+                                       state.controller_epoch, state.zk_version)
+                if await loop.run_in_executor(None, self.store.write_state, topic, p, new, None) is not None:
+                    moved += state.leader == self.node_id
+                    break
+        log.info("controlled shutdown: moved %d leadership(s) away from broker %d", moved, self.node_id)
+        await self.replicas.close()
+
+    # -- ZooKeeper events (on the loop) ---------------------------------------
+
+    def _on_session(self, state: str) -> None:
+        if state == "CONNECTED":
+            if not self.zk_ok:
+                log.info("ZooKeeper session back")
+            self.zk_ok = True
+            if self.session_lost:
+                self.session_lost = False
+                task = asyncio.get_running_loop().create_task(self._reregister())
+                self._tasks.append(task)
+            return
+        if self.zk_ok:
+            log.warning("ZooKeeper session %s: broker %d stops acting as leader", state.lower(), self.node_id)
+        self.zk_ok = False
+        if state == "LOST":
+            self.session_lost = True
+            for tp in list(self.replicas.leaders):
+                if self.replicas.resign(tp):
+                    self._leadership_changed(tp[0], tp[1], False)
+
+    async def _reregister(self) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            await loop.run_in_executor(None, self._register)
+        except ZkError as exc:
+            log.error("cannot register again after losing the ZooKeeper session: %s", exc)
+            return
+        for (topic, p), state in list(self.store.seen.states.items()):
+            self._on_state(topic, p, state)
+
+    def _on_brokers(self) -> None:
+        self.nodes = {b.broker_id: Node(b.broker_id, b.host, b.port, b.rack) for b in self.store.seen.brokers.values()}
+
+    def _on_topics(self) -> None:
+        topics = self.store.seen.topics
+        for topic in topics.values():
+            cfg = None
+            for p, replicas in enumerate(topic.replicas):
+                if self.node_id not in replicas:
+                    continue
+                plog = self.logs.get(topic.name, p)
+                if plog is None:
+                    cfg = cfg or self.log_config(topic)
+                    self.logs.get_or_create(topic.name, p, cfg)
+                    state = self.store.seen.states.get((topic.name, p))
+                    if state is not None:
+                        self._on_state(topic.name, p, state)
+                elif plog.config != (cfg := cfg or self.log_config(topic)):
+                    plog.update_config(cfg)
+        local = {plog.topic for plog in self.logs.logs()}
+        for name in local - set(topics):
+            for plog in [pl for pl in self.logs.logs() if pl.topic == name]:
+                self.replicas.forget((name, plog.partition))
+            try:
+                self.logs.delete_topic(name)
+                log.info("deleted the local logs of topic %s", name)
+            except Exception as exc:
+                log.warning("cannot delete the logs of %s: %s", name, exc)
+
+    def _on_state(self, topic: str, p: int, state: LeaderAndIsr | None) -> None:
+        if state is None:
+            self.replicas.forget((topic, p))
+            return
+        meta = self.store.seen.topics.get(topic)
+        if meta is None or p >= meta.partitions or self.node_id not in meta.replicas[p]:
+            if self.replicas.resign((topic, p)):
+                self._leadership_changed(topic, p, False)
+            self.replicas.stop_following((topic, p))
+            return
+        plog = self.logs.get(topic, p)
+        if plog is None:
+            plog = self.logs.get_or_create(topic, p, self.log_config(meta))
+        if state.leader == self.node_id and self.zk_ok and not self.shutting_down:
+            if self.replicas.become_leader(plog, state, meta.replicas[p]):
+                self._leadership_changed(topic, p, True)
+        elif self.replicas.become_follower(plog, state):
+            self._leadership_changed(topic, p, False)
+
+    def _leadership_changed(self, topic: str, p: int, is_leader: bool) -> None:
+        for listener in self.leadership_listeners:
+            try:
+                listener(topic, p, is_leader)
+            except Exception as exc:
+                log.warning("leadership listener failed for %s-%d: %s", topic, p, exc)
+
+    def on_leadership_change(self, listener: Callable[[str, int, bool], None]) -> None:
+        """Rooms that keep state per partition (the group coordinator) follow leadership here."""
+        self.leadership_listeners.append(listener)
+
+    def _coordinator_leadership(self, topic: str, p: int, is_leader: bool) -> None:
+        if topic == OFFSETS_TOPIC and self.coordinator is not None:
+            offsets_partition_moved(self, p, is_leader)
+
+    # -- topics ------------------------------------------------------------
+
+    def _assign(self, num_partitions: int, replication_factor: int, first: int = 0) -> list[list[int]]:
+        """Round-robin replica assignment over live brokers (Kafka's rack-unaware layout, no shift)."""
+        brokers = sorted(self.nodes) or [self.node_id]
+        if replication_factor > len(brokers):
+            raise TopicError("invalid_replication_factor",
+                             f"replication factor: {replication_factor} larger than available brokers: {len(brokers)}")
+        n = len(brokers)
+        return [[brokers[(first + p + j) % n] for j in range(replication_factor)] for p in range(num_partitions)]
+
+    def create_topic(self, name: str, num_partitions: int = -1, replication_factor: int = -1,
+                     configs: dict[str, str] | None = None, *, validate_only: bool = False) -> TopicMetadata | None:
+        validate_topic_name(name)
+        if num_partitions == -1:
+            num_partitions = self.config.num_partitions
+        if replication_factor == -1:
+            replication_factor = self.config.default_replication_factor
+        if num_partitions <= 0:
+            raise TopicError("invalid_partitions", "number of partitions must be larger than 0")
+        if replication_factor <= 0:
+            raise TopicError("invalid_replication_factor", "replication factor must be larger than 0")
+        checked = validate_topic_configs(configs or {})
+        if name in self.topics():
+            raise TopicError("topic_already_exists", f"topic {name!r} already exists")
+        replicas = self._assign(num_partitions, replication_factor, first=zlib.crc32(name.encode()) % max(1, len(self.nodes)))
+        if validate_only:
+            return None
+        topic = self.store.create_topic(name, replicas, checked)
+        log.info("created topic %s: %d partition(s), replicas %s", name, num_partitions, replicas)
+        self._on_topics()
+        return topic
+
+    def create_partitions(self, name: str, count: int, *, validate_only: bool = False) -> None:
+        topic = self.topics().get(name)
+        if topic is None:
+            raise TopicError("unknown_topic_or_partition", f"topic {name!r} does not exist")
+        if count <= topic.partitions:
+            raise TopicError("invalid_partitions",
+                             f"topic currently has {topic.partitions} partitions, {count} would not be an increase")
+        new = self._assign(count - topic.partitions, len(topic.replicas[0]), first=topic.partitions)
+        if validate_only:
+            return
+        self.store.add_partitions(name, new)
+        self._on_topics()
+
+    def delete_topic(self, name: str) -> None:
+        if name not in self.topics():
+            raise TopicError("unknown_topic_or_partition", f"topic {name!r} does not exist")
+        self.store.delete_topic(name)
+        log.info("deleted topic %s", name)
+        self._on_topics()
+
+    # -- partitions --------------------------------------------------------
+
+    def node_by_id(self, broker_id: int) -> Node | None:
+        return self.nodes.get(broker_id)
+
+    def append(self, plog: PartitionLog, data: bytes, batches: list[Any]) -> AppendResult:
+        ls = self.replicas.leaders.get((plog.topic, plog.partition))
+        if ls is not None:
+            data = stamp_leader_epoch(data, batches, ls.state.leader_epoch)
+        return super().append(plog, data, batches)
+
+    def append_as_follower(self, plog: PartitionLog, data: bytes) -> None:
+        from odradek.protocol.records import parse_batches
+
+        plog.append_as_follower(data, parse_batches(data))
+
+    def on_append(self, plog: PartitionLog) -> None:
+        ls = self.replicas.leaders.get((plog.topic, plog.partition))
+        if ls is not None:
+            self.replicas.advance_high_watermark(ls)
+        self.purgatory.notify((plog.topic, plog.partition))  # wakes the followers' fetches
+
+    async def produce(self, plog: PartitionLog, data: bytes, batches: list[Any], acks: int,
+                      request: Any) -> AppendResult | ErrorCode:
+        tp = (plog.topic, plog.partition)
+        ls = self.replicas.leaders.get(tp)
+        if ls is None or not self.zk_ok or self.shutting_down:
+            return ErrorCode.not_leader_or_follower
+        min_isr = self._min_isr(plog.topic)
+        if acks == -1 and len(ls.state.isr) < min_isr:
+            return ErrorCode.not_enough_replicas
+        result = self.append(plog, data, batches)
+        if acks != -1:
+            return result
+        required = plog.log_end_offset
+        if plog.high_watermark < required:
+            fut = ls.wait_for(required)
+            timeout_ms = timedelta_to_ms(getattr(request, "timeout", 30000))
+            try:
+                code = await asyncio.wait_for(fut, max(timeout_ms, 1) / 1000.0)
+            except TimeoutError:
+                return ErrorCode.request_timed_out
+            if code != ErrorCode.none:
+                return code
+        if len(ls.state.isr) < min_isr:
+            return ErrorCode.not_enough_replicas_after_append
+        return result
+
+    def _min_isr(self, topic: str) -> int:
+        meta = self.topics().get(topic)
+        return int(topic_config_value("min.insync.replicas", meta.configs if meta else {}, self.config))
+
+    def _state(self, topic: str, partition: int) -> LeaderAndIsr | None:
+        return self.store.seen.states.get((topic, partition))
+
+    def partition_state(self, topic: str, partition: int) -> PartitionState:
+        state = self._state(topic, partition)
+        meta = self.topics().get(topic)
+        replicas = meta.replicas[partition] if meta is not None and partition < meta.partitions else []
+        offline = [b for b in replicas if b not in self.nodes]
+        if state is None:
+            return PartitionState(ErrorCode.leader_not_available, -1, 0, [], offline)
+        error = ErrorCode.none if state.leader in self.nodes else ErrorCode.leader_not_available
+        return PartitionState(error, state.leader if error == ErrorCode.none else -1, state.leader_epoch,
+                              list(state.isr), offline)
+
+    def check_leader(self, topic: str, partition: int) -> ErrorCode | None:
+        if (topic, partition) in self.replicas.leaders and self.zk_ok and not self.shutting_down:
+            return None
+        return ErrorCode.not_leader_or_follower
+
+    def check_fetch(self, topic: str, partition: int, is_follower: bool) -> ErrorCode | None:
+        if (topic, partition) in self.replicas.leaders and self.zk_ok:
+            return None
+        return ErrorCode.not_leader_or_follower
+
+    def leader_epoch(self, topic: str, partition: int) -> int:
+        state = self._state(topic, partition)
+        return state.leader_epoch if state is not None else -1
+
+    def on_follower_fetch(self, plog: PartitionLog, replica_id: int, fetch_offset: int) -> None:
+        self.replicas.on_follower_fetch((plog.topic, plog.partition), replica_id, fetch_offset)
+
+    def live_nodes(self) -> list[Node]:
+        return [self.nodes[b] for b in sorted(self.nodes)] or [self.node]
+
+    def controller_id(self) -> int:
+        return self.store.seen.controller
+
+    def leader_of(self, topic: str, partition: int) -> int:
+        state = self._state(topic, partition)
+        if state is None:
+            return -1
+        if state.leader == self.node_id and (topic, partition) not in self.replicas.leaders:
+            return -1  # not (yet) acting as leader
+        return state.leader
+
+
+def offsets_partition_moved(broker: ClusterBroker, partition: int, is_leader: bool) -> None:
+    """Group coordinator failover: the coordinator of a group is the leader of its
+    __consumer_offsets partition. On gaining a partition, replay it (the groups
+    of the partitions led already stay as they are, live); on losing one, forget
+    its groups, so that the new leader's copy is the only one answering."""
+    coord = broker.coordinator
+    groups = getattr(coord, "groups", None)
+    if groups is None:
+        return
+    partition_for = coord.partition_for
+    if not is_leader:
+        for gid in [g for g in groups if partition_for(g) == partition]:
+            del groups[gid]
+        return
+    live = dict(groups)
+    groups.clear()
+    coord.load()  # replays all of __consumer_offsets into coord.groups
+    loaded = dict(groups)
+    groups.clear()
+    led = {p for (t, p) in broker.replicas.leaders if t == OFFSETS_TOPIC}
+    for gid, group in loaded.items():
+        if partition_for(gid) == partition:
+            groups[gid] = group
+            schedule = getattr(coord, "_schedule_heartbeat", None)
+            if schedule is not None:
+                for member in group.members.values():
+                    schedule(group, member)
+    for gid, group in live.items():
+        if partition_for(gid) in led and partition_for(gid) != partition:
+            groups[gid] = group
+    log.info("group coordinator: now leads %s-%d with %d group(s)", OFFSETS_TOPIC, partition,
+             sum(1 for g in groups if partition_for(g) == partition))

@@ -1,0 +1,312 @@
+"""Cluster mode: a real ZooKeeper, three real broker processes, SIGKILL.
+
+Every test talks to the brokers with real clients (confluent-kafka, kafka-python).
+Failover is quick because the fixtures configure a 2 s ZooKeeper session and a
+1.5 s replica lag; the tests wait for conditions, never for fixed times.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+import pytest
+from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
+
+from cluster_fixtures import Cluster, cluster_factory, zookeeper  # noqa: F401  (fixtures)
+from conftest import unique
+
+pytestmark = pytest.mark.timeout(240)
+
+
+def consume_values(cluster: Cluster, topic: str, expected: int, timeout: float = 60.0) -> list[int]:
+    """Read partition 0 from the beginning until `expected` records or the end."""
+    c = Consumer({"bootstrap.servers": cluster.bootstrap, "group.id": unique("g"), "enable.auto.commit": False,
+                  "auto.offset.reset": "earliest", "enable.partition.eof": True, "fetch.wait.max.ms": 100})
+    c.assign([TopicPartition(topic, 0, 0)])
+    values: list[int] = []
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            for msg in c.consume(10000, 0.5):
+                if msg.error():
+                    if msg.error().code() == KafkaError._PARTITION_EOF:
+                        if len(values) >= expected:
+                            return values
+                        continue
+                    raise AssertionError(msg.error())
+                values.append(int(msg.value()))
+    finally:
+        c.close()
+    return values
+
+
+def assert_acked_in_order(acked: set[int], values: list[int]) -> None:
+    """Every acknowledged record is there, and records appear in the order produced.
+
+    Without an idempotent producer a retried batch may be written twice; the
+    first appearance of each value must still follow the production order.
+    """
+    seen: set[int] = set()
+    first: list[int] = []
+    for v in values:
+        if v not in seen:
+            seen.add(v)
+            first.append(v)
+    missing = acked - seen
+    assert not missing, f"{len(missing)} acknowledged records lost, e.g. {sorted(missing)[:10]}"
+    assert first == sorted(first), "records out of order"
+
+
+def test_rf3_topic_leaders_and_brokers_visible_everywhere(cluster_factory: Any) -> None:
+    cluster: Cluster = cluster_factory(3)
+    topic = unique("rf3")
+    cluster.create_topic(topic, partitions=3, rf=3)
+    for b in cluster.brokers:
+        md = cluster.metadata(topic, via=b)
+        assert sorted(md.brokers) == [0, 1, 2]
+        assert md.controller_id in (0, 1, 2)
+        parts = md.topics[topic].partitions
+        assert sorted({p.leader for p in parts.values()}) == [0, 1, 2]  # leaders spread over brokers
+        for p in parts.values():
+            assert sorted(p.replicas) == [0, 1, 2]
+    from confluent_kafka.admin import NewTopic
+
+    fs = cluster.admin().create_topics([NewTopic(unique("rf4"), 1, 4)], operation_timeout=10)
+    with pytest.raises(Exception) as excinfo:
+        next(iter(fs.values())).result(10)
+    assert "INVALID_REPLICATION_FACTOR" in str(excinfo.value)
+
+
+def test_acks_all_survives_repeated_leader_sigkill(cluster_factory: Any) -> None:
+    cluster: Cluster = cluster_factory(3)
+    topic = unique("kill")
+    cluster.create_topic(topic, configs={"min.insync.replicas": "2"})
+    total = 100_000
+    acked: set[int] = set()
+    errors: list[str] = []
+    producer = Producer({
+        "bootstrap.servers": cluster.bootstrap, "acks": "all", "enable.idempotence": False,
+        "max.in.flight.requests.per.connection": 1, "retries": 1000000, "retry.backoff.ms": 50,
+        "linger.ms": 5, "message.timeout.ms": 120000, "topic.metadata.refresh.interval.ms": 1000,
+    })
+
+    def on_delivery(err: Any, msg: Any) -> None:
+        if err is None:
+            acked.add(int(msg.value()))
+        else:
+            errors.append(str(err))
+
+    leaders: list[int] = []
+    stop = threading.Event()
+
+    def chaos() -> None:
+        for round_ in range(3):
+            while len(acked) < (round_ + 1) * total // 4 and not stop.is_set():
+                time.sleep(0.01)
+            if stop.is_set():
+                return
+            part = cluster.wait_leader(topic, isr_size=2)
+            victim = cluster.by_id(part.leader)
+            leaders.append(part.leader)
+            victim.kill()
+            cluster.wait_leader(topic, not_in=(victim.broker_id,))
+            victim.start()
+
+    killer = threading.Thread(target=chaos)
+    killer.start()
+    try:
+        for i in range(total):
+            while True:
+                try:
+                    producer.produce(topic, str(i).encode(), partition=0, on_delivery=on_delivery)
+                    break
+                except BufferError:
+                    producer.poll(0.05)
+            producer.poll(0)
+        assert producer.flush(120) == 0
+    finally:
+        stop.set()
+        killer.join(60)
+    assert not errors, errors[:5]
+    assert len(leaders) == 3, leaders
+    assert len(acked) == total
+    values = consume_values(cluster, topic, total)
+    assert_acked_in_order(acked, values)
+
+
+def test_killed_follower_catches_up_and_rejoins_isr(cluster_factory: Any) -> None:
+    cluster: Cluster = cluster_factory(3)
+    topic = unique("follower")
+    cluster.create_topic(topic, configs={"min.insync.replicas": "2"})
+    part = cluster.wait_leader(topic, isr_size=3)
+    follower = cluster.by_id(next(b for b in part.replicas if b != part.leader))
+    producer = Producer({"bootstrap.servers": cluster.bootstrap, "acks": "all", "linger.ms": 2})
+    hws: list[int] = []
+    watching = threading.Event()
+
+    def watch_hw() -> None:
+        c = Consumer({"bootstrap.servers": cluster.bootstrap, "group.id": unique("hw")})
+        while not watching.is_set():
+            try:
+                _, high = c.get_watermark_offsets(TopicPartition(topic, 0), timeout=2, cached=False)
+                hws.append(high)
+            except Exception:
+                pass
+            time.sleep(0.01)
+        c.close()
+
+    watcher = threading.Thread(target=watch_hw)
+    watcher.start()
+    try:
+        for i in range(2000):
+            producer.produce(topic, str(i).encode(), partition=0)
+        assert producer.flush(30) == 0
+        follower.kill()
+        cluster.wait_for("the ISR to drop the killed follower",
+                         lambda: follower.broker_id not in cluster.partition(topic).isrs)
+        for i in range(2000, 6000):
+            producer.produce(topic, str(i).encode(), partition=0)
+        assert producer.flush(30) == 0
+        follower.start()
+        cluster.wait_for("the follower back in the ISR",
+                         lambda: sorted(cluster.partition(topic).isrs) == [0, 1, 2])
+        for i in range(6000, 7000):
+            producer.produce(topic, str(i).encode(), partition=0)
+        assert producer.flush(30) == 0
+    finally:
+        watching.set()
+        watcher.join(10)
+    assert hws and all(a <= b for a, b in zip(hws, hws[1:])), "the high watermark went backwards"
+    # The restarted follower holds everything: make it the only broker left and read from it.
+    for b in cluster.brokers:
+        if b is not follower:
+            b.kill()
+    cluster.wait_leader(topic)
+    assert cluster.partition(topic).leader == follower.broker_id
+    assert consume_values(cluster, topic, 7000) == list(range(7000))
+
+
+def test_two_of_three_down_refuses_acks_all_and_loses_nothing(cluster_factory: Any) -> None:
+    from kafka import KafkaProducer
+    from kafka.errors import NotEnoughReplicasError
+
+    cluster: Cluster = cluster_factory(3)
+    topic = unique("ner")
+    cluster.create_topic(topic, configs={"min.insync.replicas": "2"})
+    part = cluster.wait_leader(topic, isr_size=3)
+    kp = KafkaProducer(bootstrap_servers=cluster.bootstrap, acks="all", retries=0)
+    for i in range(100):
+        kp.send(topic, str(i).encode(), partition=0)
+    kp.flush(30)
+    followers = [cluster.by_id(b) for b in part.replicas if b != part.leader]
+    for f in followers:
+        f.kill()
+    cluster.wait_for("the ISR to shrink to the leader", lambda: list(cluster.partition(topic).isrs) == [part.leader])
+    with pytest.raises(NotEnoughReplicasError):
+        kp.send(topic, b"refused", partition=0).get(timeout=30)
+    for f in followers:
+        f.start()
+    cluster.wait_for("the full ISR", lambda: len(cluster.partition(topic).isrs) == 3)
+    kp.send(topic, b"100", partition=0).get(timeout=30)
+    kp.close()
+    assert consume_values(cluster, topic, 101) == list(range(101))
+
+
+def test_controlled_shutdown_moves_leadership_without_errors(cluster_factory: Any) -> None:
+    cluster: Cluster = cluster_factory(3)
+    topic = unique("ctl")
+    cluster.create_topic(topic, configs={"min.insync.replicas": "2"})
+    part = cluster.wait_leader(topic, isr_size=3)
+    leader = cluster.by_id(part.leader)
+    errors: list[str] = []
+    acked: set[int] = set()
+    producer = Producer({"bootstrap.servers": cluster.bootstrap, "acks": "all", "linger.ms": 2,
+                         "max.in.flight.requests.per.connection": 1, "retry.backoff.ms": 20,
+                         "topic.metadata.refresh.interval.ms": 500})
+
+    def on_delivery(err: Any, msg: Any) -> None:
+        (errors.append(str(err)) if err else acked.add(int(msg.value())))
+
+    for i in range(3000):
+        producer.produce(topic, str(i).encode(), partition=0, on_delivery=on_delivery)
+        producer.poll(0)
+        if i == 1000:
+            started = time.monotonic()
+            assert leader.stop() == 0
+            took = time.monotonic() - started
+    assert producer.flush(60) == 0
+    assert not errors, errors[:5]
+    assert took < 10, f"controlled shutdown took {took:.1f} s"
+    new = cluster.wait_leader(topic, not_in=(leader.broker_id,))
+    assert new.leader != leader.broker_id
+    assert "controlled shutdown: moved 1 leadership" in leader.logs()
+    assert_acked_in_order(acked, consume_values(cluster, topic, 3000))
+
+
+def test_controller_death_elects_another_controller(cluster_factory: Any) -> None:
+    cluster: Cluster = cluster_factory(3)
+    first = cluster.wait_for("a controller", lambda: cluster.metadata().controller_id in (0, 1, 2) and
+                             cluster.metadata().controller_id)
+    first = cluster.metadata().controller_id
+    cluster.by_id(first).kill()
+    new = cluster.wait_for("another controller", lambda: (
+        c if (c := cluster.metadata().controller_id) not in (first, -1) else None))
+    assert new != first
+    # the new controller does its job: a topic whose leader dies gets a new one
+    topic = unique("after")
+    cluster.create_topic(topic, rf=2)
+    part = cluster.wait_leader(topic, isr_size=2)
+    cluster.by_id(part.leader).kill()
+    assert cluster.wait_leader(topic, not_in=(part.leader,)).leader != part.leader
+
+
+def test_consumer_group_offsets_survive_coordinator_death(cluster_factory: Any) -> None:
+    cluster: Cluster = cluster_factory(3, env={"ODRADEK_OFFSETS_TOPIC_REPLICATION_FACTOR": "3"})
+    topic = unique("grp")
+    group = unique("group")
+    cluster.create_topic(topic)
+    p = Producer({"bootstrap.servers": cluster.bootstrap, "acks": "all"})
+    for i in range(100):
+        p.produce(topic, str(i).encode(), partition=0)
+    assert p.flush(30) == 0
+
+    def consumer() -> Consumer:
+        c = Consumer({"bootstrap.servers": cluster.bootstrap, "group.id": group, "enable.auto.commit": False,
+                      "auto.offset.reset": "earliest", "session.timeout.ms": 6000})
+        c.subscribe([topic])
+        return c
+
+    c = consumer()
+    got: list[Any] = []
+    deadline = time.monotonic() + 60
+    while len(got) < 40 and time.monotonic() < deadline:
+        got.extend(m for m in c.consume(40 - len(got), 0.5) if not m.error())
+    assert len(got) == 40
+    c.commit(message=got[-1], asynchronous=False)
+    coordinator = _coordinator_of(cluster, group)
+    c.close()
+    cluster.wait_for("the offsets partition fully replicated", lambda: _offsets_isr_full(cluster, group))
+    cluster.by_id(coordinator).kill()
+    c2 = consumer()
+    first = None
+    deadline = time.monotonic() + 60
+    while first is None and time.monotonic() < deadline:
+        for m in c2.consume(1, 0.5):
+            if not m.error():
+                first = m
+    c2.close()
+    assert first is not None and int(first.value()) == 40
+
+
+def _coordinator_of(cluster: Cluster, group: str) -> int:
+    from confluent_kafka import ConsumerGroupTopicPartitions  # noqa: F401
+
+    futures = cluster.admin().describe_consumer_groups([group], request_timeout=10)
+    return int(futures[group].result(10).coordinator.id)
+
+
+def _offsets_isr_full(cluster: Cluster, group: str) -> bool:
+    md = cluster.metadata("__consumer_offsets")
+    return all(len(p.isrs) == 3 for p in md.topics["__consumer_offsets"].partitions.values())
