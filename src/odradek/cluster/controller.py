@@ -45,6 +45,8 @@ class Controller:
         self.epoch = 0
         self._epoch_zk_version = -1
         self._live: set[int] = set()
+        # states this controller wrote or re-read, newer than the watches may have delivered yet
+        self._fresh: dict[tuple[str, int], LeaderAndIsr] = {}
         self._events: queue.Queue[tuple[str, Any]] = queue.Queue()
         self._thread = threading.Thread(target=self._run, name="odradek-controller", daemon=True)
         self._stopping = False
@@ -130,16 +132,32 @@ class Controller:
 
     # -- elections -----------------------------------------------------------
 
+    def _states(self) -> list[tuple[tuple[str, int], LeaderAndIsr]]:
+        """The watched states, or the ones this controller knows to be newer."""
+        out = []
+        for key, state in list(self.store.seen.states.items()):
+            fresh = self._fresh.get(key)
+            if fresh is not None and fresh.zk_version > state.zk_version:
+                state = fresh
+            else:
+                self._fresh.pop(key, None)
+            out.append((key, state))
+        return out
+
     def _write(self, topic: str, p: int, new: LeaderAndIsr, why: str) -> None:
         written = self.store.write_state(topic, p, new, fence=("/controller_epoch", self._epoch_zk_version))
         if written is None:
-            # lost a CAS (the leader changed the ISR meanwhile) or fenced; re-read and retry soon
+            # lost a CAS (the leader changed the ISR meanwhile) or fenced; re-read and retry
             if self.store.controller_epoch() != self.epoch:
                 log.info("broker %d is fenced as controller by a newer controller epoch", self.broker_id)
                 self.active = False
-            else:
-                self._events.put(("tick", None))
+                return
+            fresh = self.store.read_state(topic, p)
+            if fresh is not None:
+                self._fresh[(topic, p)] = fresh
+            self._events.put(("tick", None))
             return
+        self._fresh[(topic, p)] = written
         log.info("%s-%d: leader %d epoch %d isr %s (%s)", topic, p, new.leader, new.leader_epoch,
                  list(new.isr), why)
 
@@ -147,7 +165,7 @@ class Controller:
         """Partitions whose leader is gone get a new one; dead followers leave the ISR."""
         live = self._live
         topics = self.store.seen.topics
-        for (topic, p), state in list(self.store.seen.states.items()):
+        for (topic, p), state in self._states():
             meta = topics.get(topic)
             if meta is None or p >= meta.partitions:
                 continue
@@ -177,7 +195,7 @@ class Controller:
 
     def _rebalance_preferred(self) -> None:
         topics = self.store.seen.topics
-        for (topic, p), state in list(self.store.seen.states.items()):
+        for (topic, p), state in self._states():
             meta = topics.get(topic)
             if meta is None or p >= meta.partitions:
                 continue

@@ -18,13 +18,11 @@ batches with the offsets the leader assigned.
 from __future__ import annotations
 
 import asyncio
-import bisect
 import contextlib
 import logging
 import struct
 import time
 from collections import deque
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -58,14 +56,10 @@ def stamp_leader_epoch(data: bytes, batches: list[Any], epoch: int) -> bytes:
     outside the CRC, which starts at attributes)."""
     buf = bytearray(data)
     pos = 0
-    for b in batches:
+    for _ in batches:
         _EPOCH.pack_into(buf, pos + 12, epoch)
-        pos += b.size
+        pos += 12 + _EPOCH.unpack_from(buf, pos + 8)[0]
     return bytes(buf)
-
-
-def batches_size(batch: Any) -> int:
-    return int(batch.size)
 
 
 # -- leader side ---------------------------------------------------------------
@@ -84,7 +78,6 @@ class LeaderState:
     last_caught_up_ms: dict[int, float] = field(default_factory=dict)
     last_fetch_ms: dict[int, float] = field(default_factory=dict)
     leo_at_last_fetch: dict[int, int] = field(default_factory=dict)
-    waiter_offsets: list[int] = field(default_factory=list)
     waiters: deque[tuple[int, asyncio.Future[ErrorCode]]] = field(default_factory=deque)
     isr_write_pending: bool = False
 
@@ -469,9 +462,3 @@ class Fetcher:
         if hw > plog.high_watermark:
             plog.high_watermark = hw
 
-
-def first_at_or_after(offsets: list[int], target: int) -> int:
-    return bisect.bisect_left(offsets, target)
-
-
-Callback = Callable[[str, int, bool], None]

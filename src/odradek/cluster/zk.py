@@ -34,6 +34,7 @@ from kazoo.protocol.states import WatchedEvent
 from odradek.cluster.metadata import TopicError, TopicMetadata, check_collision
 
 log = logging.getLogger("odradek.zk")
+logging.getLogger("kazoo.client").setLevel(logging.WARNING)  # one line per connection state is noise
 
 Post = Callable[..., None]
 

@@ -47,6 +47,9 @@ class ClusterBroker(Broker):
         self.zk_ok = False
         self.session_lost = False
         self.shutting_down = False
+        self.registered = False
+        self.closed = False
+        self._known_topics: set[str] = set()
         self.nodes: dict[int, Node] = {}
         self.leadership_listeners: list[Callable[[str, int, bool], None]] = [self._coordinator_leadership]
         self._tasks: list[asyncio.Task[Any]] = []
@@ -71,6 +74,7 @@ class ClusterBroker(Broker):
         self.logs.open()
         self.zk_ok = True
         self._register()
+        self.registered = True
         self.controller = Controller(store, self.node_id, self.config)
         self.controller.start()
         self._tasks.append(loop.create_task(self.replicas.run_isr_checks()))
@@ -81,6 +85,7 @@ class ClusterBroker(Broker):
         self.store.register_broker(BrokerInfo(self.node_id, self.node.host, self.node.port))
 
     def close(self) -> None:
+        self.closed = True
         for task in self._tasks:
             task.cancel()
         self.controller.stop()
@@ -102,7 +107,8 @@ class ClusterBroker(Broker):
                 for ls in self.replicas.leaders.values()):
             await asyncio.sleep(0.02)
         moved = 0
-        for (topic, p) in list(self.store.seen.states):
+        mine = [key for key, s in self.store.seen.states.items() if self.node_id in s.isr or s.leader == self.node_id]
+        for (topic, p) in mine:
             for _ in range(5):
                 state = await loop.run_in_executor(None, self.store.read_state, topic, p)
                 if state is None or self.node_id not in state.isr and state.leader != self.node_id:
@@ -172,8 +178,11 @@ class ClusterBroker(Broker):
                         self._on_state(topic.name, p, state)
                 elif plog.config != (cfg := cfg or self.log_config(topic)):
                     plog.update_config(cfg)
-        local = {plog.topic for plog in self.logs.logs()}
-        for name in local - set(topics):
+        # Only topics seen and then deleted lose their logs: a topic missing from a
+        # ZooKeeper we just connected to (a wrong chroot) keeps its data as stray logs.
+        gone = self._known_topics - set(topics)
+        self._known_topics = set(topics)
+        for name in gone:
             for plog in [pl for pl in self.logs.logs() if pl.topic == name]:
                 self.replicas.forget((name, plog.partition))
             try:
@@ -183,6 +192,9 @@ class ClusterBroker(Broker):
                 log.warning("cannot delete the logs of %s: %s", name, exc)
 
     def _on_state(self, topic: str, p: int, state: LeaderAndIsr | None) -> None:
+        if self.closed:
+            return
+        state = self.store.seen.states.get((topic, p), state)  # events queue up; act on the latest
         if state is None:
             self.replicas.forget((topic, p))
             return
@@ -195,7 +207,7 @@ class ClusterBroker(Broker):
         plog = self.logs.get(topic, p)
         if plog is None:
             plog = self.logs.get_or_create(topic, p, self.log_config(meta))
-        if state.leader == self.node_id and self.zk_ok and not self.shutting_down:
+        if state.leader == self.node_id and self.zk_ok and self.registered and not self.shutting_down:
             if self.replicas.become_leader(plog, state, meta.replicas[p]):
                 self._leadership_changed(topic, p, True)
         elif self.replicas.become_follower(plog, state):
@@ -397,5 +409,6 @@ def offsets_partition_moved(broker: ClusterBroker, partition: int, is_leader: bo
     for gid, group in live.items():
         if partition_for(gid) in led and partition_for(gid) != partition:
             groups[gid] = group
-    log.info("group coordinator: now leads %s-%d with %d group(s)", OFFSETS_TOPIC, partition,
-             sum(1 for g in groups if partition_for(g) == partition))
+    count = sum(1 for g in groups if partition_for(g) == partition)
+    if count:
+        log.info("group coordinator: %s-%d brought %d group(s)", OFFSETS_TOPIC, partition, count)
