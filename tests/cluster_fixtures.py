@@ -104,9 +104,12 @@ class Cluster:
         return self.brokers[broker_id]
 
     def admin(self) -> Any:
+        """One AdminClient kept alive (a collected client fails its pending futures)."""
         from confluent_kafka.admin import AdminClient
 
-        return AdminClient({"bootstrap.servers": self.bootstrap})
+        if getattr(self, "_admin", None) is None:
+            self._admin = AdminClient({"bootstrap.servers": self.bootstrap})
+        return self._admin
 
     def metadata(self, topic: str | None = None, via: ClusterBroker | None = None) -> Any:
         from confluent_kafka.admin import AdminClient

@@ -99,25 +99,33 @@ def test_acks_all_survives_repeated_leader_sigkill(cluster_factory: Any) -> None
             errors.append(str(err))
 
     leaders: list[int] = []
-    stop = threading.Event()
+    kill_at = [total // 4, total // 2, 3 * total // 4]
+    kill_now = [threading.Event() for _ in kill_at]
+    elected = [threading.Event() for _ in kill_at]
 
     def chaos() -> None:
-        for round_ in range(3):
-            while len(acked) < (round_ + 1) * total // 4 and not stop.is_set():
-                time.sleep(0.01)
-            if stop.is_set():
+        # SIGKILL the leader while acks=all requests are in flight; restart it once another leads
+        for n in range(len(kill_at)):
+            if not kill_now[n].wait(120):
                 return
-            part = cluster.wait_leader(topic, isr_size=2)
+            part = cluster.wait_leader(topic, isr_size=3)
             victim = cluster.by_id(part.leader)
             leaders.append(part.leader)
             victim.kill()
             cluster.wait_leader(topic, not_in=(victim.broker_id,))
+            elected[n].set()
             victim.start()
 
     killer = threading.Thread(target=chaos)
     killer.start()
     try:
         for i in range(total):
+            if i in kill_at:
+                kill_now[kill_at.index(i)].set()
+            if i - 5000 in kill_at:  # keep producing across the kill, then let the election finish
+                n = kill_at.index(i - 5000)
+                while not elected[n].is_set() and killer.is_alive():
+                    producer.poll(0.05)
             while True:
                 try:
                     producer.produce(topic, str(i).encode(), partition=0, on_delivery=on_delivery)
@@ -127,7 +135,8 @@ def test_acks_all_survives_repeated_leader_sigkill(cluster_factory: Any) -> None
             producer.poll(0)
         assert producer.flush(120) == 0
     finally:
-        stop.set()
+        for e in kill_now:
+            e.set()
         killer.join(60)
     assert not errors, errors[:5]
     assert len(leaders) == 3, leaders
@@ -247,12 +256,11 @@ def test_controlled_shutdown_moves_leadership_without_errors(cluster_factory: An
 
 def test_controller_death_elects_another_controller(cluster_factory: Any) -> None:
     cluster: Cluster = cluster_factory(3)
-    first = cluster.wait_for("a controller", lambda: cluster.metadata().controller_id in (0, 1, 2) and
-                             cluster.metadata().controller_id)
-    first = cluster.metadata().controller_id
+    (first,) = cluster.wait_for("a controller", lambda: (
+        (c,) if (c := cluster.metadata().controller_id) in (0, 1, 2) else None))
     cluster.by_id(first).kill()
-    new = cluster.wait_for("another controller", lambda: (
-        c if (c := cluster.metadata().controller_id) not in (first, -1) else None))
+    (new,) = cluster.wait_for("another controller", lambda: (
+        (c,) if (c := cluster.metadata().controller_id) not in (first, -1) else None))
     assert new != first
     # the new controller does its job: a topic whose leader dies gets a new one
     topic = unique("after")
