@@ -1,0 +1,65 @@
+"""The `odradek` command: the broker (`serve`) and tools that work against any Kafka."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+
+from odradek.cli.demo import demo
+from odradek.cli.group import group_app
+
+app = typer.Typer(no_args_is_help=True, help="odradek: a Kafka-compatible streaming platform.",
+                  pretty_exceptions_enable=False)
+err = Console(stderr=True)
+
+
+@app.command()
+def serve(
+    listen: Annotated[Optional[str], typer.Option(help="HOST:PORT to listen on (default 127.0.0.1:9092)")] = None,
+    advertise: Annotated[Optional[str], typer.Option(help="HOST:PORT clients are told to use")] = None,
+    data_dir: Annotated[Optional[Path], typer.Option("--data-dir", help="log directory (default ./odradek-data)")] = None,
+    config: Annotated[Optional[Path], typer.Option("--config", help="a server.properties file (Kafka key names)")] = None,
+    zookeeper: Annotated[Optional[str], typer.Option(help="HOST:PORT[/chroot] of ZooKeeper: cluster mode")] = None,
+    broker_id: Annotated[Optional[int], typer.Option("--broker-id", help="broker.id (cluster mode)")] = None,
+    storage: Annotated[Optional[str], typer.Option(help="file (default) or memory")] = None,
+    metrics_port: Annotated[Optional[int], typer.Option("--metrics-port", help="Prometheus /metrics port")] = None,
+    log_level: Annotated[str, typer.Option("--log-level")] = "info",
+) -> None:
+    """Run a broker: the embedded single-node default, or a cluster member with --zookeeper."""
+    from odradek.config import ConfigError, load_config
+    from odradek.server.app import configure_logging, run
+
+    try:
+        cfg = load_config(config, listen=listen, advertise=advertise, data_dir=data_dir, zookeeper=zookeeper,
+                          broker_id=broker_id, storage=storage, metrics_port=metrics_port)
+        if cfg.storage not in ("file", "memory"):
+            raise ConfigError(f"--storage must be file or memory, not {cfg.storage!r}")
+        cfg.listen_address  # noqa: B018 - validates HOST:PORT now, not after start-up
+        cfg.advertised_address  # noqa: B018
+    except ConfigError as exc:
+        err.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(2) from None
+    configure_logging(log_level)
+    try:
+        run(cfg)
+    except OSError as exc:
+        err.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(1) from None
+    except KeyboardInterrupt:
+        pass
+
+
+app.command()(demo)
+app.add_typer(group_app, name="group", help="Consumer groups: list, describe (lag), delete, reset offsets.")
+
+
+def main() -> None:
+    app(prog_name="odradek")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

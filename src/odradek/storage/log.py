@@ -1,0 +1,332 @@
+"""PartitionLog (Kafka's UnifiedLog): the segments of one topic-partition.
+
+Offsets are assigned by writing a new base offset (and the leader epoch) in front
+of the unchanged rest of each batch - both fields sit before the CRC'd part, so
+the producer's bytes, compressed or not, go to disk untouched. Reads return whole
+batches from the segment found by bisecting on base offsets.
+"""
+
+from __future__ import annotations
+
+import bisect
+import logging
+import os
+import shutil
+import struct
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from odradek.protocol.records import BatchHeader, decode_batch, set_log_append_time
+from odradek.storage.segment import LogSegment
+
+log = logging.getLogger("odradek.storage")
+
+_STAMP = struct.Struct(">qii")  # base offset, batch length, partition leader epoch
+LEADER_EPOCH_FILE = "leader-epoch-checkpoint"
+
+
+class OffsetOutOfRangeError(Exception):
+    """The fetch offset is outside [log start offset, log end offset]."""
+
+
+@dataclass
+class LogConfig:
+    segment_bytes: int = 1073741824  # segment.bytes
+    segment_ms: int = 604800000  # segment.ms
+    index_interval_bytes: int = 4096  # index.interval.bytes
+    segment_index_bytes: int = 10485760  # segment.index.bytes
+    retention_ms: int = 604800000  # retention.ms
+    retention_bytes: int = -1  # retention.bytes
+    cleanup_policy: str = "delete"  # cleanup.policy
+    max_message_bytes: int = 1048588  # max.message.bytes
+    message_timestamp_type: str = "CreateTime"  # message.timestamp.type
+
+
+@dataclass
+class AppendResult:
+    base_offset: int
+    last_offset: int
+    log_append_time_ms: int
+    log_start_offset: int
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+class PartitionLog:
+    def __init__(self, directory: Path, topic: str, partition: int, config: LogConfig) -> None:
+        self.dir = directory
+        self.topic = topic
+        self.partition = partition
+        self.config = config
+        self.segments: list[LogSegment] = []
+        self._bases: list[int] = []
+        self.log_start_offset = 0
+        self.log_end_offset = 0
+        self.high_watermark = 0
+        self.recovery_point = 0
+        self.leader_epoch = 0  # stamped into every batch this broker appends as leader
+        self.epochs: list[tuple[int, int]] = []  # leader-epoch cache: (epoch, start offset)
+
+    # -- opening ---------------------------------------------------------------
+
+    @classmethod
+    def open(cls, directory: Path, topic: str, partition: int, config: LogConfig, *,
+             recovery_point: int = 0, log_start_offset: int = 0, clean_shutdown: bool = True) -> PartitionLog:
+        directory.mkdir(parents=True, exist_ok=True)
+        plog = cls(directory, topic, partition, config)
+        bases = sorted(int(p.stem) for p in directory.glob("*.log") if p.stem.isdigit())
+        for p in directory.glob("*.cleaned"):
+            p.unlink()  # an interrupted compaction's leftovers
+        now = _now_ms()
+        cut = False
+        for base in bases:
+            seg = LogSegment(directory, base, now)
+            if cut:  # everything after a corruption point is gone
+                seg.delete()
+                continue
+            verify = not clean_shutdown and seg_may_need_recovery(base, bases, recovery_point)
+            cut = seg.load(verify=verify)
+            plog.segments.append(seg)
+        if not plog.segments:
+            plog.segments.append(plog._new_segment(max(log_start_offset, 0)))
+        # an empty trailing segment after truncation keeps its base offset
+        plog._bases = [s.base_offset for s in plog.segments]
+        plog.log_end_offset = max(plog.segments[-1].next_offset, plog.segments[-1].base_offset)
+        plog.log_start_offset = min(max(log_start_offset, plog.segments[0].base_offset), plog.log_end_offset)
+        plog.high_watermark = plog.log_end_offset
+        plog.recovery_point = plog.log_end_offset if clean_shutdown else min(recovery_point, plog.log_end_offset)
+        plog._load_epochs()
+        return plog
+
+    def _new_segment(self, base_offset: int) -> LogSegment:
+        seg = LogSegment(self.dir, base_offset, _now_ms())
+        seg.load(verify=False)
+        return seg
+
+    # -- appending -------------------------------------------------------------
+
+    def _maybe_roll(self, incoming: int, now_ms: int) -> None:
+        active = self.segments[-1]
+        if active.size == 0:
+            return
+        cfg = self.config
+        full = active.size + incoming > cfg.segment_bytes
+        old = now_ms - active.created_ms >= cfg.segment_ms
+        index_full = (len(active.index_offsets) + 1) * 8 > cfg.segment_index_bytes
+        if full or old or index_full:
+            self.roll()
+
+    def roll(self) -> None:
+        """Close the active segment for appends and start one at the log end offset."""
+        active = self.segments[-1]
+        if active.size == 0:
+            return
+        active.flush()
+        self.recovery_point = self.log_end_offset
+        seg = self._new_segment(self.log_end_offset)
+        self.segments.append(seg)
+        self._bases.append(seg.base_offset)
+
+    def append(self, data: bytes | memoryview, batches: list[BatchHeader], *, now_ms: int) -> AppendResult:
+        """Leader append: assign offsets from the log end offset; one pwritev for all batches."""
+        view = memoryview(data)
+        log_append = self.config.message_timestamp_type == "LogAppendTime"
+        total = sum(b.size for b in batches)
+        self._maybe_roll(total, now_ms)
+        seg = self.segments[-1]
+        pieces: list[memoryview | bytes] = []
+        index: list[tuple[int, int, int, int]] = []
+        offset = self.log_end_offset
+        first = offset
+        position = seg.size
+        epoch = self.leader_epoch
+        for b in batches:
+            if log_append:
+                copy = bytearray(view[b.position : b.position + b.size])
+                set_log_append_time(copy, now_ms)
+                pieces.append(_STAMP.pack(offset, b.batch_length, epoch))
+                pieces.append(memoryview(copy)[16:])
+                max_ts = now_ms
+            else:
+                pieces.append(_STAMP.pack(offset, b.batch_length, epoch))
+                pieces.append(view[b.position + 16 : b.position + b.size])
+                max_ts = b.max_timestamp
+            last = offset + b.last_offset_delta
+            index.append((last, position, b.size, max_ts))
+            position += b.size
+            offset = last + 1
+        if not self.epochs or self.epochs[-1][0] < epoch:
+            self.assign_leader_epoch(epoch, first)
+        seg.append(pieces, index, self.config.index_interval_bytes)
+        self.log_end_offset = offset
+        return AppendResult(first, offset - 1, now_ms if log_append else -1, self.log_start_offset)
+
+    def append_as_follower(self, data: bytes | memoryview, batches: list[BatchHeader]) -> None:
+        """Replication: keep the leader's offsets and epochs; batches must start at the log end."""
+        if not batches:
+            return
+        view = memoryview(data)
+        if batches[0].base_offset != self.log_end_offset:
+            raise ValueError(f"{self.topic}-{self.partition}: follower append at {batches[0].base_offset} "
+                             f"but the log ends at {self.log_end_offset}")
+        total = sum(b.size for b in batches)
+        self._maybe_roll(total, _now_ms())
+        seg = self.segments[-1]
+        position = seg.size
+        index = []
+        for b in batches:
+            index.append((b.last_offset, position, b.size, b.max_timestamp))
+            position += b.size
+            if b.partition_leader_epoch >= 0 and (not self.epochs or self.epochs[-1][0] < b.partition_leader_epoch):
+                self.assign_leader_epoch(b.partition_leader_epoch, b.base_offset)
+        seg.append([view[batches[0].position : batches[-1].position + batches[-1].size]], index,
+                   self.config.index_interval_bytes)
+        self.log_end_offset = batches[-1].next_offset
+
+    # -- reading ---------------------------------------------------------------
+
+    def _segment_index(self, offset: int) -> int:
+        return max(bisect.bisect_right(self._bases, offset) - 1, 0)
+
+    def read(self, offset: int, max_bytes: int, *, max_offset: int | None = None, min_one: bool = True) -> bytes:
+        if offset < self.log_start_offset or offset > self.log_end_offset:
+            raise OffsetOutOfRangeError(
+                f"offset {offset} is outside [{self.log_start_offset}, {self.log_end_offset}]")
+        if offset == self.log_end_offset or (max_offset is not None and offset >= max_offset):
+            return b""
+        i = self._segment_index(offset)
+        while i < len(self.segments):
+            seg = self.segments[i]
+            pos = seg.position_of(offset)
+            if pos is not None:
+                return seg.read(pos, max_bytes, max_offset, min_one)
+            i += 1  # the offset fell in a gap (compaction) or at this segment's end
+        return b""
+
+    def offset_for_timestamp(self, timestamp_ms: int) -> tuple[int, int] | None:
+        """The first record with timestamp >= timestamp_ms, as (offset, timestamp)."""
+        for seg in self.segments:
+            if seg.max_timestamp < timestamp_ms:
+                continue
+            pos = seg.timestamp_lookup(timestamp_ms)
+            while pos < seg.size:
+                h = seg.header_at(pos)
+                if h is None:
+                    break
+                if h.max_timestamp >= timestamp_ms and h.last_offset >= self.log_start_offset:
+                    batch = decode_batch(os.pread(seg.fd, h.size, pos))
+                    if h.timestamp_type == 1:  # LogAppendTime: every record has the batch time
+                        return max(h.base_offset, self.log_start_offset), h.max_timestamp
+                    for r in batch.records:
+                        if r.timestamp >= timestamp_ms and r.offset >= self.log_start_offset:
+                            return r.offset, r.timestamp
+                pos += h.size
+        return None
+
+    # -- leader epochs -----------------------------------------------------------
+
+    def assign_leader_epoch(self, epoch: int, start_offset: int) -> None:
+        """Record that `epoch` starts at `start_offset` (leader-epoch-checkpoint)."""
+        self.leader_epoch = max(self.leader_epoch, epoch)
+        if self.epochs and self.epochs[-1][0] >= epoch:
+            return
+        self.epochs = [(e, s) for e, s in self.epochs if s < start_offset] + [(epoch, start_offset)]
+        self._save_epochs()
+
+    def latest_leader_epoch(self) -> int:
+        return self.epochs[-1][0] if self.epochs else -1
+
+    def end_offset_for_epoch(self, epoch: int) -> tuple[int, int]:
+        """OffsetForLeaderEpoch: the largest epoch <= `epoch` and the offset where it ends."""
+        if not self.epochs or epoch < self.epochs[0][0]:
+            return -1, -1
+        for i, (e, _start) in enumerate(self.epochs):
+            if e > epoch:
+                prev = self.epochs[i - 1][0]
+                return prev, self.epochs[i][1]
+        return self.epochs[-1][0], self.log_end_offset
+
+    def _save_epochs(self) -> None:
+        path = self.dir / LEADER_EPOCH_FILE
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text("0\n%d\n%s" % (len(self.epochs), "".join(f"{e} {s}\n" for e, s in self.epochs)))
+        os.replace(tmp, path)
+
+    def _load_epochs(self) -> None:
+        path = self.dir / LEADER_EPOCH_FILE
+        try:
+            lines = path.read_text().split("\n")
+            self.epochs = [(int(a), int(b)) for a, b in (ln.split() for ln in lines[2:] if ln.strip())]
+        except (FileNotFoundError, ValueError):
+            self.epochs = []
+        self.epochs = [(e, s) for e, s in self.epochs if s <= self.log_end_offset]
+        if self.epochs:
+            self.leader_epoch = self.epochs[-1][0]
+
+    # -- maintenance -------------------------------------------------------------
+
+    @property
+    def size_bytes(self) -> int:
+        return sum(s.size for s in self.segments)
+
+    def truncate_to(self, offset: int) -> None:
+        """Replication: drop everything at or after `offset`."""
+        if offset >= self.log_end_offset:
+            return
+        while len(self.segments) > 1 and self.segments[-1].base_offset >= offset:
+            self.segments.pop().delete()
+            self._bases.pop()
+        seg = self.segments[-1]
+        if seg.base_offset >= offset:
+            seg.delete()
+            self.segments[-1] = self._new_segment(max(offset, self.log_start_offset))
+            self._bases[-1] = self.segments[-1].base_offset
+        else:
+            seg.truncate_to(offset)
+        self.log_end_offset = max(self.segments[-1].next_offset, self.segments[-1].base_offset)
+        self.high_watermark = min(self.high_watermark, self.log_end_offset)
+        self.recovery_point = min(self.recovery_point, self.log_end_offset)
+        self.epochs = [(e, s) for e, s in self.epochs if s < self.log_end_offset]
+        self._save_epochs()
+
+    def delete_records_before(self, offset: int) -> None:
+        """DeleteRecords: move the log start offset; whole segments below it go."""
+        offset = min(offset, self.high_watermark)
+        if offset <= self.log_start_offset:
+            return
+        self.log_start_offset = offset
+        self.delete_segments_below(offset)
+
+    def delete_segments_below(self, offset: int) -> int:
+        deleted = 0
+        while len(self.segments) > 1 and self.segments[1].base_offset <= offset:
+            self.segments.pop(0).delete()
+            self._bases.pop(0)
+            deleted += 1
+        return deleted
+
+    def update_config(self, config: LogConfig) -> None:
+        self.config = config
+
+    def flush(self) -> None:
+        for seg in self.segments[-2:]:
+            seg.flush()
+        self.recovery_point = self.log_end_offset
+
+    def close(self) -> None:
+        for seg in self.segments:
+            seg.close()
+
+    def delete(self) -> None:
+        self.close()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def seg_may_need_recovery(base: int, bases: list[int], recovery_point: int) -> bool:
+    """Kafka recovers the segments that may hold data past the recovery point."""
+    i = bases.index(base)
+    nxt = bases[i + 1] if i + 1 < len(bases) else None
+    return nxt is None or nxt > recovery_point
