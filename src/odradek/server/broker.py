@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from collections import defaultdict
 from dataclasses import dataclass
@@ -38,6 +39,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("odradek.broker")
 
 TopicPartition = tuple[str, int]
+PRODUCER_ID_BLOCK = 1000
 
 
 def now_ms() -> int:
@@ -113,6 +115,8 @@ class Broker:
         self.logs: LogManager
         self.started_at_ms = now_ms()
         self.coordinator: Any = None  # the group coordinator, set by the server app
+        self._next_pid = 0
+        self._pid_block_end = 0
 
     # -- lifecycle ---------------------------------------------------------
 
@@ -301,6 +305,23 @@ class Broker:
             if deleted:
                 log.info("retention deleted %d segment(s) of %s-%d; log start offset now %d",
                          deleted, plog.topic, plog.partition, plog.log_start_offset)
+
+    def allocate_producer_id(self) -> int:
+        """A new producer id; blocks of 1000 are reserved in `producer-id-block` so ids
+        are never reused after a restart (Kafka keeps its blocks in ZooKeeper)."""
+        if self._next_pid >= self._pid_block_end:
+            path = self.data_dir / "producer-id-block" if self.config.storage == "file" else None
+            start = int(path.read_text()) if path is not None and path.exists() else 0
+            start = max(start, self._pid_block_end)
+            self._pid_block_end = start + PRODUCER_ID_BLOCK
+            if path is not None:
+                tmp = path.with_suffix(".tmp")
+                tmp.write_text(str(self._pid_block_end))
+                os.replace(tmp, path)
+            self._next_pid = start
+        pid = self._next_pid
+        self._next_pid += 1
+        return pid
 
     def live_nodes(self) -> list[Node]:
         return [self.node]

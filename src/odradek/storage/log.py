@@ -18,7 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from odradek.protocol.records import BatchHeader, decode_batch, set_log_append_time
-from odradek.storage.segment import LogSegment
+from odradek.storage.producer_state import ProducerStateManager
+from odradek.storage.segment import LogSegment, _scan_headers
 
 log = logging.getLogger("odradek.storage")
 
@@ -69,6 +70,7 @@ class PartitionLog:
         self.recovery_point = 0
         self.leader_epoch = 0  # stamped into every batch this broker appends as leader
         self.epochs: list[tuple[int, int]] = []  # leader-epoch cache: (epoch, start offset)
+        self.producer_state = ProducerStateManager(directory)
 
     # -- opening ---------------------------------------------------------------
 
@@ -99,7 +101,30 @@ class PartitionLog:
         plog.high_watermark = plog.log_end_offset
         plog.recovery_point = plog.log_end_offset if clean_shutdown else min(recovery_point, plog.log_end_offset)
         plog._load_epochs()
+        plog._rebuild_producer_state()
         return plog
+
+    def _rebuild_producer_state(self) -> None:
+        """Load the newest snapshot, then replay batch headers after it (no record decoding)."""
+        state = self.producer_state
+        state.truncate()
+        start = state.load_latest(self.log_end_offset)
+        for seg in self.segments:
+            if seg.next_offset <= start or seg.size == 0:
+                continue
+            pos = seg.position_of(start) if start > seg.base_offset else 0
+            while pos is not None and pos < seg.size:
+                chunk = os.pread(seg.fd, 8 * 1024 * 1024, pos)
+                headers, used = _scan_headers(chunk)
+                if not headers:
+                    h = seg.header_at(pos)  # one batch larger than the chunk
+                    if h is None:
+                        break
+                    headers, used = [h], h.size
+                for h in headers:
+                    if h.base_offset >= start:
+                        state.update(h, h.base_offset)
+                pos += used
 
     def _new_segment(self, base_offset: int) -> LogSegment:
         seg = LogSegment(self.dir, base_offset, _now_ms())
@@ -126,12 +151,18 @@ class PartitionLog:
             return
         active.flush()
         self.recovery_point = self.log_end_offset
+        self.producer_state.snapshot(self.log_end_offset)
         seg = self._new_segment(self.log_end_offset)
         self.segments.append(seg)
         self._bases.append(seg.base_offset)
 
     def append(self, data: bytes | memoryview, batches: list[BatchHeader], *, now_ms: int) -> AppendResult:
         """Leader append: assign offsets from the log end offset; one pwritev for all batches."""
+        state = self.producer_state
+        for b in batches:
+            duplicate = state.check(b)
+            if duplicate is not None:  # a retried batch: answer with where it was written
+                return AppendResult(duplicate[0], duplicate[1], -1, self.log_start_offset)
         view = memoryview(data)
         log_append = self.config.message_timestamp_type == "LogAppendTime"
         total = sum(b.size for b in batches)
@@ -155,6 +186,7 @@ class PartitionLog:
                 pieces.append(view[b.position + 16 : b.position + b.size])
                 max_ts = b.max_timestamp
             last = offset + b.last_offset_delta
+            state.update(b, offset)
             index.append((last, position, b.size, max_ts))
             position += b.size
             offset = last + 1
@@ -179,6 +211,7 @@ class PartitionLog:
         index = []
         for b in batches:
             index.append((b.last_offset, position, b.size, b.max_timestamp))
+            self.producer_state.update(b, b.base_offset)
             position += b.size
             if b.partition_leader_epoch >= 0 and (not self.epochs or self.epochs[-1][0] < b.partition_leader_epoch):
                 self.assign_leader_epoch(b.partition_leader_epoch, b.base_offset)
@@ -291,6 +324,7 @@ class PartitionLog:
         self.recovery_point = min(self.recovery_point, self.log_end_offset)
         self.epochs = [(e, s) for e, s in self.epochs if s < self.log_end_offset]
         self._save_epochs()
+        self._rebuild_producer_state()
 
     def delete_records_before(self, offset: int) -> None:
         """DeleteRecords: move the log start offset; whole segments below it go."""
@@ -317,6 +351,7 @@ class PartitionLog:
         self.recovery_point = self.log_end_offset
 
     def close(self) -> None:
+        self.producer_state.snapshot(self.log_end_offset)
         for seg in self.segments:
             seg.close()
 

@@ -58,7 +58,8 @@ class LogManager:
     def open(self) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         marker = self.data_dir / CLEAN_SHUTDOWN_FILE
-        self._clean = marker.exists() or not any(self.data_dir.iterdir())
+        has_logs = any(c.is_dir() and _PARTITION_DIR.match(c.name) for c in self.data_dir.iterdir())
+        self._clean = marker.exists() or not has_logs
         self._recovery = read_checkpoint(self.data_dir / RECOVERY_POINT_FILE)
         self._starts = read_checkpoint(self.data_dir / LOG_START_FILE)
         if not self._clean:

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from odradek.protocol.records import BatchHeader, decode_batch, set_log_append_time
 from odradek.storage.log import AppendResult, LogConfig, OffsetOutOfRangeError
+from odradek.storage.producer_state import ProducerStateManager
 
 _STAMP = struct.Struct(">qii")
 
@@ -37,8 +38,13 @@ class MemoryPartitionLog:
         self.recovery_point = 0
         self.leader_epoch = 0
         self.epochs: list[tuple[int, int]] = []
+        self.producer_state = ProducerStateManager(None)
 
     def append(self, data: bytes | memoryview, batches: list[BatchHeader], *, now_ms: int) -> AppendResult:
+        for b in batches:
+            duplicate = self.producer_state.check(b)
+            if duplicate is not None:
+                return AppendResult(duplicate[0], duplicate[1], -1, self.log_start_offset)
         view = memoryview(data)
         first = offset = self.log_end_offset
         log_append = self.config.message_timestamp_type == "LogAppendTime"
@@ -47,6 +53,7 @@ class MemoryPartitionLog:
             _STAMP.pack_into(raw, 0, offset, b.batch_length, self.leader_epoch)
             if log_append:
                 set_log_append_time(raw, now_ms)
+            self.producer_state.update(b, offset)
             offset += b.last_offset_delta + 1
             self._batches.append(bytes(raw))
             self._last.append(offset - 1)

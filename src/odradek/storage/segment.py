@@ -58,6 +58,11 @@ class LogSegment:
 
         Returns True when the segment was cut short (corruption or a torn write).
         """
+        if self.size == 0:  # a new segment: empty indexes
+            self.index_path.write_bytes(b"")
+            self.time_index_path.write_bytes(b"")
+            self._open_index_files()
+            return False
         headers, valid = self._scan(verify)
         truncated = valid < self.size
         if truncated:

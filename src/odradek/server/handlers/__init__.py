@@ -15,6 +15,7 @@ from odradek.server.handlers import (
     list_offsets,
     metadata,
     produce,
+    producer_ids,
     topics,
 )
 from odradek.server.handlers import groups, offset_for_leader_epoch, offsets
@@ -32,6 +33,7 @@ ROUTES: dict[int, Route] = {
     37: Route(topics.create_partitions, 0, 3),
     44: Route(configs.incremental_alter_configs, 0, 1),
     60: Route(describe_cluster.handle, 0, 1),
+    22: Route(producer_ids.handle, 0, 4),
     23: Route(offset_for_leader_epoch.handle, 2, 4),
     8: Route(offsets.offset_commit, 2, 9),
     9: Route(offsets.offset_fetch, 1, 9),

@@ -52,7 +52,12 @@ async def handle(ctx: RequestContext, request: Any) -> Any:
                 log.warning("rejected produce to %s-%d from %s: %s", name, index, ctx.header.client_id, exc)
                 partition_responses.append(_error(index, exc.error_code, str(exc)))
                 continue
-            result = await broker.produce(plog, records, batches, acks, request)
+            try:
+                result = await broker.produce(plog, records, batches, acks, request)
+            except InvalidRecordError as exc:  # producer state: fenced epoch, sequence gap
+                log.info("rejected produce to %s-%d: %s", name, index, exc)
+                partition_responses.append(_error(index, exc.error_code, str(exc)))
+                continue
             if isinstance(result, ErrorCode):
                 partition_responses.append(_error(index, result))
                 continue
