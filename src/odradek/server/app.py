@@ -109,7 +109,11 @@ class Server:
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
+        workers = [c.worker for c in self.connections if c.worker is not None]
         self.disconnect_all()
+        for w in workers:
+            w.cancel()
+        await asyncio.gather(*workers, return_exceptions=True)
         await _extension_stop(self)
         self.broker.close()
         self.stopped.set()

@@ -114,6 +114,10 @@ class Connection(asyncio.Protocol):
                     await self._can_write.wait()
 
     @property
+    def worker(self) -> asyncio.Task[None] | None:
+        return self._worker
+
+    @property
     def is_closed(self) -> bool:
         return self._closed
 
