@@ -99,12 +99,14 @@ def main() -> int:
                 for n in range(1, args.rounds + 1):
                     time.sleep(rng.uniform(0.5, 2.0))
                     victim = rng.randrange(3)
+                    part = cluster.partition(topic)
+                    role = "leader" if part is not None and part.leader == victim else "follower"
                     before = len(acked)
                     cluster.kill(victim)
                     started = time.monotonic()
                     while len(acked) <= before + 100 and time.monotonic() - started < 60:
                         time.sleep(0.01)
-                    print(f"round {n}: SIGKILL broker {victim}; acks flowing again after "
+                    print(f"round {n}: SIGKILL broker {victim} ({role}); acks flowing again after "
                           f"{time.monotonic() - started:.2f} s ({len(acked)} acked so far)")
                     cluster.start(victim)
                     cluster.wait_leader(topic, isr_size=3, timeout=60)

@@ -99,8 +99,11 @@ class LocalCluster:
         raise TimeoutError(f"no leader for {topic} outside {not_in}")
 
     def create_topic(self, name: str, rf: int = 3, configs: dict[str, str] | None = None) -> None:
-        fs = AdminClient({"bootstrap.servers": self.bootstrap}).create_topics(
-            [NewTopic(name, 1, rf, config=configs or {})], operation_timeout=10)
+        admin = AdminClient({"bootstrap.servers": self.bootstrap})
+        deadline = time.monotonic() + 30
+        while len(admin.list_topics(timeout=10).brokers) < len(self.ports) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        fs = admin.create_topics([NewTopic(name, 1, rf, config=configs or {})], operation_timeout=10)
         fs[name].result(15)
         self.wait_leader(name, isr_size=rf)
 
@@ -139,7 +142,8 @@ def single_node_rate(tmp: Path, messages: int, size: int) -> float:
     try:
         wait_for_port(port, proc=proc)
         bootstrap = f"127.0.0.1:{port}"
-        AdminClient({"bootstrap.servers": bootstrap}).create_topics([NewTopic("bench", 1, 1)])["bench"].result(15)
+        admin = AdminClient({"bootstrap.servers": bootstrap})
+        admin.create_topics([NewTopic("bench", 1, 1)])["bench"].result(15)
         return produce_rate(bootstrap, "bench", messages, size)
     finally:
         proc.send_signal(signal.SIGKILL)

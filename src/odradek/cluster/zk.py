@@ -39,7 +39,7 @@ logging.getLogger("kazoo.client").setLevel(logging.WARNING)  # one line per conn
 Post = Callable[..., None]
 
 
-class ZkError(Exception):
+class ZkError(ConnectionError):
     """ZooKeeper is unreachable or refused a write; one sentence for the log."""
 
 
