@@ -42,24 +42,10 @@ FETCH_VERSION = 12
 OFFSET_FOR_LEADER_EPOCH_VERSION = 4
 PARTITION_FETCH_BYTES = 1 << 20  # replica.fetch.max.bytes
 RESPONSE_FETCH_BYTES = 10 << 20  # replica.fetch.response.max.bytes
-_EPOCH = struct.Struct(">i")
 
 
 def monotonic_ms() -> float:
     return time.monotonic() * 1000.0
-
-
-# -- the log operations replication needs (storage/log.py) --------------------
-
-def stamp_leader_epoch(data: bytes, batches: list[Any], epoch: int) -> bytes:
-    """Write the leader epoch into each batch's partition_leader_epoch (bytes 12..16;
-    outside the CRC, which starts at attributes)."""
-    buf = bytearray(data)
-    pos = 0
-    for _ in batches:
-        _EPOCH.pack_into(buf, pos + 12, epoch)
-        pos += 12 + _EPOCH.unpack_from(buf, pos + 8)[0]
-    return bytes(buf)
 
 
 # -- leader side ---------------------------------------------------------------

@@ -360,6 +360,27 @@ class ZkMetadataStore:
         raw, stat = self.zk.get(topic_path(name))
         self.zk.set(topic_path(name), raw, version=stat.version)
 
+    def allocate_producer_id_block(self, broker_id: int, size: int) -> tuple[int, int]:
+        """[start, end) of producer ids reserved for this broker (Kafka's ProducerIdManager)."""
+        path = "/latest_producer_id_block"
+        while True:
+            try:
+                raw, stat = self.zk.get(path)
+                start = int(json.loads(raw)["block_end"]) + 1 if raw else 0
+                version = stat.version
+            except NoNodeError:
+                start, version = 0, -1
+            payload = json.dumps({"version": 1, "broker": broker_id, "block_start": str(start),
+                                  "block_end": str(start + size - 1)}).encode()
+            try:
+                if version < 0:
+                    self.zk.create(path, payload)
+                else:
+                    self.zk.set(path, payload, version=version)
+                return start, start + size
+            except (NodeExistsError, BadVersionError):
+                continue  # another broker took the block; take the next one
+
     # -- partition state -----------------------------------------------------
 
     def controller_epoch(self) -> int:

@@ -20,12 +20,12 @@ from kio.schema.errors import ErrorCode
 
 from odradek.cluster.controller import Controller
 from odradek.cluster.metadata import TopicError, TopicMetadata, ensure_meta_properties, validate_topic_name
-from odradek.cluster.replication import ReplicaManager, stamp_leader_epoch
+from odradek.cluster.replication import ReplicaManager
 from odradek.cluster.topic_config import topic_config_value, validate_topic_configs
 from odradek.cluster.zk import BrokerInfo, LeaderAndIsr, ZkError, ZkMetadataStore
 from odradek.config import BrokerConfig
 from odradek.protocol.build import timedelta_to_ms
-from odradek.server.broker import Broker, Node, PartitionState
+from odradek.server.broker import PRODUCER_ID_BLOCK, Broker, Node, PartitionState
 from odradek.storage.log import AppendResult, PartitionLog
 from odradek.storage.manager import LogManager
 
@@ -283,19 +283,24 @@ class ClusterBroker(Broker):
 
     # -- partitions --------------------------------------------------------
 
+    def allocate_producer_id(self) -> int:
+        """Producer ids must be unique across the cluster: blocks come from ZooKeeper
+        (/latest_producer_id_block, compare-and-set), as in Kafka's ZooKeeper mode."""
+        if self._next_pid >= self._pid_block_end:
+            self._next_pid, self._pid_block_end = self.store.allocate_producer_id_block(self.node_id, PRODUCER_ID_BLOCK)
+        pid = self._next_pid
+        self._next_pid += 1
+        return pid
+
     def node_by_id(self, broker_id: int) -> Node | None:
         return self.nodes.get(broker_id)
 
-    def append(self, plog: PartitionLog, data: bytes, batches: list[Any]) -> AppendResult:
-        ls = self.replicas.leaders.get((plog.topic, plog.partition))
-        if ls is not None:
-            data = stamp_leader_epoch(data, batches, ls.state.leader_epoch)
-        return super().append(plog, data, batches)
-
     def append_as_follower(self, plog: PartitionLog, data: bytes) -> None:
-        from odradek.protocol.records import parse_batches
+        """Replication: whole batches with the leader's offsets and epochs (a torn tail waits)."""
+        from odradek.protocol.records import scan_batches
 
-        plog.append_as_follower(data, parse_batches(data))
+        batches, _ = scan_batches(data)
+        plog.append_as_follower(data, batches)
 
     def on_append(self, plog: PartitionLog) -> None:
         ls = self.replicas.leaders.get((plog.topic, plog.partition))
@@ -312,10 +317,10 @@ class ClusterBroker(Broker):
         min_isr = self._min_isr(plog.topic)
         if acks == -1 and len(ls.state.isr) < min_isr:
             return ErrorCode.not_enough_replicas
-        result = self.append(plog, data, batches)
+        result = self.append(plog, data, batches)  # the log stamps plog.leader_epoch into each batch
         if acks != -1:
             return result
-        required = plog.log_end_offset
+        required = result.last_offset + 1
         if plog.high_watermark < required:
             fut = ls.wait_for(required)
             timeout_ms = timedelta_to_ms(getattr(request, "timeout", 30000))
