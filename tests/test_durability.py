@@ -74,3 +74,24 @@ def test_every_acknowledged_record_survives_sigkill_during_produce(broker_factor
     stored = {m.offset(): m.value() for m in got}
     for offset, value in acked:
         assert stored[offset] == value, f"acknowledged record at offset {offset} is lost or changed"
+
+
+def test_metrics_endpoint_reports_kafka_named_metrics(broker_factory) -> None:  # type: ignore[no-untyped-def]
+    import urllib.request
+
+    from conftest import free_port
+
+    port = free_port()
+    b = broker_factory("--metrics-port", str(port))
+    topic = unique("metrics")
+    produce_ck(b.bootstrap, topic, [{"value": b"m%d" % i} for i in range(25)])
+    consume_ck(b.bootstrap, topic, 25)
+    deadline = time.monotonic() + 10
+    while True:
+        text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+        if f'kafka_log_log_logendoffset{{partition="0",topic="{topic}"}} 25.0' in text or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert f'kafka_server_brokertopicmetrics_messagesin_total{{topic="{topic}"}} 25.0' in text
+    assert 'kafka_network_requestmetrics_requests_total{request="Produce"}' in text
+    assert f'kafka_log_log_logendoffset{{partition="0",topic="{topic}"}} 25.0' in text

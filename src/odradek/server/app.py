@@ -71,6 +71,8 @@ class Server:
             lambda: Connection(dispatcher, max_bytes, self.connections), sock=sock, backlog=1024
         )
         self._tasks.append(loop.create_task(self._housekeeping()))
+        if self.config.metrics_port is not None:
+            self.broker.metrics.serve(self.config.metrics_port, host if host not in ("", "::") else "0.0.0.0")
         self._tasks.extend(extra)
         log.info(
             "odradek broker %d listening on %s:%d (advertised %s:%d), data in %s",
@@ -87,6 +89,8 @@ class Server:
         while True:
             await asyncio.sleep(min(retention_every, CHECKPOINT_INTERVAL_S, 1.0))
             now = loop.time()
+            if self.config.metrics_port is not None:
+                self.broker.metrics.refresh(self.broker)
             if now >= next_retention:
                 self.broker.enforce_retention()
                 next_retention = now + retention_every

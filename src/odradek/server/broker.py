@@ -29,6 +29,7 @@ from odradek.cluster.metadata import (
 from odradek.cluster.topic_config import topic_config_value, validate_topic_configs
 from odradek.config import BrokerConfig
 from odradek.protocol.records import BatchHeader
+from odradek.server.metrics import BrokerMetrics
 from odradek.storage.log import AppendResult, LogConfig, PartitionLog
 from odradek.storage.manager import LogManager
 from odradek.storage.retention import enforce_retention
@@ -109,6 +110,7 @@ class Broker:
         self.node = Node(self.node_id, host, port)
         self.faults = faults
         self.purgatory = Purgatory()
+        self.metrics = BrokerMetrics()
         self.data_dir = config.data_dir
         self.cluster_id = ""
         self.metadata: MetadataStore

@@ -92,6 +92,7 @@ class Dispatcher:
         except FrameError as exc:
             raise CloseConnection(str(exc)) from None
         ctx = RequestContext(self.broker, header, connection)
+        self.broker.metrics.requests.labels(api_name(api_key)).inc()
         faults = self.broker.faults
         if faults is not None:
             response = await faults.intercept(ctx, request, route.handler)

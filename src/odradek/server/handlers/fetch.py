@@ -64,6 +64,8 @@ def _read_all(ctx: RequestContext, request: Any) -> tuple[list[dict[str, Any]], 
                 continue
             entry["error_code"] = ErrorCode.none
             entry["records"] = data
+            if data:
+                broker.metrics.bytes_out.labels(name).inc(len(data))
             total += len(data)
             partitions.append(entry)
         responses.append({"topic": name, "partitions": partitions})

@@ -61,6 +61,8 @@ async def handle(ctx: RequestContext, request: Any) -> Any:
             if isinstance(result, ErrorCode):
                 partition_responses.append(_error(index, result))
                 continue
+            broker.metrics.bytes_in.labels(name).inc(len(records))
+            broker.metrics.messages_in.labels(name).inc(sum(b.record_count for b in batches))
             partition_responses.append(
                 {
                     "index": index,
@@ -70,6 +72,9 @@ async def handle(ctx: RequestContext, request: Any) -> Any:
                     "log_start_offset": result.log_start_offset,
                 }
             )
+        failed = sum(1 for r in partition_responses if r["error_code"] != ErrorCode.none)
+        if failed:
+            broker.metrics.failed_produce.labels(name).inc(failed)
         responses.append({"name": name, "partition_responses": partition_responses})
     if acks == 0:
         return None
