@@ -14,7 +14,7 @@ from odradek.cli.group import group_app
 
 app = typer.Typer(no_args_is_help=True, help="odradek: a Kafka-compatible streaming platform.",
                   pretty_exceptions_enable=False)
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)
 
 
 @app.command()
