@@ -214,3 +214,14 @@ def test_plugin_runs_the_same_tests_against_an_external_broker(pytester: pytest.
         result = pytester.runpytest_subprocess("-q", "-p", "no:cacheprovider",
                                                f"--kafka-bootstrap={external.bootstrap_servers}")
     result.assert_outcomes(passed=5)
+
+
+def test_demo_command_runs_the_seed_walkthrough() -> None:
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-m", "odradek", "demo", "-n", "3000", "-p", "2"],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "produced 3000" in out.stdout and "consumed 3000" in out.stdout and "kept" in out.stdout
+    assert "Traceback" not in out.stderr

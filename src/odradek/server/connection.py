@@ -53,6 +53,8 @@ class Connection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._closed = True
         self.registry.discard(self)
+        if self._worker is not None and self._worker is not asyncio.current_task():
+            self._worker.cancel()  # nobody is left to answer (a parked fetch or join ends here)
         self._wakeup.set()
         self._can_write.set()
 
