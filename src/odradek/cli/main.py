@@ -9,6 +9,7 @@ from typing import Annotated, Optional
 import typer
 from rich.console import Console
 
+from odradek.cli.cluster_up import cluster_app
 from odradek.cli.demo import demo
 from odradek.cli.group import group_app
 
@@ -55,6 +56,7 @@ def serve(
 
 app.command()(demo)
 app.add_typer(group_app, name="group", help="Consumer groups: list, describe (lag), delete, reset offsets.")
+app.add_typer(cluster_app, name="cluster", help="A local cluster: up, down, info.")
 
 
 def main() -> None:
