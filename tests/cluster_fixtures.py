@@ -54,6 +54,7 @@ class ClusterBroker:
         self.zookeeper = zookeeper
         self.env = env
         self.proc: subprocess.Popen[bytes] | None = None
+        self.paused = False
         self.log_path = data_dir.parent / f"broker-{broker_id}.log"
 
     @property
@@ -62,7 +63,8 @@ class ClusterBroker:
 
     @property
     def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
+        """Running and answering (a SIGSTOPped broker is not)."""
+        return self.proc is not None and self.proc.poll() is None and not self.paused
 
     def start(self) -> ClusterBroker:
         import os
@@ -76,10 +78,21 @@ class ClusterBroker:
         return self
 
     def kill(self) -> None:
-        if self.alive:
-            assert self.proc is not None
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGCONT)
             self.proc.send_signal(signal.SIGKILL)
             self.proc.wait(10)
+
+    def pause(self) -> None:
+        """SIGSTOP: the process is alive but silent, so its ZooKeeper session expires."""
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGSTOP)
+        self.paused = True
+
+    def resume(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGCONT)
+        self.paused = False
 
     def stop(self, timeout: float = 20.0) -> int:
         assert self.proc is not None

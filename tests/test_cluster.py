@@ -254,6 +254,45 @@ def test_controlled_shutdown_moves_leadership_without_errors(cluster_factory: An
     assert consume_values(cluster, topic, 3000) == list(range(3000))
 
 
+def test_leader_that_lost_its_zookeeper_session_steps_down(cluster_factory: Any) -> None:
+    """A leader frozen past its session timeout (SIGSTOP) is replaced; when it wakes up it
+    must not act as leader: it re-registers, truncates, follows, and rejoins the ISR."""
+    cluster: Cluster = cluster_factory(3)
+    topic = unique("zombie")
+    cluster.create_topic(topic, configs={"min.insync.replicas": "2"})
+    part = cluster.wait_leader(topic, isr_size=3)
+    zombie = cluster.by_id(part.leader)
+    producer = Producer({"bootstrap.servers": cluster.bootstrap, "acks": "all", "enable.idempotence": True,
+                         "linger.ms": 2, "retry.backoff.ms": 50, "topic.metadata.refresh.interval.ms": 500,
+                         "message.timeout.ms": 60000, "socket.timeout.ms": 3000})
+    errors: list[str] = []
+
+    def on_delivery(err: Any, msg: Any) -> None:
+        if err is not None:
+            errors.append(str(err))
+
+    for i in range(1000):
+        producer.produce(topic, str(i).encode(), partition=0, on_delivery=on_delivery)
+    assert producer.flush(30) == 0
+    zombie.pause()
+    try:
+        for i in range(1000, 2000):
+            producer.produce(topic, str(i).encode(), partition=0, on_delivery=on_delivery)
+            producer.poll(0)
+        new = cluster.wait_leader(topic, not_in=(zombie.broker_id,))
+        assert producer.flush(60) == 0
+    finally:
+        zombie.resume()
+    for i in range(2000, 3000):
+        producer.produce(topic, str(i).encode(), partition=0, on_delivery=on_delivery)
+    assert producer.flush(60) == 0
+    assert not errors, errors[:5]
+    cluster.wait_for("the woken broker back in the ISR", lambda: len(cluster.partition(topic).isrs) == 3)
+    assert cluster.partition(topic).leader in (new.leader, zombie.broker_id)
+    assert "stops acting as leader" in zombie.logs()
+    assert consume_values(cluster, topic, 3000) == list(range(3000))
+
+
 def test_controller_death_elects_another_controller(cluster_factory: Any) -> None:
     cluster: Cluster = cluster_factory(3)
     (first,) = cluster.wait_for("a controller", lambda: (

@@ -254,7 +254,7 @@ class ReplicaManager:
                 ls.state = written
                 self.advance_high_watermark(ls)
         except Exception as exc:
-            log.warning("%s-%d: ISR change failed: %s", ls.topic, ls.partition, exc)
+            log.warning("%s-%d: ISR change failed: %r", ls.topic, ls.partition, exc)
         finally:
             ls.isr_write_pending = False
 
