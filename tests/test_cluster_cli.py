@@ -11,6 +11,22 @@ from typer.testing import CliRunner
 
 from odradek.cli.cluster_up import cluster_app, free_port
 
+
+def three_free_ports() -> int:
+    """A port p with p, p+1 and p+2 free (`cluster up --port p` puts broker i on p+i)."""
+    import socket
+
+    for _ in range(100):
+        first = free_port()
+        try:
+            socks = [socket.create_server(("127.0.0.1", first + i)) for i in range(3)]
+        except OSError:
+            continue
+        for s in socks:
+            s.close()
+        return first
+    raise RuntimeError("no three consecutive free ports")
+
 pytestmark = pytest.mark.timeout(120)
 
 
@@ -29,7 +45,7 @@ def _alive(pid: int) -> bool:
 def test_cluster_up_info_down(tmp_path: Path) -> None:
     runner = CliRunner()
     state = tmp_path / "odradek-cluster"
-    zk_port, first = free_port(), free_port()
+    zk_port, first = free_port(), three_free_ports()
     ports = [first, first + 1, first + 2]
     result = runner.invoke(cluster_app, ["up", "--brokers", "3", "--dir", str(state),
                                          "--zookeeper-port", str(zk_port), "--port", str(first)],

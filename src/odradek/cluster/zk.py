@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from kazoo.client import KazooClient, KazooState
-from kazoo.exceptions import BadVersionError, NodeExistsError, NoNodeError
+from kazoo.exceptions import BadVersionError, KazooException, NodeExistsError, NoNodeError
 from kazoo.protocol.states import WatchedEvent
 
 from odradek.cluster.metadata import TopicError, TopicMetadata, check_collision
@@ -204,6 +204,9 @@ class ZkMetadataStore:
                 brokers[int(child)] = BrokerInfo(int(child), d["host"], int(d["port"]), d.get("rack"))
             except (NoNodeError, ValueError, KeyError):
                 continue
+            except KazooException as exc:  # connection lost: the watch fires again on reconnect
+                log.debug("reading /brokers/ids/%s: %r", child, exc)
+                return
         self.seen.brokers = brokers
         self.post(self.on_brokers)
 
@@ -243,6 +246,9 @@ class ZkMetadataStore:
             return False  # stop watching a deleted topic
         try:
             topic = self._parse_topic(name, data)
+        except KazooException as exc:
+            log.debug("reading the configs of %s: %r", name, exc)
+            return None
         except (ValueError, KeyError) as exc:
             log.warning("ignoring unreadable /brokers/topics/%s: %s", name, exc)
             return None
