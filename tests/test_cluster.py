@@ -12,10 +12,11 @@ import time
 from typing import Any
 
 import pytest
+from cluster_fixtures import Cluster
 from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
-
-from cluster_fixtures import Cluster, cluster_factory, zookeeper  # noqa: F401  (fixtures)
 from conftest import unique
+
+pytest_plugins = ["cluster_fixtures"]  # the zookeeper and cluster_factory fixtures
 
 pytestmark = pytest.mark.timeout(240)
 

@@ -213,10 +213,10 @@ def describe(bootstrap: str, timeout: float = 10.0) -> tuple[list[tuple[int, str
         md = admin.list_topics(timeout=timeout)
     except Exception as exc:  # KafkaException: transport failure
         raise RuntimeError(str(exc)) from None
-    brokers = sorted((b.id, b.host, b.port) for b in md.brokers.values())
+    brokers = sorted((int(b.id), str(b.host), int(b.port)) for b in md.brokers.values())
     partitions = [
-        (t.topic, p.id, p.leader, list(p.replicas), list(p.isrs))
-        for t in sorted(md.topics.values(), key=lambda t: t.topic)
+        (str(t.topic), int(p.id), int(p.leader), list(p.replicas), list(p.isrs))
+        for t in sorted(md.topics.values(), key=lambda t: str(t.topic))
         for p in sorted(t.partitions.values(), key=lambda p: p.id)
     ]
-    return brokers, md.controller_id, partitions
+    return brokers, int(md.controller_id), partitions

@@ -21,8 +21,8 @@ import queue
 import threading
 from typing import Any
 
-from kazoo.exceptions import NodeExistsError, NoNodeError
-from kazoo.protocol.states import KazooState
+from kazoo.exceptions import NodeExistsError, NoNodeError  # type: ignore[import-untyped]
+from kazoo.protocol.states import KazooState  # type: ignore[import-untyped]
 
 from odradek.cluster.topic_config import topic_config_value
 from odradek.cluster.zk import LeaderAndIsr, ZkMetadataStore

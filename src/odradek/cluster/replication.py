@@ -374,13 +374,13 @@ class Fetcher:
         response = await self._call(23, OFFSET_FOR_LEADER_EPOCH_VERSION, body, timeout=5.0)
         for topic in response.topics:
             for p in topic.partitions:
-                fs = self.partitions.get((topic.topic, p.partition))
-                if fs is None or fs.truncated:
+                state = self.partitions.get((topic.topic, p.partition))
+                if state is None or state.truncated:
                     continue
                 if p.error_code != ErrorCode.none:
                     continue  # the leader does not know it leads yet; ask again next round
-                self._truncate_one(fs, p.leader_epoch, p.end_offset)
-                fs.truncated = True
+                self._truncate_one(state, p.leader_epoch, p.end_offset)
+                state.truncated = True
         if any(not fs.truncated for fs in self.partitions.values()):
             await asyncio.sleep(0.05)
 
@@ -399,8 +399,7 @@ class Fetcher:
             log.info("%s-%d: truncating from %d to %d (leader %d epoch %d ends at %d)", fs.topic, fs.partition,
                      plog.log_end_offset, target, fs.leader, leader_epoch, end_offset)
             plog.truncate_to(target)
-        if plog.high_watermark > plog.log_end_offset:
-            plog.high_watermark = plog.log_end_offset
+        plog.high_watermark = min(plog.high_watermark, plog.log_end_offset)
 
     async def _fetch_once(self) -> None:
         ready = [fs for fs in self.partitions.values() if fs.truncated]
@@ -427,13 +426,13 @@ class Fetcher:
         backoff = False
         for topic in response.responses:
             for p in topic.partitions:
-                fs = self.partitions.get((topic.topic, p.partition_index))
-                if fs is None or not fs.truncated:
+                state = self.partitions.get((topic.topic, p.partition_index))
+                if state is None or not state.truncated:
                     continue
                 if p.error_code == ErrorCode.none:
-                    self._apply(fs, p.records, p.high_watermark)
+                    self._apply(state, p.records, p.high_watermark)
                 elif p.error_code == ErrorCode.offset_out_of_range:
-                    fs.truncated = False  # diverged: ask for the epoch boundary again
+                    state.truncated = False  # diverged: ask for the epoch boundary again
                     backoff = True
                 else:
                     backoff = True  # not (yet) the leader: wait for the state change
@@ -445,6 +444,5 @@ class Fetcher:
         if records:
             self.broker.append_as_follower(plog, bytes(records))
         hw = min(leader_hw, plog.log_end_offset)
-        if hw > plog.high_watermark:
-            plog.high_watermark = hw
+        plog.high_watermark = max(plog.high_watermark, hw)
 

@@ -27,9 +27,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from kazoo.client import KazooClient, KazooState
-from kazoo.exceptions import BadVersionError, KazooException, NodeExistsError, NoNodeError
-from kazoo.protocol.states import WatchedEvent
+from kazoo.client import KazooClient, KazooState  # type: ignore[import-untyped]
+from kazoo.exceptions import (  # type: ignore[import-untyped]
+    BadVersionError,
+    KazooException,
+    NodeExistsError,
+    NoNodeError,
+)
+from kazoo.protocol.states import WatchedEvent  # type: ignore[import-untyped]
 
 from odradek.cluster.metadata import TopicError, TopicMetadata, check_collision
 
@@ -161,7 +166,7 @@ class ZkMetadataStore:
 
     @property
     def connected(self) -> bool:
-        return self.zk.state == KazooState.CONNECTED
+        return bool(self.zk.state == KazooState.CONNECTED)
 
     @property
     def session_id(self) -> int:
@@ -268,8 +273,8 @@ class ZkMetadataStore:
             configs = {str(k): str(v) for k, v in json.loads(raw).get("config", {}).items()}
         except NoNodeError:
             configs = {}
-        return TopicMetadata(name, uuid.UUID(d["topic_id"]) if d.get("topic_id") else uuid.uuid5(uuid.NAMESPACE_DNS, name),
-                             replicas, configs)
+        topic_id = uuid.UUID(d["topic_id"]) if d.get("topic_id") else uuid.uuid5(uuid.NAMESPACE_DNS, name)
+        return TopicMetadata(name, topic_id, replicas, configs)
 
     def _watch_state(self, topic: str, partition: int) -> None:
         key = (topic, partition)

@@ -19,7 +19,12 @@ from typing import Any
 from kio.schema.errors import ErrorCode
 
 from odradek.cluster.controller import Controller
-from odradek.cluster.metadata import TopicError, TopicMetadata, ensure_meta_properties, validate_topic_name
+from odradek.cluster.metadata import (
+    TopicError,
+    TopicMetadata,
+    ensure_meta_properties,
+    validate_topic_name,
+)
 from odradek.cluster.replication import ReplicaManager
 from odradek.cluster.topic_config import topic_config_value, validate_topic_configs
 from odradek.cluster.zk import BrokerInfo, LeaderAndIsr, ZkError, ZkMetadataStore
@@ -60,8 +65,12 @@ class ClusterBroker(Broker):
         self.loop = asyncio.get_running_loop()
         loop = self.loop
         assert self.config.zookeeper is not None
+
+        def post(fn: Callable[..., None], *args: Any) -> None:
+            loop.call_soon_threadsafe(fn, *args)
+
         store = self.store = ZkMetadataStore(self.config.zookeeper, self.config.zookeeper_session_timeout_ms,
-                                             post=lambda fn, *a: loop.call_soon_threadsafe(fn, *a))
+                                             post=post)
         store.on_state = self._on_state
         store.on_topics = self._on_topics
         store.on_brokers = self._on_brokers
@@ -120,8 +129,9 @@ class ClusterBroker(Broker):
                     new = LeaderAndIsr(others[0], state.leader_epoch + 1, tuple(others),
                                        state.controller_epoch, state.zk_version)
                 else:
-                    new = LeaderAndIsr(state.leader, state.leader_epoch, tuple(b for b in state.isr if b != self.node_id),
-                                       state.controller_epoch, state.zk_version)
+                    rest = tuple(b for b in state.isr if b != self.node_id)
+                    new = LeaderAndIsr(state.leader, state.leader_epoch, rest, state.controller_epoch,
+                                       state.zk_version)
                 if await loop.run_in_executor(None, self.store.write_state, topic, p, new, None) is not None:
                     moved += state.leader == self.node_id
                     break
@@ -253,7 +263,8 @@ class ClusterBroker(Broker):
         checked = validate_topic_configs(configs or {})
         if name in self.topics():
             raise TopicError("topic_already_exists", f"topic {name!r} already exists")
-        replicas = self._assign(num_partitions, replication_factor, first=zlib.crc32(name.encode()) % max(1, len(self.nodes)))
+        first = zlib.crc32(name.encode()) % max(1, len(self.nodes))  # spread the preferred leaders
+        replicas = self._assign(num_partitions, replication_factor, first=first)
         if validate_only:
             return None
         topic = self.store.create_topic(name, replicas, checked)
