@@ -28,7 +28,7 @@ from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from cluster_bench import LocalCluster  # noqa: E402
+from cluster_bench import LocalCluster
 
 
 def read_all(bootstrap: str, topic: str, end: int, timeout: float = 120) -> list[int]:

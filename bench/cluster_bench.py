@@ -32,7 +32,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
 
-from odradek.cli.cluster_up import broker_command, free_port, start_zookeeper, wait_for_port  # noqa: E402
+from odradek.cli.cluster_up import broker_command, free_port, start_zookeeper, wait_for_port
 
 FAST_ENV = {
     "PYTHONUNBUFFERED": "1",
