@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
-from cluster_fixtures import Cluster
 from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
+
 from conftest import unique
+
+if TYPE_CHECKING:
+    from cluster_fixtures import Cluster
 
 pytest_plugins = ["cluster_fixtures"]  # the zookeeper and cluster_factory fixtures
 
@@ -292,6 +295,35 @@ def test_leader_that_lost_its_zookeeper_session_steps_down(cluster_factory: Any)
     assert cluster.partition(topic).leader in (new.leader, zombie.broker_id)
     assert "stops acting as leader" in zombie.logs()
     assert consume_values(cluster, topic, 3000) == list(range(3000))
+
+
+def test_unclean_leader_election_only_when_the_topic_allows_it(cluster_factory: Any) -> None:
+    """With every in-sync replica dead, an out-of-sync one may lead only with
+    unclean.leader.election.enable=true on the topic (off by default)."""
+    from confluent_kafka.admin import AlterConfigOpType, ConfigEntry, ConfigResource
+
+    cluster: Cluster = cluster_factory(3)
+    topic = unique("unclean")
+    cluster.create_topic(topic)
+    part = cluster.wait_leader(topic, isr_size=3)
+    leader = cluster.by_id(part.leader)
+    stale, other = (cluster.by_id(b) for b in part.replicas if b != part.leader)
+    stale.kill()
+    cluster.wait_for("the ISR without the stale replica", lambda: stale.broker_id not in cluster.partition(topic).isrs)
+    other.kill()
+    leader.kill()
+    stale.start()
+    time.sleep(3)  # two controller rounds (REBALANCE_INTERVAL_S): nothing may elect the stale replica
+    offline = cluster.partition(topic, via=stale)
+    assert offline.leader == -1, "an out-of-sync replica was elected without unclean.leader.election.enable"
+    resource = ConfigResource("topic", topic, incremental_configs=[
+        ConfigEntry("unclean.leader.election.enable", "true", incremental_operation=AlterConfigOpType.SET)])
+    from confluent_kafka.admin import AdminClient
+
+    admin = AdminClient({"bootstrap.servers": stale.bootstrap})
+    admin.incremental_alter_configs([resource])[resource].result(10)
+    part = cluster.wait_leader(topic)
+    assert part.leader == stale.broker_id and list(part.isrs) == [stale.broker_id]
 
 
 def test_controller_death_elects_another_controller(cluster_factory: Any) -> None:
