@@ -40,6 +40,10 @@ OFFSETS_TOPIC = "__consumer_offsets"
 CONTROLLED_SHUTDOWN_WAIT_S = 3.0
 
 
+class NotLeaderError(Exception):
+    """An append to a partition this broker does not lead (NOT_LEADER_OR_FOLLOWER)."""
+
+
 class ClusterBroker(Broker):
     """One broker of a ZooKeeper-coordinated cluster."""
 
@@ -306,6 +310,13 @@ class ClusterBroker(Broker):
     def node_by_id(self, broker_id: int) -> Node | None:
         return self.nodes.get(broker_id)
 
+    def append(self, plog: PartitionLog, data: bytes, batches: list[Any]) -> AppendResult:
+        """Leader appends only: a follower's log takes the leader's offsets, never its own
+        (a room appending on its own, like the coordinator's offset expiry, gets an error)."""
+        if (plog.topic, plog.partition) not in self.replicas.leaders:
+            raise NotLeaderError(f"broker {self.node_id} does not lead {plog.topic}-{plog.partition}")
+        return super().append(plog, data, batches)
+
     def append_as_follower(self, plog: PartitionLog, data: bytes) -> None:
         """Replication: whole batches with the leader's offsets and epochs (a torn tail waits)."""
         from odradek.protocol.records import scan_batches
@@ -344,6 +355,19 @@ class ClusterBroker(Broker):
         if len(ls.state.isr) < min_isr:
             return ErrorCode.not_enough_replicas_after_append
         return result
+
+    async def wait_replicated(self, plog: PartitionLog, end_offset: int, timeout_s: float) -> ErrorCode:
+        """For rooms that append on their own (the group coordinator's commits, Kafka's
+        offsets.commit.required.acks=-1): wait until the ISR holds everything below `end_offset`."""
+        ls = self.replicas.leaders.get((plog.topic, plog.partition))
+        if ls is None:
+            return ErrorCode.not_leader_or_follower
+        if plog.high_watermark >= end_offset:
+            return ErrorCode.none
+        try:
+            return await asyncio.wait_for(ls.wait_for(end_offset), timeout_s)
+        except TimeoutError:
+            return ErrorCode.request_timed_out
 
     def _min_isr(self, topic: str) -> int:
         meta = self.topics().get(topic)
