@@ -1,0 +1,306 @@
+"""`odradek deploy gke|k8s` against a local HTTP server standing in for the GKE and
+Kubernetes APIs: the exact requests, failed operations, errors, and --dry-run.
+
+The CLI runs as a real subprocess; ODRADEK_GKE_ENDPOINT / ODRADEK_K8S_HOST point
+its google-cloud-container (REST transport, anonymous credentials) and kubernetes
+clients at the server below.
+"""
+
+from __future__ import annotations
+
+import base64
+import copy
+import json
+import os
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qsl, urlsplit
+
+import pytest
+
+from odradek.deploy.render import render
+
+ROOT = Path(__file__).resolve().parent.parent
+PROJECT, ZONE = "demo-project", "europe-west1-b"
+PARENT = f"/v1/projects/{PROJECT}/locations/{ZONE}"
+DEPLOY_CMD = [sys.executable, "-m", "odradek.cli.deploy"]  # TODO: "odradek deploy" once wired
+CA_PEM = b"-----BEGIN CERTIFICATE-----\nMIIBfake\n-----END CERTIFICATE-----\n"
+
+
+class FakeApis:
+    """GKE (/v1/...) and the Kubernetes API server (/api, /apis) in one HTTP server."""
+
+    def __init__(self) -> None:
+        self.requests: list[dict[str, Any]] = []
+        self.clusters: dict[str, dict[str, Any]] = {}
+        self.objects: dict[str, dict[str, Any]] = {}
+        self.operation_error: str | None = None
+        self.gke_error: tuple[int, str, str] | None = None  # (http status, grpc status, message)
+        self.create_conflict = False
+        self.lb_ip = "203.0.113.7"
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def _handler(self) -> type[BaseHTTPRequestHandler]:
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args: Any) -> None:
+                pass
+
+            def _serve(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                raw = self.rfile.read(length) if length else b""
+                parts = urlsplit(self.path)
+                req = {"method": self.command, "path": parts.path, "query": dict(parse_qsl(parts.query)),
+                       "content_type": self.headers.get("Content-Type"),
+                       "authorization": self.headers.get("Authorization"),
+                       "body": json.loads(raw) if raw else None}
+                fake.requests.append(req)
+                status, body = fake.route(req)
+                data = json.dumps(body).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            do_GET = do_POST = do_PATCH = do_DELETE = _serve
+
+        return Handler
+
+    # --- GKE ---------------------------------------------------------------------
+    def route(self, req: dict[str, Any]) -> tuple[int, Any]:
+        path = req["path"]
+        if path.startswith("/v1/"):
+            return self.gke(req["method"], path, req["body"])
+        return self.kube(req["method"], path, req["body"], req["content_type"])
+
+    def gke(self, method: str, path: str, body: Any) -> tuple[int, Any]:
+        if self.gke_error is not None:
+            code, status, message = self.gke_error
+            return code, {"error": {"code": code, "status": status, "message": message}}
+        if method == "POST" and path == f"{PARENT}/clusters":
+            if self.create_conflict:
+                return 409, {"error": {"code": 409, "status": "ALREADY_EXISTS", "message": "Already exists"}}
+            name = body["cluster"]["name"]
+            self.clusters[name] = {"name": name, "status": "RUNNING", "endpoint": "127.0.0.1",
+                                   "masterAuth": {"clusterCaCertificate": base64.b64encode(CA_PEM).decode()}}
+            return 200, {"name": "operation-create-1", "operationType": "CREATE_CLUSTER", "status": "RUNNING"}
+        if method == "GET" and path.startswith(f"{PARENT}/operations/"):
+            op: dict[str, Any] = {"name": path.rsplit("/", 1)[1], "status": "DONE"}
+            if self.operation_error:
+                op["error"] = {"code": 8, "message": self.operation_error}
+                op["statusMessage"] = self.operation_error
+            return 200, op
+        if path.startswith(f"{PARENT}/clusters/"):
+            name = path.rsplit("/", 1)[1]
+            if name not in self.clusters:
+                return 404, {"error": {"code": 404, "status": "NOT_FOUND", "message": f"Not found: {name}."}}
+            if method == "DELETE":
+                del self.clusters[name]
+                return 200, {"name": "operation-delete-1", "operationType": "DELETE_CLUSTER",
+                             "status": "RUNNING"}
+            return 200, self.clusters[name]
+        return 404, {"error": {"code": 404, "status": "NOT_FOUND", "message": "no such route"}}
+
+    # --- Kubernetes ----------------------------------------------------------------
+    def kube(self, method: str, path: str, body: Any, content_type: str | None) -> tuple[int, Any]:
+        if method == "PATCH" and content_type == "application/apply-patch+yaml":
+            obj = copy.deepcopy(body)
+            obj["metadata"]["generation"] = self.objects.get(path, {}).get("metadata", {}).get("generation", 0) + 1
+            self.objects[path] = obj
+            return 200, obj
+        if method == "PATCH":  # strategic merge of template annotations (restart)
+            obj = self.objects[path]
+            obj["metadata"]["generation"] += 1
+            ann = obj["spec"]["template"].setdefault("metadata", {}).setdefault("annotations", {})
+            ann.update(body["spec"]["template"]["metadata"]["annotations"])
+            return 200, obj
+        if method == "GET":
+            if path not in self.objects:
+                return 404, {"kind": "Status", "code": 404, "message": f"{path} not found"}
+            obj = copy.deepcopy(self.objects[path])
+            if obj["kind"] == "StatefulSet":
+                n = obj["spec"]["replicas"]
+                obj["status"] = {"replicas": n, "readyReplicas": n, "updatedReplicas": n,
+                                 "observedGeneration": obj["metadata"]["generation"]}
+            if obj["kind"] == "Service" and obj["spec"].get("type") == "LoadBalancer":
+                obj["status"] = {"loadBalancer": {"ingress": [{"ip": self.lb_ip}]}}
+            return 200, obj
+        if method == "DELETE":
+            self.objects.pop(path, None)
+            return 200, {"kind": "Status", "status": "Success"}
+        return 405, {"kind": "Status", "code": 405, "message": "unsupported"}
+
+
+@pytest.fixture
+def fake() -> Iterator[FakeApis]:
+    apis = FakeApis()
+    apis.thread.start()
+    yield apis
+    apis.server.shutdown()
+    apis.server.server_close()
+
+
+def odradek_deploy(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("GOOGLE_", "ODRADEK_", "KUBECONFIG"))}
+    full_env = {**base, "ODRADEK_DEPLOY_POLL": "0.05", "COLUMNS": "200", **(env or {})}
+    return subprocess.run([*DEPLOY_CMD, *args], capture_output=True, text=True,
+                          timeout=120, env=full_env, cwd=ROOT)
+
+
+def gke_env(fake: FakeApis) -> dict[str, str]:
+    return {"ODRADEK_GKE_ENDPOINT": fake.url, "ODRADEK_K8S_HOST": fake.url}
+
+
+def assert_one_sentence(proc: subprocess.CompletedProcess[str], *fragments: str) -> None:
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "Traceback" not in proc.stderr
+    lines = [ln for ln in proc.stderr.strip().splitlines() if ln.startswith("error:")]
+    assert len(lines) == 1, proc.stderr
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+
+
+def test_gke_creates_the_cluster_then_applies_every_manifest(fake: FakeApis) -> None:
+    proc = odradek_deploy("gke", "--project", PROJECT, "--zone", ZONE, "--cluster", "kafka1",
+                          "--machine-type", "e2-standard-4", "--image", "europe-docker.pkg.dev/p/r/odradek:1",
+                          env=gke_env(fake))
+    assert proc.returncode == 0, proc.stderr
+    gke = [r for r in fake.requests if r["path"].startswith("/v1/")]
+    assert [(r["method"], r["path"]) for r in gke] == [
+        ("GET", f"{PARENT}/clusters/kafka1"),
+        ("POST", f"{PARENT}/clusters"),
+        ("GET", f"{PARENT}/operations/operation-create-1"),
+        ("GET", f"{PARENT}/clusters/kafka1"),
+    ]
+    body = gke[1]["body"]
+    assert list(body) == ["cluster"], "the parent is in the URL"
+    cluster = body["cluster"]
+    assert cluster["releaseChannel"] == {"channel": 2}, "REGULAR, as the REST transport sends enums"
+    assert cluster["resourceLabels"] == {"app": "odradek"}
+    assert cluster["name"] == "kafka1"
+    assert "initialNodeCount" not in cluster, "node count lives in the node pool only"
+    [pool] = cluster["nodePools"]
+    assert pool["initialNodeCount"] == 1, "the single overlay needs one node"
+    assert pool["config"]["machineType"] == "e2-standard-4"
+    assert pool["config"]["oauthScopes"] == ["https://www.googleapis.com/auth/cloud-platform"]
+    assert pool["management"] == {"autoUpgrade": True, "autoRepair": True}
+
+    expected = render("single", image="europe-docker.pkg.dev/p/r/odradek:1")
+    applies = [r for r in fake.requests if r["method"] == "PATCH"]
+    assert [r["body"] for r in applies] == expected, "every rendered object, in order, unchanged"
+    assert all(r["query"] == {"fieldManager": "odradek", "force": "true"} for r in applies)
+    assert applies[0]["path"] == "/api/v1/namespaces/odradek"
+    assert "/apis/apps/v1/namespaces/odradek/statefulsets/odradek" in [r["path"] for r in applies]
+    assert "/apis/policy/v1/namespaces/odradek/poddisruptionbudgets/odradek" in [r["path"] for r in applies]
+    sts = next(r["body"] for r in applies if r["body"]["kind"] == "StatefulSet")
+    assert sts["spec"]["template"]["spec"]["containers"][0]["image"] == "europe-docker.pkg.dev/p/r/odradek:1"
+    assert ("GET", "/apis/apps/v1/namespaces/odradek/statefulsets/odradek") in [
+        (r["method"], r["path"]) for r in fake.requests]
+    assert "odradek.odradek.svc.cluster.local:9092" in proc.stdout
+
+
+def test_gke_reuses_an_existing_cluster(fake: FakeApis) -> None:
+    fake.clusters["odradek"] = {"name": "odradek", "status": "RUNNING", "endpoint": "127.0.0.1",
+                                "masterAuth": {"clusterCaCertificate": base64.b64encode(CA_PEM).decode()}}
+    proc = odradek_deploy("gke", "--project", PROJECT, "--zone", ZONE, "--overlay", "cluster",
+                          "--image", "gcr.io/p/odradek:1", env=gke_env(fake))
+    assert proc.returncode == 0, proc.stderr
+    assert not [r for r in fake.requests if r["method"] == "POST"]
+    assert "reusing GKE cluster odradek" in proc.stderr
+    kinds = [(r["body"]["kind"], r["body"]["metadata"]["name"]) for r in fake.requests if r["method"] == "PATCH"]
+    assert ("StatefulSet", "zookeeper") in kinds and ("StatefulSet", "odradek") in kinds
+
+
+def test_gke_failed_operation_is_one_sentence(fake: FakeApis) -> None:
+    fake.operation_error = "Insufficient regional quota to satisfy request: resource \"CPUS\"."
+    proc = odradek_deploy("gke", "--project", PROJECT, "--zone", ZONE, "--image", "gcr.io/p/o:1",
+                          env=gke_env(fake))
+    assert_one_sentence(proc, "creating cluster odradek failed", "Insufficient regional quota")
+    assert not [r for r in fake.requests if r["method"] == "PATCH"], "nothing applied after a failure"
+
+
+@pytest.mark.parametrize(("http", "status", "message", "sentence"), [
+    (403, "PERMISSION_DENIED", "Kubernetes Engine API has not been used in project 1 before or it is disabled.",
+     "the Kubernetes Engine API is not enabled in project demo-project"),
+    (403, "PERMISSION_DENIED", "Required 'container.clusters.get' permission", "permission denied"),
+    (429, "RESOURCE_EXHAUSTED", "Quota exceeded for quota metric 'Requests'", "quota exceeded"),
+])
+def test_gke_api_errors_are_one_sentence(fake: FakeApis, http: int, status: str, message: str,
+                                         sentence: str) -> None:
+    fake.gke_error = (http, status, message)
+    proc = odradek_deploy("gke", "--project", PROJECT, "--zone", ZONE, "--image", "gcr.io/p/o:1",
+                          env=gke_env(fake))
+    assert_one_sentence(proc, sentence)
+
+
+def test_gke_cluster_exists_conflict_is_one_sentence(fake: FakeApis) -> None:
+    fake.create_conflict = True
+    proc = odradek_deploy("gke", "--project", PROJECT, "--zone", ZONE, "--image", "gcr.io/p/o:1",
+                          env=gke_env(fake))
+    assert_one_sentence(proc, "cluster odradek already exists")
+
+
+def test_gke_without_credentials_is_one_sentence(tmp_path: Path) -> None:
+    env = {"GOOGLE_APPLICATION_CREDENTIALS": str(tmp_path / "missing.json"), "HOME": str(tmp_path),
+           "CLOUDSDK_CONFIG": str(tmp_path / "gcloud"), "GCE_METADATA_HOST": "127.0.0.1:9",
+           "GCE_METADATA_IP": "127.0.0.1:9"}
+    proc = odradek_deploy("gke", "--project", PROJECT, "--zone", ZONE, "--image", "gcr.io/p/o:1", env=env)
+    assert_one_sentence(proc, "credentials")
+
+
+def test_gke_delete_deletes_the_cluster(fake: FakeApis) -> None:
+    fake.clusters["odradek"] = {"name": "odradek", "status": "RUNNING", "endpoint": "127.0.0.1"}
+    proc = odradek_deploy("gke", "--project", PROJECT, "--zone", ZONE, "--delete", env=gke_env(fake))
+    assert proc.returncode == 0, proc.stderr
+    assert [(r["method"], r["path"]) for r in fake.requests] == [
+        ("DELETE", f"{PARENT}/clusters/odradek"), ("GET", f"{PARENT}/operations/operation-delete-1")]
+    again = odradek_deploy("gke", "--project", PROJECT, "--zone", ZONE, "--delete", env=gke_env(fake))
+    assert_one_sentence(again, "there is no cluster odradek")
+
+
+def test_gke_dry_run_prints_every_request_and_manifest_without_credentials(tmp_path: Path) -> None:
+    env = {"GOOGLE_APPLICATION_CREDENTIALS": str(tmp_path / "missing.json"), "HOME": str(tmp_path)}
+    proc = odradek_deploy("gke", "--project", PROJECT, "--zone", ZONE, "--nodes", "4", "--overlay", "cluster",
+                          "--dry-run", env=env)
+    assert proc.returncode == 0, proc.stderr
+    text = proc.stdout
+    assert f"POST https://container.googleapis.com{PARENT}/clusters" in text
+    start = text.index("{", text.index("POST "))
+    body, _ = json.JSONDecoder().raw_decode(text[start:])
+    pool = body["cluster"]["nodePools"][0]
+    assert pool["initialNodeCount"] == 4 and pool["config"]["machineType"] == "e2-standard-2"
+    for obj in render("cluster"):
+        assert f"kind: {obj['kind']}" in text
+        assert f"name: {obj['metadata']['name']}" in text
+    assert text.count("PATCH https://<cluster endpoint>/") == len(render("cluster"))
+
+
+def test_k8s_external_overlay_advertises_the_load_balancer_addresses(fake: FakeApis) -> None:
+    proc = odradek_deploy("k8s", "--overlay", "cluster-external", "--image", "gcr.io/p/o:1",
+                          env={"ODRADEK_K8S_HOST": fake.url})
+    assert proc.returncode == 0, proc.stderr
+    cm = fake.objects["/api/v1/namespaces/odradek/configmaps/odradek-advertise"]
+    assert cm["data"] == {f"odradek-{i}": f"{fake.lb_ip}:9092" for i in range(3)}
+    restarts = [r for r in fake.requests if r["content_type"] == "application/strategic-merge-patch+json"]
+    assert [r["path"] for r in restarts] == ["/apis/apps/v1/namespaces/odradek/statefulsets/odradek"]
+    assert f"{fake.lb_ip}:9092" in proc.stdout
+    lb = [o for o in fake.objects.values() if o["kind"] == "Service" and o["spec"].get("type") == "LoadBalancer"]
+    assert sorted(o["spec"]["selector"]["statefulset.kubernetes.io/pod-name"] for o in lb) == [
+        "odradek-0", "odradek-1", "odradek-2"]
+
+
+def test_k8s_unreachable_api_server_is_one_sentence() -> None:
+    proc = odradek_deploy("k8s", env={"ODRADEK_K8S_HOST": "http://127.0.0.1:9"})
+    assert_one_sentence(proc, "cannot reach the Kubernetes API")
