@@ -80,11 +80,12 @@ class Controller:
         if kind == "stop":
             return
         if kind == "session":
-            if arg != KazooState.CONNECTED:
+            # SUSPENDED keeps the seat (the session may survive; writes fail meanwhile); LOST ends it
+            if arg == KazooState.LOST:
                 if self.active:
-                    log.info("broker %d resigns as controller: ZooKeeper session %s", self.broker_id, arg)
+                    log.info("broker %d resigns as controller: ZooKeeper session lost", self.broker_id)
                 self.active = False
-            else:
+            elif arg == KazooState.CONNECTED:
                 self._events.put(("controller", None))
             return
         if kind == "brokers":
@@ -117,6 +118,18 @@ class Controller:
             zk.create("/controller", json.dumps({"version": 1, "brokerid": self.broker_id,
                                                  "timestamp": ""}).encode(), ephemeral=True)
         except NodeExistsError:
+            try:
+                raw, stat = zk.get("/controller")
+            except NoNodeError:
+                return  # just vanished: the watch brings another election
+            if json.loads(raw).get("brokerid") != self.broker_id or stat.ephemeralOwner != self.store.session_id:
+                return
+            # our seat survived a suspended session: keep it, with the epoch it had
+            raw, stat = zk.get("/controller_epoch")
+            self.epoch, self._epoch_zk_version = int(raw), stat.version
+            self._live = {int(c) for c in zk.get_children("/brokers/ids")}
+            self.active = True
+            self._elect_leaders()
             return
         try:
             raw, stat = zk.get("/controller_epoch")
