@@ -28,7 +28,7 @@ from odradek.deploy.render import render
 ROOT = Path(__file__).resolve().parent.parent
 PROJECT, ZONE = "demo-project", "europe-west1-b"
 PARENT = f"/v1/projects/{PROJECT}/locations/{ZONE}"
-DEPLOY_CMD = [sys.executable, "-m", "odradek.cli.deploy"]  # TODO: "odradek deploy" once wired
+DEPLOY_CMD = [sys.executable, "-m", "odradek", "deploy"]
 CA_PEM = b"-----BEGIN CERTIFICATE-----\nMIIBfake\n-----END CERTIFICATE-----\n"
 
 
@@ -155,7 +155,7 @@ def fake() -> Iterator[FakeApis]:
 def odradek_deploy(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     base = {k: v for k, v in os.environ.items() if not k.startswith(("GOOGLE_", "ODRADEK_", "KUBECONFIG"))}
     full_env = {**base, "ODRADEK_DEPLOY_POLL": "0.05", "COLUMNS": "200", **(env or {})}
-    return subprocess.run([*DEPLOY_CMD, *args], capture_output=True, text=True,
+    return subprocess.run([*DEPLOY_CMD, *args], check=False, capture_output=True, text=True,
                           timeout=120, env=full_env, cwd=ROOT)
 
 

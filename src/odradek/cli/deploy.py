@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -16,12 +16,12 @@ out = Console(soft_wrap=True, highlight=False)
 err = Console(stderr=True, soft_wrap=True, highlight=False)
 
 OverlayOpt = Annotated[str, typer.Option("--overlay", help="single, cluster, single-external or cluster-external")]
-ImageOpt = Annotated[Optional[str], typer.Option("--image", help="container image of the broker (default odradek:0.1.0)")]
+ImageOpt = Annotated[str | None, typer.Option("--image", help="container image of the broker (default odradek:0.1.0)")]
 TimeoutOpt = Annotated[float, typer.Option("--timeout", help="seconds to wait for the brokers to be ready")]
 UseKubectlOpt = Annotated[bool, typer.Option("--use-kubectl", help="apply with `kubectl apply --server-side`")]
 PollOpt = Annotated[float, typer.Option("--poll", hidden=True, envvar="ODRADEK_DEPLOY_POLL")]
-K8sHostOpt = Annotated[Optional[str], typer.Option("--k8s-host", hidden=True, envvar="ODRADEK_K8S_HOST")]
-GkeEndpointOpt = Annotated[Optional[str], typer.Option("--gke-endpoint", hidden=True, envvar="ODRADEK_GKE_ENDPOINT")]
+K8sHostOpt = Annotated[str | None, typer.Option("--k8s-host", hidden=True, envvar="ODRADEK_K8S_HOST")]
+GkeEndpointOpt = Annotated[str | None, typer.Option("--gke-endpoint", hidden=True, envvar="ODRADEK_GKE_ENDPOINT")]
 
 
 def _fail(exc: BaseException) -> typer.Exit:
@@ -70,8 +70,8 @@ def render_cmd(overlay: OverlayOpt = "single", image: ImageOpt = None) -> None:
 def k8s_cmd(
     overlay: OverlayOpt = "single",
     image: ImageOpt = None,
-    context: Annotated[Optional[str], typer.Option("--context", help="kubeconfig context (default: current)")] = None,
-    kubeconfig: Annotated[Optional[str], typer.Option("--kubeconfig", help="kubeconfig file")] = None,
+    context: Annotated[str | None, typer.Option("--context", help="kubeconfig context (default: current)")] = None,
+    kubeconfig: Annotated[str | None, typer.Option("--kubeconfig", help="kubeconfig file")] = None,
     use_kubectl: UseKubectlOpt = False,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="print the requests, send nothing")] = False,
     delete: Annotated[bool, typer.Option("--delete", help="delete the overlay's objects instead")] = False,
@@ -108,7 +108,8 @@ def gke_cmd(
     project: Annotated[str, typer.Option("--project", help="Google Cloud project id")],
     zone: Annotated[str, typer.Option("--zone", help="zone of the cluster, e.g. europe-west1-b")],
     cluster: Annotated[str, typer.Option("--cluster", help="GKE cluster name")] = "odradek",
-    nodes: Annotated[Optional[int], typer.Option("--nodes", min=1, help="nodes in the pool (default: 1 single, 3 cluster)")] = None,
+    nodes: Annotated[int | None, typer.Option(
+        "--nodes", min=1, help="nodes in the pool (default: 1 single, 3 cluster)")] = None,
     machine_type: Annotated[str, typer.Option("--machine-type", help="node machine type")] = "e2-standard-2",
     overlay: OverlayOpt = "single",
     image: ImageOpt = None,
@@ -154,7 +155,7 @@ def gke_cmd(
             if access.ca_cert_pem is None or token is None:
                 raise GkeError("--use-kubectl needs the cluster CA and a Google token")
             cfg = _write_kubeconfig(k8s.kubeconfig_yaml(access.host, access.ca_cert_pem, token, cluster))
-            apply_with = lambda objs: k8s.kubectl_apply(objs, [f"--kubeconfig={cfg}"])  # noqa: E731
+            apply_with = lambda objs: k8s.kubectl_apply(objs, [f"--kubeconfig={cfg}"])
         result = k8s.deploy(k8s.Kube(api), objects, err, namespace=namespace_of(objects), timeout=timeout,
                             poll=poll, apply_with=apply_with)
     except (GkeError, RenderError, k8s.KubeError) as exc:
@@ -170,6 +171,3 @@ def _write_kubeconfig(text: str) -> str:
         f.write(text)
     return path
 
-
-if __name__ == "__main__":
-    deploy_app(prog_name="odradek deploy")

@@ -11,6 +11,7 @@ from rich.console import Console
 
 from odradek.cli.cluster_up import cluster_app
 from odradek.cli.demo import demo
+from odradek.cli.deploy import deploy_app
 from odradek.cli.group import group_app
 
 app = typer.Typer(no_args_is_help=True, help="odradek: a Kafka-compatible streaming platform.",
@@ -57,6 +58,7 @@ def serve(
 app.command()(demo)
 app.add_typer(group_app, name="group", help="Consumer groups: list, describe (lag), delete, reset offsets.")
 app.add_typer(cluster_app, name="cluster", help="A local cluster: up, down, info.")
+app.add_typer(deploy_app, name="deploy")
 
 
 def main() -> None:

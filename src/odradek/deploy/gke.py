@@ -115,7 +115,7 @@ class Gke:
             if self.anonymous:
                 from google.auth.credentials import AnonymousCredentials
 
-                self._credentials = AnonymousCredentials()
+                self._credentials = AnonymousCredentials()  # type: ignore[no-untyped-call]
             else:
                 import google.auth
                 from google.auth.exceptions import DefaultCredentialsError

@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from kubernetes.client import ApiClient, Configuration  # type: ignore[attr-defined]
+from kubernetes.client import ApiClient, Configuration
 from rich.console import Console
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
@@ -81,8 +81,8 @@ class Kube:
             auth_settings=["BearerToken"])
         try:
             resp = self.api.call_api(method, url, header_params=hdrs, body=data, _request_timeout=30)
-            resp.read()
-        except Exception as exc:  # urllib3 errors: refused, TLS, timeouts
+            resp.read()  # type: ignore[no-untyped-call]
+        except Exception as exc:  # noqa: BLE001 - urllib3 errors: refused, TLS, timeouts
             raise KubeError(f"cannot reach the Kubernetes API at {self.api.configuration.host}: "
                             f"{type(exc).__name__}") from None
         text = (resp.data or b"").decode("utf-8", "replace")
@@ -127,7 +127,9 @@ def client_from_kubeconfig(context: str | None = None, config_file: str | None =
     from kubernetes.config.config_exception import ConfigException
 
     try:
-        return kube_config.new_client_from_config(config_file=config_file, context=context)
+        client: ApiClient = kube_config.new_client_from_config(  # type: ignore[no-untyped-call]
+            config_file=config_file, context=context)
+        return client
     except (ConfigException, OSError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise KubeError(f"cannot load the kubeconfig: {first}") from None
@@ -155,7 +157,7 @@ def kubectl_apply(objects: list[Manifest], kubectl_args: list[str]) -> None:
         raise KubeError("--use-kubectl was given but kubectl is not on PATH")
     cmd = [kubectl, *kubectl_args, "apply", "--server-side", f"--field-manager={FIELD_MANAGER}",
            "--force-conflicts", "-f", "-"]
-    proc = subprocess.run(cmd, input=to_yaml(objects), capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(cmd, input=to_yaml(objects), check=False, capture_output=True, text=True, timeout=300)
     if proc.returncode != 0:
         last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
         raise KubeError(f"kubectl apply failed: {last}")

@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import yaml
+import yaml  # type: ignore[import-untyped]
 
 K8S_DIR = Path(__file__).resolve().parent / "k8s"
 RENDERED_DIR = K8S_DIR / "rendered"
@@ -45,7 +45,7 @@ def kustomize(overlay: str, kubectl: str | None = None) -> str:
         if not rendered.exists():
             raise RenderError(f"kubectl is not on PATH and there is no pre-rendered {rendered.name}")
         return rendered.read_text(encoding="utf-8")
-    proc = subprocess.run([kubectl, "kustomize", str(path)], capture_output=True, text=True, timeout=60)
+    proc = subprocess.run([kubectl, "kustomize", str(path)], check=False, capture_output=True, text=True, timeout=60)
     if proc.returncode != 0:
         last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
         raise RenderError(f"kubectl kustomize {overlay} failed: {last}")
@@ -86,7 +86,7 @@ def namespace_of(objects: list[Manifest]) -> str:
 
 def to_yaml(objects: list[Manifest]) -> str:
     """Objects as one multi-document YAML stream, as kubectl prints them."""
-    return yaml.safe_dump_all(objects, sort_keys=False, default_flow_style=False)
+    return str(yaml.safe_dump_all(objects, sort_keys=False, default_flow_style=False))
 
 
 def write_rendered(kubectl: str | None = None) -> list[Path]:
