@@ -23,6 +23,7 @@ from odradek.cluster.metadata import (
     TopicError,
     TopicMetadata,
     ensure_meta_properties,
+    read_meta_properties,
     validate_topic_name,
 )
 from odradek.cluster.replication import ReplicaManager
@@ -81,6 +82,12 @@ class ClusterBroker(Broker):
         store.on_session = self._on_session
         store.start(self.config.cluster_id)
         self.cluster_id = store.cluster_id
+        previous = read_meta_properties(self.data_dir).get("cluster.id")
+        if previous and previous != self.cluster_id:
+            store.stop()
+            # Kafka's InconsistentClusterIdException: these logs belong to another cluster
+            raise OSError(f"{self.data_dir} holds data of cluster {previous}, but ZooKeeper "
+                          f"{self.config.zookeeper} is cluster {self.cluster_id}")
         ensure_meta_properties(self.data_dir, self.node_id, self.cluster_id)
         self.metadata = store
         self.logs = LogManager(self.data_dir, default_config=self.default_log_config())
