@@ -15,12 +15,15 @@ import subprocess
 import sys
 import urllib.request
 import zipfile
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import kubernetes_validate
 import pytest
 import yaml
+from confluent_kafka.admin import AdminClient
 from conftest import free_port, unique, wait_for_port
 from test_clients import consume_ck, create_topic, produce_ck
 
@@ -165,7 +168,7 @@ def test_broker_id_comes_from_the_pod_ordinal(monkeypatch: pytest.MonkeyPatch) -
     assert BrokerConfig().broker_id == 2
 
 
-def test_zookeeper_myid_is_the_ordinal_plus_one() -> None:
+def test_zookeeper_myid_is_the_ordinal_plus_one(tmp_path: Path) -> None:
     objects = objects_of("cluster")
     zk = container(one(objects, "StatefulSet", "zookeeper"), "zookeeper")
     env = {e["name"]: e["value"] for e in zk["env"]}
@@ -175,10 +178,12 @@ def test_zookeeper_myid_is_the_ordinal_plus_one() -> None:
                                       'echo "$ZOO_MY_ID"')
     assert script != zk["command"][2]
     for i in range(3):
-        env = {"HOSTNAME": f"zookeeper-{i}", "PATH": "/usr/bin:/bin"}
+        env = {"HOSTNAME": f"zookeeper-{i}", "PATH": "/usr/bin:/bin",
+               "ZOO_DATA_DIR": str(tmp_path / "data"), "ZOO_DATA_LOG_DIR": str(tmp_path / "datalog")}
         got = subprocess.run([zk["command"][0], "-c", script], env=env,
                              capture_output=True, text=True, check=True).stdout.strip()
         assert got == str(i + 1)
+        assert (tmp_path / "data").is_dir() and (tmp_path / "datalog").is_dir()
 
 
 def test_external_wrapper_advertises_the_written_address(tmp_path: Path) -> None:
@@ -245,21 +250,32 @@ def test_wheel_ships_every_manifest(tmp_path: Path) -> None:
         assert f"odradek/deploy/k8s/{path.relative_to(k8s)}" in names
 
 
-def test_pod_command_and_env_run_the_broker_for_a_real_round_trip(tmp_path: Path) -> None:
-    """The single overlay's container, started here: image ENTRYPOINT + ENV, then the pod's env.
+@dataclass
+class PodProcess:
+    """The single overlay's broker container, running here as a local process."""
+
+    container: dict[str, Any]
+    env: dict[str, str]
+    bootstrap: str
+    data_dir: Path
+    metrics_port: int
+
+
+@pytest.fixture(scope="module")
+def pod(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PodProcess]:
+    """Image ENTRYPOINT + ENV, then the pod's env from the rendered StatefulSet and ConfigMap.
 
     Only what cannot exist outside the pod is replaced: the data dir (a tmp dir),
     the port (a free 127.0.0.1 port) and the advertised DNS name (127.0.0.1).
     """
+    tmp_path = tmp_path_factory.mktemp("pod")
     objects = objects_of("single")
     sts = one(objects, "StatefulSet", "odradek")
     c = container(sts, "odradek")
     entrypoint, image_env = dockerfile_runtime()
     command = c.get("command", entrypoint) + c.get("args", [])
     assert command == ["odradek", "serve"], "the pod runs the image's entrypoint unchanged"
-    pod_env = {"HOSTNAME": "odradek-0", **image_env}
-    for name, value in broker_env(objects).items():
-        pod_env[name] = value
+    pod_env = {"HOSTNAME": "odradek-0", **image_env, **broker_env(objects)}
     pod_env["POD_NAME"], pod_env["POD_NAMESPACE"] = "odradek-0", sts["metadata"]["namespace"]
     pod_env = {k: expand(v, pod_env) for k, v in pod_env.items()}
     assert pod_env["ODRADEK_ADVERTISE"] == "odradek-0.odradek-headless.odradek.svc.cluster.local:9092"
@@ -272,28 +288,32 @@ def test_pod_command_and_env_run_the_broker_for_a_real_round_trip(tmp_path: Path
     proc = subprocess.Popen(command, env=env, cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT)
     try:
         wait_for_port(port, timeout=30, proc=proc)
-        bootstrap = f"127.0.0.1:{port}"
-        topic = unique("deploy")
-        create_topic(bootstrap, topic)
-        produce_ck(bootstrap, topic, [{"value": b"hello-%d" % i, "key": b"k"} for i in range(20)], acks="all")
-        got = consume_ck(bootstrap, topic, 20)
-        assert [m.value() for m in got] == [b"hello-%d" % i for i in range(20)]
-        assert list((tmp_path / "data").glob(f"{topic}-0/00000000000000000000.log"))
-        meta = (tmp_path / "data" / "meta.properties")
-        if meta.exists():
-            assert "broker.id=0" in meta.read_text()
-        body = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5).read().decode()
-        assert "kafka_" in body
-        probe = c["readinessProbe"]["exec"]["command"]
-        probe = [a.replace("127.0.0.1:9092", bootstrap) for a in probe]
-        health = subprocess.run(probe, env=env, check=False, capture_output=True, text=True, timeout=30)
-        assert health.returncode == 0, "readiness probe: " + health.stdout + health.stderr
+        yield PodProcess(c, env, f"127.0.0.1:{port}", tmp_path / "data", metrics_port)
     finally:
-        proc.terminate()
+        proc.terminate()  # what the kubelet sends first when a pod stops
         try:
             proc.wait(timeout=20)
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
         log.close()
-    assert proc.returncode == 0, "SIGTERM (a pod being stopped) is a clean shutdown"
+    assert proc.returncode == 0, "SIGTERM is a clean shutdown: " + (tmp_path / "broker.log").read_text()[-2000:]
+
+
+def test_pod_command_and_env_run_the_broker_for_a_real_round_trip(pod: PodProcess) -> None:
+    topic = unique("deploy")
+    create_topic(pod.bootstrap, topic)
+    produce_ck(pod.bootstrap, topic, [{"value": b"hello-%d" % i, "key": b"k"} for i in range(20)], acks="all")
+    got = consume_ck(pod.bootstrap, topic, 20)
+    assert [m.value() for m in got] == [b"hello-%d" % i for i in range(20)]
+    assert (pod.data_dir / f"{topic}-0" / "00000000000000000000.log").exists(), "data in ODRADEK_DATA_DIR"
+    md = AdminClient({"bootstrap.servers": pod.bootstrap}).list_topics(timeout=10)
+    assert list(md.brokers) == [0], "odradek-0 is broker 0"
+    body = urllib.request.urlopen(f"http://127.0.0.1:{pod.metrics_port}/metrics", timeout=5).read().decode()
+    assert "kafka_" in body, "ODRADEK_METRICS_PORT serves Prometheus metrics"
+
+
+def test_pod_readiness_probe_command_answers(pod: PodProcess) -> None:
+    probe = [a.replace("127.0.0.1:9092", pod.bootstrap) for a in pod.container["readinessProbe"]["exec"]["command"]]
+    health = subprocess.run(probe, check=False, env=pod.env, capture_output=True, text=True, timeout=30)
+    assert health.returncode == 0, "readiness probe: " + health.stdout + health.stderr
