@@ -22,6 +22,7 @@ from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 import pytest
+import yaml
 
 from odradek.deploy.render import render
 
@@ -304,3 +305,24 @@ def test_k8s_external_overlay_advertises_the_load_balancer_addresses(fake: FakeA
 def test_k8s_unreachable_api_server_is_one_sentence() -> None:
     proc = odradek_deploy("k8s", env={"ODRADEK_K8S_HOST": "http://127.0.0.1:9"})
     assert_one_sentence(proc, "cannot reach the Kubernetes API")
+
+
+def test_render_prints_the_same_manifests_with_or_without_kubectl(tmp_path: Path) -> None:
+    with_kubectl = odradek_deploy("render", "--overlay", "cluster", "--image", "gcr.io/p/o:2")
+    assert with_kubectl.returncode == 0, with_kubectl.stderr
+    no_kubectl = odradek_deploy("render", "--overlay", "cluster", "--image", "gcr.io/p/o:2",
+                                env={"PATH": str(Path(sys.executable).parent)})
+    assert no_kubectl.returncode == 0, no_kubectl.stderr
+    assert with_kubectl.stdout == no_kubectl.stdout
+    docs = [d for d in yaml.safe_load_all(with_kubectl.stdout) if d]
+    assert docs == render("cluster", image="gcr.io/p/o:2")
+    bad = odradek_deploy("render", "--overlay", "huge")
+    assert_one_sentence(bad, "unknown overlay 'huge'")
+
+
+def test_k8s_delete_dry_run_lists_deletes_namespace_last() -> None:
+    proc = odradek_deploy("k8s", "--delete", "--dry-run")
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.strip().splitlines()
+    assert all(line.startswith("DELETE https://<kubeconfig server>/") for line in lines)
+    assert lines[-1].endswith("/api/v1/namespaces/odradek") and len(lines) == len(render("single"))

@@ -86,7 +86,12 @@ def k8s_cmd(
     try:
         objects = _objects(overlay, image)
         if dry_run:
-            _print_apply_requests(objects, k8s_host or "https://<kubeconfig server>")
+            host = k8s_host or "https://<kubeconfig server>"
+            if delete:
+                for obj in reversed(objects):
+                    out.print(f"DELETE {host}{k8s.object_path(obj)}", markup=False)
+            else:
+                _print_apply_requests(objects, host)
             return
         api = k8s.client_for(k8s_host) if k8s_host else k8s.client_from_kubeconfig(context, kubeconfig)
         kube = k8s.Kube(api)
@@ -156,8 +161,12 @@ def gke_cmd(
                 raise GkeError("--use-kubectl needs the cluster CA and a Google token")
             cfg = _write_kubeconfig(k8s.kubeconfig_yaml(access.host, access.ca_cert_pem, token, cluster))
             apply_with = lambda objs: k8s.kubectl_apply(objs, [f"--kubeconfig={cfg}"])
-        result = k8s.deploy(k8s.Kube(api), objects, err, namespace=namespace_of(objects), timeout=timeout,
-                            poll=poll, apply_with=apply_with)
+        try:
+            result = k8s.deploy(k8s.Kube(api), objects, err, namespace=namespace_of(objects), timeout=timeout,
+                                poll=poll, apply_with=apply_with)
+        finally:
+            if use_kubectl:
+                os.unlink(cfg)  # it holds a bearer token
     except (GkeError, RenderError, k8s.KubeError) as exc:
         raise _fail(exc) from None
     _finish(result)
