@@ -29,6 +29,18 @@ def _fail(exc: BaseException) -> typer.Exit:
     return typer.Exit(1)
 
 
+def _require(*modules: str) -> None:
+    """The deploy clients are an extra; say how to get them instead of a traceback."""
+    import importlib
+
+    for name in modules:
+        try:
+            importlib.import_module(name)
+        except ImportError:
+            err.print(f"[red]error:[/] {name} is not installed; run `pip install 'odradek[deploy]'`")
+            raise typer.Exit(1) from None
+
+
 def _objects(overlay: str, image: str | None) -> list[dict[str, Any]]:
     from odradek.deploy.render import render
 
@@ -58,6 +70,7 @@ def _finish(result: Any) -> None:
 @deploy_app.command("render")
 def render_cmd(overlay: OverlayOpt = "single", image: ImageOpt = None) -> None:
     """Print the Kubernetes manifests of an overlay (kubectl kustomize, or the shipped copy)."""
+    _require("yaml")
     from odradek.deploy.render import RenderError, to_yaml
 
     try:
@@ -80,6 +93,7 @@ def k8s_cmd(
     k8s_host: K8sHostOpt = None,
 ) -> None:
     """Deploy to an existing Kubernetes cluster from your kubeconfig."""
+    _require("yaml", "kubernetes")
     from odradek.deploy import k8s
     from odradek.deploy.render import RenderError, namespace_of
 
@@ -127,6 +141,7 @@ def gke_cmd(
     k8s_host: K8sHostOpt = None,
 ) -> None:
     """Create (or reuse) a GKE cluster and deploy odradek to it; --delete tears it down."""
+    _require("yaml", "kubernetes", "google.cloud.container_v1")
     from odradek.deploy import k8s
     from odradek.deploy.gke import ClusterSpec, Gke, GkeError, dry_run_delete, dry_run_requests
     from odradek.deploy.render import DEFAULT_IMAGE, RenderError, namespace_of
