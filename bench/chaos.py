@@ -9,7 +9,7 @@ lost, and the first appearance of each record in production order (without an
 idempotent producer a retried batch may appear twice; duplicates are counted
 and reported, not hidden; with the default idempotent producer a duplicate fails).
 
-    .venv/bin/python bench/chaos.py [--rounds 10] [--seed 1] [--no-idempotence]
+    .venv/bin/python bench/chaos.py [--rounds 10] [--seed 1] [--leaders] [--no-idempotence]
 """
 
 from __future__ import annotations
@@ -56,6 +56,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rounds", type=int, default=10)
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--leaders", action="store_true", help="always SIGKILL the partition leader")
     ap.add_argument("--no-idempotence", dest="idempotence", action="store_false",
                     help="a plain retrying producer (retried batches may then be duplicated)")
     args = ap.parse_args()
@@ -77,9 +78,13 @@ def main() -> int:
                 "linger.ms": 5, "message.timeout.ms": 300_000, "topic.metadata.refresh.interval.ms": 1000,
             })
 
+            newest = [-1]  # the highest acknowledged sequence number
+
             def on_delivery(err: object, msg: object) -> None:
                 if err is None:
-                    acked.add(int(msg.value()))  # type: ignore[attr-defined]
+                    value = int(msg.value())  # type: ignore[attr-defined]
+                    acked.add(value)
+                    newest[0] = max(newest[0], value)
                 else:
                     errors.append(str(err))
 
@@ -104,11 +109,14 @@ def main() -> int:
                     time.sleep(rng.uniform(0.5, 2.0))
                     victim = rng.randrange(3)
                     part = cluster.partition(topic)
+                    if args.leaders and part is not None and part.leader >= 0:
+                        victim = part.leader
                     role = "leader" if part is not None and part.leader == victim else "follower"
-                    before = len(acked)
                     cluster.kill(victim)
                     started = time.monotonic()
-                    while len(acked) <= before + 100 and time.monotonic() - started < 60:
+                    queued_at_kill = sent
+                    # acks flow again when a record queued after the kill is acknowledged
+                    while newest[0] < queued_at_kill and time.monotonic() - started < 60:
                         time.sleep(0.01)
                     print(f"round {n}: SIGKILL broker {victim} ({role}); acks flowing again after "
                           f"{time.monotonic() - started:.2f} s ({len(acked)} acked so far)")
