@@ -391,7 +391,7 @@ def test_controller_death_elects_another_controller(cluster_factory: Any) -> Non
 
 
 def test_consumer_group_offsets_survive_coordinator_death(cluster_factory: Any) -> None:
-    cluster: Cluster = cluster_factory(3, env={"ODRADEK_OFFSETS_TOPIC_REPLICATION_FACTOR": "3"})
+    cluster: Cluster = cluster_factory(3)  # __consumer_offsets gets RF 3 by default in a cluster
     topic = unique("grp")
     group = unique("group")
     cluster.create_topic(topic)

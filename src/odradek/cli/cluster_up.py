@@ -109,8 +109,7 @@ def up(
     pids: dict[str, int] = {"zookeeper": zk.pid}
     (state_dir / "zookeeper.pid").write_text(f"{zk.pid}\n")
     connect = f"127.0.0.1:{zookeeper_port}/odradek"
-    # Kafka's default offsets.topic.replication.factor is 3; a smaller dev cluster gets all it has
-    env = {"ODRADEK_OFFSETS_TOPIC_REPLICATION_FACTOR": str(min(3, brokers)), **os.environ, "PYTHONUNBUFFERED": "1"}
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     procs = []
     for i in range(brokers):
         port = first_port + i

@@ -38,6 +38,8 @@ from odradek.storage.manager import LogManager
 log = logging.getLogger("odradek.cluster")
 
 OFFSETS_TOPIC = "__consumer_offsets"
+INTERNAL_TOPIC_RF = {OFFSETS_TOPIC: "offsets_topic_replication_factor",
+                     "__transaction_state": "transaction_state_log_replication_factor"}
 CONTROLLED_SHUTDOWN_WAIT_S = 3.0
 
 
@@ -267,6 +269,10 @@ class ClusterBroker(Broker):
             num_partitions = self.config.num_partitions
         if replication_factor == -1:
             replication_factor = self.config.default_replication_factor
+        internal_rf = INTERNAL_TOPIC_RF.get(name)
+        if internal_rf is not None and internal_rf not in self.config.model_fields_set:
+            # Kafka's default for its internal topics is 3; unless configured, take what the cluster has
+            replication_factor = max(1, min(3, len(self.nodes)))
         if num_partitions <= 0:
             raise TopicError("invalid_partitions", "number of partitions must be larger than 0")
         if replication_factor <= 0:
