@@ -304,6 +304,10 @@ def test_controlled_shutdown_moves_leadership_without_errors(cluster_factory: An
     assert new.leader != leader.broker_id
     assert "controlled shutdown: moved 1 leadership" in leader.logs()
     assert consume_values(cluster, topic, 3000) == list(range(3000))
+    # auto.leader.rebalance.enable: back and in sync, the preferred replica leads again
+    leader.start()
+    preferred = part.replicas[0]
+    cluster.wait_for("the preferred replica leading again", lambda: cluster.partition(topic).leader == preferred)
 
 
 def test_leader_that_lost_its_zookeeper_session_steps_down(cluster_factory: Any) -> None:
