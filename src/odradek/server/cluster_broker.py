@@ -82,9 +82,9 @@ class ClusterBroker(Broker):
         store.on_topics = self._on_topics
         store.on_brokers = self._on_brokers
         store.on_session = self._on_session
-        store.start(self.config.cluster_id)
-        self.cluster_id = store.cluster_id
         previous = read_meta_properties(self.data_dir).get("cluster.id")
+        store.start(self.config.cluster_id or previous)  # a fresh ZooKeeper adopts the logs' cluster id
+        self.cluster_id = store.cluster_id
         if previous and previous != self.cluster_id:
             store.stop()
             # Kafka's InconsistentClusterIdException: these logs belong to another cluster
