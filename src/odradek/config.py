@@ -74,6 +74,7 @@ class BrokerConfig(BaseSettings):
     log_message_timestamp_type: str = "CreateTime"
     log_flush_interval_messages: int = 9223372036854775807
     log_cleaner_enable: bool = True
+    log_cleaner_backoff_ms: int = 15000
     log_cleaner_min_cleanable_ratio: float = 0.5
     log_cleaner_delete_retention_ms: int = 86400000
     log_cleaner_min_compaction_lag_ms: int = 0

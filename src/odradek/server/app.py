@@ -43,6 +43,7 @@ class Server:
         self._server: asyncio.base_events.Server | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self.port = 0
+        self.cleaner: Any = None  # storage.cleaner.LogCleaner when log.cleaner.enable
         self.stopped = asyncio.Event()
 
     async def start(self) -> None:
@@ -71,6 +72,11 @@ class Server:
             lambda: Connection(dispatcher, max_bytes, self.connections), sock=sock, backlog=1024
         )
         self._tasks.append(loop.create_task(self._housekeeping()))
+        if self.config.log_cleaner_enable and self.config.storage == "file":
+            from odradek.storage.cleaner import LogCleaner
+
+            self.cleaner = LogCleaner(self.config.data_dir, self.config.log_cleaner_backoff_ms)
+            self._tasks.append(loop.create_task(self.cleaner.run(self.broker.logs.logs)))
         if self.config.metrics_port is not None:
             self.broker.metrics.serve(self.config.metrics_port, host if host not in ("", "::") else "0.0.0.0")
         self._tasks.extend(extra)

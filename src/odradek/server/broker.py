@@ -166,6 +166,10 @@ class Broker:
             cleanup_policy=v("cleanup.policy"),
             max_message_bytes=v("max.message.bytes"),
             message_timestamp_type=v("message.timestamp.type"),
+            delete_retention_ms=v("delete.retention.ms"),
+            min_cleanable_dirty_ratio=v("min.cleanable.dirty.ratio"),
+            min_compaction_lag_ms=v("min.compaction.lag.ms"),
+            max_compaction_lag_ms=v("max.compaction.lag.ms"),
         )
 
     def create_topic(

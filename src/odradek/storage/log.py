@@ -42,6 +42,10 @@ class LogConfig:
     cleanup_policy: str = "delete"  # cleanup.policy
     max_message_bytes: int = 1048588  # max.message.bytes
     message_timestamp_type: str = "CreateTime"  # message.timestamp.type
+    delete_retention_ms: int = 86400000  # delete.retention.ms
+    min_cleanable_dirty_ratio: float = 0.5  # min.cleanable.dirty.ratio
+    min_compaction_lag_ms: int = 0  # min.compaction.lag.ms
+    max_compaction_lag_ms: int = 2**63 - 1  # max.compaction.lag.ms
 
 
 @dataclass
@@ -79,9 +83,8 @@ class PartitionLog:
              recovery_point: int = 0, log_start_offset: int = 0, clean_shutdown: bool = True) -> PartitionLog:
         directory.mkdir(parents=True, exist_ok=True)
         plog = cls(directory, topic, partition, config)
+        finish_swaps(directory)
         bases = sorted(int(p.stem) for p in directory.glob("*.log") if p.stem.isdigit())
-        for p in directory.glob("*.cleaned"):
-            p.unlink()  # an interrupted compaction's leftovers
         now = _now_ms()
         cut = False
         for base in bases:
@@ -342,6 +345,42 @@ class PartitionLog:
             deleted += 1
         return deleted
 
+    def replace_segments(self, cleaned: list[tuple[LogSegment, int, Path]]) -> bool:
+        """Swap in the cleaner's rewritten segments (Kafka's .cleaned -> .swap -> .log).
+
+        Runs on the event loop, between requests. Every `.cleaned` file is renamed
+        to `.swap` first, so an interrupted swap is finished on open (finish_swaps);
+        before that point open discards them. Returns False (and discards the files)
+        when retention, DeleteRecords or truncation changed a segment meanwhile.
+        """
+        current = {id(s) for s in self.segments[:-1]}
+        if any(id(seg) not in current or seg.size != size for seg, size, _ in cleaned):
+            for _, _, path in cleaned:
+                path.unlink(missing_ok=True)
+            return False
+        swaps = []
+        for seg, _, path in cleaned:
+            swap = seg.dir / f"{seg.log_path.name}.swap"
+            os.replace(path, swap)
+            swaps.append(swap)
+        _fsync_dir(self.dir)
+        for (seg, _, _), swap in zip(cleaned, swaps, strict=True):
+            i = self.segments.index(seg)
+            created = seg.created_ms
+            seg.close()
+            seg.index_path.unlink(missing_ok=True)  # stale positions: rebuilt from the new log
+            seg.time_index_path.unlink(missing_ok=True)
+            os.replace(swap, seg.log_path)
+            fresh = LogSegment(self.dir, seg.base_offset, created)
+            fresh.load(verify=False)
+            if fresh.size == 0 and i > 0:  # nothing left: the offsets become a gap
+                fresh.delete()
+                self.segments.pop(i)
+                self._bases.pop(i)
+            else:
+                self.segments[i] = fresh
+        return True
+
     def update_config(self, config: LogConfig) -> None:
         self.config = config
 
@@ -358,6 +397,27 @@ class PartitionLog:
     def delete(self) -> None:
         self.close()
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def finish_swaps(directory: Path) -> None:
+    """Recovery of an interrupted clean: `.swap` files are complete rewrites and
+    replace their segment; `.cleaned` files may be partial and are discarded."""
+    for p in directory.glob("*.cleaned"):
+        p.unlink()
+    for swap in sorted(directory.glob("*.log.swap")):
+        stem = swap.name[: -len(".log.swap")]
+        (directory / f"{stem}.index").unlink(missing_ok=True)
+        (directory / f"{stem}.timeindex").unlink(missing_ok=True)
+        os.replace(swap, directory / f"{stem}.log")
+        log.info("%s: finished an interrupted compaction swap of segment %s", directory.name, stem)
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def seg_may_need_recovery(base: int, bases: list[int], recovery_point: int) -> bool:

@@ -18,7 +18,8 @@ def enforce_retention(log: PartitionLog, now_ms: int) -> int:
     retention_ms = log.config.retention_ms
     if retention_ms >= 0:
         for seg in closed:
-            if seg.max_timestamp >= 0 and now_ms - seg.max_timestamp > retention_ms:
+            # an empty segment (all compacted away) holds nothing to keep
+            if seg.size == 0 or (seg.max_timestamp >= 0 and now_ms - seg.max_timestamp > retention_ms):
                 deletable += 1
             else:
                 break

@@ -18,7 +18,7 @@ from odradek.server.handlers import (
     producer_ids,
     topics,
 )
-from odradek.server.handlers import groups, offset_for_leader_epoch, offsets
+from odradek.server.handlers import delete_records, groups, offset_for_leader_epoch, offsets
 
 ROUTES: dict[int, Route] = {
     0: Route(produce.handle, 3, 11),
@@ -46,4 +46,5 @@ ROUTES: dict[int, Route] = {
     16: Route(groups.list_groups, 0, 5),
     42: Route(groups.delete_groups, 0, 2),
     47: Route(offsets.offset_delete, 0, 0),
+    21: Route(delete_records.handle, 0, 2),
 }

@@ -1,0 +1,179 @@
+"""Fast tests of the storage files: compaction, swap recovery, retention, DeleteRecords."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from odradek.protocol.records import decode_batch, encode_batch, scan_batches
+from odradek.storage.cleaner import LogCleaner, clean_partition, cleanable_plan
+from odradek.storage.log import LogConfig, PartitionLog
+from odradek.storage.retention import enforce_retention
+
+GZIP = 1
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def compacted_config(**kw: object) -> LogConfig:
+    base = {"segment_bytes": 300, "cleanup_policy": "compact", "min_cleanable_dirty_ratio": 0.0,
+                "delete_retention_ms": 86400000, "index_interval_bytes": 50}
+    base.update(kw)
+    return LogConfig(**base)  # type: ignore[arg-type]
+
+
+def append(plog: PartitionLog, records: list[tuple[bytes | None, bytes | None]], *, ts: int | None = None,
+           compression: int = 0) -> None:
+    data = encode_batch([(k, v, ()) for k, v in records], timestamp_ms=ts or now_ms(), compression=compression)
+    headers, _ = scan_batches(data)
+    plog.append(data, headers, now_ms=now_ms())
+    plog.high_watermark = plog.log_end_offset
+
+
+def read_all(plog: PartitionLog) -> list[tuple[int, bytes | None, bytes | None]]:
+    out = []
+    offset = plog.log_start_offset
+    while offset < plog.log_end_offset:
+        data = plog.read(offset, 1 << 20)
+        if not data:
+            break
+        headers, _ = scan_batches(data)
+        for h in headers:
+            for r in decode_batch(data, h.position).records:
+                out.append((r.offset, r.key, r.value))
+            offset = h.next_offset
+    return out
+
+
+def latest_per_key(rows: list[tuple[int, bytes | None, bytes | None]]) -> dict[bytes | None, bytes | None]:
+    return {k: v for _, k, v in rows}
+
+
+def fill(plog: PartitionLog, rounds: int, keys: int, compression: int = 0) -> None:
+    for r in range(rounds):
+        append(plog, [(b"k%d" % k, b"v%d-%d" % (k, r)) for k in range(keys)], compression=compression)
+
+
+def test_compaction_keeps_the_last_record_per_key_and_its_offset(tmp_path: Path) -> None:
+    plog = PartitionLog.open(tmp_path / "t-0", "t", 0, compacted_config())
+    fill(plog, 20, 5)
+    fill(plog, 5, 5, compression=GZIP)
+    before = read_all(plog)
+    assert len(plog.segments) > 3
+    stats = LogCleaner(tmp_path).clean_once([plog])
+    assert stats is not None and stats.records_removed > 0
+    after = read_all(plog)
+    assert latest_per_key(after) == latest_per_key(before)
+    offsets = {o: (k, v) for o, k, v in before}
+    assert all(offsets[o] == (k, v) for o, k, v in after)  # offsets kept
+    assert [o for o, _, _ in after] == sorted(o for o, _, _ in after)
+    # only the active segment can still hold old values of a key
+    closed_end = plog.segments[-1].base_offset
+    closed_keys = [k for o, k, _ in after if o < closed_end]
+    assert len(closed_keys) == len(set(closed_keys))
+    assert plog.log_end_offset == before[-1][0] + 1
+    plog.close()
+    reopened = PartitionLog.open(tmp_path / "t-0", "t", 0, compacted_config())
+    assert read_all(reopened) == after
+
+
+def test_tombstones_go_after_delete_retention_ms(tmp_path: Path) -> None:
+    old = now_ms() - 10_000
+    plog = PartitionLog.open(tmp_path / "t-0", "t", 0, compacted_config(delete_retention_ms=5_000))
+    for r in range(6):
+        append(plog, [(b"a", b"x%d" % r), (b"b", b"y%d" % r)], ts=old)
+    append(plog, [(b"a", None)], ts=old)
+    plog.roll()  # the tombstone's segment is old as a whole
+    for r in range(6):
+        append(plog, [(b"c", b"z%d" % r)])
+    LogCleaner(tmp_path).clean_once([plog])
+    rows = read_all(plog)
+    assert b"a" not in latest_per_key(rows)
+    assert latest_per_key(rows)[b"b"] == b"y5"
+
+
+def test_recent_tombstones_are_kept(tmp_path: Path) -> None:
+    plog = PartitionLog.open(tmp_path / "t-0", "t", 0, compacted_config())
+    fill(plog, 5, 2)
+    append(plog, [(b"k0", None)])
+    for r in range(5):
+        append(plog, [(b"other", b"%d" % r)])
+    LogCleaner(tmp_path).clean_once([plog])
+    rows = read_all(plog)
+    assert [(k, v) for _, k, v in rows if k == b"k0"][-1] == (b"k0", None)
+
+
+def test_min_cleanable_dirty_ratio_and_checkpoint(tmp_path: Path) -> None:
+    plog = PartitionLog.open(tmp_path / "t-0", "t", 0, compacted_config(min_cleanable_dirty_ratio=0.5))
+    fill(plog, 20, 3)
+    cleaner = LogCleaner(tmp_path)
+    assert cleaner.clean_once([plog]) is not None
+    assert (tmp_path / "cleaner-offset-checkpoint").exists()
+    assert cleaner.clean_once([plog]) is None  # nothing dirty since the checkpoint
+    assert LogCleaner(tmp_path).checkpoints[("t", 0)] == cleaner.checkpoints[("t", 0)]
+
+
+def test_min_compaction_lag_keeps_recent_segments_dirty(tmp_path: Path) -> None:
+    plog = PartitionLog.open(tmp_path / "t-0", "t", 0, compacted_config(min_compaction_lag_ms=60_000))
+    fill(plog, 20, 3)
+    assert cleanable_plan(plog, 0, now_ms()) is None
+
+
+def test_delete_policy_is_not_compacted(tmp_path: Path) -> None:
+    plog = PartitionLog.open(tmp_path / "t-0", "t", 0, compacted_config(cleanup_policy="delete"))
+    fill(plog, 20, 3)
+    assert cleanable_plan(plog, 0, now_ms()) is None
+
+
+def test_interrupted_swap_is_finished_and_partial_clean_discarded(tmp_path: Path) -> None:
+    d = tmp_path / "t-0"
+    plog = PartitionLog.open(d, "t", 0, compacted_config())
+    fill(plog, 20, 4)
+    expected = latest_per_key(read_all(plog))
+    plan = cleanable_plan(plog, 0, now_ms())
+    assert plan is not None
+    stats = clean_partition(plan)
+    assert len(stats.cleaned) >= 2
+    # a crash after the first rename to .swap: that one is complete, the rest still .cleaned
+    first = stats.cleaned[0][2]
+    first.rename(first.with_name(first.name[: -len(".cleaned")] + ".swap"))
+    plog.close()
+    reopened = PartitionLog.open(d, "t", 0, compacted_config())
+    assert not list(d.glob("*.cleaned")) and not list(d.glob("*.swap"))
+    rows = read_all(reopened)
+    assert latest_per_key(rows) == expected
+    assert len({o for o, _, _ in rows}) == len(rows)
+    # and a later clean finishes the job
+    LogCleaner(tmp_path).clean_once([reopened])
+    assert latest_per_key(read_all(reopened)) == expected
+
+
+def test_swap_is_refused_when_retention_removed_a_segment(tmp_path: Path) -> None:
+    plog = PartitionLog.open(tmp_path / "t-0", "t", 0, compacted_config())
+    fill(plog, 20, 4)
+    plan = cleanable_plan(plog, 0, now_ms())
+    assert plan is not None
+    stats = clean_partition(plan)
+    plog.delete_records_before(plog.segments[2].base_offset)
+    assert not plog.replace_segments(stats.cleaned)
+    assert not list((tmp_path / "t-0").glob("*.cleaned"))
+
+
+def test_retention_ms_deletes_old_closed_segments(tmp_path: Path) -> None:
+    plog = PartitionLog.open(tmp_path / "t-0", "t", 0, LogConfig(segment_bytes=300, retention_ms=1000))
+    for _ in range(10):
+        append(plog, [(None, b"x" * 50)], ts=now_ms() - 5000)
+    append(plog, [(None, b"new" * 50)])
+    assert enforce_retention(plog, now_ms()) > 0
+    assert plog.log_start_offset == plog.segments[0].base_offset > 0
+
+
+def test_retention_bytes_keeps_the_newest_segments(tmp_path: Path) -> None:
+    plog = PartitionLog.open(tmp_path / "t-0", "t", 0, LogConfig(segment_bytes=300, retention_bytes=600))
+    for _ in range(20):
+        append(plog, [(None, b"x" * 100)])
+    enforce_retention(plog, now_ms())
+    assert plog.size_bytes - plog.segments[0].size <= 600
+    assert plog.log_start_offset > 0
