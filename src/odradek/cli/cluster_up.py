@@ -181,10 +181,8 @@ def info(
 
     if not bootstrap:
         state = _read_state(state_dir.resolve())
-        if not state:
-            typer.echo("give --bootstrap-server, or start a local cluster with `odradek cluster up`")
-            raise typer.Exit(1)
-        bootstrap = ",".join(state["bootstrap"])  # type: ignore[arg-type]
+        # the local cluster's brokers, else the embedded default of `odradek serve`
+        bootstrap = ",".join(state["bootstrap"]) if state else "127.0.0.1:9092"  # type: ignore[arg-type]
     try:
         brokers, controller, partitions = describe(bootstrap)
     except RuntimeError as exc:

@@ -11,6 +11,8 @@ from rich.console import Console
 
 from odradek.cli.cluster_up import cluster_app
 from odradek.cli.demo import demo
+from odradek.cli.io import consume, health, produce
+from odradek.cli.topic import topic_app
 from odradek.cli.deploy import deploy_app
 from odradek.cli.group import group_app
 
@@ -55,6 +57,10 @@ def serve(
         pass
 
 
+app.add_typer(topic_app, name="topic", help="Topics: create, list, describe, delete, alter-config, delete-records.")
+app.command()(produce)
+app.command()(consume)
+app.command()(health)
 app.command()(demo)
 app.add_typer(group_app, name="group", help="Consumer groups: list, describe (lag), delete, reset offsets.")
 app.add_typer(cluster_app, name="cluster", help="A local cluster: up, down, info.")

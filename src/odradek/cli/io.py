@@ -1,0 +1,167 @@
+"""`odradek produce`, `odradek consume` and `odradek health`: a client's view of any Kafka."""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import Annotated, Optional
+
+import typer
+
+from odradek.cli.common import TIMEOUT_S, BootstrapOption, client_config, describe_topic, error_text, fail, stderr
+
+CODECS = ("none", "gzip", "snappy", "lz4", "zstd")
+
+
+def produce(
+    topic: str,
+    key_separator: Annotated[Optional[str], typer.Option("--key-separator", "-K", help="split key and value at the first SEP")] = None,
+    partition: Annotated[Optional[int], typer.Option("--partition", "-p")] = None,
+    header: Annotated[Optional[list[str]], typer.Option("--header", "-H", help="k=v, repeatable")] = None,
+    acks: Annotated[str, typer.Option("--acks", help="0, 1 or all")] = "all",
+    compression: Annotated[str, typer.Option("--compression", "-z")] = "none",
+    bootstrap: str = BootstrapOption,
+) -> None:
+    """Produce one record per line of standard input."""
+    from confluent_kafka import Producer
+
+    if compression not in CODECS:
+        fail(f"--compression must be one of {', '.join(CODECS)}", 2)
+    headers = []
+    for h in header or []:
+        k, sep, v = h.partition("=")
+        if not sep or not k:
+            fail(f"--header {h!r} is not k=v", 2)
+        headers.append((k, v.encode()))
+    producer = Producer(client_config(bootstrap, acks=acks, **{"compression.codec": compression,
+                                                               "message.timeout.ms": int(TIMEOUT_S * 1000)}))
+    errors: list[str] = []
+    delivered = 0
+
+    def on_delivery(err, msg) -> None:  # type: ignore[no-untyped-def]
+        nonlocal delivered
+        if err is not None:
+            errors.append(f"{err.str()} ({err.name()})")
+        else:
+            delivered += 1
+
+    extra = {"partition": partition} if partition is not None else {}
+    sent = 0
+    for raw in sys.stdin.buffer:
+        line = raw.rstrip(b"\r\n")
+        key = None
+        if key_separator is not None and key_separator.encode() in line:
+            key, line = line.split(key_separator.encode(), 1)
+        while True:
+            try:
+                producer.produce(topic, value=line, key=key, headers=headers or None, on_delivery=on_delivery, **extra)
+                break
+            except BufferError:
+                producer.poll(0.05)
+        sent += 1
+        producer.poll(0)
+    producer.flush(TIMEOUT_S + 5)
+    if errors or delivered < sent:
+        reason = errors[0] if errors else f"no answer from {bootstrap} within {TIMEOUT_S:.0f} s"
+        fail(f"{sent - delivered} of {sent} records were not delivered to {topic}: {reason}")
+    stderr().print(f"delivered {delivered} record(s) to {topic}")
+
+
+def _render(fmt: str, msg) -> str:  # type: ignore[no-untyped-def]
+    def text(b: bytes | None) -> str:
+        return "" if b is None else b.decode("utf-8", "replace")
+
+    fields = {
+        "k": lambda: text(msg.key()), "v": lambda: text(msg.value()), "o": lambda: str(msg.offset()),
+        "p": lambda: str(msg.partition()), "t": lambda: str(msg.timestamp()[1]), "T": lambda: msg.topic(),
+        "h": lambda: ",".join(f"{k}={text(v)}" for k, v in (msg.headers() or [])),
+        "%": lambda: "%",
+    }
+    out = []
+    i = 0
+    while i < len(fmt):
+        c = fmt[i]
+        if c == "%" and i + 1 < len(fmt) and fmt[i + 1] in fields:
+            out.append(fields[fmt[i + 1]]())
+            i += 2
+        elif c == "\\" and i + 1 < len(fmt) and fmt[i + 1] in "nt":
+            out.append("\n" if fmt[i + 1] == "n" else "\t")
+            i += 2
+        else:
+            out.append(c)
+            i += 1
+    return "".join(out)
+
+
+def consume(
+    topic: str,
+    from_beginning: Annotated[bool, typer.Option("--from-beginning", help="start at the earliest offset")] = False,
+    offset: Annotated[Optional[str], typer.Option("--offset", "-o", help="N, earliest or latest")] = None,
+    partition: Annotated[Optional[int], typer.Option("--partition", "-p")] = None,
+    num: Annotated[Optional[int], typer.Option("--num", "-n", help="exit after N records")] = None,
+    group: Annotated[Optional[str], typer.Option("--group", "-g", help="consume as a member of this group (commits)")] = None,
+    fmt: Annotated[str, typer.Option("--format", "-f", help="%k %v %o %p %t %T %h, \\n \\t")] = "%v\\n",
+    timeout: Annotated[Optional[float], typer.Option("--timeout", help="exit after this many idle seconds")] = None,
+    bootstrap: str = BootstrapOption,
+) -> None:
+    """Print records of a topic."""
+    from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, KafkaError, TopicPartition
+
+    if offset is None:
+        start = OFFSET_BEGINNING if from_beginning else OFFSET_END
+    elif offset == "earliest":
+        start = OFFSET_BEGINNING
+    elif offset == "latest":
+        start = OFFSET_END
+    elif offset.isdigit():
+        start = int(offset)
+    else:
+        fail(f"--offset must be a number, earliest or latest, not {offset!r}", 2)
+    known = sorted(p.id for p in describe_topic(bootstrap, topic).partitions)
+    if partition is not None and partition not in known:
+        fail(f"topic {topic} has no partition {partition}")
+    conf = client_config(bootstrap, **{"group.id": group or "odradek-cli", "enable.auto.commit": group is not None,
+                                       "auto.offset.reset": "earliest" if start == OFFSET_BEGINNING else "latest",
+                                       "enable.partition.eof": False})
+    consumer = Consumer(conf)
+    if group is not None and partition is None and offset is None and not from_beginning:
+        consumer.subscribe([topic])
+    else:
+        parts = [partition] if partition is not None else known
+        consumer.assign([TopicPartition(topic, p, start) for p in parts])
+    count = 0
+    idle_since = time.monotonic()
+    out = sys.stdout
+    try:
+        while num is None or count < num:
+            msg = consumer.poll(0.2)
+            if msg is None:
+                if timeout is not None and time.monotonic() - idle_since > timeout:
+                    break
+                continue
+            if msg.error():
+                if msg.error().code() == KafkaError._PARTITION_EOF:
+                    continue
+                fail(f"consuming {topic} failed: {msg.error().str()}")
+            idle_since = time.monotonic()
+            out.write(_render(fmt.replace("\\n", "\n").replace("\\t", "\t"), msg))
+            count += 1
+        out.flush()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        consumer.close()
+
+
+def health(
+    bootstrap: str = BootstrapOption,
+    timeout: Annotated[float, typer.Option("--timeout", help="seconds to wait for an answer")] = 5.0,
+) -> None:
+    """Exit 0 when the broker answers (for Kubernetes exec probes), else 1 with one sentence."""
+    from confluent_kafka.admin import AdminClient
+
+    try:
+        AdminClient(client_config(bootstrap)).list_topics(timeout=timeout)
+    except Exception as exc:
+        fail(f"no answer from {bootstrap} within {timeout:g} s ({error_text(exc)})")
+    typer.echo(f"{bootstrap} is serving")

@@ -1,0 +1,95 @@
+"""The `odradek` command end to end against a running broker."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from conftest import ROOT, BrokerProcess, free_port, unique
+
+
+def odradek(*args: str, stdin: str | None = None, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "odradek", *args], input=stdin, capture_output=True, text=True,
+                          timeout=timeout, cwd=ROOT)
+
+
+def ok(*args: str, stdin: str | None = None) -> str:
+    out = odradek(*args, stdin=stdin)
+    assert out.returncode == 0, out.stderr
+    assert "Traceback" not in out.stderr
+    return out.stdout
+
+
+def one_sentence_error(out: subprocess.CompletedProcess[str], contains: str) -> None:
+    assert out.returncode != 0
+    assert "Traceback" not in out.stderr
+    assert contains in out.stderr, out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1, out.stderr
+
+
+def test_topic_lifecycle(broker: BrokerProcess) -> None:
+    b = ["-b", broker.bootstrap]
+    name = unique("cli")
+    assert "created topic" in ok("topic", "create", name, "-p", "3", "-c", "retention.ms=3600000", *b)
+    assert name in ok("topic", "list", *b)
+    described = ok("topic", "describe", name, *b)
+    assert "retention.ms" in described and "3600000" in described and "topic" in described
+    assert described.count("│ 0      │ 0        │ 0   │") == 3, described  # leader, replicas, isr per partition
+    ok("topic", "alter-config", name, "--set", "segment.bytes=1048576", "--delete", "retention.ms", *b)
+    described = ok("topic", "describe", name, *b)
+    assert "1048576" in described and "3600000" not in described
+    one_sentence_error(odradek("topic", "create", name, *b), "already exists")
+    ok("topic", "delete", name, *b)
+    assert name not in ok("topic", "list", *b)
+    one_sentence_error(odradek("topic", "describe", name, *b), "does not exist")
+
+
+def test_produce_and_consume_with_keys_headers_and_formats(broker: BrokerProcess) -> None:
+    b = ["-b", broker.bootstrap]
+    name = unique("io")
+    ok("topic", "create", name, "-p", "2", *b)
+    lines = "".join(f"user{i % 3}:event {i}\n" for i in range(12))
+    out = odradek("produce", name, "--key-separator", ":", "--header", "src=test", "--compression", "lz4",
+                  *b, stdin=lines)
+    assert out.returncode == 0 and "delivered 12" in out.stderr, out.stderr
+    got = ok("consume", name, "--from-beginning", "-n", "12", "--format", "%p|%o|%k=%v|%h\\n", *b)
+    rows = got.splitlines()
+    assert len(rows) == 12
+    by_key: dict[str, set[str]] = {}
+    for row in rows:
+        part, offset, kv, header = row.split("|")
+        key, value = kv.split("=", 1)
+        assert header == "src=test"
+        by_key.setdefault(key, set()).add(part)
+    assert all(len(parts) == 1 for parts in by_key.values()), "a key keeps its partition"
+    ok("produce", name, "--partition", "1", *b, stdin="pinned\n")
+    pinned = ok("consume", name, "--partition", "1", "--offset", "earliest", "--timeout", "3", "-f", "%v\\n", *b)
+    assert pinned.splitlines()[-1] == "pinned"
+    first = ok("consume", name, "--partition", "1", "--offset", "1", "-n", "1", "-f", "%o\\n", *b)
+    assert first == "1\n"
+
+
+def test_consume_with_a_group_commits(broker: BrokerProcess) -> None:
+    b = ["-b", broker.bootstrap]
+    name = unique("grp")
+    ok("produce", name, *b, stdin="".join(f"m{i}\n" for i in range(5)))
+    got = ok("consume", name, "--group", "cli-group", "--from-beginning", "-n", "5", *b)
+    assert got.split() == [f"m{i}" for i in range(5)]
+
+
+def test_cluster_info_and_health(broker: BrokerProcess) -> None:
+    info = ok("cluster", "info", "-b", broker.bootstrap)
+    assert "controller: broker 0" in info and str(broker.port) in info
+    assert "is serving" in ok("health", "-b", broker.bootstrap)
+    one_sentence_error(odradek("health", "-b", f"127.0.0.1:{free_port()}", "--timeout", "1"), "no answer")
+
+
+def test_mistakes_are_one_sentence(broker: BrokerProcess) -> None:
+    closed = f"127.0.0.1:{free_port()}"
+    one_sentence_error(odradek("topic", "list", "-b", closed), "cannot reach")
+    one_sentence_error(odradek("topic", "create", "x", "-c", "novalue", "-b", broker.bootstrap), "key=value")
+    one_sentence_error(odradek("consume", unique("absent"), "-b", broker.bootstrap), "does not exist")
+    one_sentence_error(odradek("topic", "create", unique("c"), "-c", "retention.ms=soon", "-b", broker.bootstrap),
+                       "INVALID_CONFIG")
+    one_sentence_error(odradek("produce", "t", "--compression", "brotli", "-b", broker.bootstrap, stdin=""),
+                       "--compression")
