@@ -134,10 +134,10 @@ def test_interrupted_swap_is_finished_and_partial_clean_discarded(tmp_path: Path
     expected = latest_per_key(read_all(plog))
     plan = cleanable_plan(plog, 0, now_ms())
     assert plan is not None
-    stats = clean_partition(plan)
+    stats = clean_partition(plan.job)
     assert len(stats.cleaned) >= 2
     # a crash after the first rename to .swap: that one is complete, the rest still .cleaned
-    first = stats.cleaned[0][2]
+    first = stats.cleaned[0][1]
     first.rename(first.with_name(first.name[: -len(".cleaned")] + ".swap"))
     plog.close()
     reopened = PartitionLog.open(d, "t", 0, compacted_config())
@@ -155,9 +155,10 @@ def test_swap_is_refused_when_retention_removed_a_segment(tmp_path: Path) -> Non
     fill(plog, 20, 4)
     plan = cleanable_plan(plog, 0, now_ms())
     assert plan is not None
-    stats = clean_partition(plan)
+    stats = clean_partition(plan.job)
     plog.delete_records_before(plog.segments[2].base_offset)
-    assert not plog.replace_segments(stats.cleaned)
+    swaps = [(plan.segments[i], plan.job.segments[i].size, path) for i, path in stats.cleaned]
+    assert not plog.replace_segments(swaps)
     assert not list((tmp_path / "t-0").glob("*.cleaned"))
 
 

@@ -119,6 +119,8 @@ class Server:
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
+        if self.cleaner is not None:
+            self.cleaner.close()
         workers = [c.worker for c in self.connections if c.worker is not None]
         self.disconnect_all()
         for w in workers:
