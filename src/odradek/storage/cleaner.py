@@ -177,7 +177,8 @@ def _retained_batch(h: BatchHeader, raw: bytes, kept: list[Record]) -> bytes:
 def _write_synced(path: Path, pieces: list[bytes]) -> None:
     """Write and fsync in steps of _SYNC_EVERY bytes: the disk sees a steady trickle instead of one
     burst that stalls the broker's own writes (bench/compaction_bench.py)."""
-    with open(path, "wb") as f:
+    path.unlink(missing_ok=True)
+    with open(path, "xb") as f:  # never write into a file another writer still has open
         pending = 0
         for piece in pieces:
             f.write(piece)
@@ -234,11 +235,20 @@ def clean_partition(job: CleanJob) -> CleanStats:
     return stats
 
 
-def _lower_priority() -> None:
-    """The cleaner is background work: at nice 19 it gets the CPU the request path leaves idle."""
+def _worker_init() -> None:
+    """The cleaner is background work: at nice 19 it gets the CPU the request path leaves idle.
+    It also dies with the broker (PR_SET_PDEATHSIG), so after a kill -9 no orphan keeps writing
+    `.cleaned` files next to the restarted broker's."""
     try:
         os.nice(19)
     except OSError:
+        pass
+    try:
+        import ctypes
+        import signal
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGKILL))  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
         pass
 
 
@@ -253,11 +263,12 @@ class LogCleaner:
         self.total_seconds = 0.0
         self._pool: ProcessPoolExecutor | None = None
         self._pool_failed = not use_process
+        self.uncleanable: set[tuple[str, int]] = set()
 
     def plan_next(self, logs: list[PartitionLog], now_ms: int) -> CleanPlan | None:
         best: tuple[float, CleanPlan] | None = None
         for plog in logs:
-            if not isinstance(plog, PartitionLog):
+            if not isinstance(plog, PartitionLog) or (plog.topic, plog.partition) in self.uncleanable:
                 continue  # storage=memory logs have no segments to rewrite
             plan = cleanable_plan(plog, self.checkpoints.get((plog.topic, plog.partition), 0), now_ms)
             if plan is None:
@@ -300,7 +311,7 @@ class LogCleaner:
         if self._pool is None and not self._pool_failed:
             try:
                 self._pool = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"),
-                                                 initializer=_lower_priority)
+                                                 initializer=_worker_init)
             except (OSError, ValueError) as exc:
                 log.warning("cleaner worker process unavailable (%s); cleaning in a thread", exc)
                 self._pool_failed = True
@@ -312,7 +323,7 @@ class LogCleaner:
             self._pool = None
 
     async def run(self, logs_of: object) -> None:
-        """Forever: clean the dirtiest partition in a thread, swap on the loop, back off when idle."""
+        """Forever: clean the dirtiest partition in the worker, swap on the loop, back off when idle."""
         loop = asyncio.get_running_loop()
         while True:
             logs = logs_of()  # type: ignore[operator]
@@ -323,11 +334,16 @@ class LogCleaner:
             started = time.monotonic()
             try:
                 stats = await loop.run_in_executor(self._executor(), clean_partition, plan.job)
-            except (OSError, ValueError, BrokenProcessPool) as exc:
-                log.warning("cleaning %s-%d failed: %s", plan.plog.topic, plan.plog.partition, exc)
-                if isinstance(exc, BrokenProcessPool):
-                    self._pool = None
-                await asyncio.sleep(self.backoff_s)
+            except BrokenProcessPool as exc:  # e.g. a host program that spawn cannot re-import
+                log.warning("cleaner worker process failed (%s); cleaning in a thread from now on", exc)
+                self.close()
+                self._pool_failed = True
+                continue
+            except Exception as exc:  # noqa: BLE001 - a bad segment must not stop the cleaner
+                # Kafka's LogCleanerManager marks such a partition uncleanable until restart
+                log.warning("cleaning %s-%d failed, marking it uncleanable: %s", plan.plog.topic,
+                            plan.plog.partition, exc)
+                self.uncleanable.add((plan.plog.topic, plan.plog.partition))
                 continue
             elapsed = time.monotonic() - started
             if self.finish(plan, stats, logs_of()):  # type: ignore[operator]
