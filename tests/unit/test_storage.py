@@ -178,3 +178,33 @@ def test_retention_bytes_keeps_the_newest_segments(tmp_path: Path) -> None:
     enforce_retention(plog, now_ms())
     assert plog.size_bytes - plog.segments[0].size <= 600
     assert plog.log_start_offset > 0
+
+
+def test_max_compaction_lag_forces_a_clean_below_the_dirty_ratio(tmp_path: Path) -> None:
+    plog = PartitionLog.open(tmp_path / "t-0", "t", 0, compacted_config(min_cleanable_dirty_ratio=0.9))
+    fill(plog, 20, 3)
+    cleaner = LogCleaner(tmp_path)
+    assert cleaner.clean_once([plog]) is not None
+    fill(plog, 2, 3)
+    assert cleaner.clean_once([plog]) is None  # a little dirt: below the ratio
+    plog.update_config(compacted_config(min_cleanable_dirty_ratio=0.9, max_compaction_lag_ms=1))
+    time.sleep(0.01)
+    assert cleaner.clean_once([plog]) is not None
+
+
+def test_compact_delete_policy_is_compacted_and_retained(tmp_path: Path) -> None:
+    cfg = compacted_config(cleanup_policy="compact,delete", retention_ms=1000)
+    plog = PartitionLog.open(tmp_path / "t-0", "t", 0, cfg)
+    for r in range(10):
+        append(plog, [(b"k%d" % k, b"old-%d" % r) for k in range(3)], ts=now_ms() - 5000)
+    fill(plog, 10, 3)
+    assert LogCleaner(tmp_path).clean_once([plog]) is not None
+    assert enforce_retention(plog, now_ms()) > 0
+    rows = read_all(plog)
+    assert all(not v.startswith(b"old") for _, _, v in rows if v is not None)
+
+
+def test_a_stale_cleaner_checkpoint_beyond_the_log_end_starts_over(tmp_path: Path) -> None:
+    plog = PartitionLog.open(tmp_path / "t-0", "t", 0, compacted_config())
+    fill(plog, 20, 3)
+    assert cleanable_plan(plog, 10**9, now_ms()) is not None

@@ -136,6 +136,8 @@ def cleanable_plan(plog: PartitionLog, checkpoint: int, now_ms: int) -> CleanPla
         return None
     segments = closed[:end_i]
     end = plog.segments[end_i].base_offset
+    if checkpoint > plog.log_end_offset:  # a recreated topic, or a truncated log: start over
+        checkpoint = 0
     dirty_start = max(checkpoint, plog.log_start_offset)
     if dirty_start >= end:
         return None
