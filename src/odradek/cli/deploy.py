@@ -161,7 +161,7 @@ def gke_cmd(
         objects = _objects(overlay, image)
         if not delete and "/" not in (image or DEFAULT_IMAGE).split(":")[0]:
             err.print(f"note: image {image or DEFAULT_IMAGE} is not in a registry GKE can pull from; "
-                      "push it (see docs/deploy.md) and pass --image")
+                      "push it (see README.md, Deploy to GKE) and pass --image")
         gke = Gke(spec, err, endpoint=gke_endpoint, poll=poll, timeout=max(timeout, 1800.0))
         if delete:
             gke.delete_cluster()
