@@ -22,6 +22,7 @@ import multiprocessing
 import os
 import struct
 import time
+from collections.abc import Iterator
 from concurrent.futures import Executor, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
@@ -93,30 +94,25 @@ def _now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
-def _batches(path: Path) -> list[tuple[BatchHeader, bytes]]:
-    """Every batch of a segment file, read through its own descriptor (the log may close its fd)."""
-    out: list[tuple[BatchHeader, bytes]] = []
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        pos = 0
-        while True:
-            chunk = os.pread(fd, _CHUNK, pos)
-            if len(chunk) < 12:
-                break
+def _batches(fd: int) -> Iterator[tuple[int, BatchHeader, bytes]]:
+    """(position, header, bytes) of every batch of a segment, read chunk by chunk through the
+    cleaner's own descriptor (the log may close its fd meanwhile)."""
+    pos = 0
+    while True:
+        chunk = os.pread(fd, _CHUNK, pos)
+        if len(chunk) < 12:
+            return
+        headers, used = _scan_headers(chunk)
+        if not headers:  # one batch larger than the chunk
+            (length,) = _LENGTH.unpack_from(chunk, 8)
+            chunk = os.pread(fd, length + 12, pos)
             headers, used = _scan_headers(chunk)
-            if not headers:  # one batch larger than the chunk
-                (length,) = _LENGTH.unpack_from(chunk, 8)
-                chunk = os.pread(fd, length + 12, pos)
-                headers, used = _scan_headers(chunk)
-                if not headers:
-                    break
-            view = memoryview(chunk)
-            for h in headers:
-                out.append((h, bytes(view[h.position : h.position + h.size])))
-            pos += used
-    finally:
-        os.close(fd)
-    return out
+            if not headers:
+                return
+        view = memoryview(chunk)
+        for h in headers:
+            yield pos + h.position, h, bytes(view[h.position : h.position + h.size])
+        pos += used
 
 
 def cleanable_plan(plog: PartitionLog, checkpoint: int, now_ms: int) -> CleanPlan | None:
@@ -176,21 +172,55 @@ def _retained_batch(h: BatchHeader, raw: bytes, kept: list[Record]) -> bytes:
     return bytes(out)
 
 
-def _write_synced(path: Path, pieces: list[bytes]) -> None:
-    """Write and fsync in steps of _SYNC_EVERY bytes: the disk sees a steady trickle instead of one
-    burst that stalls the broker's own writes (bench/compaction_bench.py)."""
-    path.unlink(missing_ok=True)
-    with open(path, "xb") as f:  # never write into a file another writer still has open
-        pending = 0
-        for piece in pieces:
-            f.write(piece)
-            pending += len(piece)
-            if pending >= _SYNC_EVERY:
-                f.flush()
-                os.fdatasync(f.fileno())
-                pending = 0
-        f.flush()
-        os.fsync(f.fileno())
+class _CleanedWriter:
+    """The `.cleaned` file of one segment, opened at the first removed record: unchanged batches
+    are copied from the source by range (no buffering of a whole segment), and the file is
+    fsynced in steps of _SYNC_EVERY bytes, so the disk sees a steady trickle instead of one burst
+    that stalls the broker's own writes (bench/compaction_bench.py)."""
+
+    def __init__(self, source_fd: int, path: Path) -> None:
+        self.source_fd = source_fd
+        self.path = path
+        path.unlink(missing_ok=True)
+        self.fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)  # never share a writer's file
+        self.copied_to = 0  # source position up to which everything is written
+        self.written = 0
+        self.unsynced = 0
+
+    def _write(self, data: bytes | memoryview) -> None:
+        view = memoryview(data)
+        while view:
+            n = os.write(self.fd, view)
+            view = view[n:]
+        self.written += len(data)
+        self.unsynced += len(data)
+        if self.unsynced >= _SYNC_EVERY:
+            os.fdatasync(self.fd)
+            self.unsynced = 0
+
+    def copy_until(self, position: int) -> None:
+        while self.copied_to < position:
+            data = os.pread(self.source_fd, min(_CHUNK, position - self.copied_to), self.copied_to)
+            if not data:
+                raise OSError(f"{self.path}: source segment ended early")
+            self._write(data)
+            self.copied_to += len(data)
+
+    def replace(self, position: int, size: int, retained: bytes | None) -> None:
+        """The batch at [position, position + size) becomes `retained` (None: dropped)."""
+        self.copy_until(position)
+        if retained is not None:
+            self._write(retained)
+        self.copied_to = position + size
+
+    def finish(self, source_size: int) -> None:
+        self.copy_until(source_size)
+        os.fsync(self.fd)
+        os.close(self.fd)
+
+    def abort(self) -> None:
+        os.close(self.fd)
+        self.path.unlink(missing_ok=True)
 
 
 def clean_partition(job: CleanJob) -> CleanStats:
@@ -200,40 +230,48 @@ def clean_partition(job: CleanJob) -> CleanStats:
     for seg in job.segments:
         if seg.next_offset <= job.dirty_start:
             continue
-        for h, raw in _batches(seg.log_path):
-            if h.is_control or h.last_offset < job.dirty_start:
-                continue
-            for r in decode_batch(raw).records:
-                if r.key is not None and r.offset >= job.dirty_start:
-                    latest[r.key] = r.offset
+        fd = os.open(seg.log_path, os.O_RDONLY)
+        try:
+            for _, h, raw in _batches(fd):
+                if h.is_control or h.last_offset < job.dirty_start:
+                    continue
+                for r in decode_batch(raw).records:
+                    if r.key is not None and r.offset >= job.dirty_start:
+                        latest[r.key] = r.offset
+        finally:
+            os.close(fd)
     horizon = job.now_ms - job.delete_retention_ms
     for i, seg in enumerate(job.segments):
         drop_tombstones = 0 <= seg.max_timestamp < horizon
-        pieces: list[bytes] = []
-        changed = False
-        for h, raw in _batches(seg.log_path):
-            stats.bytes_read += len(raw)
-            if h.is_control or h.last_offset < job.log_start_offset:
-                pieces.append(raw)
-                continue
-            records = decode_batch(raw).records
-            stats.records_read += len(records)
-            kept = [r for r in records
-                    if r.key is None
-                    or (latest.get(r.key, -1) <= r.offset and not (r.value is None and drop_tombstones))]
-            if len(kept) == len(records):
-                pieces.append(raw)
-                continue
-            changed = True
-            stats.records_removed += len(records) - len(kept)
-            if kept:
-                pieces.append(_retained_batch(h, raw, kept))
-        if not changed:
-            continue
-        path = seg.log_path.with_name(f"{seg.log_path.name}.cleaned")
-        _write_synced(path, pieces)
-        stats.bytes_written += sum(len(p) for p in pieces)
-        stats.cleaned.append((i, path))
+        fd = os.open(seg.log_path, os.O_RDONLY)
+        out: _CleanedWriter | None = None
+        try:
+            for pos, h, raw in _batches(fd):
+                if pos + h.size > seg.size:
+                    break  # only what the plan saw
+                stats.bytes_read += len(raw)
+                if h.is_control or h.last_offset < job.log_start_offset:
+                    continue
+                records = decode_batch(raw).records
+                stats.records_read += len(records)
+                kept = [r for r in records
+                        if r.key is None
+                        or (latest.get(r.key, -1) <= r.offset and not (r.value is None and drop_tombstones))]
+                if len(kept) == len(records):
+                    continue
+                stats.records_removed += len(records) - len(kept)
+                if out is None:
+                    out = _CleanedWriter(fd, seg.log_path.with_name(f"{seg.log_path.name}.cleaned"))
+                out.replace(pos, h.size, _retained_batch(h, raw, kept) if kept else None)
+            if out is not None:
+                out.finish(seg.size)
+                stats.bytes_written += out.written
+                stats.cleaned.append((i, out.path))
+                out = None
+        finally:
+            if out is not None:
+                out.abort()
+            os.close(fd)
     return stats
 
 
