@@ -8,7 +8,7 @@
    records, let the cleaner start on it, and produce the same again while it
    runs. The issue asks that produce with compaction stays >= 80% of alone.
 
-    .venv/bin/python bench/compaction_bench.py [--records 400000] [--messages 300000] [--dirty-mb 80]
+    .venv/bin/python bench/compaction_bench.py [--records 400000] [--messages 1000000] [--dirty-mb 250]
 """
 
 from __future__ import annotations
@@ -173,8 +173,8 @@ def main() -> None:
     ap.add_argument("--records", type=int, default=400_000, help="records in the in-process cleaner bench")
     ap.add_argument("--keys", type=int, default=10_000)
     ap.add_argument("--size", type=int, default=100, help="value bytes")
-    ap.add_argument("--messages", type=int, default=300_000, help="records per produce run")
-    ap.add_argument("--dirty-mb", type=int, default=80, help="keyed MB written to the compacted topic")
+    ap.add_argument("--messages", type=int, default=1_000_000, help="records per produce run")
+    ap.add_argument("--dirty-mb", type=int, default=250, help="keyed MB written to the compacted topic")
     ap.add_argument("--partitions", type=int, default=4, help="partitions of the compacted topic")
     ap.add_argument("--skip-broker", action="store_true")
     args = ap.parse_args()

@@ -276,12 +276,13 @@ def clean_partition(job: CleanJob) -> CleanStats:
 
 
 def _worker_init() -> None:
-    """The cleaner is background work: at nice 19 it gets the CPU the request path leaves idle.
+    """The cleaner is background work: at nice 19 and SCHED_IDLE it gets the CPU the request path leaves idle.
     It also dies with the broker (PR_SET_PDEATHSIG), so after a kill -9 no orphan keeps writing
     `.cleaned` files next to the restarted broker's."""
     try:
         os.nice(19)
-    except OSError:
+        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))  # Linux: run only on idle CPU
+    except (OSError, AttributeError):
         pass
     try:
         import ctypes
