@@ -58,8 +58,9 @@ def wait_port(port: int, timeout: float = 20) -> None:
     raise TimeoutError(port)
 
 
-def bench_cleaner(records: int, keys: int, size: int, compression: int) -> tuple[float, float, int]:
-    """(MB cleaned, seconds, records removed) for one pass over a freshly written log."""
+def bench_cleaner(records: int, keys: int, size: int, compression: int) -> tuple[float, float, int, float, int]:
+    """(MB cleaned, seconds, records removed, ms of the swap on the event loop, segments swapped)
+    for one pass over a freshly written log."""
     tmp = Path(tempfile.mkdtemp(prefix="odradek-cleanbench-"))
     try:
         cfg = LogConfig(segment_bytes=8 * 1024 * 1024, cleanup_policy="compact", min_cleanable_dirty_ratio=0.0)
@@ -78,10 +79,12 @@ def bench_cleaner(records: int, keys: int, size: int, compression: int) -> tuple
         assert plan is not None
         started = time.perf_counter()
         stats = clean_partition(plan.job)
+        swap_started = time.perf_counter()
         cleaner.finish(plan, stats, [plog])
         elapsed = time.perf_counter() - started
+        swap_ms = (time.perf_counter() - swap_started) * 1000
         plog.close()
-        return stats.bytes_read / 1e6, elapsed, stats.records_removed
+        return stats.bytes_read / 1e6, elapsed, stats.records_removed, swap_ms, len(stats.cleaned)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
@@ -181,9 +184,10 @@ def main() -> None:
     print(f"machine: {platform.node()} {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
           f"Python {platform.python_version()}")
     for name, codec in (("none", 0), ("lz4", 3)):
-        mb, secs, removed = bench_cleaner(args.records, args.keys, args.size, codec)
+        mb, secs, removed, swap_ms, swapped = bench_cleaner(args.records, args.keys, args.size, codec)
         print(f"cleaner ({name:4}): {mb:6.1f} MB in {secs:5.2f} s = {mb / secs:6.1f} MB/s, "
-              f"{args.records / secs / 1000:.0f}k records/s ({removed} of {args.records} records removed)")
+              f"{args.records / secs / 1000:.0f}k records/s ({removed} of {args.records} records removed; "
+              f"swap of {swapped} segments on the loop: {swap_ms:.1f} ms)")
     if not args.skip_broker:
         bench_broker(args.messages, args.size, args.dirty_mb, args.partitions)
 
