@@ -27,7 +27,7 @@ def serve(
     advertise: Annotated[Optional[str], typer.Option(help="HOST:PORT clients are told to use")] = None,
     data_dir: Annotated[Optional[Path], typer.Option("--data-dir", help="log directory (default ./odradek-data)")] = None,
     config: Annotated[Optional[Path], typer.Option("--config", help="a server.properties file (Kafka key names)")] = None,
-    zookeeper: Annotated[Optional[str], typer.Option(help="HOST:PORT[/chroot] of ZooKeeper: cluster mode")] = None,
+    zookeeper: Annotated[Optional[str], typer.Option(help="HOST:PORT/chroot of ZooKeeper: cluster mode")] = None,
     broker_id: Annotated[Optional[int], typer.Option("--broker-id", help="broker.id (cluster mode)")] = None,
     storage: Annotated[Optional[str], typer.Option(help="file (default) or memory")] = None,
     metrics_port: Annotated[Optional[int], typer.Option("--metrics-port", help="Prometheus /metrics port")] = None,
