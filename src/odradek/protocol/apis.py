@@ -8,6 +8,7 @@ API can never be advertised without a handler behind it.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cache
 
 from kio.index import api_key_map
 
@@ -26,6 +27,7 @@ class ApiRange:
         return self.min_version <= version <= self.max_version
 
 
+@cache
 def api_name(api_key: int) -> str:
     """Kafka's CamelCase API name (Produce, ApiVersions, ...) for logs and fault injection."""
     snake = api_key_map.get(api_key)
