@@ -44,6 +44,9 @@ class FakeApis:
         self.gke_error: tuple[int, str, str] | None = None  # (http status, grpc status, message)
         self.create_conflict = False
         self.lb_ip = "203.0.113.7"
+        self.cluster_endpoint = "127.0.0.1"  # what get_cluster reports as the Kubernetes API address
+        self.ca_pem = CA_PEM
+        self.access_token = "ya29.odradek-test"
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 
@@ -65,7 +68,7 @@ class FakeApis:
                 req = {"method": self.command, "path": parts.path, "query": dict(parse_qsl(parts.query)),
                        "content_type": self.headers.get("Content-Type"),
                        "authorization": self.headers.get("Authorization"),
-                       "body": json.loads(raw) if raw else None}
+                       "body": _decode(raw, self.headers.get("Content-Type"))}
                 fake.requests.append(req)
                 status, body = fake.route(req)
                 data = json.dumps(body).encode()
@@ -82,6 +85,8 @@ class FakeApis:
     # --- GKE ---------------------------------------------------------------------
     def route(self, req: dict[str, Any]) -> tuple[int, Any]:
         path = req["path"]
+        if path == "/token":  # Google's OAuth token endpoint (a service account's token_uri)
+            return 200, {"access_token": self.access_token, "expires_in": 3600, "token_type": "Bearer"}
         if path.startswith("/v1/"):
             return self.gke(req["method"], path, req["body"])
         return self.kube(req["method"], path, req["body"], req["content_type"])
@@ -94,8 +99,8 @@ class FakeApis:
             if self.create_conflict:
                 return 409, {"error": {"code": 409, "status": "ALREADY_EXISTS", "message": "Already exists"}}
             name = body["cluster"]["name"]
-            self.clusters[name] = {"name": name, "status": "RUNNING", "endpoint": "127.0.0.1",
-                                   "masterAuth": {"clusterCaCertificate": base64.b64encode(CA_PEM).decode()}}
+            self.clusters[name] = {"name": name, "status": "RUNNING", "endpoint": self.cluster_endpoint,
+                                   "masterAuth": {"clusterCaCertificate": base64.b64encode(self.ca_pem).decode()}}
             return 200, {"name": "operation-create-1", "operationType": "CREATE_CLUSTER", "status": "RUNNING"}
         if method == "GET" and path.startswith(f"{PARENT}/operations/"):
             op: dict[str, Any] = {"name": path.rsplit("/", 1)[1], "status": "DONE"}
@@ -142,6 +147,14 @@ class FakeApis:
             self.objects.pop(path, None)
             return 200, {"kind": "Status", "status": "Success"}
         return 405, {"kind": "Status", "code": 405, "message": "unsupported"}
+
+
+def _decode(raw: bytes, content_type: str | None) -> Any:
+    if not raw:
+        return None
+    if (content_type or "").startswith("application/x-www-form-urlencoded"):
+        return dict(parse_qsl(raw.decode()))
+    return json.loads(raw)
 
 
 @pytest.fixture
@@ -304,7 +317,7 @@ def test_k8s_external_overlay_advertises_the_load_balancer_addresses(fake: FakeA
 
 def test_k8s_unreachable_api_server_is_one_sentence() -> None:
     proc = odradek_deploy("k8s", env={"ODRADEK_K8S_HOST": "http://127.0.0.1:9"})
-    assert_one_sentence(proc, "cannot reach the Kubernetes API")
+    assert_one_sentence(proc, "cannot reach the Kubernetes API", "connection refused")
 
 
 def test_render_prints_the_same_manifests_with_or_without_kubectl(tmp_path: Path) -> None:
@@ -326,3 +339,91 @@ def test_k8s_delete_dry_run_lists_deletes_namespace_last() -> None:
     lines = proc.stdout.strip().splitlines()
     assert all(line.startswith("DELETE https://<kubeconfig server>/") for line in lines)
     assert lines[-1].endswith("/api/v1/namespaces/odradek") and len(lines) == len(render("single"))
+
+
+def self_signed(common_name: str) -> tuple[bytes, bytes]:
+    """(certificate PEM, key PEM) of a CA that is also the server certificate for 127.0.0.1."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+                           critical=False)
+            .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+            .sign(key, hashes.SHA256()))
+    key_pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                serialization.NoEncryption())
+    return cert.public_bytes(serialization.Encoding.PEM), key_pem
+
+
+def service_account_file(tmp_path: Path, token_uri: str) -> Path:
+    """A service-account key whose token_uri is the stand-in: a real google.auth credential flow."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                            serialization.NoEncryption()).decode()
+    path = tmp_path / "sa.json"
+    path.write_text(json.dumps({
+        "type": "service_account", "project_id": PROJECT, "private_key_id": "k1", "private_key": pem,
+        "client_email": f"deployer@{PROJECT}.iam.gserviceaccount.com", "client_id": "1",
+        "token_uri": token_uri}))
+    return path
+
+
+@pytest.fixture
+def tls_kube(tmp_path: Path) -> Iterator[tuple[FakeApis, bytes]]:
+    """A Kubernetes API stand-in over HTTPS, with its certificate (the cluster CA)."""
+    import ssl
+
+    cert, key = self_signed("kubernetes")
+    (tmp_path / "tls.crt").write_bytes(cert)
+    (tmp_path / "tls.key").write_bytes(key)
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(tmp_path / "tls.crt", tmp_path / "tls.key")
+    apis = FakeApis()
+    apis.server.socket = ctx.wrap_socket(apis.server.socket, server_side=True)
+    apis.thread.start()
+    yield apis, cert
+    apis.server.shutdown()
+    apis.server.server_close()
+
+
+def test_gke_sends_a_google_token_and_trusts_only_the_cluster_ca(fake: FakeApis, tls_kube: tuple[FakeApis, bytes],
+                                                                  tmp_path: Path) -> None:
+    kube, cert = tls_kube
+    fake.cluster_endpoint = f"127.0.0.1:{kube.server.server_address[1]}"
+    fake.ca_pem = cert
+    env = {"ODRADEK_GKE_ENDPOINT": fake.url,
+           "GOOGLE_APPLICATION_CREDENTIALS": str(service_account_file(tmp_path, f"{fake.url}/token"))}
+    proc = odradek_deploy("gke", "--project", PROJECT, "--zone", ZONE, "--image", "gcr.io/p/o:1", env=env)
+    assert proc.returncode == 0, proc.stderr
+    gke = [r for r in fake.requests if r["path"].startswith("/v1/")]
+    assert gke and all((r["authorization"] or "").startswith("Bearer ") for r in gke), "GKE calls are authorized"
+    token_requests = [r for r in fake.requests if r["path"] == "/token"]
+    assert token_requests and token_requests[-1]["body"]["grant_type"] == "urn:ietf:params:oauth:grant-type:jwt-bearer"
+    applied = [r for r in kube.requests if r["method"] == "PATCH"]
+    assert [r["body"] for r in applied] == render("single", image="gcr.io/p/o:1")
+    assert {r["authorization"] for r in kube.requests} == {"Bearer ya29.odradek-test"}, \
+        "the Kubernetes API gets the Google access token"
+
+    # The same deploy against a cluster whose CA is not the server's certificate: refused, one sentence.
+    other, _ = self_signed("not-the-cluster")
+    fake.clusters.clear()
+    fake.ca_pem = other
+    kube.requests.clear()
+    proc = odradek_deploy("gke", "--project", PROJECT, "--zone", ZONE, "--image", "gcr.io/p/o:1", env=env)
+    assert_one_sentence(proc, "cannot reach the Kubernetes API at https://127.0.0.1:", "certificate verify failed")
+    assert not kube.requests, "nothing was sent to a server the cluster CA does not vouch for"

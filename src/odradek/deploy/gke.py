@@ -3,13 +3,15 @@
 The ClusterManagerClient speaks REST here (transport="rest"): the same JSON
 requests `gcloud container clusters create` sends, which makes them printable for
 --dry-run and lets a test stand a plain HTTP server in for the GKE API
-(ODRADEK_GKE_ENDPOINT=http://127.0.0.1:PORT, anonymous credentials).
+(ODRADEK_GKE_ENDPOINT=http://127.0.0.1:PORT, anonymous credentials unless
+GOOGLE_APPLICATION_CREDENTIALS names some).
 """
 
 from __future__ import annotations
 
 import base64
 import json
+import os
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -104,7 +106,10 @@ class Gke:
         self.endpoint = endpoint
         self.poll = poll
         self.timeout = timeout
-        self.anonymous = bool(endpoint and endpoint.startswith("http://"))
+        # A plain-http endpoint is a local stand-in for GKE: anonymous, unless credentials
+        # are named explicitly (then they are used as they would be against Google).
+        self.anonymous = bool(endpoint and endpoint.startswith("http://")
+                              and not os.environ.get("GOOGLE_APPLICATION_CREDENTIALS"))
         self._client: Any = None
         self._credentials: Any = None
 

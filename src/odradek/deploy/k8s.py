@@ -8,6 +8,8 @@ deploy updates in place instead of failing with AlreadyExists.
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import hashlib
 import json
 import os
@@ -84,7 +86,7 @@ class Kube:
             resp.read()  # type: ignore[no-untyped-call]
         except Exception as exc:  # noqa: BLE001 - urllib3 errors: refused, TLS, timeouts
             raise KubeError(f"cannot reach the Kubernetes API at {self.api.configuration.host}: "
-                            f"{type(exc).__name__}") from None
+                            f"{_transport_reason(exc)}") from None
         text = (resp.data or b"").decode("utf-8", "replace")
         if not 200 <= resp.status <= 299:
             raise KubeError(_status_sentence(method, path, resp.status, text))
@@ -109,6 +111,17 @@ class Kube:
         except KubeError as exc:
             if "(404)" not in str(exc):
                 raise
+
+
+def _transport_reason(exc: BaseException) -> str:
+    """Why urllib3 gave up, in a few words (MaxRetryError wraps the real cause)."""
+    reason = getattr(exc, "reason", None) or exc
+    text = str(reason)
+    if "CERTIFICATE_VERIFY_FAILED" in text or "certificate verify failed" in text:
+        return "its TLS certificate is not signed by the cluster CA (certificate verify failed)"
+    if isinstance(reason, BaseException) and "refused" in text.lower():
+        return "connection refused"
+    return type(reason).__name__
 
 
 def _status_sentence(method: str, path: str, status: int, text: str) -> str:
@@ -147,7 +160,13 @@ def client_for(host: str, token: str | None = None, ca_cert_pem: bytes | None = 
         with os.fdopen(fd, "wb") as f:
             f.write(ca_cert_pem)
         cfg.ssl_ca_cert = path
+        atexit.register(_remove, path)  # urllib3 reads it by name, so it lives until exit
     return ApiClient(cfg)
+
+
+def _remove(path: str) -> None:
+    with contextlib.suppress(OSError):
+        os.unlink(path)
 
 
 def kubectl_apply(objects: list[Manifest], kubectl_args: list[str]) -> None:
