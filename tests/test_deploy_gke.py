@@ -12,6 +12,7 @@ import base64
 import copy
 import json
 import os
+import shutil
 import subprocess
 import sys
 import threading
@@ -24,6 +25,7 @@ from urllib.parse import parse_qsl, urlsplit
 import pytest
 import yaml
 
+from odradek.deploy.k8s import object_path
 from odradek.deploy.render import render
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -132,6 +134,8 @@ class FakeApis:
             ann = obj["spec"]["template"].setdefault("metadata", {}).setdefault("annotations", {})
             ann.update(body["spec"]["template"]["metadata"]["annotations"])
             return 200, obj
+        if method == "GET" and path == "/version":
+            return 200, {"major": "1", "minor": "32", "gitVersion": "v1.32.0"}
         if method == "GET":
             if path not in self.objects:
                 return 404, {"kind": "Status", "code": 404, "message": f"{path} not found"}
@@ -427,3 +431,45 @@ def test_gke_sends_a_google_token_and_trusts_only_the_cluster_ca(fake: FakeApis,
     proc = odradek_deploy("gke", "--project", PROJECT, "--zone", ZONE, "--image", "gcr.io/p/o:1", env=env)
     assert_one_sentence(proc, "cannot reach the Kubernetes API at https://127.0.0.1:", "certificate verify failed")
     assert not kube.requests, "nothing was sent to a server the cluster CA does not vouch for"
+
+
+@pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl is not installed")
+def test_gke_use_kubectl_hands_kubectl_a_working_kubeconfig_and_removes_it(
+        fake: FakeApis, tls_kube: tuple[FakeApis, bytes], tmp_path: Path) -> None:
+    # A kubectl in front of the real one: it records how odradek calls it and checks the
+    # kubeconfig with the real kubectl (`get --raw /version` over TLS with the token). It
+    # applies nothing: a real `kubectl apply` needs the API server's OpenAPI documents,
+    # which the stand-in does not serve, so the objects are put in place beforehand.
+    kube, cert = tls_kube
+    fake.cluster_endpoint = f"127.0.0.1:{kube.server.server_address[1]}"
+    fake.ca_pem = cert
+    expected = render("single", image="gcr.io/p/o:1")
+    for obj in copy.deepcopy(expected):
+        obj["metadata"]["generation"] = 1
+        kube.objects[object_path(obj)] = obj
+    rec, bin_dir = tmp_path / "rec", tmp_path / "bin"
+    rec.mkdir()
+    bin_dir.mkdir()
+    (bin_dir / "kubectl").write_text(
+        "#!/bin/sh\n"
+        f'[ "$1" = kustomize ] && exec {shutil.which("kubectl")} "$@"\n'
+        'for a in "$@"; do echo "$a"; done > "$REC/args"\n'
+        'cat > "$REC/stdin.yaml"\n'
+        'cp "${1#--kubeconfig=}" "$REC/kubeconfig"\n'
+        f'exec {shutil.which("kubectl")} "$1" get --raw /version > "$REC/version"\n')
+    (bin_dir / "kubectl").chmod(0o755)
+    env = {"ODRADEK_GKE_ENDPOINT": fake.url, "REC": str(rec), "PATH": f"{bin_dir}:{os.environ['PATH']}",
+           "GOOGLE_APPLICATION_CREDENTIALS": str(service_account_file(tmp_path, f"{fake.url}/token"))}
+    proc = odradek_deploy("gke", "--project", PROJECT, "--zone", ZONE, "--image", "gcr.io/p/o:1",
+                          "--use-kubectl", env=env)
+    assert proc.returncode == 0, proc.stderr
+    args = (rec / "args").read_text().splitlines()
+    assert args[0].startswith("--kubeconfig=") and args[1:] == [
+        "apply", "--server-side", "--field-manager=odradek", "--force-conflicts", "-f", "-"]
+    assert not Path(args[0].split("=", 1)[1]).exists(), "the kubeconfig holding the token is removed"
+    assert [d for d in yaml.safe_load_all((rec / "stdin.yaml").read_text()) if d] == expected
+    assert json.loads((rec / "version").read_text())["gitVersion"] == "v1.32.0"
+    versions = [r for r in kube.requests if r["path"] == "/version"]
+    assert versions and {r["authorization"] for r in versions} == {"Bearer ya29.odradek-test"}
+    assert not [r for r in kube.requests if r["method"] == "PATCH"], "kubectl did the applying, not the client"
+    assert f"applied {len(expected)} objects with kubectl" in proc.stderr
