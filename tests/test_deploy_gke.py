@@ -473,3 +473,10 @@ def test_gke_use_kubectl_hands_kubectl_a_working_kubeconfig_and_removes_it(
     assert versions and {r["authorization"] for r in versions} == {"Bearer ya29.odradek-test"}
     assert not [r for r in kube.requests if r["method"] == "PATCH"], "kubectl did the applying, not the client"
     assert f"applied {len(expected)} objects with kubectl" in proc.stderr
+
+
+def test_k8s_kubeconfig_mistakes_are_one_sentence(tmp_path: Path) -> None:
+    missing = odradek_deploy("k8s", "--kubeconfig", str(tmp_path / "nope.yaml"))
+    assert_one_sentence(missing, f"the kubeconfig file {tmp_path / 'nope.yaml'} does not exist")
+    empty = odradek_deploy("k8s", env={"KUBECONFIG": str(tmp_path / "none"), "HOME": str(tmp_path)})
+    assert_one_sentence(empty, "cannot load the kubeconfig")

@@ -139,6 +139,8 @@ def client_from_kubeconfig(context: str | None = None, config_file: str | None =
     from kubernetes import config as kube_config
     from kubernetes.config.config_exception import ConfigException
 
+    if config_file and not os.path.exists(config_file):
+        raise KubeError(f"the kubeconfig file {config_file} does not exist")
     try:
         client: ApiClient = kube_config.new_client_from_config(  # type: ignore[no-untyped-call]
             config_file=config_file, context=context)
