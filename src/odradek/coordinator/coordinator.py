@@ -42,6 +42,7 @@ class GroupCoordinator(OffsetsMixin):
         self.config = broker.config
         self.store = OffsetsStore(broker)
         self.groups: dict[str, Group] = {}
+        self.txn_offsets = {}
         self._loop: asyncio.AbstractEventLoop | None = None
 
     @property

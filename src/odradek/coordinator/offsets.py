@@ -5,6 +5,12 @@ as Kafka does, written to __consumer_offsets, and only then visible to
 OffsetFetch. On start the topic is replayed; every
 offsets.retention.check.interval.ms the offsets of groups that have been Empty
 for offsets.retention.minutes are deleted with tombstones (KIP-211).
+
+Offsets sent in a transaction (TxnOffsetCommit) are written as a transactional
+batch and stay pending per producer until the transaction's marker reaches the
+group's partition: COMMIT makes them the group's offsets, ABORT drops them. A
+replay applies them at their marker, and OffsetFetch with require_stable answers
+UNSTABLE_OFFSET_COMMIT for a partition that still has pending offsets (KIP-447).
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ from typing import TYPE_CHECKING
 from kio.schema.errors import ErrorCode
 
 from odradek.coordinator.group import Group, GroupState
+from odradek.protocol.records import CONTROL_COMMIT
 from odradek.coordinator.records import (
     GroupKey,
     OffsetKey,
@@ -61,6 +68,8 @@ class OffsetsMixin:
     broker: Broker
     store: OffsetsStore
     groups: dict[str, Group]
+    # producer id -> group -> (topic, partition) -> offset, until the transaction ends
+    txn_offsets: dict[int, dict[str, dict[tuple[str, int], OffsetValue]]]
 
     def group_error(self, group_id: str) -> ErrorCode | None: ...  # provided by GroupCoordinator
 
@@ -130,6 +139,69 @@ class OffsetsMixin:
             self._schedule_heartbeat(group, member)
         return results
 
+    # -- TxnOffsetCommit -------------------------------------------------------------
+
+    def txn_commit(self, group_id: str, producer_id: int, producer_epoch: int, generation: int, member_id: str,
+                   instance_id: str | None, commits: list[Commit]) -> list[ErrorCode]:
+        """Offsets sent in a transaction: written now, visible when the transaction commits."""
+        error = self.group_error(group_id)
+        group = self.groups.get(group_id)
+        if error is None and group is not None:
+            if group.is_in(GroupState.DEAD):
+                error = E.coordinator_not_available
+            elif instance_id is not None and group.static_members.get(instance_id, member_id) != member_id:
+                error = E.fenced_instance_id
+            elif member_id and member_id not in group.members:
+                error = E.unknown_member_id
+            elif generation >= 0 and generation != group.generation:
+                error = E.illegal_generation
+        if error is not None:
+            return [error] * len(commits)
+        topics = self.broker.topics()
+        results: list[ErrorCode] = []
+        accepted: list[tuple[Commit, OffsetValue]] = []
+        now = _now_ms()
+        for c in commits:
+            topic = topics.get(c.topic)
+            if topic is None or not 0 <= c.partition < topic.partitions:
+                results.append(E.unknown_topic_or_partition)
+            elif c.metadata is not None and len(c.metadata.encode()) > OFFSET_METADATA_MAX_BYTES:
+                results.append(E.offset_metadata_too_large)
+            else:
+                results.append(E.none)
+                accepted.append((c, OffsetValue(c.offset, c.leader_epoch, c.metadata or "", now)))
+        if not accepted:
+            return results
+        written = self.store.write(
+            group_id, [(offset_key(group_id, c.topic, c.partition), offset_value(v)) for c, v in accepted],
+            producer_id=producer_id, producer_epoch=producer_epoch,
+        )
+        if written != E.none:
+            return [written if r == E.none else r for r in results]
+        if group is None:
+            self.groups[group_id] = Group(group_id, now)
+        pending = self.txn_offsets.setdefault(producer_id, {}).setdefault(group_id, {})
+        for c, v in accepted:
+            pending[(c.topic, c.partition)] = v
+        return results
+
+    def complete_txn(self, producer_id: int, committed: bool, offsets_partition: int) -> None:
+        """A transaction marker reached __consumer_offsets-`offsets_partition`: resolve the
+        producer's pending offsets of the groups stored there."""
+        by_group = self.txn_offsets.get(producer_id)
+        if not by_group:
+            return
+        for group_id in [g for g in by_group if self.store.partition_for(g) == offsets_partition]:
+            offsets = by_group.pop(group_id)
+            group = self.groups.get(group_id)
+            if committed and group is not None:
+                group.offsets.update(offsets)
+        if not by_group:
+            del self.txn_offsets[producer_id]
+
+    def unstable_partitions(self, group_id: str) -> set[tuple[str, int]]:
+        return {tp for by_group in self.txn_offsets.values() for tp in by_group.get(group_id, {})}
+
     # -- OffsetFetch ---------------------------------------------------------------
 
     def fetch_offsets(
@@ -185,30 +257,55 @@ class OffsetsMixin:
     # -- replay and expiry ---------------------------------------------------------------
 
     def load(self) -> None:
-        """Rebuild groups and offsets from __consumer_offsets (latest record per key wins)."""
+        """Rebuild groups and offsets from __consumer_offsets (latest record per key wins;
+        transactional offsets at their COMMIT marker, pending while no marker follows)."""
         groups: dict[str, Group] = {}
         count = 0
-        for key_bytes, value_bytes in self.store.replay():
-            try:
-                key = read_key(key_bytes)
-                if isinstance(key, OffsetKey):
+        open_txns: dict[tuple[int, int], list[tuple[bytes, bytes | None]]] = {}
+
+        def apply(key_bytes: bytes, value_bytes: bytes | None) -> None:
+            key = read_key(key_bytes)
+            if isinstance(key, OffsetKey):
+                group = groups.get(key.group) or groups.setdefault(key.group, Group(key.group, _now_ms()))
+                if value_bytes is None:
+                    group.offsets.pop((key.topic, key.partition), None)
+                else:
+                    group.offsets[(key.topic, key.partition)] = read_offset_value(value_bytes)
+            elif isinstance(key, GroupKey):
+                if value_bytes is None:
+                    old = groups.pop(key.group, None)
+                    if old is not None and old.offsets:  # offsets written after the tombstone stay
+                        fresh = groups[key.group] = Group(key.group, _now_ms())
+                        fresh.offsets = old.offsets
+                else:
                     group = groups.get(key.group) or groups.setdefault(key.group, Group(key.group, _now_ms()))
-                    if value_bytes is None:
-                        group.offsets.pop((key.topic, key.partition), None)
-                    else:
-                        group.offsets[(key.topic, key.partition)] = read_offset_value(value_bytes)
-                elif isinstance(key, GroupKey):
-                    if value_bytes is None:
-                        old = groups.pop(key.group, None)
-                        if old is not None and old.offsets:  # offsets written after the tombstone stay
-                            fresh = groups[key.group] = Group(key.group, _now_ms())
-                            fresh.offsets = old.offsets
-                    else:
-                        group = groups.get(key.group) or groups.setdefault(key.group, Group(key.group, _now_ms()))
-                        group.load(read_group_value(value_bytes))
+                    group.load(read_group_value(value_bytes))
+
+        for partition, pid, control, key_bytes, value_bytes in self.store.replay_events():
+            try:
+                if pid >= 0 and control < 0:
+                    open_txns.setdefault((partition, pid), []).append((key_bytes, value_bytes))
+                    continue
+                if pid >= 0:
+                    records = open_txns.pop((partition, pid), [])
+                    if control == CONTROL_COMMIT:
+                        for k, v in records:
+                            apply(k, v)
+                    continue
+                apply(key_bytes, value_bytes)
                 count += 1
             except (RecordFormatError, UnicodeDecodeError) as exc:
                 log.warning("skipping an unreadable __consumer_offsets record: %s", exc)
+        for (_partition, pid), records in open_txns.items():  # transactions still open: pending
+            for key_bytes, value_bytes in records:
+                try:
+                    key = read_key(key_bytes)
+                    if isinstance(key, OffsetKey) and value_bytes is not None:
+                        groups.setdefault(key.group, Group(key.group, _now_ms()))
+                        pending = self.txn_offsets.setdefault(pid, {}).setdefault(key.group, {})
+                        pending[(key.topic, key.partition)] = read_offset_value(value_bytes)
+                except (RecordFormatError, UnicodeDecodeError) as exc:
+                    log.warning("skipping an unreadable __consumer_offsets record: %s", exc)
         self.groups.update(groups)
         if count:
             log.info("loaded %d group(s) with %d offset(s) from %d __consumer_offsets record(s)",

@@ -1,9 +1,12 @@
-"""__consumer_offsets: where the coordinator's state lives between restarts.
+"""__consumer_offsets and __transaction_state: where coordinators keep their state.
 
 Every commit and every group change is appended to the partition that owns the
 group (Kafka's partitionFor) as one uncompressed record batch, and on start the
 whole compacted topic is read back, latest record per key winning, tombstones
-deleting. The topic is created on first use, compacted, like Kafka does.
+deleting. The topic is created on first use, compacted, like Kafka does. The
+transaction coordinator keeps its state the same way in __transaction_state
+(InternalTopicStore is shared); offsets committed inside a transaction are
+written as transactional batches and resolved by the markers that follow them.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from kio.records.readers import read_batch
 from kio.schema.errors import ErrorCode
 
 from odradek.coordinator.records import partition_for
+from odradek.protocol.records import control_type
 
 if TYPE_CHECKING:
     from odradek.server.broker import Broker
@@ -29,6 +33,7 @@ OFFSETS_TOPIC = "__consumer_offsets"
 OFFSETS_TOPIC_CONFIGS = {"cleanup.policy": "compact", "segment.bytes": "104857600"}
 _READ_CHUNK = 1 << 20
 _CONTROL_BIT = 0x20
+_TRANSACTIONAL_BIT = 0x10
 _COMPRESSION_MASK = 0x07
 
 
@@ -42,8 +47,10 @@ def _varint(value: int) -> bytes:
     return bytes(out)
 
 
-def encode_batch(records: list[tuple[bytes, bytes | None]], timestamp_ms: int) -> bytes:
-    """A magic-2 record batch of key/value records (base offset 0; the log assigns it)."""
+def encode_batch(records: list[tuple[bytes, bytes | None]], timestamp_ms: int, *,
+                 producer_id: int = -1, producer_epoch: int = -1) -> bytes:
+    """A magic-2 record batch of key/value records (base offset 0; the log assigns it);
+    transactional when it carries a producer id (TxnOffsetCommit)."""
     body = bytearray()
     for delta, (key, value) in enumerate(records):
         rec = bytearray(b"\x00")  # attributes
@@ -53,75 +60,102 @@ def encode_batch(records: list[tuple[bytes, bytes | None]], timestamp_ms: int) -
         rec += _varint(-1) if value is None else _varint(len(value)) + value
         rec += _varint(0)  # headers
         body += _varint(len(rec)) + rec
+    attributes = _TRANSACTIONAL_BIT if producer_id >= 0 else 0
     after_crc = struct.pack(
-        ">hiqqqhii", 0, len(records) - 1, timestamp_ms, timestamp_ms, -1, -1, -1, len(records)
+        ">hiqqqhii", attributes, len(records) - 1, timestamp_ms, timestamp_ms, producer_id, producer_epoch, -1,
+        len(records),
     ) + bytes(body)
     crc = crc32c.crc32c(after_crc)
     head = struct.pack(">qiiBI", 0, 4 + 1 + 4 + len(after_crc), 0, 2, crc)
     return head + after_crc
 
 
-class OffsetsStore:
-    """Appends to and replays __consumer_offsets for one broker."""
+class InternalTopicStore:
+    """Appends to and replays one compacted internal topic for one broker."""
+
+    topic = OFFSETS_TOPIC
+    topic_configs = OFFSETS_TOPIC_CONFIGS
 
     def __init__(self, broker: Broker) -> None:
         self.broker = broker
 
     @property
-    def num_partitions(self) -> int:
-        topic = self.broker.topics().get(OFFSETS_TOPIC)
-        return topic.partitions if topic is not None else self.broker.config.offsets_topic_num_partitions
+    def configured_partitions(self) -> int:
+        return self.broker.config.offsets_topic_num_partitions
 
-    def partition_for(self, group_id: str) -> int:
-        return partition_for(group_id, self.num_partitions)
+    @property
+    def configured_replication_factor(self) -> int:
+        return self.broker.config.offsets_topic_replication_factor
+
+    @property
+    def num_partitions(self) -> int:
+        topic = self.broker.topics().get(self.topic)
+        return topic.partitions if topic is not None else self.configured_partitions
+
+    def partition_for(self, key: str) -> int:
+        return partition_for(key, self.num_partitions)
 
     def exists(self) -> bool:
-        return OFFSETS_TOPIC in self.broker.topics()
+        return self.topic in self.broker.topics()
 
     def ensure_topic(self) -> bool:
-        """Create __consumer_offsets on first use; False when it cannot be created now."""
+        """Create the topic on first use; False when it cannot be created now."""
         if self.exists():
             return True
         try:
             self.broker.create_topic(
-                OFFSETS_TOPIC,
-                num_partitions=self.broker.config.offsets_topic_num_partitions,
-                replication_factor=self.broker.config.offsets_topic_replication_factor,
-                configs=dict(OFFSETS_TOPIC_CONFIGS),
+                self.topic,
+                num_partitions=self.configured_partitions,
+                replication_factor=self.configured_replication_factor,
+                configs=dict(self.topic_configs),
             )
         except Exception as exc:  # TopicError, InvalidConfigError, or cluster trouble
             if self.exists():
                 return True
-            log.warning("cannot create %s: %s", OFFSETS_TOPIC, exc)
+            log.warning("cannot create %s: %s", self.topic, exc)
             return False
         return True
 
-    def write(self, group_id: str, records: list[tuple[bytes, bytes | None]]) -> ErrorCode:
-        """Append records for one group; the error a client should see, or none."""
+    def write(self, key: str, records: list[tuple[bytes, bytes | None]], *,
+              producer_id: int = -1, producer_epoch: int = -1) -> ErrorCode:
+        """Append records to the partition of `key` (a group or transactional id); the
+        error a client should see, or none."""
         if not records:
             return ErrorCode.none
         if not self.ensure_topic():
             return ErrorCode.coordinator_not_available
-        from odradek.protocol.records import parse_batches
+        from odradek.protocol.records import InvalidRecordError, parse_batches
 
-        partition = self.partition_for(group_id)
-        plog = self.broker.partition_log(OFFSETS_TOPIC, partition)
+        partition = self.partition_for(key)
+        plog = self.broker.partition_log(self.topic, partition)
         if plog is None:
             return ErrorCode.coordinator_not_available
-        data = encode_batch(records, time.time_ns() // 1_000_000)
+        data = encode_batch(records, time.time_ns() // 1_000_000, producer_id=producer_id,
+                            producer_epoch=producer_epoch)
         try:
             self.broker.append(plog, data, parse_batches(data))
+        except InvalidRecordError as exc:  # a fenced producer epoch (TxnOffsetCommit)
+            log.info("append to %s-%d for %s refused: %s", self.topic, partition, key, exc)
+            return exc.error_code
         except Exception as exc:
-            log.warning("append to %s-%d for group %s failed: %s", OFFSETS_TOPIC, partition, group_id, exc)
+            log.warning("append to %s-%d for %s failed: %s", self.topic, partition, key, exc)
             return ErrorCode.coordinator_not_available
         return ErrorCode.none
 
     def replay(self) -> Iterator[tuple[bytes, bytes | None]]:
-        """Every key/value of __consumer_offsets, partition by partition, in log order."""
+        """Every key/value of the topic (non-transactional batches), partition by partition, in log order."""
+        for _partition, _pid, _control, key, value in self.replay_events():
+            if _pid < 0:
+                yield key, value
+
+    def replay_events(self, partitions: list[int] | None = None) -> Iterator[tuple[int, int, int, bytes, bytes | None]]:
+        """(partition, producer id, control type, key, value) in log order: producer id -1 for plain
+        records; a transactional record carries its producer id; an end-transaction marker comes as
+        (partition, producer id, CONTROL_COMMIT or CONTROL_ABORT, b"", None)."""
         if not self.exists():
             return
-        for partition in range(self.num_partitions):
-            plog = self.broker.partition_log(OFFSETS_TOPIC, partition)
+        for partition in (range(self.num_partitions) if partitions is None else partitions):
+            plog = self.broker.partition_log(self.topic, partition)
             if plog is None:
                 continue
             offset = plog.log_start_offset
@@ -131,22 +165,25 @@ class OffsetsStore:
                 if not data:
                     break
                 next_offset = offset
-                for base, last_delta, attributes, records in _batches(data):
+                for pos, base, last_delta, attributes, records in _batches(data):
                     next_offset = max(next_offset, base + last_delta + 1)
+                    pid = struct.unpack_from(">q", data, pos + 43)[0] if attributes & _TRANSACTIONAL_BIT else -1
                     if attributes & _CONTROL_BIT:
+                        if pid >= 0 and base >= offset:
+                            yield partition, pid, control_type(data, pos), b"", None
                         continue
                     if attributes & _COMPRESSION_MASK:
-                        log.warning("skipping a compressed batch at %s-%d offset %d", OFFSETS_TOPIC, partition, base)
+                        log.warning("skipping a compressed batch at %s-%d offset %d", self.topic, partition, base)
                         continue
                     for rec_offset, key, value in records:
                         if rec_offset >= offset and key is not None:
-                            yield key, value
+                            yield partition, pid, -1, key, value
                 if next_offset <= offset:
                     break
                 offset = next_offset
 
 
-def _batches(data: bytes) -> Iterator[tuple[int, int, int, list[tuple[int, bytes | None, bytes | None]]]]:
+def _batches(data: bytes) -> Iterator[tuple[int, int, int, int, list[tuple[int, bytes | None, bytes | None]]]]:
     pos = 0
     while pos + 61 <= len(data):
         (length,) = struct.unpack_from(">i", data, pos + 8)
@@ -155,13 +192,17 @@ def _batches(data: bytes) -> Iterator[tuple[int, int, int, list[tuple[int, bytes
             break
         base, attributes, last_delta = struct.unpack_from(">q", data, pos)[0], *struct.unpack_from(">hi", data, pos + 21)
         if attributes & (_CONTROL_BIT | _COMPRESSION_MASK):
-            yield base, last_delta, attributes, []
+            yield pos, base, last_delta, attributes, []
         else:
             try:
                 batch, _ = read_batch(memoryview(data)[pos:end], 0)
             except (ValueError, IndexError) as exc:
-                log.warning("unreadable batch in %s at offset %d: %s", OFFSETS_TOPIC, base, exc)
-                yield base, last_delta, _CONTROL_BIT, []
+                log.warning("unreadable batch at offset %d: %s", base, exc)
+                yield pos, base, last_delta, attributes & ~_TRANSACTIONAL_BIT, []
             else:
-                yield base, last_delta, attributes, [(r.offset, r.key, r.value) for r in batch.records]
+                yield pos, base, last_delta, attributes, [(r.offset, r.key, r.value) for r in batch.records]
         pos = end
+
+
+class OffsetsStore(InternalTopicStore):
+    """__consumer_offsets (offsets.topic.num.partitions, offsets.topic.replication.factor)."""

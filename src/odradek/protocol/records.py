@@ -324,3 +324,32 @@ def encode_batch(
     ) + payload
     crc = crc32c.crc32c(tail)
     return struct.pack(">qiibI", first, len(tail) + 9, partition_leader_epoch, 2, crc) + tail
+
+
+# -- transaction markers (control batches) --------------------------------------
+
+CONTROL_ABORT = 0
+CONTROL_COMMIT = 1
+_CONTROL_KEY = struct.Struct(">hh")  # version, type
+_CONTROL_VALUE = struct.Struct(">hi")  # version, coordinator epoch
+
+
+def encode_control_batch(committed: bool, producer_id: int, producer_epoch: int, coordinator_epoch: int,
+                         timestamp_ms: int) -> bytes:
+    """An end-transaction marker (Kafka's EndTransactionMarker): one control record whose
+    key says COMMIT or ABORT, in a batch flagged transactional + control."""
+    key = _CONTROL_KEY.pack(0, CONTROL_COMMIT if committed else CONTROL_ABORT)
+    value = _CONTROL_VALUE.pack(0, coordinator_epoch)
+    return encode_batch([(key, value, ())], timestamp_ms=timestamp_ms, attributes=TRANSACTIONAL_BIT | CONTROL_BIT,
+                        producer_id=producer_id, producer_epoch=producer_epoch)
+
+
+def control_type(data: bytes | bytearray | memoryview, pos: int = 0) -> int:
+    """CONTROL_COMMIT or CONTROL_ABORT for the control batch at `pos` (-1 when unreadable)."""
+    try:
+        batch = decode_batch(data, pos)
+    except (InvalidRecordError, IndexError, ValueError, struct.error):
+        return -1
+    if not batch.records or batch.records[0].key is None or len(batch.records[0].key) < 4:
+        return -1
+    return int(_CONTROL_KEY.unpack_from(batch.records[0].key)[1])

@@ -117,6 +117,7 @@ class Broker:
         self.logs: LogManager
         self.started_at_ms = now_ms()
         self.coordinator: Any = None  # the group coordinator, set by the server app
+        self.transaction_coordinator: Any = None  # set by server/handlers/transactions.py
         self._next_pid = 0
         self._pid_block_end = 0
 
@@ -295,10 +296,36 @@ class Broker:
         """Replication hook: a follower reports its log end offset by fetching from it."""
 
     def last_stable_offset(self, plog: PartitionLog) -> int:
-        return plog.high_watermark
+        """read_committed consumers stop here: below every open transaction, at most the HW."""
+        return plog.producer_state.last_stable_offset(plog.high_watermark)
 
     def aborted_transactions(self, plog: PartitionLog, fetch_offset: int, upper: int) -> list[dict[str, int]]:
-        return []
+        """The aborted transactions a read_committed fetch from `fetch_offset` must skip."""
+        return [{"producer_id": a.producer_id, "first_offset": a.first_offset}
+                for a in plog.producer_state.collect_aborted(fetch_offset, upper)]
+
+    async def write_txn_marker(self, topic: str, partition: int, producer_id: int, producer_epoch: int,
+                               committed: bool, coordinator_epoch: int) -> ErrorCode:
+        """Append a COMMIT/ABORT marker as this partition's leader (WriteTxnMarkers); on
+        __consumer_offsets it also resolves the producer's pending transactional offsets."""
+        from odradek.protocol.records import InvalidRecordError, encode_control_batch, parse_batches
+
+        plog = self.partition_log(topic, partition)
+        if plog is None:
+            return ErrorCode.unknown_topic_or_partition
+        not_leader = self.check_leader(topic, partition)
+        if not_leader is not None:
+            return not_leader
+        data = encode_control_batch(committed, producer_id, producer_epoch, coordinator_epoch, now_ms())
+        try:
+            result = await self.produce(plog, data, parse_batches(data), -1, None)
+        except InvalidRecordError as exc:
+            return exc.error_code
+        if isinstance(result, ErrorCode):
+            return result
+        if topic == "__consumer_offsets" and self.coordinator is not None:
+            self.coordinator.complete_txn(producer_id, committed, partition)
+        return ErrorCode.none
 
     def enforce_retention(self) -> None:
         now = now_ms()

@@ -64,6 +64,13 @@ class CleanJob:
     log_start_offset: int
     now_ms: int
     delete_retention_ms: int
+    aborted: tuple[tuple[int, int, int], ...] = ()  # (producer id, first offset, marker offset)
+
+    def is_aborted(self, h: BatchHeader) -> bool:
+        """A batch of an aborted transaction: never a key's latest value, and removed (as Kafka does)."""
+        if not h.is_transactional or h.is_control:
+            return False
+        return any(pid == h.producer_id and first <= h.base_offset < last for pid, first, last in self.aborted)
 
 
 @dataclass
@@ -122,8 +129,9 @@ def cleanable_plan(plog: PartitionLog, checkpoint: int, now_ms: int) -> CleanPla
         return None
     closed = plog.segments[:-1]
     end_i = 0
-    for seg in closed:  # the first uncleanable offset: min.compaction.lag.ms, high watermark
-        if seg.next_offset > plog.high_watermark:
+    stable = plog.producer_state.last_stable_offset(plog.high_watermark)
+    for seg in closed:  # the first uncleanable offset: min.compaction.lag.ms, last stable offset
+        if seg.next_offset > stable:
             break
         if seg.max_timestamp >= 0 and now_ms - seg.max_timestamp < cfg.min_compaction_lag_ms:
             break
@@ -148,7 +156,9 @@ def cleanable_plan(plog: PartitionLog, checkpoint: int, now_ms: int) -> CleanPla
     if ratio < cfg.min_cleanable_dirty_ratio and not overdue:
         return None
     files = tuple(SegmentFile(s.log_path, s.next_offset, s.max_timestamp, s.size) for s in segments)
-    job = CleanJob(files, dirty_start, end, plog.log_start_offset, now_ms, cfg.delete_retention_ms)
+    aborted = tuple((a.producer_id, a.first_offset, a.last_offset)
+                    for a in plog.producer_state.collect_aborted(plog.log_start_offset, end))
+    job = CleanJob(files, dirty_start, end, plog.log_start_offset, now_ms, cfg.delete_retention_ms, aborted)
     return CleanPlan(plog, list(segments), job)
 
 
@@ -233,7 +243,7 @@ def clean_partition(job: CleanJob) -> CleanStats:
         fd = os.open(seg.log_path, os.O_RDONLY)
         try:
             for _, h, raw in _batches(fd):
-                if h.is_control or h.last_offset < job.dirty_start:
+                if h.is_control or h.last_offset < job.dirty_start or job.is_aborted(h):
                     continue
                 for r in decode_batch(raw).records:
                     if r.key is not None and r.offset >= job.dirty_start:
@@ -254,7 +264,7 @@ def clean_partition(job: CleanJob) -> CleanStats:
                     continue
                 records = decode_batch(raw).records
                 stats.records_read += len(records)
-                kept = [r for r in records
+                kept = [] if job.is_aborted(h) else [r for r in records
                         if r.key is None
                         or (latest.get(r.key, -1) <= r.offset and not (r.value is None and drop_tombstones))]
                 if len(kept) == len(records):

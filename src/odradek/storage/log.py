@@ -17,8 +17,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from odradek.protocol.records import BatchHeader, decode_batch, set_log_append_time
-from odradek.storage.producer_state import ProducerStateManager
+from odradek.protocol.records import BatchHeader, control_type, decode_batch, set_log_append_time
+from odradek.storage import txn_index
+from odradek.storage.producer_state import AbortedTxn, ProducerStateManager
 from odradek.storage.segment import LogSegment, _scan_headers
 
 log = logging.getLogger("odradek.storage")
@@ -104,11 +105,21 @@ class PartitionLog:
         plog.high_watermark = plog.log_end_offset
         plog.recovery_point = plog.log_end_offset if clean_shutdown else min(recovery_point, plog.log_end_offset)
         plog._load_epochs()
+        plog._load_aborted()
         plog._rebuild_producer_state()
         return plog
 
+    def _load_aborted(self) -> None:
+        """The aborted-transaction index of every segment (markers past the log end are gone)."""
+        entries: list[AbortedTxn] = []
+        for seg in self.segments:
+            entries += txn_index.load(txn_index.index_path(seg.log_path))
+        self.producer_state.aborted = sorted((e for e in entries if e.last_offset < self.log_end_offset),
+                                             key=lambda e: e.last_offset)
+
     def _rebuild_producer_state(self) -> None:
-        """Load the newest snapshot, then replay batch headers after it (no record decoding)."""
+        """Load the newest snapshot, then replay batch headers after it (only end-transaction
+        markers are decoded, for their type)."""
         state = self.producer_state
         state.truncate()
         start = state.load_latest(self.log_end_offset)
@@ -123,10 +134,15 @@ class PartitionLog:
                     h = seg.header_at(pos)  # one batch larger than the chunk
                     if h is None:
                         break
+                    chunk = os.pread(seg.fd, h.size, pos)
+                    h.position = 0
                     headers, used = [h], h.size
                 for h in headers:
                     if h.base_offset >= start:
-                        state.update(h, h.base_offset)
+                        control = control_type(chunk, h.position) if h.is_control else -1
+                        aborted = state.update(h, h.base_offset, control)
+                        if aborted is not None:
+                            txn_index.append(txn_index.index_path(seg.log_path), aborted)
                 pos += used
 
     def _new_segment(self, base_offset: int) -> LogSegment:
@@ -177,6 +193,7 @@ class PartitionLog:
         first = offset
         position = seg.size
         epoch = self.leader_epoch
+        aborted: list[AbortedTxn] = []
         for b in batches:
             if log_append:
                 copy = bytearray(view[b.position : b.position + b.size])
@@ -189,7 +206,9 @@ class PartitionLog:
                 pieces.append(view[b.position + 16 : b.position + b.size])
                 max_ts = b.max_timestamp
             last = offset + b.last_offset_delta
-            state.update(b, offset)
+            entry = state.update(b, offset, control_type(view, b.position) if b.is_control else -1)
+            if entry is not None:
+                aborted.append(entry)
             index.append((last, position, b.size, max_ts))
             position += b.size
             offset = last + 1
@@ -197,6 +216,8 @@ class PartitionLog:
             self.assign_leader_epoch(epoch, first)
         seg.append(pieces, index, self.config.index_interval_bytes)
         self.log_end_offset = offset
+        for entry in aborted:
+            txn_index.append(txn_index.index_path(seg.log_path), entry)
         return AppendResult(first, offset - 1, now_ms if log_append else -1, self.log_start_offset)
 
     def append_as_follower(self, data: bytes | memoryview, batches: list[BatchHeader]) -> None:
@@ -212,15 +233,20 @@ class PartitionLog:
         seg = self.segments[-1]
         position = seg.size
         index = []
+        aborted: list[AbortedTxn] = []
         for b in batches:
             index.append((b.last_offset, position, b.size, b.max_timestamp))
-            self.producer_state.update(b, b.base_offset)
+            entry = self.producer_state.update(b, b.base_offset, control_type(view, b.position) if b.is_control else -1)
+            if entry is not None:
+                aborted.append(entry)
             position += b.size
             if b.partition_leader_epoch >= 0 and (not self.epochs or self.epochs[-1][0] < b.partition_leader_epoch):
                 self.assign_leader_epoch(b.partition_leader_epoch, b.base_offset)
         seg.append([view[batches[0].position : batches[-1].position + batches[-1].size]], index,
                    self.config.index_interval_bytes)
         self.log_end_offset = batches[-1].next_offset
+        for entry in aborted:
+            txn_index.append(txn_index.index_path(seg.log_path), entry)
 
     # -- reading ---------------------------------------------------------------
 
@@ -327,6 +353,10 @@ class PartitionLog:
         self.recovery_point = min(self.recovery_point, self.log_end_offset)
         self.epochs = [(e, s) for e, s in self.epochs if s < self.log_end_offset]
         self._save_epochs()
+        self.producer_state.drop_aborted(from_offset=self.log_end_offset)
+        last = self.segments[-1]
+        txn_index.rewrite(txn_index.index_path(last.log_path),
+                          [a for a in self.producer_state.aborted if a.last_offset >= last.base_offset])
         self._rebuild_producer_state()
 
     def delete_records_before(self, offset: int) -> None:
@@ -343,6 +373,8 @@ class PartitionLog:
             self.segments.pop(0).delete()
             self._bases.pop(0)
             deleted += 1
+        if deleted:
+            self.producer_state.drop_aborted(before=self.segments[0].base_offset)
         return deleted
 
     def replace_segments(self, cleaned: list[tuple[LogSegment, int, Path]]) -> bool:

@@ -10,7 +10,7 @@ import bisect
 import struct
 from dataclasses import dataclass
 
-from odradek.protocol.records import BatchHeader, decode_batch, set_log_append_time
+from odradek.protocol.records import BatchHeader, control_type, decode_batch, set_log_append_time
 from odradek.storage.log import AppendResult, LogConfig, OffsetOutOfRangeError
 from odradek.storage.producer_state import ProducerStateManager
 
@@ -53,7 +53,7 @@ class MemoryPartitionLog:
             _STAMP.pack_into(raw, 0, offset, b.batch_length, self.leader_epoch)
             if log_append:
                 set_log_append_time(raw, now_ms)
-            self.producer_state.update(b, offset)
+            self.producer_state.update(b, offset, control_type(raw) if b.is_control else -1)
             offset += b.last_offset_delta + 1
             self._batches.append(bytes(raw))
             self._last.append(offset - 1)
@@ -103,6 +103,7 @@ class MemoryPartitionLog:
             self._batches.pop(0)
             self._last.pop(0)
             self._max_ts.pop(0)
+        self.producer_state.drop_aborted(before=offset)
 
     def truncate_to(self, offset: int) -> None:
         while self._last and struct.unpack_from(">q", self._batches[-1])[0] >= offset:

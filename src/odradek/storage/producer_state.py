@@ -7,10 +7,17 @@ written twice (DUPLICATE_SEQUENCE_NUMBER handled as success), a gap is
 OUT_OF_ORDER_SEQUENCE_NUMBER and an old epoch INVALID_PRODUCER_EPOCH.
 Snapshots (`NNNNNNNNNNNNNNNNNNNN.snapshot`, named by the log end offset they
 cover) let a restart rebuild the state by scanning only the batches after them.
+
+Transactions (KIP-98) live here too, as in Kafka: the first offset of each
+producer's open transaction (the last stable offset is the smallest of them, capped
+by the high watermark), and the aborted transactions that read_committed fetches
+return so clients drop those records. A control batch (end-transaction marker)
+closes a producer's open transaction.
 """
 
 from __future__ import annotations
 
+import bisect
 import json
 import os
 from collections import deque
@@ -19,7 +26,7 @@ from pathlib import Path
 
 from kio.schema.errors import ErrorCode
 
-from odradek.protocol.records import BatchHeader, InvalidRecordError
+from odradek.protocol.records import CONTROL_ABORT, BatchHeader, InvalidRecordError
 
 MAX_BATCHES = 5
 SEQ_MOD = 2**31
@@ -30,16 +37,29 @@ class ProducerEntry:
     epoch: int
     # (first_seq, last_seq, first_offset, last_offset), oldest first
     batches: deque[tuple[int, int, int, int]] = field(default_factory=lambda: deque(maxlen=MAX_BATCHES))
+    last_timestamp: int = -1  # the max timestamp of its last batch (DescribeProducers)
 
     @property
     def last_seq(self) -> int:
         return self.batches[-1][1] if self.batches else -1
 
 
+@dataclass(frozen=True, slots=True)
+class AbortedTxn:
+    """One entry of the aborted-transaction index (Kafka's AbortedTxn, `.txnindex`)."""
+
+    producer_id: int
+    first_offset: int
+    last_offset: int  # the offset of the ABORT marker
+    last_stable_offset: int
+
+
 class ProducerStateManager:
     def __init__(self, directory: Path | None) -> None:
         self.dir = directory
         self.producers: dict[int, ProducerEntry] = {}
+        self.ongoing: dict[int, int] = {}  # producer id -> first offset of its open transaction
+        self.aborted: list[AbortedTxn] = []  # ordered by last_offset
 
     def check(self, b: BatchHeader) -> tuple[int, int] | None:
         """Before an append: the (first, last) offsets of a duplicate, None for a new batch.
@@ -74,19 +94,60 @@ class ProducerStateManager:
             )
         return None
 
-    def update(self, b: BatchHeader, first_offset: int) -> None:
+    def update(self, b: BatchHeader, first_offset: int, control: int = -1) -> AbortedTxn | None:
+        """After an append of `b` at `first_offset`; `control` is the marker type of a control
+        batch. Returns the aborted-transaction entry an ABORT marker creates."""
         if b.producer_id < 0:
-            return
+            return None
         entry = self.producers.get(b.producer_id)
         if entry is None or b.producer_epoch > entry.epoch:
             entry = self.producers[b.producer_id] = ProducerEntry(b.producer_epoch)
         if b.base_sequence >= 0:
             entry.batches.append((b.base_sequence, b.last_sequence, first_offset,
                                   first_offset + b.last_offset_delta))
+        entry.last_timestamp = b.max_timestamp
+        if not b.is_transactional:
+            return None
+        if not b.is_control:
+            self.ongoing.setdefault(b.producer_id, first_offset)
+            return None
+        began = self.ongoing.pop(b.producer_id, None)
+        if control != CONTROL_ABORT or began is None:
+            return None
+        aborted = AbortedTxn(b.producer_id, began, first_offset, min(self.ongoing.values(), default=first_offset + 1))
+        return aborted if self.add_aborted(aborted) else None
 
     def truncate(self) -> None:
         """After a log truncation the state is rebuilt from the remaining batches."""
         self.producers.clear()
+        self.ongoing.clear()
+
+    # -- transactions ------------------------------------------------------------
+
+    def last_stable_offset(self, high_watermark: int) -> int:
+        """Kafka's LSO: below the first offset of any open transaction, and never past the HW."""
+        if not self.ongoing:
+            return high_watermark
+        return min(high_watermark, min(self.ongoing.values()))
+
+    def add_aborted(self, entry: AbortedTxn) -> bool:
+        if self.aborted and self.aborted[-1].last_offset >= entry.last_offset:
+            return False  # replayed after loading the index: already known
+        self.aborted.append(entry)
+        return True
+
+    def collect_aborted(self, fetch_offset: int, upper: int) -> list[AbortedTxn]:
+        """Aborted transactions overlapping [fetch_offset, upper): what a read_committed fetch returns."""
+        i = bisect.bisect_left(self.aborted, fetch_offset, key=lambda a: a.last_offset)
+        return [a for a in self.aborted[i:] if a.first_offset < upper]
+
+    def drop_aborted(self, *, before: int | None = None, from_offset: int | None = None) -> None:
+        """Forget index entries whose marker is below `before` (deleted segments) or at or
+        after `from_offset` (truncation)."""
+        if before is not None:
+            self.aborted = [a for a in self.aborted if a.last_offset >= before]
+        if from_offset is not None:
+            self.aborted = [a for a in self.aborted if a.last_offset < from_offset]
 
     # -- snapshots ---------------------------------------------------------------
 
@@ -94,7 +155,9 @@ class ProducerStateManager:
         if self.dir is None:
             return
         path = self.dir / f"{offset:020d}.snapshot"
-        payload = {str(pid): {"epoch": e.epoch, "batches": list(e.batches)} for pid, e in self.producers.items()}
+        payload = {str(pid): {"epoch": e.epoch, "batches": list(e.batches), "txn_first": self.ongoing.get(pid),
+                              "ts": e.last_timestamp}
+                   for pid, e in self.producers.items()}
         tmp = path.with_suffix(".tmp")
         tmp.write_text(json.dumps(payload))
         os.replace(tmp, path)
@@ -115,8 +178,10 @@ class ProducerStateManager:
             except (ValueError, OSError):
                 continue
             self.producers = {
-                int(pid): ProducerEntry(v["epoch"], deque((tuple(x) for x in v["batches"]), maxlen=MAX_BATCHES))
+                int(pid): ProducerEntry(v["epoch"], deque((tuple(x) for x in v["batches"]), maxlen=MAX_BATCHES),
+                                        v.get("ts", -1))
                 for pid, v in raw.items()
             }
+            self.ongoing = {int(pid): v["txn_first"] for pid, v in raw.items() if v.get("txn_first") is not None}
             return offset
         return 0

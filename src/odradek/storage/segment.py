@@ -272,7 +272,7 @@ class LogSegment:
 
     def delete(self) -> None:
         self.close()
-        for p in (self.log_path, self.index_path, self.time_index_path):
+        for p in (self.log_path, self.index_path, self.time_index_path, self.log_path.with_suffix(".txnindex")):
             p.unlink(missing_ok=True)
 
 

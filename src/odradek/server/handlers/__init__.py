@@ -18,7 +18,7 @@ from odradek.server.handlers import (
     producer_ids,
     topics,
 )
-from odradek.server.handlers import delete_records, groups, offset_for_leader_epoch, offsets
+from odradek.server.handlers import delete_records, groups, offset_for_leader_epoch, offsets, transactions
 
 ROUTES: dict[int, Route] = {
     0: Route(produce.handle, 3, 11),
@@ -47,4 +47,12 @@ ROUTES: dict[int, Route] = {
     42: Route(groups.delete_groups, 0, 2),
     47: Route(offsets.offset_delete, 0, 0),
     21: Route(delete_records.handle, 0, 2),
+    24: Route(transactions.add_partitions_to_txn, 0, 3),
+    25: Route(transactions.add_offsets_to_txn, 0, 3),
+    26: Route(transactions.end_txn, 0, 3),
+    27: Route(transactions.write_txn_markers, 1, 1),
+    28: Route(transactions.txn_offset_commit, 0, 3),
+    61: Route(transactions.describe_producers, 0, 0),
+    65: Route(transactions.describe_transactions, 0, 0),
+    66: Route(transactions.list_transactions, 0, 1),
 }

@@ -13,7 +13,6 @@ from typing import Any
 from kio.schema.errors import ErrorCode
 
 from odradek.coordinator import GroupCoordinator
-from odradek.coordinator.records import partition_for
 from odradek.protocol.build import timedelta_to_ms
 from odradek.server import app
 from odradek.server.dispatcher import RequestContext
@@ -66,7 +65,11 @@ def _locate(ctx: RequestContext, key: str, key_type: int) -> dict[str, Any]:
             return entry
         leader = broker.leader_of("__consumer_offsets", coord.partition_for(key))
     elif key_type == TRANSACTION_KEY and getattr(broker, "transaction_coordinator", None) is not None:
-        leader = broker.leader_of("__transaction_state", partition_for(key, broker.config.transaction_state_log_num_partitions))
+        txn = broker.transaction_coordinator
+        if not txn.store.ensure_topic():
+            entry.update(error_code=ErrorCode.coordinator_not_available, error_message="__transaction_state is not available")
+            return entry
+        leader = broker.leader_of("__transaction_state", txn.partition_for(key))
     elif key_type == TRANSACTION_KEY:
         entry.update(error_code=ErrorCode.coordinator_not_available, error_message="no transaction coordinator")
         return entry

@@ -29,9 +29,13 @@ async def offset_commit(ctx: RequestContext, request: Any) -> Any:
     ])
 
 
-def _fetch_group(ctx: RequestContext, group_id: str, topics: Any) -> tuple[ErrorCode, list[dict[str, Any]]]:
+def _fetch_group(ctx: RequestContext, group_id: str, topics: Any,
+                 require_stable: bool = False) -> tuple[ErrorCode, list[dict[str, Any]]]:
     wanted = None if topics is None else [(t.name, list(t.partition_indexes)) for t in topics]
-    error, found = coordinator(ctx).fetch_offsets(group_id, wanted)
+    coord = coordinator(ctx)
+    error, found = coord.fetch_offsets(group_id, wanted)
+    # KIP-447: a read_committed consumer waits while a transaction holds offsets of its partitions
+    unstable = coord.unstable_partitions(group_id) if require_stable and error == ErrorCode.none else set()
     entries = []
     for topic, partitions in found:
         entries.append({
@@ -42,7 +46,7 @@ def _fetch_group(ctx: RequestContext, group_id: str, topics: Any) -> tuple[Error
                     "committed_offset": v.offset if v is not None else -1,
                     "committed_leader_epoch": v.leader_epoch if v is not None else -1,
                     "metadata": v.metadata if v is not None else "",
-                    "error_code": error,
+                    "error_code": ErrorCode.unstable_offset_commit if (topic, p) in unstable else error,
                 }
                 for p, v in partitions
             ],
@@ -54,10 +58,10 @@ async def offset_fetch(ctx: RequestContext, request: Any) -> Any:
     if ctx.version >= 8:  # KIP-709: several groups in one request
         groups = []
         for g in request.groups:
-            error, topics = _fetch_group(ctx, g.group_id, g.topics)
+            error, topics = _fetch_group(ctx, g.group_id, g.topics, request.require_stable)
             groups.append({"group_id": g.group_id, "topics": topics, "error_code": error})
         return ctx.respond(groups=groups)
-    error, topics = _fetch_group(ctx, request.group_id, request.topics)
+    error, topics = _fetch_group(ctx, request.group_id, request.topics, getattr(request, "require_stable", False))
     return ctx.respond(topics=topics, error_code=error)
 
 

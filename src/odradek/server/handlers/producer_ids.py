@@ -14,10 +14,9 @@ MAX_EPOCH = 32767
 async def handle(ctx: RequestContext, request: Any) -> Any:
     broker = ctx.broker
     if request.transactional_id is not None:
-        txn = getattr(broker, "transaction_coordinator", None)
-        if txn is None:
-            return ctx.respond(error_code=ErrorCode.coordinator_not_available, producer_id=-1, producer_epoch=-1)
-        return await txn.init_producer_id(ctx, request)
+        from odradek.server.handlers.transactions import init_producer_id
+
+        return await init_producer_id(ctx, request)
     pid = getattr(request, "producer_id", -1)
     epoch = getattr(request, "producer_epoch", -1)
     if pid >= 0 and 0 <= epoch < MAX_EPOCH - 1:

@@ -1,0 +1,402 @@
+"""The transaction coordinator (Kafka's TransactionCoordinator, KIP-98).
+
+Each transactional id belongs to the `__transaction_state` partition
+abs(hashCode(id)) % transaction.state.log.num.partitions; the broker leading that
+partition coordinates it. Every state change is written there before it is
+answered (Kafka's TransactionLogValue), so a restarted coordinator replays the
+topic and finishes what was in flight: a PrepareCommit or PrepareAbort has its
+markers (re)written, an Ongoing transaction is aborted once its
+transaction.timeout.ms has passed, exactly as if the broker had not stopped.
+
+Life of a transaction: InitProducerId (epoch bump; fences an older instance and
+aborts its open transaction) -> AddPartitionsToTxn / AddOffsetsToTxn (Ongoing)
+-> EndTxn: PrepareCommit|PrepareAbort is written, a COMMIT|ABORT marker (control
+batch) goes to every partition of the transaction, then CompleteCommit|
+CompleteAbort. While a transaction is between states, requests for its id get
+CONCURRENT_TRANSACTIONS, as in Kafka; clients retry them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Iterable
+from dataclasses import replace
+from typing import TYPE_CHECKING
+
+from kio.schema.errors import ErrorCode
+
+from odradek.coordinator.records import RecordFormatError, partition_for
+from odradek.coordinator.store import OFFSETS_TOPIC, InternalTopicStore
+from odradek.coordinator.txn_records import TxnMetadata, TxnState, read_txn_key, read_txn_value, txn_key, txn_value
+
+if TYPE_CHECKING:
+    from odradek.server.broker import Broker
+
+log = logging.getLogger("odradek.transactions")
+
+E = ErrorCode
+TRANSACTION_STATE_TOPIC = "__transaction_state"
+MAX_EPOCH = 32767
+MARKER_RETRY_S = 0.2
+REPLICATION_TIMEOUT_S = 30.0
+
+S = TxnState
+COMPLETE = (S.EMPTY, S.COMPLETE_COMMIT, S.COMPLETE_ABORT)
+PREPARING = (S.PREPARE_COMMIT, S.PREPARE_ABORT, S.PREPARE_EPOCH_FENCE)
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+class TxnStore(InternalTopicStore):
+    """__transaction_state (transaction.state.log.num.partitions, ...replication.factor)."""
+
+    topic = TRANSACTION_STATE_TOPIC
+    topic_configs = {"cleanup.policy": "compact", "segment.bytes": "104857600"}
+
+    @property
+    def configured_partitions(self) -> int:
+        return self.broker.config.transaction_state_log_num_partitions
+
+    @property
+    def configured_replication_factor(self) -> int:
+        return self.broker.config.transaction_state_log_replication_factor
+
+
+class TransactionCoordinator:
+    """The transactional ids whose __transaction_state partition this broker leads."""
+
+    def __init__(self, broker: Broker) -> None:
+        self.broker = broker
+        self.config = broker.config
+        self.store = TxnStore(broker)
+        self.txns: dict[str, TxnMetadata] = {}
+        self.busy: set[str] = set()  # ids with a state change being written (Kafka's pendingState)
+        self.loading: set[int] = set()  # partitions being replayed: COORDINATOR_LOAD_IN_PROGRESS
+        self.coordinator_epochs: dict[int, int] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    # -- ownership -------------------------------------------------------------
+
+    def partition_for(self, transactional_id: str) -> int:
+        return partition_for(transactional_id, self.store.num_partitions)
+
+    def owns(self, transactional_id: str) -> bool:
+        return self.broker.leader_of(TRANSACTION_STATE_TOPIC, self.partition_for(transactional_id)) == self.broker.node_id
+
+    def id_error(self, transactional_id: str | None) -> ErrorCode | None:
+        """NOT_COORDINATOR, COORDINATOR_LOAD_IN_PROGRESS or CONCURRENT_TRANSACTIONS before any work."""
+        if not transactional_id:
+            return E.invalid_request
+        if not self.store.ensure_topic():
+            return E.coordinator_not_available
+        if not self.owns(transactional_id):
+            return E.not_coordinator
+        if self.partition_for(transactional_id) in self.loading:
+            return E.coordinator_load_in_progress
+        if transactional_id in self.busy:
+            return E.concurrent_transactions
+        return None
+
+    def _check_producer(self, meta: TxnMetadata | None, producer_id: int, producer_epoch: int,
+                        fenced: ErrorCode) -> ErrorCode | None:
+        if meta is None or meta.producer_id != producer_id:
+            return E.invalid_producer_id_mapping
+        if producer_epoch != meta.producer_epoch:
+            return fenced
+        if meta.state in PREPARING:
+            return E.concurrent_transactions
+        return None
+
+    # -- persistence -----------------------------------------------------------
+
+    async def _persist(self, new: TxnMetadata) -> ErrorCode:
+        """Write the next state of a transaction; it becomes current only once written (and,
+        in cluster mode, replicated), so an answer never runs ahead of the log."""
+        new.last_update_ms = now_ms()
+        error = self.store.write(new.transactional_id, [(txn_key(new.transactional_id), txn_value(new))])
+        if error == E.none:
+            error = await self._replicated(new.transactional_id)
+        if error != E.none:
+            log.warning("could not write the state of transaction %s: %s", new.transactional_id, error.name)
+            return E.not_coordinator if error == E.not_leader_or_follower else error
+        self.txns[new.transactional_id] = new
+        return E.none
+
+    async def _replicated(self, transactional_id: str) -> ErrorCode:
+        wait = getattr(self.broker, "wait_replicated", None)
+        if wait is None:
+            return E.none
+        plog = self.broker.partition_log(TRANSACTION_STATE_TOPIC, self.partition_for(transactional_id))
+        if plog is None:
+            return E.not_coordinator
+        return await wait(plog, plog.log_end_offset, REPLICATION_TIMEOUT_S)
+
+    # -- InitProducerId ----------------------------------------------------------
+
+    async def init_producer_id(self, transactional_id: str, timeout_ms: int, producer_id: int = -1,
+                               producer_epoch: int = -1, fenced: ErrorCode = E.producer_fenced
+                               ) -> tuple[ErrorCode, int, int]:
+        """(error, producer id, epoch): a new id, or the same id with the next epoch."""
+        error = self.id_error(transactional_id)
+        if error is not None:
+            return error, -1, -1
+        if not 0 < timeout_ms <= self.config.transaction_max_timeout_ms:
+            return E.invalid_transaction_timeout, -1, -1
+        meta = self.txns.get(transactional_id)
+        if meta is None:
+            fresh = TxnMetadata(transactional_id, self.broker.allocate_producer_id(), 0, timeout_ms)
+            error = await self._locked(transactional_id, self._persist(fresh))
+            return (error, fresh.producer_id, 0) if error == E.none else (error, -1, -1)
+        if producer_id >= 0 and (producer_id != meta.producer_id
+                                 or producer_epoch not in (meta.producer_epoch, meta.last_producer_epoch)):
+            return fenced, -1, -1  # KIP-360: only the current instance may re-initialize with its id
+        if meta.state in PREPARING:
+            return E.concurrent_transactions, -1, -1
+        if meta.state == S.ONGOING:  # a new instance: fence the old one and abort its transaction
+            error = await self._locked(transactional_id, self._abort_with_fence(meta, "fenced by a new producer"))
+            if error != E.none:
+                return error, -1, -1
+            meta = self.txns[transactional_id]
+            if meta.producer_epoch < MAX_EPOCH - 1:  # the fencing epoch is the new instance's epoch
+                ready = replace(meta, state=S.EMPTY, partitions=set(), timeout_ms=timeout_ms, start_ms=-1)
+                error = await self._locked(transactional_id, self._persist(ready))
+                return (error, ready.producer_id, ready.producer_epoch) if error == E.none else (error, -1, -1)
+        if meta.producer_epoch >= MAX_EPOCH - 1:  # epochs exhausted: a new producer id
+            bumped = replace(meta, producer_id=self.broker.allocate_producer_id(), producer_epoch=0,
+                             last_producer_epoch=-1)
+        else:
+            bumped = replace(meta, producer_epoch=meta.producer_epoch + 1, last_producer_epoch=meta.producer_epoch)
+        bumped = replace(bumped, state=S.EMPTY, partitions=set(), timeout_ms=timeout_ms, start_ms=-1)
+        error = await self._locked(transactional_id, self._persist(bumped))
+        return (error, bumped.producer_id, bumped.producer_epoch) if error == E.none else (error, -1, -1)
+
+    async def _locked(self, transactional_id: str, work: object) -> ErrorCode:
+        self.busy.add(transactional_id)
+        try:
+            return await work  # type: ignore[misc,no-any-return]
+        finally:
+            self.busy.discard(transactional_id)
+
+    # -- AddPartitionsToTxn / AddOffsetsToTxn ------------------------------------------
+
+    async def add_partitions(self, transactional_id: str, producer_id: int, producer_epoch: int,
+                             partitions: list[tuple[str, int]], fenced: ErrorCode = E.producer_fenced
+                             ) -> dict[tuple[str, int], ErrorCode]:
+        """One error per partition; all or none are added, as in Kafka."""
+        error = self.id_error(transactional_id)
+        meta = self.txns.get(transactional_id)
+        if error is None:
+            error = self._check_producer(meta, producer_id, producer_epoch, fenced)
+        if error is not None:
+            return dict.fromkeys(partitions, error)
+        assert meta is not None
+        topics = self.broker.topics()
+        unknown = {(t, p) for t, p in partitions
+                   if t not in topics or not 0 <= p < topics[t].partitions}
+        if unknown:
+            return {tp: E.unknown_topic_or_partition if tp in unknown else E.operation_not_attempted
+                    for tp in partitions}
+        if meta.state == S.ONGOING and set(partitions) <= meta.partitions:
+            return dict.fromkeys(partitions, E.none)
+        start = meta.start_ms if meta.state == S.ONGOING else now_ms()
+        ongoing = replace(meta, state=S.ONGOING, partitions=meta.partitions | set(partitions), start_ms=start)
+        error = await self._locked(transactional_id, self._persist(ongoing))
+        return dict.fromkeys(partitions, error)
+
+    async def add_offsets(self, transactional_id: str, producer_id: int, producer_epoch: int, group_id: str,
+                          fenced: ErrorCode = E.producer_fenced) -> ErrorCode:
+        """The group's __consumer_offsets partition joins the transaction (its TxnOffsetCommit goes there)."""
+        coord = self.broker.coordinator
+        if coord is None or not coord.store.ensure_topic():
+            return E.coordinator_not_available
+        tp = (OFFSETS_TOPIC, coord.partition_for(group_id))
+        return (await self.add_partitions(transactional_id, producer_id, producer_epoch, [tp], fenced))[tp]
+
+    # -- EndTxn ---------------------------------------------------------------------------
+
+    async def end_txn(self, transactional_id: str, producer_id: int, producer_epoch: int, committed: bool,
+                      fenced: ErrorCode = E.producer_fenced) -> ErrorCode:
+        error = self.id_error(transactional_id)
+        meta = self.txns.get(transactional_id)
+        if error is None and meta is not None and meta.producer_id == producer_id \
+                and producer_epoch == meta.producer_epoch:
+            # a retried EndTxn whose first attempt completed: the same outcome is success
+            if meta.state == (S.COMPLETE_COMMIT if committed else S.COMPLETE_ABORT):
+                return E.none
+        if error is None:
+            error = self._check_producer(meta, producer_id, producer_epoch, fenced)
+        if error is not None:
+            return error
+        assert meta is not None
+        if meta.state != S.ONGOING:
+            return E.invalid_txn_state
+        return await self._locked(transactional_id, self._complete(meta, committed, meta.producer_epoch))
+
+    async def _complete(self, meta: TxnMetadata, committed: bool, marker_epoch: int) -> ErrorCode:
+        """Prepare -> markers on every partition -> Complete (Kafka's two-phase end)."""
+        prepared = replace(meta, state=S.PREPARE_COMMIT if committed else S.PREPARE_ABORT,
+                           producer_epoch=marker_epoch)
+        error = await self._persist(prepared)
+        if error != E.none:
+            return error
+        return await self._finish(prepared)
+
+    async def _finish(self, prepared: TxnMetadata) -> ErrorCode:
+        committed = prepared.state == S.PREPARE_COMMIT
+        await self._write_markers(prepared, committed)
+        done = replace(prepared, state=S.COMPLETE_COMMIT if committed else S.COMPLETE_ABORT, partitions=set())
+        error = await self._persist(done)
+        if error == E.none:
+            log.info("transaction %s (producer %d epoch %d) %s over %d partition(s)", prepared.transactional_id,
+                     prepared.producer_id, prepared.producer_epoch, "committed" if committed else "aborted",
+                     len(prepared.partitions))
+        return error
+
+    async def _write_markers(self, meta: TxnMetadata, committed: bool) -> None:
+        """A marker on every partition; retried until each partition's leader took it (Kafka's
+        TransactionMarkerChannelManager), a deleted partition is skipped."""
+        coordinator_epoch = self.coordinator_epochs.get(self.partition_for(meta.transactional_id), 0)
+        pending = sorted(meta.partitions)
+        deadline = time.monotonic() + max(meta.timeout_ms, 30_000) / 1000
+        while pending:
+            errors = await asyncio.gather(*(
+                self.broker.write_txn_marker(t, p, meta.producer_id, meta.producer_epoch, committed, coordinator_epoch)
+                for t, p in pending))
+            retry = [tp for tp, e in zip(pending, errors, strict=True)
+                     if e not in (E.none, E.unknown_topic_or_partition)]
+            if retry and time.monotonic() > deadline:
+                log.warning("transaction %s: markers still not written to %s; will retry on the next load",
+                            meta.transactional_id, retry)
+                raise TimeoutError(f"markers for {meta.transactional_id} not written")
+            if retry:
+                await asyncio.sleep(MARKER_RETRY_S)
+            pending = retry
+
+    async def _abort_with_fence(self, meta: TxnMetadata, why: str) -> ErrorCode:
+        """Bump the epoch and abort with it: the old instance is fenced everywhere its
+        transaction wrote (the markers carry the new epoch)."""
+        log.info("aborting transaction %s of producer %d epoch %d: %s", meta.transactional_id,
+                 meta.producer_id, meta.producer_epoch, why)
+        epoch = meta.producer_epoch + 1 if meta.producer_epoch < MAX_EPOCH - 1 else meta.producer_epoch
+        fencing = replace(meta, producer_epoch=epoch, last_producer_epoch=meta.producer_epoch)
+        return await self._complete(fencing, False, epoch)
+
+    # -- describe ----------------------------------------------------------------------
+
+    def describe(self, transactional_id: str) -> tuple[ErrorCode, TxnMetadata | None]:
+        if not self.store.exists() or not self.owns(transactional_id):
+            return E.not_coordinator, None
+        if self.partition_for(transactional_id) in self.loading:
+            return E.coordinator_load_in_progress, None
+        meta = self.txns.get(transactional_id)
+        return (E.none, meta) if meta is not None else (E.transactional_id_not_found, None)
+
+    def list(self, states: Iterable[str] = (), producer_ids: Iterable[int] = (),
+             min_duration_ms: int = -1) -> list[TxnMetadata]:
+        wanted_states, wanted_pids = set(states), set(producer_ids)
+        now = now_ms()
+        out = []
+        for meta in self.txns.values():
+            if wanted_states and meta.state.value not in wanted_states:
+                continue
+            if wanted_pids and meta.producer_id not in wanted_pids:
+                continue
+            if min_duration_ms >= 0 and (meta.state != S.ONGOING or now - meta.start_ms < min_duration_ms):
+                continue
+            out.append(meta)
+        return sorted(out, key=lambda m: m.transactional_id)
+
+    # -- loading, timeouts, expiry -------------------------------------------------------
+
+    def start(self) -> list[asyncio.Task[None]]:
+        """Load the partitions this broker leads, then abort timed-out transactions periodically."""
+        loop = asyncio.get_running_loop()
+        if self.store.exists():
+            led = [p for p in range(self.store.num_partitions)
+                   if self.broker.leader_of(TRANSACTION_STATE_TOPIC, p) == self.broker.node_id]
+            self.partition_moved_many(led, True)
+        return [loop.create_task(self.run_timeouts())]
+
+    def partition_moved(self, partition: int, is_leader: bool, coordinator_epoch: int = 0) -> None:
+        self.partition_moved_many([partition], is_leader, coordinator_epoch)
+
+    def partition_moved_many(self, partitions: list[int], is_leader: bool, coordinator_epoch: int = 0) -> None:
+        """Leadership of __transaction_state partitions moved: load them, or forget their ids."""
+        if not is_leader:
+            for tid in [t for t in self.txns if self.partition_for(t) in partitions]:
+                del self.txns[tid]
+            self.loading.difference_update(partitions)
+            return
+        for p in partitions:
+            self.coordinator_epochs[p] = coordinator_epoch
+        self.loading.update(partitions)
+        task = asyncio.get_running_loop().create_task(self._load(partitions))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _load(self, partitions: list[int]) -> None:
+        try:
+            loaded: dict[str, TxnMetadata] = {}
+            count = 0
+            for _p, _pid, _control, key, value in self.store.replay_events(partitions):
+                try:
+                    tid = read_txn_key(key)
+                    if value is None:
+                        loaded.pop(tid, None)
+                    else:
+                        loaded[tid] = read_txn_value(tid, value)
+                    count += 1
+                except (RecordFormatError, UnicodeDecodeError) as exc:
+                    log.warning("skipping an unreadable %s record: %s", TRANSACTION_STATE_TOPIC, exc)
+                await asyncio.sleep(0) if count % 1000 == 0 else None
+            self.txns.update(loaded)
+            if loaded:
+                log.info("transaction coordinator: loaded %d transactional id(s) from %s partition(s) %s",
+                         len(loaded), TRANSACTION_STATE_TOPIC, partitions if len(partitions) < 8 else len(partitions))
+        finally:
+            self.loading.difference_update(partitions)
+        for meta in list(loaded.values()):  # finish what the previous coordinator had begun
+            if meta.state in (S.PREPARE_COMMIT, S.PREPARE_ABORT):
+                log.info("transaction %s was %s when the coordinator stopped: completing it",
+                         meta.transactional_id, meta.state.value)
+                await self._safely(meta.transactional_id, self._finish(meta))
+
+    async def _safely(self, transactional_id: str, work: object) -> None:
+        try:
+            await self._locked(transactional_id, work)
+        except Exception as exc:
+            log.warning("transaction %s: %s", transactional_id, exc)
+
+    async def run_timeouts(self) -> None:
+        interval = self.config.transaction_abort_timed_out_transaction_cleanup_interval_ms / 1000
+        while True:
+            await asyncio.sleep(interval)
+            await self.abort_timed_out()
+            await self.expire_ids()
+
+    async def abort_timed_out(self) -> None:
+        """transaction.timeout.ms: an open transaction nobody ended is aborted, its producer fenced."""
+        now = now_ms()
+        for meta in list(self.txns.values()):
+            if meta.state == S.ONGOING and now - meta.start_ms > meta.timeout_ms and meta.transactional_id not in self.busy \
+                    and self.partition_for(meta.transactional_id) not in self.loading:
+                await self._safely(meta.transactional_id, self._abort_with_fence(meta, "transaction.timeout.ms passed"))
+
+    async def expire_ids(self) -> None:
+        """transactional.id.expiration.ms: an id idle that long is forgotten (a tombstone)."""
+        now = now_ms()
+        for meta in list(self.txns.values()):
+            tid = meta.transactional_id
+            if meta.state in COMPLETE and now - meta.last_update_ms > self.config.transactional_id_expiration_ms \
+                    and tid not in self.busy:
+                if self.store.write(tid, [(txn_key(tid), None)]) == E.none:
+                    self.txns.pop(tid, None)
+                    log.info("transactional id %s expired", tid)
+
+    async def stop(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
