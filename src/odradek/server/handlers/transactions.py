@@ -134,7 +134,7 @@ async def describe_transactions(ctx: RequestContext, request: Any) -> Any:
         error, meta = txn.describe(tid)
         if meta is None:
             states.append({"error_code": error, "transactional_id": tid, "transaction_state": "",
-                           "transaction_timeout": 0, "transaction_start_time": -1, "producer_id": -1,
+                           "transaction_timeout": 0, "transaction_start_time": 0, "producer_id": -1,
                            "producer_epoch": -1, "topics": []})
             continue
         states.append({
