@@ -26,6 +26,7 @@ from odradek.cluster.metadata import (
     read_meta_properties,
     validate_topic_name,
 )
+from odradek.cluster.peer import PeerConnection
 from odradek.cluster.replication import ReplicaManager
 from odradek.cluster.topic_config import topic_config_value, validate_topic_configs
 from odradek.cluster.zk import BrokerInfo, LeaderAndIsr, ZkError, ZkMetadataStore
@@ -41,6 +42,7 @@ OFFSETS_TOPIC = "__consumer_offsets"
 INTERNAL_TOPIC_RF = {OFFSETS_TOPIC: "offsets_topic_replication_factor",
                      "__transaction_state": "transaction_state_log_replication_factor"}
 CONTROLLED_SHUTDOWN_WAIT_S = 3.0
+WRITE_TXN_MARKERS_KEY = 27
 
 
 class NotLeaderError(Exception):
@@ -63,6 +65,7 @@ class ClusterBroker(Broker):
         self.closed = False
         self._known_topics: set[str] = set()
         self.nodes: dict[int, Node] = {}
+        self._peers: dict[int, PeerConnection] = {}  # WriteTxnMarkers to other partition leaders
         self.leadership_listeners: list[Callable[[str, int, bool], None]] = [self._coordinator_leadership]
         self._tasks: list[asyncio.Task[Any]] = []
 
@@ -112,6 +115,8 @@ class ClusterBroker(Broker):
             task.cancel()
         self.controller.stop()
         self.store.stop()
+        for peer in self._peers.values():
+            peer.close()
         self.logs.close()
 
     async def controlled_shutdown(self) -> None:
@@ -322,6 +327,29 @@ class ClusterBroker(Broker):
 
     def node_by_id(self, broker_id: int) -> Node | None:
         return self.nodes.get(broker_id)
+
+    async def write_txn_marker(self, topic: str, partition: int, producer_id: int, producer_epoch: int,
+                               committed: bool, coordinator_epoch: int) -> ErrorCode:
+        """Local leader: append (and wait for the ISR); otherwise WriteTxnMarkers to the leader."""
+        if (topic, partition) in self.replicas.leaders:
+            return await super().write_txn_marker(topic, partition, producer_id, producer_epoch, committed,
+                                                  coordinator_epoch)
+        state = self._state(topic, partition)
+        node = self.nodes.get(state.leader) if state is not None else None
+        if node is None or node.node_id == self.node_id:
+            return ErrorCode.not_leader_or_follower
+        peer = self._peers.get(node.node_id)
+        if peer is None or (peer.host, peer.port) != (node.host, node.port):
+            peer = self._peers[node.node_id] = PeerConnection(node.host, node.port, f"broker-{self.node_id}-txn")
+        body = {"markers": [{"producer_id": producer_id, "producer_epoch": producer_epoch,
+                             "transaction_result": committed, "coordinator_epoch": coordinator_epoch,
+                             "topics": [{"name": topic, "partition_indexes": [partition]}]}]}
+        try:
+            resp = await peer.call(WRITE_TXN_MARKERS_KEY, 1, body, timeout=30.0)
+        except (OSError, asyncio.IncompleteReadError, TimeoutError) as exc:
+            log.info("WriteTxnMarkers to broker %d failed: %r", node.node_id, exc)
+            return ErrorCode.not_leader_or_follower
+        return resp.markers[0].topics[0].partitions[0].error_code  # type: ignore[no-any-return]
 
     def append(self, plog: PartitionLog, data: bytes, batches: list[Any]) -> AppendResult:
         """Leader appends only: a follower's log takes the leader's offsets, never its own
