@@ -434,3 +434,53 @@ def test_describe_producers_shows_the_open_transaction(tb: BrokerProcess) -> Non
     assert all(s.current_txn_start_offset == -1 for s in resp.topics[0].partitions[0].active_producers)
     admin = AdminClient({"bootstrap.servers": tb.bootstrap})
     assert topic in admin.list_topics(timeout=10).topics
+
+
+def test_restarted_coordinator_completes_a_prepared_commit(broker_factory: Any) -> None:
+    """The crash image of a coordinator that died after writing PrepareCommit and before its
+    markers: on load it writes the COMMIT markers and read_committed consumers see the records."""
+    from odradek.coordinator.records import partition_for
+    from odradek.coordinator.store import encode_batch
+    from odradek.coordinator.txn_records import TxnMetadata, TxnState, txn_key, txn_value
+    from odradek.protocol.records import scan_batches
+    from odradek.storage.log import LogConfig, PartitionLog
+
+    b = broker_factory(env=ENV)
+    topic, tid = unique("prepared"), unique("tid")
+    create_topic(b.bootstrap, topic)
+    p = txn_producer(b.bootstrap, tid)
+    p.begin_transaction()
+    for i in range(5):
+        p.produce(topic, value=b"p%d" % i)
+    p.flush(10)
+    ongoing = call(b, 65, 0, transactional_ids=[tid]).transaction_states[0]
+    assert ongoing.transaction_state == "Ongoing"
+    b.kill()
+    now = int(time.time() * 1000)
+    prepared = TxnMetadata(tid, ongoing.producer_id, ongoing.producer_epoch, 60000, TxnState.PREPARE_COMMIT,
+                           {(topic, 0)}, now, now - 100)
+    part = partition_for(tid, 3)
+    plog = PartitionLog.open(Path(b.data_dir) / f"__transaction_state-{part}", "__transaction_state", part,
+                             LogConfig(), clean_shutdown=False)
+    data = encode_batch([(txn_key(tid), txn_value(prepared))], now)
+    plog.append(data, scan_batches(data)[0], now_ms=now)
+    plog.close()
+    b.start()
+    deadline = time.monotonic() + 20
+    while values(read_to_end(b.bootstrap, topic, 1, "read_committed")) != [b"p%d" % i for i in range(5)]:
+        assert time.monotonic() < deadline, "the prepared commit was never completed"
+        time.sleep(0.2)
+    assert call(b, 65, 0, transactional_ids=[tid]).transaction_states[0].transaction_state == "CompleteCommit"
+
+
+def test_embedded_memory_broker_supports_transactions() -> None:
+    from odradek.testing import Broker
+
+    with Broker(storage="memory") as broker:
+        create_topic(broker.bootstrap_servers, "mem-txn")
+        p = txn_producer(broker.bootstrap_servers, "mem-tid")
+        for commit in (True, False, True):
+            p.begin_transaction()
+            p.produce("mem-txn", value=b"c" if commit else b"a")
+            p.commit_transaction(30) if commit else p.abort_transaction(30)
+        assert values(read_to_end(broker.bootstrap_servers, "mem-txn", 1, "read_committed")) == [b"c", b"c"]
