@@ -4,17 +4,20 @@ Kafka handles one request per connection at a time and answers in order
 (the network layer mutes a channel while a request is in flight); pipelined
 requests wait in a short queue. Reading pauses when that queue is long or the
 socket's send buffer is full, so one client cannot make the broker's memory grow.
+Fetch responses may carry file slices, which go out with os.sendfile.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import struct
 from collections import deque
 from typing import TYPE_CHECKING
 
 from odradek.server.dispatcher import CloseConnection
+from odradek.storage.segment import FileSlice
 
 if TYPE_CHECKING:
     from odradek.server.dispatcher import Dispatcher
@@ -114,6 +117,66 @@ class Connection(asyncio.Protocol):
                 self.transport.write(response)
                 if not self._can_write.is_set():
                     await self._can_write.wait()
+
+    async def send_parts(self, parts: list[bytes | FileSlice]) -> None:
+        """Write one response made of bytes and file slices, in order.
+
+        sendfile writes to the socket beneath the transport, so before each slice the
+        transport's own buffer must be empty; the waits for a writable socket use a
+        duplicate of its descriptor (the transport keeps its own registration).
+        """
+        transport = self.transport
+        sock_fd = -1
+        try:
+            if self._closed or transport is None:
+                return
+            sock_fd = os.dup(transport.get_extra_info("socket").fileno())
+            for part in parts:
+                if isinstance(part, FileSlice):
+                    while transport.get_write_buffer_size() and not self._closed:
+                        await self._writable(sock_fd)
+                    await self._sendfile(sock_fd, part)
+                elif not self._closed:
+                    transport.write(part)
+        except (ConnectionError, OSError) as exc:
+            self.close(None if isinstance(exc, ConnectionError) else f"sending a fetch response failed: {exc}")
+        finally:
+            if sock_fd >= 0:
+                os.close(sock_fd)
+            for part in parts:
+                if isinstance(part, FileSlice):
+                    part.close()
+        if not self._can_write.is_set():
+            await self._can_write.wait()
+
+    async def _sendfile(self, sock_fd: int, part: FileSlice) -> None:
+        offset, remaining = part.position, part.size
+        while remaining:
+            if self._closed:
+                raise ConnectionResetError("the connection closed while sending")
+            try:
+                sent = os.sendfile(sock_fd, part.fd, offset, remaining)
+            except BlockingIOError:
+                await self._writable(sock_fd)
+                continue
+            if sent == 0:  # the segment was truncated after the fetch was read
+                raise OSError(f"segment file ended {remaining} bytes short of the fetched slice")
+            offset += sent
+            remaining -= sent
+
+    async def _writable(self, sock_fd: int) -> None:
+        loop = asyncio.get_running_loop()
+        ready: asyncio.Future[None] = loop.create_future()
+
+        def wake() -> None:
+            if not ready.done():
+                ready.set_result(None)
+
+        loop.add_writer(sock_fd, wake)
+        try:
+            await ready
+        finally:
+            loop.remove_writer(sock_fd)
 
     @property
     def worker(self) -> asyncio.Task[None] | None:

@@ -30,6 +30,38 @@ def segment_name(base_offset: int) -> str:
     return f"{base_offset:020d}"
 
 
+class FileSlice:
+    """`size` bytes of whole batches at `position` of a segment file, for sendfile.
+
+    A fetch response can wait in a connection's queue after the fetch was read, and
+    meanwhile retention, compaction or truncation may close the segment (its
+    descriptor number could then be reused by another file). The slice therefore
+    holds its own duplicate of the descriptor, closed when sent or dropped.
+    """
+
+    __slots__ = ("fd", "position", "size")
+
+    def __init__(self, fd: int, position: int, size: int) -> None:
+        self.fd = os.dup(fd)
+        self.position = position
+        self.size = size
+
+    def __len__(self) -> int:
+        return self.size
+
+    def read(self) -> bytes:
+        """The bytes themselves, for paths that cannot use sendfile."""
+        return os.pread(self.fd, self.size, self.position)
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+    def __del__(self) -> None:
+        self.close()
+
+
 class LogSegment:
     def __init__(self, directory: Path, base_offset: int, created_ms: int) -> None:
         self.dir = directory
@@ -232,6 +264,50 @@ class LogSegment:
                 return os.pread(self.fd, h.size, pos)
             return b""
         return data if end == n else data[:end]
+
+    def read_slice(self, pos: int, max_bytes: int, max_offset: int | None, min_one: bool,
+                   min_slice: int) -> bytes | FileSlice:
+        """What `read` returns, as a FileSlice when it is at least `min_slice` bytes.
+
+        The end is found without reading the records: batches before `max_offset`
+        end where the batch holding it starts (or ends, when it straddles), the
+        offset index jumps to the last indexed batch inside the limit, and only the
+        few headers after that one are read.
+        """
+        limit = min(pos + max(max_bytes, 0), self.size)
+        if max_offset is not None and max_offset < self.next_offset:
+            at = self.position_of(max_offset)
+            h = self.header_at(at) if at is not None else None
+            if at is not None and h is not None:
+                limit = min(limit, at + h.size if h.base_offset < max_offset else at)
+        i = bisect.bisect_right(self.index_positions, limit) - 1
+        start = self.index_positions[i] if i >= 0 and self.index_positions[i] > pos else pos
+        end = self._whole_batches_end(start, limit)
+        if end == pos and min_one and pos < self.size:  # KIP-74: the first batch whole
+            h = self.header_at(pos)
+            if h is not None and (max_offset is None or h.base_offset < max_offset):
+                end = pos + h.size
+        if end <= pos:
+            return b""
+        if end - pos < min_slice:
+            return os.pread(self.fd, end - pos, pos)
+        return FileSlice(self.fd, pos, end - pos)
+
+    def _whole_batches_end(self, start: int, limit: int) -> int:
+        """The end of the last whole batch between `start` (a batch start) and `limit`."""
+        end = start
+        while limit - end >= 12:
+            chunk = os.pread(self.fd, min(limit - end, 64 * 1024), end)
+            off = 0
+            while len(chunk) - off >= 12:
+                _, length = _BASE_AND_LENGTH.unpack_from(chunk, off)
+                if length <= 0 or end + off + 12 + length > limit:
+                    return end + off
+                off += 12 + length  # may pass the chunk's end: a batch longer than the chunk
+            if off == 0:
+                return end
+            end += off
+        return end
 
     def timestamp_lookup(self, timestamp: int) -> int:
         """A file position at or before the first batch whose max timestamp >= timestamp."""

@@ -5,23 +5,53 @@ when it is larger than the limits (KIP-74), max_bytes caps the response and
 partition_max_bytes each partition; consumers read below the high watermark,
 followers (replica_id >= 0) up to the log end; when fewer than min_bytes are
 ready the request waits, up to max_wait, for an append to one of its partitions.
+
+Records of file storage leave as file slices: the response frame is encoded by
+kio around a placeholder, and the connection sends the slices with sendfile
+(DESIGN.md, Fetch), so the records are never copied through Python.
 """
 
 from __future__ import annotations
 
+import bisect
+import os
+import struct
 import time
 from typing import Any
 
 from kio.schema.errors import ErrorCode
 
 from odradek.protocol.build import timedelta_to_ms
+from odradek.protocol.framing import encode_response
 from odradek.server.dispatcher import RequestContext
-from odradek.storage.log import OffsetOutOfRangeError
+from odradek.storage.log import OffsetOutOfRangeError, PartitionLog
+from odradek.storage.segment import FileSlice
 
 READ_COMMITTED = 1
+# Below this a copy costs less than a duplicated descriptor and a drained socket buffer.
+SENDFILE_MIN_BYTES = 64 * 1024
+_INT32 = struct.Struct(">i")
 
 
-def _read_all(ctx: RequestContext, request: Any) -> tuple[list[dict[str, Any]], int]:
+def _read(plog: Any, offset: int, limit: int, max_offset: int | None, min_one: bool,
+          slices: bool) -> bytes | FileSlice:
+    """PartitionLog.read's rules; a file log answers with a FileSlice when `slices`."""
+    if not slices or not isinstance(plog, PartitionLog):
+        return plog.read(offset, limit, max_offset=max_offset, min_one=min_one)  # type: ignore[no-any-return]
+    if offset < plog.log_start_offset or offset > plog.log_end_offset:
+        raise OffsetOutOfRangeError(f"offset {offset} is outside [{plog.log_start_offset}, {plog.log_end_offset}]")
+    if offset == plog.log_end_offset or (max_offset is not None and offset >= max_offset):
+        return b""
+    segments = plog.segments
+    i = max(bisect.bisect_right(segments, offset, key=lambda s: s.base_offset) - 1, 0)
+    for seg in segments[i:]:
+        pos = seg.position_of(offset)
+        if pos is not None:
+            return seg.read_slice(pos, limit, max_offset, min_one, SENDFILE_MIN_BYTES)
+    return b""  # the offset fell in a gap (compaction) or at a segment's end
+
+
+def _read_all(ctx: RequestContext, request: Any, slices: bool) -> tuple[list[dict[str, Any]], int]:
     broker = ctx.broker
     is_follower = request.replica_id >= 0 if hasattr(request, "replica_id") else False
     read_committed = getattr(request, "isolation_level", 0) == READ_COMMITTED
@@ -57,7 +87,7 @@ def _read_all(ctx: RequestContext, request: Any) -> tuple[list[dict[str, Any]], 
             limit = min(p.partition_max_bytes, budget - total) if budget > total else 0
             max_offset = None if is_follower else (lso if read_committed else hw)
             try:
-                data = plog.read(p.fetch_offset, limit, max_offset=max_offset, min_one=total == 0) if (limit > 0 or total == 0) else b""
+                data = _read(plog, p.fetch_offset, limit, max_offset, total == 0, slices) if (limit > 0 or total == 0) else b""
             except OffsetOutOfRangeError:
                 entry["error_code"] = ErrorCode.offset_out_of_range
                 partitions.append(entry)
@@ -74,7 +104,9 @@ def _read_all(ctx: RequestContext, request: Any) -> tuple[list[dict[str, Any]], 
 
 async def handle(ctx: RequestContext, request: Any) -> Any:
     deadline = time.monotonic() + timedelta_to_ms(request.max_wait) / 1000.0
-    responses, total = _read_all(ctx, request)
+    # Fault injection rewrites the response entity, so it gets the records as bytes.
+    slices = ctx.connection is not None and ctx.broker.faults is None
+    responses, total = _read_all(ctx, request, slices)
     watched = [(t.topic, p.partition) for t in request.topics for p in t.partitions]
     while total < request.min_bytes and watched:
         remaining = deadline - time.monotonic()
@@ -85,5 +117,60 @@ async def handle(ctx: RequestContext, request: Any) -> Any:
         await ctx.broker.purgatory.wait(watched, remaining)
         if ctx.connection is not None and ctx.connection.is_closed:
             return None
-        responses, total = _read_all(ctx, request)
-    return ctx.respond(error_code=ErrorCode.none, session_id=0, responses=responses)
+        responses, total = _read_all(ctx, request, slices)
+    found = [p for t in responses for p in t["partitions"] if isinstance(p["records"], FileSlice)]
+    if not found:
+        return ctx.respond(error_code=ErrorCode.none, session_id=0, responses=responses)
+    assert ctx.connection is not None
+    parts = _frame_around_slices(ctx, responses, found)
+    await ctx.connection.send_parts(parts)
+    return None  # already sent, in order: the connection handles one request at a time
+
+
+def _frame_around_slices(ctx: RequestContext, responses: list[dict[str, Any]],
+                         found: list[dict[str, Any]]) -> list[bytes | FileSlice]:
+    """The response frame as bytes pieces and the file slices between them.
+
+    kio encodes the response with a random 16-byte placeholder for each slice;
+    each placeholder and its length prefix are then replaced by the slice's
+    length prefix and the slice itself, and the frame's size is corrected.
+    """
+    slices: list[FileSlice] = []
+    tokens: list[bytes] = []
+    for p in found:
+        slices.append(p["records"])
+        tokens.append(os.urandom(16))
+        p["records"] = tokens[-1]
+    response = ctx.respond(error_code=ErrorCode.none, session_id=0, responses=responses)
+    frame = encode_response(ctx.header.correlation_id, response)
+    flexible = bool(response.__flexible__)
+    placeholder_prefix = _length_prefix(16, flexible)
+    parts: list[bytes | FileSlice] = []
+    start = 4  # the size prefix is rewritten below
+    size = len(frame) - 4
+    for token, sl in zip(tokens, slices, strict=True):
+        at = frame.index(token, start)
+        before = at - len(placeholder_prefix)
+        if frame[before:at] != placeholder_prefix:
+            raise AssertionError("fetch response: a records placeholder is not where kio wrote it")
+        prefix = _length_prefix(sl.size, flexible)
+        parts.append(frame[start:before] + prefix)
+        parts.append(sl)
+        size += len(prefix) + sl.size - len(placeholder_prefix) - 16
+        start = at + 16
+    parts.append(frame[start:])
+    parts[0] = _INT32.pack(size) + parts[0]  # type: ignore[operator]
+    return parts
+
+
+def _length_prefix(n: int, flexible: bool) -> bytes:
+    """Kafka's length of nullable bytes: int32, or an unsigned varint of n + 1 (KIP-482)."""
+    if not flexible:
+        return _INT32.pack(n)
+    n += 1
+    out = bytearray()
+    while n >= 0x80:
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
