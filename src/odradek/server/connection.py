@@ -128,9 +128,10 @@ class Connection(asyncio.Protocol):
         transport = self.transport
         sock_fd = -1
         try:
-            if self._closed or transport is None:
+            sock = transport.get_extra_info("socket") if transport is not None else None
+            if self._closed or transport is None or sock is None or transport.is_closing():
                 return
-            sock_fd = os.dup(transport.get_extra_info("socket").fileno())
+            sock_fd = os.dup(sock.fileno())
             for part in parts:
                 if isinstance(part, FileSlice):
                     while transport.get_write_buffer_size() and not self._closed:
