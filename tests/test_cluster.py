@@ -421,8 +421,14 @@ def test_consumer_group_offsets_survive_coordinator_death(cluster_factory: Any) 
     c.commit(message=got[-1], asynchronous=False)
     coordinator = _coordinator_of(cluster, group)
     c.close()
-    cluster.wait_for("the offsets partition fully replicated", lambda: _offsets_isr_full(cluster, group))
+    # odradek answers OffsetCommit once the coordinator appended the record, before its followers
+    # fetched it (Kafka waits for the ISR, offsets.commit.required.acks=-1); so wait until the
+    # record is below the high watermark, i.e. on every in-sync replica, before the SIGKILL.
+    cluster.wait_for("the commit replicated to every in-sync replica",
+                     lambda: _commit_replicated(cluster, group, topic, 40), timeout=60)
     cluster.by_id(coordinator).kill()
+    cluster.wait_for("the new coordinator serving the committed offset",
+                     lambda: _committed_offset(cluster, group, topic, not_from=coordinator) == 40, timeout=60)
     c2 = consumer()
     first = None
     deadline = time.monotonic() + 60
@@ -441,6 +447,45 @@ def _coordinator_of(cluster: Cluster, group: str) -> int:
     return int(futures[group].result(10).coordinator.id)
 
 
-def _offsets_isr_full(cluster: Cluster, group: str) -> bool:
+def _committed_offset(cluster: Cluster, group: str, topic: str, not_from: int) -> int | None:
+    """The group's committed offset of topic-0 as OffsetFetch returns it, once a broker
+    other than `not_from` coordinates the group (None before)."""
+    from confluent_kafka import ConsumerGroupTopicPartitions
+
+    if _coordinator_of(cluster, group) == not_from:
+        return None
+    request = ConsumerGroupTopicPartitions(group, [TopicPartition(topic, 0)])
+    result = cluster.admin().list_consumer_group_offsets([request], request_timeout=10)[group].result(10)
+    return next((tp.offset for tp in result.topic_partitions if tp.topic == topic and tp.partition == 0), None)
+
+
+def _commit_replicated(cluster: Cluster, group: str, topic: str, offset: int, timeout: float = 10.0) -> bool:
+    """The OffsetCommit record of group/topic-0 at `offset` is readable from __consumer_offsets.
+
+    Consumers read only below the high watermark, the offset every in-sync replica has.
+    Keys are version 0/1 (group, topic, partition), values start with version and offset.
+    """
+    import struct
+
     md = cluster.metadata("__consumer_offsets")
-    return all(len(p.isrs) == 3 for p in md.topics["__consumer_offsets"].partitions.values())
+    c = Consumer({"bootstrap.servers": cluster.bootstrap, "group.id": unique("peek"), "enable.auto.commit": False,
+                  "enable.partition.eof": True, "fetch.wait.max.ms": 100})
+    parts = list(md.topics["__consumer_offsets"].partitions)
+    c.assign([TopicPartition("__consumer_offsets", p, 0) for p in parts])
+    want = struct.pack(">h", len(group)) + group.encode() + struct.pack(">h", len(topic)) + topic.encode() + \
+        struct.pack(">i", 0)
+    eof: set[int] = set()
+    try:
+        deadline = time.monotonic() + timeout
+        while len(eof) < len(parts) and time.monotonic() < deadline:
+            for m in c.consume(1000, 0.5):
+                if m.error():
+                    if m.error().code() == KafkaError._PARTITION_EOF:
+                        eof.add(m.partition())
+                    continue
+                key, value = m.key() or b"", m.value()
+                if key[2:] == want and value is not None and struct.unpack_from(">q", value, 2)[0] == offset:
+                    return True
+    finally:
+        c.close()
+    return False
