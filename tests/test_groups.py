@@ -122,6 +122,17 @@ def stable_split(members: list[GroupMember], partitions: int) -> bool:
     return len(union) == partitions and sum(len(o) for o in owned) == partitions
 
 
+def stable_assignment(bootstrap: str, group: str) -> list[set[int]] | None:
+    """The members' partitions as DescribeGroups reports them once the group is Stable, else None."""
+    from confluent_kafka import ConsumerGroupState
+
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    desc = admin.describe_consumer_groups([group], request_timeout=10)[group].result(10)
+    if desc.state != ConsumerGroupState.STABLE:
+        return None
+    return sorted(({tp.partition for tp in m.assignment.topic_partitions} for m in desc.members), key=sorted)
+
+
 # -- queue and publish-subscribe -------------------------------------------------------
 
 
@@ -278,9 +289,14 @@ def test_kafka_python_consumers_share_a_group(gb: BrokerProcess) -> None:
     stop = threading.Event()
 
     def run(i: int) -> None:
-        c = KafkaConsumer(topic, bootstrap_servers=gb.bootstrap, group_id=group, auto_offset_reset="earliest",
+        c = KafkaConsumer(bootstrap_servers=gb.bootstrap, group_id=group, auto_offset_reset="earliest",
                           enable_auto_commit=True, auto_commit_interval_ms=200, session_timeout_ms=6000,
                           heartbeat_interval_ms=500)
+        # Know the topic's partitions before joining: a kafka-python 3.0 leader that assigned without
+        # them rejoins when they arrive, and if that rejoin outlasts one poll() it never re-enables
+        # its heartbeat (the broker then rightly drops it after session.timeout.ms).
+        assert c.partitions_for_topic(topic) == {0, 1, 2, 3}
+        c.subscribe([topic])
         while not stop.is_set():
             for tp, msgs in c.poll(100, max_records=500).items():
                 got[i].extend(int(m.value) for m in msgs)
@@ -291,7 +307,9 @@ def test_kafka_python_consumers_share_a_group(gb: BrokerProcess) -> None:
     for t in threads:
         t.start()
     try:
-        wait_until(lambda: [len(o) for o in owned] == [2, 2] and not owned[0] & owned[1], 40, "a 2/2 split")
+        wait_until(lambda: stable_assignment(gb.bootstrap, group) == sorted(owned, key=sorted)
+                   and [len(o) for o in owned] == [2, 2] and not owned[0] & owned[1], 60,
+                   "a Stable group whose 2/2 split both consumers hold")
         produce(gb.bootstrap, topic, 4000, 4, start=4000)
         wait_until(lambda: set(got[0]) | set(got[1]) == set(range(8000)), 30, "every record")
     finally:
