@@ -101,19 +101,11 @@ class OffsetsMixin:
             return E.illegal_generation
         return None
 
-    def commit(self, group_id: str, generation: int, member_id: str, instance_id: str | None,
-               commits: list[Commit]) -> list[ErrorCode]:
-        """One error per commit, in order."""
-        error = self.group_error(group_id)
-        group = self.groups.get(group_id)
-        if error is None:
-            error = self._validate_commit(group, generation, member_id, instance_id)
-        if error is not None:
-            return [error] * len(commits)
+    def _accept(self, commits: list[Commit], now: int) -> tuple[list[ErrorCode], list[tuple[Commit, OffsetValue]]]:
+        """Per commit: the partition must exist and the metadata fit offset.metadata.max.bytes."""
         topics = self.broker.topics()
         results: list[ErrorCode] = []
         accepted: list[tuple[Commit, OffsetValue]] = []
-        now = _now_ms()
         for c in commits:
             topic = topics.get(c.topic)
             if topic is None or not 0 <= c.partition < topic.partitions:
@@ -123,6 +115,19 @@ class OffsetsMixin:
             else:
                 results.append(E.none)
                 accepted.append((c, OffsetValue(c.offset, c.leader_epoch, c.metadata or "", now)))
+        return results, accepted
+
+    def commit(self, group_id: str, generation: int, member_id: str, instance_id: str | None,
+               commits: list[Commit]) -> list[ErrorCode]:
+        """One error per commit, in order."""
+        error = self.group_error(group_id)
+        group = self.groups.get(group_id)
+        if error is None:
+            error = self._validate_commit(group, generation, member_id, instance_id)
+        if error is not None:
+            return [error] * len(commits)
+        now = _now_ms()
+        results, accepted = self._accept(commits, now)
         if not accepted:
             return results
         written = self.store.write(
@@ -157,19 +162,8 @@ class OffsetsMixin:
                 error = E.illegal_generation
         if error is not None:
             return [error] * len(commits)
-        topics = self.broker.topics()
-        results: list[ErrorCode] = []
-        accepted: list[tuple[Commit, OffsetValue]] = []
         now = _now_ms()
-        for c in commits:
-            topic = topics.get(c.topic)
-            if topic is None or not 0 <= c.partition < topic.partitions:
-                results.append(E.unknown_topic_or_partition)
-            elif c.metadata is not None and len(c.metadata.encode()) > OFFSET_METADATA_MAX_BYTES:
-                results.append(E.offset_metadata_too_large)
-            else:
-                results.append(E.none)
-                accepted.append((c, OffsetValue(c.offset, c.leader_epoch, c.metadata or "", now)))
+        results, accepted = self._accept(commits, now)
         if not accepted:
             return results
         written = self.store.write(
