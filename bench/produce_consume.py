@@ -94,6 +94,17 @@ CONSUMER_SETTINGS: dict[str, object] = {
 }
 
 
+def produce_all(producer: Producer, topic: str, payload: bytes, count: int) -> None:
+    """Produce count records as fast as the client takes them, waiting only while its queue is full."""
+    produce = producer.produce
+    for _ in range(count):
+        try:
+            produce(topic, payload)
+        except BufferError:
+            producer.poll(0.005)
+            produce(topic, payload)
+
+
 def run_clients(conf: dict[str, object], topic: str, n: int, size: int, create: bool,
                 batch: int) -> tuple[float, float]:
     if create:
@@ -103,13 +114,7 @@ def run_clients(conf: dict[str, object], topic: str, n: int, size: int, create: 
     producer = Producer({**conf, "acks": 1, "linger.ms": 5, "batch.size": 1_000_000,
                          "queue.buffering.max.messages": 2_000_000, "queue.buffering.max.kbytes": 2_000_000})
     t0 = time.perf_counter()
-    produce = producer.produce
-    for _ in range(n):
-        try:
-            produce(topic, payload)
-        except BufferError:
-            producer.poll(0.005)
-            produce(topic, payload)
+    produce_all(producer, topic, payload, n)
     remaining = producer.flush(120)
     produce_s = time.perf_counter() - t0
     assert remaining == 0, f"{remaining} messages not delivered"
@@ -142,15 +147,19 @@ def bench_mock(n: int, size: int) -> Result:
                          "queue.buffering.max.messages": 2_000_000, "queue.buffering.max.kbytes": 2_000_000})
     payload = b"x" * size
     t0 = time.perf_counter()
-    for _ in range(n):
-        try:
-            producer.produce("bench", payload)
-        except BufferError:
-            producer.poll(0.005)
-            producer.produce("bench", payload)
+    produce_all(producer, "bench", payload, n)
     assert producer.flush(120) == 0
     produce_s = time.perf_counter() - t0
     return Result("client alone (mock)", produce_s, float("nan"), n, size)
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM, then SIGKILL if the broker has not exited within 15 s."""
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
 
 
 def bench_server(name: str, cmd: list[str], port: int, n: int, size: int, batch: int,
@@ -163,11 +172,7 @@ def bench_server(name: str, cmd: list[str], port: int, n: int, size: int, batch:
         cpu = proc_cpu_seconds(proc.pid)
         rss = proc_peak_rss_mb(proc.pid)
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop(proc)
     return Result(name, produce_s, consume_s, n, size, cpu, rss)
 
 
