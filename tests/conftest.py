@@ -40,6 +40,17 @@ def wait_for_port(port: int, timeout: float = 15.0, proc: subprocess.Popen[bytes
     raise TimeoutError(f"nothing listens on 127.0.0.1:{port} after {timeout} s")
 
 
+def recv_exact(s: socket.socket, n: int) -> bytes:
+    """Exactly n bytes from a raw socket (tests that speak the wire protocol by hand)."""
+    data = b""
+    while len(data) < n:
+        chunk = s.recv(n - len(data))
+        if not chunk:
+            raise ConnectionError("closed by broker")
+        data += chunk
+    return data
+
+
 class BrokerProcess:
     """An `odradek serve` subprocess with its own data dir and port."""
 

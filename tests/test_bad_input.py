@@ -11,7 +11,7 @@ from confluent_kafka import Producer
 from kio.schema.errors import ErrorCode
 from kio.static.primitive import Records
 
-from conftest import BrokerProcess, unique
+from conftest import BrokerProcess, recv_exact, unique
 from odradek.protocol.build import build
 from odradek.protocol.framing import decode_response, encode_request, request_type
 from test_clients import consume_ck, create_topic, produce_ck
@@ -24,16 +24,6 @@ def roundtrip(bootstrap: str, api_key: int, version: int, body: object, *, raw: 
         size = struct.unpack(">i", recv_exact(s, 4))[0]
         frame = recv_exact(s, size)
     return decode_response(frame, api_key, version)[1]
-
-
-def recv_exact(s: socket.socket, n: int) -> bytes:
-    data = b""
-    while len(data) < n:
-        chunk = s.recv(n - len(data))
-        if not chunk:
-            raise ConnectionError("closed by broker")
-        data += chunk
-    return data
 
 
 def valid_batch() -> bytes:

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 from confluent_kafka import ConsumerGroupTopicPartitions, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
-from conftest import BrokerProcess, unique
+from conftest import BrokerProcess, recv_exact, unique
 from kio.schema.errors import ErrorCode as E
 
 from odradek.protocol.build import build
@@ -41,18 +41,8 @@ def call(b: BrokerProcess, api_key: int, version: int, **body: Any) -> Any:
     host, port = b.bootstrap.split(":")
     with socket.create_connection((host, int(port)), timeout=15) as s:
         s.sendall(encode_request(api_key, version, 7, build(request_type(api_key, version), body)))
-        size = struct.unpack(">i", _recv(s, 4))[0]
-        return decode_response(_recv(s, size), api_key, version)[1]
-
-
-def _recv(s: socket.socket, n: int) -> bytes:
-    data = b""
-    while len(data) < n:
-        chunk = s.recv(n - len(data))
-        if not chunk:
-            raise ConnectionError("closed by broker")
-        data += chunk
-    return data
+        size = struct.unpack(">i", recv_exact(s, 4))[0]
+        return decode_response(recv_exact(s, size), api_key, version)[1]
 
 
 def subscription(*topics: str) -> bytes:
