@@ -97,6 +97,6 @@ def test_mistakes_are_one_sentence(broker: BrokerProcess) -> None:
 
 def test_every_command_has_working_help() -> None:
     for cmd in (["serve"], ["topic", "create"], ["produce"], ["consume"], ["health"], ["demo"], ["group", "describe"],
-                ["cluster", "up"], ["deploy", "gke"]):
+                ["txn", "list"], ["txn", "describe"], ["cluster", "up"], ["deploy", "gke"]):
         out = odradek(*cmd, "--help")
         assert out.returncode == 0 and "Traceback" not in out.stderr, (cmd, out.stderr)

@@ -15,6 +15,7 @@ from odradek.cli.io import consume, health, produce
 from odradek.cli.topic import topic_app
 from odradek.cli.deploy import deploy_app
 from odradek.cli.group import group_app
+from odradek.cli.txn import txn_app
 
 app = typer.Typer(no_args_is_help=True, help="odradek: a Kafka-compatible streaming platform.",
                   pretty_exceptions_enable=False)
@@ -63,6 +64,7 @@ app.command()(consume)
 app.command()(health)
 app.command()(demo)
 app.add_typer(group_app, name="group", help="Consumer groups: list, describe (lag), delete, reset offsets.")
+app.add_typer(txn_app, name="txn", help="Transactions: list, describe (like kafka-transactions.sh).")
 app.add_typer(cluster_app, name="cluster", help="A local cluster: up, down, info.")
 app.add_typer(deploy_app, name="deploy")
 
