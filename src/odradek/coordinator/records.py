@@ -10,6 +10,7 @@ Schemas: group-coordinator/src/main/resources/common/message/*.json in Kafka.
 
 from __future__ import annotations
 
+import functools
 import io
 import struct
 from dataclasses import dataclass, field
@@ -236,8 +237,10 @@ def java_string_hash(value: str) -> int:
     return h - (1 << 32) if h >= 1 << 31 else h
 
 
+@functools.lru_cache(maxsize=65536)
 def partition_for(group_id: str, num_partitions: int) -> int:
-    """Kafka's Utils.abs(groupId.hashCode) % offsets.topic.num.partitions."""
+    """Kafka's Utils.abs(groupId.hashCode) % offsets.topic.num.partitions (cached: every
+    request of a group or transaction asks, and the hash walks the id char by char)."""
     h = java_string_hash(group_id)
     h = 0 if h == -(1 << 31) else abs(h)
     return h % num_partitions

@@ -251,7 +251,8 @@ class TransactionCoordinator:
         done = replace(prepared, state=S.COMPLETE_COMMIT if committed else S.COMPLETE_ABORT, partitions=set())
         error = await self._persist(done)
         if error == E.none:
-            log.info("transaction %s (producer %d epoch %d) %s over %d partition(s)", prepared.transactional_id,
+            # per transaction, so debug (as Kafka's coordinator): at INFO it was a sixth of EndTxn's time
+            log.debug("transaction %s (producer %d epoch %d) %s over %d partition(s)", prepared.transactional_id,
                      prepared.producer_id, prepared.producer_epoch, "committed" if committed else "aborted",
                      len(prepared.partitions))
         return error
