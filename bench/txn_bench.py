@@ -14,7 +14,10 @@ read-back): what the client alone allows, so the broker's share of the gap can b
 Rounds are interleaved because the machine is noisy; each figure is its own median, the
 ratio the median of the rounds' ratios (each round's pair ran side by side). The commit
 latency is the wall time of each commit_transaction call (it includes sending what the
-transaction still has in the client's queue), over every commit of every round.
+transaction still has in the client's queue), over every commit of every round. For
+odradek the broker's own time per request during the transactional run is read from its
+metrics endpoint (kafka_network_requestmetrics_totaltimems, Kafka's TotalTimeMs: arrival
+of a request to its response), so the broker's share of a transaction can be told apart.
 
 Both producers share linger.ms=5, batch.size=1000000, queue.buffering.max.messages=
 2000000, queue.buffering.max.kbytes=2000000 (produce_consume.py's settings) and acks=all.
@@ -34,6 +37,8 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -67,6 +72,33 @@ class Round:
     transactional_cpu_s: float | None
     peak_rss_mb: float | None
     commits_s: list[float] = field(default_factory=list)
+    broker_ms: dict[str, float] = field(default_factory=dict)  # mean TotalTimeMs per API (transactional run)
+
+
+TIMED_APIS = ("AddPartitionsToTxn", "Produce", "EndTxn")
+Snapshot = dict[str, tuple[float, float]]  # API -> (requests timed, total ms)
+
+
+def metrics_snapshot(port: int) -> Snapshot:
+    """kafka_network_requestmetrics_totaltimems count and sum per API, from odradek's /metrics."""
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    found: dict[str, list[float]] = {}
+    for line in text.splitlines():
+        for suffix, index in (("_count", 0), ("_sum", 1)):
+            prefix = f"kafka_network_requestmetrics_totaltimems{suffix}{{request=\""
+            if line.startswith(prefix):
+                api = line[len(prefix):line.index('"', len(prefix))]
+                found.setdefault(api, [0.0, 0.0])[index] = float(line.rsplit(" ", 1)[1])
+    return {api: (v[0], v[1]) for api, v in found.items()}
+
+
+def mean_ms(before: Snapshot, after: Snapshot) -> dict[str, float]:
+    out = {}
+    for api in TIMED_APIS:
+        count = after.get(api, (0, 0))[0] - before.get(api, (0, 0))[0]
+        if count:
+            out[api] = (after[api][1] - before.get(api, (0, 0))[1]) / count
+    return out
 
 
 def run_idempotent(conf: dict[str, object], topic: str, n: int, payload: bytes) -> float:
@@ -125,20 +157,25 @@ def count_committed(conf: dict[str, object], topic: str, batch: int = 10_000) ->
 
 
 def run_pair(conf: dict[str, object], n: int, size: int, per_txn: int, transactional_first: bool,
-             pid: int | None) -> Round:
-    """Both producers, one after the other; the broker's CPU seconds for each when its pid is known."""
+             pid: int | None, snapshot: Callable[[], Snapshot] | None = None) -> Round:
+    """Both producers, one after the other; the broker's CPU seconds for each when its pid is known,
+    its time per request during the transactional run when its metrics can be read."""
     payload = b"x" * size
     commits: list[float] = []
     times: dict[str, tuple[float, float | None]] = {}
+    broker_ms: dict[str, float] = {}
     for kind in (["transactional", "idempotent"] if transactional_first else ["idempotent", "transactional"]):
         cpu0 = proc_cpu_seconds(pid) if pid is not None else 0.0
         if kind == "idempotent":
             elapsed = run_idempotent(conf, kind, n, payload)
         else:
+            before = snapshot() if snapshot is not None else {}
             elapsed = run_transactional(conf, kind, n, payload, per_txn, commits)
+            if snapshot is not None:
+                broker_ms = mean_ms(before, snapshot())
         times[kind] = (elapsed, proc_cpu_seconds(pid) - cpu0 if pid is not None else None)
     return Round(times["idempotent"][0], times["transactional"][0], times["idempotent"][1],
-                 times["transactional"][1], proc_peak_rss_mb(pid) if pid is not None else None, commits)
+                 times["transactional"][1], proc_peak_rss_mb(pid) if pid is not None else None, commits, broker_ms)
 
 
 def bench_mock(n: int, size: int, per_txn: int, transactional_first: bool) -> Round:
@@ -148,7 +185,8 @@ def bench_mock(n: int, size: int, per_txn: int, transactional_first: bool) -> Ro
                     transactional_first, None)
 
 
-def bench_round(cmd: list[str], port: int, n: int, size: int, per_txn: int, transactional_first: bool) -> Round:
+def bench_round(cmd: list[str], port: int, n: int, size: int, per_txn: int, transactional_first: bool,
+                metrics_port: int | None = None) -> Round:
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         wait_port(port)
@@ -158,7 +196,8 @@ def bench_round(cmd: list[str], port: int, n: int, size: int, per_txn: int, tran
         for fut in admin.create_topics(topics).values():
             fut.result(30)
         del admin  # no client may outlive the broker (each would log its lost connection)
-        result = run_pair(conf, n, size, per_txn, transactional_first, proc.pid)
+        snapshot = (lambda: metrics_snapshot(metrics_port)) if metrics_port is not None else None
+        result = run_pair(conf, n, size, per_txn, transactional_first, proc.pid, snapshot)
         for topic in ("idempotent", "transactional"):
             got = count_committed(conf, topic)
             assert got == n, f"{topic}: a read_committed consumer read {got} records, {n} were produced"
@@ -182,7 +221,7 @@ def figure(values: list[float | None], spec: str) -> str:
     return format(median(known), spec) if known else "-"
 
 
-def report(name: str, rounds: list[Round], n: int, size: int) -> dict[str, object]:
+def report(name: str, rounds: list[Round], n: int, size: int, per_txn: int) -> dict[str, object]:
     mb = n * size / 1e6
     idem_s = median([r.idempotent_s for r in rounds])
     txn_s = median([r.transactional_s for r in rounds])
@@ -198,6 +237,12 @@ def report(name: str, rounds: list[Round], n: int, size: int) -> dict[str, objec
           f"commit_transaction over {len(commits):,} commits: p50 {percentile(commits, 0.5) * 1e3:.1f} ms, "
           f"p99 {percentile(commits, 0.99) * 1e3:.1f} ms, max {max(commits) * 1e3:.1f} ms"
           + (f"; read_committed count = {n:,} in each topic, every round" if checked else ""))
+    timed = [r.broker_ms for r in rounds if r.broker_ms]
+    if timed:
+        per_api = {api: median([t[api] for t in timed if api in t]) for api in TIMED_APIS if any(api in t for t in timed)}
+        print(f"  {name}: broker time per request in the transactional run (TotalTimeMs mean, median of rounds): "
+              + ", ".join(f"{api} {ms:.2f} ms" for api, ms in per_api.items())
+              + f"; {sum(per_api.values()):.2f} ms of the {txn_s / -(-n // per_txn) * 1e3:.2f} ms a transaction takes")
     return {"broker": name, "idempotent_msg_s": n / idem_s, "transactional_msg_s": n / txn_s, "ratio": ratio,
             "commit_p50_ms": percentile(commits, 0.5) * 1e3, "commit_p99_ms": percentile(commits, 0.99) * 1e3,
             "commit_max_ms": max(commits) * 1e3, "rounds": [r.__dict__ | {"commits_s": len(r.commits_s)}
@@ -226,23 +271,25 @@ def main() -> None:
                 rounds.append(bench_mock(n, size, per_txn, transactional_first=r % 2 == 1))
                 continue
             port = free_port()
+            metrics_port = free_port() if name == "odradek" else None
             with tempfile.TemporaryDirectory() as tmp:
                 if name == "odradek":
                     cmd = [sys.executable, "-m", "odradek", "serve", "--listen", f"127.0.0.1:{port}",
-                           "--data-dir", f"{tmp}/odradek"]
+                           "--data-dir", f"{tmp}/odradek", "--metrics-port", str(metrics_port)]
                 else:
                     url = f"tcp://127.0.0.1:{port}"
                     cmd = [args.tansu, "broker", "--listener-url", url, "--advertised-listener-url", url,
                            "--storage-engine", "memory://tansu/"]
                 try:
-                    rounds.append(bench_round(cmd, port, n, size, per_txn, transactional_first=r % 2 == 1))
+                    rounds.append(bench_round(cmd, port, n, size, per_txn, transactional_first=r % 2 == 1,
+                                              metrics_port=metrics_port))
                 except TransactionsUnsupported as exc:
                     unsupported[name] = str(exc)
     print(f"machine: {platform.machine()} {os.cpu_count()} cores, {platform.python_implementation()} "
           f"{platform.python_version()}; {n:,} x {size} B, 1 partition, acks=all, linger.ms=5; "
           f"a commit every {per_txn:,} records; median of {args.rounds} interleaved rounds")
     print(f"{'broker / producer':<34} {'msg/s':>12} {'MB/s':>8} {'cpu s':>7} {'rss MB':>7}")
-    results = [report(name, rounds, n, size) for name, rounds in brokers.items() if rounds]
+    results = [report(name, rounds, n, size, per_txn) for name, rounds in brokers.items() if rounds]
     client = results[0]["transactional_msg_s"] if results and brokers["client alone (mock)"] else None
     for res in results[1:]:
         print(f"{res['broker']}: transactional = {res['transactional_msg_s'] / client:.0%} of the client alone's "

@@ -94,4 +94,10 @@ def test_metrics_endpoint_reports_kafka_named_metrics(broker_factory) -> None:  
         time.sleep(0.2)
     assert f'kafka_server_brokertopicmetrics_messagesin_total{{topic="{topic}"}} 25.0' in text
     assert 'kafka_network_requestmetrics_requests_total{request="Produce"}' in text
+    # Kafka's TotalTimeMs per API: how many requests were timed and their total milliseconds
+    timed = {line.split()[0]: float(line.split()[1]) for line in text.splitlines()
+             if line.startswith("kafka_network_requestmetrics_totaltimems_")}
+    assert timed['kafka_network_requestmetrics_totaltimems_count{request="Produce"}'] >= 1
+    assert timed['kafka_network_requestmetrics_totaltimems_sum{request="Produce"}'] > 0
+    assert timed['kafka_network_requestmetrics_totaltimems_count{request="Fetch"}'] >= 1
     assert f'kafka_log_log_logendoffset{{partition="0",topic="{topic}"}} 25.0' in text

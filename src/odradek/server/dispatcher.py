@@ -9,6 +9,7 @@ the connection after one log line.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -67,12 +68,14 @@ class Dispatcher:
     def __init__(self, broker: Broker, routes: dict[int, Route]) -> None:
         self.broker = broker
         self.routes = routes
+        self._metrics: dict[int, tuple[Any, Any]] = {}  # api key -> (request counter, TotalTimeMs) children
 
     def api_ranges(self) -> list[ApiRange]:
         return [ApiRange(k, r.min_version, r.max_version) for k, r in sorted(self.routes.items())]
 
     async def dispatch(self, connection: Connection | None, frame: bytes) -> bytes | None:
         """Handle one request frame; returns the response frame, or None (acks=0)."""
+        started = time.perf_counter()
         try:
             api_key, api_version, correlation_id = peek_header(frame)
         except FrameError as exc:
@@ -92,15 +95,22 @@ class Dispatcher:
         except FrameError as exc:
             raise CloseConnection(str(exc)) from None
         ctx = RequestContext(self.broker, header, connection)
-        self.broker.metrics.requests.labels(api_name(api_key)).inc()
+        counter, total_time = self._metrics.get(api_key) or self._metric_children(api_key)
+        counter.inc()
         faults = self.broker.faults
         if faults is not None:
             response = await faults.intercept(ctx, request, route.handler)
         else:
             response = await route.handler(ctx, request)
-        if response is None:
-            return None
-        return encode_response(correlation_id, response, header_v0=api_key == API_VERSIONS_KEY)
+        encoded = None if response is None else encode_response(correlation_id, response,
+                                                                 header_v0=api_key == API_VERSIONS_KEY)
+        total_time.observe((time.perf_counter() - started) * 1000)
+        return encoded
+
+    def _metric_children(self, api_key: int) -> tuple[Any, Any]:
+        metrics, name = self.broker.metrics, api_name(api_key)
+        children = self._metrics[api_key] = (metrics.requests.labels(name), metrics.request_time_ms.labels(name))
+        return children
 
     def _unsupported_api_versions(self, correlation_id: int) -> bytes:
         response = build(

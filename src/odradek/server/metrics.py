@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge, Summary, start_http_server
 
 if TYPE_CHECKING:
     from odradek.server.broker import Broker
@@ -21,6 +21,10 @@ class BrokerMetrics:
         r = self.registry
         self.requests = Counter("kafka_network_requestmetrics_requests", "Requests handled, by API",
                                 ["request"], registry=r)
+        # Kafka's RequestMetrics TotalTimeMs: arrival of the request to its response, parked time included
+        self.request_time_ms = Summary("kafka_network_requestmetrics_totaltimems",
+                                       "Milliseconds from a request's arrival to its response, by API",
+                                       ["request"], registry=r)
         self.bytes_in = Counter("kafka_server_brokertopicmetrics_bytesin", "Record bytes appended",
                                 ["topic"], registry=r)
         self.messages_in = Counter("kafka_server_brokertopicmetrics_messagesin", "Records appended",
