@@ -18,7 +18,6 @@ import os
 import platform
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -33,29 +32,13 @@ from confluent_kafka.admin import (
     ConfigResource,
     NewTopic,
 )
+from produce_consume import free_port, wait_port
 
 from odradek.protocol.records import encode_batch, scan_batches
 from odradek.storage.cleaner import LogCleaner, clean_partition
 from odradek.storage.log import LogConfig, PartitionLog
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_port(port: int, timeout: float = 20) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), 0.2).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    raise TimeoutError(port)
 
 
 def bench_cleaner(records: int, keys: int, size: int, compression: int) -> tuple[float, float, int, float, int]:
