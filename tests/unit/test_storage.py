@@ -5,6 +5,8 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import pytest
+
 from odradek.protocol.records import decode_batch, encode_batch, scan_batches
 from odradek.storage.cleaner import LogCleaner, clean_partition, cleanable_plan
 from odradek.storage.log import LogConfig, PartitionLog
@@ -208,3 +210,31 @@ def test_a_stale_cleaner_checkpoint_beyond_the_log_end_starts_over(tmp_path: Pat
     plog = PartitionLog.open(tmp_path / "t-0", "t", 0, compacted_config())
     fill(plog, 20, 3)
     assert cleanable_plan(plog, 10**9, now_ms()) is not None
+
+
+def test_flush_syncs_only_logs_written_since_the_last_flush(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from odradek.storage import segment
+
+    synced: list[int] = []
+    real_fsync = segment.os.fsync
+    monkeypatch.setattr(segment.os, "fsync", lambda fd: (synced.append(fd), real_fsync(fd))[1])
+    plog = PartitionLog.open(tmp_path / "t-0", "t", 0, LogConfig())
+    append(plog, [(b"k", b"v1")])
+    plog.flush()
+    assert synced and plog.recovery_point == 1
+    synced.clear()
+    plog.flush()  # nothing written since: no fsync, the recovery point stays
+    assert synced == [] and plog.recovery_point == 1
+    append(plog, [(b"k", b"v2")])
+    plog.flush()
+    assert synced and plog.recovery_point == 2
+    synced.clear()
+    plog.truncate_to(1)  # a follower's truncation changes the file too
+    plog.flush()
+    assert synced and plog.recovery_point == 1
+    plog.close()
+    reopened = PartitionLog.open(tmp_path / "t-0", "t", 0, LogConfig(), recovery_point=0, clean_shutdown=False)
+    synced.clear()
+    reopened.flush()  # after an unclean start the recovered tail is synced once
+    assert synced and reopened.recovery_point == 1
+    reopened.close()

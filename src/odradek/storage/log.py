@@ -73,6 +73,7 @@ class PartitionLog:
         self.log_end_offset = 0
         self.high_watermark = 0
         self.recovery_point = 0
+        self._dirty = False  # written or truncated since the last fsync: the periodic checkpoint skips clean logs
         self.leader_epoch = 0  # stamped into every batch this broker appends as leader
         self.epochs: list[tuple[int, int]] = []  # leader-epoch cache: (epoch, start offset)
         self.producer_state = ProducerStateManager(directory)
@@ -104,6 +105,7 @@ class PartitionLog:
         plog.log_start_offset = min(max(log_start_offset, plog.segments[0].base_offset), plog.log_end_offset)
         plog.high_watermark = plog.log_end_offset
         plog.recovery_point = plog.log_end_offset if clean_shutdown else min(recovery_point, plog.log_end_offset)
+        plog._dirty = not clean_shutdown  # a recovered (perhaps truncated) tail is synced at the next checkpoint
         plog._load_epochs()
         plog._load_aborted()
         plog._rebuild_producer_state()
@@ -170,6 +172,7 @@ class PartitionLog:
             return
         active.flush()
         self.recovery_point = self.log_end_offset
+        self._dirty = False
         self.producer_state.snapshot(self.log_end_offset)
         seg = self._new_segment(self.log_end_offset)
         self.segments.append(seg)
@@ -215,6 +218,7 @@ class PartitionLog:
         if not self.epochs or self.epochs[-1][0] < epoch:
             self.assign_leader_epoch(epoch, first)
         seg.append(pieces, index, self.config.index_interval_bytes)
+        self._dirty = True
         self.log_end_offset = offset
         for entry in aborted:
             txn_index.append(txn_index.index_path(seg.log_path), entry)
@@ -244,6 +248,7 @@ class PartitionLog:
                 self.assign_leader_epoch(b.partition_leader_epoch, b.base_offset)
         seg.append([view[batches[0].position : batches[-1].position + batches[-1].size]], index,
                    self.config.index_interval_bytes)
+        self._dirty = True
         self.log_end_offset = batches[-1].next_offset
         for entry in aborted:
             txn_index.append(txn_index.index_path(seg.log_path), entry)
@@ -338,6 +343,7 @@ class PartitionLog:
         """Replication: drop everything at or after `offset`."""
         if offset >= self.log_end_offset:
             return
+        self._dirty = True
         while len(self.segments) > 1 and self.segments[-1].base_offset >= offset:
             self.segments.pop().delete()
             self._bases.pop()
@@ -417,9 +423,16 @@ class PartitionLog:
         self.config = config
 
     def flush(self) -> None:
+        """fsync what changed since the last flush and move the recovery point. A log nobody
+        wrote to costs nothing: a broker's internal topics alone have 100 partitions, and the
+        periodic checkpoint runs on the event loop."""
+        if not self._dirty:
+            self.recovery_point = self.log_end_offset
+            return
         for seg in self.segments[-2:]:
             seg.flush()
         self.recovery_point = self.log_end_offset
+        self._dirty = False
 
     def close(self) -> None:
         self.producer_state.snapshot(self.log_end_offset)
