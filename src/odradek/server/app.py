@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import signal
 import socket
@@ -160,6 +161,10 @@ def configure_logging(level: str = "info") -> None:
 async def serve(config: BrokerConfig) -> None:
     server = Server(config)
     await server.start()
+    # What start-up made (modules, kio's schemas, the logs' state) lives as long as the
+    # process: out of the collector's sight, a full collection no longer walks it (27 ms
+    # pauses in the middle of requests before). Only here, in the broker's own process.
+    gc.freeze()
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
