@@ -1,6 +1,6 @@
 """Exactly-once: transactions, read_committed, fencing, recovery (issue 9).
 
-Real clients (confluent-kafka, aiokafka) against real `odradek serve` processes;
+Real clients (confluent-kafka, aiokafka, kafka-python) against real `odradek serve` processes;
 the consume-transform-produce worker (tests/txn_worker.py) and abandoned
 producers are processes killed with SIGKILL, and so is the broker.
 """
@@ -20,7 +20,6 @@ from typing import Any
 import pytest
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
-
 from conftest import BrokerProcess, unique
 from kio.schema.errors import ErrorCode as E
 from test_clients import create_topic
@@ -373,6 +372,57 @@ def test_aiokafka_transactional_producer(tb: BrokerProcess) -> None:
 
     assert asyncio.run(run()) == [b"ok%d" % i for i in range(5)] + [b"ok-last"]
     assert b"no" in values(read_to_end(tb.bootstrap, topic, 1, "read_uncommitted"))
+
+
+def test_kafka_python_transactional_producer_and_read_committed_consumer(tb: BrokerProcess) -> None:
+    """kafka-python 3's own transactions: commit, abort, offsets in a transaction; its
+    read_committed consumer drops the aborted records and the group's offset moves only
+    with the commit."""
+    from kafka import KafkaConsumer, KafkaProducer
+    from kafka import TopicPartition as KTopicPartition
+    from kafka.structs import OffsetAndMetadata
+
+    source, sink, group = unique("kpin"), unique("kpout"), unique("kpg")
+    create_topic(tb.bootstrap, source)
+    create_topic(tb.bootstrap, sink)
+    plain = Producer({"bootstrap.servers": tb.bootstrap})
+    for i in range(4):
+        plain.produce(source, b"in%d" % i, partition=0)
+    assert plain.flush(10) == 0
+    consumer = KafkaConsumer(bootstrap_servers=tb.bootstrap, group_id=group, enable_auto_commit=False,
+                             auto_offset_reset="earliest", isolation_level="read_committed")
+    consumer.assign([KTopicPartition(source, 0)])
+    producer = KafkaProducer(bootstrap_servers=tb.bootstrap, transactional_id=unique("kptid"))
+    try:
+        producer.init_transactions()
+        producer.begin_transaction()
+        producer.send(sink, b"kept", partition=0)
+        producer.send_offsets_to_transaction({KTopicPartition(source, 0): OffsetAndMetadata(2, "", -1)},
+                                             consumer.group_metadata())
+        producer.commit_transaction()
+        producer.begin_transaction()
+        producer.send(sink, b"dropped", partition=0)
+        producer.flush()  # in the log before the abort (an abort may drop what was never sent)
+        producer.send_offsets_to_transaction({KTopicPartition(source, 0): OffsetAndMetadata(4, "", -1)},
+                                             consumer.group_metadata())
+        producer.abort_transaction()
+    finally:
+        producer.close()
+    # the committed offset is the first transaction's, the aborted one's never became the group's
+    assert consumer.committed(KTopicPartition(source, 0)) == 2
+    consumer.close()
+    reader = KafkaConsumer(bootstrap_servers=tb.bootstrap, enable_auto_commit=False, group_id=None,
+                           auto_offset_reset="earliest", isolation_level="read_committed")
+    reader.assign([KTopicPartition(sink, 0)])
+    got: list[bytes] = []
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and len(got) < 1:
+        for records in reader.poll(timeout_ms=500).values():
+            got += [r.value for r in records]
+    got += [r.value for rs in reader.poll(timeout_ms=1000).values() for r in rs]  # nothing may follow
+    reader.close()
+    assert got == [b"kept"]
+    assert values(read_to_end(tb.bootstrap, sink, 1, "read_uncommitted")) == [b"kept", b"dropped"]
 
 
 # -- the protocol's answers ---------------------------------------------------------------------
