@@ -102,11 +102,16 @@ class ReplicaManager:
         self.fetchers: dict[int, Fetcher] = {}
         self.lag_ms = broker.config.replica_lag_time_max_ms
         self._tasks: set[asyncio.Task[Any]] = set()
+        # set by close(): a partition-state event still queued on the loop at shutdown must not
+        # start a fetcher nobody would stop (it would outlive the logs it appends to)
+        self.closed = False
 
     # -- roles -------------------------------------------------------------------
 
     def become_leader(self, plog: PartitionLog, state: LeaderAndIsr, replicas: list[int]) -> bool:
         """True when this is a new leadership (not an ISR update of the current one)."""
+        if self.closed:
+            return False
         tp = (plog.topic, plog.partition)
         current = self.leaders.get(tp)
         if current is not None and current.state.leader_epoch == state.leader_epoch:
@@ -139,7 +144,7 @@ class ReplicaManager:
         if current is not None and current.leader == state.leader and current.leader_epoch == state.leader_epoch:
             return was_leader
         self.stop_following(tp)
-        if state.leader >= 0 and state.leader != self.node_id:
+        if state.leader >= 0 and state.leader != self.node_id and not self.closed:
             fs = FollowState(plog.topic, plog.partition, plog, state.leader, state.leader_epoch)
             self.following[tp] = fs
             fetcher = self.fetchers.get(state.leader)
@@ -232,9 +237,9 @@ class ReplicaManager:
         loop = asyncio.get_running_loop()
         store = self.broker.store
         try:
-            written = await loop.run_in_executor(None, store.write_state, ls.topic, ls.partition, new, None)
+            written = await loop.run_in_executor(store.executor, store.write_state, ls.topic, ls.partition, new, None)
             if written is None:
-                fresh = await loop.run_in_executor(None, store.read_state, ls.topic, ls.partition)
+                fresh = await loop.run_in_executor(store.executor, store.read_state, ls.topic, ls.partition)
                 if fresh is not None and self.leaders.get(ls.tp) is ls and fresh.leader == self.node_id \
                         and fresh.leader_epoch == ls.state.leader_epoch and fresh.zk_version > ls.state.zk_version:
                     ls.state = fresh  # someone else (the controller) changed the ISR; retry later
@@ -256,6 +261,7 @@ class ReplicaManager:
             self.check_isr()
 
     async def close(self) -> None:
+        self.closed = True
         for fetcher in list(self.fetchers.values()):
             await fetcher.stop()
         for ls in self.leaders.values():

@@ -13,7 +13,7 @@ Paths, under the chroot of `--zookeeper HOST:PORT/chroot`:
 kazoo runs watches on its own thread; this module never touches asyncio. It
 hands every event to `post(fn, *args)`, which the broker points at
 `loop.call_soon_threadsafe`. Its blocking methods are for threads (the
-controller's) and executors, plus the rare admin call (topic creation).
+controller's) and its own `executor`, plus the rare admin call (topic creation).
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -121,6 +122,10 @@ class ZkMetadataStore:
         self.on_topics: Callable[[], None] = lambda: None
         self.on_brokers: Callable[[], None] = lambda: None
         self.on_session: Callable[[str], None] = lambda state: None
+        # The event loop's blocking calls run here, so stop() can let them finish while the
+        # client is still connected: a request kazoo queues behind its own close is never
+        # answered, and the thread waiting for it would keep the process from exiting.
+        self.executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix="odradek-zk")
 
     # -- connection ----------------------------------------------------------
 
@@ -154,6 +159,7 @@ class ZkMetadataStore:
         self.zk.DataWatch("/controller", self._controller_changed)
 
     def stop(self) -> None:
+        self.executor.shutdown(wait=True, cancel_futures=True)
         try:
             self.zk.stop()
             self.zk.close()

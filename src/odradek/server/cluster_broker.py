@@ -137,7 +137,7 @@ class ClusterBroker(Broker):
         mine = [key for key, s in self.store.seen.states.items() if self.node_id in s.isr or s.leader == self.node_id]
         for (topic, p) in mine:
             for _ in range(5):
-                state = await loop.run_in_executor(None, self.store.read_state, topic, p)
+                state = await loop.run_in_executor(self.store.executor, self.store.read_state, topic, p)
                 if state is None or self.node_id not in state.isr and state.leader != self.node_id:
                     break
                 others = [b for b in state.isr if b != self.node_id and b in self.nodes]
@@ -150,7 +150,7 @@ class ClusterBroker(Broker):
                     rest = tuple(b for b in state.isr if b != self.node_id)
                     new = LeaderAndIsr(state.leader, state.leader_epoch, rest, state.controller_epoch,
                                        state.zk_version)
-                if await loop.run_in_executor(None, self.store.write_state, topic, p, new, None) is not None:
+                if await loop.run_in_executor(self.store.executor, self.store.write_state, topic, p, new, None) is not None:
                     moved += state.leader == self.node_id
                     break
         log.info("controlled shutdown: moved %d leadership(s) away from broker %d", moved, self.node_id)
@@ -180,7 +180,7 @@ class ClusterBroker(Broker):
     async def _reregister(self) -> None:
         loop = asyncio.get_running_loop()
         try:
-            await loop.run_in_executor(None, self._register)
+            await loop.run_in_executor(self.store.executor, self._register)
         except ZkError as exc:
             log.error("cannot register again after losing the ZooKeeper session: %s", exc)
             return
