@@ -47,6 +47,7 @@ class Fetcher:
         self.leader = leader
         self.partitions: dict[TopicPartition, FollowState] = {}
         self._wake = asyncio.Event()
+        self._stopping = False  # besides the cancel: Python 3.11's wait_for can swallow one
         self._task = asyncio.get_running_loop().create_task(self._run())
         self._correlation = 0
         self._reader: asyncio.StreamReader | None = None
@@ -64,6 +65,8 @@ class Fetcher:
         self.partitions.pop(tp, None)
 
     async def stop(self) -> None:
+        self._stopping = True
+        self._wake.set()
         self._task.cancel()
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await self._task
@@ -75,7 +78,7 @@ class Fetcher:
         self._reader = self._writer = None
 
     async def _run(self) -> None:
-        while True:
+        while not self._stopping:
             if not self.partitions:
                 self._wake.clear()
                 try:
