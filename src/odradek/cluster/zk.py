@@ -122,9 +122,9 @@ class ZkMetadataStore:
         self.on_topics: Callable[[], None] = lambda: None
         self.on_brokers: Callable[[], None] = lambda: None
         self.on_session: Callable[[str], None] = lambda state: None
-        # The event loop's blocking calls run here, so stop() can let them finish while the
-        # client is still connected: a request kazoo queues behind its own close is never
-        # answered, and the thread waiting for it would keep the process from exiting.
+        # The event loop's blocking calls run here, so stop() lets those in flight finish while
+        # the client is still connected rather than racing kazoo's close: a thread still
+        # waiting on a call then would keep the process from exiting.
         self.executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix="odradek-zk")
 
     # -- connection ----------------------------------------------------------
