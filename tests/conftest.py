@@ -15,6 +15,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -117,12 +118,21 @@ def broker_factory(tmp_path: Path) -> Iterator[object]:
             b.kill()
 
 
-@pytest.fixture(scope="module")
-def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrokerProcess]:
-    b = BrokerProcess(tmp_path_factory.mktemp("broker") / "data").start()
-    yield b
-    if b.proc is not None and b.proc.poll() is None:
-        b.stop()
+def module_broker(fixture_name: str, env: dict[str, str] | None = None) -> Any:
+    """A module-scoped fixture `fixture_name`: one `odradek serve` (with `env`) shared by the
+    tests of a module, stopped cleanly after them."""
+
+    @pytest.fixture(scope="module", name=fixture_name)
+    def fixture(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrokerProcess]:
+        b = BrokerProcess(tmp_path_factory.mktemp(fixture_name) / "data", env=env).start()
+        yield b
+        if b.proc is not None and b.proc.poll() is None:
+            b.stop()
+
+    return fixture
+
+
+broker = module_broker("broker")
 
 
 def unique(prefix: str = "t") -> str:

@@ -16,14 +16,14 @@ import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
-from conftest import BrokerProcess, unique
+from conftest import BrokerProcess, module_broker, unique
 
 GROUP_ENV = {
     "ODRADEK_GROUP_INITIAL_REBALANCE_DELAY_MS": "0",
@@ -33,12 +33,7 @@ GROUP_ENV = {
 FAST = {"session.timeout.ms": 6000, "heartbeat.interval.ms": 500, "topic.metadata.refresh.interval.ms": 1000}
 
 
-@pytest.fixture(scope="module")
-def gb(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrokerProcess]:
-    b = BrokerProcess(tmp_path_factory.mktemp("groups") / "data", env=GROUP_ENV).start()
-    yield b
-    if b.proc is not None and b.proc.poll() is None:
-        b.stop()
+gb = module_broker("gb", GROUP_ENV)
 
 
 def make_topic(bootstrap: str, partitions: int) -> str:

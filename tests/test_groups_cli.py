@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 
-import pytest
 from confluent_kafka import Consumer, Producer
 from confluent_kafka.admin import AdminClient, NewTopic
-from conftest import BrokerProcess, unique
+from conftest import BrokerProcess, module_broker, unique
 from typer.testing import CliRunner
 
 from odradek.cli.group import group_app
@@ -17,12 +15,7 @@ ENV = {"ODRADEK_GROUP_INITIAL_REBALANCE_DELAY_MS": "0", "ODRADEK_GROUP_MIN_SESSI
        "ODRADEK_OFFSETS_TOPIC_NUM_PARTITIONS": "3"}
 
 
-@pytest.fixture(scope="module")
-def cb(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrokerProcess]:
-    b = BrokerProcess(tmp_path_factory.mktemp("gcli") / "data", env=ENV).start()
-    yield b
-    if b.proc is not None and b.proc.poll() is None:
-        b.stop()
+cb = module_broker("cb", ENV)
 
 
 def group_cmd(b: BrokerProcess, *args: str) -> tuple[int, str]:

@@ -12,13 +12,11 @@ import socket
 import struct
 import threading
 import time
-from collections.abc import Iterator
 from typing import Any
 
-import pytest
 from confluent_kafka import ConsumerGroupTopicPartitions, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
-from conftest import BrokerProcess, recv_exact, unique
+from conftest import BrokerProcess, module_broker, recv_exact, unique
 from kio.schema.errors import ErrorCode as E
 
 from odradek.protocol.build import build
@@ -28,12 +26,7 @@ ENV = {"ODRADEK_GROUP_INITIAL_REBALANCE_DELAY_MS": "0", "ODRADEK_GROUP_MIN_SESSI
        "ODRADEK_OFFSETS_TOPIC_NUM_PARTITIONS": "3"}
 
 
-@pytest.fixture(scope="module")
-def pb(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrokerProcess]:
-    b = BrokerProcess(tmp_path_factory.mktemp("gproto") / "data", env=ENV).start()
-    yield b
-    if b.proc is not None and b.proc.poll() is None:
-        b.stop()
+pb = module_broker("pb", ENV)
 
 
 def call(b: BrokerProcess, api_key: int, version: int, **body: Any) -> Any:

@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
-from conftest import BrokerProcess, unique
+from conftest import BrokerProcess, module_broker, unique
 from kio.schema.errors import ErrorCode as E
 from test_clients import create_topic
 from test_groups_protocol import call
@@ -31,12 +31,7 @@ ENV = {"ODRADEK_GROUP_INITIAL_REBALANCE_DELAY_MS": "0", "ODRADEK_GROUP_MIN_SESSI
 WORKER = Path(__file__).with_name("txn_worker.py")
 
 
-@pytest.fixture(scope="module")
-def tb(tmp_path_factory: pytest.TempPathFactory) -> Any:
-    b = BrokerProcess(tmp_path_factory.mktemp("txn") / "data", env=ENV).start()
-    yield b
-    if b.proc is not None and b.proc.poll() is None:
-        b.stop()
+tb = module_broker("tb", ENV)
 
 
 def txn_producer(bootstrap: str, txn_id: str, **conf: Any) -> Producer:

@@ -3,11 +3,10 @@ three-broker cluster), a confluent-kafka transactional producer, the real comman
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 import pytest
-from conftest import BrokerProcess, free_port, unique
+from conftest import BrokerProcess, free_port, module_broker, unique
 from test_cli import odradek, ok, one_sentence_error
 from test_clients import create_topic
 from test_cluster_txn import txn_coordinator
@@ -20,12 +19,7 @@ if TYPE_CHECKING:
 pytest_plugins = ["cluster_fixtures"]
 
 
-@pytest.fixture(scope="module")
-def txb(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrokerProcess]:
-    b = BrokerProcess(tmp_path_factory.mktemp("txncli") / "data", env=ENV).start()
-    yield b
-    if b.proc is not None and b.proc.poll() is None:
-        b.stop()
+txb = module_broker("txb", ENV)
 
 
 def table_rows(out: str) -> list[list[str]]:
