@@ -63,6 +63,13 @@ class BrokerConfig(BaseSettings):
     default_replication_factor: int = 1
     message_max_bytes: int = 1048588
     socket_request_max_bytes: int = 104857600
+    # Connection limits (Kafka's names and defaults). Idle: no complete request and no
+    # response for connections.max.idle.ms; a request running longer is also cut off.
+    max_connections: int = 2147483647
+    max_connections_per_ip: int = 2147483647
+    max_connections_per_ip_overrides: str = ""
+    connections_max_idle_ms: int = 600000
+    queued_max_requests: int = 500
     log_segment_bytes: int = 1073741824
     log_roll_ms: int = 604800000
     log_index_interval_bytes: int = 4096
@@ -87,6 +94,8 @@ class BrokerConfig(BaseSettings):
     replica_fetch_wait_max_ms: int = 500
     zookeeper_session_timeout_ms: int = 18000
     controlled_shutdown_enable: bool = True
+    controlled_shutdown_max_retries: int = 3
+    controlled_shutdown_retry_backoff_ms: int = 5000
     offsets_topic_num_partitions: int = 50
     offsets_topic_replication_factor: int = 1
     offsets_retention_minutes: int = 10080
