@@ -21,6 +21,13 @@ from kio.schema.request_header.v1.header import RequestHeader as RequestHeaderV1
 from kio.schema.request_header.v2.header import RequestHeader as RequestHeaderV2
 from kio.serial import entity_reader, entity_writer
 
+from odradek.protocol.bounds import (
+    BoundsError,
+    check_entity,
+    check_request_header,
+    skip_tagged_fields,
+)
+
 API_VERSIONS_KEY = 18
 _PREFIX = struct.Struct(">hhi")
 _SIZE = struct.Struct(">i")
@@ -71,10 +78,20 @@ def decode_request(frame: bytes | memoryview) -> tuple[RequestHeader, Any]:
     """Parse header and body of a request whose (api_key, version) we support."""
     api_key, api_version, _ = peek_header(frame)
     cls = request_type(api_key, api_version)
+    data = frame if isinstance(frame, bytes) else bytes(frame)
     try:
-        header, offset = (_read_header_v2 if cls.__flexible__ else _read_header_v1)(frame, 0)
-        body, size = _reader(cls)(frame, offset)
-    except Exception as exc:  # kio raises assorted errors on truncated input
+        # Every length prefix is checked against the bytes present before kio's native
+        # reader sizes a buffer from it (bounds.py says why).
+        check_entity(cls, data, check_request_header(cls.__flexible__, data, 0))
+        header, offset = (_read_header_v2 if cls.__flexible__ else _read_header_v1)(data, 0)
+        body, _ = _reader(cls)(data, offset)
+    except BoundsError as exc:
+        raise FrameError(f"{cls.__name__} v{api_version}: {exc}") from None
+    except Exception as exc:  # noqa: BLE001 - kio raises assorted errors: bad UTF-8, enums, dates
+        raise FrameError(f"cannot parse {cls.__name__} v{api_version}: {exc}") from None
+    except BaseException as exc:  # a Rust panic in kio arrives as pyo3's PanicException
+        if type(exc).__name__ != "PanicException":
+            raise
         raise FrameError(f"cannot parse {cls.__name__} v{api_version}: {exc}") from None
     # Trailing bytes are tolerated, as Kafka does: librdkafka's all-topics Metadata v12
     # carries three bytes past the fields of the schema.
@@ -115,9 +132,15 @@ def encode_request(api_key: int, api_version: int, correlation_id: int, body: An
 def decode_response(frame: bytes, api_key: int, api_version: int) -> tuple[int, Any]:
     """correlation_id and body of a response frame (without its size prefix)."""
     cls = response_type(api_key, api_version)
+    if len(frame) < 4:
+        raise FrameError(f"response of {len(frame)} bytes is shorter than a response header")
     (correlation_id,) = _SIZE.unpack_from(frame, 0)
     offset = 4
-    if cls.__flexible__ and api_key != API_VERSIONS_KEY:
-        offset += 1  # empty tagged fields
-    body, _ = _reader(cls)(frame, offset)
+    try:
+        if cls.__flexible__ and api_key != API_VERSIONS_KEY:
+            offset = skip_tagged_fields(frame, offset)
+        check_entity(cls, frame, offset)
+        body, _ = _reader(cls)(frame, offset)
+    except BoundsError as exc:
+        raise FrameError(f"{cls.__name__} v{api_version}: {exc}") from None
     return correlation_id, body

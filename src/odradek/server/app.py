@@ -19,6 +19,7 @@ from odradek.config import BrokerConfig
 from odradek.server.broker import Broker
 from odradek.server.connection import Connection
 from odradek.server.dispatcher import Dispatcher
+from odradek.server.limits import ConnectionLimits
 
 log = logging.getLogger("odradek.server")
 
@@ -41,6 +42,7 @@ class Server:
         self.config = config
         self.broker = broker or make_broker(config, faults=faults)
         self.connections: set[Connection] = set()
+        self.limits = ConnectionLimits(config)
         self._server: asyncio.base_events.Server | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self.port = 0
@@ -55,7 +57,6 @@ class Server:
         extra = _extension_start(self)
         dispatcher = Dispatcher(self.broker, ROUTES)
         loop = asyncio.get_running_loop()
-        max_bytes = self.config.socket_request_max_bytes
         sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
@@ -70,9 +71,10 @@ class Server:
 
             self.broker.node = replace(self.broker.node, port=self.port)
         self._server = await loop.create_server(
-            lambda: Connection(dispatcher, max_bytes, self.connections), sock=sock, backlog=1024
+            lambda: Connection(dispatcher, self.limits, self.connections), sock=sock, backlog=1024
         )
         self._tasks.append(loop.create_task(self._housekeeping()))
+        self._tasks.append(loop.create_task(self.limits.run_reaper(lambda: self.connections)))
         if self.config.log_cleaner_enable and self.config.storage == "file":
             from odradek.storage.cleaner import LogCleaner
 

@@ -2,8 +2,11 @@
 
 Kafka handles one request per connection at a time and answers in order
 (the network layer mutes a channel while a request is in flight); pipelined
-requests wait in a short queue. Reading pauses when that queue is long or the
-socket's send buffer is full, so one client cannot make the broker's memory grow.
+requests wait in a short queue. Reading pauses when that queue is long (in
+requests or bytes), when the broker's `queued.max.requests` are all taken, or
+when the socket's send buffer is full, so no client can make the broker's
+memory grow past its own frame. A connection's task starts with its first
+request: ten thousand idle connections cost a socket and this object each.
 Fetch responses may carry file slices, which go out with os.sendfile.
 """
 
@@ -13,6 +16,7 @@ import asyncio
 import logging
 import os
 import struct
+import time
 from collections import deque
 from typing import TYPE_CHECKING
 
@@ -21,6 +25,7 @@ from odradek.storage.segment import FileSlice
 
 if TYPE_CHECKING:
     from odradek.server.dispatcher import Dispatcher
+    from odradek.server.limits import ConnectionLimits
 
 log = logging.getLogger("odradek.connection")
 
@@ -29,18 +34,24 @@ MAX_QUEUED_REQUESTS = 64
 
 
 class Connection(asyncio.Protocol):
-    def __init__(self, dispatcher: Dispatcher, max_request_bytes: int, registry: set[Connection]) -> None:
+    def __init__(self, dispatcher: Dispatcher, limits: ConnectionLimits, registry: set[Connection]) -> None:
         self.dispatcher = dispatcher
-        self.max_request_bytes = max_request_bytes
+        self.limits = limits
+        self.max_request_bytes = limits.max_request_bytes
         self.registry = registry
         self.transport: asyncio.Transport | None = None
         self.peer = "?"
+        self.host = "?"
+        self.last_active = time.monotonic()
+        self.busy_since: float | None = None
         self._buffer = bytearray()
         self._frames: deque[bytes] = deque()
+        self._queued_bytes = 0
         self._wakeup = asyncio.Event()
         self._can_write = asyncio.Event()
         self._can_write.set()
         self._reading_paused = False
+        self._admitted = False
         self._closed = False
         self._worker: asyncio.Task[None] | None = None
 
@@ -49,13 +60,27 @@ class Connection(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]  # uvloop's transports are not asyncio.Transport
         peer = transport.get_extra_info("peername")
-        self.peer = f"{peer[0]}:{peer[1]}" if peer else "?"
+        if peer:
+            self.host = str(peer[0])
+            self.peer = f"{peer[0]}:{peer[1]}"
+        refused = self.limits.admit(self)
+        if refused is not None:
+            self._closed = True
+            log.warning("refusing connection from %s: %s", self.peer, refused)
+            transport.close()
+            return
+        self._admitted = True
         self.registry.add(self)
-        self._worker = asyncio.get_running_loop().create_task(self._serve())
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._closed = True
-        self.registry.discard(self)
+        if self._admitted:
+            self._admitted = False
+            self.registry.discard(self)
+            self.limits.dequeue(len(self._frames))
+            self.limits.release(self)
+        self._frames.clear()
+        self._buffer = bytearray()
         if self._worker is not None and self._worker is not asyncio.current_task():
             self._worker.cancel()  # nobody is left to answer (a parked fetch or join ends here)
         self._wakeup.set()
@@ -68,10 +93,13 @@ class Connection(asyncio.Protocol):
         self._can_write.set()
 
     def data_received(self, data: bytes) -> None:
+        if self._closed:
+            return
         buf = self._buffer
         buf += data
         pos = 0
         end = len(buf)
+        added = 0
         while end - pos >= 4:
             (size,) = _SIZE.unpack_from(buf, pos)
             if size < 8 or size > self.max_request_bytes:
@@ -82,37 +110,69 @@ class Connection(asyncio.Protocol):
             if end - pos - 4 < size:
                 break
             self._frames.append(bytes(buf[pos + 4 : pos + 4 + size]))
+            self._queued_bytes += size
+            added += 1
             pos += 4 + size
         if pos:
             del buf[:pos]
-        if self._frames:
-            self._wakeup.set()
-            if len(self._frames) >= MAX_QUEUED_REQUESTS and not self._reading_paused and self.transport:
-                self.transport.pause_reading()
-                self._reading_paused = True
+        if not added:
+            return
+        self.last_active = time.monotonic()
+        broker_queue_full = self.limits.enqueue(added)
+        if self._worker is None:
+            self._worker = asyncio.get_running_loop().create_task(self._serve())
+        self._wakeup.set()
+        if not self._reading_paused and self.transport is not None and (
+            broker_queue_full
+            or len(self._frames) >= MAX_QUEUED_REQUESTS
+            or self._queued_bytes >= self.max_request_bytes
+        ):
+            self.transport.pause_reading()
+            self._reading_paused = True
+            if broker_queue_full:
+                self.limits.park(self)
+
+    def resume(self) -> None:
+        """The broker's request queue has room again; read on unless our own queue is full."""
+        if (
+            self._reading_paused
+            and not self._closed
+            and self.transport is not None
+            and len(self._frames) < MAX_QUEUED_REQUESTS // 2
+            and self._queued_bytes < self.max_request_bytes // 2
+        ):
+            self.transport.resume_reading()
+            self._reading_paused = False
 
     # -- request loop ------------------------------------------------------
 
     async def _serve(self) -> None:
         frames = self._frames
+        limits = self.limits
         while not self._closed:
             if not frames:
                 self._wakeup.clear()
                 await self._wakeup.wait()
                 continue
             frame = frames.popleft()
-            if self._reading_paused and len(frames) < MAX_QUEUED_REQUESTS // 2 and self.transport:
-                self.transport.resume_reading()
-                self._reading_paused = False
+            self._queued_bytes -= len(frame)
+            limits.dequeue()
+            if self._reading_paused and limits.queued < limits.queued_max_requests:
+                self.resume()
+            self.busy_since = time.monotonic()
             try:
                 response = await self.dispatcher.dispatch(self, frame)
             except CloseConnection as exc:
                 self.close(str(exc))
                 return
-            except Exception:
-                log.exception("internal error while handling a request from %s; closing it", self.peer)
-                self.close(None)
+            except Exception as exc:  # noqa: BLE001 - dispatch raises CloseConnection for handler errors;
+                # anything else still costs this connection only, with one line.
+                self.close(f"internal error: {type(exc).__name__}: {exc}")
                 return
+            finally:
+                self.busy_since = None
+            del frame
+            self.last_active = time.monotonic()
             if response is not None and not self._closed and self.transport is not None:
                 self.transport.write(response)
                 if not self._can_write.is_set():

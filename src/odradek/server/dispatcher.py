@@ -64,6 +64,20 @@ class CloseConnection(Exception):
     """Raised to drop the client connection after a one-line log."""
 
 
+def _internal_error(header: RequestHeader, exc: Exception) -> str:
+    """One log line for a request a handler failed on: what, where, and no traceback."""
+    tb = exc.__traceback__
+    where = "?"
+    while tb is not None:
+        where = f"{tb.tb_frame.f_code.co_filename.rsplit('/', 1)[-1]}:{tb.tb_lineno}"
+        tb = tb.tb_next
+    log.debug("internal error in %s v%d", api_name(header.api_key), header.api_version, exc_info=exc)
+    return (
+        f"internal error in {api_name(header.api_key)} v{header.api_version} "
+        f"(correlation id {header.correlation_id}): {type(exc).__name__}: {exc} at {where}"
+    )
+
+
 class Dispatcher:
     def __init__(self, broker: Broker, routes: dict[int, Route]) -> None:
         self.broker = broker
@@ -98,12 +112,18 @@ class Dispatcher:
         counter, total_time = self._metrics.get(api_key) or self._metric_children(api_key)
         counter.inc()
         faults = self.broker.faults
-        if faults is not None:
-            response = await faults.intercept(ctx, request, route.handler)
-        else:
-            response = await route.handler(ctx, request)
-        encoded = None if response is None else encode_response(correlation_id, response,
-                                                                 header_v0=api_key == API_VERSIONS_KEY)
+        try:
+            if faults is not None:
+                response = await faults.intercept(ctx, request, route.handler)
+            else:
+                response = await route.handler(ctx, request)
+            encoded = None if response is None else encode_response(
+                correlation_id, response, header_v0=api_key == API_VERSIONS_KEY
+            )
+        except CloseConnection:
+            raise
+        except Exception as exc:  # noqa: BLE001 - a handler's bug costs one connection, not the broker
+            raise CloseConnection(_internal_error(header, exc)) from None
         total_time.observe((time.perf_counter() - started) * 1000)
         return encoded
 

@@ -1,0 +1,267 @@
+"""Length checks of a request's bytes before kio decodes them, sans I/O.
+
+kio's native reader sizes its buffers from the length prefixes it reads: an array
+count of 33 billion in a 29-byte frame makes it ask for 264 GB and the allocator
+aborts the process. Kafka's generated readers refuse a collection larger than the
+bytes remaining ("Tried to allocate a collection of size N, but there are only M
+bytes remaining"); this module does the same for every length prefix a schema has
+(arrays, compact arrays, strings, bytes, records, nullable structs, tagged fields)
+by walking the frame once with a walker compiled per kio entity class. It also
+refuses what Kafka's readers refuse: null in a non-nullable field, a negative length
+other than -1, a varint longer than five bytes. A walk allocates nothing; the only
+work is reading prefixes and skipping the bytes they cover.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Callable
+from dataclasses import fields, is_dataclass
+from functools import cache
+from types import EllipsisType, NoneType, UnionType
+from typing import Any, Union, get_args, get_origin
+
+# (buffer, position, end) -> position after the field; raises BoundsError.
+Walker = Callable[[bytes, int, int], int]
+
+_I8 = struct.Struct(">b")
+_I16 = struct.Struct(">h")
+_I32 = struct.Struct(">i")
+
+_FIXED = {
+    "int8": 1, "uint8": 1, "bool": 1, "int16": 2, "uint16": 2, "error_code": 2,
+    "int32": 4, "uint32": 4, "timedelta_i32": 4, "int64": 8, "uint64": 8, "float64": 8,
+    "timedelta_i64": 8, "datetime_i64": 8, "uuid": 16,
+}
+
+
+class BoundsError(ValueError):
+    """A length prefix that the frame's bytes cannot back, or a null Kafka forbids."""
+
+
+def check_entity(cls: type, buf: bytes, pos: int, end: int | None = None) -> int:
+    """Walk `cls` at `pos`; the position after it, or BoundsError."""
+    return _entity_walker(cls)(buf, pos, len(buf) if end is None else end)
+
+
+def check_request_header(flexible: bool, buf: bytes, pos: int) -> int:
+    """Request header v1 (v2 when flexible): api key, version, correlation id, client id
+    (always a legacy nullable string, KIP-482), then tagged fields in v2."""
+    end = len(buf)
+    pos = _advance(pos, 8, end)
+    pos = _legacy_string(True)(buf, pos, end)
+    return _skip_tagged_fields(buf, pos, end, {}) if flexible else pos
+
+
+def read_uvarint(buf: bytes, pos: int, end: int) -> tuple[int, int]:
+    """An unsigned varint of at most five bytes (Kafka's readUnsignedVarint)."""
+    result = 0
+    for shift in (0, 7, 14, 21, 28):
+        if pos >= end:
+            raise BoundsError("varint runs past the end of the frame")
+        byte = buf[pos]
+        pos += 1
+        result |= (byte & 0x7F) << shift
+        if not byte & 0x80:
+            return result, pos
+    raise BoundsError("varint longer than five bytes")
+
+
+def _advance(pos: int, size: int, end: int) -> int:
+    pos += size
+    if pos > end:
+        raise BoundsError(f"a field of {size} bytes runs {pos - end} bytes past the end of the frame")
+    return pos
+
+
+def _fixed(size: int) -> Walker:
+    def walk(buf: bytes, pos: int, end: int) -> int:
+        return _advance(pos, size, end)
+
+    return walk
+
+
+def _null(nullable: bool, what: str) -> None:
+    if not nullable:
+        raise BoundsError(f"non-nullable {what} was serialized as null")
+
+
+def _legacy_string(nullable: bool) -> Walker:
+    def walk(buf: bytes, pos: int, end: int) -> int:
+        (n,) = _I16.unpack_from(buf, _advance(pos, 2, end) - 2)
+        pos += 2
+        if n < 0:
+            if n != -1:
+                raise BoundsError(f"string length {n}")
+            _null(nullable, "string")
+            return pos
+        return _advance(pos, n, end)
+
+    return walk
+
+
+def _legacy_bytes(nullable: bool) -> Walker:
+    def walk(buf: bytes, pos: int, end: int) -> int:
+        (n,) = _I32.unpack_from(buf, _advance(pos, 4, end) - 4)
+        pos += 4
+        if n < 0:
+            if n != -1:
+                raise BoundsError(f"bytes length {n}")
+            _null(nullable, "bytes")
+            return pos
+        return _advance(pos, n, end)
+
+    return walk
+
+
+def _compact_bytes(nullable: bool) -> Walker:
+    def walk(buf: bytes, pos: int, end: int) -> int:
+        n, pos = read_uvarint(buf, pos, end)
+        if n == 0:
+            _null(nullable, "string or bytes")
+            return pos
+        return _advance(pos, n - 1, end)
+
+    return walk
+
+
+def _array(item: Walker, item_min: int, flexible: bool, nullable: bool) -> Walker:
+    item_min = max(item_min, 1)
+
+    def walk(buf: bytes, pos: int, end: int) -> int:
+        if flexible:
+            n, pos = read_uvarint(buf, pos, end)
+            count = n - 1
+        else:
+            (count,) = _I32.unpack_from(buf, _advance(pos, 4, end) - 4)
+            pos += 4
+            if count < -1:
+                raise BoundsError(f"array length {count}")
+        if count == -1:
+            _null(nullable, "array")
+            return pos
+        if count * item_min > end - pos:
+            raise BoundsError(
+                f"array of {count} elements needs at least {count * item_min} bytes, "
+                f"{end - pos} remain"
+            )
+        for _ in range(count):
+            pos = item(buf, pos, end)
+        return pos
+
+    return walk
+
+
+def _nullable_struct(inner: Walker) -> Walker:
+    # KIP-893: a nullable struct is an int8 marker (-1 null, 1 present) and the struct.
+    def walk(buf: bytes, pos: int, end: int) -> int:
+        (marker,) = _I8.unpack_from(buf, _advance(pos, 1, end) - 1)
+        pos += 1
+        if marker == -1:
+            return pos
+        if marker != 1:
+            raise BoundsError(f"nullable struct marker {marker}")
+        return inner(buf, pos, end)
+
+    return walk
+
+
+def _skip_tagged_fields(buf: bytes, pos: int, end: int, known: dict[int, Walker]) -> int:
+    count, pos = read_uvarint(buf, pos, end)
+    if count * 2 > end - pos:  # a tag and a size, one byte each at least
+        raise BoundsError(f"{count} tagged fields cannot fit in {end - pos} bytes")
+    for _ in range(count):
+        tag, pos = read_uvarint(buf, pos, end)
+        size, pos = read_uvarint(buf, pos, end)
+        field_end = _advance(pos, size, end)
+        walker = known.get(tag)
+        if walker is not None and walker(buf, pos, field_end) != field_end:
+            raise BoundsError(f"tagged field {tag} does not fill its {size} bytes")
+        pos = field_end
+    return pos
+
+
+def _unwrap(tp: Any) -> tuple[Any, bool, bool]:
+    """(inner type, is an array, is nullable) of a kio field annotation."""
+    nullable = False
+    if get_origin(tp) in (UnionType, Union) and NoneType in get_args(tp):
+        nullable = True
+        tp = next(a for a in get_args(tp) if a is not NoneType)
+    if get_origin(tp) is tuple:
+        args = get_args(tp)
+        if len(args) == 2 and isinstance(args[1], EllipsisType):
+            inner = args[0]
+            if get_origin(inner) in (UnionType, Union):
+                inner = next(a for a in get_args(inner) if a is not NoneType)
+            return inner, True, nullable
+    return tp, False, nullable
+
+
+def _scalar(kafka_type: str, flexible: bool, nullable: bool) -> tuple[Walker, int]:
+    """Walker and minimum encoded size of one primitive value."""
+    size = _FIXED.get(kafka_type)
+    if size is not None:
+        return _fixed(size), size
+    if kafka_type in ("string", "bytes", "records"):
+        if flexible:
+            return _compact_bytes(nullable), 1
+        if kafka_type == "string":
+            return _legacy_string(nullable), 2
+        return _legacy_bytes(nullable), 4
+    raise BoundsError(f"no length check for kafka_type {kafka_type!r}")
+
+
+def _field_walker(field: Any, flexible: bool, tagged: bool) -> tuple[Walker, int]:
+    inner, is_array, nullable = _unwrap(field.type)
+    if tagged:
+        nullable = nullable and is_array  # a tagged field's absence is its null
+    if is_dataclass(inner):
+        item, item_min = _entity_walker(inner), _entity_min(inner)
+        if not is_array:
+            if nullable:
+                return _nullable_struct(item), 1
+            return item, item_min
+    else:
+        item, item_min = _scalar(field.metadata["kafka_type"], flexible, nullable and not is_array)
+        if not is_array:
+            return item, item_min
+    return _array(item, item_min, flexible, nullable), 1 if flexible else 4
+
+
+@cache
+def _entity_walker(cls: type) -> Walker:
+    flexible = bool(cls.__flexible__)  # type: ignore[attr-defined]
+    plain: list[Walker] = []
+    tagged: dict[int, Walker] = {}
+    for field in fields(cls):
+        tag = field.metadata.get("tag")
+        walker, _ = _field_walker(field, flexible, tag is not None)
+        if tag is None:
+            plain.append(walker)
+        else:
+            tagged[int(tag)] = walker
+    walkers = tuple(plain)
+
+    def walk(buf: bytes, pos: int, end: int) -> int:
+        for w in walkers:
+            pos = w(buf, pos, end)
+        if flexible:
+            pos = _skip_tagged_fields(buf, pos, end, tagged)
+        return pos
+
+    return walk
+
+
+@cache
+def _entity_min(cls: type) -> int:
+    flexible = bool(cls.__flexible__)  # type: ignore[attr-defined]
+    total = 1 if flexible else 0
+    for field in fields(cls):
+        if field.metadata.get("tag") is None:
+            total += _field_walker(field, flexible, False)[1]
+    return total
+
+
+def skip_tagged_fields(buf: bytes, pos: int) -> int:
+    """Past the tagged fields at `pos` (a flexible header's), each checked against the frame."""
+    return _skip_tagged_fields(buf, pos, len(buf), {})

@@ -1,0 +1,136 @@
+"""Connection limits under Kafka's names: how many, from where, how idle, how queued.
+
+Kafka's SocketServer refuses a connection over `max.connections` or
+`max.connections.per.ip` (with per-host `max.connections.per.ip.overrides`),
+closes one idle for `connections.max.idle.ms`, and stops reading sockets while
+`queued.max.requests` requests wait for a handler. odradek keeps the same keys.
+Idle here means no complete request read and no response written: a client that
+trickles a frame byte by byte is idle too (a slow-loris holds only its own
+buffer, and only until this limit). A request still running after the idle limit
+is cut off with its connection, so no request holds the broker forever.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import Counter
+from collections.abc import Callable, Collection
+from typing import Protocol
+
+from odradek.config import BrokerConfig, ConfigError
+
+log = logging.getLogger("odradek.connection")
+
+
+class LimitedConnection(Protocol):
+    """What the limits need of a connection."""
+
+    host: str
+    last_active: float
+    busy_since: float | None
+
+    def close(self, reason: str | None) -> None: ...
+
+    def resume(self) -> None: ...
+
+
+def parse_overrides(value: str) -> dict[str, int]:
+    """`max.connections.per.ip.overrides`: `host:count,host:count` (IPv6 hosts in brackets)."""
+    result: dict[str, int] = {}
+    for item in filter(None, (part.strip() for part in value.split(","))):
+        host, sep, count = item.rpartition(":")
+        host = host.strip("[]")
+        if not sep or not host or not count.strip().isdigit():
+            raise ConfigError(
+                f"max.connections.per.ip.overrides entry {item!r} is not HOST:COUNT"
+            )
+        result[host] = int(count)
+    return result
+
+
+class ConnectionLimits:
+    """One broker's bookkeeping of its client connections."""
+
+    def __init__(self, config: BrokerConfig) -> None:
+        self.max_request_bytes = config.socket_request_max_bytes
+        self.max_connections = config.max_connections
+        self.max_per_ip = config.max_connections_per_ip
+        self.per_ip_overrides = parse_overrides(config.max_connections_per_ip_overrides)
+        self.idle_s = config.connections_max_idle_ms / 1000.0
+        self.queued_max_requests = max(1, config.queued_max_requests)
+        self.per_ip: Counter[str] = Counter()
+        self.count = 0
+        self.queued = 0  # requests read and waiting for a handler, broker-wide
+        self._paused: set[LimitedConnection] = set()
+        self.refused = 0
+        self.idle_closed = 0
+
+    # -- admission ---------------------------------------------------------
+
+    def admit(self, conn: LimitedConnection) -> str | None:
+        """Count a new connection in; the reason it is refused, if it is."""
+        limit = self.per_ip_overrides.get(conn.host, self.max_per_ip)
+        if self.per_ip[conn.host] >= limit:
+            self.refused += 1
+            return f"{limit} connections from {conn.host} already open (max.connections.per.ip)"
+        if self.count >= self.max_connections:
+            self.refused += 1
+            return f"{self.count} connections already open (max.connections)"
+        self.per_ip[conn.host] += 1
+        self.count += 1
+        return None
+
+    def release(self, conn: LimitedConnection) -> None:
+        self.count -= 1
+        left = self.per_ip[conn.host] - 1
+        if left > 0:
+            self.per_ip[conn.host] = left
+        else:
+            del self.per_ip[conn.host]
+        self._paused.discard(conn)
+
+    # -- queued.max.requests -------------------------------------------------
+
+    def enqueue(self, n: int) -> bool:
+        """Count n requests read; True when the broker's queue is full (stop reading)."""
+        self.queued += n
+        return self.queued >= self.queued_max_requests
+
+    def dequeue(self, n: int = 1) -> None:
+        self.queued -= n
+        if self._paused and self.queued < self.queued_max_requests // 2 + 1:
+            paused, self._paused = self._paused, set()
+            for conn in paused:
+                conn.resume()
+
+    def park(self, conn: LimitedConnection) -> None:
+        """A connection that stopped reading because the broker's queue was full."""
+        self._paused.add(conn)
+
+    # -- connections.max.idle.ms -------------------------------------------
+
+    def reap(self, connections: Collection[LimitedConnection], now: float | None = None) -> int:
+        """Close connections idle, or with a request running, for longer than the limit."""
+        now = time.monotonic() if now is None else now
+        closed = 0
+        for conn in list(connections):
+            if conn.busy_since is not None:
+                if now - conn.busy_since > self.idle_s:
+                    conn.close(
+                        f"a request ran longer than {self.idle_s * 1000:.0f} ms "
+                        "(connections.max.idle.ms)"
+                    )
+                    closed += 1
+            elif now - conn.last_active > self.idle_s:
+                conn.close(None)  # Kafka closes idle connections without a word
+                closed += 1
+        self.idle_closed += closed
+        return closed
+
+    async def run_reaper(self, connections: Callable[[], Collection[LimitedConnection]]) -> None:
+        interval = min(max(self.idle_s / 10, 0.05), 10.0)
+        while True:
+            await asyncio.sleep(interval)
+            self.reap(connections())
