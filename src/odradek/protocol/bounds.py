@@ -16,13 +16,14 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Callable
-from dataclasses import fields, is_dataclass
+from dataclasses import dataclass, fields, is_dataclass
 from functools import cache
 from types import EllipsisType, NoneType, UnionType
 from typing import Any, Union, get_args, get_origin
 
-# (buffer, position, end) -> position after the field; raises BoundsError.
-Walker = Callable[[bytes, int, int], int]
+# (buffer, position, end, unknown tags) -> position after the field; raises BoundsError.
+# Sections of tagged fields holding unknown tags are noted in the list (see without_unknown_tags).
+Walker = Callable[[bytes, int, int, "list[TagSection]"], int]
 
 _I8 = struct.Struct(">b")
 _I16 = struct.Struct(">h")
@@ -35,22 +36,64 @@ _FIXED = {
 }
 
 
+@dataclass(frozen=True, slots=True)
+class TagSection:
+    """A tagged-field section with unknown tags: where its count is, and what to drop."""
+
+    count_start: int
+    count_end: int
+    kept: int
+    drop: tuple[tuple[int, int], ...]
+
+
 class BoundsError(ValueError):
     """A length prefix that the frame's bytes cannot back, or a null Kafka forbids."""
 
 
-def check_entity(cls: type, buf: bytes, pos: int, end: int | None = None) -> int:
-    """Walk `cls` at `pos`; the position after it, or BoundsError."""
-    return _entity_walker(cls)(buf, pos, len(buf) if end is None else end)
+def check_entity(
+    cls: type, buf: bytes, pos: int, unknown: list[TagSection] | None = None
+) -> int:
+    """Walk `cls` at `pos`; the position after it, or BoundsError. Tagged-field
+    sections with tags the schema lacks are appended to `unknown`."""
+    return _entity_walker(cls)(buf, pos, len(buf), [] if unknown is None else unknown)
 
 
-def check_request_header(flexible: bool, buf: bytes, pos: int) -> int:
-    """Request header v1 (v2 when flexible): api key, version, correlation id, client id
-    (always a legacy nullable string, KIP-482), then tagged fields in v2."""
+def check_request_header(flexible: bool, buf: bytes, unknown: list[TagSection]) -> int:
+    """Request header v1 (v2 when flexible) at the frame's start: api key, version,
+    correlation id, client id (a legacy nullable string in both, KIP-482), then v2's
+    tagged fields. The position after it."""
     end = len(buf)
-    pos = _advance(pos, 8, end)
-    pos = _legacy_string(True)(buf, pos, end)
-    return _skip_tagged_fields(buf, pos, end, {}) if flexible else pos
+    pos = _advance(0, 8, end)
+    pos = _legacy_string(True)(buf, pos, end, unknown)
+    return _skip_tagged_fields(buf, pos, end, {}, unknown) if flexible else pos
+
+
+def without_unknown_tags(buf: bytes, sections: list[TagSection]) -> bytes:
+    """The frame without the tagged fields no schema of ours knows, counts adjusted.
+
+    Kafka's readers keep unknown tags aside (KIP-482: a newer client may send fields an
+    older broker ignores); kio's reader refuses them, so they are cut out before it reads.
+    """
+    out = bytearray()
+    pos = 0
+    for section in sorted(sections, key=lambda s: s.count_start):
+        out += buf[pos:section.count_start]
+        out += _uvarint_bytes(section.kept)
+        pos = section.count_end
+        for start, stop in section.drop:
+            out += buf[pos:start]
+            pos = stop
+    out += buf[pos:]
+    return bytes(out)
+
+
+def _uvarint_bytes(n: int) -> bytes:
+    out = bytearray()
+    while n >= 0x80:
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
 
 
 def read_uvarint(buf: bytes, pos: int, end: int) -> tuple[int, int]:
@@ -75,7 +118,7 @@ def _advance(pos: int, size: int, end: int) -> int:
 
 
 def _fixed(size: int) -> Walker:
-    def walk(buf: bytes, pos: int, end: int) -> int:
+    def walk(buf: bytes, pos: int, end: int, unknown: list[TagSection]) -> int:
         return _advance(pos, size, end)
 
     return walk
@@ -87,7 +130,7 @@ def _null(nullable: bool, what: str) -> None:
 
 
 def _legacy_string(nullable: bool) -> Walker:
-    def walk(buf: bytes, pos: int, end: int) -> int:
+    def walk(buf: bytes, pos: int, end: int, unknown: list[TagSection]) -> int:
         (n,) = _I16.unpack_from(buf, _advance(pos, 2, end) - 2)
         pos += 2
         if n < 0:
@@ -101,7 +144,7 @@ def _legacy_string(nullable: bool) -> Walker:
 
 
 def _legacy_bytes(nullable: bool) -> Walker:
-    def walk(buf: bytes, pos: int, end: int) -> int:
+    def walk(buf: bytes, pos: int, end: int, unknown: list[TagSection]) -> int:
         (n,) = _I32.unpack_from(buf, _advance(pos, 4, end) - 4)
         pos += 4
         if n < 0:
@@ -115,7 +158,7 @@ def _legacy_bytes(nullable: bool) -> Walker:
 
 
 def _compact_bytes(nullable: bool) -> Walker:
-    def walk(buf: bytes, pos: int, end: int) -> int:
+    def walk(buf: bytes, pos: int, end: int, unknown: list[TagSection]) -> int:
         n, pos = read_uvarint(buf, pos, end)
         if n == 0:
             _null(nullable, "string or bytes")
@@ -128,7 +171,7 @@ def _compact_bytes(nullable: bool) -> Walker:
 def _array(item: Walker, item_min: int, flexible: bool, nullable: bool) -> Walker:
     item_min = max(item_min, 1)
 
-    def walk(buf: bytes, pos: int, end: int) -> int:
+    def walk(buf: bytes, pos: int, end: int, unknown: list[TagSection]) -> int:
         if flexible:
             n, pos = read_uvarint(buf, pos, end)
             count = n - 1
@@ -146,7 +189,7 @@ def _array(item: Walker, item_min: int, flexible: bool, nullable: bool) -> Walke
                 f"{end - pos} remain"
             )
         for _ in range(count):
-            pos = item(buf, pos, end)
+            pos = item(buf, pos, end, unknown)
         return pos
 
     return walk
@@ -154,30 +197,42 @@ def _array(item: Walker, item_min: int, flexible: bool, nullable: bool) -> Walke
 
 def _nullable_struct(inner: Walker) -> Walker:
     # KIP-893: a nullable struct is an int8 marker (-1 null, 1 present) and the struct.
-    def walk(buf: bytes, pos: int, end: int) -> int:
+    def walk(buf: bytes, pos: int, end: int, unknown: list[TagSection]) -> int:
         (marker,) = _I8.unpack_from(buf, _advance(pos, 1, end) - 1)
         pos += 1
         if marker == -1:
             return pos
         if marker != 1:
             raise BoundsError(f"nullable struct marker {marker}")
-        return inner(buf, pos, end)
+        return inner(buf, pos, end, unknown)
 
     return walk
 
 
-def _skip_tagged_fields(buf: bytes, pos: int, end: int, known: dict[int, Walker]) -> int:
+def _skip_tagged_fields(
+    buf: bytes, pos: int, end: int, known: dict[int, Walker], unknown: list[TagSection]
+) -> int:
+    count_start = pos
     count, pos = read_uvarint(buf, pos, end)
+    count_end = pos
+    drop: list[tuple[int, int]] = []
     if count * 2 > end - pos:  # a tag and a size, one byte each at least
         raise BoundsError(f"{count} tagged fields cannot fit in {end - pos} bytes")
     for _ in range(count):
+        tag_start = pos
         tag, pos = read_uvarint(buf, pos, end)
         size, pos = read_uvarint(buf, pos, end)
         field_end = _advance(pos, size, end)
         walker = known.get(tag)
-        if walker is not None and walker(buf, pos, field_end) != field_end:
-            raise BoundsError(f"tagged field {tag} does not fill its {size} bytes")
+        if walker is None:
+            drop.append((tag_start, field_end))
+        else:
+            inner: list[TagSection] = []  # a size prefix would have to shrink with them
+            if walker(buf, pos, field_end, inner) != field_end or inner:
+                raise BoundsError(f"tagged field {tag} does not hold exactly its {size} bytes")
         pos = field_end
+    if drop:
+        unknown.append(TagSection(count_start, count_end, count - len(drop), tuple(drop)))
     return pos
 
 
@@ -242,11 +297,11 @@ def _entity_walker(cls: type) -> Walker:
             tagged[int(tag)] = walker
     walkers = tuple(plain)
 
-    def walk(buf: bytes, pos: int, end: int) -> int:
+    def walk(buf: bytes, pos: int, end: int, unknown: list[TagSection]) -> int:
         for w in walkers:
-            pos = w(buf, pos, end)
+            pos = w(buf, pos, end, unknown)
         if flexible:
-            pos = _skip_tagged_fields(buf, pos, end, tagged)
+            pos = _skip_tagged_fields(buf, pos, end, tagged, unknown)
         return pos
 
     return walk
@@ -264,4 +319,4 @@ def _entity_min(cls: type) -> int:
 
 def skip_tagged_fields(buf: bytes, pos: int) -> int:
     """Past the tagged fields at `pos` (a flexible header's), each checked against the frame."""
-    return _skip_tagged_fields(buf, pos, len(buf), {})
+    return _skip_tagged_fields(buf, pos, len(buf), {}, [])

@@ -23,9 +23,11 @@ from kio.serial import entity_reader, entity_writer
 
 from odradek.protocol.bounds import (
     BoundsError,
+    TagSection,
     check_entity,
     check_request_header,
     skip_tagged_fields,
+    without_unknown_tags,
 )
 
 API_VERSIONS_KEY = 18
@@ -82,7 +84,10 @@ def decode_request(frame: bytes | memoryview) -> tuple[RequestHeader, Any]:
     try:
         # Every length prefix is checked against the bytes present before kio's native
         # reader sizes a buffer from it (bounds.py says why).
-        check_entity(cls, data, check_request_header(cls.__flexible__, data, 0))
+        unknown: list[TagSection] = []
+        check_entity(cls, data, check_request_header(cls.__flexible__, data, unknown), unknown)
+        if unknown:
+            data = without_unknown_tags(data, unknown)
         header, offset = (_read_header_v2 if cls.__flexible__ else _read_header_v1)(data, 0)
         body, _ = _reader(cls)(data, offset)
     except BoundsError as exc:
@@ -139,7 +144,10 @@ def decode_response(frame: bytes, api_key: int, api_version: int) -> tuple[int, 
     try:
         if cls.__flexible__ and api_key != API_VERSIONS_KEY:
             offset = skip_tagged_fields(frame, offset)
-        check_entity(cls, frame, offset)
+        unknown: list[TagSection] = []
+        check_entity(cls, frame, offset, unknown)
+        if unknown:
+            frame = without_unknown_tags(frame, unknown)
         body, _ = _reader(cls)(frame, offset)
     except BoundsError as exc:
         raise FrameError(f"{cls.__name__} v{api_version}: {exc}") from None
