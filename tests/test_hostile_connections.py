@@ -14,8 +14,9 @@ import time
 from pathlib import Path
 
 from conftest import BrokerProcess, recv_exact, unique
-from odradek.protocol.framing import decode_response, encode_request, request_type
 from test_clients import consume_ck, create_topic, produce_ck
+
+from odradek.protocol.framing import decode_response, encode_request, request_type
 
 
 def rss_mb(broker: BrokerProcess) -> float:
