@@ -270,7 +270,7 @@ def _field_walker(field: Any, flexible: bool, tagged: bool) -> tuple[Walker, int
     inner, is_array, nullable = _unwrap(field.type)
     if tagged:
         nullable = nullable and is_array  # a tagged field's absence is its null
-    if is_dataclass(inner):
+    if isinstance(inner, type) and is_dataclass(inner):
         item, item_min = _entity_walker(inner), _entity_min(inner)
         if not is_array:
             if nullable:

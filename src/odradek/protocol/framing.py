@@ -53,27 +53,36 @@ def peek_header(frame: bytes | memoryview) -> tuple[int, int, int]:
     """api_key, api_version, correlation_id: readable in every version."""
     if len(frame) < _PREFIX.size:
         raise FrameError(f"request of {len(frame)} bytes is shorter than a request header")
-    return _PREFIX.unpack_from(frame, 0)  # type: ignore[return-value]
+    api_key, api_version, correlation_id = _PREFIX.unpack_from(frame, 0)
+    return api_key, api_version, correlation_id
 
 
 @cache
-def request_type(api_key: int, api_version: int) -> type:
+def request_type(api_key: int, api_version: int) -> type[Any]:
     return load_request_schema(api_key, api_version)
 
 
 @cache
-def response_type(api_key: int, api_version: int) -> type:
+def response_type(api_key: int, api_version: int) -> type[Any]:
     return load_response_schema(api_key, api_version)
 
 
-@cache
-def _reader(cls: type) -> Any:
-    return entity_reader(cls)
+_READERS: dict[type[Any], Any] = {}
+_WRITERS: dict[type[Any], Any] = {}
 
 
-@cache
-def _writer(cls: type) -> Any:
-    return entity_writer(cls)
+def _reader(cls: type[Any]) -> Any:
+    reader = _READERS.get(cls)
+    if reader is None:
+        reader = _READERS[cls] = entity_reader(cls)
+    return reader
+
+
+def _writer(cls: type[Any]) -> Any:
+    writer = _WRITERS.get(cls)
+    if writer is None:
+        writer = _WRITERS[cls] = entity_writer(cls)
+    return writer
 
 
 def decode_request(frame: bytes | memoryview) -> tuple[RequestHeader, Any]:
