@@ -1,8 +1,10 @@
 """The broker process: listener, background tasks, clean shutdown.
 
 `Server` runs on any asyncio loop (odradek.testing embeds it); `run()` is
-`odradek serve`: uvloop, signal handling, and a stop within two seconds that
-flushes the logs and writes the checkpoints.
+`odradek serve`: uvloop, signal handling, and a bounded stop (the controlled
+shutdown's controlled.shutdown.max.retries x controlled.shutdown.retry.backoff.ms
+plus SHUTDOWN_MARGIN_S) that flushes the logs and writes the checkpoints, also
+when the stop runs out of time.
 """
 
 from __future__ import annotations
@@ -24,6 +26,9 @@ from odradek.server.limits import ConnectionLimits
 log = logging.getLogger("odradek.server")
 
 CHECKPOINT_INTERVAL_S = 60.0
+# what a stop may take beyond the controlled shutdown: closing the connections and the
+# coordinators, leaving ZooKeeper (bounded at a few seconds), flushing the logs
+SHUTDOWN_MARGIN_S = 10.0
 
 
 def make_broker(config: BrokerConfig, *, faults: Any = None) -> Broker:
@@ -48,6 +53,7 @@ class Server:
         self.port = 0
         self.cleaner: Any = None  # storage.cleaner.LogCleaner when log.cleaner.enable
         self.stopped = asyncio.Event()
+        self._broker_closed = False
 
     async def start(self) -> None:
         from odradek.server.handlers import ROUTES
@@ -130,9 +136,20 @@ class Server:
             w.cancel()
         await asyncio.gather(*workers, return_exceptions=True)
         await _extension_stop(self)
-        self.broker.close()
+        self.close_broker()
         self.stopped.set()
         log.info("odradek broker %d stopped", self.broker.node_id)
+
+    def close_broker(self) -> None:
+        """Flush the logs and write the checkpoints, once; also after a stop() cut short."""
+        if self._broker_closed:
+            return
+        self._broker_closed = True
+        for task in self._tasks:
+            task.cancel()
+        if self.cleaner is not None:
+            self.cleaner.close()
+        self.broker.close()
 
 
 def _extension_start(server: Server) -> list[asyncio.Task[None]]:
@@ -173,7 +190,23 @@ async def serve(config: BrokerConfig) -> None:
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
     log.info("shutting down")
-    await asyncio.wait_for(server.stop(), timeout=10)
+    budget = shutdown_budget_s(config)
+    try:
+        await asyncio.wait_for(server.stop(), timeout=budget)
+    except TimeoutError:
+        log.error("the shutdown did not end within %.1f s: closing the logs now", budget)
+    finally:
+        server.close_broker()  # a stop cut short (or failed) still leaves clean, checkpointed logs
+
+
+def shutdown_budget_s(config: BrokerConfig) -> float:
+    """How long `serve` lets a stop take: Kafka's bound on the controlled shutdown
+    (max.retries x retry.backoff.ms, cluster mode only) plus SHUTDOWN_MARGIN_S."""
+    controlled = 0.0
+    if config.zookeeper and config.controlled_shutdown_enable:
+        controlled = max(0, config.controlled_shutdown_max_retries) * \
+            max(0, config.controlled_shutdown_retry_backoff_ms) / 1000.0
+    return controlled + SHUTDOWN_MARGIN_S
 
 
 def run(config: BrokerConfig) -> None:
