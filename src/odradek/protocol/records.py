@@ -16,12 +16,15 @@ from __future__ import annotations
 import gzip
 import io
 import struct
+import zlib
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import crc32c
 from kio._kio_native import read_signed_varint, read_signed_varlong
 from kio.records.writers import write_signed_compact_bytes
 from kio.schema.errors import ErrorCode
+from kio.serial.errors import DecodeError
 from kio.serial.writers import write_signed_varint, write_signed_varlong
 
 BATCH_HEADER_SIZE = 61
@@ -35,6 +38,13 @@ CONTROL_BIT = 0x20
 NO_TIMESTAMP = -1
 
 COMPRESSION_NAMES = {0: "none", 1: "gzip", 2: "snappy", 3: "lz4", 4: "zstd"}
+# Decoding a batch inflates it whole; a few KiB of zeros can claim gigabytes, so the
+# output is capped at Kafka's socket.request.max.bytes default (the largest request a
+# broker reads at all) unless the caller asks for another bound.
+MAX_DECOMPRESSED_BYTES = 100 * 1024 * 1024
+_CHUNK = 64 * 1024  # the step in which gzip and zstd output is read
+_XERIAL_MAGIC = b"\x82SNAPPY\x00"
+_XERIAL_HEADER = 16  # magic, version i32, compatible version i32
 
 
 class InvalidRecordError(Exception):
@@ -96,6 +106,9 @@ class BatchHeader:
 
 
 def read_header(data: bytes | bytearray | memoryview, pos: int = 0) -> BatchHeader:
+    if pos < 0 or len(data) - pos < BATCH_HEADER_SIZE:
+        raise InvalidRecordError(ErrorCode.corrupt_message,
+                                 f"{max(len(data) - pos, 0)} bytes at {pos} are not a record batch header")
     return BatchHeader(pos, *_HEADER.unpack_from(data, pos))
 
 
@@ -181,32 +194,129 @@ class DecodedBatch:
     records: list[Record] = field(default_factory=list)
 
 
-def decompress(codec: int, data: bytes) -> bytes:
+def decompress(codec: int, data: bytes | memoryview, max_bytes: int = MAX_DECOMPRESSED_BYTES) -> bytes:
+    """The records of a compressed batch; a corrupt payload or one inflating past
+    `max_bytes` is refused with CORRUPT_MESSAGE before more than that is held."""
     if codec == 0:
-        return data
+        return bytes(data)
+    name = COMPRESSION_NAMES.get(codec)
+    if name is None:
+        raise InvalidRecordError(ErrorCode.corrupt_message, f"unknown compression codec {codec}")
+    try:
+        if codec == 1:
+            out = _gunzip(data, max_bytes)
+        elif codec == 2:
+            out = _unsnappy(bytes(data), max_bytes)
+        elif codec == 3:
+            out = _unlz4(data, max_bytes)
+        else:
+            out = _unzstd(data, max_bytes)
+    except InvalidRecordError:
+        raise
+    except _codec_errors(codec) as exc:
+        raise InvalidRecordError(ErrorCode.corrupt_message, f"corrupt {name} record batch: {exc}") from None
+    if len(out) > max_bytes:
+        raise _too_large(name, max_bytes)
+    return out
+
+
+def _too_large(name: str, max_bytes: int) -> InvalidRecordError:
+    return InvalidRecordError(ErrorCode.corrupt_message,
+                              f"{name} record batch inflates past {max_bytes} bytes")
+
+
+def _codec_errors(codec: int) -> tuple[type[BaseException], ...]:
+    """What each codec's library raises on corrupt input (and nothing else)."""
     if codec == 1:
-        return gzip.decompress(data)
+        return (OSError, EOFError, zlib.error)  # gzip.BadGzipFile is an OSError
     if codec == 2:
         import snappy
 
-        if data[:8] == b"\x82SNAPPY\x00":  # xerial framing, as the Java client writes
-            out = io.BytesIO()
-            pos = 16
-            while pos < len(data):
-                (n,) = struct.unpack_from(">i", data, pos)
-                out.write(snappy.uncompress(data[pos + 4 : pos + 4 + n]))
-                pos += 4 + n
-            return out.getvalue()
-        return bytes(snappy.uncompress(data))
+        return (snappy.UncompressError,)
     if codec == 3:
-        import lz4.frame
+        return (RuntimeError,)  # python-lz4 reports every LZ4F error so
+    import zstandard
 
-        return bytes(lz4.frame.decompress(data))
-    if codec == 4:
-        import zstandard
+    return (zstandard.ZstdError,)
 
-        return zstandard.ZstdDecompressor().decompressobj().decompress(data)
-    raise InvalidRecordError(ErrorCode.corrupt_message, f"unknown compression codec {codec}")
+
+def _read_bounded(read: Callable[[int], bytes], max_bytes: int, name: str) -> bytes:
+    """Read a decompressing stream in small steps, refusing it once past max_bytes."""
+    out = bytearray()
+    while chunk := read(_CHUNK):
+        out += chunk
+        if len(out) > max_bytes:
+            raise _too_large(name, max_bytes)
+    return bytes(out)
+
+
+def _gunzip(data: bytes | memoryview, max_bytes: int) -> bytes:
+    # GzipFile reads concatenated members, as Java's GZIPInputStream does.
+    with gzip.GzipFile(fileobj=io.BytesIO(data)) as f:
+        return _read_bounded(f.read, max_bytes, "gzip")
+
+
+def _unsnappy(data: bytes, max_bytes: int) -> bytes:
+    import snappy
+
+    if not data.startswith(_XERIAL_MAGIC):
+        _check_snappy_length(data, max_bytes, max_bytes)
+        return bytes(snappy.uncompress(data))
+    # xerial framing, as the Java client writes: the header, then [length i32][block] chunks
+    out = bytearray()
+    pos = _XERIAL_HEADER
+    if len(data) < pos:
+        raise InvalidRecordError(ErrorCode.corrupt_message, "snappy record batch: xerial header cut short")
+    while pos < len(data):
+        if len(data) - pos < 4:
+            raise InvalidRecordError(ErrorCode.corrupt_message, "snappy record batch: chunk length cut short")
+        (n,) = struct.unpack_from(">i", data, pos)
+        if n < 0 or n > len(data) - pos - 4:
+            raise InvalidRecordError(ErrorCode.corrupt_message,
+                                     f"snappy record batch: chunk of {n} bytes does not fit")
+        block = data[pos + 4 : pos + 4 + n]
+        _check_snappy_length(block, max_bytes - len(out), max_bytes)
+        out += snappy.uncompress(block)
+        pos += 4 + n
+    return bytes(out)
+
+
+def _check_snappy_length(block: bytes, room: int, max_bytes: int) -> None:
+    """A raw snappy block opens with its uncompressed length (a varint): refuse it before
+    the library sizes a buffer by it."""
+    length = shift = 0
+    for i, b in enumerate(block[:5]):
+        length |= (b & 0x7F) << shift
+        shift += 7
+        if not b & 0x80:
+            break
+        if i == 4:
+            raise InvalidRecordError(ErrorCode.corrupt_message, "snappy record batch: bad length varint")
+    if length > room:
+        raise _too_large("snappy", max_bytes)
+
+
+def _unlz4(data: bytes | memoryview, max_bytes: int) -> bytes:
+    import lz4.frame
+
+    d = lz4.frame.LZ4FrameDecompressor()
+    out = bytearray(d.decompress(data, max_length=_CHUNK))  # max_length sizes its buffer
+    while not d.eof and not d.needs_input:
+        if len(out) > max_bytes:
+            raise _too_large("lz4", max_bytes)
+        out += d.decompress(b"", max_length=_CHUNK)
+    if not d.eof:
+        raise InvalidRecordError(ErrorCode.corrupt_message, "lz4 record batch: frame cut short")
+    return bytes(out)
+
+
+def _unzstd(data: bytes | memoryview, max_bytes: int) -> bytes:
+    # A stream reader gives output in steps (one call would inflate it all); it ends
+    # quietly where input is cut, and the record count then refuses the batch.
+    import zstandard
+
+    with zstandard.ZstdDecompressor().stream_reader(data, read_across_frames=True) as r:
+        return _read_bounded(r.read, max_bytes, "zstd")
 
 
 def compress(codec: int, data: bytes) -> bytes:
@@ -229,43 +339,115 @@ def compress(codec: int, data: bytes) -> bytes:
     raise ValueError(f"unknown compression codec {codec}")
 
 
-def _read_bytes(buf: bytes, pos: int) -> tuple[bytes | None, int]:
-    n, size = read_signed_varint(buf, pos)
-    pos += size
-    if n < 0:
-        return None, pos
-    return buf[pos : pos + n], pos + n
+def _corrupt(message: str) -> InvalidRecordError:
+    return InvalidRecordError(ErrorCode.corrupt_message, message)
 
 
-def decode_batch(data: bytes | memoryview, pos: int = 0) -> DecodedBatch:
-    """Every record of one batch (decompressed), with absolute offsets and timestamps."""
-    header = read_header(data, pos)
-    body = decompress(header.compression, bytes(data[pos + BATCH_HEADER_SIZE : pos + header.size]))
-    out = DecodedBatch(header)
-    p = 0
-    for _ in range(header.record_count):
-        length, size = read_signed_varint(body, p)
-        p += size
-        end = p + length
-        attributes = body[p]
-        p += 1
-        ts_delta, size = read_signed_varlong(body, p)
-        p += size
-        off_delta, size = read_signed_varint(body, p)
-        p += size
-        key, p = _read_bytes(body, p)
-        value, p = _read_bytes(body, p)
-        count, size = read_signed_varint(body, p)
-        p += size
+class _RecordReader:
+    """Kafka's DefaultRecord fields from a decompressed body; every length and count is
+    checked against the bytes left before it is used (they come from the producer)."""
+
+    __slots__ = ("body", "end", "pos")
+
+    def __init__(self, body: bytes) -> None:
+        self.body = body
+        self.pos = 0
+        self.end = len(body)
+
+    def varint(self) -> int:
+        if self.pos >= self.end:
+            raise _corrupt("record cut short")
+        try:
+            value, size = read_signed_varint(self.body, self.pos)
+        except (DecodeError, ValueError) as exc:  # cut short, or more than 5 bytes
+            raise _corrupt(f"bad varint in record: {exc}") from None
+        self.pos += size
+        if self.pos > self.end:
+            raise _corrupt("record cut short")
+        return int(value)
+
+    def varlong(self) -> int:
+        if self.pos >= self.end:
+            raise _corrupt("record cut short")
+        try:
+            value, size = read_signed_varlong(self.body, self.pos)
+        except (DecodeError, ValueError) as exc:
+            raise _corrupt(f"bad varlong in record: {exc}") from None
+        self.pos += size
+        if self.pos > self.end:
+            raise _corrupt("record cut short")
+        return int(value)
+
+    def byte(self) -> int:
+        if self.pos >= self.end:
+            raise _corrupt("record cut short")
+        self.pos += 1
+        return self.body[self.pos - 1]
+
+    def nullable_bytes(self, what: str) -> bytes | None:
+        n = self.varint()
+        if n < 0:  # any negative length is null (Kafka's DefaultRecord)
+            return None
+        if n > self.end - self.pos:
+            raise _corrupt(f"record {what} of {n} bytes exceeds the {self.end - self.pos} left")
+        self.pos += n
+        return self.body[self.pos - n : self.pos]
+
+    def record(self, base_offset: int, base_timestamp: int) -> Record:
+        length = self.varint()
+        if length < 0 or length > self.end - self.pos:
+            raise _corrupt(f"record length {length} does not fit the {self.end - self.pos} bytes left")
+        outer, self.end = self.end, self.pos + length
+        attributes = self.byte()
+        ts_delta = self.varlong()
+        off_delta = self.varint()
+        key = self.nullable_bytes("key")
+        value = self.nullable_bytes("value")
+        count = self.varint()
+        if count < 0 or count > (self.end - self.pos) // 2:  # a header is at least two varints
+            raise _corrupt(f"record header count {count} does not fit the record")
         headers = []
         for _ in range(count):
-            hkey, p = _read_bytes(body, p)
-            hval, p = _read_bytes(body, p)
-            headers.append(((hkey or b"").decode("utf-8", "replace"), hval))
-        if p != end:
-            raise InvalidRecordError(ErrorCode.corrupt_message, "record length does not match its fields")
-        out.records.append(Record(header.base_offset + off_delta, header.base_timestamp + ts_delta,
-                                  key, value, tuple(headers), attributes))
+            hkey = self.nullable_bytes("header key")
+            if hkey is None:
+                raise _corrupt("record header key is null")
+            headers.append((hkey.decode("utf-8", "replace"), self.nullable_bytes("header value")))
+        if self.pos != self.end:
+            raise _corrupt("record length does not match its fields")
+        self.end = outer
+        return Record(base_offset + off_delta, base_timestamp + ts_delta, key, value, tuple(headers), attributes)
+
+
+MIN_RECORD_SIZE = 7  # length, attributes, timestamp and offset deltas, key, value, header count
+
+
+def decode_batch(data: bytes | bytearray | memoryview, pos: int = 0, *, verify_crc: bool = False,
+                 max_decompressed_bytes: int = MAX_DECOMPRESSED_BYTES) -> DecodedBatch:
+    """Every record of one batch (decompressed), with absolute offsets and timestamps.
+
+    Whatever the bytes, this returns exactly record_count records or raises
+    InvalidRecordError; nothing inside the batch can make it read past the batch or
+    hold more than `max_decompressed_bytes`."""
+    header = read_header(data, pos)
+    if header.magic != 2:
+        raise _corrupt(f"record batch magic {header.magic} is not supported (only v2)")
+    if header.batch_length < MIN_BATCH_LENGTH or header.size > len(data) - pos:
+        raise _corrupt(f"record batch length {header.batch_length} does not fit the {len(data) - pos} bytes")
+    view = memoryview(data)[pos : pos + header.size]
+    if verify_crc and crc32c.crc32c(view[CRC_START:]) != header.crc:
+        raise _corrupt("record batch CRC32C mismatch")
+    if header.record_count < 0:
+        raise _corrupt(f"record count {header.record_count} is negative")
+    body = decompress(header.compression, view[BATCH_HEADER_SIZE:], max_decompressed_bytes)
+    if header.record_count > len(body) // MIN_RECORD_SIZE:
+        raise _corrupt(f"record count {header.record_count} does not fit {len(body)} bytes of records")
+    reader = _RecordReader(body)
+    out = DecodedBatch(header)
+    for _ in range(header.record_count):
+        out.records.append(reader.record(header.base_offset, header.base_timestamp))
+    if reader.pos != len(body):
+        # Kafka: "Incorrect declared batch size, records still remaining in file"
+        raise _corrupt(f"{len(body) - reader.pos} bytes remain after {header.record_count} records")
     return out
 
 
@@ -275,7 +457,7 @@ def iter_batches(data: bytes | memoryview) -> list[DecodedBatch]:
 
 
 def encode_batch(
-    records: list[tuple[bytes | None, bytes | None, tuple[tuple[str, bytes | None], ...]]] | list[Record],
+    records: Sequence[tuple[bytes | None, bytes | None, Sequence[tuple[str, bytes | None]]] | Record],
     *,
     base_offset: int = 0,
     timestamp_ms: int | None = None,
@@ -292,12 +474,12 @@ def encode_batch(
 
     now = timestamp_ms if timestamp_ms is not None else int(time.time() * 1000)
     items: list[Record] = []
-    for i, r in enumerate(records):
-        if isinstance(r, Record):
-            items.append(r)
+    for i, item in enumerate(records):
+        if isinstance(item, Record):
+            items.append(item)
         else:
             off = offsets[i] if offsets is not None else base_offset + i
-            items.append(Record(off, now, r[0], r[1], tuple(r[2])))
+            items.append(Record(off, now, item[0], item[1], tuple(item[2])))
     if not items:
         raise ValueError("a record batch needs at least one record")
     first = items[0].offset
@@ -348,7 +530,7 @@ def control_type(data: bytes | bytearray | memoryview, pos: int = 0) -> int:
     """CONTROL_COMMIT or CONTROL_ABORT for the control batch at `pos` (-1 when unreadable)."""
     try:
         batch = decode_batch(data, pos)
-    except (InvalidRecordError, IndexError, ValueError, struct.error):
+    except InvalidRecordError:
         return -1
     if not batch.records or batch.records[0].key is None or len(batch.records[0].key) < 4:
         return -1
