@@ -22,7 +22,7 @@ import multiprocessing
 import os
 import struct
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import Executor, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
@@ -373,11 +373,11 @@ class LogCleaner:
             self._pool.shutdown(wait=False, cancel_futures=True)
             self._pool = None
 
-    async def run(self, logs_of: object) -> None:
+    async def run(self, logs_of: Callable[[], list[PartitionLog]]) -> None:
         """Forever: clean the dirtiest partition in the worker, swap on the loop, back off when idle."""
         loop = asyncio.get_running_loop()
         while True:
-            logs = logs_of()  # type: ignore[operator]
+            logs = logs_of()
             plan = self.plan_next(logs, _now_ms())
             if plan is None:
                 await asyncio.sleep(self.backoff_s)
@@ -397,7 +397,7 @@ class LogCleaner:
                 self.uncleanable.add((plan.plog.topic, plan.plog.partition))
                 continue
             elapsed = time.monotonic() - started
-            if self.finish(plan, stats, logs_of()):  # type: ignore[operator]
+            if self.finish(plan, stats, logs_of()):
                 self.total_bytes_read += stats.bytes_read
                 self.total_seconds += elapsed
                 log.info("cleaned %s-%d up to offset %d: %d of %d records removed, %.1f MB in %.2f s",

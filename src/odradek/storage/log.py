@@ -319,7 +319,8 @@ class PartitionLog:
     def _save_epochs(self) -> None:
         path = self.dir / LEADER_EPOCH_FILE
         tmp = path.with_suffix(".tmp")
-        tmp.write_text("0\n%d\n%s" % (len(self.epochs), "".join(f"{e} {s}\n" for e, s in self.epochs)))
+        entries = "".join(f"{e} {s}\n" for e, s in self.epochs)
+        tmp.write_text(f"0\n{len(self.epochs)}\n{entries}")
         os.replace(tmp, path)
 
     def _load_epochs(self) -> None:

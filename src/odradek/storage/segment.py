@@ -15,6 +15,7 @@ import logging
 import os
 import struct
 from pathlib import Path
+from typing import BinaryIO
 
 from odradek.protocol.records import BATCH_HEADER_SIZE, BatchHeader, read_header, scan_batches
 
@@ -80,8 +81,8 @@ class LogSegment:
         self.time_stamps: list[int] = []
         self.time_offsets: list[int] = []
         self.bytes_since_index = 0
-        self._index_file = None
-        self._time_file = None
+        self._index_file: BinaryIO | None = None
+        self._time_file: BinaryIO | None = None
 
     # -- loading -------------------------------------------------------------
 
@@ -136,13 +137,15 @@ class LogSegment:
             return False
         if len(raw) % 8 or len(traw) % 12:
             return False
-        offsets, positions = [], []
+        offsets: list[int] = []
+        positions: list[int] = []
         for rel, pos in _INDEX_ENTRY.iter_unpack(raw):
             if (rel == 0 and pos == 0 and offsets) or pos >= max(self.size, 1) or (offsets and pos <= positions[-1]):
                 return False
             offsets.append(self.base_offset + rel)
             positions.append(pos)
-        stamps, toffsets = [], []
+        stamps: list[int] = []
+        toffsets: list[int] = []
         for ts, rel in _TIME_ENTRY.iter_unpack(traw):
             if stamps and ts < stamps[-1]:
                 return False
@@ -210,8 +213,7 @@ class LogSegment:
             total += want
         for last_offset, position, size, max_ts in batches:
             self._maybe_index(last_offset, position, size, max_ts, index_interval)
-            if max_ts > self.max_timestamp:
-                self.max_timestamp = max_ts
+            self.max_timestamp = max(self.max_timestamp, max_ts)
             self.next_offset = last_offset + 1
         self.size += total
         assert self._index_file is not None and self._time_file is not None
