@@ -30,8 +30,20 @@ FAST_ENV = {
 }
 
 
+def _reap(proc: subprocess.Popen[bytes], timeout: float = 10.0) -> None:
+    """SIGKILL (after a SIGCONT, so a SIGSTOPped process dies too) and wait, by pid."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGCONT)
+        proc.send_signal(signal.SIGKILL)
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:  # uninterruptible sleep: the kernel finishes it later
+        pass
+
+
 class ZooKeeper:
     def __init__(self, state_dir: Path) -> None:
+        self.state_dir = state_dir
         self.port = free_port()
         self.proc = start_zookeeper(state_dir, self.port)
 
@@ -39,9 +51,12 @@ class ZooKeeper:
         return f"127.0.0.1:{self.port}/{chroot}"
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
-            self.proc.wait(10)
+        _reap(self.proc)
+
+    def restart(self) -> None:
+        """The same data dir and port: the brokers find their cluster again."""
+        self.stop()
+        self.proc = start_zookeeper(self.state_dir, self.port)
 
 
 class ClusterBroker:
@@ -69,19 +84,16 @@ class ClusterBroker:
     def start(self) -> ClusterBroker:
         import os
 
-        log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen(
-            broker_command(self.broker_id, self.port, self.data_dir, self.zookeeper),
-            stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **self.env}, cwd=ROOT)
-        log.close()
+        with open(self.log_path, "ab") as log:  # the child keeps its own descriptor
+            self.proc = subprocess.Popen(
+                broker_command(self.broker_id, self.port, self.data_dir, self.zookeeper),
+                stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **self.env}, cwd=ROOT)
         wait_for_port(self.port, proc=self.proc)
         return self
 
     def kill(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGCONT)
-            self.proc.send_signal(signal.SIGKILL)
-            self.proc.wait(10)
+        if self.proc is not None:
+            _reap(self.proc)
 
     def pause(self) -> None:
         """SIGSTOP: the process is alive but silent, so its ZooKeeper session expires."""
@@ -95,10 +107,16 @@ class ClusterBroker:
         self.paused = False
 
     def stop(self, timeout: float = 20.0) -> int:
+        """SIGTERM and wait; a broker still running after `timeout` is SIGKILLed and the test fails."""
         assert self.proc is not None
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
-            self.proc.wait(timeout)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                _reap(self.proc)
+                raise AssertionError(f"broker {self.broker_id} did not exit within {timeout:.0f} s of SIGTERM; "
+                                     f"SIGKILLed") from None
         return int(self.proc.returncode)
 
     def logs(self) -> str:
@@ -143,7 +161,7 @@ class Cluster:
                 last = check()
                 if last:
                     return last
-            except Exception as exc:  # a broker just killed, metadata in flux
+            except Exception as exc:  # noqa: BLE001 - a broker just killed, metadata in flux: ask again
                 last = exc
             time.sleep(0.05)
         raise AssertionError(f"timed out waiting for {what} (last: {last!r})")
@@ -175,8 +193,10 @@ class Cluster:
 @pytest.fixture(scope="module")
 def zookeeper(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ZooKeeper]:
     zk = ZooKeeper(tmp_path_factory.mktemp("zk"))
-    yield zk
-    zk.stop()
+    try:
+        yield zk
+    finally:
+        zk.stop()
 
 
 @pytest.fixture
@@ -194,6 +214,11 @@ def cluster_factory(zookeeper: ZooKeeper, tmp_path: Path, request: pytest.Fixtur
         cluster.wait_for(f"{n} live brokers", lambda: len(cluster.metadata().brokers) == n)
         return cluster
 
-    yield make
-    for b in made:
-        b.kill()
+    try:
+        yield make
+    finally:
+        for b in made:  # each one, even when another one's kill raised
+            try:
+                b.kill()
+            except OSError as exc:  # pragma: no cover - a teardown must not skip the others
+                print(f"cannot kill broker {b.broker_id}: {exc!r}")

@@ -9,8 +9,9 @@ ISR it moves leadership back (auto.leader.rebalance.enable). Every write is a
 compare-and-set on the state znode inside a transaction that also checks the
 version of /controller_epoch, so a controller that lost its seat is fenced.
 
-It runs on its own thread with blocking kazoo calls: the event loop never
-waits for ZooKeeper on its behalf.
+It runs on its own (daemon) thread with blocking ZooKeeper calls, each bounded
+(the store's `ops`): the event loop never waits for ZooKeeper on its behalf, and
+stop() waits for the thread at most STOP_TIMEOUT_S.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ log = logging.getLogger("odradek.controller")
 # Kafka checks every leader.imbalance.check.interval.seconds (300 s); odradek's
 # clusters are small, so a preferred leader comes back within seconds.
 REBALANCE_INTERVAL_S = 2.0
+STOP_TIMEOUT_S = 2.0
 
 
 class Controller:
@@ -58,10 +60,14 @@ class Controller:
         zk.add_listener(lambda state: self._events.put(("session", state)))
         self._thread.start()
 
-    def stop(self) -> None:
+    def stop(self, timeout: float = STOP_TIMEOUT_S) -> None:
+        """Bounded: a thread still in a ZooKeeper call (itself bounded) is left behind, a daemon."""
         self._stopping = True
         self._events.put(("stop", None))
-        self._thread.join(timeout=5)
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+            if self._thread.is_alive():
+                log.warning("the controller thread did not stop within %.1f s; leaving it", timeout)
 
     # -- the event thread -----------------------------------------------------
 
@@ -73,7 +79,7 @@ class Controller:
                 kind, arg = "tick", None
             try:
                 self._handle(kind, arg)
-            except Exception as exc:  # ZooKeeper hiccups: the next event retries
+            except Exception as exc:  # noqa: BLE001 - the thread must outlive any event; the next one retries
                 log.warning("controller event %s failed: %s", kind, exc)
 
     def _handle(self, kind: str, arg: Any) -> None:
@@ -111,9 +117,9 @@ class Controller:
                     self._rebalance_preferred()
 
     def _try_become_controller(self) -> None:
-        zk = self.store.zk
-        if zk.state != KazooState.CONNECTED:
+        if self._stopping or self.store.zk.state != KazooState.CONNECTED:
             return
+        zk = self.store.ops
         try:
             zk.create("/controller", json.dumps({"version": 1, "brokerid": self.broker_id,
                                                  "timestamp": ""}).encode(), ephemeral=True)
@@ -158,6 +164,8 @@ class Controller:
         return out
 
     def _write(self, topic: str, p: int, new: LeaderAndIsr, why: str) -> None:
+        if self._stopping:
+            return
         written = self.store.write_state(topic, p, new, fence=("/controller_epoch", self._epoch_zk_version))
         if written is None:
             # lost a CAS (the leader changed the ISR meanwhile) or fenced; re-read and retry
@@ -222,5 +230,5 @@ class Controller:
 def _unclean(configs: dict[str, str], broker_config: Any) -> bool:
     try:
         return bool(topic_config_value("unclean.leader.election.enable", configs, broker_config))
-    except Exception:
+    except (ValueError, KeyError, TypeError):  # an unparsable topic value: the broker's
         return bool(broker_config.unclean_leader_election_enable)

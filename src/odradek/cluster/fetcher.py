@@ -65,12 +65,16 @@ class Fetcher:
         self.partitions.pop(tp, None)
 
     async def stop(self) -> None:
-        self._stopping = True
-        self._wake.set()
-        self._task.cancel()
+        self.cancel()
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await self._task
         self._disconnect()
+
+    def cancel(self) -> None:
+        """Stop without waiting: whatever answer still arrives is not applied to the logs."""
+        self._stopping = True
+        self._wake.set()
+        self._task.cancel()
 
     def _disconnect(self) -> None:
         if self._writer is not None:
@@ -78,6 +82,12 @@ class Fetcher:
         self._reader = self._writer = None
 
     async def _run(self) -> None:
+        try:
+            await self._fetch_loop()
+        finally:
+            self._disconnect()
+
+    async def _fetch_loop(self) -> None:
         while not self._stopping:
             if not self.partitions:
                 self._wake.clear()
@@ -97,10 +107,14 @@ class Fetcher:
             except asyncio.CancelledError:
                 raise
             except _QUIET as exc:
+                if self._stopping:
+                    return
                 log.debug("fetcher from broker %d: %r", self.leader, exc)
                 self._disconnect()
                 await asyncio.sleep(0.1)
-            except Exception as exc:  # a bug or a refused append: say so, then retry
+            except Exception as exc:  # noqa: BLE001 - a bug or a refused append: say so, then retry
+                if self._stopping:
+                    return
                 log.warning("fetcher from broker %d: %r", self.leader, exc)
                 self._disconnect()
                 await asyncio.sleep(0.5)
@@ -139,6 +153,8 @@ class Fetcher:
                 for t, items in by_topic.items()],
         })
         response = await self._call(OFFSET_FOR_LEADER_EPOCH_KEY, OFFSET_FOR_LEADER_EPOCH_VERSION, body, timeout=5.0)
+        if self._stopping:  # stopped meanwhile: the logs may be closed
+            return
         for topic in response.topics:
             for p in topic.partitions:
                 state = self.partitions.get((topic.topic, p.partition))
@@ -187,6 +203,8 @@ class Fetcher:
                 for t, items in by_topic.items()],
         })
         response = await self._call(FETCH_KEY, FETCH_VERSION, body, timeout=wait_ms / 1000.0 + 10.0)
+        if self._stopping:  # stopped meanwhile: the logs may be closed
+            return
         backoff = False
         for topic in response.responses:
             for p in topic.partitions:

@@ -21,6 +21,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from kazoo.exceptions import KazooException  # type: ignore[import-untyped]
 from kio.schema.errors import ErrorCode
 
 from odradek.cluster.fetcher import Fetcher
@@ -249,7 +250,7 @@ class ReplicaManager:
                          list(written.isr), why)
                 ls.state = written
                 self.advance_high_watermark(ls)
-        except Exception as exc:
+        except (KazooException, OSError) as exc:  # ZooKeeper unreachable (ZkError), closed, or refusing
             log.warning("%s-%d: ISR change failed: %r", ls.topic, ls.partition, exc)
         finally:
             ls.isr_write_pending = False
@@ -264,6 +265,14 @@ class ReplicaManager:
         self.closed = True
         for fetcher in list(self.fetchers.values()):
             await fetcher.stop()
+        self.close_now()
+
+    def close_now(self) -> None:
+        """close() without waiting (the broker's close, also after a cut-short stop): the
+        fetchers are cancelled and append nothing more, waiting produces fail, ISR writes end."""
+        self.closed = True
+        for fetcher in list(self.fetchers.values()):
+            fetcher.cancel()
         for ls in self.leaders.values():
             ls.fail_all(ErrorCode.not_leader_or_follower)
         for task in list(self._tasks):

@@ -14,17 +14,27 @@ kazoo runs watches on its own thread; this module never touches asyncio. It
 hands every event to `post(fn, *args)`, which the broker points at
 `loop.call_soon_threadsafe`. Its blocking methods are for threads (the
 controller's) and its own `executor`, plus the rare admin call (topic creation).
+
+Nothing here waits for ZooKeeper without a bound. kazoo's own blocking calls wait
+for a reconnection forever (a request made while disconnected sits in its queue),
+so the store's calls go through `ops`, which gives up after the session timeout,
+and at once once the store is `closing` and ZooKeeper is not connected. The
+executor's threads are daemons, kazoo reconnects at most a second apart (its
+default backs off to an hour), and `stop()` gives up on a kazoo that does not
+close in `STOP_TIMEOUT_S`: a broker shutting down with its ZooKeeper gone exits.
 """
 
 from __future__ import annotations
 
+import atexit
 import json
 import logging
+import queue
 import threading
 import time
 import uuid
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor, Future
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,7 +45,9 @@ from kazoo.exceptions import (  # type: ignore[import-untyped]
     NodeExistsError,
     NoNodeError,
 )
+from kazoo.handlers.threading import KazooTimeoutError  # type: ignore[import-untyped]
 from kazoo.protocol.states import WatchedEvent  # type: ignore[import-untyped]
+from kazoo.retry import KazooRetry  # type: ignore[import-untyped]
 
 from odradek.cluster.metadata import TopicError, TopicMetadata, check_collision
 
@@ -44,9 +56,66 @@ logging.getLogger("kazoo.client").setLevel(logging.WARNING)  # one line per conn
 
 Post = Callable[..., None]
 
+STOP_TIMEOUT_S = 3.0  # closing the kazoo client; past it the client is left to its daemon threads
+RECONNECT_MAX_DELAY_S = 1.0  # kazoo's reconnection backoff caps at this (its default: 3600 s)
+EXECUTOR_GRACE_S = 1.0  # calls in flight at stop() may finish while still connected
+
 
 class ZkError(ConnectionError):
     """ZooKeeper is unreachable or refused a write; one sentence for the log."""
+
+
+class DaemonExecutor(Executor):
+    """A few daemon worker threads for blocking ZooKeeper calls.
+
+    Not a ThreadPoolExecutor: the interpreter joins those threads at exit, so one call
+    waiting on a ZooKeeper that is gone would keep a stopped broker's process alive."""
+
+    def __init__(self, workers: int, name: str) -> None:
+        self._queue: queue.SimpleQueue[tuple[Future[Any], Callable[..., Any], tuple[Any, ...],
+                                             dict[str, Any]] | None] = queue.SimpleQueue()
+        self._closed = False
+        self._threads = [threading.Thread(target=self._work, name=f"{name}-{i}", daemon=True)
+                         for i in range(workers)]
+        for t in self._threads:
+            t.start()
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
+        if self._closed:
+            raise ZkError("the ZooKeeper client is closed")
+        fut: Future[Any] = Future()
+        self._queue.put((fut, fn, args, kwargs))
+        return fut
+
+    def _work(self) -> None:
+        while (item := self._queue.get()) is not None:
+            fut, fn, args, kwargs = item
+            if not fut.set_running_or_notify_cancel():
+                continue
+            try:
+                result = fn(*args, **kwargs)
+            except BaseException as exc:  # noqa: BLE001 - handed to the caller, as ThreadPoolExecutor does
+                fut.set_exception(exc)
+            else:
+                fut.set_result(result)
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False, timeout: float | None = None) -> None:
+        """Stop taking calls; with `wait`, give the running ones up to `timeout` seconds."""
+        self._closed = True
+        if cancel_futures:
+            while True:
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if item is not None:
+                    item[0].cancel()
+        for _ in self._threads:
+            self._queue.put(None)
+        if wait:
+            deadline = None if timeout is None else time.monotonic() + timeout
+            for t in self._threads:
+                t.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +149,63 @@ class LeaderAndIsr:
                    int(d.get("controller_epoch", 0)), zk_version)
 
 
+class BoundedOps:
+    """kazoo's blocking calls, each waiting at most the store's `op_timeout_s` for its answer.
+
+    kazoo's own (zk.get, zk.set, ...) queue a request made while disconnected until the
+    connection is back, however long that takes. Watches keep using those (on kazoo's
+    threads, they should wait for the reconnection); every other caller uses these."""
+
+    def __init__(self, store: ZkMetadataStore) -> None:
+        self.store = store
+
+    def _wait(self, start: Callable[[], Any], what: str) -> Any:
+        store = self.store
+        if store.closing and not store.connected:
+            raise ZkError(f"ZooKeeper is not connected ({what})")
+        result = start()
+        try:
+            return result.get(timeout=store.op_timeout_s)
+        except KazooTimeoutError:
+            raise ZkError(f"no answer from ZooKeeper within {store.op_timeout_s:.1f} s ({what})") from None
+
+    def get(self, path: str) -> tuple[bytes, Any]:
+        return self._wait(lambda: self.store.zk.get_async(path), f"get {path}")  # type: ignore[no-any-return]
+
+    def exists(self, path: str) -> Any:
+        return self._wait(lambda: self.store.zk.exists_async(path), f"exists {path}")
+
+    def get_children(self, path: str) -> list[str]:
+        return self._wait(lambda: self.store.zk.get_children_async(path), f"children of {path}")  # type: ignore[no-any-return]
+
+    def set(self, path: str, value: bytes, version: int = -1) -> Any:
+        return self._wait(lambda: self.store.zk.set_async(path, value, version), f"set {path}")
+
+    def create(self, path: str, value: bytes = b"", *, ephemeral: bool = False, makepath: bool = False) -> str:
+        return self._wait(lambda: self.store.zk.create_async(path, value, ephemeral=ephemeral, makepath=makepath),  # type: ignore[no-any-return]
+                          f"create {path}")
+
+    def ensure_path(self, path: str) -> None:
+        self._wait(lambda: self.store.zk.ensure_path_async(path), f"ensure {path}")
+
+    def delete(self, path: str, *, recursive: bool = False) -> None:
+        if recursive:
+            try:
+                children = self.get_children(path)
+            except NoNodeError:
+                return
+            for child in children:
+                self.delete(f"{path}/{child}", recursive=True)
+        try:
+            self._wait(lambda: self.store.zk.delete_async(path), f"delete {path}")
+        except NoNodeError:
+            if not recursive:
+                raise
+
+    def commit(self, tx: Any) -> list[Any]:
+        return self._wait(tx.commit_async, "transaction")  # type: ignore[no-any-return]
+
+
 def split_connect(connect: str) -> tuple[str, str]:
     """`host:port[,host:port]/chroot` -> (hosts, chroot or '')."""
     hosts, slash, chroot = connect.partition("/")
@@ -110,9 +236,13 @@ class ZkMetadataStore:
     def __init__(self, connect: str, session_timeout_ms: int, post: Post | None = None) -> None:
         self.hosts, self.chroot = split_connect(connect)
         self.session_timeout_s = session_timeout_ms / 1000.0
+        # a call waits for ZooKeeper's answer (or the reconnection) at most a session timeout
+        self.op_timeout_s = self.session_timeout_s
         self.post: Post = post or (lambda fn, *a: fn(*a))
         self.cluster_id = ""
-        self.zk = KazooClient(hosts=self.hosts + self.chroot, timeout=self.session_timeout_s)
+        self.zk = _client(self.hosts + self.chroot, self.session_timeout_s)
+        self.ops = BoundedOps(self)
+        self.closing = False  # set at shutdown: calls fail at once while ZooKeeper is not connected
         self.seen = _Watched()
         self._lock = threading.Lock()
         self._watched_topics: set[str] = set()
@@ -122,49 +252,46 @@ class ZkMetadataStore:
         self.on_topics: Callable[[], None] = lambda: None
         self.on_brokers: Callable[[], None] = lambda: None
         self.on_session: Callable[[str], None] = lambda state: None
-        # The event loop's blocking calls run here, so stop() lets those in flight finish while
-        # the client is still connected rather than racing kazoo's close: a thread still
-        # waiting on a call then would keep the process from exiting.
-        self.executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix="odradek-zk")
+        # The event loop's blocking calls run here; stop() gives those in flight a moment to
+        # finish while the client is still connected, then leaves them (daemon threads, calls
+        # bounded by op_timeout_s, failed at once by the closed client).
+        self.executor = DaemonExecutor(4, "odradek-zk")
 
     # -- connection ----------------------------------------------------------
 
     def start(self, cluster_id: str | None = None) -> None:
         """Connect (creating the chroot), read or write /cluster/id, start the watches."""
         if self.chroot:
-            root = KazooClient(hosts=self.hosts, timeout=self.session_timeout_s)
+            root = _client(self.hosts, self.session_timeout_s)
             try:
                 root.start(timeout=10)
-                root.ensure_path(self.chroot)
-            except Exception as exc:
-                raise ZkError(f"cannot reach ZooKeeper at {self.hosts}: {exc}") from None
+                root.ensure_path_async(self.chroot).get(timeout=self.op_timeout_s)
+            except (KazooException, KazooTimeoutError, OSError) as exc:
+                raise ZkError(f"cannot reach ZooKeeper at {self.hosts}: {exc!r}") from None
             finally:
-                root.stop()
-                root.close()
+                _stop_client(root, STOP_TIMEOUT_S)
         try:
             self.zk.start(timeout=10)
-        except Exception as exc:
+        except (KazooException, KazooTimeoutError, OSError) as exc:
             raise ZkError(f"cannot reach ZooKeeper at {self.hosts}: {exc}") from None
         self.zk.add_listener(self._session_listener)
         for path in ("/brokers/ids", "/brokers/topics", "/config/topics"):
-            self.zk.ensure_path(path)
+            self.ops.ensure_path(path)
         try:
-            self.zk.create("/cluster/id", json.dumps({"version": "1", "id": cluster_id or _new_cluster_id()}).encode(),
-                           makepath=True)
+            self.ops.create("/cluster/id", json.dumps({"version": "1", "id": cluster_id or _new_cluster_id()}).encode(),
+                            makepath=True)
         except NodeExistsError:
             pass
-        self.cluster_id = json.loads(self.zk.get("/cluster/id")[0])["id"]
+        self.cluster_id = json.loads(self.ops.get("/cluster/id")[0])["id"]
         self.zk.ChildrenWatch("/brokers/ids", self._brokers_changed)
         self.zk.ChildrenWatch("/brokers/topics", self._topics_changed)
         self.zk.DataWatch("/controller", self._controller_changed)
 
-    def stop(self) -> None:
-        self.executor.shutdown(wait=True, cancel_futures=True)
-        try:
-            self.zk.stop()
-            self.zk.close()
-        except Exception as exc:  # already closed
-            log.debug("closing the ZooKeeper client: %s", exc)
+    def stop(self, timeout: float = STOP_TIMEOUT_S) -> None:
+        """Close the session in bounded time, whether or not ZooKeeper answers."""
+        self.closing = True
+        self.executor.shutdown(wait=True, cancel_futures=True, timeout=EXECUTOR_GRACE_S if self.connected else 0.0)
+        _stop_client(self.zk, timeout)
 
     def _session_listener(self, state: str) -> None:
         # Runs on kazoo's connection thread: only hand it over.
@@ -193,11 +320,11 @@ class ZkMetadataStore:
         deadline = time.monotonic() + self.session_timeout_s * 2 + 5
         while True:
             try:
-                self.zk.create(path, payload, ephemeral=True, makepath=True)
+                self.ops.create(path, payload, ephemeral=True, makepath=True)
                 return
             except NodeExistsError:
                 try:
-                    _, stat = self.zk.get(path)
+                    _, stat = self.ops.get(path)
                 except NoNodeError:
                     continue
                 if stat.ephemeralOwner == self.session_id:
@@ -270,12 +397,13 @@ class ZkMetadataStore:
         self.post(self.on_topics)
         return None
 
-    def _parse_topic(self, name: str, data: bytes) -> TopicMetadata:
+    def _parse_topic(self, name: str, data: bytes, get: Callable[[str], tuple[bytes, Any]] | None = None) -> TopicMetadata:
+        """`get`: kazoo's own (a watch waits for the reconnection), or a bounded one."""
         d = json.loads(data)
         parts = d["partitions"]
         replicas = [list(map(int, parts[str(p)])) for p in range(len(parts))]
         try:
-            raw, _ = self.zk.get(f"/config/topics/{name}")
+            raw, _ = (get or self.zk.get)(f"/config/topics/{name}")
             configs = {str(k): str(v) for k, v in json.loads(raw).get("config", {}).items()}
         except NoNodeError:
             configs = {}
@@ -328,7 +456,7 @@ class ZkMetadataStore:
         tx.create(state_path(name, p), LeaderAndIsr(reps[0], 0, tuple(reps), epoch).to_json())
 
     def _commit(self, tx: Any, name: str) -> None:
-        results = tx.commit()
+        results = self.ops.commit(tx)
         for r in results:
             if isinstance(r, NodeExistsError):
                 raise TopicError("topic_already_exists", f"topic {name!r} already exists")
@@ -346,19 +474,19 @@ class ZkMetadataStore:
         }).encode()
 
     def delete_topic(self, name: str) -> None:
-        if not self.zk.exists(topic_path(name)):
+        if not self.ops.exists(topic_path(name)):
             raise TopicError("unknown_topic_or_partition", f"topic {name!r} does not exist")
-        self.zk.delete(topic_path(name), recursive=True)
+        self.ops.delete(topic_path(name), recursive=True)
         try:
-            self.zk.delete(f"/config/topics/{name}")
+            self.ops.delete(f"/config/topics/{name}")
         except NoNodeError:
             pass
         with self._lock:
             self.seen.topics = {n: t for n, t in self.seen.topics.items() if n != name}
 
     def add_partitions(self, name: str, new_replicas: list[list[int]]) -> TopicMetadata:
-        raw, stat = self.zk.get(topic_path(name))
-        topic = self._parse_topic(name, raw)
+        raw, stat = self.ops.get(topic_path(name))
+        topic = self._parse_topic(name, raw, self.ops.get)
         start = topic.partitions
         topic.replicas.extend(new_replicas)
         epoch = self.controller_epoch()
@@ -372,17 +500,17 @@ class ZkMetadataStore:
         return topic
 
     def set_configs(self, name: str, configs: dict[str, str]) -> None:
-        self.zk.set(f"/config/topics/{name}", json.dumps({"version": 1, "config": configs}).encode())
+        self.ops.set(f"/config/topics/{name}", json.dumps({"version": 1, "config": configs}).encode())
         # brokers learn of config changes through the topic znode's watch
-        raw, stat = self.zk.get(topic_path(name))
-        self.zk.set(topic_path(name), raw, version=stat.version)
+        raw, stat = self.ops.get(topic_path(name))
+        self.ops.set(topic_path(name), raw, version=stat.version)
 
     def allocate_producer_id_block(self, broker_id: int, size: int) -> tuple[int, int]:
         """[start, end) of producer ids reserved for this broker (Kafka's ProducerIdManager)."""
         path = "/latest_producer_id_block"
         while True:
             try:
-                raw, stat = self.zk.get(path)
+                raw, stat = self.ops.get(path)
                 start = int(json.loads(raw)["block_end"]) + 1 if raw else 0
                 version = stat.version
             except NoNodeError:
@@ -391,9 +519,9 @@ class ZkMetadataStore:
                                   "block_end": str(start + size - 1)}).encode()
             try:
                 if version < 0:
-                    self.zk.create(path, payload)
+                    self.ops.create(path, payload)
                 else:
-                    self.zk.set(path, payload, version=version)
+                    self.ops.set(path, payload, version=version)
                 return start, start + size
             except (NodeExistsError, BadVersionError):
                 continue  # another broker took the block; take the next one
@@ -402,13 +530,13 @@ class ZkMetadataStore:
 
     def controller_epoch(self) -> int:
         try:
-            return int(self.zk.get("/controller_epoch")[0] or b"0")
+            return int(self.ops.get("/controller_epoch")[0] or b"0")
         except NoNodeError:
             return 0
 
     def read_state(self, topic: str, partition: int) -> LeaderAndIsr | None:
         try:
-            raw, stat = self.zk.get(state_path(topic, partition))
+            raw, stat = self.ops.get(state_path(topic, partition))
         except NoNodeError:
             return None
         return LeaderAndIsr.from_json(raw, stat.version)
@@ -420,17 +548,46 @@ class ZkMetadataStore:
         Returns the state as written, or None when the CAS lost."""
         try:
             if fence is None:
-                stat = self.zk.set(state_path(topic, partition), state.to_json(), version=state.zk_version)
+                stat = self.ops.set(state_path(topic, partition), state.to_json(), version=state.zk_version)
                 return _with_version(state, stat.version)
             tx = self.zk.transaction()
             tx.check(fence[0], fence[1])
             tx.set_data(state_path(topic, partition), state.to_json(), version=state.zk_version)
-            results = tx.commit()
+            results = self.ops.commit(tx)
         except (BadVersionError, NoNodeError):
             return None
         if any(isinstance(r, Exception) for r in results):
             return None
         return _with_version(state, results[1].version)
+
+
+def _client(hosts: str, session_timeout_s: float) -> KazooClient:
+    """Reconnection tries forever but at most RECONNECT_MAX_DELAY_S apart; the command retry
+    (kazoo's watches use it) likewise."""
+    def retry() -> KazooRetry:
+        return KazooRetry(max_tries=-1, delay=0.1, backoff=2, max_delay=RECONNECT_MAX_DELAY_S)
+
+    return KazooClient(hosts=hosts, timeout=session_timeout_s, connection_retry=retry(), command_retry=retry())
+
+
+def _stop_client(client: KazooClient, timeout: float) -> None:
+    """kazoo's stop() joins its connection thread without a timeout (a connect attempt to a
+    host that drops packets lasts up to the session timeout): run it aside, wait `timeout`."""
+    def stop() -> None:
+        try:
+            client.stop()
+            client.close()
+        except Exception as exc:  # noqa: BLE001 - kazoo's close() raises a bare Exception when not stopped
+            log.debug("closing the ZooKeeper client: %r", exc)
+
+    t = threading.Thread(target=stop, name="odradek-zk-stop", daemon=True)
+    t.start()
+    t.join(timeout)
+    if t.is_alive():
+        # kazoo's handler also stops at exit (atexit, joining its threads without a timeout,
+        # under the lock the thread above may hold): it must not hold the process either
+        atexit.unregister(client.handler.stop)
+        log.warning("the ZooKeeper client did not close within %.1f s; leaving it", timeout)
 
 
 def _with_version(state: LeaderAndIsr, version: int) -> LeaderAndIsr:

@@ -5,7 +5,12 @@ check_leader, on_append, ...) and keeps every decision about roles in one
 place: the state znode of each partition, as the watches deliver it, says who
 leads at which epoch; this broker leads, follows, or does nothing accordingly.
 ZooKeeper events arrive on kazoo's thread and are handed to the event loop with
-call_soon_threadsafe; ZooKeeper writes run in the default executor.
+call_soon_threadsafe; ZooKeeper writes run in the store's executor.
+
+Shutdown ends whether or not ZooKeeper answers: the controlled shutdown makes at
+most controlled.shutdown.max.retries attempts within max.retries x
+controlled.shutdown.retry.backoff.ms, every ZooKeeper call is bounded, and close()
+flushes and checkpoints the logs before it leaves ZooKeeper.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ import zlib
 from collections.abc import Callable
 from typing import Any
 
+from kazoo.exceptions import KazooException  # type: ignore[import-untyped]
 from kio.schema.errors import ErrorCode
 
 from odradek.cluster.controller import Controller
@@ -41,7 +47,7 @@ log = logging.getLogger("odradek.cluster")
 OFFSETS_TOPIC = "__consumer_offsets"
 INTERNAL_TOPIC_RF = {OFFSETS_TOPIC: "offsets_topic_replication_factor",
                      "__transaction_state": "transaction_state_log_replication_factor"}
-CONTROLLED_SHUTDOWN_WAIT_S = 3.0
+CONTROLLED_SHUTDOWN_WAIT_S = 3.0  # at most (and at most half the controlled shutdown's time)
 WRITE_TXN_MARKERS_KEY = 27
 
 
@@ -77,7 +83,10 @@ class ClusterBroker(Broker):
         assert self.config.zookeeper is not None
 
         def post(fn: Callable[..., None], *args: Any) -> None:
-            loop.call_soon_threadsafe(fn, *args)
+            try:
+                loop.call_soon_threadsafe(fn, *args)
+            except RuntimeError:  # the loop is closed: a kazoo thread outlived the broker
+                pass
 
         store = self.store = ZkMetadataStore(self.config.zookeeper, self.config.zookeeper_session_timeout_ms,
                                              post=post)
@@ -110,34 +119,82 @@ class ClusterBroker(Broker):
         self.store.register_broker(BrokerInfo(self.node_id, self.node.host, self.node.port))
 
     def close(self) -> None:
+        """Flush and checkpoint the logs, then leave ZooKeeper; bounded, and only once (the
+        server calls it again when its stop() was cut short)."""
+        if self.closed:
+            return
         self.closed = True
+        self.shutting_down = True
+        self.store.closing = True
         for task in self._tasks:
             task.cancel()
-        self.controller.stop()
-        self.store.stop()
-        for peer in self._peers.values():
-            peer.close()
-        self.logs.close()
+        self.replicas.close_now()  # no fetcher appends to a log being closed
+        try:
+            self.logs.close()
+        finally:
+            self.controller.stop()
+            self.store.stop()
+            for peer in self._peers.values():
+                peer.close()
 
     async def controlled_shutdown(self) -> None:
         """SIGTERM: hand every leadership to another ISR member and leave the ISRs
-        (Kafka's controlled.shutdown.enable), so clients move on without errors."""
-        if not self.config.controlled_shutdown_enable or not self.zk_ok:
+        (Kafka's controlled.shutdown.enable), so clients move on without errors.
+
+        As in Kafka, at most controlled.shutdown.max.retries attempts, each in its share of
+        max.retries x controlled.shutdown.retry.backoff.ms (a failed one waits out its share);
+        then the broker stops all the same: its logs are flushed and checkpointed, and the
+        controller moves what it led once its ZooKeeper session ends."""
+        retries = max(0, self.config.controlled_shutdown_max_retries)
+        if not self.config.controlled_shutdown_enable or retries == 0:
             await self.replicas.close()
             return
         self.shutting_down = True
+        self.store.closing = True  # from now on a call to a disconnected ZooKeeper fails at once
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + CONTROLLED_SHUTDOWN_WAIT_S
-        # let the followers fetch what was appended, so pending acks=all produces complete
-        while loop.time() < deadline and any(
-                ls.plog.high_watermark < ls.plog.log_end_offset and len(ls.state.isr) > 1
-                for ls in self.replicas.leaders.values()):
-            await asyncio.sleep(0.02)
-        moved = 0
-        mine = [key for key, s in self.store.seen.states.items() if self.node_id in s.isr or s.leader == self.node_id]
+        started = loop.time()
+        budget = retries * max(0, self.config.controlled_shutdown_retry_backoff_ms) / 1000.0
+        deadline = started + budget
+        try:
+            # let the followers fetch what was appended, so pending acks=all produces complete
+            wait_until = started + min(CONTROLLED_SHUTDOWN_WAIT_S, budget / 2)
+            while loop.time() < wait_until and any(
+                    ls.plog.high_watermark < ls.plog.log_end_offset and len(ls.state.isr) > 1
+                    for ls in self.replicas.leaders.values()):
+                await asyncio.sleep(0.02)
+            first = loop.time()
+            slot = max(0.0, deadline - first) / retries
+            moved = [0]
+            for attempt in range(1, retries + 1):
+                slot_end = first + attempt * slot
+                try:
+                    await asyncio.wait_for(self._move_leaderships(moved), max(0.0, slot_end - loop.time()))
+                except (ZkError, KazooException, TimeoutError) as exc:
+                    log.warning("controlled shutdown attempt %d of %d failed: %s", attempt, retries,
+                                str(exc) or type(exc).__name__)
+                    if attempt < retries:
+                        await asyncio.sleep(max(0.0, slot_end - loop.time()))
+                    continue
+                log.info("controlled shutdown: moved %d leadership(s) away from broker %d", moved[0], self.node_id)
+                return
+            log.warning("controlled shutdown of broker %d failed after %d attempt(s) in %.1f s (moved %d "
+                        "leadership(s)); stopping without it: the logs are flushed, the controller moves the "
+                        "rest once this broker's ZooKeeper session ends",
+                        self.node_id, retries, loop.time() - started, moved[0])
+        finally:
+            await self.replicas.close()
+
+    async def _move_leaderships(self, moved: list[int]) -> None:
+        """One attempt of the controlled shutdown; raises when ZooKeeper does not answer.
+        `moved` counts the leaderships moved, over the attempts."""
+        store = self.store
+        if not store.connected:
+            raise ZkError("ZooKeeper is not connected")
+        loop = asyncio.get_running_loop()
+        mine = [key for key, s in store.seen.states.items() if self.node_id in s.isr or s.leader == self.node_id]
         for (topic, p) in mine:
             for _ in range(5):
-                state = await loop.run_in_executor(self.store.executor, self.store.read_state, topic, p)
+                state = await loop.run_in_executor(store.executor, store.read_state, topic, p)
                 if state is None or self.node_id not in state.isr and state.leader != self.node_id:
                     break
                 others = [b for b in state.isr if b != self.node_id and b in self.nodes]
@@ -150,15 +207,15 @@ class ClusterBroker(Broker):
                     rest = tuple(b for b in state.isr if b != self.node_id)
                     new = LeaderAndIsr(state.leader, state.leader_epoch, rest, state.controller_epoch,
                                        state.zk_version)
-                if await loop.run_in_executor(self.store.executor, self.store.write_state, topic, p, new, None) is not None:
-                    moved += state.leader == self.node_id
+                if await loop.run_in_executor(store.executor, store.write_state, topic, p, new, None) is not None:
+                    moved[0] += state.leader == self.node_id
                     break
-        log.info("controlled shutdown: moved %d leadership(s) away from broker %d", moved, self.node_id)
-        await self.replicas.close()
 
     # -- ZooKeeper events (on the loop) ---------------------------------------
 
     def _on_session(self, state: str) -> None:
+        if self.closed:  # the client closing after the broker did: nothing left to act on
+            return
         if state == "CONNECTED":
             if not self.zk_ok:
                 log.info("ZooKeeper session back")
@@ -216,7 +273,7 @@ class ClusterBroker(Broker):
             try:
                 self.logs.delete_topic(name)
                 log.info("deleted the local logs of topic %s", name)
-            except Exception as exc:
+            except OSError as exc:
                 log.warning("cannot delete the logs of %s: %s", name, exc)
 
     def _on_state(self, topic: str, p: int, state: LeaderAndIsr | None) -> None:
@@ -245,7 +302,7 @@ class ClusterBroker(Broker):
         for listener in self.leadership_listeners:
             try:
                 listener(topic, p, is_leader)
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - one room's failure must not keep the others uninformed
                 log.warning("leadership listener failed for %s-%d: %s", topic, p, exc)
 
     def on_leadership_change(self, listener: Callable[[str, int, bool], None]) -> None:
