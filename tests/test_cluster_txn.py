@@ -15,12 +15,12 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 from confluent_kafka import Producer
-
 from conftest import unique
 from kio.schema.errors import ErrorCode as E
+from test_transactions import read_to_end, values
+
 from odradek.protocol.build import build
 from odradek.protocol.framing import decode_response, encode_request, request_type
-from test_transactions import read_to_end, values
 
 if TYPE_CHECKING:
     from cluster_fixtures import Cluster

@@ -29,7 +29,7 @@ class PeerConnection:
                 if self._writer is None:
                     self._reader, self._writer = await asyncio.wait_for(
                         asyncio.open_connection(self.host, self.port), CONNECT_TIMEOUT_S)
-                assert self._reader is not None
+                assert self._reader is not None and self._writer is not None
                 self._correlation += 1
                 self._writer.write(encode_request(api_key, version, self._correlation,
                                                   build(request_type(api_key, version), body),

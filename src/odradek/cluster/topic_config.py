@@ -151,7 +151,7 @@ def effective_topic_configs(topic_configs: Mapping[str, str], broker: BrokerConf
             synonyms.append((key.broker_key, broker_value, source))
         if not synonyms:
             synonyms.append((key.name, key.default, "DEFAULT_CONFIG"))
-        name, value, source = synonyms[0]
+        _, value, source = synonyms[0]
         out.append(ConfigValue(key.name, value, source, key.kind, tuple(synonyms)))
     return out
 
