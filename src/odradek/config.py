@@ -13,8 +13,8 @@ import re
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
 
 class ConfigError(ValueError):
@@ -193,10 +193,9 @@ def load_config(config_file: Path | None = None, **overrides: Any) -> BrokerConf
     values = {**file_values, **{k: v for k, v in overrides.items() if v is not None}}
     try:
         return BrokerConfig(**values)
-    except Exception as exc:  # pydantic.ValidationError
-        errors = getattr(exc, "errors", None)
-        if callable(errors):
-            first = errors()[0]
-            key = ".".join(str(p) for p in first.get("loc", ())).replace("_", ".")
-            raise ConfigError(f"invalid value for {key}: {first.get('msg')}") from None
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        key = ".".join(str(p) for p in first.get("loc", ())).replace("_", ".")
+        raise ConfigError(f"invalid value for {key}: {first.get('msg')}") from None
+    except SettingsError as exc:  # an ODRADEK_* variable pydantic-settings could not read
         raise ConfigError(str(exc)) from None

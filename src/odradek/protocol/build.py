@@ -96,7 +96,7 @@ def _entity_type(tp: Any) -> type | None:
         tp = typing.get_args(tp)[0]
     if _optional(tp):
         tp = next(a for a in typing.get_args(tp) if a is not NoneType)
-    return tp if dataclasses.is_dataclass(tp) else None
+    return tp if isinstance(tp, type) and dataclasses.is_dataclass(tp) else None
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

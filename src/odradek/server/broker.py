@@ -105,7 +105,7 @@ class Broker:
 
     def __init__(self, config: BrokerConfig, *, faults: Faults | None = None) -> None:
         self.config = config
-        self.node_id = config.broker_id if config.broker_id >= 0 else 0
+        self.node_id = max(config.broker_id, 0)
         host, port = config.advertised_address
         self.node = Node(self.node_id, host, port)
         self.faults = faults
@@ -129,6 +129,7 @@ class Broker:
 
             self.cluster_id = self.config.cluster_id or "odradek-memory"
             self.metadata = LocalMetadataStore(None, self.cluster_id)
+            # MemoryLogManager duck-types LogManager; there is no shared Protocol for the two yet
             self.logs = MemoryLogManager(default_config=self.default_log_config())  # type: ignore[assignment]
         else:
             self.cluster_id = ensure_meta_properties(self.data_dir, self.node_id, self.config.cluster_id)

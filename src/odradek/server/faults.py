@@ -106,7 +106,7 @@ def _request_topics(request: Any) -> set[str]:
 
 def _replace_errors(entity: Any, code: ErrorCode, topic: str | None, matched: bool | None = None) -> Any:
     """A copy of a kio response with every error_code under the matching topic set to `code`."""
-    if not dataclasses.is_dataclass(entity):
+    if not dataclasses.is_dataclass(entity) or isinstance(entity, type):
         return entity
     if matched is None:
         matched = topic is None
