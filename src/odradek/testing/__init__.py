@@ -24,7 +24,7 @@ import threading
 from concurrent.futures import Future
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, Self
 
 from odradek.config import BrokerConfig
 from odradek.server.app import Server
@@ -80,7 +80,7 @@ class Broker:
 
     # -- async form: the caller's loop ----------------------------------------
 
-    async def start_async(self) -> Broker:
+    async def start_async(self) -> Self:
         self._loop = asyncio.get_running_loop()
         self._server = Server(self.config, faults=self.faults)
         await self._server.start()
@@ -92,7 +92,7 @@ class Broker:
             self._server = None
         self._cleanup()
 
-    async def __aenter__(self) -> Broker:
+    async def __aenter__(self) -> Self:
         return await self.start_async()
 
     async def __aexit__(self, *exc: object) -> None:
@@ -100,7 +100,7 @@ class Broker:
 
     # -- sync form: a loop on a background thread -----------------------------
 
-    def start(self) -> Broker:
+    def start(self) -> Self:
         ready: Future[None] = Future()
 
         def run() -> None:
@@ -109,7 +109,7 @@ class Broker:
             asyncio.set_event_loop(loop)
             try:
                 loop.run_until_complete(self.start_async())
-            except BaseException as exc:  # report start failures to the caller
+            except BaseException as exc:  # noqa: BLE001 - whatever stops start-up is re-raised by start()
                 ready.set_exception(exc)
                 loop.close()
                 return
@@ -131,7 +131,7 @@ class Broker:
         self._thread.join(30)
         self._thread = None
 
-    def __enter__(self) -> Broker:
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,

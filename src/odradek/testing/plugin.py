@@ -59,7 +59,11 @@ def kafka_topic(request: pytest.FixtureRequest, kafka_bootstrap: str, kafka_brok
     if kafka_broker is not None:
         kafka_broker.create_topic(name, partitions=partitions)
     else:
-        from confluent_kafka.admin import AdminClient, NewTopic
+        # confluent_kafka.admin re-exports NewTopic without __all__, so strict mypy calls it private
+        from confluent_kafka.admin import (  # type: ignore[attr-defined]
+            AdminClient,
+            NewTopic,
+        )
 
         admin = AdminClient({"bootstrap.servers": kafka_bootstrap})
         admin.create_topics([NewTopic(name, partitions, 1)])[name].result(30)
