@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import cache
 
-from kio.index import api_key_map
+from kio.schema.index import api_key_map
 
 
 @dataclass(frozen=True, slots=True)
