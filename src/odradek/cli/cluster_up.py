@@ -17,6 +17,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Annotated, TypedDict
 
 import typer
 
@@ -53,10 +54,9 @@ def start_zookeeper(state_dir: Path, port: int, *, tick_ms: int = 500) -> subpro
     )
     env = {**os.environ, "ZOOCFGDIR": str(zk_dir), "ZOO_LOG_DIR": str(zk_dir),
            "JVMFLAGS": os.environ.get("ODRADEK_ZK_JVMFLAGS", "-Xmx256m -XX:+UseSerialGC -XX:TieredStopAtLevel=1")}
-    log = open(zk_dir / "zookeeper.log", "ab")
-    proc = subprocess.Popen([str(ZK_SERVER), "start-foreground", str(cfg)], stdout=log, stderr=subprocess.STDOUT,
-                            env=env, start_new_session=True)
-    log.close()
+    with open(zk_dir / "zookeeper.log", "ab") as log:  # the child keeps its own descriptor
+        proc = subprocess.Popen([str(ZK_SERVER), "start-foreground", str(cfg)], stdout=log, stderr=subprocess.STDOUT,
+                                env=env, start_new_session=True)
     wait_for_port(port, proc=proc)
     return proc
 
@@ -80,24 +80,37 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def _read_state(state_dir: Path) -> dict[str, object]:
+class ClusterState(TypedDict):
+    """cluster.json: what `up` started, for `down` and `info`."""
+
+    zookeeper: str
+    pids: dict[str, int]
+    bootstrap: list[str]
+
+
+def _read_state(state_dir: Path) -> ClusterState | None:
     path = state_dir / "cluster.json"
     if not path.exists():
-        return {}
-    return dict(json.loads(path.read_text()))
+        return None
+    raw = json.loads(path.read_text())
+    if not raw:
+        return None
+    return ClusterState(zookeeper=str(raw.get("zookeeper", "")),
+                        pids={str(name): int(pid) for name, pid in raw.get("pids", {}).items()},
+                        bootstrap=[str(address) for address in raw.get("bootstrap", [])])
 
 
 @cluster_app.command("up")
 def up(
-    brokers: int = typer.Option(3, "--brokers", min=1, max=9, help="Number of brokers."),
-    state_dir: Path = typer.Option(DEFAULT_STATE_DIR, "--dir", help="Pid files, logs and data."),
-    zookeeper_port: int = typer.Option(2181, "--zookeeper-port", help="ZooKeeper client port."),
-    first_port: int = typer.Option(9092, "--port", help="Port of broker 0; broker i listens on port + i."),
+    brokers: Annotated[int, typer.Option("--brokers", min=1, max=9, help="Number of brokers.")] = 3,
+    state_dir: Annotated[Path, typer.Option("--dir", help="Pid files, logs and data.")] = DEFAULT_STATE_DIR,
+    zookeeper_port: Annotated[int, typer.Option("--zookeeper-port", help="ZooKeeper client port.")] = 2181,
+    first_port: Annotated[int, typer.Option("--port", help="Port of broker 0; broker i listens on port + i.")] = 9092,
 ) -> None:
     """Start ZooKeeper and the brokers in the background."""
     state_dir = state_dir.resolve()
     existing = _read_state(state_dir)
-    if existing and any(_alive(int(p)) for p in existing.get("pids", {}).values()):  # type: ignore[attr-defined]
+    if existing and any(_alive(pid) for pid in existing["pids"].values()):
         typer.echo(f"a cluster from {state_dir} is already running; run `odradek cluster down --dir {state_dir}` first")
         raise typer.Exit(1)
     state_dir.mkdir(parents=True, exist_ok=True)
@@ -113,10 +126,9 @@ def up(
     procs = []
     for i in range(brokers):
         port = first_port + i
-        log = open(state_dir / f"broker-{i}.log", "ab")
-        proc = subprocess.Popen(broker_command(i, port, state_dir / f"broker-{i}", connect), stdout=log,
-                                stderr=subprocess.STDOUT, env=env, start_new_session=True)
-        log.close()
+        with open(state_dir / f"broker-{i}.log", "ab") as log:  # the child keeps its own descriptor
+            proc = subprocess.Popen(broker_command(i, port, state_dir / f"broker-{i}", connect), stdout=log,
+                                    stderr=subprocess.STDOUT, env=env, start_new_session=True)
         pids[f"broker-{i}"] = proc.pid
         (state_dir / f"broker-{i}.pid").write_text(f"{proc.pid}\n")
         procs.append((i, port, proc))
@@ -134,14 +146,16 @@ def up(
 
 
 @cluster_app.command("down")
-def down(state_dir: Path = typer.Option(DEFAULT_STATE_DIR, "--dir", help="The dir given to `cluster up`.")) -> None:
+def down(
+    state_dir: Annotated[Path, typer.Option("--dir", help="The dir given to `cluster up`.")] = DEFAULT_STATE_DIR,
+) -> None:
     """Stop the brokers (controlled shutdown), then ZooKeeper: exactly the recorded pids."""
     state_dir = state_dir.resolve()
     state = _read_state(state_dir)
-    if not state:
+    if state is None:
         typer.echo(f"no cluster recorded in {state_dir}")
         raise typer.Exit(1)
-    pids: dict[str, int] = dict(state["pids"])  # type: ignore[call-overload]
+    pids = state["pids"]
     brokers = sorted((name, pid) for name, pid in pids.items() if name != "zookeeper")
     for name, pid in brokers:
         _terminate(name, pid, timeout=15.0)
@@ -172,8 +186,9 @@ def _terminate(name: str, pid: int, timeout: float) -> None:
 
 @cluster_app.command("info")
 def info(
-    bootstrap: str = typer.Option("", "--bootstrap-server", "-b", help="Any broker (default: the local cluster's)."),
-    state_dir: Path = typer.Option(DEFAULT_STATE_DIR, "--dir", help="The dir given to `cluster up`."),
+    bootstrap: Annotated[str, typer.Option(
+        "--bootstrap-server", "-b", help="Any broker (default: the local cluster's).")] = "",
+    state_dir: Annotated[Path, typer.Option("--dir", help="The dir given to `cluster up`.")] = DEFAULT_STATE_DIR,
 ) -> None:
     """Brokers, the controller, and per partition its leader, replicas and ISR."""
     from rich.console import Console
@@ -182,7 +197,7 @@ def info(
     if not bootstrap:
         state = _read_state(state_dir.resolve())
         # the local cluster's brokers, else the embedded default of `odradek serve`
-        bootstrap = ",".join(state["bootstrap"]) if state else "127.0.0.1:9092"  # type: ignore[arg-type]
+        bootstrap = ",".join(state["bootstrap"]) if state else "127.0.0.1:9092"
     try:
         brokers, controller, partitions = describe(bootstrap)
     except RuntimeError as exc:
@@ -204,12 +219,13 @@ def info(
 def describe(bootstrap: str, timeout: float = 10.0) -> tuple[list[tuple[int, str, int]], int,
                                                            list[tuple[str, int, int, list[int], list[int]]]]:
     """Brokers, controller id, and (topic, partition, leader, replicas, isr) from Metadata."""
+    from confluent_kafka import KafkaException
     from confluent_kafka.admin import AdminClient
 
     admin = AdminClient({"bootstrap.servers": bootstrap, "log_level": 0})
     try:
         md = admin.list_topics(timeout=timeout)
-    except Exception as exc:  # KafkaException: transport failure
+    except KafkaException as exc:  # transport failure, timeout
         raise RuntimeError(str(exc)) from None
     brokers = sorted((int(b.id), str(b.host), int(b.port)) for b in md.brokers.values())
     partitions = [

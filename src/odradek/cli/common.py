@@ -7,6 +7,7 @@ log lines are silenced so a user sees one sentence, never a traceback.
 from __future__ import annotations
 
 import logging
+from concurrent.futures import CancelledError
 from typing import Any, NoReturn
 
 import typer
@@ -57,9 +58,11 @@ def error_text(exc: BaseException) -> str:
 
 def result(future: Any, what: str, bootstrap: str) -> Any:
     """Wait for an AdminClient future; a Kafka error becomes one sentence."""
+    from confluent_kafka import KafkaException
+
     try:
         return future.result(timeout=TIMEOUT_S)
-    except Exception as exc:  # KafkaException, TimeoutError
+    except (KafkaException, TimeoutError, CancelledError) as exc:
         text = error_text(exc)
         if "timed out" in text.lower() or isinstance(exc, TimeoutError) or "transport" in text.lower():
             text += f"; is a broker listening on {bootstrap}?"
@@ -67,20 +70,22 @@ def result(future: Any, what: str, bootstrap: str) -> Any:
 
 
 def metadata(bootstrap: str, topic: str | None = None) -> Any:
+    from confluent_kafka import KafkaException
+
     try:
         return admin(bootstrap).list_topics(topic, timeout=TIMEOUT_S)
-    except Exception as exc:
+    except KafkaException as exc:
         fail(f"cannot reach a broker at {bootstrap} within {TIMEOUT_S:.0f} s ({error_text(exc)})")
 
 
 def describe_topic(bootstrap: str, name: str) -> Any:
     """A topic's partitions through DescribeTopics, which, unlike Metadata, never auto-creates it."""
-    from confluent_kafka import TopicCollection
+    from confluent_kafka import KafkaException, TopicCollection
 
     futures = admin(bootstrap).describe_topics(TopicCollection([name]), request_timeout=TIMEOUT_S)
     try:
         return futures[name].result(timeout=TIMEOUT_S)
-    except Exception as exc:
+    except (KafkaException, TimeoutError, CancelledError) as exc:
         text = error_text(exc)
         if "UNKNOWN_TOPIC" in text:
             fail(f"topic {name} does not exist")

@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+
+if TYPE_CHECKING:
+    from confluent_kafka import Message
 
 console = Console()
 
@@ -39,11 +42,12 @@ def demo(
         produced: Counter[int] = Counter()
         failures: list[str] = []
 
-        def delivered(err, msg) -> None:  # type: ignore[no-untyped-def]
+        def delivered(err: KafkaError | None, msg: Message) -> None:
+            partition = msg.partition()
             if err is not None:
                 failures.append(str(err))
-            else:
-                produced[msg.partition()] += 1
+            elif partition is not None:  # always set on a delivered record
+                produced[partition] += 1
 
         producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5})
         columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
@@ -80,13 +84,15 @@ def demo(
             task = progress.add_task("[bold]4.[/] consuming (group demo-group)", total=messages)
             while sum(consumed.values()) < messages and time.perf_counter() < deadline:
                 for msg in consumer.consume(1000, 0.5):
-                    if msg.error():
-                        if msg.error().code() != KafkaError._PARTITION_EOF:
-                            console.print(f"[red]{msg.error()}[/]")
+                    error = msg.error()
+                    if error:
+                        if error.code() != KafkaError._PARTITION_EOF:
+                            console.print(f"[red]{error}[/]")
                         continue
-                    p = msg.partition()
-                    in_order &= msg.offset() > last_offset.get(p, -1)
-                    last_offset[p] = msg.offset()
+                    p, offset = msg.partition(), msg.offset()
+                    assert p is not None and offset is not None  # a consumed record has both
+                    in_order &= offset > last_offset.get(p, -1)
+                    last_offset[p] = offset
                     consumed[p] += 1
                 progress.update(task, completed=sum(consumed.values()))
         consume_s = time.perf_counter() - started

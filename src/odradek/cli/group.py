@@ -7,7 +7,8 @@ against any Kafka cluster, not only odradek. Mistakes are one sentence, exit 1.
 from __future__ import annotations
 
 import datetime
-from typing import Any, NoReturn
+from concurrent.futures import CancelledError
+from typing import Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
@@ -31,10 +32,9 @@ def _fail(message: str) -> NoReturn:
 
 @group_app.callback()
 def _options(
-    bootstrap_server: str = typer.Option(
-        "127.0.0.1:9092", "--bootstrap-server", "-b", envvar="ODRADEK_BOOTSTRAP_SERVER",
-        help="HOST:PORT of any broker of the cluster.",
-    ),
+    bootstrap_server: Annotated[str, typer.Option(
+        "--bootstrap-server", "-b", envvar="ODRADEK_BOOTSTRAP_SERVER", help="HOST:PORT of any broker of the cluster.",
+    )] = "127.0.0.1:9092",
 ) -> None:
     _State.bootstrap = bootstrap_server
 
@@ -54,8 +54,8 @@ def _result(future: Any, what: str) -> Any:
         error = exc.args[0] if exc.args else exc
         text = error.str() if hasattr(error, "str") else str(error)
         _fail(f"{what} failed: {text}")
-    except Exception as exc:  # concurrent.futures.TimeoutError and the like
-        _fail(f"{what} failed: {exc or type(exc).__name__} (is a broker listening on {_State.bootstrap}?)")
+    except (TimeoutError, CancelledError) as exc:
+        _fail(f"{what} failed: {str(exc) or type(exc).__name__} (is a broker listening on {_State.bootstrap}?)")
 
 
 def _describe(admin: Any, group: str) -> Any:
@@ -91,7 +91,9 @@ def _partitions(admin: Any, topic: str) -> list[int]:
 
 
 @group_app.command("list")
-def list_groups(state: list[str] = typer.Option(None, "--state", help="Only groups in this state (repeatable).")) -> None:
+def list_groups(
+    state: Annotated[list[str] | None, typer.Option("--state", help="Only groups in this state (repeatable).")] = None,
+) -> None:
     """List the consumer groups and their states."""
     from confluent_kafka import ConsumerGroupState
 
@@ -119,7 +121,7 @@ def _state_name(state: Any) -> str:
 @group_app.command("describe")
 def describe(group: str) -> None:
     """State, members and their partitions, committed offset, log end and lag per partition."""
-    from confluent_kafka.admin import OffsetSpec
+    from confluent_kafka.admin import OffsetSpec  # type: ignore[attr-defined]  # re-exported without __all__
 
     admin = _admin()
     desc = _describe(admin, group)
@@ -129,7 +131,7 @@ def describe(group: str) -> None:
         for tp in (m.assignment.topic_partitions if m.assignment else []):
             owner[(tp.topic, tp.partition)] = m
     tps = sorted(set(committed) | set(owner))
-    ends = _list_offsets(admin, tps, OffsetSpec.latest())
+    ends = _list_offsets(admin, tps, OffsetSpec.latest())  # type: ignore[no-untyped-call]  # unannotated upstream
     _console().print(f"group [bold]{group}[/bold]  state [bold]{_state_name(desc.state)}[/bold]  "
                   f"assignor {desc.partition_assignor or '-'}  members {len(desc.members)}  "
                   f"coordinator {desc.coordinator.id if desc.coordinator else '-'}", highlight=False)
@@ -174,16 +176,16 @@ def _parse_datetime(value: str) -> int:
 @group_app.command("reset-offsets")
 def reset_offsets(
     group: str,
-    topic: str = typer.Option(..., "--topic", help="The topic whose offsets to reset."),
-    to_earliest: bool = typer.Option(False, "--to-earliest"),
-    to_latest: bool = typer.Option(False, "--to-latest"),
-    to_offset: int = typer.Option(None, "--to-offset"),
-    to_datetime: str = typer.Option(None, "--to-datetime", help="ISO date-time; the first offset at or after it."),
-    dry_run: bool = typer.Option(False, "--dry-run", help="Show the new offsets without committing them."),
+    topic: Annotated[str, typer.Option("--topic", help="The topic whose offsets to reset.")],
+    to_earliest: Annotated[bool, typer.Option("--to-earliest")] = False,
+    to_latest: Annotated[bool, typer.Option("--to-latest")] = False,
+    to_offset: Annotated[int | None, typer.Option("--to-offset")] = None,
+    to_datetime: Annotated[str | None, typer.Option("--to-datetime", help="ISO date-time; the first offset at or after it.")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Show the new offsets without committing them.")] = False,
 ) -> None:
     """Move a group's committed offsets on one topic (only while the group has no members)."""
     from confluent_kafka import ConsumerGroupTopicPartitions, TopicPartition
-    from confluent_kafka.admin import OffsetSpec
+    from confluent_kafka.admin import OffsetSpec  # type: ignore[attr-defined]  # re-exported without __all__
 
     chosen = [to_earliest, to_latest, to_offset is not None, to_datetime is not None]
     if sum(chosen) != 1:
@@ -193,8 +195,9 @@ def reset_offsets(
     if desc.members:
         _fail(f"group {group} has {len(desc.members)} active member(s); stop its consumers before resetting offsets")
     tps = [(topic, p) for p in _partitions(admin, topic)]
-    earliest = _list_offsets(admin, tps, OffsetSpec.earliest())
-    latest = _list_offsets(admin, tps, OffsetSpec.latest())
+    # confluent_kafka leaves OffsetSpec's earliest() and latest() unannotated
+    earliest = _list_offsets(admin, tps, OffsetSpec.earliest())  # type: ignore[no-untyped-call]
+    latest = _list_offsets(admin, tps, OffsetSpec.latest())  # type: ignore[no-untyped-call]
     if to_earliest:
         target = earliest
     elif to_latest:

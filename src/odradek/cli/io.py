@@ -4,20 +4,32 @@ from __future__ import annotations
 
 import sys
 import time
-from typing import Annotated, Optional
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from odradek.cli.common import TIMEOUT_S, BootstrapOption, client_config, describe_topic, error_text, fail, stderr
+from odradek.cli.common import (
+    TIMEOUT_S,
+    BootstrapOption,
+    client_config,
+    describe_topic,
+    error_text,
+    fail,
+    stderr,
+)
+
+if TYPE_CHECKING:
+    from confluent_kafka import KafkaError, Message
 
 CODECS = ("none", "gzip", "snappy", "lz4", "zstd")
 
 
 def produce(
     topic: str,
-    key_separator: Annotated[Optional[str], typer.Option("--key-separator", "-K", help="split key and value at the first SEP")] = None,
-    partition: Annotated[Optional[int], typer.Option("--partition", "-p")] = None,
-    header: Annotated[Optional[list[str]], typer.Option("--header", "-H", help="k=v, repeatable")] = None,
+    key_separator: Annotated[str | None, typer.Option("--key-separator", "-K", help="split key and value at the first SEP")] = None,
+    partition: Annotated[int | None, typer.Option("--partition", "-p")] = None,
+    header: Annotated[list[str] | None, typer.Option("--header", "-H", help="k=v, repeatable")] = None,
     acks: Annotated[str, typer.Option("--acks", help="0, 1 or all")] = "all",
     compression: Annotated[str, typer.Option("--compression", "-z")] = "none",
     bootstrap: str = BootstrapOption,
@@ -27,7 +39,7 @@ def produce(
 
     if compression not in CODECS:
         fail(f"--compression must be one of {', '.join(CODECS)}", 2)
-    headers = []
+    headers: list[tuple[str, str | bytes | None]] = []
     for h in header or []:
         k, sep, v = h.partition("=")
         if not sep or not k:
@@ -38,14 +50,13 @@ def produce(
     errors: list[str] = []
     delivered = 0
 
-    def on_delivery(err, msg) -> None:  # type: ignore[no-untyped-def]
+    def on_delivery(err: KafkaError | None, msg: Message) -> None:
         nonlocal delivered
         if err is not None:
             errors.append(f"{err.str()} ({err.name()})")
         else:
             delivered += 1
 
-    extra = {"partition": partition} if partition is not None else {}
     sent = 0
     for raw in sys.stdin.buffer:
         line = raw.rstrip(b"\r\n")
@@ -54,7 +65,8 @@ def produce(
             key, line = line.split(key_separator.encode(), 1)
         while True:
             try:
-                producer.produce(topic, value=line, key=key, headers=headers or None, on_delivery=on_delivery, **extra)
+                producer.produce(topic, value=line, key=key, headers=headers or None, on_delivery=on_delivery,
+                                 partition=-1 if partition is None else partition)  # -1: the partitioner picks
                 break
             except BufferError:
                 producer.poll(0.05)
@@ -67,14 +79,21 @@ def produce(
     stderr().print(f"delivered {delivered} record(s) to {topic}")
 
 
-def _render(fmt: str, msg) -> str:  # type: ignore[no-untyped-def]
-    def text(b: bytes | None) -> str:
-        return "" if b is None else b.decode("utf-8", "replace")
+def _render(fmt: str, msg: Message) -> str:
+    def text(b: str | bytes | None) -> str:
+        if b is None:
+            return ""
+        return b if isinstance(b, str) else b.decode("utf-8", "replace")
 
-    fields = {
+    def headers() -> str:
+        found = msg.headers() or []
+        pairs = found.items() if isinstance(found, dict) else found
+        return ",".join(f"{k}={text(v)}" for k, v in pairs)
+
+    fields: dict[str, Callable[[], str]] = {
         "k": lambda: text(msg.key()), "v": lambda: text(msg.value()), "o": lambda: str(msg.offset()),
-        "p": lambda: str(msg.partition()), "t": lambda: str(msg.timestamp()[1]), "T": lambda: msg.topic(),
-        "h": lambda: ",".join(f"{k}={text(v)}" for k, v in (msg.headers() or [])),
+        "p": lambda: str(msg.partition()), "t": lambda: str(msg.timestamp()[1]), "T": lambda: text(msg.topic()),
+        "h": headers,
         "%": lambda: "%",
     }
     out = []
@@ -96,12 +115,12 @@ def _render(fmt: str, msg) -> str:  # type: ignore[no-untyped-def]
 def consume(
     topic: str,
     from_beginning: Annotated[bool, typer.Option("--from-beginning", help="start at the earliest offset")] = False,
-    offset: Annotated[Optional[str], typer.Option("--offset", "-o", help="N, earliest or latest")] = None,
-    partition: Annotated[Optional[int], typer.Option("--partition", "-p")] = None,
-    num: Annotated[Optional[int], typer.Option("--num", "-n", help="exit after N records")] = None,
-    group: Annotated[Optional[str], typer.Option("--group", "-g", help="consume as a member of this group (commits)")] = None,
+    offset: Annotated[str | None, typer.Option("--offset", "-o", help="N, earliest or latest")] = None,
+    partition: Annotated[int | None, typer.Option("--partition", "-p")] = None,
+    num: Annotated[int | None, typer.Option("--num", "-n", help="exit after N records")] = None,
+    group: Annotated[str | None, typer.Option("--group", "-g", help="consume as a member of this group (commits)")] = None,
     fmt: Annotated[str, typer.Option("--format", "-f", help="%k %v %o %p %t %T %h, \\n \\t")] = "%v\\n",
-    timeout: Annotated[Optional[float], typer.Option("--timeout", help="exit after this many idle seconds")] = None,
+    timeout: Annotated[float | None, typer.Option("--timeout", help="exit after this many idle seconds")] = None,
     bootstrap: str = BootstrapOption,
 ) -> None:
     """Print records of a topic."""
@@ -139,10 +158,11 @@ def consume(
                 if timeout is not None and time.monotonic() - idle_since > timeout:
                     break
                 continue
-            if msg.error():
-                if msg.error().code() == KafkaError._PARTITION_EOF:
+            error = msg.error()
+            if error:
+                if error.code() == KafkaError._PARTITION_EOF:
                     continue
-                fail(f"consuming {topic} failed: {msg.error().str()}")
+                fail(f"consuming {topic} failed: {error.str()}")
             idle_since = time.monotonic()
             out.write(_render(fmt.replace("\\n", "\n").replace("\\t", "\t"), msg))
             count += 1
@@ -158,10 +178,11 @@ def health(
     timeout: Annotated[float, typer.Option("--timeout", help="seconds to wait for an answer")] = 5.0,
 ) -> None:
     """Exit 0 when the broker answers (for Kubernetes exec probes), else 1 with one sentence."""
+    from confluent_kafka import KafkaException
     from confluent_kafka.admin import AdminClient
 
     try:
         AdminClient(client_config(bootstrap)).list_topics(timeout=timeout)
-    except Exception as exc:
+    except KafkaException as exc:
         fail(f"no answer from {bootstrap} within {timeout:g} s ({error_text(exc)})")
     typer.echo(f"{bootstrap} is serving")

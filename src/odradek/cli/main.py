@@ -2,19 +2,18 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.console import Console
 
 from odradek.cli.cluster_up import cluster_app
 from odradek.cli.demo import demo
-from odradek.cli.io import consume, health, produce
-from odradek.cli.topic import topic_app
 from odradek.cli.deploy import deploy_app
 from odradek.cli.group import group_app
+from odradek.cli.io import consume, health, produce
+from odradek.cli.topic import topic_app
 from odradek.cli.txn import txn_app
 
 app = typer.Typer(no_args_is_help=True, help="odradek: a Kafka-compatible streaming platform.",
@@ -24,14 +23,14 @@ err = Console(stderr=True, soft_wrap=True)
 
 @app.command()
 def serve(
-    listen: Annotated[Optional[str], typer.Option(help="HOST:PORT to listen on (default 127.0.0.1:9092)")] = None,
-    advertise: Annotated[Optional[str], typer.Option(help="HOST:PORT clients are told to use")] = None,
-    data_dir: Annotated[Optional[Path], typer.Option("--data-dir", help="log directory (default ./odradek-data)")] = None,
-    config: Annotated[Optional[Path], typer.Option("--config", help="a server.properties file (Kafka key names)")] = None,
-    zookeeper: Annotated[Optional[str], typer.Option(help="HOST:PORT/chroot of ZooKeeper: cluster mode")] = None,
-    broker_id: Annotated[Optional[int], typer.Option("--broker-id", help="broker.id (cluster mode)")] = None,
-    storage: Annotated[Optional[str], typer.Option(help="file (default) or memory")] = None,
-    metrics_port: Annotated[Optional[int], typer.Option("--metrics-port", help="Prometheus /metrics port")] = None,
+    listen: Annotated[str | None, typer.Option(help="HOST:PORT to listen on (default 127.0.0.1:9092)")] = None,
+    advertise: Annotated[str | None, typer.Option(help="HOST:PORT clients are told to use")] = None,
+    data_dir: Annotated[Path | None, typer.Option("--data-dir", help="log directory (default ./odradek-data)")] = None,
+    config: Annotated[Path | None, typer.Option("--config", help="a server.properties file (Kafka key names)")] = None,
+    zookeeper: Annotated[str | None, typer.Option(help="HOST:PORT/chroot of ZooKeeper: cluster mode")] = None,
+    broker_id: Annotated[int | None, typer.Option("--broker-id", help="broker.id (cluster mode)")] = None,
+    storage: Annotated[str | None, typer.Option(help="file (default) or memory")] = None,
+    metrics_port: Annotated[int | None, typer.Option("--metrics-port", help="Prometheus /metrics port")] = None,
     log_level: Annotated[str, typer.Option("--log-level")] = "info",
 ) -> None:
     """Run a broker: the embedded single-node default, or a cluster member with --zookeeper."""
@@ -74,4 +73,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

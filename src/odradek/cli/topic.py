@@ -6,13 +6,21 @@ work against any Kafka cluster.
 
 from __future__ import annotations
 
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from odradek.cli.common import BootstrapOption, admin, describe_topic, fail, metadata, parse_pairs, result
+from odradek.cli.common import (
+    BootstrapOption,
+    admin,
+    describe_topic,
+    fail,
+    metadata,
+    parse_pairs,
+    result,
+)
 
 topic_app = typer.Typer(no_args_is_help=True, help="Topics: create, list, describe, delete, configs.")
 SOURCES = {0: "unknown", 1: "topic", 2: "dynamic broker", 3: "dynamic default broker", 4: "static broker",
@@ -24,11 +32,11 @@ def create(
     name: str,
     partitions: Annotated[int, typer.Option("--partitions", "-p", help="number of partitions")] = 1,
     replication_factor: Annotated[int, typer.Option("--replication-factor", "-r")] = -1,
-    config: Annotated[Optional[list[str]], typer.Option("--config", "-c", help="key=value, repeatable")] = None,
+    config: Annotated[list[str] | None, typer.Option("--config", "-c", help="key=value, repeatable")] = None,
     bootstrap: str = BootstrapOption,
 ) -> None:
     """Create a topic."""
-    from confluent_kafka.admin import NewTopic
+    from confluent_kafka.admin import NewTopic  # type: ignore[attr-defined]  # re-exported without __all__
 
     configs = parse_pairs(config or [], "config")
     futures = admin(bootstrap).create_topics([NewTopic(name, partitions, replication_factor, config=configs)])
@@ -51,7 +59,7 @@ def list_topics(bootstrap: str = BootstrapOption) -> None:
 @topic_app.command()
 def describe(name: str, bootstrap: str = BootstrapOption) -> None:
     """Partitions (leader, replicas, ISR) and configs with their source."""
-    from confluent_kafka.admin import ConfigResource
+    from confluent_kafka.admin import ConfigResource  # type: ignore[attr-defined]  # re-exported without __all__
 
     t = describe_topic(bootstrap, name)
     console = Console()
@@ -82,12 +90,17 @@ def delete(names: list[str], bootstrap: str = BootstrapOption) -> None:
 @topic_app.command("alter-config")
 def alter_config(
     name: str,
-    set_: Annotated[Optional[list[str]], typer.Option("--set", help="key=value, repeatable")] = None,
-    delete_: Annotated[Optional[list[str]], typer.Option("--delete", help="key, repeatable")] = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", help="key=value, repeatable")] = None,
+    delete_: Annotated[list[str] | None, typer.Option("--delete", help="key, repeatable")] = None,
     bootstrap: str = BootstrapOption,
 ) -> None:
     """Change topic configs (IncrementalAlterConfigs): set some, delete others back to the default."""
-    from confluent_kafka.admin import AlterConfigOpType, ConfigEntry, ConfigResource
+    # confluent_kafka.admin re-exports these without __all__, so strict mypy calls them private
+    from confluent_kafka.admin import (  # type: ignore[attr-defined]
+        AlterConfigOpType,
+        ConfigEntry,
+        ConfigResource,
+    )
 
     sets = parse_pairs(set_ or [], "--set")
     if not sets and not delete_:

@@ -84,7 +84,7 @@ class Cluster:
             reason = "connection refused" if refused else getattr(exc, "strerror", None) or "connection closed"
             fail(f"cannot reach a broker at {where} ({reason}); is a broker listening there?")
         # kio could not decode the answer: not a Kafka broker, or a version we misread.
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:  # noqa: BLE001 - kio's decoders raise assorted errors (UTF-8, enums, struct)
             fail(f"the answer of {where} to {API_NAMES.get(api_key, api_key)} is unreadable ({exc})")
 
     async def negotiate(self) -> None:
