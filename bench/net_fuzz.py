@@ -235,6 +235,19 @@ def blur(line: str) -> str:
     return re.sub(r"-?\d+", "N", text)[:240]
 
 
+_LAST_WORDS = re.compile(r"memory allocation of|panicked at|Fatal Python error|Segmentation fault|^error: |"
+                         r"^\w+Error: ")
+
+
+def last_words(log_text: str) -> str:
+    """The line of a dead broker's log that says why: an allocation failure, a panic, a fatal error."""
+    lines = [line.strip() for line in log_text.splitlines() if line.strip()]
+    for line in reversed(lines):
+        if _LAST_WORDS.search(line):
+            return line
+    return lines[-1] if lines else ""
+
+
 # -- the real client's load ---------------------------------------------------------
 
 class Load:
@@ -247,6 +260,7 @@ class Load:
         self.read: set[int] = set()
         self.delivery_errors: list[str] = []
         self.produced = 0
+        self.flush_seconds = 60.0
         self.stop_producing = threading.Event()
         self.stop_consuming = threading.Event()
         self.last_ack = self.last_read = time.monotonic()
@@ -287,9 +301,9 @@ class Load:
                 p.produce(LOAD_TOPIC, value=str(self.produced).encode(), on_delivery=delivered)
                 self.produced += 1
             p.poll(0.02)
-        remaining = p.flush(60)
+        remaining = p.flush(self.flush_seconds)
         if remaining:
-            self.delivery_errors.append(f"{remaining} records still unacknowledged after a 60 s flush")
+            self.delivery_errors.append(f"{remaining} records unacknowledged after a {self.flush_seconds:.0f} s flush")
         self._producer = None
 
     def _consume(self) -> None:
@@ -333,8 +347,9 @@ class Load:
 
     def finish(self, timeout: float = 60) -> None:
         self.watching = False
+        self.flush_seconds = timeout
         self.stop_producing.set()
-        self._threads[0].join(90)
+        self._threads[0].join(timeout + 30)
         deadline = time.monotonic() + timeout
         while not self.acked <= self.read and time.monotonic() < deadline:
             time.sleep(0.1)
@@ -400,6 +415,7 @@ class Fuzzer:
         self._next_health = args.health_every
         self._restarting = False
         self._killed = False
+        self.dead = False
         self.last_healthy = time.monotonic()
         self.unanswered: collections.deque[tuple[float, Send]] = collections.deque(maxlen=512)
 
@@ -539,7 +555,12 @@ class Fuzzer:
     async def _health(self) -> None:
         loop = asyncio.get_running_loop()
         try:
+            if self._restarting or self.dead:
+                return
+            starts = self.broker.starts
             took = await loop.run_in_executor(None, health_check, self.broker.host, self.broker.port, 1.0)
+            if self._restarting or self.broker.starts != starts:
+                return  # it died and is restarting meanwhile: a crash, counted there
             self.stats.health_checks += 1
             if took is not None:
                 self.stats.health_worst_s = max(self.stats.health_worst_s, took)
@@ -550,7 +571,9 @@ class Fuzzer:
                 if self.broker.alive():
                     suspects = self._suspects(self.last_healthy - 1.0)
                     again = await loop.run_in_executor(None, health_check, self.broker.host, self.broker.port, 5.0)
-                    if again is None and self.broker.alive():  # stuck: restarted, the campaign goes on
+                    if self._restarting or self.broker.starts != starts:
+                        pass
+                    elif again is None and self.broker.alive():  # stuck: restarted, the campaign goes on
                         self._hang(suspects)
                     elif again is not None:
                         self._add(Finding("slow", "no ApiVersions answer within 1 s (answered within 5 s)",
@@ -577,9 +600,12 @@ class Fuzzer:
         if not self.broker.external and self.args.keep_going:
             self.broker.kill()
             self._killed = True
+        else:
+            self.dead = True
+            self.deadline = 0
 
     async def _check_alive(self) -> None:
-        if self._restarting or self.broker.alive():
+        if self._restarting or self.dead or self.broker.alive():
             return
         self._restarting = True
         assert self.broker_up is not None
@@ -591,15 +617,26 @@ class Fuzzer:
                 self._killed = False
             else:
                 code = self.broker.proc.returncode if self.broker.proc is not None else None
-                tail = "\n".join(text.strip().splitlines()[-8:])
-                signature = f"exit {code}: " + (blur(tail.splitlines()[-1]) if tail else "")
+                why = last_words(text)
+                signature = f"exit {code}: " + blur(why)
                 self.stats.crashes += 1
-                self._add(Finding("crash", signature, tail, self._suspects(time.monotonic() - 2.0), []))
+                self._add(Finding("crash", signature, why, self._suspects(time.monotonic() - 2.0), []))
                 print(f"CRASH at frame {self.stats.frames}: {signature}", file=sys.stderr)
             if self.broker.external or not self.args.keep_going:
+                self.dead = True
                 self.deadline = 0
                 return
-            await asyncio.get_running_loop().run_in_executor(None, self.broker.start)
+            try:
+                await asyncio.get_running_loop().run_in_executor(None, self.broker.start)
+            except RuntimeError as exc:  # it does not come back (its log says why): the campaign ends here
+                print(f"restart failed: {exc}", file=sys.stderr)
+                text, self.log_offset = self.broker.log_from(self.log_offset)
+                why = last_words(text)
+                self.stats.crashes += 1
+                self._add(Finding("crash", "restart failed: " + blur(why), why, [], []))
+                self.dead = True
+                self.deadline = 0
+                return
             self.last_healthy = time.monotonic()
         finally:
             self._restarting = False
@@ -644,20 +681,27 @@ def send_alone(broker: Broker, frames: list[Send], wait: float = 1.0) -> None:
 
 
 def triage(findings: list[Finding], workdir: Path, seconds: float, corpus: Path) -> None:
-    """Replay each finding's frames on a fresh broker: first each suspect alone, then the connection's frames."""
+    """Replay each finding's frames on a fresh broker: first each suspect alone, then the connection's frames.
+
+    The broker has the corpus replayed first (the state the fuzzed one had: its topics, groups,
+    transactions); after a crash or a hang the next tries get a new one in a new data dir.
+    """
     deadline = time.monotonic() + seconds
-    broker = Broker(workdir / "triage", None, None, None)
-    broker.workdir.mkdir(parents=True, exist_ok=True)
-    broker.start()
-    corpus_warm = False
+    made = 0
+    broker: Broker | None = None
+
+    def fresh() -> Broker:
+        nonlocal made
+        made += 1
+        b = Broker(workdir / f"triage{made}", None, None, None)
+        b.workdir.mkdir(parents=True, exist_ok=True)
+        b.start()
+        for frames in load_corpus(corpus):
+            send_alone(b, [Send(f, "") for f in frames], 0.5)
+        return b
+
     try:
         for finding in findings:
-            if time.monotonic() > deadline:
-                break
-            if not corpus_warm:  # the state the fuzzed broker had: the corpus's topics and groups
-                for frames in load_corpus(corpus):
-                    send_alone(broker, [Send(f, "") for f in frames], 0.5)
-                corpus_warm = True
             finding.reproduced = "no"
             ordered = finding.suspects if finding.kind in ("hang", "slow") else list(reversed(finding.suspects))
             tries = [[s] for s in ordered[:32]]
@@ -665,39 +709,48 @@ def triage(findings: list[Finding], workdir: Path, seconds: float, corpus: Path)
                 tries.append(finding.history)
             for frames in tries:
                 if time.monotonic() > deadline:
+                    finding.reproduced = "no (out of triage time)"
                     break
-                _, offset = broker.log_from(0)
-                if finding.kind in ("hang", "slow"):  # does the broker stop answering while it handles this?
-                    rss0 = rss_mb(broker.pid) or 0.0
-                    sender = threading.Thread(target=send_alone, args=(broker, frames, 5.0), daemon=True)
-                    sender.start()
-                    time.sleep(0.05)
-                    hit = health_check(broker.host, broker.port) is None
-                    sender.join(10)
-                    rss = rss_mb(broker.pid) or 0.0
-                    text = f"broker RSS {rss0:.0f} -> {rss:.0f} MB, no ApiVersions answer within 1 s"
-                else:
-                    send_alone(broker, frames)
-                    time.sleep(0.2)
-                    text, _ = broker.log_from(offset)
-                    if finding.kind == "crash":
-                        hit = not broker.alive()
-                    else:
-                        hit = any(e.signature == finding.signature for e in log_events(text))
+                if broker is None or not broker.alive():
+                    if broker is not None:
+                        broker.kill()
+                    broker = fresh()
+                hit, text = replay(broker, finding, frames)
                 if hit:
                     finding.reproduced = "alone" if len(frames) == 1 else f"with its connection's {len(frames)} frames"
-                    finding.culprit = frames[-1].wire().hex() if len(frames) == 1 else " ".join(
-                        f.wire().hex() for f in frames)
+                    finding.culprit = " ".join(f.wire().hex() for f in frames)
                     if finding.kind != "exception":
-                        finding.log = "\n".join(text.strip().splitlines()[-4:]) or finding.log
+                        finding.log = text or finding.log
                         broker.kill()
-                        broker.start()
                     break
-                if not broker.alive():
-                    broker.start()
+    except RuntimeError as exc:  # a triage broker did not start: the rest stays untried
+        print(f"triage stopped: {exc}", file=sys.stderr)
     finally:
-        broker.stop()
+        if broker is not None:
+            broker.stop()
 
+
+def replay(broker: Broker, finding: Finding, frames: list[Send]) -> tuple[bool, str]:
+    """Whether sending `frames` on one connection does what the finding says, and the evidence."""
+    _, offset = broker.log_from(0)
+    if finding.kind in ("hang", "slow"):  # does the broker stop answering while it handles this?
+        rss0 = rss_mb(broker.pid) or 0.0
+        sender = threading.Thread(target=send_alone, args=(broker, frames, 5.0), daemon=True)
+        sender.start()
+        time.sleep(0.05)
+        hit = health_check(broker.host, broker.port) is None
+        sender.join(10)
+        rss = rss_mb(broker.pid) or 0.0
+        return hit, f"broker RSS {rss0:.0f} -> {rss:.0f} MB, no ApiVersions answer within 1 s"
+    send_alone(broker, frames)
+    time.sleep(0.2)
+    text, _ = broker.log_from(offset)
+    if finding.kind == "crash":
+        time.sleep(0.3)
+        text, _ = broker.log_from(offset)
+        return not broker.alive(), last_words(text)
+    events = [e for e in log_events(text) if e.signature == finding.signature]
+    return bool(events), events[0].text if events else ""
 
 
 async def campaign(fuzzer: Fuzzer, load: Load) -> tuple[float | None, float | None, float]:
@@ -713,13 +766,14 @@ async def campaign(fuzzer: Fuzzer, load: Load) -> tuple[float | None, float | No
     t0 = time.monotonic()
     await fuzzer.run()
     elapsed = time.monotonic() - t0
-    final = await loop.run_in_executor(None, health_check, broker.host, broker.port, 1.0)
-    fuzzer.stats.health_checks += 1
-    if final is None:
-        fuzzer.stats.health_failed += 1
-        await fuzzer._check_alive()
+    if not fuzzer.dead:
+        final = await loop.run_in_executor(None, health_check, broker.host, broker.port, 1.0)
+        fuzzer.stats.health_checks += 1
+        if final is None:
+            fuzzer.stats.health_failed += 1
+            await fuzzer._check_alive()
     rss_after = rss_mb(broker.pid) if broker.starts <= 1 else None
-    await loop.run_in_executor(None, load.finish)
+    await loop.run_in_executor(None, load.finish, 5.0 if fuzzer.dead else 60.0)
     fuzzer.scan_log()
     return rss_before, rss_after, elapsed
 
