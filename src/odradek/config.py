@@ -13,7 +13,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
 
@@ -54,6 +54,38 @@ class BrokerConfig(BaseSettings):
     zookeeper: str | None = None
     metrics_port: int | None = None
     storage: str = "file"  # "file" or "memory"
+
+    # Listeners and security (Kafka's names). `listeners` wins over `listen` when set.
+    listeners: str | None = None
+    advertised_listeners: str | None = None
+    listener_security_protocol_map: str = (
+        "PLAINTEXT:PLAINTEXT,SSL:SSL,SASL_PLAINTEXT:SASL_PLAINTEXT,SASL_SSL:SASL_SSL"
+    )
+    inter_broker_listener_name: str | None = None
+    security_inter_broker_protocol: str = "PLAINTEXT"
+    ssl_keystore_type: str = "PEM"
+    ssl_keystore_location: str | None = None
+    ssl_keystore_password: SecretStr | None = None
+    ssl_key_password: SecretStr | None = None
+    ssl_truststore_type: str = "PEM"
+    ssl_truststore_location: str | None = None
+    ssl_client_auth: str = "none"
+    ssl_principal_mapping_rules: str = "DEFAULT"
+    ssl_endpoint_identification_algorithm: str = "https"
+    sasl_enabled_mechanisms: str = "PLAIN,SCRAM-SHA-256,SCRAM-SHA-512"
+    sasl_mechanism_inter_broker_protocol: str = "PLAIN"
+    sasl_jaas_config: SecretStr | None = None
+    sasl_oauthbearer_jwks_endpoint_url: str | None = None
+    sasl_oauthbearer_expected_issuer: str | None = None
+    sasl_oauthbearer_expected_audience: str | None = None
+    sasl_oauthbearer_sub_claim_name: str = "sub"
+    connections_max_reauth_ms: int = 0
+    authorizer_class_name: str = ""
+    super_users: str = ""
+    allow_everyone_if_no_acl_found: bool = False
+    # `listener.name.<listener>.<key>` entries, as Kafka scopes a key to one listener
+    # (`listener.name.sasl_ssl.plain.sasl.jaas.config=...`): lower-case listener -> key -> value.
+    listener_name_overrides: dict[str, dict[str, str]] = Field(default_factory=dict)
 
     # Kafka's names (dots -> underscores)
     broker_id: int = Field(default=-1)
@@ -166,13 +198,8 @@ def read_properties(path: Path) -> dict[str, str]:
 
 
 # Kafka keys whose attribute name differs from the key with dots replaced.
-_ALIASES = {"listeners": "listen", "advertised.listeners": "advertise", "log.dirs": "data_dir", "log.dir": "data_dir", "zookeeper.connect": "zookeeper"}
+_ALIASES = {"log.dirs": "data_dir", "log.dir": "data_dir", "zookeeper.connect": "zookeeper"}
 
-
-def _strip_listener_scheme(value: str) -> str:
-    # listeners=PLAINTEXT://0.0.0.0:9092 -> 0.0.0.0:9092 (first listener only)
-    first = value.split(",")[0]
-    return first.split("://", 1)[1] if "://" in first else first
 
 
 def load_config(config_file: Path | None = None, **overrides: Any) -> BrokerConfig:
@@ -180,9 +207,12 @@ def load_config(config_file: Path | None = None, **overrides: Any) -> BrokerConf
     file_values: dict[str, Any] = {}
     if config_file is not None:
         for key, value in read_properties(config_file).items():
+            if key.startswith("listener.name."):
+                listener, _, rest = key[len("listener.name."):].partition(".")
+                overrides_by_listener = file_values.setdefault("listener_name_overrides", {})
+                overrides_by_listener.setdefault(listener.lower(), {})[rest] = value
+                continue
             name = _ALIASES.get(key, key.replace(".", "_").replace("-", "_"))
-            if name in ("listen", "advertise"):
-                value = _strip_listener_scheme(value)
             if name == "data_dir":
                 value = value.split(",")[0]
             if name in BrokerConfig.model_fields:

@@ -21,6 +21,8 @@ from odradek.config import BrokerConfig
 from odradek.server.broker import Broker
 from odradek.server.connection import Connection
 from odradek.server.dispatcher import Dispatcher
+from odradek.security.listeners import Listener
+from odradek.security.tls import parse_mapping_rules, server_context
 from odradek.server.limits import ConnectionLimits
 
 log = logging.getLogger("odradek.server")
@@ -49,6 +51,8 @@ class Server:
         self.connections: set[Connection] = set()
         self.limits = ConnectionLimits(config)
         self._server: asyncio.base_events.Server | None = None
+        self._servers: list[asyncio.base_events.Server] = []
+        self.ports: dict[str, int] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self.port = 0
         self.cleaner: Any = None  # storage.cleaner.LogCleaner when log.cleaner.enable
@@ -58,27 +62,33 @@ class Server:
     async def start(self) -> None:
         from odradek.server.handlers import ROUTES
 
-        host, port = self.config.listen_address
-        self.broker.open()
+        listeners = list(self.broker.listeners)
+        contexts = {item.name: server_context(self.config, item.name) for item in listeners if item.tls}
+        rules = parse_mapping_rules(self.config.ssl_principal_mapping_rules)
+        sockets = [_bind(item.host, item.port) for item in listeners]
+        for item, sock in zip(listeners, sockets, strict=True):
+            self.broker.listener_bound(item.name, sock.getsockname()[1])
+        self.port = sockets[0].getsockname()[1]
+        self.ports = {item.name: sock.getsockname()[1] for item, sock in zip(listeners, sockets, strict=True)}
+        try:
+            self.broker.open()
+        except BaseException:
+            for sock in sockets:
+                sock.close()
+            raise
         extra = _extension_start(self)
         dispatcher = Dispatcher(self.broker, ROUTES)
         loop = asyncio.get_running_loop()
-        sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind((host, port))
-        except OSError as exc:
-            sock.close()
-            self.broker.close()
-            raise OSError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
-        self.port = sock.getsockname()[1]
-        if port == 0 and self.broker.node.port == 0:
-            from dataclasses import replace
+        for listener, sock in zip(self.broker.listeners, sockets, strict=True):
+            def connection(listener: Listener = listener) -> Connection:
+                return Connection(dispatcher, self.limits, self.connections, listener, rules)
 
-            self.broker.node = replace(self.broker.node, port=self.port)
-        self._server = await loop.create_server(
-            lambda: Connection(dispatcher, self.limits, self.connections), sock=sock, backlog=1024
-        )
+            self._servers.append(await loop.create_server(
+                connection, sock=sock, backlog=1024, ssl=contexts.get(listener.name),
+                ssl_handshake_timeout=10.0 if listener.tls else None,
+            ))
+        self._server = self._servers[0]
+        host = listeners[0].host
         self._tasks.append(loop.create_task(self._housekeeping()))
         self._tasks.append(loop.create_task(self.limits.run_reaper(lambda: self.connections)))
         if self.config.log_cleaner_enable and self.config.storage == "file":
@@ -90,8 +100,12 @@ class Server:
             self.broker.metrics.serve(self.config.metrics_port, host if host not in ("", "::") else "0.0.0.0")
         self._tasks.extend(extra)
         log.info(
-            "odradek broker %d listening on %s:%d (advertised %s:%d), data in %s",
-            self.broker.node_id, host, self.port, self.broker.node.host, self.broker.node.port,
+            "odradek broker %d listening on %s, data in %s",
+            self.broker.node_id,
+            ", ".join(
+                f"{item.name}://{item.host}:{item.port} (advertised {item.advertised_host}:{item.advertised_port})"
+                for item in self.broker.listeners
+            ),
             self.config.data_dir if self.config.storage == "file" else "memory",
         )
 
@@ -121,8 +135,8 @@ class Server:
         shutdown = getattr(self.broker, "controlled_shutdown", None)
         if shutdown is not None:  # cluster mode: move leaderships away while still serving
             await shutdown()
-        if self._server is not None:
-            self._server.close()
+        for listening in self._servers:
+            listening.close()
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
@@ -150,6 +164,17 @@ class Server:
         if self.cleaner is not None:
             self.cleaner.close()
         self.broker.close()
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise OSError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+    return sock
 
 
 def _extension_start(server: Server) -> list[asyncio.Task[None]]:

@@ -29,6 +29,7 @@ from odradek.cluster.metadata import (
 from odradek.cluster.topic_config import topic_config_value, validate_topic_configs
 from odradek.config import BrokerConfig
 from odradek.protocol.records import BatchHeader
+from odradek.security.listeners import Listener, inter_broker_listener, parse_listeners
 from odradek.server.metrics import BrokerMetrics
 from odradek.storage.log import AppendResult, LogConfig, PartitionLog
 from odradek.storage.manager import LogManager
@@ -58,10 +59,21 @@ class PartitionState:
 
 @dataclass(frozen=True, slots=True)
 class Node:
+    """A broker as clients see it: host and port are its inter-broker listener's
+    advertised address; `endpoints` has every listener's (name, host, port)."""
+
     node_id: int
     host: str
     port: int
     rack: str | None = None
+    endpoints: tuple[tuple[str, str, int], ...] = ()
+
+    def address(self, listener: str | None) -> tuple[str, int]:
+        """Where a client of `listener` reaches this broker (Kafka advertises per listener)."""
+        for name, host, port in self.endpoints:
+            if name == listener:
+                return host, port
+        return self.host, self.port
 
 
 class Purgatory:
@@ -106,8 +118,8 @@ class Broker:
     def __init__(self, config: BrokerConfig, *, faults: Faults | None = None) -> None:
         self.config = config
         self.node_id = max(config.broker_id, 0)
-        host, port = config.advertised_address
-        self.node = Node(self.node_id, host, port)
+        self.listeners = parse_listeners(config)
+        self.node = self._node_of(self.listeners)
         self.faults = faults
         self.purgatory = Purgatory()
         self.metrics = BrokerMetrics()
@@ -120,6 +132,16 @@ class Broker:
         self.transaction_coordinator: Any = None  # set by server/handlers/transactions.py
         self._next_pid = 0
         self._pid_block_end = 0
+
+    def _node_of(self, listeners: list[Listener]) -> Node:
+        inter = inter_broker_listener(self.config, listeners)
+        endpoints = tuple((item.name, item.advertised_host, item.advertised_port) for item in listeners)
+        return Node(self.node_id, inter.advertised_host, inter.advertised_port, None, endpoints)
+
+    def listener_bound(self, name: str, port: int) -> None:
+        """A listener's socket is bound: port 0 becomes the kernel's port everywhere."""
+        self.listeners = [item.bound(port) if item.name == name else item for item in self.listeners]
+        self.node = self._node_of(self.listeners)
 
     # -- lifecycle ---------------------------------------------------------
 

@@ -18,12 +18,15 @@ import os
 import struct
 import time
 from collections import deque
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+from odradek.security import Session
+from odradek.security.tls import principal_from_certificate
 from odradek.server.dispatcher import CloseConnection
 from odradek.storage.segment import FileSlice
 
 if TYPE_CHECKING:
+    from odradek.security.listeners import Listener
     from odradek.server.dispatcher import Dispatcher
     from odradek.server.limits import ConnectionLimits
 
@@ -34,8 +37,18 @@ MAX_QUEUED_REQUESTS = 64
 
 
 class Connection(asyncio.Protocol):
-    def __init__(self, dispatcher: Dispatcher, limits: ConnectionLimits, registry: set[Connection]) -> None:
+    def __init__(
+        self,
+        dispatcher: Dispatcher,
+        limits: ConnectionLimits,
+        registry: set[Connection],
+        listener: Listener | None = None,
+        mapping_rules: list[Any] | None = None,
+    ) -> None:
         self.dispatcher = dispatcher
+        self.listener = listener
+        self.mapping_rules = mapping_rules
+        self.session = Session()
         self.limits = limits
         self.max_request_bytes = limits.max_request_bytes
         self.registry = registry
@@ -71,6 +84,22 @@ class Connection(asyncio.Protocol):
             return
         self._admitted = True
         self.registry.add(self)
+        self.session = self._new_session(transport)
+
+    def _new_session(self, transport: asyncio.BaseTransport) -> Session:
+        listener = self.listener
+        if listener is None:
+            return Session(client_host=self.host)
+        session = Session(listener.name, listener.security_protocol, self.host, authenticated=not listener.sasl)
+        ssl_object = transport.get_extra_info("ssl_object") if listener.tls else None
+        der = ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
+        if der:
+            try:
+                session.principal = principal_from_certificate(der, self.mapping_rules or [])
+            except ValueError as exc:  # no mapping rule matched: Kafka refuses the connection
+                log.warning("refusing connection from %s: %s", self.peer, exc)
+                self.close(None)
+        return session
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._closed = True
@@ -186,6 +215,9 @@ class Connection(asyncio.Protocol):
         duplicate of its descriptor (the transport keeps its own registration).
         """
         transport = self.transport
+        if self.listener is not None and self.listener.tls:
+            await self._send_parts_tls(parts)
+            return
         sock_fd = -1
         try:
             sock = transport.get_extra_info("socket") if transport is not None else None
@@ -204,6 +236,28 @@ class Connection(asyncio.Protocol):
         finally:
             if sock_fd >= 0:
                 os.close(sock_fd)
+            for part in parts:
+                if isinstance(part, FileSlice):
+                    part.close()
+        if not self._can_write.is_set():
+            await self._can_write.wait()
+
+    async def _send_parts_tls(self, parts: list[bytes | FileSlice]) -> None:
+        """Over TLS the bytes must pass through the encryption: file slices are read."""
+        try:
+            for part in parts:
+                if self._closed or self.transport is None:
+                    return
+                if isinstance(part, FileSlice):
+                    data = os.pread(part.fd, part.size, part.position)
+                    if len(data) != part.size:
+                        raise OSError(f"segment file ended {part.size - len(data)} bytes short of the fetched slice")
+                    self.transport.write(data)
+                else:
+                    self.transport.write(part)
+        except OSError as exc:
+            self.close(f"sending a fetch response failed: {exc}")
+        finally:
             for part in parts:
                 if isinstance(part, FileSlice):
                     part.close()

@@ -19,6 +19,7 @@ from kio.schema.errors import ErrorCode
 
 from odradek.protocol.apis import ApiRange, api_name
 from odradek.protocol.build import build
+from odradek.security import Session
 from odradek.protocol.framing import (
     API_VERSIONS_KEY,
     FrameError,
@@ -30,10 +31,16 @@ from odradek.protocol.framing import (
 )
 
 if TYPE_CHECKING:
-    from odradek.server.broker import Broker
+    from odradek.server.broker import Broker, Node
     from odradek.server.connection import Connection
 
 log = logging.getLogger("odradek.dispatcher")
+
+# Before a SASL login completes only these may pass (Kafka's SaslServerAuthenticator).
+SASL_HANDSHAKE_KEY = 17
+SASL_AUTHENTICATE_KEY = 36
+_BEFORE_AUTHENTICATION = frozenset({API_VERSIONS_KEY, SASL_HANDSHAKE_KEY, SASL_AUTHENTICATE_KEY})
+_LOCAL_SESSION = Session()
 
 Handler = Callable[["RequestContext", Any], Awaitable[Any]]
 
@@ -54,6 +61,16 @@ class RequestContext:
     @property
     def version(self) -> int:
         return self.header.api_version
+
+    @property
+    def session(self) -> Session:
+        """Who sent this request (an in-process call with no connection is ANONYMOUS)."""
+        return self.connection.session if self.connection is not None else _LOCAL_SESSION
+
+    def address(self, node: Node) -> tuple[str, int]:
+        """`node`'s address on the listener this request came through."""
+        listener = self.connection.listener if self.connection is not None else None
+        return node.address(listener.name if listener is not None else None)
 
     def respond(self, values: dict[str, Any] | None = None, /, **extra: Any) -> Any:
         """The response entity of this request's API and version, built from plain values."""
@@ -97,6 +114,18 @@ class Dispatcher:
         route = self.routes.get(api_key)
         if route is None:
             raise CloseConnection(f"unknown API key {api_key}")
+        if connection is not None and api_key not in _BEFORE_AUTHENTICATION:
+            session = connection.session
+            if not session.authenticated:
+                raise CloseConnection(
+                    f"{api_name(api_key)} before authenticating on listener {session.listener} "
+                    "(only ApiVersions, SaslHandshake and SaslAuthenticate may come first)"
+                )
+            if session.session_expires_at is not None and session.expired():
+                raise CloseConnection(  # KIP-368
+                    f"the session of {session.principal} expired without re-authentication "
+                    "(connections.max.reauth.ms)"
+                )
         if not route.min_version <= api_version <= route.max_version:
             if api_key == API_VERSIONS_KEY:
                 return self._unsupported_api_versions(correlation_id)
