@@ -343,79 +343,59 @@ def _corrupt(message: str) -> InvalidRecordError:
     return InvalidRecordError(ErrorCode.corrupt_message, message)
 
 
-class _RecordReader:
-    """Kafka's DefaultRecord fields from a decompressed body; every length and count is
-    checked against the bytes left before it is used (they come from the producer)."""
-
-    __slots__ = ("body", "end", "pos")
-
-    def __init__(self, body: bytes) -> None:
-        self.body = body
-        self.pos = 0
-        self.end = len(body)
-
-    def varint(self) -> int:
-        if self.pos >= self.end:
-            raise _corrupt("record cut short")
-        try:
-            value, size = read_signed_varint(self.body, self.pos)
-        except (DecodeError, ValueError) as exc:  # cut short, or more than 5 bytes
-            raise _corrupt(f"bad varint in record: {exc}") from None
-        self.pos += size
-        if self.pos > self.end:
-            raise _corrupt("record cut short")
-        return int(value)
-
-    def varlong(self) -> int:
-        if self.pos >= self.end:
-            raise _corrupt("record cut short")
-        try:
-            value, size = read_signed_varlong(self.body, self.pos)
-        except (DecodeError, ValueError) as exc:
-            raise _corrupt(f"bad varlong in record: {exc}") from None
-        self.pos += size
-        if self.pos > self.end:
-            raise _corrupt("record cut short")
-        return int(value)
-
-    def byte(self) -> int:
-        if self.pos >= self.end:
-            raise _corrupt("record cut short")
-        self.pos += 1
-        return self.body[self.pos - 1]
-
-    def nullable_bytes(self, what: str) -> bytes | None:
-        n = self.varint()
-        if n < 0:  # any negative length is null (Kafka's DefaultRecord)
-            return None
-        if n > self.end - self.pos:
-            raise _corrupt(f"record {what} of {n} bytes exceeds the {self.end - self.pos} left")
-        self.pos += n
-        return self.body[self.pos - n : self.pos]
-
-    def record(self, base_offset: int, base_timestamp: int) -> Record:
-        length = self.varint()
-        if length < 0 or length > self.end - self.pos:
-            raise _corrupt(f"record length {length} does not fit the {self.end - self.pos} bytes left")
-        outer, self.end = self.end, self.pos + length
-        attributes = self.byte()
-        ts_delta = self.varlong()
-        off_delta = self.varint()
-        key = self.nullable_bytes("key")
-        value = self.nullable_bytes("value")
-        count = self.varint()
-        if count < 0 or count > (self.end - self.pos) // 2:  # a header is at least two varints
-            raise _corrupt(f"record header count {count} does not fit the record")
-        headers = []
+def _decode_records(body: bytes, count: int, base_offset: int, base_timestamp: int) -> list[Record]:
+    """`count` of Kafka's DefaultRecord from a decompressed body. Every length and count
+    comes from the producer, so each is checked against the bytes left before it is used;
+    one loop with locals, as compaction decodes every record of a segment."""
+    varint, varlong = read_signed_varint, read_signed_varlong
+    records: list[Record] = []
+    total = len(body)
+    p = 0
+    try:
         for _ in range(count):
-            hkey = self.nullable_bytes("header key")
-            if hkey is None:
-                raise _corrupt("record header key is null")
-            headers.append((hkey.decode("utf-8", "replace"), self.nullable_bytes("header value")))
-        if self.pos != self.end:
-            raise _corrupt("record length does not match its fields")
-        self.end = outer
-        return Record(base_offset + off_delta, base_timestamp + ts_delta, key, value, tuple(headers), attributes)
+            length, size = varint(body, p)
+            p += size
+            end = p + length
+            if length < 1 or end > total:
+                raise _corrupt(f"record length {length} does not fit the {total - p} bytes left")
+            attributes = body[p]
+            ts_delta, size = varlong(body, p + 1)
+            p += 1 + size
+            off_delta, size = varint(body, p)
+            p += size
+            key, p = _nullable_bytes(body, p, end, "key")
+            value, p = _nullable_bytes(body, p, end, "value")
+            n, size = varint(body, p)
+            p += size
+            if n < 0 or n > (end - p) // 2:  # a header is at least two varints
+                raise _corrupt(f"record header count {n} does not fit the record")
+            headers = []
+            for _ in range(n):
+                hkey, p = _nullable_bytes(body, p, end, "header key")
+                if hkey is None:
+                    raise _corrupt("record header key is null")
+                hvalue, p = _nullable_bytes(body, p, end, "header value")
+                headers.append((hkey.decode("utf-8", "replace"), hvalue))
+            if p != end:
+                raise _corrupt("record length does not match its fields")
+            records.append(Record(base_offset + off_delta, base_timestamp + ts_delta, key, value,
+                                  tuple(headers), attributes))
+    except (DecodeError, ValueError) as exc:  # a varint cut short, or longer than 5 (10) bytes
+        raise _corrupt(f"bad varint in record: {exc}") from None
+    if p != total:
+        # Kafka: "Incorrect declared batch size, records still remaining in file"
+        raise _corrupt(f"{total - p} bytes remain after {count} records")
+    return records
+
+
+def _nullable_bytes(body: bytes, p: int, end: int, what: str) -> tuple[bytes | None, int]:
+    n, size = read_signed_varint(body, p)
+    p += size
+    if n < 0:  # any negative length is null (Kafka's DefaultRecord)
+        return None, p
+    if n > end - p:
+        raise _corrupt(f"record {what} of {n} bytes exceeds the {end - p} left in the record")
+    return body[p : p + n], p + n
 
 
 MIN_RECORD_SIZE = 7  # length, attributes, timestamp and offset deltas, key, value, header count
@@ -441,14 +421,8 @@ def decode_batch(data: bytes | bytearray | memoryview, pos: int = 0, *, verify_c
     body = decompress(header.compression, view[BATCH_HEADER_SIZE:], max_decompressed_bytes)
     if header.record_count > len(body) // MIN_RECORD_SIZE:
         raise _corrupt(f"record count {header.record_count} does not fit {len(body)} bytes of records")
-    reader = _RecordReader(body)
-    out = DecodedBatch(header)
-    for _ in range(header.record_count):
-        out.records.append(reader.record(header.base_offset, header.base_timestamp))
-    if reader.pos != len(body):
-        # Kafka: "Incorrect declared batch size, records still remaining in file"
-        raise _corrupt(f"{len(body) - reader.pos} bytes remain after {header.record_count} records")
-    return out
+    return DecodedBatch(header, _decode_records(body, header.record_count, header.base_offset,
+                                                header.base_timestamp))
 
 
 def iter_batches(data: bytes | memoryview) -> list[DecodedBatch]:
