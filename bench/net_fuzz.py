@@ -43,6 +43,7 @@ import sys
 import tempfile
 import threading
 import time
+import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -52,7 +53,6 @@ from produce_consume import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 RSS_BUDGET_MB_PER_MILLION = 50.0
-LOAD_TOPIC = "fz-load"
 _HEALTH_CORRELATION = 0x7FFF0001
 
 
@@ -256,6 +256,7 @@ class Load:
     def __init__(self, bootstrap: str, rate: int) -> None:
         self.bootstrap = bootstrap
         self.rate = rate
+        self.topic = f"fz-load-{uuid.uuid4().hex[:8]}"  # its own topic and group, also on a broker used before
         self.acked: set[int] = set()
         self.read: set[int] = set()
         self.delivery_errors: list[str] = []
@@ -273,7 +274,7 @@ class Load:
         from confluent_kafka.admin import AdminClient, NewTopic
 
         admin = AdminClient({"bootstrap.servers": self.bootstrap})
-        for f in admin.create_topics([NewTopic(LOAD_TOPIC, 3, 1)], operation_timeout=15).values():
+        for f in admin.create_topics([NewTopic(self.topic, 3, 1)], operation_timeout=15).values():
             f.result(30)
         for target in (self._produce, self._consume, self._watch):
             t = threading.Thread(target=target, daemon=True)
@@ -298,7 +299,7 @@ class Load:
         while not self.stop_producing.is_set():
             due = int((time.monotonic() - t0) * self.rate)
             while self.produced < due:
-                p.produce(LOAD_TOPIC, value=str(self.produced).encode(), on_delivery=delivered)
+                p.produce(self.topic, value=str(self.produced).encode(), on_delivery=delivered)
                 self.produced += 1
             p.poll(0.02)
         remaining = p.flush(self.flush_seconds)
@@ -309,9 +310,9 @@ class Load:
     def _consume(self) -> None:
         from confluent_kafka import Consumer
 
-        c = Consumer({"bootstrap.servers": self.bootstrap, "group.id": "fz-load-group",
+        c = Consumer({"bootstrap.servers": self.bootstrap, "group.id": self.topic,
                       "auto.offset.reset": "earliest", "enable.auto.commit": True})
-        c.subscribe([LOAD_TOPIC])
+        c.subscribe([self.topic])
         try:
             while not self.stop_consuming.is_set():
                 for m in c.consume(500, 0.2):
@@ -704,7 +705,8 @@ def triage(findings: list[Finding], workdir: Path, seconds: float, corpus: Path)
         for finding in findings:
             finding.reproduced = "no"
             ordered = finding.suspects if finding.kind in ("hang", "slow") else list(reversed(finding.suspects))
-            tries = [[s] for s in ordered[:32]]
+            ordered = [s for s in ordered if s.how] + [s for s in ordered if not s.how]  # mutated ones first
+            tries = [[s] for s in ordered[:24]]
             if finding.history:
                 tries.append(finding.history)
             for frames in tries:
@@ -735,7 +737,7 @@ def replay(broker: Broker, finding: Finding, frames: list[Send]) -> tuple[bool, 
     _, offset = broker.log_from(0)
     if finding.kind in ("hang", "slow"):  # does the broker stop answering while it handles this?
         rss0 = rss_mb(broker.pid) or 0.0
-        sender = threading.Thread(target=send_alone, args=(broker, frames, 5.0), daemon=True)
+        sender = threading.Thread(target=send_alone, args=(broker, frames, 2.0), daemon=True)
         sender.start()
         time.sleep(0.05)
         hit = health_check(broker.host, broker.port) is None
@@ -794,6 +796,7 @@ def main() -> int:
     ap.add_argument("--broker-pid", type=int, help="with --bootstrap: its pid, for RSS and crashes")
     ap.add_argument("--broker-log", type=Path, help="with --bootstrap: its log, for exceptions")
     ap.add_argument("--corpus", type=Path, default=CORPUS)
+    ap.add_argument("--skip-apis", default="", help="api keys whose captured frames are left out (e.g. 19,37)")
     ap.add_argument("--no-keep-going", dest="keep_going", action="store_false",
                     help="stop at the first crash instead of restarting the broker")
     ap.add_argument("--triage-seconds", type=float, default=120)
@@ -803,7 +806,8 @@ def main() -> int:
 
     workdir = Path(tempfile.mkdtemp(prefix="odradek-netfuzz-"))
     broker = Broker(workdir, args.bootstrap, args.broker_pid, args.broker_log)
-    sessions = load_corpus(args.corpus)
+    skip = {int(k) for k in args.skip_apis.split(",") if k.strip()}
+    sessions = [[f for f in s if struct.unpack_from(">h", f)[0] not in skip] for s in load_corpus(args.corpus)]
     load: Load | None = None
     report: dict[str, object] = {}
     try:
@@ -812,7 +816,8 @@ def main() -> int:
         _, fuzzer.log_offset = broker.log_from(0)
         load = Load(broker.bootstrap, args.rate)
         rss_before, rss_after, elapsed = asyncio.run(campaign(fuzzer, load))
-        findings = sorted(fuzzer.findings.values(), key=lambda f: (f.kind == "exception", -f.count))
+        rank = {"crash": 0, "hang": 1, "exception": 2, "slow": 3}
+        findings = sorted(fuzzer.findings.values(), key=lambda f: (rank[f.kind], -f.count))
         if findings and not broker.external:
             triage(findings, workdir, args.triage_seconds, args.corpus)
         stats = fuzzer.stats
