@@ -124,6 +124,22 @@ class BrokerInfo:
     host: str
     port: int
     rack: str | None = None
+    # (listener name, security protocol, host, port) of every listener (Kafka's "endpoints"
+    # and "listener_security_protocol_map" in /brokers/ids/<id>)
+    endpoints: tuple[tuple[str, str, str, int], ...] = ()
+
+
+def _parse_endpoints(d: dict[str, object]) -> tuple[tuple[str, str, str, int], ...]:
+    protocols = d.get("listener_security_protocol_map") or {}
+    result = []
+    for item in d.get("endpoints") or []:  # type: ignore[attr-defined]
+        name, _, address = str(item).partition("://")
+        host, _, port = address.rpartition(":")
+        if not name or not port.isdigit():
+            continue
+        protocol = protocols.get(name, name) if isinstance(protocols, dict) else name
+        result.append((name, str(protocol), host.strip("[]"), int(port)))
+    return tuple(result)
 
 
 @dataclass(frozen=True, slots=True)
@@ -312,10 +328,12 @@ class ZkMetadataStore:
         """Create /brokers/ids/<id> (ephemeral); a node left by our own killed process
         is waited out (it lives until its session expires), another live owner is an error."""
         path = f"/brokers/ids/{info.broker_id}"
+        endpoints = info.endpoints or (("PLAINTEXT", "PLAINTEXT", info.host, info.port),)
         payload = json.dumps({
             "version": 5, "host": info.host, "port": info.port, "rack": info.rack, "jmx_port": -1,
             "timestamp": str(int(time.time() * 1000)),
-            "endpoints": [f"PLAINTEXT://{info.host}:{info.port}"],
+            "endpoints": [f"{name}://{host}:{port}" for name, _, host, port in endpoints],
+            "listener_security_protocol_map": {name: protocol for name, protocol, _, _ in endpoints},
         }).encode()
         deadline = time.monotonic() + self.session_timeout_s * 2 + 5
         while True:
@@ -339,7 +357,9 @@ class ZkMetadataStore:
             try:
                 raw, _ = self.zk.get(f"/brokers/ids/{child}")
                 d = json.loads(raw)
-                brokers[int(child)] = BrokerInfo(int(child), d["host"], int(d["port"]), d.get("rack"))
+                brokers[int(child)] = BrokerInfo(
+                    int(child), d["host"], int(d["port"]), d.get("rack"), _parse_endpoints(d)
+                )
             except (NoNodeError, ValueError, KeyError):
                 continue
             except KazooException as exc:  # connection lost: the watch fires again on reconnect

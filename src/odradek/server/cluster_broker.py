@@ -116,7 +116,11 @@ class ClusterBroker(Broker):
                  self.config.zookeeper)
 
     def _register(self) -> None:
-        self.store.register_broker(BrokerInfo(self.node_id, self.node.host, self.node.port))
+        endpoints = tuple(
+            (item.name, item.security_protocol, item.advertised_host, item.advertised_port)
+            for item in self.listeners
+        )
+        self.store.register_broker(BrokerInfo(self.node_id, self.node.host, self.node.port, None, endpoints))
 
     def close(self) -> None:
         """Flush and checkpoint the logs, then leave ZooKeeper; bounded, and only once (the
@@ -245,7 +249,10 @@ class ClusterBroker(Broker):
             self._on_state(topic, p, state)
 
     def _on_brokers(self) -> None:
-        self.nodes = {b.broker_id: Node(b.broker_id, b.host, b.port, b.rack) for b in self.store.seen.brokers.values()}
+        self.nodes = {
+            b.broker_id: Node(b.broker_id, b.host, b.port, b.rack, tuple((e[0], e[2], e[3]) for e in b.endpoints))
+            for b in self.store.seen.brokers.values()
+        }
 
     def _on_topics(self) -> None:
         topics = self.store.seen.topics
