@@ -50,6 +50,7 @@ import json
 import logging
 import os
 import random
+import shutil
 import struct
 import subprocess
 import sys
@@ -287,9 +288,12 @@ class Traces(logging.Handler):
 
 
 class Target:
-    def __init__(self, reset_every: int, timeout_ms: int, storage: str = "file") -> None:
+    def __init__(self, reset_every: int, timeout_ms: int, storage: str, data_dir: Path) -> None:
         self.reset_every = reset_every
         self.storage = storage
+        # One data dir, emptied at each start: libFuzzer ends the process with exit(), so
+        # no Python clean-up runs, and a temporary dir per broker would be left behind.
+        self.data_dir = data_dir
         self.timeout = timeout_ms / 1000
         self.loop = asyncio.new_event_loop()
         self.loop.set_exception_handler(self._loop_error)
@@ -315,7 +319,11 @@ class Target:
     def _start(self) -> None:
         if self.broker is not None:
             self.loop.run_until_complete(self.broker.stop_async())
-        self.broker = Broker(storage=self.storage, auto_create_topics_enable=True)
+        if self.storage == "file":
+            shutil.rmtree(self.data_dir, ignore_errors=True)
+            self.data_dir.mkdir(parents=True)
+        self.broker = Broker(storage=self.storage, data_dir=self.data_dir if self.storage == "file" else None,
+                             auto_create_topics_enable=True)
         self.loop.run_until_complete(self.broker.start_async())
         server = self.broker.server
         self.dispatcher = Dispatcher(server.broker, ROUTES)
@@ -447,6 +455,11 @@ def replay(paths: list[Path], target: Target, keep_going: bool = True) -> dict[s
     return findings
 
 
+def broker_dir(opts: dict[str, Any]) -> Path:
+    corpus: Path = opts["corpus"]
+    return corpus.parent / f"{corpus.name}.broker"
+
+
 def reproduce(target: Target, inputs: list[bytes], sig: str) -> bool:
     """Whether these inputs, on a fresh broker, end in the finding `sig`."""
     target._start()
@@ -495,7 +508,7 @@ def describe(data: bytes, topic_ids: list[uuid.UUID]) -> str:
 def report_findings(path: Path, opts: dict[str, Any]) -> int:
     """Replay each finding of a findings.jsonl on a fresh broker, cut its history to the
     inputs it needs, and print them as requests."""
-    target = Target(10**9, opts["timeout_ms"], opts["storage"])
+    target = Target(10**9, opts["timeout_ms"], opts["storage"], broker_dir(opts))
     lines = [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
     for item in lines:
         inputs = [bytes.fromhex(h) for h in item.get("history") or [item["input"]]]
@@ -522,7 +535,8 @@ cov.start()
 sys.path.insert(0, {str(Path(__file__).parent)!r})
 import atheris_fuzz
 from pathlib import Path
-target = atheris_fuzz.Target({opts['reset_every']}, {opts['timeout_ms']}, {opts['storage']!r})
+target = atheris_fuzz.Target({opts['reset_every']}, {opts['timeout_ms']}, {opts['storage']!r},
+                            Path({str(broker_dir(opts))!r}))
 atheris_fuzz.replay(sorted(Path(sys.argv[1]).iterdir()), target)
 cov.stop()
 rows = {{}}
@@ -559,7 +573,7 @@ def main() -> None:
         report_findings(opts["findings"], opts)
         return
     if opts["replay"] is not None:
-        target = Target(opts["reset_every"], opts["timeout_ms"], opts["storage"])
+        target = Target(opts["reset_every"], opts["timeout_ms"], opts["storage"], broker_dir(opts))
         findings = replay(opts["replay"], target)
         print(f"replayed {len(opts['replay'])} inputs: {len(findings)} distinct findings")
         raise SystemExit(1 if findings else 0)
@@ -575,7 +589,7 @@ def main() -> None:
         print(f"fuzzing exited {code} after {time.monotonic() - started:.0f} s")
         coverage_report(corpus, opts)
         raise SystemExit(code)
-    target = Target(opts["reset_every"], opts["timeout_ms"], opts["storage"])
+    target = Target(opts["reset_every"], opts["timeout_ms"], opts["storage"], broker_dir(opts))
     findings_file = corpus.parent / f"{corpus.name}.findings.jsonl"
     seen: set[str] = set()
 
