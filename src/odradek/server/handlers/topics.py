@@ -3,16 +3,31 @@
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from typing import Any
 
 from kio.schema.errors import ErrorCode
 
 from odradek.cluster.metadata import TopicError
 from odradek.cluster.topic_config import InvalidConfigError, effective_topic_configs
+from odradek.protocol.build import ZERO_UUID
 from odradek.server.dispatcher import RequestContext
 from odradek.server.handlers.configs import CONFIG_SOURCE
 
 log = logging.getLogger("odradek.topics")
+
+# Kafka's controller refuses a request that would write more than 10,000 metadata records
+# (QuorumController.MAX_RECORDS_PER_USER_OP) with POLICY_VIOLATION; one record per partition.
+MAX_NEW_PARTITIONS = 10_000
+TOO_LARGE = "Unable to perform excessively large batch operation."
+
+
+DUPLICATE_NAME = "Duplicate topic name."
+
+
+def _duplicates(names: list[Any]) -> set[Any]:
+    """The entries a request names more than once."""
+    return {n for n, count in Counter(names).items() if count > 1}
 
 
 def _failure(exc: Exception) -> tuple[ErrorCode, str]:
@@ -26,17 +41,24 @@ def _failure(exc: Exception) -> tuple[ErrorCode, str]:
 async def create_topics(ctx: RequestContext, request: Any) -> Any:
     broker = ctx.broker
     results = []
-    seen: set[str] = set()
+    # Kafka's ControllerApis: a name given twice is answered once, INVALID_REQUEST, and not created
+    duplicates = _duplicates([t.name for t in request.topics])
+    reported: set[str] = set()
+    new_partitions = 0
     for t in request.topics:
         entry: dict[str, Any] = {"name": t.name, "num_partitions": -1, "replication_factor": -1, "configs": None}
-        if t.name in seen:
-            entry.update(error_code=ErrorCode.invalid_request, error_message=f"topic {t.name!r} appears twice in the request")
-            results.append(entry)
+        if t.name in duplicates:
+            if t.name not in reported:
+                reported.add(t.name)
+                entry.update(error_code=ErrorCode.invalid_request, error_message=DUPLICATE_NAME)
+                results.append(entry)
             continue
-        seen.add(t.name)
         try:
             if t.assignments:
                 raise TopicError("invalid_request", "manual replica assignment is not supported; give num_partitions")
+            wanted = broker.config.num_partitions if t.num_partitions == -1 else t.num_partitions
+            if new_partitions + max(wanted, 0) > MAX_NEW_PARTITIONS:
+                raise TopicError("policy_violation", TOO_LARGE)
             configs = {c.name: c.value for c in t.configs}
             topic = broker.create_topic(
                 t.name, t.num_partitions, t.replication_factor, configs, validate_only=request.validate_only
@@ -47,6 +69,7 @@ async def create_topics(ctx: RequestContext, request: Any) -> Any:
             entry.update(error_code=code, error_message=message)
             results.append(entry)
             continue
+        new_partitions += max(wanted, 0)
         entry["error_code"] = ErrorCode.none
         if topic is not None:
             entry.update(
@@ -65,42 +88,93 @@ async def create_topics(ctx: RequestContext, request: Any) -> Any:
     return ctx.respond(topics=results)
 
 
-async def delete_topics(ctx: RequestContext, request: Any) -> Any:
+def _delete_one(ctx: RequestContext, name: str, topic_id: Any) -> dict[str, Any]:
     broker = ctx.broker
-    names: list[tuple[str | None, Any]]
-    if hasattr(request, "topics"):
-        by_id = {t.topic_id: t.name for t in broker.topics().values()}
-        names = [(t.name if t.name is not None else by_id.get(t.topic_id), t.topic_id) for t in request.topics]
-    else:
-        names = [(n, None) for n in request.topic_names]
+    entry: dict[str, Any] = {"name": name, "error_code": ErrorCode.none}
+    if topic_id is not None:
+        entry["topic_id"] = topic_id
+    if not broker.config.delete_topic_enable:
+        entry.update(error_code=ErrorCode.topic_deletion_disabled)
+        return entry
+    try:
+        topic = broker.topics().get(name)
+        if topic is not None and topic.internal:
+            raise TopicError("invalid_topic_exception", f"internal topic {name} cannot be deleted")
+        broker.delete_topic(name)
+    except TopicError as exc:
+        entry.update(error_code=ErrorCode[exc.code], error_message=str(exc))
+    return entry
+
+
+def _invalid(name: str | None, topic_id: Any, message: str) -> dict[str, Any]:
+    return {"name": name, "topic_id": topic_id, "error_code": ErrorCode.invalid_request, "error_message": message}
+
+
+async def delete_topics(ctx: RequestContext, request: Any) -> Any:
+    """Kafka's ControllerApis.deleteTopics: names and ids (v6+) each named once; a row with
+    neither or both, a name or id given twice, are INVALID_REQUEST and delete nothing."""
+    if not hasattr(request, "topics"):  # v1-v5: names only
+        duplicates = _duplicates(list(request.topic_names))
+        results = [_invalid(n, None, DUPLICATE_NAME) for n in sorted(duplicates)]
+        results += [_delete_one(ctx, n, None) for n in dict.fromkeys(request.topic_names) if n not in duplicates]
+        return ctx.respond(responses=results)
     results = []
-    for name, topic_id in names:
-        entry: dict[str, Any] = {"name": name, "error_code": ErrorCode.none}
-        if topic_id is not None:
-            entry["topic_id"] = topic_id
-        if name is None:
-            entry["error_code"] = ErrorCode.unknown_topic_id
-        elif not broker.config.delete_topic_enable:
-            entry.update(error_code=ErrorCode.topic_deletion_disabled)
+    names: list[str] = []
+    ids: list[Any] = []
+    for t in request.topics:
+        topic_id = None if t.topic_id in (None, ZERO_UUID) else t.topic_id
+        if t.name is None and topic_id is None:
+            results.append(_invalid(None, ZERO_UUID, "Neither topic name nor id were specified."))
+        elif t.name is not None and topic_id is not None:
+            results.append(_invalid(t.name, topic_id, "You may not specify both topic name and topic id."))
+        elif t.name is not None:
+            names.append(t.name)
         else:
-            try:
-                if broker.topics().get(name) is not None and broker.topics()[name].internal:
-                    raise TopicError("invalid_topic_exception", f"internal topic {name} cannot be deleted")
-                broker.delete_topic(name)
-            except TopicError as exc:
-                entry.update(error_code=ErrorCode[exc.code], error_message=str(exc))
-        results.append(entry)
+            ids.append(topic_id)
+    dup_names, dup_ids = _duplicates(names), _duplicates(ids)
+    results += [_invalid(n, ZERO_UUID, DUPLICATE_NAME) for n in sorted(dup_names)]
+    results += [_invalid(None, i, "Duplicate topic id.") for i in sorted(dup_ids)]
+    by_id = {t.topic_id: t.name for t in ctx.broker.topics().values()}
+    wanted: dict[str, Any] = {}
+    for topic_id in dict.fromkeys(i for i in ids if i not in dup_ids):
+        name = by_id.get(topic_id)
+        if name is None:
+            results.append({"name": None, "topic_id": topic_id, "error_code": ErrorCode.unknown_topic_id})
+        else:
+            wanted[name] = topic_id
+    for name in dict.fromkeys(n for n in names if n not in dup_names):
+        if name in wanted:
+            results.append(_invalid(name, wanted[name],
+                                    "The provided topic name maps to an ID that was already supplied."))
+            del wanted[name]
+        else:
+            wanted[name] = None
+    results += [_delete_one(ctx, name, topic_id) for name, topic_id in wanted.items()]
     return ctx.respond(responses=results)
 
 
 async def create_partitions(ctx: RequestContext, request: Any) -> Any:
-    results = []
+    results: list[dict[str, Any]] = []
+    duplicates = _duplicates([t.name for t in request.topics])  # as CreateTopics: answered once, not grown
+    reported: set[str] = set()
+    new_partitions = 0
     for t in request.topics:
         entry: dict[str, Any] = {"name": t.name, "error_code": ErrorCode.none}
+        if t.name in duplicates:
+            if t.name not in reported:
+                reported.add(t.name)
+                entry.update(error_code=ErrorCode.invalid_request, error_message=DUPLICATE_NAME)
+                results.append(entry)
+            continue
         try:
             if t.assignments:
                 raise TopicError("invalid_request", "manual replica assignment is not supported")
+            topic = ctx.broker.topics().get(t.name)
+            added = t.count - topic.partitions if topic is not None else 0
+            if added > 0 and new_partitions + added > MAX_NEW_PARTITIONS:
+                raise TopicError("policy_violation", TOO_LARGE)
             ctx.broker.create_partitions(t.name, t.count, validate_only=request.validate_only)
+            new_partitions += max(added, 0)
         except TopicError as exc:
             entry.update(error_code=ErrorCode[exc.code], error_message=str(exc))
         results.append(entry)
