@@ -109,3 +109,23 @@ def test_delete_topics_rows_kafka_refuses(broker: Broker) -> None:
     assert "reg-del" not in broker.server.broker.topics()
 
 
+def test_metadata_null_topics_lists_all_topics(broker: Broker) -> None:
+    broker.create_topic("reg-listed", 2)
+    for version in (1, 9, 12):
+        body = call(broker, 3, version, topics=None, allow_auto_topic_creation=False)
+        names = {t.name for t in body.topics}
+        assert {"reg-listed", "fuzz-a"} <= names, version
+    assert call(broker, 3, 12, topics=[], allow_auto_topic_creation=False).topics == ()
+
+
+@pytest.mark.parametrize("version", [10, 11])
+def test_metadata_v10_v11_null_name_or_topic_id_is_invalid_request(broker: Broker, version: int) -> None:
+    """v10 and v11 have the fields, but Kafka answers names and ids only from v12 on: a null name
+    was written into a response whose name is not nullable (TypeError, connection closed)."""
+    topic_id = broker.server.broker.topics()["fuzz-a"].topic_id
+    for topics in ([{"name": None, "topic_id": None}], [{"name": "fuzz-a", "topic_id": topic_id}]):
+        body = call(broker, 3, version, topics=topics, allow_auto_topic_creation=False)
+        assert [(t.name, t.error_code) for t in body.topics] == [
+            (topics[0]["name"] or "", ErrorCode.invalid_request)]
+
+

@@ -7,6 +7,7 @@ from typing import Any
 from kio.schema.errors import ErrorCode
 
 from odradek.cluster.metadata import TopicError, TopicMetadata, validate_topic_name
+from odradek.protocol.build import ZERO_UUID
 from odradek.server.dispatcher import RequestContext
 
 # Kafka sends this when the client did not ask for authorized operations.
@@ -43,10 +44,26 @@ def _error_entry(name: str | None, code: ErrorCode) -> dict[str, Any]:
     return {"error_code": code, "name": name, "partitions": [], "topic_authorized_operations": NO_AUTHORIZED_OPERATIONS}
 
 
+def _invalid_request(ctx: RequestContext, requested: Any) -> Any:
+    """Kafka's MetadataRequest.getErrorResponse: INVALID_REQUEST for every topic asked for
+    (a null name as ""), no brokers."""
+    return ctx.respond(brokers=[], cluster_id=None, controller_id=-1, topics=[
+        {"error_code": ErrorCode.invalid_request, "name": item.name or "", "topic_id": item.topic_id,
+         "partitions": [], "topic_authorized_operations": NO_AUTHORIZED_OPERATIONS}
+        for item in requested
+    ], cluster_authorized_operations=NO_AUTHORIZED_OPERATIONS)
+
+
 async def handle(ctx: RequestContext, request: Any) -> Any:
     broker = ctx.broker
     known = broker.topics()
     requested = request.topics
+    # KafkaApis: v10 and v11 carry topic ids and nullable names in the schema, but a null
+    # name or a topic id is only answered from v12 on (INVALID_REQUEST before).
+    if requested and 10 <= ctx.version < 12 and any(
+        item.name is None or item.topic_id not in (None, ZERO_UUID) for item in requested
+    ):
+        return _invalid_request(ctx, requested)
     if requested is None or (ctx.version == 0 and not requested):
         entries = [topic_entry(ctx, t) for t in known.values()]
     else:
@@ -56,7 +73,7 @@ async def handle(ctx: RequestContext, request: Any) -> Any:
         for item in requested:
             name = item.name
             if name is None:
-                topic = by_id.get(getattr(item, "topic_id", None))
+                topic = by_id.get(item.topic_id) if getattr(item, "topic_id", None) is not None else None
                 entries.append(topic_entry(ctx, topic) if topic else _error_entry(None, ErrorCode.unknown_topic_id))
                 continue
             topic = known.get(name)
