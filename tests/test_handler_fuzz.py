@@ -129,3 +129,11 @@ def test_metadata_v10_v11_null_name_or_topic_id_is_invalid_request(broker: Broke
             (topics[0]["name"] or "", ErrorCode.invalid_request)]
 
 
+def test_offset_for_leader_epoch_v2_has_no_replica_id(broker: Broker) -> None:
+    """replica_id came in v3: every v2 request for a partition raised AttributeError."""
+    body = call(broker, 23, 2, topics=[{"topic": "fuzz-a", "partitions": [
+        {"partition": 0, "current_leader_epoch": -1, "leader_epoch": 0}]}])
+    (partition,) = body.topics[0].partitions
+    assert partition.error_code == ErrorCode.none and partition.end_offset >= 0
+
+

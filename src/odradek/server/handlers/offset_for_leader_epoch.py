@@ -15,9 +15,14 @@ from kio.schema.errors import ErrorCode
 
 from odradek.server.dispatcher import RequestContext
 
+# OffsetForLeaderEpochRequest.json: replica_id came in v3; before, its default (-2, a debugging
+# client) applies, which reads like a consumer.
+NO_REPLICA_ID = -2
+
 
 async def handle(ctx: RequestContext, request: Any) -> Any:
     broker = ctx.broker
+    is_follower = getattr(request, "replica_id", NO_REPLICA_ID) >= 0
     topics = []
     for topic in request.topics:
         partitions = []
@@ -25,7 +30,7 @@ async def handle(ctx: RequestContext, request: Any) -> Any:
             entry: dict[str, Any] = {"partition": p.partition, "leader_epoch": -1, "end_offset": -1}
             plog = broker.partition_log(topic.topic, p.partition)
             error = ErrorCode.unknown_topic_or_partition if plog is None else broker.check_fetch(
-                topic.topic, p.partition, request.replica_id >= 0)
+                topic.topic, p.partition, is_follower)
             if error is None:
                 assert plog is not None
                 current = broker.leader_epoch(topic.topic, p.partition)
