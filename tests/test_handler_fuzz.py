@@ -137,3 +137,33 @@ def test_offset_for_leader_epoch_v2_has_no_replica_id(broker: Broker) -> None:
     assert partition.error_code == ErrorCode.none and partition.end_offset >= 0
 
 
+def _incremental(broker: Broker, configs: list[dict[str, Any]], name: str = "reg-configs") -> Any:
+    body = call(broker, 44, 1, validate_only=False, resources=[
+        {"resource_type": 2, "resource_name": name, "configs": configs}])
+    return body.responses[0]
+
+
+def test_incremental_alter_configs_null_value_is_invalid_request(broker: Broker) -> None:
+    """A null value of a SET, and an APPEND after it, raised AttributeError on None.split."""
+    broker.create_topic("reg-configs", 1)
+    for op in (0, 2, 3):  # SET, APPEND, SUBTRACT
+        r = _incremental(broker, [{"name": "cleanup.policy", "config_operation": op, "value": None}])
+        assert (r.error_code, r.error_message) == (
+            ErrorCode.invalid_request, "Null value not supported for : cleanup.policy")
+    r = _incremental(broker, [{"name": "retention.ms", "config_operation": 0, "value": "1000"},
+                              {"name": "retention.ms", "config_operation": 1, "value": None}])
+    assert (r.error_code, r.error_message) == (ErrorCode.invalid_request, "Error due to duplicate config keys")
+    r = _incremental(broker, [{"name": "retention.ms", "config_operation": 1, "value": None}])  # DELETE: null is fine
+    assert r.error_code == ErrorCode.none
+    r = _incremental(broker, [{"name": "retention.ms", "config_operation": 9, "value": "1"}])
+    assert r.error_code == ErrorCode.invalid_request
+
+
+def test_alter_configs_resource_named_twice_is_invalid_request(broker: Broker) -> None:
+    broker.create_topic("reg-alter", 1)
+    resource = {"resource_type": 2, "resource_name": "reg-alter",
+                "configs": [{"name": "retention.ms", "value": "1000"}]}
+    body = call(broker, 33, 2, validate_only=False, resources=[resource, resource])
+    assert [(r.error_code, r.error_message) for r in body.responses] == [
+        (ErrorCode.invalid_request, "Each resource must appear at most once.")] * 2
+    assert "retention.ms" not in broker.server.broker.topics()["reg-alter"].configs

@@ -90,38 +90,76 @@ def _alter(ctx: RequestContext, res: Any, new_configs: dict[str, str] | None, va
     return out
 
 
+def _preprocess(resources: Any, incremental: bool) -> list[tuple[ErrorCode, str] | None]:
+    """Kafka's ConfigAdminManager.preprocess, per resource: a resource named twice, a config
+    key named twice in one resource, a null value (except for DELETE) are INVALID_REQUEST."""
+    counts: dict[tuple[int, str], int] = {}
+    for res in resources:
+        key = (res.resource_type, res.resource_name)
+        counts[key] = counts.get(key, 0) + 1
+    errors: list[tuple[ErrorCode, str] | None] = []
+    for res in resources:
+        names = [c.name for c in res.configs]
+        nulls = [c.name for c in res.configs
+                 if c.value is None and not (incremental and c.config_operation == DELETE)]
+        if counts[(res.resource_type, res.resource_name)] > 1:
+            errors.append((ErrorCode.invalid_request, "Each resource must appear at most once."))
+        elif len(set(names)) != len(names):
+            errors.append((ErrorCode.invalid_request, "Error due to duplicate config keys"))
+        elif nulls:
+            errors.append((ErrorCode.invalid_request, "Null value not supported for : " + ", ".join(nulls)))
+        else:
+            errors.append(None)
+    return errors
+
+
+def _refused(res: Any, error: tuple[ErrorCode, str]) -> dict[str, Any]:
+    return {"resource_type": res.resource_type, "resource_name": res.resource_name,
+            "error_code": error[0], "error_message": error[1]}
+
+
 async def alter_configs(ctx: RequestContext, request: Any) -> Any:
     """AlterConfigs replaces a topic's whole set of overrides."""
     responses = [
-        _alter(ctx, res, {c.name: c.value for c in res.configs}, request.validate_only)
-        for res in request.resources
+        _refused(res, error) if error is not None
+        else _alter(ctx, res, {c.name: c.value for c in res.configs}, request.validate_only)
+        for res, error in zip(request.resources, _preprocess(request.resources, False), strict=True)
     ]
     return ctx.respond(responses=responses)
+
+
+def _apply(configs: dict[str, str], changes: Any) -> tuple[ErrorCode, str] | None:
+    """The changes of one resource, in order; the first one Kafka refuses stops them all."""
+    for c in changes:
+        op, name, value = c.config_operation, c.name, c.value
+        if op == SET:
+            configs[name] = value
+        elif op == DELETE:
+            configs.pop(name, None)
+        elif op in (APPEND, SUBTRACT):
+            if name != "cleanup.policy":  # the only list-typed topic config odradek has
+                verb = "append" if op == APPEND else "subtract"
+                return ErrorCode.invalid_config, f"Config value {verb} is not allowed for config key: {name}"
+            current = [v for v in configs.get(name, "").split(",") if v]
+            items = value.split(",")
+            merged = current + [i for i in items if i not in current] if op == APPEND else [
+                v for v in current if v not in items]
+            configs[name] = ",".join(merged)
+        else:
+            return ErrorCode.invalid_request, f"unknown config operation {op} for {name}"
+    return None
 
 
 async def incremental_alter_configs(ctx: RequestContext, request: Any) -> Any:
     """IncrementalAlterConfigs (KIP-339): SET, DELETE, APPEND, SUBTRACT per key."""
     responses = []
-    for res in request.resources:
+    for res, error in zip(request.resources, _preprocess(request.resources, True), strict=True):
         topic = ctx.broker.topics().get(res.resource_name) if res.resource_type == TOPIC else None
         configs = dict(topic.configs) if topic is not None else None
-        error = None
-        if configs is not None:
-            for c in res.configs:
-                current = [v for v in configs.get(c.name, "").split(",") if v]
-                if c.config_operation == SET:
-                    configs[c.name] = c.value
-                elif c.config_operation == DELETE:
-                    configs.pop(c.name, None)
-                elif c.config_operation in (APPEND, SUBTRACT) and c.name == "cleanup.policy":
-                    items = (c.value or "").split(",")
-                    merged = current + [i for i in items if i not in current] if c.config_operation == APPEND else [v for v in current if v not in items]
-                    configs[c.name] = ",".join(merged)
-                else:
-                    error = f"operation {c.config_operation} is not valid for {c.name}"
+        if error is None and configs is not None:
+            error = _apply(configs, res.configs)
         if error is not None:
-            responses.append({"resource_type": res.resource_type, "resource_name": res.resource_name,
-                              "error_code": ErrorCode.invalid_config, "error_message": error})
+            responses.append(_refused(res, error))
         else:
             responses.append(_alter(ctx, res, configs, request.validate_only))
     return ctx.respond(responses=responses)
