@@ -17,12 +17,15 @@ from typing import Any
 
 import pytest
 from conftest import recv_exact
+from hypothesis import HealthCheck, given, settings
 from kio.schema.errors import ErrorCode
 
+from odradek.protocol.apis import api_name
 from odradek.protocol.build import build
 from odradek.protocol.framing import decode_response, encode_request, request_type
 from odradek.testing import Broker
 from odradek.testing.handler_fuzz import HandlerFuzzer
+from odradek.testing.requests import all_routes, request_strategy
 
 EXAMPLES = 8  # per API version: 167 versions x 8 examples
 
@@ -33,6 +36,22 @@ def fuzzer() -> Iterator[HandlerFuzzer]:
         f = HandlerFuzzer(broker)
         yield f
         f.close()
+
+
+@pytest.mark.parametrize(("api_key", "version"), all_routes(),
+                         ids=[f"{api_name(k)}-v{v}" for k, v in all_routes()])
+def test_handler_answers_every_schema_valid_request(fuzzer: HandlerFuzzer, api_key: int, version: int) -> None:
+    fuzzer.ensure_topics()
+
+    @settings(max_examples=EXAMPLES, derandomize=True, database=None, deadline=None,
+              suppress_health_check=list(HealthCheck))
+    @given(request_strategy(api_key, version, fuzzer.vocabulary))
+    def check(request: Any) -> None:
+        outcome = fuzzer.dispatch(request)
+        assert not outcome.failed, f"{request.describe()}\n{outcome.detail}"
+
+    check()
+    assert fuzzer.healthy(), "the broker stopped answering ApiVersions over TCP"
 
 
 # -- regressions, over TCP --------------------------------------------------------------
