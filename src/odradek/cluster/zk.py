@@ -197,14 +197,16 @@ class BoundedOps:
     def set(self, path: str, value: bytes, version: int = -1) -> Any:
         return self._wait(lambda: self.store.zk.set_async(path, value, version), f"set {path}")
 
-    def create(self, path: str, value: bytes = b"", *, ephemeral: bool = False, makepath: bool = False) -> str:
-        return self._wait(lambda: self.store.zk.create_async(path, value, ephemeral=ephemeral, makepath=makepath),  # type: ignore[no-any-return]
+    def create(self, path: str, value: bytes = b"", *, ephemeral: bool = False, makepath: bool = False,
+               sequence: bool = False) -> str:
+        return self._wait(lambda: self.store.zk.create_async(path, value, ephemeral=ephemeral,  # type: ignore[no-any-return]
+                                                             sequence=sequence, makepath=makepath),
                           f"create {path}")
 
     def ensure_path(self, path: str) -> None:
         self._wait(lambda: self.store.zk.ensure_path_async(path), f"ensure {path}")
 
-    def delete(self, path: str, *, recursive: bool = False) -> None:
+    def delete(self, path: str, *, recursive: bool = False, version: int = -1) -> None:
         if recursive:
             try:
                 children = self.get_children(path)
@@ -213,7 +215,7 @@ class BoundedOps:
             for child in children:
                 self.delete(f"{path}/{child}", recursive=True)
         try:
-            self._wait(lambda: self.store.zk.delete_async(path), f"delete {path}")
+            self._wait(lambda: self.store.zk.delete_async(path, version), f"delete {path}")
         except NoNodeError:
             if not recursive:
                 raise
