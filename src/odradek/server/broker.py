@@ -29,7 +29,10 @@ from odradek.cluster.metadata import (
 from odradek.cluster.topic_config import topic_config_value, validate_topic_configs
 from odradek.config import BrokerConfig
 from odradek.protocol.records import BatchHeader
+from odradek.security.credentials import FILE_NAME as CREDENTIALS_FILE
+from odradek.security.credentials import CredentialStore, FileCredentialStore, MemoryCredentialStore
 from odradek.security.listeners import Listener, inter_broker_listener, parse_listeners
+from odradek.security.sasl import SaslAuthenticator
 from odradek.server.metrics import BrokerMetrics
 from odradek.storage.log import AppendResult, LogConfig, PartitionLog
 from odradek.storage.manager import LogManager
@@ -130,6 +133,8 @@ class Broker:
         self.started_at_ms = now_ms()
         self.coordinator: Any = None  # the group coordinator, set by the server app
         self.transaction_coordinator: Any = None  # set by server/handlers/transactions.py
+        self.credentials: CredentialStore = MemoryCredentialStore()  # SCRAM users, set by open()
+        self.sasl: SaslAuthenticator  # which SASL logins each listener accepts, set by open()
         self._next_pid = 0
         self._pid_block_end = 0
 
@@ -145,7 +150,14 @@ class Broker:
 
     # -- lifecycle ---------------------------------------------------------
 
+    def open_security(self, credentials: CredentialStore) -> None:
+        """SCRAM users and the SASL logins of each listener; a bad SASL key stops the start here."""
+        self.credentials = credentials
+        self.sasl = SaslAuthenticator(self.config, credentials, self.listeners)
+
     def open(self) -> None:
+        self.open_security(MemoryCredentialStore() if self.config.storage == "memory"
+                           else FileCredentialStore(self.data_dir / CREDENTIALS_FILE))
         if self.config.storage == "memory":
             from odradek.storage.memory import MemoryLogManager
 
