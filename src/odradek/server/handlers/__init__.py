@@ -10,15 +10,21 @@ from odradek.server.dispatcher import Route
 from odradek.server.handlers import (
     api_versions,
     configs,
+    delete_records,
     describe_cluster,
     fetch,
+    groups,
     list_offsets,
     metadata,
+    offset_for_leader_epoch,
+    offsets,
     produce,
     producer_ids,
+    sasl,
+    scram_users,
     topics,
+    transactions,
 )
-from odradek.server.handlers import delete_records, groups, offset_for_leader_epoch, offsets, transactions
 
 ROUTES: dict[int, Route] = {
     0: Route(produce.handle, 3, 11),
@@ -55,4 +61,8 @@ ROUTES: dict[int, Route] = {
     61: Route(transactions.describe_producers, 0, 0),
     65: Route(transactions.describe_transactions, 0, 0),
     66: Route(transactions.list_transactions, 0, 1),
+    17: Route(sasl.sasl_handshake, 1, 1),
+    36: Route(sasl.sasl_authenticate, 0, 2),
+    50: Route(scram_users.describe_user_scram_credentials, 0, 0),
+    51: Route(scram_users.alter_user_scram_credentials, 0, 0),
 }
