@@ -141,6 +141,22 @@ class BrokerConfig(BaseSettings):
     transaction_state_log_replication_factor: int = 1
     transaction_abort_timed_out_transaction_cleanup_interval_ms: int = 10000
 
+    @field_validator("authorizer_class_name", mode="after")
+    @classmethod
+    def _known_authorizer(cls, value: str) -> str:
+        from odradek.security.authorizer import authorizer_enabled  # security imports config
+
+        authorizer_enabled(value)  # Kafka's two class names or empty; ValueError otherwise
+        return value.strip()
+
+    @field_validator("super_users", mode="after")
+    @classmethod
+    def _principals(cls, value: str) -> str:
+        from odradek.security.authorizer import parse_super_users
+
+        parse_super_users(value)  # `User:admin;User:bob`; ValueError for a malformed one
+        return value
+
     @field_validator("broker_id", mode="after")
     @classmethod
     def _broker_id_from_ordinal(cls, value: int) -> int:
@@ -226,6 +242,7 @@ def load_config(config_file: Path | None = None, **overrides: Any) -> BrokerConf
     except ValidationError as exc:
         first = exc.errors()[0]
         key = ".".join(str(p) for p in first.get("loc", ())).replace("_", ".")
-        raise ConfigError(f"invalid value for {key}: {first.get('msg')}") from None
+        message = str(first.get("msg", "")).removeprefix("Value error, ")  # a validator's own sentence
+        raise ConfigError(f"invalid value for {key}: {message}") from None
     except SettingsError as exc:  # an ODRADEK_* variable pydantic-settings could not read
         raise ConfigError(str(exc)) from None

@@ -36,6 +36,7 @@ from odradek.cluster.zk import ZkError, ZkMetadataStore
 from odradek.security.acl_store import entries_from_json, entries_to_json
 from odradek.security.authorizer import (
     Entries,
+    OnAclChange,
     PatternType,
     ResourcePattern,
     ResourceType,
@@ -53,7 +54,6 @@ CHANGE_PREFIX = "acl_changes_"
 CHANGE_EXPIRATION_MS = 15 * 60 * 1000  # Kafka's ZkNodeChangeNotificationListener default
 MAX_WRITE_ATTEMPTS = 50
 
-OnChange = Callable[[ResourcePattern, Entries], None]
 
 
 def _encode(name: str) -> str:
@@ -161,14 +161,14 @@ class ZkAclStore:
 
     # -- watching --------------------------------------------------------------
 
-    def watch(self, on_change: OnChange) -> None:
+    def watch(self, on_change: OnAclChange) -> None:
         """Call `on_change(pattern, entries)` (on a ZooKeeper thread) for every change any
         broker announces from now on; register before load() so none is missed."""
         for root in (LITERAL_CHANGES, EXTENDED_CHANGES):
             self.ops.ensure_path(root)
             self._watch(root, on_change)
 
-    def _watch(self, root: str, on_change: OnChange) -> None:
+    def _watch(self, root: str, on_change: OnAclChange) -> None:
         seen: set[str] | None = None
 
         def changed(children: list[str]) -> None:
@@ -190,7 +190,7 @@ class ZkAclStore:
 
         self.store.zk.ChildrenWatch(root, changed)
 
-    def _notified(self, root: str, child: str, on_change: OnChange) -> None:
+    def _notified(self, root: str, child: str, on_change: OnAclChange) -> None:
         try:
             raw, stat = self.store.zk.get(f"{root}/{child}")
         except NoNodeError:

@@ -241,6 +241,7 @@ def validate_binding(binding: AclBinding) -> None:
 
 
 Entries = frozenset[AccessControlEntry]
+OnAclChange = Callable[[ResourcePattern, Entries], None]  # a store's news of one resource's entries
 
 
 class AclStore(Protocol):

@@ -12,6 +12,7 @@ import logging
 import os
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -29,6 +30,15 @@ from odradek.cluster.metadata import (
 from odradek.cluster.topic_config import topic_config_value, validate_topic_configs
 from odradek.config import BrokerConfig
 from odradek.protocol.records import BatchHeader
+from odradek.security.acl_store import FileAclStore
+from odradek.security.authorizer import (
+    AclStore,
+    Authorizer,
+    MemoryAclStore,
+    OnAclChange,
+    authorizer_enabled,
+    parse_super_users,
+)
 from odradek.security.credentials import FILE_NAME as CREDENTIALS_FILE
 from odradek.security.credentials import CredentialStore, FileCredentialStore, MemoryCredentialStore
 from odradek.security.listeners import Listener, inter_broker_listener, parse_listeners
@@ -135,6 +145,7 @@ class Broker:
         self.transaction_coordinator: Any = None  # set by server/handlers/transactions.py
         self.credentials: CredentialStore = MemoryCredentialStore()  # SCRAM users, set by open()
         self.sasl: SaslAuthenticator  # which SASL logins each listener accepts, set by open()
+        self.authorizer: Authorizer | None = None  # authorizer.class.name, set by open_authorizer()
         self._next_pid = 0
         self._pid_block_end = 0
 
@@ -155,6 +166,18 @@ class Broker:
         self.credentials = credentials
         self.sasl = SaslAuthenticator(self.config, credentials, self.listeners)
 
+    def open_authorizer(self, store: AclStore, watch: Callable[[OnAclChange], None] | None = None) -> None:
+        """authorizer.class.name: the ACLs of `store`; `watch` (cluster mode) first subscribes
+        the authorizer to the other brokers' changes, so none falls between it and the load."""
+        if not authorizer_enabled(self.config.authorizer_class_name):
+            return
+        authorizer = Authorizer(store, super_users=parse_super_users(self.config.super_users),
+                                allow_everyone_if_no_acl_found=self.config.allow_everyone_if_no_acl_found)
+        if watch is not None:
+            watch(authorizer.apply)
+        authorizer.load()
+        self.authorizer = authorizer
+
     def open(self) -> None:
         self.open_security(MemoryCredentialStore() if self.config.storage == "memory"
                            else FileCredentialStore(self.data_dir / CREDENTIALS_FILE))
@@ -169,6 +192,7 @@ class Broker:
             self.cluster_id = ensure_meta_properties(self.data_dir, self.node_id, self.config.cluster_id)
             self.metadata = LocalMetadataStore(self.data_dir, self.cluster_id)
             self.logs = LogManager(self.data_dir, default_config=self.default_log_config())
+        self.open_authorizer(MemoryAclStore() if self.config.storage == "memory" else FileAclStore(self.data_dir))
         self.logs.open()
         for topic in self.metadata.topics().values():
             cfg = self.log_config(topic)

@@ -19,7 +19,6 @@ from kio.schema.errors import ErrorCode
 
 from odradek.protocol.apis import ApiRange, api_name
 from odradek.protocol.build import build
-from odradek.security import Session
 from odradek.protocol.framing import (
     API_VERSIONS_KEY,
     FrameError,
@@ -28,6 +27,13 @@ from odradek.protocol.framing import (
     encode_response,
     peek_header,
     response_type,
+)
+from odradek.security import Session
+from odradek.security.authorizer import (
+    CLUSTER_NAME,
+    SUPPORTED_OPERATIONS,
+    AclOperation,
+    ResourceType,
 )
 
 if TYPE_CHECKING:
@@ -66,6 +72,34 @@ class RequestContext:
     def session(self) -> Session:
         """Who sent this request (an in-process call with no connection is ANONYMOUS)."""
         return self.connection.session if self.connection is not None else _LOCAL_SESSION
+
+    def authorized(self, operation: AclOperation, resource_type: ResourceType, name: str = CLUSTER_NAME) -> bool:
+        """Kafka's AuthHelper.authorize: may this request's principal do `operation` on the
+        resource? True when no authorizer is configured, and for in-process calls (no connection:
+        the broker itself)."""
+        authorizer = self.broker.authorizer
+        if authorizer is None or self.connection is None:
+            return True
+        session = self.connection.session
+        return authorizer.authorize(session.principal, session.client_host, operation, resource_type, name)
+
+    def authorized_by_resource_type(self, operation: AclOperation, resource_type: ResourceType) -> bool:
+        """Kafka's AuthHelper.authorizeByResourceType: `operation` on at least one resource of the type."""
+        authorizer = self.broker.authorizer
+        if authorizer is None or self.connection is None:
+            return True
+        session = self.connection.session
+        return authorizer.authorize_by_resource_type(session.principal, session.client_host, operation,
+                                                     resource_type)
+
+    def authorized_operations(self, resource_type: ResourceType, name: str = CLUSTER_NAME) -> int:
+        """KIP-430's bit field of what the principal may do on the resource (every supported
+        operation when no authorizer is configured)."""
+        authorizer = self.broker.authorizer
+        if authorizer is None or self.connection is None:
+            return sum(1 << op for op in SUPPORTED_OPERATIONS.get(resource_type, ()))
+        session = self.connection.session
+        return authorizer.authorized_operations(session.principal, session.client_host, resource_type, name)
 
     def address(self, node: Node) -> tuple[str, int]:
         """`node`'s address on the listener this request came through."""

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from odradek.server.dispatcher import Route
 from odradek.server.handlers import (
+    acls,
     api_versions,
     configs,
     delete_records,
@@ -65,4 +66,7 @@ ROUTES: dict[int, Route] = {
     36: Route(sasl.sasl_authenticate, 0, 2),
     50: Route(scram_users.describe_user_scram_credentials, 0, 0),
     51: Route(scram_users.alter_user_scram_credentials, 0, 0),
+    29: Route(acls.describe_acls, 1, 3),  # kio has no v0 (Kafka 4 dropped it, KIP-896)
+    30: Route(acls.create_acls, 1, 3),
+    31: Route(acls.delete_acls, 1, 3),
 }

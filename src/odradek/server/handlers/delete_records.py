@@ -12,6 +12,7 @@ from typing import Any
 
 from kio.schema.errors import ErrorCode
 
+from odradek.security.authorizer import AclOperation, ResourceType
 from odradek.server.dispatcher import RequestContext
 
 log = logging.getLogger("odradek.handlers")
@@ -24,12 +25,17 @@ async def handle(ctx: RequestContext, request: Any) -> Any:
     topics = []
     moved = False
     for topic in request.topics:
+        authorized = ctx.authorized(AclOperation.DELETE, ResourceType.TOPIC, topic.name)
         partitions = []
         for p in topic.partitions:
             entry: dict[str, Any] = {"partition_index": p.partition_index, "low_watermark": -1}
             plog = broker.partition_log(topic.name, p.partition_index)
-            error = (ErrorCode.unknown_topic_or_partition if plog is None
-                     else broker.check_leader(topic.name, p.partition_index))
+            if not authorized:
+                error: ErrorCode | None = ErrorCode.topic_authorization_failed
+            elif plog is None:
+                error = ErrorCode.unknown_topic_or_partition
+            else:
+                error = broker.check_leader(topic.name, p.partition_index)
             if error is None:
                 assert plog is not None
                 offset = plog.high_watermark if p.offset == HIGH_WATERMARK else p.offset

@@ -7,7 +7,7 @@ from typing import Any
 from kio.schema.errors import ErrorCode
 
 from odradek.server.dispatcher import RequestContext
-from odradek.server.handlers.metadata import NO_AUTHORIZED_OPERATIONS
+from odradek.server.handlers.metadata import cluster_authorized_operations
 
 
 async def handle(ctx: RequestContext, request: Any) -> Any:
@@ -18,5 +18,6 @@ async def handle(ctx: RequestContext, request: Any) -> Any:
         cluster_id=broker.cluster_id,
         controller_id=broker.controller_id(),
         brokers=[{"broker_id": n.node_id, "host": n.host, "port": n.port, "rack": n.rack} for n in broker.live_nodes()],
-        cluster_authorized_operations=NO_AUTHORIZED_OPERATIONS,
+        cluster_authorized_operations=cluster_authorized_operations(
+            ctx, request.include_cluster_authorized_operations),
     )

@@ -23,6 +23,7 @@ from kio.schema.errors import ErrorCode
 
 from odradek.protocol.build import timedelta_to_ms
 from odradek.protocol.framing import encode_response
+from odradek.security.authorizer import AclOperation, ResourceType
 from odradek.server.dispatcher import RequestContext
 from odradek.storage.log import OffsetOutOfRangeError, PartitionLog
 from odradek.storage.segment import FileSlice
@@ -51,9 +52,23 @@ def _read(plog: Any, offset: int, limit: int, max_offset: int | None, min_one: b
     return b""  # the offset fell in a gap (compaction) or at a segment's end
 
 
-def _read_all(ctx: RequestContext, request: Any, slices: bool) -> tuple[list[dict[str, Any]], int]:
+def _is_follower(request: Any) -> bool:
+    return request.replica_id >= 0 if hasattr(request, "replica_id") else False
+
+
+def _denied(ctx: RequestContext, request: Any) -> set[str]:
+    """The topics this fetch may not read (KafkaApis): a follower needs CLUSTER_ACTION on the
+    cluster for all of them, a consumer READ on each topic."""
+    names = {t.topic for t in request.topics}
+    if _is_follower(request):
+        return set() if ctx.authorized(AclOperation.CLUSTER_ACTION, ResourceType.CLUSTER) else names
+    return {n for n in names if not ctx.authorized(AclOperation.READ, ResourceType.TOPIC, n)}
+
+
+def _read_all(ctx: RequestContext, request: Any, slices: bool,
+              denied: set[str]) -> tuple[list[dict[str, Any]], int]:
     broker = ctx.broker
-    is_follower = request.replica_id >= 0 if hasattr(request, "replica_id") else False
+    is_follower = _is_follower(request)
     read_committed = getattr(request, "isolation_level", 0) == READ_COMMITTED
     budget = request.max_bytes
     total = 0
@@ -71,7 +86,12 @@ def _read_all(ctx: RequestContext, request: Any, slices: bool) -> tuple[list[dic
                 "records": b"",
             }
             plog = broker.partition_log(name, p.partition)
-            error = ErrorCode.unknown_topic_or_partition if plog is None else broker.check_fetch(name, p.partition, is_follower)
+            if name in denied:
+                error: ErrorCode | None = ErrorCode.topic_authorization_failed
+            elif plog is None:
+                error = ErrorCode.unknown_topic_or_partition
+            else:
+                error = broker.check_fetch(name, p.partition, is_follower)
             if error is not None:
                 entry["error_code"] = error
                 partitions.append(entry)
@@ -106,7 +126,8 @@ async def handle(ctx: RequestContext, request: Any) -> Any:
     deadline = time.monotonic() + timedelta_to_ms(request.max_wait) / 1000.0
     # Fault injection rewrites the response entity, so it gets the records as bytes.
     slices = ctx.connection is not None and ctx.broker.faults is None
-    responses, total = _read_all(ctx, request, slices)
+    denied = _denied(ctx, request) if ctx.broker.authorizer is not None else set()
+    responses, total = _read_all(ctx, request, slices, denied)
     watched = [(t.topic, p.partition) for t in request.topics for p in t.partitions]
     while total < request.min_bytes and watched:
         remaining = deadline - time.monotonic()
@@ -117,7 +138,7 @@ async def handle(ctx: RequestContext, request: Any) -> Any:
         await ctx.broker.purgatory.wait(watched, remaining)
         if ctx.connection is not None and ctx.connection.is_closed:
             return None
-        responses, total = _read_all(ctx, request, slices)
+        responses, total = _read_all(ctx, request, slices, denied)
     found = [p for t in responses for p in t["partitions"] if isinstance(p["records"], FileSlice)]
     if not found:
         return ctx.respond(error_code=ErrorCode.none, session_id=0, responses=responses)

@@ -6,6 +6,7 @@ from typing import Any
 
 from kio.schema.errors import ErrorCode
 
+from odradek.security.authorizer import AclOperation, ResourceType
 from odradek.server.dispatcher import RequestContext
 
 LATEST = -1
@@ -18,11 +19,17 @@ async def handle(ctx: RequestContext, request: Any) -> Any:
     read_committed = getattr(request, "isolation_level", 0) == READ_COMMITTED
     topics = []
     for topic in request.topics:
+        authorized = ctx.authorized(AclOperation.DESCRIBE, ResourceType.TOPIC, topic.name)
         partitions = []
         for p in topic.partitions:
             entry: dict[str, Any] = {"partition_index": p.partition_index, "timestamp": -1, "offset": -1, "leader_epoch": -1}
             plog = broker.partition_log(topic.name, p.partition_index)
-            error = ErrorCode.unknown_topic_or_partition if plog is None else broker.check_leader(topic.name, p.partition_index)
+            if not authorized:
+                error: ErrorCode | None = ErrorCode.topic_authorization_failed
+            elif plog is None:
+                error = ErrorCode.unknown_topic_or_partition
+            else:
+                error = broker.check_leader(topic.name, p.partition_index)
             if error is not None:
                 entry["error_code"] = error
                 partitions.append(entry)

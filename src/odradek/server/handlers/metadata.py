@@ -8,6 +8,7 @@ from kio.schema.errors import ErrorCode
 
 from odradek.cluster.metadata import TopicError, TopicMetadata, validate_topic_name
 from odradek.protocol.build import ZERO_UUID
+from odradek.security.authorizer import AclOperation, ResourceType
 from odradek.server.dispatcher import RequestContext
 
 # Kafka sends this when the client did not ask for authorized operations.
@@ -40,6 +41,16 @@ def topic_entry(ctx: RequestContext, topic: TopicMetadata) -> dict[str, Any]:
     }
 
 
+def cluster_authorized_operations(ctx: RequestContext, include: bool) -> int:
+    """KafkaApis: asked for, the cluster's KIP-430 bit field, 0 without DESCRIBE on the cluster
+    (Metadata v8-10 and DescribeCluster; the request itself needs no permission)."""
+    if not include:
+        return NO_AUTHORIZED_OPERATIONS
+    if not ctx.authorized(AclOperation.DESCRIBE, ResourceType.CLUSTER):
+        return 0
+    return ctx.authorized_operations(ResourceType.CLUSTER)
+
+
 def _error_entry(name: str | None, code: ErrorCode) -> dict[str, Any]:
     return {"error_code": code, "name": name, "partitions": [], "topic_authorized_operations": NO_AUTHORIZED_OPERATIONS}
 
@@ -64,8 +75,14 @@ async def handle(ctx: RequestContext, request: Any) -> Any:
         item.name is None or item.topic_id not in (None, ZERO_UUID) for item in requested
     ):
         return _invalid_request(ctx, requested)
+    # KafkaApis: topics the principal may not DESCRIBE are left out of "all topics" and
+    # answered TOPIC_AUTHORIZATION_FAILED when named (whether or not they exist); creating one
+    # automatically also needs CREATE on the cluster or on the topic.
+    def described(name: str) -> bool:
+        return ctx.authorized(AclOperation.DESCRIBE, ResourceType.TOPIC, name)
+
     if requested is None or (ctx.version == 0 and not requested):
-        entries = [topic_entry(ctx, t) for t in known.values()]
+        entries = [topic_entry(ctx, t) for t in known.values() if described(t.name)]
     else:
         allow_auto = getattr(request, "allow_auto_topic_creation", True)
         by_id = {t.topic_id: t for t in known.values()}
@@ -74,9 +91,23 @@ async def handle(ctx: RequestContext, request: Any) -> Any:
             name = item.name
             if name is None:
                 topic = by_id.get(item.topic_id) if getattr(item, "topic_id", None) is not None else None
-                entries.append(topic_entry(ctx, topic) if topic else _error_entry(None, ErrorCode.unknown_topic_id))
+                if topic is None:
+                    entries.append(_error_entry(None, ErrorCode.unknown_topic_id))
+                elif not described(topic.name):  # the id is not secret, the name is
+                    entries.append({**_error_entry(None, ErrorCode.topic_authorization_failed),
+                                    "topic_id": topic.topic_id})
+                else:
+                    entries.append(topic_entry(ctx, topic))
+                continue
+            if not described(name):
+                entries.append(_error_entry(name, ErrorCode.topic_authorization_failed))
                 continue
             topic = known.get(name)
+            if topic is None and allow_auto and broker.config.auto_create_topics_enable and not (
+                    ctx.authorized(AclOperation.CREATE, ResourceType.CLUSTER)
+                    or ctx.authorized(AclOperation.CREATE, ResourceType.TOPIC, name)):
+                entries.append(_error_entry(name, ErrorCode.topic_authorization_failed))
+                continue
             if topic is None:
                 try:
                     validate_topic_name(name)
@@ -88,6 +119,10 @@ async def handle(ctx: RequestContext, request: Any) -> Any:
                 entries.append(_error_entry(name, ErrorCode.unknown_topic_or_partition))
             else:
                 entries.append(topic_entry(ctx, topic))
+    if ctx.version >= 8 and getattr(request, "include_topic_authorized_operations", False):
+        for entry in entries:
+            if entry["name"] and entry["error_code"] != ErrorCode.topic_authorization_failed:
+                entry["topic_authorized_operations"] = ctx.authorized_operations(ResourceType.TOPIC, entry["name"])
     return ctx.respond(
         brokers=[
             {"node_id": n.node_id, "host": n.host, "port": n.port, "rack": n.rack}
@@ -96,5 +131,6 @@ async def handle(ctx: RequestContext, request: Any) -> Any:
         cluster_id=broker.cluster_id,
         controller_id=broker.controller_id(),
         topics=entries,
-        cluster_authorized_operations=NO_AUTHORIZED_OPERATIONS,
+        cluster_authorized_operations=cluster_authorized_operations(
+            ctx, 8 <= ctx.version <= 10 and getattr(request, "include_cluster_authorized_operations", False)),
     )

@@ -13,6 +13,7 @@ from typing import Any
 
 from kio.schema.errors import ErrorCode
 
+from odradek.security.authorizer import AclOperation, ResourceType
 from odradek.server.dispatcher import RequestContext
 
 # OffsetForLeaderEpochRequest.json: replica_id came in v3; before, its default (-2, a debugging
@@ -23,14 +24,21 @@ NO_REPLICA_ID = -2
 async def handle(ctx: RequestContext, request: Any) -> Any:
     broker = ctx.broker
     is_follower = getattr(request, "replica_id", NO_REPLICA_ID) >= 0
+    # KIP-320: CLUSTER_ACTION on the cluster (followers), else DESCRIBE on each topic (consumers)
+    replica = ctx.authorized(AclOperation.CLUSTER_ACTION, ResourceType.CLUSTER)
     topics = []
     for topic in request.topics:
+        authorized = replica or ctx.authorized(AclOperation.DESCRIBE, ResourceType.TOPIC, topic.topic)
         partitions = []
         for p in topic.partitions:
             entry: dict[str, Any] = {"partition": p.partition, "leader_epoch": -1, "end_offset": -1}
             plog = broker.partition_log(topic.topic, p.partition)
-            error = ErrorCode.unknown_topic_or_partition if plog is None else broker.check_fetch(
-                topic.topic, p.partition, is_follower)
+            if not authorized:
+                error: ErrorCode | None = ErrorCode.topic_authorization_failed
+            elif plog is None:
+                error = ErrorCode.unknown_topic_or_partition
+            else:
+                error = broker.check_fetch(topic.topic, p.partition, is_follower)
             if error is None:
                 assert plog is not None
                 current = broker.leader_epoch(topic.topic, p.partition)

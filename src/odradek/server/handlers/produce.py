@@ -11,7 +11,8 @@ from typing import Any
 
 from kio.schema.errors import ErrorCode
 
-from odradek.protocol.records import InvalidRecordError, parse_batches
+from odradek.protocol.records import TRANSACTIONAL_BIT, InvalidRecordError, parse_batches
+from odradek.security.authorizer import AclOperation, ResourceType
 from odradek.server.dispatcher import RequestContext
 
 log = logging.getLogger("odradek.produce")
@@ -21,19 +22,50 @@ def _error(index: int, code: ErrorCode, message: str | None = None) -> dict[str,
     return {"index": index, "error_code": code, "base_offset": -1, "log_start_offset": -1, "error_message": message}
 
 
+def _has_transactional_records(request: Any) -> bool:
+    """Kafka's RequestUtils.hasTransactionalRecords: a partition's first batch is transactional
+    (attributes at byte 21 of a v2 batch header)."""
+    for topic_data in request.topic_data:
+        for pdata in topic_data.partition_data:
+            records = pdata.records
+            if records and len(records) > 22 and records[16] == 2 and records[22] & TRANSACTIONAL_BIT:
+                return True
+    return False
+
+
+def _refuse_all(ctx: RequestContext, request: Any, code: ErrorCode) -> Any:
+    """Kafka's ProduceRequest.getErrorResponse: every partition answers `code`."""
+    if request.acks == 0:
+        return None
+    return ctx.respond(responses=[
+        {"name": t.name, "partition_responses": [_error(p.index, code) for p in t.partition_data]}
+        for t in request.topic_data
+    ])
+
+
 async def handle(ctx: RequestContext, request: Any) -> Any:
     broker = ctx.broker
     acks = request.acks
+    # KafkaApis: transactional records need WRITE on their transactional id, else the whole
+    # request fails; then every topic needs WRITE.
+    if broker.authorizer is not None and _has_transactional_records(request):
+        tid = request.transactional_id
+        if tid is None or not ctx.authorized(AclOperation.WRITE, ResourceType.TRANSACTIONAL_ID, tid):
+            return _refuse_all(ctx, request, ErrorCode.transactional_id_authorization_failed)
     topics = broker.topics()
     responses = []
     for topic_data in request.topic_data:
         name = topic_data.name
         topic = topics.get(name)
+        authorized = ctx.authorized(AclOperation.WRITE, ResourceType.TOPIC, name)
         partition_responses = []
         for pdata in topic_data.partition_data:
             index = pdata.index
             if acks not in (0, 1, -1):
                 partition_responses.append(_error(index, ErrorCode.invalid_required_acks))
+                continue
+            if not authorized:
+                partition_responses.append(_error(index, ErrorCode.topic_authorization_failed))
                 continue
             plog = broker.partition_log(name, index) if topic is not None else None
             if plog is None:

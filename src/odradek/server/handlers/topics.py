@@ -11,6 +11,7 @@ from kio.schema.errors import ErrorCode
 from odradek.cluster.metadata import TopicError
 from odradek.cluster.topic_config import InvalidConfigError, effective_topic_configs
 from odradek.protocol.build import ZERO_UUID
+from odradek.security.authorizer import AclOperation, ResourceType
 from odradek.server.dispatcher import RequestContext
 from odradek.server.handlers.configs import CONFIG_SOURCE
 
@@ -45,6 +46,8 @@ async def create_topics(ctx: RequestContext, request: Any) -> Any:
     duplicates = _duplicates([t.name for t in request.topics])
     reported: set[str] = set()
     new_partitions = 0
+    # KafkaApis: CREATE on the cluster, or on each topic; its configs are shown to DESCRIBE_CONFIGS only
+    cluster_create = ctx.authorized(AclOperation.CREATE, ResourceType.CLUSTER)
     for t in request.topics:
         entry: dict[str, Any] = {"name": t.name, "num_partitions": -1, "replication_factor": -1, "configs": None}
         if t.name in duplicates:
@@ -52,6 +55,10 @@ async def create_topics(ctx: RequestContext, request: Any) -> Any:
                 reported.add(t.name)
                 entry.update(error_code=ErrorCode.invalid_request, error_message=DUPLICATE_NAME)
                 results.append(entry)
+            continue
+        if not (cluster_create or ctx.authorized(AclOperation.CREATE, ResourceType.TOPIC, t.name)):
+            entry.update(error_code=ErrorCode.topic_authorization_failed, error_message="Authorization failed.")
+            results.append(entry)
             continue
         try:
             if t.assignments:
@@ -71,7 +78,9 @@ async def create_topics(ctx: RequestContext, request: Any) -> Any:
             continue
         new_partitions += max(wanted, 0)
         entry["error_code"] = ErrorCode.none
-        if topic is not None:
+        if not ctx.authorized(AclOperation.DESCRIBE_CONFIGS, ResourceType.TOPIC, t.name):
+            entry.update(topic_config_error_code=ErrorCode.topic_authorization_failed)
+        elif topic is not None:
             entry.update(
                 topic_id=topic.topic_id,
                 num_partitions=topic.partitions,
@@ -95,6 +104,12 @@ def _delete_one(ctx: RequestContext, name: str, topic_id: Any) -> dict[str, Any]
         entry["topic_id"] = topic_id
     if not broker.config.delete_topic_enable:
         entry.update(error_code=ErrorCode.topic_deletion_disabled)
+        return entry
+    if not ctx.authorized(AclOperation.DELETE, ResourceType.TOPIC, name):
+        # KafkaApis: named by id, the name stays hidden from who may not DESCRIBE it
+        if topic_id is not None and not ctx.authorized(AclOperation.DESCRIBE, ResourceType.TOPIC, name):
+            entry["name"] = None
+        entry.update(error_code=ErrorCode.topic_authorization_failed)
         return entry
     try:
         topic = broker.topics().get(name)
@@ -165,6 +180,11 @@ async def create_partitions(ctx: RequestContext, request: Any) -> Any:
                 reported.add(t.name)
                 entry.update(error_code=ErrorCode.invalid_request, error_message=DUPLICATE_NAME)
                 results.append(entry)
+            continue
+        if not ctx.authorized(AclOperation.ALTER, ResourceType.TOPIC, t.name):
+            entry.update(error_code=ErrorCode.topic_authorization_failed,
+                         error_message="The topic authorization is failed.")
+            results.append(entry)
             continue
         try:
             if t.assignments:
