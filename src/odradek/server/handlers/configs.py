@@ -12,10 +12,13 @@ from odradek.cluster.topic_config import (
     broker_config_entries,
     effective_topic_configs,
 )
+from odradek.security.authorizer import AclOperation, ResourceType
 from odradek.server.dispatcher import RequestContext
 
 TOPIC = 2
 BROKER = 4
+# ConfigResource.Type ids beyond these two, for the authorization they need
+BROKER_LOGGER, CLIENT_METRICS, GROUP = 8, 16, 32
 # DescribeConfigsResponse config_source / synonym source values
 CONFIG_SOURCE = {"TOPIC_CONFIG": 1, "DYNAMIC_BROKER_CONFIG": 2, "STATIC_BROKER_CONFIG": 4, "DEFAULT_CONFIG": 5}
 CONFIG_TYPE = {"BOOLEAN": 1, "STRING": 2, "INT": 3, "SHORT": 4, "LONG": 5, "DOUBLE": 6, "LIST": 7, "PASSWORD": 9}
@@ -38,6 +41,25 @@ def _entry(c: ConfigValue, read_only: bool, synonyms: bool) -> dict[str, Any]:
     }
 
 
+def _denied(ctx: RequestContext, resource_type: int, name: str, operation: AclOperation) -> ErrorCode | None:
+    """KafkaApis/ConfigHelper: broker configs need `operation` (DESCRIBE_CONFIGS or ALTER_CONFIGS)
+    on the cluster, a topic's or group's on itself; the error names what was missing."""
+    if resource_type in (BROKER, BROKER_LOGGER, CLIENT_METRICS):
+        if not ctx.authorized(operation, ResourceType.CLUSTER):
+            return ErrorCode.cluster_authorization_failed
+    elif resource_type == TOPIC:
+        if not ctx.authorized(operation, ResourceType.TOPIC, name):
+            return ErrorCode.topic_authorization_failed
+    elif resource_type == GROUP and not ctx.authorized(operation, ResourceType.GROUP, name):
+        return ErrorCode.group_authorization_failed
+    return None
+
+
+_DENIED_MESSAGE = {ErrorCode.cluster_authorization_failed: "Cluster authorization failed.",
+                   ErrorCode.topic_authorization_failed: "Topic authorization failed.",
+                   ErrorCode.group_authorization_failed: "Group authorization failed."}
+
+
 async def describe_configs(ctx: RequestContext, request: Any) -> Any:
     broker = ctx.broker
     results = []
@@ -47,7 +69,10 @@ async def describe_configs(ctx: RequestContext, request: Any) -> Any:
             "resource_type": res.resource_type, "resource_name": res.resource_name,
             "error_code": ErrorCode.none, "error_message": None, "configs": [],
         }
-        if res.resource_type == TOPIC:
+        denied = _denied(ctx, res.resource_type, res.resource_name, AclOperation.DESCRIBE_CONFIGS)
+        if denied is not None:
+            result.update(error_code=denied, error_message=_DENIED_MESSAGE[denied])
+        elif res.resource_type == TOPIC:
             topic = broker.topics().get(res.resource_name)
             if topic is None:
                 result.update(error_code=ErrorCode.unknown_topic_or_partition,
@@ -74,6 +99,10 @@ async def describe_configs(ctx: RequestContext, request: Any) -> Any:
 def _alter(ctx: RequestContext, res: Any, new_configs: dict[str, str] | None, validate_only: bool) -> dict[str, Any]:
     out: dict[str, Any] = {"resource_type": res.resource_type, "resource_name": res.resource_name,
                            "error_code": ErrorCode.none, "error_message": None}
+    denied = _denied(ctx, res.resource_type, res.resource_name, AclOperation.ALTER_CONFIGS)
+    if denied is not None:
+        out.update(error_code=denied)
+        return out
     if res.resource_type != TOPIC:
         out.update(error_code=ErrorCode.invalid_request,
                    error_message="only topic configs can be altered; broker configs are static")
@@ -156,8 +185,9 @@ async def incremental_alter_configs(ctx: RequestContext, request: Any) -> Any:
     for res, error in zip(request.resources, _preprocess(request.resources, True), strict=True):
         topic = ctx.broker.topics().get(res.resource_name) if res.resource_type == TOPIC else None
         configs = dict(topic.configs) if topic is not None else None
-        if error is None and configs is not None:
-            error = _apply(configs, res.configs)
+        if error is None and configs is not None and _denied(
+                ctx, res.resource_type, res.resource_name, AclOperation.ALTER_CONFIGS) is None:
+            error = _apply(configs, res.configs)  # a denied resource is answered by _alter
         if error is not None:
             responses.append(_refused(res, error))
         else:

@@ -14,6 +14,7 @@ from kio.schema.errors import ErrorCode
 
 from odradek.coordinator import GroupCoordinator
 from odradek.protocol.build import timedelta_to_ms
+from odradek.security.authorizer import AclOperation, ResourceType
 from odradek.server import app
 from odradek.server.dispatcher import RequestContext
 
@@ -58,6 +59,14 @@ def _locate(ctx: RequestContext, key: str, key_type: int) -> dict[str, Any]:
     broker = ctx.broker
     entry: dict[str, Any] = {"key": key, "node_id": -1, "host": "", "port": -1,
                              "error_code": ErrorCode.none, "error_message": None}
+    # KafkaApis.getCoordinator: DESCRIBE on the group, or on the transactional id
+    if key_type == GROUP_KEY and not ctx.authorized(AclOperation.DESCRIBE, ResourceType.GROUP, key):
+        entry.update(error_code=ErrorCode.group_authorization_failed, error_message="Group authorization failed.")
+        return entry
+    if key_type == TRANSACTION_KEY and not ctx.authorized(AclOperation.DESCRIBE, ResourceType.TRANSACTIONAL_ID, key):
+        entry.update(error_code=ErrorCode.transactional_id_authorization_failed,
+                     error_message="Transactional Id authorization failed.")
+        return entry
     if key_type == GROUP_KEY:
         coord = coordinator(ctx)
         if not coord.store.ensure_topic():
@@ -96,7 +105,16 @@ async def find_coordinator(ctx: RequestContext, request: Any) -> Any:
 # -- JoinGroup / SyncGroup / Heartbeat / LeaveGroup ----------------------------------
 
 
+def _may_read(ctx: RequestContext, group_id: str) -> bool:
+    """JoinGroup, SyncGroup, Heartbeat, LeaveGroup, OffsetCommit need READ on the group."""
+    return ctx.authorized(AclOperation.READ, ResourceType.GROUP, group_id)
+
+
 async def join_group(ctx: RequestContext, request: Any) -> Any:
+    if not _may_read(ctx, request.group_id):
+        return ctx.respond(error_code=ErrorCode.group_authorization_failed, generation_id=-1,
+                           protocol_type=None, protocol_name=None if ctx.version >= 7 else "",
+                           leader="", member_id="", members=[])
     rebalance = getattr(request, "rebalance_timeout", None)
     future = coordinator(ctx).join(
         group_id=request.group_id,
@@ -126,6 +144,9 @@ async def join_group(ctx: RequestContext, request: Any) -> Any:
 
 
 async def sync_group(ctx: RequestContext, request: Any) -> Any:
+    if not _may_read(ctx, request.group_id):
+        return ctx.respond(error_code=ErrorCode.group_authorization_failed, protocol_type=None,
+                           protocol_name=None, assignment=b"")
     future = coordinator(ctx).sync(
         group_id=request.group_id,
         generation=request.generation_id,
@@ -141,12 +162,16 @@ async def sync_group(ctx: RequestContext, request: Any) -> Any:
 
 
 async def heartbeat(ctx: RequestContext, request: Any) -> Any:
+    if not _may_read(ctx, request.group_id):
+        return ctx.respond(error_code=ErrorCode.group_authorization_failed)
     error = coordinator(ctx).heartbeat(request.group_id, request.generation_id, request.member_id,
                                        getattr(request, "group_instance_id", None))
     return ctx.respond(error_code=error)
 
 
 async def leave_group(ctx: RequestContext, request: Any) -> Any:
+    if not _may_read(ctx, request.group_id):
+        return ctx.respond(error_code=ErrorCode.group_authorization_failed, members=[])
     if ctx.version >= 3:
         members = [(m.member_id, m.group_instance_id) for m in request.members]
     else:
@@ -166,8 +191,12 @@ async def leave_group(ctx: RequestContext, request: Any) -> Any:
 async def list_groups(ctx: RequestContext, request: Any) -> Any:
     states = {s.lower() for s in getattr(request, "states_filter", ()) or ()}
     types = {t.lower() for t in getattr(request, "types_filter", ()) or ()}
+    # KafkaApis: DESCRIBE on the cluster lists every group, else those the principal may DESCRIBE
+    every = ctx.authorized(AclOperation.DESCRIBE, ResourceType.CLUSTER)
     groups = []
     for g in coordinator(ctx).list_groups():
+        if not every and not ctx.authorized(AclOperation.DESCRIBE, ResourceType.GROUP, g.group_id):
+            continue
         if states and g.state.value.lower() not in states:
             continue
         if types and "classic" not in types:
@@ -187,7 +216,9 @@ async def describe_groups(ctx: RequestContext, request: Any) -> Any:
                                  "authorized_operations": NO_AUTHORIZED_OPERATIONS}
         error = coord.group_error(group_id)
         group = coord.groups.get(group_id)
-        if error is not None:
+        if not ctx.authorized(AclOperation.DESCRIBE, ResourceType.GROUP, group_id):
+            entry.update(error_code=ErrorCode.group_authorization_failed, group_state="")
+        elif error is not None:
             entry["error_code"] = error
         elif group is None:
             if ctx.version >= 6:  # KIP-1043: unknown groups are an error from v6 on
@@ -195,13 +226,15 @@ async def describe_groups(ctx: RequestContext, request: Any) -> Any:
                              error_message=f"group {group_id} not found")
         else:
             entry.update(group.describe())
-            if include_ops:
-                entry["authorized_operations"] = (1 << 3) | (1 << 6) | (1 << 8)  # READ, DELETE, DESCRIBE (KIP-430)
+            if include_ops:  # KIP-430
+                entry["authorized_operations"] = ctx.authorized_operations(ResourceType.GROUP, group_id)
         described.append(entry)
     return ctx.respond(groups=described)
 
 
 async def delete_groups(ctx: RequestContext, request: Any) -> Any:
     names = list(request.groups_names)
-    errors = coordinator(ctx).delete_groups(names)
-    return ctx.respond(results=[{"group_id": g, "error_code": e} for g, e in zip(names, errors)])
+    allowed = [g for g in names if ctx.authorized(AclOperation.DELETE, ResourceType.GROUP, g)]
+    errors = dict(zip(allowed, coordinator(ctx).delete_groups(allowed), strict=True))
+    return ctx.respond(results=[{"group_id": g, "error_code": errors.get(g, ErrorCode.group_authorization_failed)}
+                                for g in names])

@@ -6,6 +6,7 @@ from typing import Any
 
 from kio.schema.errors import ErrorCode
 
+from odradek.security.authorizer import AclOperation, ResourceType
 from odradek.server.dispatcher import RequestContext
 
 MAX_EPOCH = 32767
@@ -13,6 +14,15 @@ MAX_EPOCH = 32767
 
 async def handle(ctx: RequestContext, request: Any) -> Any:
     broker = ctx.broker
+    # KafkaApis: WRITE on the transactional id; an idempotent producer needs IDEMPOTENT_WRITE on
+    # the cluster or (KIP-679) WRITE on some topic
+    tid = request.transactional_id
+    if tid is not None and not ctx.authorized(AclOperation.WRITE, ResourceType.TRANSACTIONAL_ID, tid):
+        return ctx.respond(error_code=ErrorCode.transactional_id_authorization_failed, producer_id=-1,
+                           producer_epoch=-1)
+    if tid is None and not (ctx.authorized(AclOperation.IDEMPOTENT_WRITE, ResourceType.CLUSTER)
+                            or ctx.authorized_by_resource_type(AclOperation.WRITE, ResourceType.TOPIC)):
+        return ctx.respond(error_code=ErrorCode.cluster_authorization_failed, producer_id=-1, producer_epoch=-1)
     if request.transactional_id is not None:
         from odradek.server.handlers.transactions import init_producer_id
 

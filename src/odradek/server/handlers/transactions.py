@@ -15,14 +15,18 @@ from typing import Any
 
 from kio.schema.errors import ErrorCode
 
+from odradek.cluster.metadata import INTERNAL_TOPICS
 from odradek.coordinator.offsets import Commit
 from odradek.coordinator.transactions import TransactionCoordinator
 from odradek.coordinator.txn_records import TxnState
+from odradek.security.authorizer import AclOperation, ResourceType
 from odradek.server import app
 from odradek.server.dispatcher import RequestContext
 from odradek.server.handlers.groups import coordinator
 
 E = ErrorCode
+READ, WRITE, DESCRIBE = AclOperation.READ, AclOperation.WRITE, AclOperation.DESCRIBE
+TOPIC, GROUP, TXN_ID = ResourceType.TOPIC, ResourceType.GROUP, ResourceType.TRANSACTIONAL_ID
 
 
 def transaction_coordinator(ctx: RequestContext) -> TransactionCoordinator:
@@ -67,11 +71,27 @@ async def init_producer_id(ctx: RequestContext, request: Any) -> Any:
     return ctx.respond(error_code=error, producer_id=pid, producer_epoch=epoch)
 
 
+def _refused_partitions(ctx: RequestContext, tid: str, wanted: list[tuple[str, int]]) -> dict[tuple[str, int], E] | None:
+    """KafkaApis (v0-3, from clients): WRITE on the transactional id, then on every topic (an
+    internal topic never counts as written to); a refusal adds nothing: the other partitions
+    are OPERATION_NOT_ATTEMPTED (UNKNOWN_TOPIC_OR_PARTITION if they do not exist)."""
+    if not ctx.authorized(WRITE, TXN_ID, tid):
+        return {tp: E.transactional_id_authorization_failed for tp in wanted}
+    denied = {t for t, _ in wanted if t in INTERNAL_TOPICS or not ctx.authorized(WRITE, TOPIC, t)}
+    if not denied:
+        return None
+    return {(t, p): E.topic_authorization_failed if t in denied
+            else E.unknown_topic_or_partition if ctx.broker.partition_log(t, p) is None
+            else E.operation_not_attempted for t, p in wanted}
+
+
 async def add_partitions_to_txn(ctx: RequestContext, request: Any) -> Any:
     wanted = [(t.name, p) for t in request.v3_and_below_topics for p in t.partitions]
-    results = await transaction_coordinator(ctx).add_partitions(
-        request.v3_and_below_transactional_id, request.v3_and_below_producer_id,
-        request.v3_and_below_producer_epoch, wanted, fenced=_fenced(ctx, 2))
+    results = _refused_partitions(ctx, request.v3_and_below_transactional_id, wanted)
+    if results is None:
+        results = await transaction_coordinator(ctx).add_partitions(
+            request.v3_and_below_transactional_id, request.v3_and_below_producer_id,
+            request.v3_and_below_producer_epoch, wanted, fenced=_fenced(ctx, 2))
     return ctx.respond(results_by_topic_v3_and_below=[
         {"name": t.name, "results_by_partition": [
             {"partition_index": p, "partition_error_code": results[(t.name, p)]} for p in t.partitions]}
@@ -80,6 +100,10 @@ async def add_partitions_to_txn(ctx: RequestContext, request: Any) -> Any:
 
 
 async def add_offsets_to_txn(ctx: RequestContext, request: Any) -> Any:
+    if not ctx.authorized(WRITE, TXN_ID, request.transactional_id):
+        return ctx.respond(error_code=E.transactional_id_authorization_failed)
+    if not ctx.authorized(READ, GROUP, request.group_id):
+        return ctx.respond(error_code=E.group_authorization_failed)
     error = await transaction_coordinator(ctx).add_offsets(
         request.transactional_id, request.producer_id, request.producer_epoch, request.group_id,
         fenced=_fenced(ctx, 2))
@@ -87,6 +111,8 @@ async def add_offsets_to_txn(ctx: RequestContext, request: Any) -> Any:
 
 
 async def end_txn(ctx: RequestContext, request: Any) -> Any:
+    if not ctx.authorized(WRITE, TXN_ID, request.transactional_id):
+        return ctx.respond(error_code=E.transactional_id_authorization_failed, producer_id=-1, producer_epoch=-1)
     error = await transaction_coordinator(ctx).end_txn(
         request.transactional_id, request.producer_id, request.producer_epoch, request.committed,
         fenced=_fenced(ctx, 2))
@@ -94,18 +120,26 @@ async def end_txn(ctx: RequestContext, request: Any) -> Any:
 
 
 async def txn_offset_commit(ctx: RequestContext, request: Any) -> Any:
+    # KafkaApis: WRITE on the transactional id, READ on the group (else every partition fails),
+    # then READ on each topic
+    refused = (E.transactional_id_authorization_failed if not ctx.authorized(WRITE, TXN_ID, request.transactional_id)
+               else E.group_authorization_failed if not ctx.authorized(READ, GROUP, request.group_id)
+               else E.topic_authorization_failed)
+    denied = {t.name for t in request.topics
+              if refused != E.topic_authorization_failed or not ctx.authorized(READ, TOPIC, t.name)}
     commits = [
         Commit(t.name, p.partition_index, p.committed_offset, getattr(p, "committed_leader_epoch", -1),
                p.committed_metadata)
-        for t in request.topics
+        for t in request.topics if t.name not in denied
         for p in t.partitions
     ]
     errors = iter(coordinator(ctx).txn_commit(
         request.group_id, request.producer_id, request.producer_epoch, getattr(request, "generation_id", -1),
-        getattr(request, "member_id", ""), getattr(request, "group_instance_id", None), commits))
+        getattr(request, "member_id", ""), getattr(request, "group_instance_id", None), commits) if commits else ())
     return ctx.respond(topics=[
-        {"name": t.name, "partitions": [{"partition_index": p.partition_index, "error_code": next(errors)}
-                                        for p in t.partitions]}
+        {"name": t.name, "partitions": [
+            {"partition_index": p.partition_index, "error_code": refused if t.name in denied else next(errors)}
+            for p in t.partitions]}
         for t in request.topics
     ])
 
@@ -113,6 +147,14 @@ async def txn_offset_commit(ctx: RequestContext, request: Any) -> Any:
 async def write_txn_markers(ctx: RequestContext, request: Any) -> Any:
     """From a transaction coordinator on another broker: markers for partitions led here."""
     broker = ctx.broker
+    # KafkaApis: ALTER or CLUSTER_ACTION on the cluster (brokers), else every partition fails
+    if not (ctx.authorized(AclOperation.ALTER, ResourceType.CLUSTER)
+            or ctx.authorized(AclOperation.CLUSTER_ACTION, ResourceType.CLUSTER)):
+        return ctx.respond(markers=[
+            {"producer_id": m.producer_id, "topics": [
+                {"name": t.name, "partitions": [{"partition_index": p, "error_code": E.cluster_authorization_failed}
+                                                for p in t.partition_indexes]} for t in m.topics]}
+            for m in request.markers])
     results = []
     for marker in request.markers:
         topics = []
@@ -131,6 +173,11 @@ async def describe_transactions(ctx: RequestContext, request: Any) -> Any:
     txn = transaction_coordinator(ctx)
     states = []
     for tid in request.transactional_ids:
+        if not ctx.authorized(DESCRIBE, TXN_ID, tid):  # KafkaApis
+            states.append({"error_code": E.transactional_id_authorization_failed, "transactional_id": tid,
+                           "transaction_state": "", "transaction_timeout": 0, "transaction_start_time": 0,
+                           "producer_id": -1, "producer_epoch": -1, "topics": []})
+            continue
         error, meta = txn.describe(tid)
         if meta is None:
             states.append({"error_code": error, "transactional_id": tid, "transaction_state": "",
@@ -141,7 +188,8 @@ async def describe_transactions(ctx: RequestContext, request: Any) -> Any:
             "error_code": E.none, "transactional_id": tid, "transaction_state": meta.state.value,
             "transaction_timeout": meta.timeout_ms, "transaction_start_time": meta.start_ms,
             "producer_id": meta.producer_id, "producer_epoch": meta.producer_epoch,
-            "topics": [{"topic": t, "partitions": ps} for t, ps in meta.topics().items()],
+            "topics": [{"topic": t, "partitions": ps} for t, ps in meta.topics().items()
+                       if ctx.authorized(DESCRIBE, TOPIC, t)],  # only topics the principal may describe
         })
     return ctx.respond(transaction_states=states)
 
@@ -154,6 +202,7 @@ async def list_transactions(ctx: RequestContext, request: Any) -> Any:
         getattr(request, "duration_filter", -1))
     if filters and not any(s in known for s in filters):
         txns = []
+    txns = [m for m in txns if ctx.authorized(DESCRIBE, TXN_ID, m.transactional_id)]  # KafkaApis
     return ctx.respond(
         error_code=E.none,
         unknown_state_filters=[s for s in filters if s not in known],
@@ -167,10 +216,12 @@ async def describe_producers(ctx: RequestContext, request: Any) -> Any:
     broker = ctx.broker
     topics = []
     for t in request.topics:
+        authorized = ctx.authorized(READ, TOPIC, t.name)  # KafkaApis
         partitions = []
         for p in t.partition_indexes:
             plog = broker.partition_log(t.name, p)
-            error = E.unknown_topic_or_partition if plog is None else broker.check_leader(t.name, p)
+            error = (E.topic_authorization_failed if not authorized else E.unknown_topic_or_partition if plog is None
+                     else broker.check_leader(t.name, p))
             if error is not None or plog is None:
                 partitions.append({"partition_index": p, "error_code": error, "active_producers": []})
                 continue
