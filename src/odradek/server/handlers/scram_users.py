@@ -23,6 +23,7 @@ from typing import Any
 
 from kio.schema.errors import ErrorCode
 
+from odradek.security.authorizer import AclOperation, ResourceType
 from odradek.security.credentials import (
     MAX_ITERATIONS,
     MECHANISM_TYPES,
@@ -42,9 +43,15 @@ MIN_SALT_BYTES = 12
 _NOT_FOUND_DESCRIBE = "Attempt to describe a user credential that does not exist"
 _NOT_FOUND_DELETE = "Attempt to delete a user credential that does not exist"
 _UNKNOWN_MECHANISM = "Unknown SCRAM mechanism"
+_NOT_AUTHORIZED = "Cluster authorization failed."
 
 
 async def describe_user_scram_credentials(ctx: RequestContext, request: Any) -> Any:
+    if not ctx.authorized(AclOperation.DESCRIBE, ResourceType.CLUSTER):  # KafkaApis: DESCRIBE on the cluster
+        denied = ErrorCode.cluster_authorization_failed
+        return ctx.respond(error_code=denied, error_message=_NOT_AUTHORIZED, results=[
+            {"user": u.name, "error_code": denied, "error_message": _NOT_AUTHORIZED, "credential_infos": []}
+            for u in request.users or ()])
     users = ctx.broker.credentials.users()
     results: list[dict[str, Any]] = []
 
@@ -101,6 +108,10 @@ def _deletion_problem(deletion: Any) -> tuple[ErrorCode, str] | None:
 
 
 async def alter_user_scram_credentials(ctx: RequestContext, request: Any) -> Any:
+    if not ctx.authorized(AclOperation.ALTER, ResourceType.CLUSTER):  # KafkaApis: ALTER on the cluster
+        return ctx.respond(results=[
+            {"user": name, "error_code": ErrorCode.cluster_authorization_failed, "error_message": _NOT_AUTHORIZED}
+            for name in dict.fromkeys(item.name for item in (*request.deletions, *request.upsertions))])
     store = ctx.broker.credentials
     results: list[dict[str, Any]] = []
 
