@@ -17,7 +17,8 @@ async def handle(ctx: RequestContext, request: Any) -> Any:
         endpoint_type=getattr(request, "endpoint_type", 1),
         cluster_id=broker.cluster_id,
         controller_id=broker.controller_id(),
-        brokers=[{"broker_id": n.node_id, "host": n.host, "port": n.port, "rack": n.rack} for n in broker.live_nodes()],
+        brokers=[{"broker_id": n.node_id, "host": ctx.address(n)[0], "port": ctx.address(n)[1], "rack": n.rack}
+                 for n in broker.live_nodes()],
         cluster_authorized_operations=cluster_authorized_operations(
             ctx, request.include_cluster_authorized_operations),
     )

@@ -89,7 +89,8 @@ def _locate(ctx: RequestContext, key: str, key_type: int) -> dict[str, Any]:
     if node is None:
         entry.update(error_code=ErrorCode.coordinator_not_available, error_message="the coordinator is offline")
         return entry
-    entry.update(node_id=node.node_id, host=node.host, port=node.port)
+    host, port = ctx.address(node)
+    entry.update(node_id=node.node_id, host=host, port=port)
     return entry
 
 

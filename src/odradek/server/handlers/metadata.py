@@ -125,7 +125,7 @@ async def handle(ctx: RequestContext, request: Any) -> Any:
                 entry["topic_authorized_operations"] = ctx.authorized_operations(ResourceType.TOPIC, entry["name"])
     return ctx.respond(
         brokers=[
-            {"node_id": n.node_id, "host": n.host, "port": n.port, "rack": n.rack}
+            {"node_id": n.node_id, "host": ctx.address(n)[0], "port": ctx.address(n)[1], "rack": n.rack}
             for n in broker.live_nodes()
         ],
         cluster_id=broker.cluster_id,
