@@ -69,7 +69,9 @@ class BrokerProcess:
         return f"127.0.0.1:{self.port}"
 
     def start(self) -> BrokerProcess:
-        env = {**os.environ, "PYTHONUNBUFFERED": "1", **self.env}
+        # "{port}" in a variable stands for this broker's port (ODRADEK_LISTENERS=PLAINTEXT://127.0.0.1:{port},...)
+        own = {key: value.replace("{port}", str(self.port)) for key, value in self.env.items()}
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", **own}
         cmd = [sys.executable, "-m", "odradek", "serve", "--listen", self.bootstrap,
                "--data-dir", str(self.data_dir), *self.extra_args]
         self._log = open(self.log_path, "ab")
