@@ -6,10 +6,10 @@ from pathlib import Path
 
 from confluent_kafka import Consumer, Producer
 from confluent_kafka.admin import AdminClient
-
 from conftest import free_port, unique
-from odradek.security.devcerts import write_dev_certificates
 from test_clients import create_topic
+
+from odradek.security.devcerts import write_dev_certificates
 
 
 def brokers_seen(conf: dict[str, str]) -> set[tuple[str, int]]:
