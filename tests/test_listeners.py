@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from confluent_kafka import Consumer, Producer
-from confluent_kafka.admin import AdminClient
+from confluent_kafka.admin import AdminClient, ConfigResource  # type: ignore[attr-defined]
 from conftest import free_port, unique
 from test_clients import create_topic
 
@@ -59,7 +59,12 @@ def test_ssl_listener_serves_produce_and_consume_with_the_plaintext_one_beside(
     finally:
         consumer.close()
     assert values == [f"over tls {i}".encode() * 50 for i in range(200)]
-    # A plaintext client on the TLS port gets nothing, and the broker keeps serving.
     assert brokers_seen({"bootstrap.servers": b.bootstrap}) == {("127.0.0.1", b.port)}
+    # DescribeConfigs shows the key password as Kafka does: sensitive, without its value.
+    resource = ConfigResource(ConfigResource.Type.BROKER, "0")
+    admin = AdminClient({"bootstrap.servers": b.bootstrap})
+    entries = admin.describe_configs([resource])[resource].result(10)
+    assert entries["ssl.key.password"].is_sensitive and entries["ssl.key.password"].value is None
+    assert entries["ssl.keystore.location"].value == str(certs.keystore)
     logs = b.logs()
     assert "broker-key-secret" not in logs and "Traceback" not in logs

@@ -177,13 +177,20 @@ class BrokerConfig(BaseSettings):
         return host, port
 
     def kafka_items(self) -> dict[str, Any]:
-        """The Kafka-named keys and their values, as `kafka-configs.sh --describe` shows them."""
-        own = {"listen", "advertise", "data_dir", "zookeeper", "metrics_port", "storage"}
-        return {
-            name.replace("_", "."): value
-            for name, value in self.model_dump().items()
+        """The Kafka-named keys and their values, as `kafka-configs.sh --describe` shows them;
+        passwords and JAAS configs stay SecretStr (DescribeConfigs answers them as sensitive)."""
+        own = {"listen", "advertise", "data_dir", "zookeeper", "metrics_port", "storage",
+               "listener_name_overrides"}
+        items: dict[str, Any] = {
+            name.replace("_", "."): getattr(self, name)
+            for name in type(self).model_fields
             if name not in own
         }
+        for listener, scoped in sorted(self.listener_name_overrides.items()):
+            for key, value in sorted(scoped.items()):
+                secret = "password" in key or key.endswith("jaas.config")
+                items[f"listener.name.{listener}.{key}"] = SecretStr(value) if secret else value
+        return items
 
 
 _ORDINAL = re.compile(r"-(\d+)$")

@@ -10,6 +10,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from pydantic import SecretStr
+
 from odradek.config import BrokerConfig
 
 
@@ -121,10 +123,10 @@ def validate_topic_configs(configs: Mapping[str, str | None]) -> dict[str, str]:
 @dataclass(frozen=True, slots=True)
 class ConfigValue:
     name: str
-    value: str
+    value: str | None  # None for a password (is_sensitive), as Kafka answers
     source: str  # TOPIC_CONFIG, STATIC_BROKER_CONFIG, DEFAULT_CONFIG
     kind: str
-    synonyms: tuple[tuple[str, str, str], ...]  # (name, value, source), most specific first
+    synonyms: tuple[tuple[str, str | None, str], ...]  # (name, value, source), most specific first
 
 
 def _broker_value(broker: BrokerConfig, broker_key: str | None) -> str | None:
@@ -172,9 +174,12 @@ def broker_config_entries(broker: BrokerConfig) -> list[ConfigValue]:
     defaults = BrokerConfig.model_construct()
     out = []
     for name, value in broker.kafka_items().items():
-        text = "true" if value is True else "false" if value is False else ("" if value is None else str(value))
         default = getattr(defaults, name.replace(".", "_"), None)
         source = "DEFAULT_CONFIG" if value == default else "STATIC_BROKER_CONFIG"
+        if isinstance(value, SecretStr):
+            out.append(ConfigValue(name, None, source, "PASSWORD", ((name, None, source),)))
+            continue
+        text = "true" if value is True else "false" if value is False else ("" if value is None else str(value))
         kind = "BOOLEAN" if isinstance(value, bool) else "LONG" if isinstance(value, int) else "DOUBLE" if isinstance(value, float) else "STRING"
         out.append(ConfigValue(name, text, source, kind, ((name, text, source),)))
     return out

@@ -32,7 +32,7 @@ def _entry(c: ConfigValue, read_only: bool, synonyms: bool) -> dict[str, Any]:
         "read_only": read_only,
         "config_source": CONFIG_SOURCE[c.source],
         "is_default": c.source == "DEFAULT_CONFIG",
-        "is_sensitive": False,
+        "is_sensitive": c.kind == "PASSWORD",
         "synonyms": [
             {"name": n, "value": v, "source": CONFIG_SOURCE[s]} for n, v, s in c.synonyms
         ] if synonyms else [],
