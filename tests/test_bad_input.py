@@ -121,3 +121,32 @@ def test_garbage_frames_close_the_connection_and_the_broker_keeps_serving(broker
         s.settimeout(5)
         assert s.recv(100) == b""  # closed without an answer
     assert_alive(broker)
+
+
+def test_offset_delete_with_a_partition_listed_twice_deletes_it_once(broker: BrokerProcess) -> None:
+    # Found by bench/atheris_fuzz.py: the second copy raised KeyError inside the coordinator.
+    topic, group = unique("od"), unique("g")
+    create_topic(broker.bootstrap, topic)
+    commit = build(request_type(8, 2), group_id=group, generation_id_or_member_epoch=-1, member_id="",
+                   retention_time_ms=-1, topics=[{"name": topic, "partitions": [
+                       {"partition_index": 0, "committed_offset": 5, "committed_metadata": ""}]}])
+    assert roundtrip(broker.bootstrap, 8, 2, commit).topics[0].partitions[0].error_code == 0  # type: ignore[attr-defined]
+    delete = build(request_type(47, 0), group_id=group, topics=[
+        {"name": topic, "partitions": [{"partition_index": 0}, {"partition_index": 0}]}])
+    resp = roundtrip(broker.bootstrap, 47, 0, delete)
+    assert resp.error_code == 0  # type: ignore[attr-defined]
+    assert [p.error_code for p in resp.topics[0].partitions] == [0, 0]  # type: ignore[attr-defined]
+    assert_alive(broker)
+
+
+def test_offset_for_leader_epoch_on_a_memory_broker() -> None:
+    # Found by bench/atheris_fuzz.py: memory logs had no end_offset_for_epoch.
+    from odradek.testing import Broker
+
+    with Broker(storage="memory") as b:
+        b.create_topic("ofle")
+        body = build(request_type(23, 4), replica_id=-1, topics=[{"topic": "ofle", "partitions": [
+            {"partition": 0, "current_leader_epoch": -1, "leader_epoch": 0}]}])
+        resp = roundtrip(b.bootstrap_servers, 23, 4, body)
+        part = resp.topics[0].partitions[0]  # type: ignore[attr-defined]
+        assert (part.error_code, part.leader_epoch, part.end_offset) == (0, 0, 0)

@@ -231,7 +231,7 @@ class OffsetsMixin:
             for m in group.members.values():
                 subscribed |= subscribed_topics(group.protocol_type or "", m.metadata(group.protocol_name))
         results: dict[tuple[str, int], ErrorCode] = {}
-        doomed = []
+        doomed: dict[tuple[str, int], None] = {}  # ordered, and a partition listed twice once
         for t, ps in wanted:
             for p in ps:
                 if t in subscribed:
@@ -239,9 +239,9 @@ class OffsetsMixin:
                 else:
                     results[(t, p)] = E.none
                     if (t, p) in group.offsets:
-                        doomed.append((t, p))
+                        doomed[(t, p)] = None
         if doomed:
-            written = self.store.write(group_id, [(k, None) for k in self.offset_keys(group, doomed)])
+            written = self.store.write(group_id, [(k, None) for k in self.offset_keys(group, list(doomed))])
             if written != E.none:
                 return written, {}
             for tp in doomed:
@@ -317,7 +317,7 @@ class OffsetsMixin:
                 doomed = list(group.offsets) if now - group.state_timestamp >= retention else []
             else:  # offsets-only group: each offset ages from its own commit
                 doomed = [tp for tp, v in group.offsets.items() if now - v.commit_timestamp >= retention]
-            records: list[tuple[bytes, bytes | None]] = [(k, None) for k in self.offset_keys(group, doomed)]
+            records: list[tuple[bytes, bytes | None]] = [(k, None) for k in self.offset_keys(group, list(doomed))]
             last = len(doomed) == len(group.offsets)
             if last:
                 records.append((group_key(group.group_id), None))

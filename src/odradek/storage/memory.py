@@ -78,6 +78,12 @@ class MemoryPartitionLog:
             i += 1
         return b"".join(out)
 
+    def end_offset_for_epoch(self, epoch: int) -> tuple[int, int]:
+        """OffsetForLeaderEpoch: a memory log lives under one leader epoch, its current one."""
+        if epoch < self.leader_epoch:
+            return -1, -1
+        return self.leader_epoch, self.log_end_offset
+
     def offset_for_timestamp(self, timestamp_ms: int) -> tuple[int, int] | None:
         for i, ts in enumerate(self._max_ts):
             if ts >= timestamp_ms and self._last[i] >= self.log_start_offset:
