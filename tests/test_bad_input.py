@@ -8,13 +8,13 @@ import struct
 
 import pytest
 from confluent_kafka import Producer
+from conftest import BrokerProcess, recv_exact, unique
 from kio.schema.errors import ErrorCode
 from kio.static.primitive import Records
+from test_clients import consume_ck, create_topic, produce_ck
 
-from conftest import BrokerProcess, recv_exact, unique
 from odradek.protocol.build import build
 from odradek.protocol.framing import decode_response, encode_request, request_type
-from test_clients import consume_ck, create_topic, produce_ck
 
 
 def roundtrip(bootstrap: str, api_key: int, version: int, body: object, *, raw: bytes | None = None) -> object:

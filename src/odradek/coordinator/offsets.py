@@ -24,7 +24,6 @@ from typing import TYPE_CHECKING
 from kio.schema.errors import ErrorCode
 
 from odradek.coordinator.group import Group, GroupState
-from odradek.protocol.records import CONTROL_COMMIT
 from odradek.coordinator.records import (
     GroupKey,
     OffsetKey,
@@ -38,6 +37,7 @@ from odradek.coordinator.records import (
     read_offset_value,
     subscribed_topics,
 )
+from odradek.protocol.records import CONTROL_COMMIT
 
 if TYPE_CHECKING:
     from odradek.coordinator.store import OffsetsStore
