@@ -9,7 +9,9 @@ its request frames (without the 4-byte size prefix), in order.
 The clients cover every API odradek speaks: confluent-kafka (librdkafka) producers
 (plain with each codec, idempotent, transactional commit and abort), consumers (a
 group with commits and leave, read_committed, assign + offsets_for_times), its
-AdminClient (topics, partitions, configs, records, groups, cluster), and kafka-python 3
+AdminClient (topics, partitions, configs, records, groups, cluster, ACLs, SCRAM
+credentials), SASL logins (PLAIN, SCRAM-SHA-256/512) through a second proxy in front of
+a SASL_PLAINTEXT listener (those sessions are marked "listener": "sasl"), and kafka-python 3
 (its own request versions, plus DescribeProducers, ListTransactions,
 DescribeTransactions, OffsetDelete and WriteTxnMarkers through abort_transaction).
 A few versions no client sends here are built with kio (session label "kio-...").
@@ -42,14 +44,42 @@ from produce_consume import free_port, stop, wait_port
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_OUT = ROOT / "bench" / "fuzz_corpus" / "sessions.json"
-MAX_FRAMES_PER_SESSION = 60  # a consumer's fetch loop repeats itself; its first minute is enough
+MAX_FRAMES_PER_SESSION = 60
+SASL_APIS = (17, 36)  # SaslHandshake, SaslAuthenticate: sent to the SASL listener  # a consumer's fetch loop repeats itself; its first minute is enough
+
+
+# A second listener speaks SASL (PLAIN users from this JAAS line, SCRAM users made by the
+# capture's AdminClient); bench/net_fuzz.py starts its broker with the same settings.
+SASL_USERS = {"admin": "fz-admin-secret", "alice": "fz-alice-secret"}
+JAAS = ("org.apache.kafka.common.security.plain.PlainLoginModule required "
+        + " ".join(f'user_{u}="{p}"' for u, p in SASL_USERS.items()) + ";")
+
+
+def broker_properties(plain_port: int, sasl_port: int, advertised: tuple[int, int] | None = None,
+                      authorizer: bool = False) -> str:
+    """server.properties: PLAINTEXT and SASL_PLAINTEXT listeners (advertised as other ports: a proxy's)."""
+    props = {
+        "listeners": f"PLAINTEXT://127.0.0.1:{plain_port},SASL_PLAINTEXT://127.0.0.1:{sasl_port}",
+        "inter.broker.listener.name": "PLAINTEXT",
+        "sasl.enabled.mechanisms": "PLAIN,SCRAM-SHA-256,SCRAM-SHA-512",
+        "sasl.jaas.config": JAAS,
+    }
+    if advertised is not None:
+        props["advertised.listeners"] = (f"PLAINTEXT://127.0.0.1:{advertised[0]},"
+                                         f"SASL_PLAINTEXT://127.0.0.1:{advertised[1]}")
+    if authorizer:  # the ACL APIs then work as with a secured Kafka; no ACL on a resource lets everyone in
+        props["authorizer.class.name"] = "kafka.security.authorizer.AclAuthorizer"
+        props["allow.everyone.if.no.acl.found"] = "true"
+        props["super.users"] = "User:admin"
+    return "".join(f"{k}={v}\n" for k, v in props.items())
 
 
 class RecordingProxy:
     """127.0.0.1:port -> the broker; keeps each connection's request frames under the current label."""
 
-    def __init__(self, upstream_port: int) -> None:
+    def __init__(self, upstream_port: int, listener: str = "") -> None:
         self.upstream_port = upstream_port
+        self.listener = listener
         self.port = free_port()
         self.label = "start"
         self.sessions: list[dict[str, object]] = []
@@ -77,7 +107,7 @@ class RecordingProxy:
 
     async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         frames: list[bytes] = []
-        self.sessions.append({"label": self.label, "frames": frames})
+        self.sessions.append({"label": self.label, "frames": frames, "listener": self.listener})
         try:
             up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.upstream_port)
         except OSError:
@@ -86,22 +116,28 @@ class RecordingProxy:
 
         async def client_to_broker() -> None:
             buf = b""
-            while data := await reader.read(65536):
-                up_writer.write(data)
-                buf += data
-                while len(buf) >= 4:
-                    (size,) = struct.unpack_from(">i", buf)
-                    if len(buf) < 4 + size:
-                        break
-                    frames.append(buf[4:4 + size])
-                    buf = buf[4 + size:]
-                await up_writer.drain()
+            try:
+                while data := await reader.read(65536):
+                    up_writer.write(data)
+                    buf += data
+                    while len(buf) >= 4:
+                        (size,) = struct.unpack_from(">i", buf)
+                        if len(buf) < 4 + size:
+                            break
+                        frames.append(buf[4:4 + size])
+                        buf = buf[4 + size:]
+                    await up_writer.drain()
+            except ConnectionError:
+                pass  # the client or the broker hung up: the session ends here
             up_writer.close()
 
         async def broker_to_client() -> None:
-            while data := await up_reader.read(65536):
-                writer.write(data)
-                await writer.drain()
+            try:
+                while data := await up_reader.read(65536):
+                    writer.write(data)
+                    await writer.drain()
+            except ConnectionError:
+                pass
             writer.close()
 
         await asyncio.gather(client_to_broker(), broker_to_client(), return_exceptions=True)
@@ -150,6 +186,72 @@ def ck_admin(bootstrap: str) -> None:
     wait_all(a.describe_topics(__import__("confluent_kafka").TopicCollection(["fz-admin"])))
     wait_all(a.delete_consumer_groups(["fz-admin-group"]))
     wait_all(a.delete_topics(["fz-doomed"], operation_timeout=10))
+
+
+def ck_acls_and_scram(bootstrap: str) -> None:
+    from confluent_kafka.admin import (
+        AclBinding,
+        AclBindingFilter,
+        AclOperation,
+        AclPermissionType,
+        AdminClient,
+        ResourcePatternType,
+        ResourceType,
+        ScramCredentialInfo,
+        ScramMechanism,
+        UserScramCredentialDeletion,
+        UserScramCredentialUpsertion,
+    )
+
+    a = AdminClient({"bootstrap.servers": bootstrap})
+    wait_all(a.create_acls([
+        AclBinding(ResourceType.TOPIC, "fz-acl", ResourcePatternType.LITERAL, "User:alice", "*",
+                   AclOperation.READ, AclPermissionType.ALLOW),
+        AclBinding(ResourceType.GROUP, "fz-acl-", ResourcePatternType.PREFIXED, "User:alice", "127.0.0.1",
+                   AclOperation.ALL, AclPermissionType.ALLOW),
+        AclBinding(ResourceType.TOPIC, "fz-acl", ResourcePatternType.LITERAL, "User:mallory", "*",
+                   AclOperation.WRITE, AclPermissionType.DENY),
+        AclBinding(ResourceType.TRANSACTIONAL_ID, "fz-acl-txn", ResourcePatternType.LITERAL, "User:alice", "*",
+                   AclOperation.WRITE, AclPermissionType.ALLOW)]))
+    any_acl = AclBindingFilter(ResourceType.ANY, None, ResourcePatternType.ANY, None, None,
+                               AclOperation.ANY, AclPermissionType.ANY)
+    wait_all(a.describe_acls(any_acl))
+    wait_all(a.describe_acls(AclBindingFilter(ResourceType.TOPIC, "fz-acl", ResourcePatternType.MATCH, "User:alice",
+                                              None, AclOperation.ANY, AclPermissionType.ALLOW)))
+    wait_all(a.delete_acls([AclBindingFilter(ResourceType.TOPIC, "fz-acl", ResourcePatternType.LITERAL,
+                                             "User:mallory", None, AclOperation.ANY, AclPermissionType.ANY)]))
+    wait_all(a.alter_user_scram_credentials([
+        UserScramCredentialUpsertion("alice", ScramCredentialInfo(ScramMechanism.SCRAM_SHA_256, 4096),
+                                     SASL_USERS["alice"].encode()),
+        UserScramCredentialUpsertion("alice", ScramCredentialInfo(ScramMechanism.SCRAM_SHA_512, 8192),
+                                     SASL_USERS["alice"].encode(), b"fz-salt-0123456789"),
+        UserScramCredentialUpsertion("bob", ScramCredentialInfo(ScramMechanism.SCRAM_SHA_512, 4096), b"bob-pw"),
+        UserScramCredentialDeletion("carol", ScramMechanism.SCRAM_SHA_256)]))
+    wait_all(a.describe_user_scram_credentials())
+    wait_all(a.describe_user_scram_credentials(["alice", "nobody"]))
+
+
+def ck_sasl(bootstrap: str) -> None:
+    """Logins over the SASL_PLAINTEXT listener (PLAIN, SCRAM-SHA-256, SCRAM-SHA-512), then ordinary requests."""
+    from confluent_kafka import Consumer, Producer
+
+    for mechanism in ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"):
+        auth = {"bootstrap.servers": bootstrap, "security.protocol": "SASL_PLAINTEXT", "sasl.mechanism": mechanism,
+                "sasl.username": "alice", "sasl.password": SASL_USERS["alice"]}
+        p = Producer({**auth, "linger.ms": 5})
+        for i in range(5):
+            p.produce("fz-sasl", key=b"k", value=f"{mechanism}-{i}".encode())
+        p.flush(15)
+        c = Consumer({**auth, "group.id": "fz-sasl-group", "auto.offset.reset": "earliest"})
+        c.subscribe(["fz-sasl"])
+        deadline, got = time.monotonic() + 8, 0
+        while got < 5 and time.monotonic() < deadline:
+            got += len([m for m in c.consume(10, 0.5) if m.error() is None])
+        c.close()
+    wrong = Producer({"bootstrap.servers": bootstrap, "security.protocol": "SASL_PLAINTEXT", "sasl.mechanism": "PLAIN",
+                      "sasl.username": "alice", "sasl.password": "wrong", "message.timeout.ms": 3000})
+    wrong.produce("fz-sasl", value=b"refused")
+    wrong.flush(5)
 
 
 def wait_all(futures: object) -> None:
@@ -309,6 +411,8 @@ def kio_versions(bootstrap: str) -> None:
 
     for v in range(4):
         send(18, v, **({"client_software_name": "fz", "client_software_version": "1"} if v >= 3 else {}))
+    send(17, 1, mechanism="PLAIN")
+    send(36, 2, auth_bytes=b"\0alice\0" + SASL_USERS["alice"].encode())
     for v in (0, 4, 9, 12):
         topics = [{"name": "fz-plain", "topic_id": uuid.UUID(int=0)} if v >= 10 else {"name": "fz-plain"}]
         send(3, v, topics=topics, allow_auto_topic_creation=False, include_topic_authorized_operations=True,
@@ -381,6 +485,8 @@ def transcoded(sessions: list[dict[str, object]]) -> list[bytes]:
 
 SCENARIOS: list[tuple[str, Callable[[str], None]]] = [
     ("ck-admin", ck_admin),
+    ("ck-acls-scram", ck_acls_and_scram),
+    ("ck-sasl", ck_sasl),  # on the SASL_PLAINTEXT listener
     ("ck-producer", ck_producers),
     ("ck-idempotent", ck_idempotent),
     ("ck-transactions", ck_transactions),
@@ -396,37 +502,43 @@ def api_label(frame: bytes) -> tuple[int, int]:
 
 
 def capture() -> list[dict[str, object]]:
-    broker_port = free_port()
-    proxy = RecordingProxy(broker_port).start()
+    plain_port, sasl_port = free_port(), free_port()
+    proxy = RecordingProxy(plain_port).start()
+    sasl_proxy = RecordingProxy(sasl_port, "sasl").start()
     with tempfile.TemporaryDirectory(prefix="odradek-capture-") as tmp:
-        cmd = [str(ROOT / ".venv" / "bin" / "odradek"), "serve", "--listen", f"127.0.0.1:{broker_port}",
-               "--advertise", f"127.0.0.1:{proxy.port}", "--data-dir", str(Path(tmp) / "data")]
+        props = Path(tmp) / "server.properties"
+        props.write_text(broker_properties(plain_port, sasl_port, (proxy.port, sasl_proxy.port), authorizer=True))
+        cmd = [str(ROOT / ".venv" / "bin" / "odradek"), "serve", "--config", str(props),
+               "--data-dir", str(Path(tmp) / "data")]
         with open(Path(tmp) / "broker.log", "wb") as log:  # the broker keeps its own descriptor
             broker = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT,
                                       env={**os.environ, "PYTHONUNBUFFERED": "1"})
         try:
-            wait_port(broker_port)
-            bootstrap = f"127.0.0.1:{proxy.port}"
+            wait_port(plain_port)
+            wait_port(sasl_port)
             for label, scenario in SCENARIOS:
-                proxy.label = label
+                target = sasl_proxy if scenario is ck_sasl else proxy
+                target.label = label
                 t0 = time.monotonic()
-                scenario(bootstrap)
+                scenario(f"127.0.0.1:{target.port}")
                 print(f"{label}: {time.monotonic() - t0:.1f} s", file=sys.stderr)
-            proxy.label = "kio-transcoded"
-            for frame in transcoded(list(proxy.sessions)):
-                send_frame(bootstrap, struct.pack(">i", len(frame)) + frame)
+            proxy.label = sasl_proxy.label = "kio-transcoded"
+            for frame in transcoded(list(proxy.sessions) + list(sasl_proxy.sessions)):
+                target = sasl_proxy if api_label(frame)[0] in SASL_APIS else proxy
+                send_frame(f"127.0.0.1:{target.port}", struct.pack(">i", len(frame)) + frame)
             time.sleep(0.5)
         finally:
             stop(broker)
             proxy.stop()
+            sasl_proxy.stop()
             broker_log = (Path(tmp) / "broker.log").read_text(errors="replace")
-            if "Traceback" in broker_log:
-                print("the broker logged a traceback during capture:\n" + broker_log[-4000:], file=sys.stderr)
+            if "Traceback" in broker_log or "internal error" in broker_log:
+                print("the broker logged an error during capture:\n" + broker_log[-4000:], file=sys.stderr)
     sessions = []
-    for s in proxy.sessions:
+    for s in proxy.sessions + sasl_proxy.sessions:
         frames = list(s["frames"])  # type: ignore[call-overload]
         if frames:
-            sessions.append({"label": s["label"], "frames": frames[:MAX_FRAMES_PER_SESSION]})
+            sessions.append({**s, "frames": frames[:MAX_FRAMES_PER_SESSION]})
     return sessions
 
 
@@ -450,7 +562,8 @@ def main() -> None:
         print(f"  {key:3d} {api_name(key):<26} captured v{versions} (odradek: {speaks})", file=sys.stderr)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     doc = {"captured_with": "bench/fuzz_capture.py",
-           "sessions": [{"label": s["label"], "frames": [f.hex() for f in s["frames"]]}  # type: ignore[attr-defined]
+           "sessions": [{"label": s["label"], **({"listener": s["listener"]} if s["listener"] else {}),
+                         "frames": [f.hex() for f in s["frames"]]}  # type: ignore[attr-defined]
                         for s in sessions]}
     args.out.write_text(json.dumps(doc, indent=0) + "\n")
     print(f"wrote {args.out} ({args.out.stat().st_size:,} bytes)", file=sys.stderr)

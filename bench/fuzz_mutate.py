@@ -387,9 +387,9 @@ def set_number(m: FrameMap, span: Span, rng: random.Random) -> bytes:
 class Mutator:
     """Frame and session mutations drawn from one seeded generator."""
 
-    def __init__(self, sessions: list[list[bytes]], seed: int) -> None:
-        self.sessions = [s for s in sessions if s]
-        self.frames = [f for s in self.sessions for f in s]
+    def __init__(self, sessions: list[Captured], seed: int) -> None:
+        self.sessions = [s for s in sessions if s.frames]
+        self.frames = [f for s in self.sessions for f in s.frames]
         self.rng = random.Random(seed)
         self.used: dict[str, int] = {}
         weighted = [(self.lie_length, 25), (self.null_or_empty, 10), (self.duplicate_element, 5),
@@ -525,12 +525,16 @@ class Mutator:
     # -- sessions ---------------------------------------------------------------
 
     def session(self) -> list[Send]:
-        """One connection's worth of frames, some hostile."""
+        """One connection's worth of frames, some hostile, all for one listener."""
         rng = self.rng
         if rng.random() < 0.6:
-            frames = list(rng.choice(self.sessions))
+            captured = rng.choice(self.sessions)
+            frames, listener = list(captured.frames), captured.listener
+            if rng.random() < 0.05:  # a session on the other listener: SASL frames unasked, requests before login
+                listener = "" if listener else "sasl"
         else:
             frames = [rng.choice(self.frames) for _ in range(rng.choice([1, 2, 5, 10, 20]))]
+            listener = "sasl" if rng.random() < 0.2 else ""
         roll = rng.random()
         if roll < 0.1 and frames:
             i = rng.randrange(len(frames))
@@ -548,7 +552,7 @@ class Mutator:
             how = ""
             if rng.random() < p:
                 frame, how = self.mutate(frame)
-            send = Send(frame, how)
+            send = Send(frame, how, listener)
             roll = rng.random()
             if roll < 0.03:
                 send.size = rng.choice([len(frame) + 1, len(frame) - 1, len(frame) + 100, max(len(frame) // 2, 1),
@@ -560,10 +564,18 @@ class Mutator:
         return out
 
 
+@dataclass(frozen=True, slots=True)
+class Captured:
+    """One client connection's request frames, and the listener it came through ('' or 'sasl')."""
+    frames: list[bytes]
+    listener: str = ""
+
+
 @dataclass(slots=True)
 class Send:
     frame: bytes
     how: str  # the mutation, '' for a frame sent as captured
+    listener: str = ""  # '' the PLAINTEXT listener, 'sasl' the SASL_PLAINTEXT one
     size: int | None = None  # a lying size prefix
     pieces: int = 1  # written in this many pieces
 
@@ -588,8 +600,11 @@ def short_waits(frame: bytes) -> bytes:
     return bytes(out)
 
 
-def load_corpus(path: Path = CORPUS, short: bool = True) -> list[list[bytes]]:
+def load_corpus(path: Path = CORPUS, short: bool = True) -> list[Captured]:
     """The captured sessions; with `short`, their long polls and rebalance waits cut (see _SHORT_WAITS)."""
     doc = json.loads(path.read_text())
-    sessions = [[bytes.fromhex(f) for f in s["frames"]] for s in doc["sessions"]]
-    return [[short_waits(f) for f in s] for s in sessions] if short else sessions
+    out = []
+    for s in doc["sessions"]:
+        frames = [bytes.fromhex(f) for f in s["frames"]]
+        out.append(Captured([short_waits(f) for f in frames] if short else frames, s.get("listener", "")))
+    return out

@@ -48,7 +48,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from fuzz_mutate import CORPUS, Mutator, Send, load_corpus
+from fuzz_capture import broker_properties
+from fuzz_mutate import CORPUS, Captured, Mutator, Send, load_corpus
 from produce_consume import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -110,11 +111,14 @@ class Broker:
     """`odradek serve` as a subprocess, or a broker given by --bootstrap."""
 
     def __init__(self, workdir: Path, bootstrap: str | None, pid: int | None, log: Path | None,
-                 log_level: str = "info") -> None:
+                 log_level: str = "info", sasl_bootstrap: str | None = None) -> None:
         self.workdir = workdir
         self.external = bootstrap is not None
         self.host, port = (bootstrap or f"127.0.0.1:{free_port()}").rsplit(":", 1)
         self.port = int(port)
+        # the SASL_PLAINTEXT listener (PLAIN and SCRAM logins, fuzz_capture's users) for the captured SASL sessions
+        self.sasl_port = int(sasl_bootstrap.rsplit(":", 1)[1]) if sasl_bootstrap else (
+            self.port if self.external else free_port())
         self.pid = pid
         self.log_path = log if log is not None else workdir / "broker.log"
         self.log_level = log_level
@@ -125,10 +129,15 @@ class Broker:
     def bootstrap(self) -> str:
         return f"{self.host}:{self.port}"
 
+    def port_for(self, listener: str) -> int:
+        return self.sasl_port if listener == "sasl" else self.port
+
     def start(self) -> None:
         if self.external:
             return
-        cmd = [sys.executable, "-m", "odradek", "serve", "--listen", self.bootstrap,
+        props = self.workdir / "server.properties"
+        props.write_text(broker_properties(self.port, self.sasl_port))
+        cmd = [sys.executable, "-m", "odradek", "serve", "--config", str(props),
                "--data-dir", str(self.workdir / "data"), "--log-level", self.log_level]
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT,
@@ -401,7 +410,7 @@ class Stats:
 
 
 class Fuzzer:
-    def __init__(self, broker: Broker, sessions: list[list[bytes]], args: argparse.Namespace) -> None:
+    def __init__(self, broker: Broker, sessions: list[Captured], args: argparse.Namespace) -> None:
         self.broker = broker
         self.sessions = sessions
         self.args = args
@@ -437,8 +446,8 @@ class Fuzzer:
         self.broker_up = asyncio.Event()
         self.broker_up.set()
         self.deadline = time.monotonic() + 300
-        for frames in self.sessions:
-            await self._session([Send(f, "") for f in frames], timeout=2.0)
+        for captured in self.sessions:
+            await self._session([Send(f, "", captured.listener) for f in captured.frames], timeout=2.0)
         self.stats.warmup_frames, self.stats.frames = self.stats.frames, 0
         self.stats.mutated = self.stats.answered = self.stats.closed_by_broker = self.stats.timeouts = 0
         self.stats.timeouts_by_api = {}
@@ -452,9 +461,11 @@ class Fuzzer:
             await self._session(mutator.session())
 
     async def _session(self, sends: list[Send], timeout: float = 0.5) -> None:
+        if not sends:
+            return
         try:
             reader, writer = await asyncio.wait_for(
-                asyncio.open_connection(self.broker.host, self.broker.port), 5)
+                asyncio.open_connection(self.broker.host, self.broker.port_for(sends[0].listener)), 5)
         except (TimeoutError, OSError):
             self.stats.connect_failures += 1
             await self._check_alive()
@@ -667,8 +678,11 @@ class Fuzzer:
 # -- triage: which frame does it alone? ----------------------------------------------
 
 def send_alone(broker: Broker, frames: list[Send], wait: float = 1.0) -> None:
+    """`frames` on one fresh connection, each waiting up to `wait` for an answer."""
+    if not frames:
+        return
     try:
-        with socket.create_connection((broker.host, broker.port), timeout=wait) as s:
+        with socket.create_connection((broker.host, broker.port_for(frames[0].listener)), timeout=wait) as s:
             for send in frames:
                 s.sendall(send.wire())
                 try:
@@ -697,8 +711,8 @@ def triage(findings: list[Finding], workdir: Path, seconds: float, corpus: Path)
         b = Broker(workdir / f"triage{made}", None, None, None)
         b.workdir.mkdir(parents=True, exist_ok=True)
         b.start()
-        for frames in load_corpus(corpus):
-            send_alone(b, [Send(f, "") for f in frames], 0.5)
+        for captured in load_corpus(corpus):
+            send_alone(b, [Send(f, "", captured.listener) for f in captured.frames], 0.5)
         return b
 
     try:
@@ -795,6 +809,7 @@ def main() -> int:
     ap.add_argument("--bootstrap", help="fuzz this broker instead of starting one")
     ap.add_argument("--broker-pid", type=int, help="with --bootstrap: its pid, for RSS and crashes")
     ap.add_argument("--broker-log", type=Path, help="with --bootstrap: its log, for exceptions")
+    ap.add_argument("--sasl-bootstrap", help="with --bootstrap: its SASL_PLAINTEXT listener (fuzz_capture's users)")
     ap.add_argument("--corpus", type=Path, default=CORPUS)
     ap.add_argument("--skip-apis", default="", help="api keys whose captured frames are left out (e.g. 19,37)")
     ap.add_argument("--no-keep-going", dest="keep_going", action="store_false",
@@ -805,9 +820,10 @@ def main() -> int:
     args = ap.parse_args()
 
     workdir = Path(tempfile.mkdtemp(prefix="odradek-netfuzz-"))
-    broker = Broker(workdir, args.bootstrap, args.broker_pid, args.broker_log)
+    broker = Broker(workdir, args.bootstrap, args.broker_pid, args.broker_log, sasl_bootstrap=args.sasl_bootstrap)
     skip = {int(k) for k in args.skip_apis.split(",") if k.strip()}
-    sessions = [[f for f in s if struct.unpack_from(">h", f)[0] not in skip] for s in load_corpus(args.corpus)]
+    sessions = [Captured([f for f in s.frames if struct.unpack_from(">h", f)[0] not in skip], s.listener)
+                for s in load_corpus(args.corpus)]
     load: Load | None = None
     report: dict[str, object] = {}
     try:
@@ -869,7 +885,7 @@ def print_report(r: dict[str, object]) -> None:
     print(f"\n{r['command']}\n{r['machine']}")
     print(f"frames sent            {r['frames']:>10,}  ({r['mutated']:,} mutated; {r['frames_per_s']:,}/s over "
           f"{r['seconds']} s, {r['connections']:,} connections; answered {r['answered']:,}, closed by the "
-          f"broker {r['closed_by_broker']:,}, no answer within 1 s {r['timeouts']:,})")
+          f"broker {r['closed_by_broker']:,}, no answer within 0.5 s {r['timeouts']:,})")
     print(f"crashes                {r['crashes']:>10}   (target 0)")
     print(f"hangs (restarted)      {r['hangs']:>10}   (target 0)")
     print(f"unhandled exceptions   {r['exceptions']:>10}   (target 0)")
