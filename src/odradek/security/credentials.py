@@ -28,6 +28,7 @@ import json
 import os
 import secrets
 import tempfile
+import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -162,6 +163,7 @@ class MemoryCredentialStore(CredentialStore):
     def __init__(self, users: Users | None = None) -> None:
         self._users: Users = dict(users or {})
         self._lock = asyncio.Lock()
+        self._replace_lock = threading.Lock()  # watches replace users from other threads
 
     def credential(self, user: str, mechanism: str) -> ScramCredential | None:
         return self._users.get(user, {}).get(mechanism)
@@ -171,12 +173,13 @@ class MemoryCredentialStore(CredentialStore):
 
     def replace_user(self, user: str, credentials: Mapping[str, ScramCredential] | None) -> None:
         """Set (or with None/empty, drop) one user's credentials in the cache."""
-        users = dict(self._users)
-        if credentials:
-            users[user] = dict(credentials)
-        else:
-            users.pop(user, None)
-        self._users = users
+        with self._replace_lock:
+            users = dict(self._users)
+            if credentials:
+                users[user] = dict(credentials)
+            else:
+                users.pop(user, None)
+            self._users = users
 
     async def alter(self, user: str, upserts: Mapping[str, ScramCredential], deletions: set[str]) -> None:
         async with self._lock:

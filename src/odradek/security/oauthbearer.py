@@ -293,11 +293,11 @@ class OAuthBearerServer:
             raise SaslFailure("the OAUTHBEARER message is not UTF-8") from None
         match = _CLIENT_FIRST.fullmatch(text)
         if match is None:
-            raise SaslFailure("the OAUTHBEARER message is not n,,\\x01auth=Bearer <token>\\x01\\x01")
+            raise SaslFailure("the OAUTHBEARER message is not an RFC 7628 client response")
         pairs = dict(p.split("=", 1) for p in match.group("pairs").split("\x01") if p)
         auth = _AUTH.fullmatch(pairs.get("auth", ""))
         if auth is None or auth.group("scheme").lower() != "bearer":
-            raise SaslFailure("the OAUTHBEARER message has no auth=Bearer <token>")
+            raise SaslFailure("the OAUTHBEARER message has no bearer token")
         try:
             valid = self._validator.validate(auth.group("token"))
         except InvalidToken as exc:

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from scramp import ScramException, ScramMechanism  # type: ignore[import-untyped]
+from scramp.core import Nonce  # type: ignore[import-untyped]
 
 from odradek.config import BrokerConfig, ConfigError
 from odradek.security import KafkaPrincipal
@@ -35,6 +36,7 @@ from odradek.security.listeners import Listener, listener_setting
 PLAIN = "PLAIN"
 OAUTHBEARER = "OAUTHBEARER"
 SUPPORTED_MECHANISMS = (PLAIN, "SCRAM-SHA-256", "SCRAM-SHA-512", OAUTHBEARER)
+DEFAULT_FAILED_AUTHENTICATION_DELAY_MS = 100
 
 
 class SaslFailure(Exception):
@@ -225,6 +227,15 @@ class ScramServer:
         size = hashlib.new(SCRAM_MECHANISMS[self.mechanism]).digest_size
         return ScramCredential(salt, secrets.token_bytes(size), secrets.token_bytes(size), iterations)
 
+    def _accept_kafka_nonce(self, client_final: str) -> None:
+        """Kafka's ScramSaslServer only checks that the client-final nonce ends with the server's
+        (client + server nonce); older librdkafka (2.0.2, Debian's kcat) sends the client nonce
+        twice, so RFC 5802's equality, which scramp checks, would lock those clients out."""
+        sent = next((item[2:] for item in client_final.split(",") if item.startswith("r=")), None)
+        expected = str(self._server.nonce)
+        if sent is not None and sent != expected and sent.endswith(expected):
+            self._server.nonce = Nonce(sent)  # the proof is still checked over the text as sent
+
     def evaluate(self, token: bytes) -> bytes:
         try:
             message = token.decode()
@@ -240,6 +251,7 @@ class ScramServer:
                 return str(self._server.get_server_first()).encode()
             if self._step == 1:
                 self._step = 2
+                self._accept_kafka_nonce(message)
                 self._server.set_client_final(message)
                 if not self._known:  # cannot happen (the made-up keys fail the proof), kept as a guard
                     raise SaslFailure("no such SCRAM user", user=self.user)
@@ -259,8 +271,9 @@ class ScramServer:
 class LoginThrottle:
     """A growing delay before a failed login is answered (the connection is closed after it,
     as Kafka does). Kafka waits `connection.failed.authentication.delay.ms` (100 ms) each
-    time; here each failure from the same client host within `window_s` doubles the wait,
-    up to `max_delay_ms`, so guessing passwords over fresh connections slows down too."""
+    time; here each failure from the same client host within `window_s` of the previous one
+    doubles the wait, up to `max_delay_ms`, so guessing passwords over fresh connections
+    slows down too. Successful logins are never delayed."""
 
     MAX_HOSTS = 10_000
 
@@ -282,10 +295,6 @@ class LoginThrottle:
             return 0.0
         return min(self.base_delay_ms << min(count - 1, 20), self.max_delay_ms) / 1000.0
 
-    def recent_failures(self, host: str) -> int:
-        count, last = self._failures.get(host, (0, 0.0))
-        return count if time.monotonic() - last <= self.window_s else 0
-
 
 # -- the broker's view ------------------------------------------------------
 
@@ -294,6 +303,7 @@ class _ListenerSasl:
     mechanisms: list[str]
     plain_users: dict[str, str]
     oauth: Any  # odradek.security.oauthbearer.TokenValidator, when OAUTHBEARER is enabled
+    throttle: LoginThrottle
 
 
 class SaslAuthenticator:
@@ -302,8 +312,6 @@ class SaslAuthenticator:
     def __init__(self, config: BrokerConfig, credentials: CredentialStore, listeners: list[Listener]) -> None:
         self.config = config
         self.credentials = credentials
-        base = int(getattr(config, "connection_failed_authentication_delay_ms", 100))
-        self.throttle = LoginThrottle(base, max_delay_ms=max(20 * base, 0))
         self._listeners: dict[str, _ListenerSasl] = {}
         for listener in listeners:
             if listener.sasl:
@@ -331,7 +339,13 @@ class SaslAuthenticator:
             from odradek.security.oauthbearer import TokenValidator
 
             oauth = TokenValidator.from_config(lambda key: self._setting(listener, key), listener)
-        return _ListenerSasl(mechanisms, plain_users, oauth)
+        # Kafka's connection.failed.authentication.delay.ms (100), which odradek also lets a listener scope
+        delay = self._setting(listener, "connection.failed.authentication.delay.ms")
+        try:
+            base = DEFAULT_FAILED_AUTHENTICATION_DELAY_MS if delay is None else max(int(delay), 0)
+        except (TypeError, ValueError):
+            raise ConfigError(f"connection.failed.authentication.delay.ms of listener {listener} is not a number") from None
+        return _ListenerSasl(mechanisms, plain_users, oauth, LoginThrottle(base, max_delay_ms=20 * base))
 
     def _plain_users(self, listener: str) -> dict[str, str]:
         """`user_<name>="<password>"` options of the PlainLoginModule in
@@ -348,6 +362,9 @@ class SaslAuthenticator:
             if module.class_name.rsplit(".", 1)[-1] == "PlainLoginModule":
                 users.update({k[len("user_"):]: v for k, v in module.options.items() if k.startswith("user_")})
         return users
+
+    def throttle(self, listener: str) -> LoginThrottle:
+        return self._listeners[listener].throttle
 
     def mechanisms(self, listener: str) -> list[str]:
         entry = self._listeners.get(listener)

@@ -36,6 +36,7 @@ from odradek.cluster.peer import PeerConnection
 from odradek.cluster.replication import ReplicaManager
 from odradek.cluster.topic_config import topic_config_value, validate_topic_configs
 from odradek.cluster.zk import BrokerInfo, LeaderAndIsr, ZkError, ZkMetadataStore
+from odradek.cluster.zk_credentials import ZkCredentialStore
 from odradek.config import BrokerConfig
 from odradek.protocol.build import timedelta_to_ms
 from odradek.server.broker import PRODUCER_ID_BLOCK, Broker, Node, PartitionState
@@ -102,6 +103,11 @@ class ClusterBroker(Broker):
             # Kafka's InconsistentClusterIdException: these logs belong to another cluster
             raise OSError(f"{self.data_dir} holds data of cluster {previous}, but ZooKeeper "
                           f"{self.config.zookeeper} is cluster {self.cluster_id}")
+        try:
+            self.open_security(ZkCredentialStore(store))  # SCRAM users under /config/users
+        except BaseException:
+            store.stop()
+            raise
         ensure_meta_properties(self.data_dir, self.node_id, self.cluster_id)
         self.metadata = store
         self.logs = LogManager(self.data_dir, default_config=self.default_log_config())

@@ -62,7 +62,7 @@ ROUTES: dict[int, Route] = {
     61: Route(transactions.describe_producers, 0, 0),
     65: Route(transactions.describe_transactions, 0, 0),
     66: Route(transactions.list_transactions, 0, 1),
-    17: Route(sasl.sasl_handshake, 1, 1),
+    17: Route(sasl.sasl_handshake, 0, 1),
     36: Route(sasl.sasl_authenticate, 0, 2),
     50: Route(scram_users.describe_user_scram_credentials, 0, 0),
     51: Route(scram_users.alter_user_scram_credentials, 0, 0),

@@ -5,8 +5,13 @@ the listener's `sasl.enabled.mechanisms`, then SaslAuthenticate requests carry t
 mechanism's tokens until it completes; the connection is authenticated from then
 on, for `session_lifetime_ms` (KIP-368: `connections.max.reauth.ms`, or a token's
 expiry) after which the client must log in again on the same connection, with the
-same mechanism and as the same principal. Only SaslHandshake v1 is spoken: v0's
-raw tokens outside Kafka framing are not.
+same mechanism and as the same principal.
+
+SaslHandshake is advertised as v0-1 because older librdkafka (2.0.2, Debian's kcat)
+enables SASL only when the broker's range includes v0, but every client that asks
+ApiVersions then sends v1. A real v0 handshake, after which the client would send
+raw SASL tokens outside Kafka framing (pre-1.0 clients), is refused with
+ILLEGAL_SASL_STATE and the connection closed.
 
 Any failure (bad credentials, a mechanism not enabled, messages out of order or
 unreadable) is answered with Kafka's error code and then the connection is closed,
@@ -81,6 +86,9 @@ async def sasl_handshake(ctx: RequestContext, request: Any) -> Any:
     if state is not None:
         what = "after a failed login" if isinstance(state, Failed) else "while a login is in progress"
         return _illegal_state(ctx, f"SaslHandshake {what}", mechanisms=enabled)
+    if ctx.version == 0:
+        return _illegal_state(ctx, "SaslHandshake v0 (raw SASL tokens after it) is not supported; "
+                                   "clients that ask ApiVersions use v1", mechanisms=enabled)
     mechanism = request.mechanism
     if mechanism not in enabled:
         log.warning("closing a SASL connection from %s on listener %s: mechanism %r is not enabled (%s)",
@@ -154,7 +162,7 @@ async def _failed(ctx: RequestContext, state: Exchange, failure: SaslFailure) ->
         "re-authentication" if state.reauthenticating else "login",
         f" as {user[:128]!r}" if user else "", session.client_host, session.listener, failure.reason,
     )
-    delay = ctx.broker.sasl.throttle.failed(session.client_host)
+    delay = ctx.broker.sasl.throttle(session.listener).failed(session.client_host)
     if delay > 0:
         await asyncio.sleep(delay)
     _close_after_response(ctx)
