@@ -598,6 +598,12 @@ def test_confluent_kafka_with_oauthbearer_tokens_checked_against_the_jwks(
         config = sasl_plaintext(plain_broker, "OAUTHBEARER", oauth_cb=token_cb)
         assert len(produce_consume(config, unique(f"oauth-{key.alg}"), 3)) == 3
 
+    def forged_cb(_: object) -> tuple[str, float]:
+        return certs.token("svc-reporting", key=certs.stranger), time.time() + 3600
+
+    err = auth_error(sasl_plaintext(plain_broker, "OAUTHBEARER", oauth_cb=forged_cb))
+    assert err.code() == KafkaError._AUTHENTICATION and "invalid_token" in err.str()
+
 
 @pytest.mark.parametrize("why", ["unknown key", "expired", "audience", "issuer", "no sub", "not signed"])
 def test_a_bad_token_gets_the_invalid_token_challenge_then_fails(
@@ -640,6 +646,14 @@ def test_sessions_end_at_connections_max_reauth_ms_unless_renewed(plain_broker: 
     switched = c.plain_login("admin", ADMIN_PASSWORD)
     assert switched.error_code == ErrorCode.sasl_authentication_failed
     assert "Cannot change principals during re-authentication from User:alice: User:admin" in switched.error_message
+    assert c.closed_by_broker()
+    # nor with another mechanism (Kafka fails the SaslAuthenticate after such a handshake)
+    c = raw_plain(plain_broker)
+    assert c.plain_login("alice", ALICE_PLAIN_PASSWORD).error_code == ErrorCode.none
+    assert c.handshake("SCRAM-SHA-256").error_code == ErrorCode.none
+    changed = c.authenticate(b"n,,n=alice,r=0123456789")
+    assert changed.error_code == ErrorCode.sasl_authentication_failed
+    assert changed.error_message == "SASL mechanism changed during re-authentication from PLAIN to SCRAM-SHA-256"
     assert c.closed_by_broker()
     # a session left to expire: the next request closes the connection
     c = raw_plain(plain_broker)
