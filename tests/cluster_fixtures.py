@@ -66,8 +66,9 @@ class ClusterBroker:
         self.broker_id = broker_id
         self.data_dir = data_dir
         self.port = free_port()
+        self.port2 = free_port()  # a second listener's, for "{port2}" in env values
         self.zookeeper = zookeeper
-        self.env = env
+        self.env = {k: v.replace("{port}", str(self.port)).replace("{port2}", str(self.port2)) for k, v in env.items()}
         self.proc: subprocess.Popen[bytes] | None = None
         self.paused = False
         self.log_path = data_dir.parent / f"broker-{broker_id}.log"

@@ -20,6 +20,7 @@ from kio.schema.errors import ErrorCode
 
 from odradek.protocol.build import build
 from odradek.protocol.framing import decode_response, encode_request, request_type
+from odradek.security.client import ClientSecurity, open_connection
 
 if TYPE_CHECKING:
     from odradek.cluster.replication import FollowState, ReplicaManager
@@ -123,8 +124,9 @@ class Fetcher:
         node = self.broker.node_by_id(self.leader)
         if node is None:
             raise FetchError(f"broker {self.leader} is not registered")
-        self._reader, self._writer = await asyncio.wait_for(
-            asyncio.open_connection(node.host, node.port), timeout=2.0)
+        security = getattr(self.broker, "client_security", None) or ClientSecurity()
+        self._reader, self._writer = await open_connection(
+            node.host, node.port, security, f"broker-{self.broker.node_id}-fetcher", 5.0)
 
     async def _call(self, api_key: int, version: int, body: Any, timeout: float) -> Any:
         assert self._writer is not None and self._reader is not None

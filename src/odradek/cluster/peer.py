@@ -10,13 +10,15 @@ from typing import Any
 
 from odradek.protocol.build import build
 from odradek.protocol.framing import decode_response, encode_request, request_type
+from odradek.security.client import ClientSecurity, open_connection
 
 CONNECT_TIMEOUT_S = 2.0
 
 
 class PeerConnection:
-    def __init__(self, host: str, port: int, client_id: str) -> None:
+    def __init__(self, host: str, port: int, client_id: str, security: ClientSecurity | None = None) -> None:
         self.host, self.port, self.client_id = host, port, client_id
+        self.security = security or ClientSecurity()
         self._reader: asyncio.StreamReader | None = None
         self._writer: asyncio.StreamWriter | None = None
         self._lock = asyncio.Lock()
@@ -27,8 +29,8 @@ class PeerConnection:
         async with self._lock:
             try:
                 if self._writer is None:
-                    self._reader, self._writer = await asyncio.wait_for(
-                        asyncio.open_connection(self.host, self.port), CONNECT_TIMEOUT_S)
+                    self._reader, self._writer = await open_connection(
+                        self.host, self.port, self.security, self.client_id, CONNECT_TIMEOUT_S)
                 assert self._reader is not None and self._writer is not None
                 self._correlation += 1
                 self._writer.write(encode_request(api_key, version, self._correlation,

@@ -39,6 +39,8 @@ from odradek.cluster.zk import BrokerInfo, LeaderAndIsr, ZkError, ZkMetadataStor
 from odradek.cluster.zk_credentials import ZkCredentialStore
 from odradek.config import BrokerConfig
 from odradek.protocol.build import timedelta_to_ms
+from odradek.security.client import inter_broker_security
+from odradek.security.listeners import inter_broker_listener
 from odradek.server.broker import PRODUCER_ID_BLOCK, Broker, Node, PartitionState
 from odradek.storage.log import AppendResult, PartitionLog
 from odradek.storage.manager import LogManager
@@ -73,6 +75,8 @@ class ClusterBroker(Broker):
         self._known_topics: set[str] = set()
         self.nodes: dict[int, Node] = {}
         self._peers: dict[int, PeerConnection] = {}  # WriteTxnMarkers to other partition leaders
+        # How this broker logs in to the others (inter.broker.listener.name's TLS and SASL).
+        self.client_security = inter_broker_security(config, inter_broker_listener(config, self.listeners))
         self.leadership_listeners: list[Callable[[str, int, bool], None]] = [self._coordinator_leadership]
         self._tasks: list[asyncio.Task[Any]] = []
 
@@ -410,7 +414,9 @@ class ClusterBroker(Broker):
             return ErrorCode.not_leader_or_follower
         peer = self._peers.get(node.node_id)
         if peer is None or (peer.host, peer.port) != (node.host, node.port):
-            peer = self._peers[node.node_id] = PeerConnection(node.host, node.port, f"broker-{self.node_id}-txn")
+            peer = self._peers[node.node_id] = PeerConnection(
+                node.host, node.port, f"broker-{self.node_id}-txn", self.client_security
+            )
         body = {"markers": [{"producer_id": producer_id, "producer_epoch": producer_epoch,
                              "transaction_result": committed, "coordinator_epoch": coordinator_epoch,
                              "topics": [{"name": topic, "partition_indexes": [partition]}]}]}
