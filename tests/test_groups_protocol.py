@@ -196,3 +196,15 @@ def test_offsets_of_empty_groups_expire_after_retention() -> None:
         assert b._call(coord.expire_offsets, time.time_ns() // 1_000_000 + 61_000) == 1
         res = admin.list_consumer_group_offsets([ConsumerGroupTopicPartitions("old-group")])["old-group"].result(15)
         assert [tp.offset for tp in res.topic_partitions or []] in ([], [-1001])
+
+
+def test_a_sole_member_rejoining_with_new_metadata_gets_its_generation_at_once(pb: BrokerProcess) -> None:
+    # It is the only member, so the join phase is complete as soon as it rejoins (Kafka's
+    # DelayedJoin tries at once); it used to wait out the whole rebalance timeout.
+    group = unique("solo")
+    joined = join_member(pb, group, topics=("a",))
+    assert sync(pb, group, joined.generation_id, joined.member_id, {joined.member_id: b""}).error_code == E.none
+    started = time.monotonic()
+    again = join(pb, group, member_id=joined.member_id, topics=("a", "b"))
+    assert again.error_code == E.none and again.generation_id == joined.generation_id + 1
+    assert time.monotonic() - started < 2.5  # the rebalance timeout is 5 s

@@ -147,12 +147,14 @@ class GroupCoordinator(OffsetsMixin):
             else:
                 self._update_member(group, member, protocols, rebalance_timeout_ms, session_timeout_ms, fut)
                 self._prepare_rebalance(group, f"member {member_id} rejoined with new metadata")
+                self._try_complete_join(group)  # Kafka's DelayedJoin tries at once: a sole member need not wait
         elif group.is_in(GroupState.STABLE):
             if member_id == group.leader_id or not member.matches(protocols):
                 # the leader rejoining, or a member changing its subscription (cooperative-sticky
                 # members rejoin after revoking), starts a new generation
                 self._update_member(group, member, protocols, rebalance_timeout_ms, session_timeout_ms, fut)
                 self._prepare_rebalance(group, f"member {member_id} rejoined")
+                self._try_complete_join(group)
             else:
                 self._schedule_heartbeat(group, member)
                 fut.set_result(self._join_result(group, member))
