@@ -36,6 +36,7 @@ from odradek.cluster.peer import PeerConnection
 from odradek.cluster.replication import ReplicaManager
 from odradek.cluster.topic_config import topic_config_value, validate_topic_configs
 from odradek.cluster.zk import BrokerInfo, LeaderAndIsr, ZkError, ZkMetadataStore
+from odradek.cluster.zk_acls import ZkAclStore
 from odradek.cluster.zk_credentials import ZkCredentialStore
 from odradek.config import BrokerConfig
 from odradek.protocol.build import timedelta_to_ms
@@ -109,6 +110,8 @@ class ClusterBroker(Broker):
                           f"{self.config.zookeeper} is cluster {self.cluster_id}")
         try:
             self.open_security(ZkCredentialStore(store))  # SCRAM users under /config/users
+            acls = ZkAclStore(store)  # ACLs under /kafka-acl, changes announced to every broker
+            self.open_authorizer(acls, acls.watch)
         except BaseException:
             store.stop()
             raise
