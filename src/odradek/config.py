@@ -80,6 +80,7 @@ class BrokerConfig(BaseSettings):
     sasl_oauthbearer_expected_audience: str | None = None
     sasl_oauthbearer_sub_claim_name: str = "sub"
     connections_max_reauth_ms: int = 0
+    connection_failed_authentication_delay_ms: int = 100
     authorizer_class_name: str = ""
     super_users: str = ""
     allow_everyone_if_no_acl_found: bool = False

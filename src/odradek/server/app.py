@@ -18,11 +18,11 @@ import socket
 from typing import Any
 
 from odradek.config import BrokerConfig
+from odradek.security.listeners import Listener
+from odradek.security.tls import parse_mapping_rules, server_context
 from odradek.server.broker import Broker
 from odradek.server.connection import Connection
 from odradek.server.dispatcher import Dispatcher
-from odradek.security.listeners import Listener
-from odradek.security.tls import parse_mapping_rules, server_context
 from odradek.server.limits import ConnectionLimits
 
 log = logging.getLogger("odradek.server")
