@@ -327,6 +327,22 @@ def test_transactions_denied_then_allowed(admin: As, alice: As) -> None:
     producer.commit_transaction(15)
     values, _ = admin.consume(topic, unique("check"), 1)
     assert values == [b"committed"]
+    # offsets sent to the transaction need READ on the group (AddOffsetsToTxn, TxnOffsetCommit)
+    group = unique("txn-grp")
+    metadata = alice.consumer(group).consumer_group_metadata()
+    producer.begin_transaction()
+    producer.produce(topic, b"with offsets")
+    with pytest.raises(KafkaException) as info:
+        producer.send_offsets_to_transaction([TopicPartition(topic, 0, 1)], metadata, 15)
+    assert info.value.args[0].name() == "GROUP_AUTHORIZATION_FAILED"
+    producer.abort_transaction(15)
+    grant(admin, acl(GROUP, group, Op.READ), acl(TOPIC, topic, Op.READ))
+    producer.begin_transaction()
+    producer.produce(topic, b"with offsets")
+    producer.send_offsets_to_transaction([TopicPartition(topic, 0, 1)], metadata, 15)
+    producer.commit_transaction(15)
+    committed = admin.consumer(group).committed([TopicPartition(topic, 0)], timeout=10)
+    assert committed[0].offset == 1
 
 
 def test_idempotent_producer_needs_idempotent_write_or_a_topic_write(admin: As, bob: As) -> None:
