@@ -33,12 +33,12 @@ from confluent_kafka.admin import (  # type: ignore[attr-defined]
 )
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from produce_consume import free_port, run_clients, stop, wait_port  # noqa: E402
+from produce_consume import free_port, run_clients, stop, wait_port
 
-from odradek.protocol.framing import decode_response, encode_request, request_type  # noqa: E402
-from odradek.security.client import ClientSecurity, open_connection  # noqa: E402
-from odradek.security.devcerts import write_dev_certificates  # noqa: E402
-from odradek.security.tls import client_context  # noqa: E402
+from odradek.protocol.framing import decode_response, encode_request, request_type
+from odradek.security.client import ClientSecurity, open_connection
+from odradek.security.devcerts import write_dev_certificates
+from odradek.security.tls import client_context
 
 USER, PASSWORD = "bench", "bench-password"
 
