@@ -58,10 +58,7 @@ class GroupCoordinator(OffsetsMixin):
 
     def owns(self, group_id: str) -> bool:
         """This broker coordinates the group when it leads the group's offsets partition."""
-        try:
-            return self.broker.leader_of(OFFSETS_TOPIC, self.partition_for(group_id)) == self.broker.node_id
-        except Exception:
-            return True
+        return self.broker.leader_of(OFFSETS_TOPIC, self.partition_for(group_id)) == self.broker.node_id
 
     def group_error(self, group_id: str) -> ErrorCode | None:
         if not group_id:
@@ -467,7 +464,9 @@ class GroupCoordinator(OffsetsMixin):
             if error is None and group is not None and not group.is_in(GroupState.EMPTY):
                 error = E.non_empty_group
             if error is None and group is not None:
-                records = [(k, None) for k in self.offset_keys(group, list(group.offsets))]
+                records: list[tuple[bytes, bytes | None]] = [
+                    (k, None) for k in self.offset_keys(group, list(group.offsets))
+                ]
                 records.append((group_key(group_id), None))
                 error = self.store.write(group_id, records)
                 if error == E.none:

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 
 from kio.schema.errors import ErrorCode
 
-from odradek.coordinator.group import Group, GroupState
+from odradek.coordinator.group import Group, GroupState, Member
 from odradek.coordinator.records import (
     GroupKey,
     OffsetKey,
@@ -73,7 +73,7 @@ class OffsetsMixin:
 
     def group_error(self, group_id: str) -> ErrorCode | None: ...  # provided by GroupCoordinator
 
-    def _schedule_heartbeat(self, group: Group, member: object) -> None: ...
+    def _schedule_heartbeat(self, group: Group, member: Member) -> None: ...  # provided by GroupCoordinator
 
     # -- OffsetCommit --------------------------------------------------------------
 

@@ -14,13 +14,16 @@ from __future__ import annotations
 import logging
 import struct
 import time
-from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from collections.abc import Iterator, Mapping
+from typing import TYPE_CHECKING, ClassVar
 
 import crc32c
+from kazoo.exceptions import KazooException  # type: ignore[import-untyped]
 from kio.records.readers import read_batch
 from kio.schema.errors import ErrorCode
 
+from odradek.cluster.metadata import TopicError
+from odradek.cluster.topic_config import InvalidConfigError
 from odradek.coordinator.records import partition_for
 from odradek.protocol.records import control_type
 
@@ -74,7 +77,7 @@ class InternalTopicStore:
     """Appends to and replays one compacted internal topic for one broker."""
 
     topic = OFFSETS_TOPIC
-    topic_configs = OFFSETS_TOPIC_CONFIGS
+    topic_configs: ClassVar[Mapping[str, str]] = OFFSETS_TOPIC_CONFIGS
 
     def __init__(self, broker: Broker) -> None:
         self.broker = broker
@@ -109,7 +112,7 @@ class InternalTopicStore:
                 replication_factor=self.configured_replication_factor,
                 configs=dict(self.topic_configs),
             )
-        except Exception as exc:  # TopicError, InvalidConfigError, or cluster trouble
+        except (TopicError, InvalidConfigError, OSError, KazooException) as exc:  # OSError: ZkError, a disk
             if self.exists():
                 return True
             log.warning("cannot create %s: %s", self.topic, exc)
@@ -124,7 +127,9 @@ class InternalTopicStore:
             return ErrorCode.none
         if not self.ensure_topic():
             return ErrorCode.coordinator_not_available
+        # imported when first needed: NotLeaderError (ClusterBroker.append's) lives in the room above
         from odradek.protocol.records import InvalidRecordError, parse_batches
+        from odradek.server.cluster_broker import NotLeaderError
 
         partition = self.partition_for(key)
         plog = self.broker.partition_log(self.topic, partition)
@@ -137,7 +142,7 @@ class InternalTopicStore:
         except InvalidRecordError as exc:  # a fenced producer epoch (TxnOffsetCommit)
             log.info("append to %s-%d for %s refused: %s", self.topic, partition, key, exc)
             return exc.error_code
-        except Exception as exc:
+        except (NotLeaderError, OSError) as exc:  # leadership moved since the check; a disk error
             log.warning("append to %s-%d for %s failed: %s", self.topic, partition, key, exc)
             return ErrorCode.coordinator_not_available
         return ErrorCode.none

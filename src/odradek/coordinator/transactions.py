@@ -21,18 +21,26 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import replace
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, ClassVar
 
 from kio.schema.errors import ErrorCode
 
 from odradek.coordinator.records import RecordFormatError, partition_for
 from odradek.coordinator.store import OFFSETS_TOPIC, InternalTopicStore
-from odradek.coordinator.txn_records import TxnMetadata, TxnState, read_txn_key, read_txn_value, txn_key, txn_value
+from odradek.coordinator.txn_records import (
+    TxnMetadata,
+    TxnState,
+    read_txn_key,
+    read_txn_value,
+    txn_key,
+    txn_value,
+)
 
 if TYPE_CHECKING:
     from odradek.server.broker import Broker
+    from odradek.storage.log import PartitionLog
 
 log = logging.getLogger("odradek.transactions")
 
@@ -55,7 +63,7 @@ class TxnStore(InternalTopicStore):
     """__transaction_state (transaction.state.log.num.partitions, ...replication.factor)."""
 
     topic = TRANSACTION_STATE_TOPIC
-    topic_configs = {"cleanup.policy": "compact", "segment.bytes": "104857600"}
+    topic_configs: ClassVar[Mapping[str, str]] = {"cleanup.policy": "compact", "segment.bytes": "104857600"}
 
     @property
     def configured_partitions(self) -> int:
@@ -127,7 +135,10 @@ class TransactionCoordinator:
         return E.none
 
     async def _replicated(self, transactional_id: str) -> ErrorCode:
-        wait = getattr(self.broker, "wait_replicated", None)
+        # only a ClusterBroker has replicas to wait for
+        wait: Callable[[PartitionLog, int, float], Awaitable[ErrorCode]] | None = getattr(
+            self.broker, "wait_replicated", None
+        )
         if wait is None:
             return E.none
         plog = self.broker.partition_log(TRANSACTION_STATE_TOPIC, self.partition_for(transactional_id))
@@ -174,10 +185,10 @@ class TransactionCoordinator:
         error = await self._locked(transactional_id, self._persist(bumped))
         return (error, bumped.producer_id, bumped.producer_epoch) if error == E.none else (error, -1, -1)
 
-    async def _locked(self, transactional_id: str, work: object) -> ErrorCode:
+    async def _locked(self, transactional_id: str, work: Awaitable[ErrorCode]) -> ErrorCode:
         self.busy.add(transactional_id)
         try:
-            return await work  # type: ignore[misc,no-any-return]
+            return await work
         finally:
             self.busy.discard(transactional_id)
 
@@ -222,11 +233,11 @@ class TransactionCoordinator:
                       fenced: ErrorCode = E.producer_fenced) -> ErrorCode:
         error = self.id_error(transactional_id)
         meta = self.txns.get(transactional_id)
+        # a retried EndTxn whose first attempt completed: the same outcome is success
         if error is None and meta is not None and meta.producer_id == producer_id \
-                and producer_epoch == meta.producer_epoch:
-            # a retried EndTxn whose first attempt completed: the same outcome is success
-            if meta.state == (S.COMPLETE_COMMIT if committed else S.COMPLETE_ABORT):
-                return E.none
+                and producer_epoch == meta.producer_epoch \
+                and meta.state == (S.COMPLETE_COMMIT if committed else S.COMPLETE_ABORT):
+            return E.none
         if error is None:
             error = self._check_producer(meta, producer_id, producer_epoch, fenced)
         if error is not None:
@@ -296,8 +307,8 @@ class TransactionCoordinator:
         meta = self.txns.get(transactional_id)
         return (E.none, meta) if meta is not None else (E.transactional_id_not_found, None)
 
-    def list(self, states: Iterable[str] = (), producer_ids: Iterable[int] = (),
-             min_duration_ms: int = -1) -> list[TxnMetadata]:
+    def list_transactions(self, states: Iterable[str] = (), producer_ids: Iterable[int] = (),
+                          min_duration_ms: int = -1) -> list[TxnMetadata]:
         wanted_states, wanted_pids = set(states), set(producer_ids)
         now = now_ms()
         out = []
@@ -366,10 +377,10 @@ class TransactionCoordinator:
                          meta.transactional_id, meta.state.value)
                 await self._safely(meta.transactional_id, self._finish(meta))
 
-    async def _safely(self, transactional_id: str, work: object) -> None:
+    async def _safely(self, transactional_id: str, work: Awaitable[ErrorCode]) -> None:
         try:
             await self._locked(transactional_id, work)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - the timeout and load tasks must outlive one transaction
             log.warning("transaction %s: %s", transactional_id, exc)
 
     async def run_timeouts(self) -> None:
@@ -392,11 +403,10 @@ class TransactionCoordinator:
         now = now_ms()
         for meta in list(self.txns.values()):
             tid = meta.transactional_id
-            if meta.state in COMPLETE and now - meta.last_update_ms > self.config.transactional_id_expiration_ms \
-                    and tid not in self.busy:
-                if self.store.write(tid, [(txn_key(tid), None)]) == E.none:
-                    self.txns.pop(tid, None)
-                    log.info("transactional id %s expired", tid)
+            idle = meta.state in COMPLETE and now - meta.last_update_ms > self.config.transactional_id_expiration_ms
+            if idle and tid not in self.busy and self.store.write(tid, [(txn_key(tid), None)]) == E.none:
+                self.txns.pop(tid, None)
+                log.info("transactional id %s expired", tid)
 
     async def stop(self) -> None:
         for task in list(self._tasks):

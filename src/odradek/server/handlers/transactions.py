@@ -197,7 +197,7 @@ async def describe_transactions(ctx: RequestContext, request: Any) -> Any:
 async def list_transactions(ctx: RequestContext, request: Any) -> Any:
     known = {s.value for s in TxnState}
     filters = list(request.state_filters or ())
-    txns = transaction_coordinator(ctx).list(
+    txns = transaction_coordinator(ctx).list_transactions(
         [s for s in filters if s in known], request.producer_id_filters or (),
         getattr(request, "duration_filter", -1))
     if filters and not any(s in known for s in filters):
