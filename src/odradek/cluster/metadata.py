@@ -20,6 +20,10 @@ MAX_TOPIC_LENGTH = 249
 INTERNAL_TOPICS = frozenset({"__consumer_offsets", "__transaction_state"})
 
 
+class NotLeaderError(Exception):
+    """An append to a partition this broker does not lead (NOT_LEADER_OR_FOLLOWER)."""
+
+
 class TopicError(Exception):
     """A topic request Kafka refuses; `code` is the kio ErrorCode member name."""
 

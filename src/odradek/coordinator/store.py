@@ -127,9 +127,8 @@ class InternalTopicStore:
             return ErrorCode.none
         if not self.ensure_topic():
             return ErrorCode.coordinator_not_available
-        # imported when first needed: NotLeaderError (ClusterBroker.append's) lives in the room above
+        from odradek.cluster.metadata import NotLeaderError
         from odradek.protocol.records import InvalidRecordError, parse_batches
-        from odradek.server.cluster_broker import NotLeaderError
 
         partition = self.partition_for(key)
         plog = self.broker.partition_log(self.topic, partition)

@@ -26,6 +26,7 @@ from kio.schema.errors import ErrorCode
 
 from odradek.cluster.controller import Controller
 from odradek.cluster.metadata import (
+    NotLeaderError,
     TopicError,
     TopicMetadata,
     ensure_meta_properties,
@@ -53,10 +54,6 @@ INTERNAL_TOPIC_RF = {OFFSETS_TOPIC: "offsets_topic_replication_factor",
                      "__transaction_state": "transaction_state_log_replication_factor"}
 CONTROLLED_SHUTDOWN_WAIT_S = 3.0  # at most (and at most half the controlled shutdown's time)
 WRITE_TXN_MARKERS_KEY = 27
-
-
-class NotLeaderError(Exception):
-    """An append to a partition this broker does not lead (NOT_LEADER_OR_FOLLOWER)."""
 
 
 class ClusterBroker(Broker):
