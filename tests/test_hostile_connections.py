@@ -13,6 +13,7 @@ import struct
 import time
 from pathlib import Path
 
+import pytest
 from conftest import BrokerProcess, recv_exact, unique
 from test_clients import consume_ck, create_topic, produce_ck
 
@@ -212,3 +213,38 @@ def test_ten_thousand_idle_connections_are_held_with_bounded_memory(broker_facto
             s.close()
     assert "Traceback" not in b.logs()
 
+
+
+def test_one_request_cannot_create_more_partitions_than_the_broker_can_open(broker_factory: object) -> None:
+    # CreatePartitions to 9,999 partitions (the network fuzzer's frame): it took every
+    # file descriptor, and the broker could not start again. Now POLICY_VIOLATION.
+    from confluent_kafka.admin import AdminClient, NewPartitions, NewTopic  # type: ignore[attr-defined]
+
+    b = broker_factory()  # type: ignore[operator]
+    admin = AdminClient({"bootstrap.servers": b.bootstrap})
+    topic = unique("fdbomb")
+    admin.create_topics([NewTopic(topic, 1, 1)])[topic].result(10)
+    with pytest.raises(Exception) as info:
+        admin.create_partitions([NewPartitions(topic, 9_999)])[topic].result(10)
+    assert "POLICY_VIOLATION" in str(info.value) and "max.broker.partitions" in str(info.value)
+    with pytest.raises(Exception) as info:
+        admin.create_topics([NewTopic(unique("huge"), 10_000, 1)])[unique("huge")].result(10)
+    assert b.proc is not None
+    open_files = len(list(Path(f"/proc/{b.proc.pid}/fd").iterdir()))
+    assert open_files < 200, f"{open_files} descriptors open"
+    api_versions(b.bootstrap)
+    b.stop()
+    b.start()  # and it starts again
+    api_versions(b.bootstrap)
+
+
+def test_max_broker_partitions_is_kafkas_kip_578_limit(broker_factory: object) -> None:
+    from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
+
+    b = broker_factory(env={"ODRADEK_MAX_BROKER_PARTITIONS": "10"})  # type: ignore[operator]
+    admin = AdminClient({"bootstrap.servers": b.bootstrap})
+    ok, too_many = unique("ok"), unique("toomany")
+    admin.create_topics([NewTopic(ok, 8, 1)])[ok].result(10)
+    with pytest.raises(Exception) as info:
+        admin.create_topics([NewTopic(too_many, 3, 1)])[too_many].result(10)
+    assert "POLICY_VIOLATION" in str(info.value)

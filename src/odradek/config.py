@@ -103,6 +103,9 @@ class BrokerConfig(BaseSettings):
     max_connections_per_ip_overrides: str = ""
     connections_max_idle_ms: int = 600000
     queued_max_requests: int = 500
+    # KIP-578's partition limit of one broker; -1: what the open-file limit can hold
+    # (each partition keeps .log, .index and .timeindex open), half of it left for sockets.
+    max_broker_partitions: int = -1
     log_segment_bytes: int = 1073741824
     log_roll_ms: int = 604800000
     log_index_interval_bytes: int = 4096

@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import gc
 import logging
+import resource
 import signal
 import socket
 from typing import Any
@@ -202,7 +203,17 @@ def configure_logging(level: str = "info") -> None:
     )
 
 
+def raise_open_file_limit() -> None:
+    """A broker keeps three files open per partition and one per connection: take the
+    hard limit of open files as the soft one (Kafka's docs ask for 100,000 or more)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
 async def serve(config: BrokerConfig) -> None:
+    raise_open_file_limit()
     server = Server(config)
     await server.start()
     # What start-up made (modules, kio's schemas, the logs' state) lives as long as the

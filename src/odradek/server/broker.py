@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import resource
 import time
 from collections import defaultdict
 from collections.abc import Callable
@@ -68,6 +69,9 @@ class PartitionState:
     leader_epoch: int
     isr: list[int]
     offline: list[int]
+
+
+FILES_PER_PARTITION = 3  # .log, .index and .timeindex of the active segment
 
 
 @dataclass(frozen=True, slots=True)
@@ -232,6 +236,27 @@ class Broker:
             max_compaction_lag_ms=v("max.compaction.lag.ms"),
         )
 
+    def partition_limit(self) -> int:
+        """max.broker.partitions, or what half of the open-file limit holds at three files each."""
+        if self.config.max_broker_partitions >= 0:
+            return self.config.max_broker_partitions
+        soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if soft == resource.RLIM_INFINITY:
+            return 2**31 - 1
+        return max(soft // 2 // FILES_PER_PARTITION, 1)
+
+    def check_partition_limit(self, new_partitions: int) -> None:
+        """Refuse partitions that would exhaust the broker's file descriptors (one request for
+        10,000 partitions took every descriptor, and the broker could not start again)."""
+        hosted = sum(t.partitions for t in self.topics().values())
+        limit = self.partition_limit()
+        if hosted + new_partitions > limit:
+            raise TopicError(
+                "policy_violation",
+                f"{new_partitions} more partition(s) would exceed this broker's limit of {limit} "
+                f"(max.broker.partitions; {hosted} exist)",
+            )
+
     def create_topic(
         self,
         name: str,
@@ -259,6 +284,7 @@ class Broker:
         checked = validate_topic_configs(configs or {})
         if name in self.topics():
             raise TopicError("topic_already_exists", f"topic {name!r} already exists")
+        self.check_partition_limit(num_partitions)
         if validate_only:
             return None
         topic = self.metadata.create_topic(name, [[self.node_id] for _ in range(num_partitions)], checked)
@@ -295,6 +321,7 @@ class Broker:
                 "invalid_partitions",
                 f"topic currently has {topic.partitions} partitions, {count} would not be an increase",
             )
+        self.check_partition_limit(count - topic.partitions)
         if validate_only:
             return
         start = topic.partitions

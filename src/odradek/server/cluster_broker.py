@@ -359,6 +359,7 @@ class ClusterBroker(Broker):
         checked = validate_topic_configs(configs or {})
         if name in self.topics():
             raise TopicError("topic_already_exists", f"topic {name!r} already exists")
+        self.check_partition_limit(num_partitions)
         first = zlib.crc32(name.encode()) % max(1, len(self.nodes))  # spread the preferred leaders
         replicas = self._assign(num_partitions, replication_factor, first=first)
         if validate_only:
@@ -375,6 +376,7 @@ class ClusterBroker(Broker):
         if count <= topic.partitions:
             raise TopicError("invalid_partitions",
                              f"topic currently has {topic.partitions} partitions, {count} would not be an increase")
+        self.check_partition_limit(count - topic.partitions)
         new = self._assign(count - topic.partitions, len(topic.replicas[0]), first=topic.partitions)
         if validate_only:
             return

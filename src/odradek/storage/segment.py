@@ -55,8 +55,9 @@ class FileSlice:
         return os.pread(self.fd, self.size, self.position)
 
     def close(self) -> None:
-        if self.fd >= 0:
-            os.close(self.fd)
+        fd = getattr(self, "fd", -1)  # unset when os.dup failed in __init__ (no descriptors left)
+        if fd >= 0:
+            os.close(fd)
             self.fd = -1
 
     def __del__(self) -> None:
