@@ -21,6 +21,14 @@ from typing import Annotated, TypedDict
 
 import typer
 
+from odradek.cli.common import (
+    DEFAULT_BOOTSTRAP,
+    Client,
+    ClientPropertyOption,
+    CommandConfigOption,
+    connect,
+)
+
 ZK_SERVER = Path("/usr/share/zookeeper/bin/zkServer.sh")
 DEFAULT_STATE_DIR = Path("odradek-cluster")
 
@@ -189,6 +197,8 @@ def info(
     bootstrap: Annotated[str, typer.Option(
         "--bootstrap-server", "-b", help="Any broker (default: the local cluster's).")] = "",
     state_dir: Annotated[Path, typer.Option("--dir", help="The dir given to `cluster up`.")] = DEFAULT_STATE_DIR,
+    command_config: Path | None = CommandConfigOption,
+    client_property: list[str] | None = ClientPropertyOption,
 ) -> None:
     """Brokers, the controller, and per partition its leader, replicas and ISR."""
     from rich.console import Console
@@ -197,11 +207,12 @@ def info(
     if not bootstrap:
         state = _read_state(state_dir.resolve())
         # the local cluster's brokers, else the embedded default of `odradek serve`
-        bootstrap = ",".join(state["bootstrap"]) if state else "127.0.0.1:9092"
+        bootstrap = ",".join(state["bootstrap"]) if state else DEFAULT_BOOTSTRAP
+    client = connect(bootstrap, command_config, client_property)
     try:
-        brokers, controller, partitions = describe(bootstrap)
+        brokers, controller, partitions = describe(client.bootstrap, client=client)
     except RuntimeError as exc:
-        typer.echo(f"cannot reach {bootstrap}: {exc}")
+        typer.echo(f"cannot reach {client.bootstrap}: {exc}")
         raise typer.Exit(1) from None
     console = Console()
     console.print(f"controller: broker {controller}")
@@ -216,17 +227,16 @@ def info(
     console.print(pt)
 
 
-def describe(bootstrap: str, timeout: float = 10.0) -> tuple[list[tuple[int, str, int]], int,
-                                                           list[tuple[str, int, int, list[int], list[int]]]]:
+def describe(bootstrap: str, timeout: float = 10.0, client: Client | None = None) -> tuple[
+        list[tuple[int, str, int]], int, list[tuple[str, int, int, list[int], list[int]]]]:
     """Brokers, controller id, and (topic, partition, leader, replicas, isr) from Metadata."""
     from confluent_kafka import KafkaException
-    from confluent_kafka.admin import AdminClient
 
-    admin = AdminClient({"bootstrap.servers": bootstrap, "log_level": 0})
+    client = client or Client(bootstrap)
     try:
-        md = admin.list_topics(timeout=timeout)
+        md = client.admin().list_topics(timeout=timeout)
     except KafkaException as exc:  # transport failure, timeout
-        raise RuntimeError(str(exc)) from None
+        raise RuntimeError(f"{client.redact(str(exc))}; {client.why_unreachable()}") from None
     brokers = sorted((int(b.id), str(b.host), int(b.port)) for b in md.brokers.values())
     partitions = [
         (str(t.topic), int(p.id), int(p.leader), list(p.replicas), list(p.isrs))

@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import datetime
 from concurrent.futures import CancelledError
+from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
 from rich.table import Table
+
+from odradek.cli.common import ClientPropertyOption, CommandConfigOption, connect
 
 group_app = typer.Typer(no_args_is_help=True, help="Consumer groups: members, committed offsets, lag.")
 def _console() -> Console:
@@ -23,6 +26,9 @@ TIMEOUT_S = 15.0
 
 class _State:
     bootstrap = "127.0.0.1:9092"
+    command_config: Path | None = None
+    client_properties: tuple[str, ...] = ()
+    admin: Any = None
 
 
 def _fail(message: str) -> NoReturn:
@@ -35,14 +41,22 @@ def _options(
     bootstrap_server: Annotated[str, typer.Option(
         "--bootstrap-server", "-b", envvar="ODRADEK_BOOTSTRAP_SERVER", help="HOST:PORT of any broker of the cluster.",
     )] = "127.0.0.1:9092",
+    command_config: Path | None = CommandConfigOption,
+    client_property: list[str] | None = ClientPropertyOption,
 ) -> None:
     _State.bootstrap = bootstrap_server
+    _State.command_config = command_config
+    _State.client_properties = tuple(client_property or ())
+    _State.admin = None  # a new command line (tests run several in one process)
 
 
 def _admin() -> Any:
-    from confluent_kafka.admin import AdminClient
-
-    return AdminClient({"bootstrap.servers": _State.bootstrap, "socket.timeout.ms": 10000})
+    """The AdminClient of this command (--command-config and -X of the group options applied)."""
+    if _State.admin is None:
+        client = connect(_State.bootstrap, _State.command_config, list(_State.client_properties))
+        _State.bootstrap = client.bootstrap
+        _State.admin = client
+    return _State.admin.admin()
 
 
 def _result(future: Any, what: str) -> Any:
@@ -53,9 +67,11 @@ def _result(future: Any, what: str) -> Any:
     except KafkaException as exc:
         error = exc.args[0] if exc.args else exc
         text = error.str() if hasattr(error, "str") else str(error)
-        _fail(f"{what} failed: {text}")
+        if "timed out" in text.lower():
+            text += f" ({_State.admin.why_unreachable()})"
+        _fail(f"{what} failed: {_State.admin.redact(text)}")
     except (TimeoutError, CancelledError) as exc:
-        _fail(f"{what} failed: {str(exc) or type(exc).__name__} (is a broker listening on {_State.bootstrap}?)")
+        _fail(f"{what} failed: {str(exc) or type(exc).__name__} ({_State.admin.why_unreachable()})")
 
 
 def _describe(admin: Any, group: str) -> Any:

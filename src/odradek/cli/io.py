@@ -5,15 +5,18 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Annotated
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from odradek.cli.common import (
     TIMEOUT_S,
     BootstrapOption,
-    client_config,
-    describe_topic,
+    Client,
+    ClientPropertyOption,
+    CommandConfigOption,
+    connect,
     error_text,
     fail,
     stderr,
@@ -33,10 +36,10 @@ def produce(
     acks: Annotated[str, typer.Option("--acks", help="0, 1 or all")] = "all",
     compression: Annotated[str, typer.Option("--compression", "-z")] = "none",
     bootstrap: str = BootstrapOption,
+    command_config: Path | None = CommandConfigOption,
+    client_property: list[str] | None = ClientPropertyOption,
 ) -> None:
     """Produce one record per line of standard input."""
-    from confluent_kafka import Producer
-
     if compression not in CODECS:
         fail(f"--compression must be one of {', '.join(CODECS)}", 2)
     headers: list[tuple[str, str | bytes | None]] = []
@@ -45,15 +48,16 @@ def produce(
         if not sep or not k:
             fail(f"--header {h!r} is not k=v", 2)
         headers.append((k, v.encode()))
-    producer = Producer(client_config(bootstrap, acks=acks, **{"compression.codec": compression,
-                                                               "message.timeout.ms": int(TIMEOUT_S * 1000)}))
+    client = connect(bootstrap, command_config, client_property)
+    producer = client.producer(acks=acks, **{"compression.codec": compression,
+                                             "message.timeout.ms": int(TIMEOUT_S * 1000)})
     errors: list[str] = []
     delivered = 0
 
     def on_delivery(err: KafkaError | None, msg: Message) -> None:
         nonlocal delivered
         if err is not None:
-            errors.append(f"{err.str()} ({err.name()})")
+            errors.append(client.redact(f"{err.str()} ({err.name()})"))
         else:
             delivered += 1
 
@@ -72,9 +76,11 @@ def produce(
                 producer.poll(0.05)
         sent += 1
         producer.poll(0)
-    producer.flush(TIMEOUT_S + 5)
+    deadline = time.monotonic() + TIMEOUT_S + 5
+    while producer.flush(0.2) > 0 and time.monotonic() < deadline and client.login_failure() is None:
+        pass
     if errors or delivered < sent:
-        reason = errors[0] if errors else f"no answer from {bootstrap} within {TIMEOUT_S:.0f} s"
+        reason = errors[0] if errors and "timed out" not in errors[0].lower() else client.why_unreachable()
         fail(f"{sent - delivered} of {sent} records were not delivered to {topic}: {reason}")
     stderr().print(f"delivered {delivered} record(s) to {topic}")
 
@@ -122,9 +128,11 @@ def consume(
     fmt: Annotated[str, typer.Option("--format", "-f", help="%k %v %o %p %t %T %h, \\n \\t")] = "%v\\n",
     timeout: Annotated[float | None, typer.Option("--timeout", help="exit after this many idle seconds")] = None,
     bootstrap: str = BootstrapOption,
+    command_config: Path | None = CommandConfigOption,
+    client_property: list[str] | None = ClientPropertyOption,
 ) -> None:
     """Print records of a topic."""
-    from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, KafkaError, TopicPartition
+    from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, KafkaError, TopicPartition
 
     if offset is None:
         start = OFFSET_BEGINNING if from_beginning else OFFSET_END
@@ -136,13 +144,13 @@ def consume(
         start = int(offset)
     else:
         fail(f"--offset must be a number, earliest or latest, not {offset!r}", 2)
-    known = sorted(p.id for p in describe_topic(bootstrap, topic).partitions)
+    client = connect(bootstrap, command_config, client_property)
+    known = sorted(p.id for p in client.describe_topic(topic).partitions)
     if partition is not None and partition not in known:
         fail(f"topic {topic} has no partition {partition}")
-    conf = client_config(bootstrap, **{"group.id": group or "odradek-cli", "enable.auto.commit": group is not None,
-                                       "auto.offset.reset": "earliest" if start == OFFSET_BEGINNING else "latest",
-                                       "enable.partition.eof": False})
-    consumer = Consumer(conf)
+    consumer = client.consumer(**{"group.id": group or "odradek-cli", "enable.auto.commit": group is not None,
+                                  "auto.offset.reset": "earliest" if start == OFFSET_BEGINNING else "latest",
+                                  "enable.partition.eof": False})
     if group is not None and partition is None and offset is None and not from_beginning:
         consumer.subscribe([topic])
     else:
@@ -162,7 +170,9 @@ def consume(
             if error:
                 if error.code() == KafkaError._PARTITION_EOF:
                     continue
-                fail(f"consuming {topic} failed: {error.str()}")
+                if group is None and error.code() == KafkaError.GROUP_AUTHORIZATION_FAILED:
+                    continue  # librdkafka looks up the placeholder group.id's coordinator; it is never used
+                fail(f"consuming {topic} failed: {client.redact(error.str())} ({error.name()})")
             idle_since = time.monotonic()
             out.write(_render(fmt.replace("\\n", "\n").replace("\\t", "\t"), msg))
             count += 1
@@ -170,19 +180,37 @@ def consume(
     except KeyboardInterrupt:
         pass
     finally:
+        if group is not None and count:
+            _commit(consumer, group, client)
         consumer.close()
+
+
+def _commit(consumer: Any, group: str, client: Client) -> None:
+    """The group's offsets, committed before the command ends (close() alone may skip them
+    while the coordinator is still being looked up)."""
+    from confluent_kafka import KafkaError, KafkaException
+
+    try:
+        consumer.commit(asynchronous=False)
+    except KafkaException as exc:
+        err = exc.args[0] if exc.args else None
+        if err is None or err.code() != KafkaError._NO_OFFSET:
+            fail(f"committing the offsets of group {group} failed: {client.redact(error_text(exc))}")
 
 
 def health(
     bootstrap: str = BootstrapOption,
     timeout: Annotated[float, typer.Option("--timeout", help="seconds to wait for an answer")] = 5.0,
+    command_config: Path | None = CommandConfigOption,
+    client_property: list[str] | None = ClientPropertyOption,
 ) -> None:
     """Exit 0 when the broker answers (for Kubernetes exec probes), else 1 with one sentence."""
     from confluent_kafka import KafkaException
-    from confluent_kafka.admin import AdminClient
 
+    client = connect(bootstrap, command_config, client_property)
     try:
-        AdminClient(client_config(bootstrap)).list_topics(timeout=timeout)
+        client.admin().list_topics(timeout=timeout)
     except KafkaException as exc:
-        fail(f"no answer from {bootstrap} within {timeout:g} s ({error_text(exc)})")
-    typer.echo(f"{bootstrap} is serving")
+        reason = client.login_failure() or client.redact(error_text(exc))
+        fail(f"no answer from {client.bootstrap} within {timeout:g} s ({reason})")
+    typer.echo(f"{client.bootstrap} is serving")

@@ -8,6 +8,8 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from odradek.cli.acl import acl_app
+from odradek.cli.cert import cert_app
 from odradek.cli.cluster_up import cluster_app
 from odradek.cli.demo import demo
 from odradek.cli.deploy import deploy_app
@@ -15,6 +17,7 @@ from odradek.cli.group import group_app
 from odradek.cli.io import consume, health, produce
 from odradek.cli.topic import topic_app
 from odradek.cli.txn import txn_app
+from odradek.cli.user import user_app
 
 app = typer.Typer(no_args_is_help=True, help="odradek: a Kafka-compatible streaming platform.",
                   pretty_exceptions_enable=False)
@@ -35,6 +38,7 @@ def serve(
 ) -> None:
     """Run a broker: the embedded single-node default, or a cluster member with --zookeeper."""
     from odradek.config import ConfigError, load_config
+    from odradek.server import initial_scram_user
     from odradek.server.app import configure_logging, run
 
     try:
@@ -44,10 +48,12 @@ def serve(
             raise ConfigError(f"--storage must be file or memory, not {cfg.storage!r}")
         cfg.listen_address  # noqa: B018 - validates HOST:PORT now, not after start-up
         cfg.advertised_address  # noqa: B018
+        initial_scram_user.initial_user()  # ODRADEK_INITIAL_SCRAM_*: checked now, created at start
     except ConfigError as exc:
         err.print(f"[red]error:[/] {exc}")
         raise typer.Exit(2) from None
     configure_logging(log_level)
+    initial_scram_user.register()
     try:
         run(cfg)
     except OSError as exc:
@@ -66,6 +72,9 @@ app.add_typer(group_app, name="group", help="Consumer groups: list, describe (la
 app.add_typer(txn_app, name="txn", help="Transactions: list, describe (like kafka-transactions.sh).")
 app.add_typer(cluster_app, name="cluster", help="A local cluster: up, down, info.")
 app.add_typer(deploy_app, name="deploy")
+app.add_typer(user_app, name="user", help="SCRAM users: create, update, list, delete (AlterUserScramCredentials).")
+app.add_typer(acl_app, name="acl", help="ACLs: create, list, delete (like kafka-acls.sh / rpk acl).")
+app.add_typer(cert_app, name="cert", help="Certificates for trying TLS and SASL_SSL out locally: dev.")
 
 
 def main() -> None:

@@ -6,6 +6,7 @@ work against any Kafka cluster.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -14,12 +15,11 @@ from rich.table import Table
 
 from odradek.cli.common import (
     BootstrapOption,
-    admin,
-    describe_topic,
+    ClientPropertyOption,
+    CommandConfigOption,
+    connect,
     fail,
-    metadata,
     parse_pairs,
-    result,
 )
 
 topic_app = typer.Typer(no_args_is_help=True, help="Topics: create, list, describe, delete, configs.")
@@ -34,20 +34,27 @@ def create(
     replication_factor: Annotated[int, typer.Option("--replication-factor", "-r")] = -1,
     config: Annotated[list[str] | None, typer.Option("--config", "-c", help="key=value, repeatable")] = None,
     bootstrap: str = BootstrapOption,
+    command_config: Path | None = CommandConfigOption,
+    client_property: list[str] | None = ClientPropertyOption,
 ) -> None:
     """Create a topic."""
     from confluent_kafka.admin import NewTopic  # type: ignore[attr-defined]  # re-exported without __all__
 
     configs = parse_pairs(config or [], "config")
-    futures = admin(bootstrap).create_topics([NewTopic(name, partitions, replication_factor, config=configs)])
-    result(futures[name], f"cannot create topic {name}", bootstrap)
+    client = connect(bootstrap, command_config, client_property)
+    futures = client.admin().create_topics([NewTopic(name, partitions, replication_factor, config=configs)])
+    client.result(futures[name], f"cannot create topic {name}")
     Console().print(f"created topic [bold]{name}[/] with {partitions} partition(s)")
 
 
 @topic_app.command("list")
-def list_topics(bootstrap: str = BootstrapOption) -> None:
+def list_topics(
+    bootstrap: str = BootstrapOption,
+    command_config: Path | None = CommandConfigOption,
+    client_property: list[str] | None = ClientPropertyOption,
+) -> None:
     """List topics with their partition counts."""
-    md = metadata(bootstrap)
+    md = connect(bootstrap, command_config, client_property).metadata()
     table = Table("topic", "partitions", "replicas")
     for name in sorted(md.topics):
         t = md.topics[name]
@@ -57,11 +64,17 @@ def list_topics(bootstrap: str = BootstrapOption) -> None:
 
 
 @topic_app.command()
-def describe(name: str, bootstrap: str = BootstrapOption) -> None:
+def describe(
+    name: str,
+    bootstrap: str = BootstrapOption,
+    command_config: Path | None = CommandConfigOption,
+    client_property: list[str] | None = ClientPropertyOption,
+) -> None:
     """Partitions (leader, replicas, ISR) and configs with their source."""
     from confluent_kafka.admin import ConfigResource  # type: ignore[attr-defined]  # re-exported without __all__
 
-    t = describe_topic(bootstrap, name)
+    client = connect(bootstrap, command_config, client_property)
+    t = client.describe_topic(name)
     console = Console()
     parts = Table("partition", "leader", "replicas", "isr", title=f"topic {name}")
     for p in sorted(t.partitions, key=lambda p: p.id):
@@ -70,7 +83,7 @@ def describe(name: str, bootstrap: str = BootstrapOption) -> None:
                       ",".join(str(r.id) for r in p.isr))
     console.print(parts)
     res = ConfigResource("topic", name)
-    configs = result(admin(bootstrap).describe_configs([res])[res], f"cannot describe configs of {name}", bootstrap)
+    configs = client.result(client.admin().describe_configs([res])[res], f"cannot describe configs of {name}")
     table = Table("config", "value", "source")
     for key in sorted(configs):
         entry = configs[key]
@@ -79,11 +92,17 @@ def describe(name: str, bootstrap: str = BootstrapOption) -> None:
 
 
 @topic_app.command()
-def delete(names: list[str], bootstrap: str = BootstrapOption) -> None:
+def delete(
+    names: list[str],
+    bootstrap: str = BootstrapOption,
+    command_config: Path | None = CommandConfigOption,
+    client_property: list[str] | None = ClientPropertyOption,
+) -> None:
     """Delete topics."""
-    futures = admin(bootstrap).delete_topics(names)
+    client = connect(bootstrap, command_config, client_property)
+    futures = client.admin().delete_topics(names)
     for name in names:
-        result(futures[name], f"cannot delete topic {name}", bootstrap)
+        client.result(futures[name], f"cannot delete topic {name}")
         Console().print(f"deleted topic [bold]{name}[/]")
 
 
@@ -93,6 +112,8 @@ def alter_config(
     set_: Annotated[list[str] | None, typer.Option("--set", help="key=value, repeatable")] = None,
     delete_: Annotated[list[str] | None, typer.Option("--delete", help="key, repeatable")] = None,
     bootstrap: str = BootstrapOption,
+    command_config: Path | None = CommandConfigOption,
+    client_property: list[str] | None = ClientPropertyOption,
 ) -> None:
     """Change topic configs (IncrementalAlterConfigs): set some, delete others back to the default."""
     # confluent_kafka.admin re-exports these without __all__, so strict mypy calls them private
@@ -108,7 +129,8 @@ def alter_config(
     entries = [ConfigEntry(k, v, incremental_operation=AlterConfigOpType.SET) for k, v in sets.items()]
     entries += [ConfigEntry(k, None, incremental_operation=AlterConfigOpType.DELETE) for k in delete_ or []]
     res = ConfigResource("topic", name, incremental_configs=entries)
-    result(admin(bootstrap).incremental_alter_configs([res])[res], f"cannot alter configs of {name}", bootstrap)
+    client = connect(bootstrap, command_config, client_property)
+    client.result(client.admin().incremental_alter_configs([res])[res], f"cannot alter configs of {name}")
     Console().print(f"altered {len(entries)} config(s) of [bold]{name}[/]")
 
 
@@ -118,11 +140,14 @@ def delete_records(
     partition: Annotated[int, typer.Option("--partition", "-p")],
     before: Annotated[int, typer.Option("--before", help="records below this offset are deleted")],
     bootstrap: str = BootstrapOption,
+    command_config: Path | None = CommandConfigOption,
+    client_property: list[str] | None = ClientPropertyOption,
 ) -> None:
     """Move the log start offset of a partition (DeleteRecords)."""
     from confluent_kafka import TopicPartition
 
-    futures = admin(bootstrap).delete_records([TopicPartition(name, partition, before)])
-    done = result(next(iter(futures.values())), f"cannot delete records of {name}-{partition}", bootstrap)
+    client = connect(bootstrap, command_config, client_property)
+    futures = client.admin().delete_records([TopicPartition(name, partition, before)])
+    done = client.result(next(iter(futures.values())), f"cannot delete records of {name}-{partition}")
     low = getattr(done, "low_watermark", getattr(done, "offset", before))
     Console().print(f"{name}-{partition}: records before offset {low} deleted")

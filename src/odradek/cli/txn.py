@@ -9,8 +9,10 @@ they work against any Kafka cluster, not only odradek.
 from __future__ import annotations
 
 import asyncio
+import ssl
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -18,9 +20,19 @@ from kio.schema.errors import ErrorCode
 from rich.console import Console
 from rich.table import Table
 
-from odradek.cli.common import TIMEOUT_S, BootstrapOption, fail, stderr
+from odradek.cli.common import (
+    TIMEOUT_S,
+    BootstrapOption,
+    Client,
+    ClientPropertyOption,
+    CommandConfigOption,
+    connect,
+    fail,
+    stderr,
+)
 from odradek.cluster.peer import PeerConnection
 from odradek.protocol.build import datetime_to_ms, timedelta_to_ms
+from odradek.security.client import LoginFailed
 
 txn_app = typer.Typer(no_args_is_help=True, help="Transactions: list, describe.")
 
@@ -64,8 +76,9 @@ class Cluster:
     """Connections to the brokers of one cluster, opened on first use, and the API versions
     agreed with the bootstrap broker (a cluster's brokers run one version in practice)."""
 
-    def __init__(self, bootstrap: str) -> None:
-        self.bootstrap = _address(bootstrap)
+    def __init__(self, client: Client) -> None:
+        self.bootstrap = _address(client.bootstrap.split(",")[0])
+        self.security = client.wire_security()
         self.versions: dict[int, int] = {}
         self._peers: dict[Address, PeerConnection] = {}
 
@@ -73,12 +86,17 @@ class Cluster:
         """One request; an unreachable broker or an unreadable answer ends the command in one sentence."""
         peer = self._peers.get(address)
         if peer is None:
-            peer = self._peers[address] = PeerConnection(address[0], address[1], "odradek-cli")
+            peer = self._peers[address] = PeerConnection(address[0], address[1], "odradek-cli", self.security)
         where = f"{address[0]}:{address[1]}"
         try:
             return await peer.call(api_key, self.versions[api_key] if version is None else version, body, TIMEOUT_S)
         except TimeoutError:
-            fail(f"no answer from a broker at {where} within {TIMEOUT_S:.0f} s; is a broker listening there?")
+            check = ", and are the credentials right (a broker delays refused logins)" if self.security.mechanism else ""
+            fail(f"no answer from a broker at {where} within {TIMEOUT_S:.0f} s; is a broker listening there{check}?")
+        except LoginFailed as exc:
+            fail(f"cannot log in to {where}: {exc}")
+        except ssl.SSLError as exc:
+            fail(f"no TLS connection to {where}: {exc.reason or exc}")
         except (OSError, EOFError) as exc:
             refused = isinstance(exc, ConnectionRefusedError)
             reason = "connection refused" if refused else getattr(exc, "strerror", None) or "connection closed"
@@ -102,9 +120,9 @@ class Cluster:
             peer.close()
 
 
-async def _list(bootstrap: str, states: list[str], producer_ids: list[int]) -> list[Listed]:
+async def _list(client: Client, states: list[str], producer_ids: list[int]) -> list[Listed]:
     """Every broker coordinates the ids of its __transaction_state partitions, so each is asked."""
-    cluster = Cluster(bootstrap)
+    cluster = Cluster(client)
     try:
         await cluster.negotiate()
         meta = await cluster.call(cluster.bootstrap, METADATA, {"topics": [], "allow_auto_topic_creation": False})
@@ -134,9 +152,9 @@ async def _list_on(cluster: Cluster, node: int, address: Address, body: dict[str
         await asyncio.sleep(RETRY_BACKOFF_S)
 
 
-async def _describe(bootstrap: str, transactional_id: str) -> tuple[int, Any]:
+async def _describe(client: Client, transactional_id: str) -> tuple[int, Any]:
     """The coordinator's id and its DescribeTransactions entry; a moving coordinator is looked up again."""
-    cluster = Cluster(bootstrap)
+    cluster = Cluster(client)
     deadline = time.monotonic() + TIMEOUT_S
     try:
         await cluster.negotiate()
@@ -173,9 +191,12 @@ def list_transactions(
     producer_id: Annotated[list[int] | None, typer.Option("--producer-id", help="Only this producer id "
                                                              "(repeatable).")] = None,
     bootstrap: str = BootstrapOption,
+    command_config: Path | None = CommandConfigOption,
+    client_property: list[str] | None = ClientPropertyOption,
 ) -> None:
     """The transactions every broker of the cluster coordinates (ListTransactions to each)."""
-    rows = asyncio.run(_list(bootstrap, [_state_name(s) for s in state or []], list(producer_id or [])))
+    client = connect(bootstrap, command_config, client_property)
+    rows = asyncio.run(_list(client, [_state_name(s) for s in state or []], list(producer_id or [])))
     table = Table("TransactionalId", "Coordinator", "ProducerId", "TransactionState")
     table.columns[0].overflow = "fold"
     for r in rows:
@@ -184,9 +205,15 @@ def list_transactions(
 
 
 @txn_app.command("describe")
-def describe(transactional_id: str, bootstrap: str = BootstrapOption) -> None:
+def describe(
+    transactional_id: str,
+    bootstrap: str = BootstrapOption,
+    command_config: Path | None = CommandConfigOption,
+    client_property: list[str] | None = ClientPropertyOption,
+) -> None:
     """State, producer id and epoch, timeout, start time and partitions of one transactional id."""
-    coordinator_id, state = asyncio.run(_describe(bootstrap, transactional_id))
+    client = connect(bootstrap, command_config, client_property)
+    coordinator_id, state = asyncio.run(_describe(client, transactional_id))
     start_ms = datetime_to_ms(state.transaction_start_time)
     partitions = [f"{t.topic}-{p}" for t in state.topics for p in t.partitions]
     table = Table("Field", "Value")
