@@ -177,7 +177,7 @@ def request_strategy(api_key: int, version: int, vocab: Vocabulary | None = None
         header_tags: tuple[tuple[int, bytes], ...] = ()
         body_tags: tuple[tuple[int, bytes], ...] = ()
         if cls.__flexible__:
-            header_tags = draw(_unknown_tags(frozenset({0})))  # tag 0 is the header's client_id in v2+ (none here)
+            header_tags = draw(_unknown_tags(frozenset()))  # request header v2 defines no tag of its own
             if not _has_known_tags(entity):
                 body_tags = draw(_unknown_tags(_known_tags(cls)))
         client_id = draw(st.sampled_from(["odradek-fuzz", "", None, "c" * 1000]))
