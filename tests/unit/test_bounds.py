@@ -142,3 +142,17 @@ def test_every_routed_request_type_has_a_walker() -> None:
                 continue  # ApiVersions v0-2 and ListGroups v0-2 have no fields
             with pytest.raises(BoundsError):
                 check_entity(cls, b"", 0)  # every request has at least one field
+
+
+def test_a_request_with_more_array_elements_than_the_bound_is_refused() -> None:
+    # OffsetFetch v1: one group, one topic with 200,001 partitions (4 bytes each): the
+    # event loop would serve nobody else while a handler walked them.
+    from odradek.protocol.bounds import MAX_REQUEST_ELEMENTS
+
+    n = MAX_REQUEST_ELEMENTS + 1
+    body = struct.pack(">h", 1) + b"g" + struct.pack(">i", 1) + struct.pack(">h", 1) + b"t"
+    body += struct.pack(">i", n) + struct.pack(">i", 0) * n
+    refused(header(9, 1, flexible=False) + body, f"more than {MAX_REQUEST_ELEMENTS} array elements")
+    ok = struct.pack(">h", 1) + b"g" + struct.pack(">i", 1) + struct.pack(">h", 1) + b"t"
+    ok += struct.pack(">i", 1000) + struct.pack(">i", 0) * 1000
+    assert len(decode_request(header(9, 1, flexible=False) + ok)[1].topics[0].partition_indexes) == 1000

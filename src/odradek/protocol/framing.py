@@ -22,6 +22,7 @@ from kio.schema.request_header.v2.header import RequestHeader as RequestHeaderV2
 from kio.serial import entity_reader, entity_writer
 
 from odradek.protocol.bounds import (
+    MAX_REQUEST_ELEMENTS,
     BoundsError,
     TagSection,
     check_entity,
@@ -94,7 +95,8 @@ def decode_request(frame: bytes | memoryview) -> tuple[RequestHeader, Any]:
         # Every length prefix is checked against the bytes present before kio's native
         # reader sizes a buffer from it (bounds.py says why).
         unknown: list[TagSection] = []
-        check_entity(cls, data, check_request_header(cls.__flexible__, data, unknown), unknown)
+        check_entity(cls, data, check_request_header(cls.__flexible__, data, unknown), unknown,
+                     MAX_REQUEST_ELEMENTS)
         if unknown:
             data = without_unknown_tags(data, unknown)
         header, offset = (_read_header_v2 if cls.__flexible__ else _read_header_v1)(data, 0)
