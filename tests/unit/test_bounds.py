@@ -8,6 +8,7 @@ native reader ask for gigabytes and abort the test process itself.
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import struct
 
 import pytest
@@ -156,3 +157,15 @@ def test_a_request_with_more_array_elements_than_the_bound_is_refused() -> None:
     ok = struct.pack(">h", 1) + b"g" + struct.pack(">i", 1) + struct.pack(">h", 1) + b"t"
     ok += struct.pack(">i", 1000) + struct.pack(">i", 0) * 1000
     assert len(decode_request(header(9, 1, flexible=False) + ok)[1].topics[0].partition_indexes) == 1000
+
+
+def test_an_int64_retention_time_beyond_timedelta_is_clamped_not_refused() -> None:
+    # OffsetCommit v2's retention_time: Kafka takes any int64; kio's timedelta stops at
+    # an int64 of microseconds, and the frame used to close the connection.
+    from odradek.protocol.bounds import MAX_TIMEDELTA_MS
+
+    body = struct.pack(">h", 1) + b"g" + struct.pack(">ih", -1, 0) + struct.pack(">q", 2**63 - 1)
+    body += struct.pack(">i", 1) + struct.pack(">h", 1) + b"t" + struct.pack(">i", 1)
+    body += struct.pack(">iqh", 0, 5, 0)
+    _, request = decode_request(header(8, 2, flexible=False) + body)
+    assert request.retention_time // datetime.timedelta(milliseconds=1) == MAX_TIMEDELTA_MS

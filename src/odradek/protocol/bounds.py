@@ -54,10 +54,11 @@ class WalkState:
     """What one walk collects: tagged-field sections with unknown tags (see
     without_unknown_tags) and the array elements seen so far, against a bound."""
 
-    __slots__ = ("elements", "max_elements", "unknown")
+    __slots__ = ("clamp", "elements", "max_elements", "unknown")
 
     def __init__(self, max_elements: int | None = None) -> None:
         self.unknown: list[TagSection] = []
+        self.clamp: list[int] = []  # positions of int64 durations beyond Python's timedelta
         self.elements = 0
         self.max_elements = max_elements
 
@@ -79,14 +80,18 @@ def check_entity(
     pos: int,
     unknown: list[TagSection] | None = None,
     max_elements: int | None = None,
+    clamp: list[int] | None = None,
 ) -> int:
     """Walk `cls` at `pos`; the position after it, or BoundsError. Tagged-field
-    sections with tags the schema lacks are appended to `unknown`; more than
-    `max_elements` array elements in all is refused."""
+    sections with tags the schema lacks are appended to `unknown`, int64 durations
+    out of timedelta's range to `clamp`; more than `max_elements` array elements in
+    all is refused."""
     state = WalkState(max_elements)
     end = _entity_walker(cls)(buf, pos, len(buf), state)
     if unknown is not None:
         unknown.extend(state.unknown)
+    if clamp is not None:
+        clamp.extend(state.clamp)
     return end
 
 
@@ -290,8 +295,34 @@ def _unwrap(tp: Any) -> tuple[Any, bool, bool]:
     return tp, False, nullable
 
 
+_I64 = struct.Struct(">q")
+# kio reads an int64 duration (OffsetCommit's retention_time) as a timedelta through its
+# microseconds, an int64 too; Kafka accepts any int64, so a larger one is clamped (to
+# 292,000 years: still "keep it", the only meaning such a value can have).
+MAX_TIMEDELTA_MS = (2**63 - 1) // 1000
+
+
+def _timedelta_i64(buf: bytes, pos: int, end: int, state: WalkState) -> int:
+    new_pos = _advance(pos, 8, end)
+    (value,) = _I64.unpack_from(buf, pos)
+    if abs(value) > MAX_TIMEDELTA_MS:
+        state.clamp.append(pos)
+    return new_pos
+
+
+def clamp_durations(buf: bytes, positions: list[int]) -> bytes:
+    """`buf` with the int64 durations at `positions` clamped into timedelta's range."""
+    out = bytearray(buf)
+    for pos in positions:
+        (value,) = _I64.unpack_from(out, pos)
+        _I64.pack_into(out, pos, MAX_TIMEDELTA_MS if value > 0 else -MAX_TIMEDELTA_MS)
+    return bytes(out)
+
+
 def _scalar(kafka_type: str, flexible: bool, nullable: bool) -> tuple[Walker, int]:
     """Walker and minimum encoded size of one primitive value."""
+    if kafka_type == "timedelta_i64":
+        return _timedelta_i64, 8
     size = _FIXED.get(kafka_type)
     if size is not None:
         return _fixed(size), size

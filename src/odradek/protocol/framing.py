@@ -27,6 +27,7 @@ from odradek.protocol.bounds import (
     TagSection,
     check_entity,
     check_request_header,
+    clamp_durations,
     skip_tagged_fields,
     without_unknown_tags,
 )
@@ -95,8 +96,11 @@ def decode_request(frame: bytes | memoryview) -> tuple[RequestHeader, Any]:
         # Every length prefix is checked against the bytes present before kio's native
         # reader sizes a buffer from it (bounds.py says why).
         unknown: list[TagSection] = []
+        clamp: list[int] = []
         check_entity(cls, data, check_request_header(cls.__flexible__, data, unknown), unknown,
-                     MAX_REQUEST_ELEMENTS)
+                     MAX_REQUEST_ELEMENTS, clamp)
+        if clamp:
+            data = clamp_durations(data, clamp)
         if unknown:
             data = without_unknown_tags(data, unknown)
         header, offset = (_read_header_v2 if cls.__flexible__ else _read_header_v1)(data, 0)
