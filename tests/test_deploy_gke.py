@@ -125,7 +125,10 @@ class FakeApis:
     def kube(self, method: str, path: str, body: Any, content_type: str | None) -> tuple[int, Any]:
         if method == "PATCH" and content_type == "application/apply-patch+yaml":
             obj = copy.deepcopy(body)
-            obj["metadata"]["generation"] = self.objects.get(path, {}).get("metadata", {}).get("generation", 0) + 1
+            previous = self.objects.get(path, {})
+            if "data" in previous and "data" not in obj:  # server-side apply keeps fields other managers own
+                obj["data"] = previous["data"]
+            obj["metadata"]["generation"] = previous.get("metadata", {}).get("generation", 0) + 1
             self.objects[path] = obj
             return 200, obj
         if method == "PATCH":  # strategic merge of template annotations (restart)
@@ -305,18 +308,114 @@ def test_gke_dry_run_prints_every_request_and_manifest_without_credentials(tmp_p
     assert text.count("PATCH https://<cluster endpoint>/") == len(render("cluster"))
 
 
-def test_k8s_external_overlay_advertises_the_load_balancer_addresses(fake: FakeApis) -> None:
-    proc = odradek_deploy("k8s", "--overlay", "cluster-external", "--image", "gcr.io/p/o:1",
-                          env={"ODRADEK_K8S_HOST": fake.url})
+SECRETS = "/api/v1/namespaces/odradek/secrets"
+
+
+def secret_data(fake: FakeApis, name: str) -> dict[str, bytes]:
+    return {k: base64.b64decode(v) for k, v in fake.objects[f"{SECRETS}/{name}"]["data"].items()}
+
+
+def test_k8s_external_overlay_advertises_the_load_balancer_addresses(fake: FakeApis, tmp_path: Path) -> None:
+    ca_file = tmp_path / "ca.pem"
+    proc = odradek_deploy("k8s", "--overlay", "cluster-external", "--image", "gcr.io/p/o:1", "--ca-file",
+                          str(ca_file), env={"ODRADEK_K8S_HOST": fake.url})
     assert proc.returncode == 0, proc.stderr
     cm = fake.objects["/api/v1/namespaces/odradek/configmaps/odradek-advertise"]
-    assert cm["data"] == {f"odradek-{i}": f"{fake.lb_ip}:9092" for i in range(3)}
+    assert cm["data"] == {f"odradek-{i}": f"{fake.lb_ip}:9093" for i in range(3)}, "the SASL_SSL listener's port"
     restarts = [r for r in fake.requests if r["content_type"] == "application/strategic-merge-patch+json"]
     assert [r["path"] for r in restarts] == ["/apis/apps/v1/namespaces/odradek/statefulsets/odradek"]
-    assert f"{fake.lb_ip}:9092" in proc.stdout
+    assert f"{fake.lb_ip}:9093" in proc.stdout
     lb = [o for o in fake.objects.values() if o["kind"] == "Service" and o["spec"].get("type") == "LoadBalancer"]
     assert sorted(o["spec"]["selector"]["statefulset.kubernetes.io/pod-name"] for o in lb) == [
         "odradek-0", "odradek-1", "odradek-2"]
+
+
+def test_external_deploy_makes_the_secrets_once_and_prints_the_client_properties(fake: FakeApis,
+                                                                                tmp_path: Path) -> None:
+    from cryptography import x509
+
+    from odradek.deploy.secrets import covers
+
+    ca_file = tmp_path / "ca.pem"
+    proc = odradek_deploy("k8s", "--overlay", "single-external", "--image", "gcr.io/p/o:1", "--ca-file",
+                          str(ca_file), env={"ODRADEK_K8S_HOST": fake.url})
+    assert proc.returncode == 0, proc.stderr
+    admin, tls = secret_data(fake, "odradek-admin"), secret_data(fake, "odradek-tls")
+    assert admin["username"] == b"admin" and len(admin["password"]) >= 24
+    password = admin["password"].decode()
+    assert password not in proc.stdout + proc.stderr, "the password is never printed"
+    secret_patches = [r for r in fake.requests if r["path"].startswith(SECRETS) and r["method"] == "PATCH"]
+    assert all(r["query"]["fieldManager"] == "odradek-secrets" for r in secret_patches)
+    leaf = x509.load_pem_x509_certificates(tls["keystore.pem"])[0]
+    assert b"PRIVATE KEY" in tls["keystore.pem"] and tls["ca.pem"] == tls["truststore.pem"]
+    assert covers(tls["keystore.pem"], [fake.lb_ip, "odradek-0.odradek-headless.odradek.svc.cluster.local"])
+    assert leaf.issuer == x509.load_pem_x509_certificate(tls["ca.pem"]).subject
+    assert ca_file.read_bytes() == tls["ca.pem"], "the CA written where --ca-file says"
+    for line in (f"bootstrap.servers={fake.lb_ip}:9093", "security.protocol=SASL_SSL", "sasl.mechanism=SCRAM-SHA-512",
+                 "sasl.username=admin", f"ssl.ca.location={ca_file}",
+                 "kubectl -n odradek get secret odradek-admin -o jsonpath='{.data.password}' | base64 -d"):
+        assert line in proc.stdout, line
+    # the printed properties, with the password filled in, are what `odradek --command-config` reads
+    from odradek.cli.client_config import parse_properties
+
+    text = proc.stdout[proc.stdout.index("bootstrap.servers="):].replace("<that password>", password)
+    props = parse_properties(text, "client.properties").values
+    assert props["sasl.password"] == password and props["ssl.ca.location"] == str(ca_file)
+
+    # a second deploy keeps both Secrets (and so the password and the CA), and restarts nothing
+    fake.requests.clear()
+    again = odradek_deploy("k8s", "--overlay", "single-external", "--image", "gcr.io/p/o:1", "--ca-file",
+                           str(ca_file), env={"ODRADEK_K8S_HOST": fake.url})
+    assert again.returncode == 0, again.stderr
+    assert not [r for r in fake.requests if r["path"].startswith(SECRETS) and r["method"] != "GET"]
+    assert not [r for r in fake.requests if r["content_type"] == "application/strategic-merge-patch+json"]
+    assert secret_data(fake, "odradek-admin") == admin and ca_file.read_bytes() == tls["ca.pem"]
+
+    # a new load balancer address: a certificate made anew for it, and the brokers restart
+    fake.lb_ip = "203.0.113.99"
+    moved = odradek_deploy("k8s", "--overlay", "single-external", "--image", "gcr.io/p/o:1", "--ca-file",
+                           str(ca_file), env={"ODRADEK_K8S_HOST": fake.url})
+    assert moved.returncode == 0, moved.stderr
+    assert covers(secret_data(fake, "odradek-tls")["keystore.pem"], ["203.0.113.99"])
+    assert secret_data(fake, "odradek-admin") == admin, "the password stays"
+    assert [r for r in fake.requests if r["content_type"] == "application/strategic-merge-patch+json"]
+
+
+def test_external_deploy_uses_secrets_someone_else_made(fake: FakeApis, tmp_path: Path) -> None:
+    from odradek.deploy.secrets import make_tls
+
+    tls = make_tls(["kafka.example.com"])
+    fake.objects[f"{SECRETS}/odradek-tls"] = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "odradek-tls"},
+                                              "data": {k: base64.b64encode(v).decode() for k, v in tls.items()}}
+    fake.objects[f"{SECRETS}/odradek-admin"] = {
+        "apiVersion": "v1", "kind": "Secret", "metadata": {"name": "odradek-admin"},
+        "data": {"username": base64.b64encode(b"root").decode(), "password": base64.b64encode(b"s3cret-pw").decode()}}
+    proc = odradek_deploy("k8s", "--overlay", "single-external", "--image", "gcr.io/p/o:1", "--ca-file",
+                          str(tmp_path / "ca.pem"), env={"ODRADEK_K8S_HOST": fake.url})
+    assert proc.returncode == 0, proc.stderr
+    assert not [r for r in fake.requests if r["path"].startswith(SECRETS) and r["method"] == "PATCH"]
+    assert "sasl.username=root" in proc.stdout and "s3cret-pw" not in proc.stdout + proc.stderr
+    assert "is not valid for 203.0.113.7" in proc.stderr, "a warning, not a replacement"
+    assert (tmp_path / "ca.pem").read_bytes() == tls["ca.pem"]
+    fake.objects[f"{SECRETS}/odradek-admin"]["data"]["password"] = base64.b64encode(b'has"quote').decode()
+    assert_one_sentence(odradek_deploy("k8s", "--overlay", "single-external", "--image", "gcr.io/p/o:1",
+                                       "--ca-file", str(tmp_path / "ca.pem"), env={"ODRADEK_K8S_HOST": fake.url}),
+                        "double quote")
+
+
+def test_gke_expose_deploys_the_external_overlay_and_prints_how_to_connect(fake: FakeApis, tmp_path: Path) -> None:
+    proc = odradek_deploy("gke", "--project", PROJECT, "--zone", ZONE, "--expose", "--image", "gcr.io/p/o:1",
+                          "--ca-file", str(tmp_path / "ca.pem"), env=gke_env(fake))
+    assert proc.returncode == 0, proc.stderr
+    applied = [r["body"] for r in fake.requests if r["method"] == "PATCH"
+               and r["content_type"] == "application/apply-patch+yaml" and r["query"]["fieldManager"] == "odradek"]
+    assert applied == render("single-external", image="gcr.io/p/o:1")
+    assert f"bootstrap.servers={fake.lb_ip}:9093" in proc.stdout and "security.protocol=SASL_SSL" in proc.stdout
+    assert (tmp_path / "ca.pem").read_bytes() == secret_data(fake, "odradek-tls")["ca.pem"]
+    dry = odradek_deploy("gke", "--project", PROJECT, "--zone", ZONE, "--overlay", "cluster", "--expose",
+                         "--dry-run", env={"GOOGLE_APPLICATION_CREDENTIALS": str(tmp_path / "none.json")})
+    assert dry.returncode == 0, dry.stderr
+    assert "odradek-2-external" in dry.stdout and "the Secrets odradek-admin and odradek-tls" in dry.stdout
 
 
 def test_k8s_unreachable_api_server_is_one_sentence() -> None:

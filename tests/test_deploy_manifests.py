@@ -29,6 +29,7 @@ from test_clients import consume_ck, create_topic, produce_ck
 
 from odradek.config import BrokerConfig, broker_id_from_hostname
 from odradek.deploy.render import OVERLAYS, RENDERED_DIR, kustomize, overlay_dir
+from odradek.server import initial_scram_user
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -131,7 +132,9 @@ def test_broker_env_is_what_odradek_reads(overlay: str) -> None:
     objects = objects_of(overlay)
     sts = one(objects, "StatefulSet", "odradek")
     env = broker_env(objects)
-    own = {"POD_NAME", "POD_NAMESPACE"}
+    # besides broker keys: the pod's names, the first SCRAM user (odradek serve's start
+    # hook) and the client settings of `odradek` commands run in the pod
+    own = {"POD_NAME", "POD_NAMESPACE", *initial_scram_user.ENV_NAMES, "ODRADEK_COMMAND_CONFIG"}
     for name in env:
         if name not in own:
             assert name.startswith("ODRADEK_") and name[8:].lower() in BrokerConfig.model_fields, name
@@ -192,16 +195,89 @@ def test_external_wrapper_advertises_the_written_address(tmp_path: Path) -> None
     mount = next(m["mountPath"] for m in c["volumeMounts"] if m["name"] == "advertise")
     fake_bin = tmp_path / "bin"
     fake_bin.mkdir()
-    (fake_bin / "odradek").write_text('#!/bin/sh\necho "$* advertise=$ODRADEK_ADVERTISE"\n')
+    (fake_bin / "odradek").write_text(
+        '#!/bin/sh\necho "$* internal=$ODRADEK_ADVERTISE external=$ODRADEK_ADVERTISED_LISTENERS"\n')
     (fake_bin / "odradek").chmod(0o755)
     script = c["command"][2].replace(mount, str(tmp_path / "adv"))
-    env = {"PATH": f"{fake_bin}:/usr/bin:/bin", "POD_NAME": "odradek-0", "ODRADEK_ADVERTISE": "dns:9092"}
+    env = {"PATH": f"{fake_bin}:/usr/bin:/bin", "POD_NAME": "odradek-0",
+           "ODRADEK_ADVERTISE": "odradek-0.odradek-headless.odradek.svc.cluster.local:9092"}
     run = lambda: subprocess.run(["/bin/sh", "-c", script], env=env, capture_output=True,
                                  text=True, check=True).stdout.strip()
-    assert run() == "serve advertise=dns:9092", "no address written yet: keep the DNS name"
+    assert run() == ("serve internal=odradek-0.odradek-headless.odradek.svc.cluster.local:9092 "
+                     "external=EXTERNAL://odradek-0.odradek-headless.odradek.svc.cluster.local:9093"), \
+        "no address written yet: EXTERNAL advertises the pod's DNS name"
     (tmp_path / "adv").mkdir()
-    (tmp_path / "adv" / "odradek-0").write_text("203.0.113.7:9092")
-    assert run() == "serve advertise=203.0.113.7:9092"
+    (tmp_path / "adv" / "odradek-0").write_text("203.0.113.7:9093")
+    assert run() == ("serve internal=odradek-0.odradek-headless.odradek.svc.cluster.local:9092 "
+                     "external=EXTERNAL://203.0.113.7:9093")
+
+
+def pod_config(env: dict[str, str]) -> BrokerConfig:
+    """The BrokerConfig odradek builds from a pod's environment (Kafka keys only)."""
+    keys = {name[len("ODRADEK_"):].lower(): value for name, value in env.items()
+            if name.startswith("ODRADEK_") and name[len("ODRADEK_"):].lower() in BrokerConfig.model_fields}
+    return BrokerConfig.model_validate(keys)
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_external_overlays_listen_sasl_ssl_only_on_their_load_balancers(overlay: str) -> None:
+    from odradek.security.listeners import parse_listeners
+
+    objects = objects_of(overlay)
+    sts = one(objects, "StatefulSet", "odradek")
+    c = container(sts, "odradek")
+    env = broker_env(objects)
+    ports = {p["name"]: p["containerPort"] for p in c["ports"]}
+    listeners = {item.port: item for item in parse_listeners(pod_config(env))}
+    balanced = [o for o in objects if o["kind"] == "Service" and o["spec"].get("type") == "LoadBalancer"]
+    assert not [o for o in objects if o["kind"] == "Secret"], "no secret is ever rendered"
+    if not overlay.endswith("-external"):
+        assert not balanced and [item.security_protocol for item in listeners.values()] == ["PLAINTEXT"]
+        assert "ODRADEK_AUTHORIZER_CLASS_NAME" not in env
+        return
+    assert len(balanced) == sts["spec"]["replicas"]
+    for svc in balanced:
+        for p in svc["spec"]["ports"]:
+            listener = listeners[ports[p["targetPort"]]]
+            assert (listener.name, listener.security_protocol) == ("EXTERNAL", "SASL_SSL"), svc["metadata"]["name"]
+            assert p["port"] == listener.port
+    # everything else (replication, in-cluster clients, the probe) logs in too: SASL without TLS
+    internal = listeners[ports["kafka"]]
+    assert (internal.name, internal.security_protocol) == ("INTERNAL", "SASL_PLAINTEXT")
+    assert env["ODRADEK_INTER_BROKER_LISTENER_NAME"] == "INTERNAL"
+    for svc in (o for o in objects if o["kind"] == "Service" and o not in balanced
+                and o["spec"]["selector"].get("app.kubernetes.io/name") == "odradek"):
+        assert {p["targetPort"] for p in svc["spec"]["ports"]} <= {"kafka", "metrics"}, svc["metadata"]["name"]
+    assert env["ODRADEK_SASL_ENABLED_MECHANISMS"] == "SCRAM-SHA-512"
+    assert env["ODRADEK_AUTHORIZER_CLASS_NAME"] == "kafka.security.authorizer.AclAuthorizer"
+    assert env["ODRADEK_ALLOW_EVERYONE_IF_NO_ACL_FOUND"] == "false"
+    # the first user and its password come from the Secret odradek-admin; it is the super user
+    # and the brokers' own login to each other
+    refs = {e["name"]: e["valueFrom"]["secretKeyRef"] for e in c["env"] if "secretKeyRef" in e.get("valueFrom", {})}
+    assert refs == {initial_scram_user.ENV_USER: {"name": "odradek-admin", "key": "username"},
+                    initial_scram_user.ENV_PASSWORD: {"name": "odradek-admin", "key": "password"}}
+    assert env["ODRADEK_SUPER_USERS"] == f"User:$({initial_scram_user.ENV_USER})"
+    assert f'username="$({initial_scram_user.ENV_USER})"' in env["ODRADEK_SASL_JAAS_CONFIG"]
+    names = [e["name"] for e in c["env"]]
+    for name, value in env.items():  # a $(VAR) resolves only to variables defined before it
+        for ref in re.findall(r"\$\(([A-Za-z_0-9]+)\)", value):
+            if name in names:
+                assert ref in names[:names.index(name)] or ref not in names, f"{name} uses {ref} before it is set"
+    # the keystore and truststore are files of the Secret odradek-tls
+    volumes = {v["name"]: v for v in sts["spec"]["template"]["spec"]["volumes"]}
+    mounts = {m["mountPath"]: m["name"] for m in c["volumeMounts"]}
+    for key in ("ODRADEK_SSL_KEYSTORE_LOCATION", "ODRADEK_SSL_TRUSTSTORE_LOCATION"):
+        directory, _, file = env[key].rpartition("/")
+        assert volumes[mounts[directory]]["secret"]["secretName"] == "odradek-tls" and file.endswith(".pem")
+    assert env["ODRADEK_SSL_KEYSTORE_TYPE"] == "PEM"
+    # the probe logs in as the admin with the password read from the mounted Secret
+    probe = c["readinessProbe"]["exec"]["command"]
+    config_path = probe[probe.index("--command-config") + 1]
+    directory, _, file = config_path.rpartition("/")
+    client = one(objects, "ConfigMap", volumes[mounts[directory]]["configMap"]["name"])["data"][file]
+    provider_dir = re.search(r"\$\{dir:([^:}]+):password\}", client).group(1)  # type: ignore[union-attr]
+    assert volumes[mounts[provider_dir]]["secret"]["secretName"] == "odradek-admin"
+    assert "security.protocol=SASL_PLAINTEXT" in client and env["ODRADEK_COMMAND_CONFIG"] == config_path
 
 
 def test_dockerfile_passes_hadolint() -> None:
@@ -317,3 +393,133 @@ def test_pod_readiness_probe_command_answers(pod: PodProcess) -> None:
     probe = [a.replace("127.0.0.1:9092", pod.bootstrap) for a in pod.container["readinessProbe"]["exec"]["command"]]
     health = subprocess.run(probe, check=False, env=pod.env, capture_output=True, text=True, timeout=30)
     assert health.returncode == 0, "readiness probe: " + health.stdout + health.stderr
+
+
+@dataclass
+class ExternalPod:
+    """The single-external overlay's broker: its wrapper command, env, Secrets and ConfigMaps
+    as files, the way the kubelet would mount them, running here."""
+
+    container: dict[str, Any]
+    env: dict[str, str]
+    internal: str  # INTERNAL, SASL_PLAINTEXT
+    external: str  # EXTERNAL, SASL_SSL: what the load balancer forwards
+    password: str
+    ca: Path
+    mounts: dict[str, Path]
+
+    def local(self, text: str) -> str:
+        for mount, path in self.mounts.items():
+            text = text.replace(mount, str(path))
+        return text
+
+    def sasl_ssl(self, password: str | None = None) -> dict[str, object]:
+        return {"security.protocol": "SASL_SSL", "sasl.mechanism": "SCRAM-SHA-512", "sasl.username": "admin",
+                "sasl.password": password or self.password, "ssl.ca.location": str(self.ca)}
+
+
+@pytest.fixture(scope="module")
+def external_pod(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ExternalPod]:
+    from odradek.deploy.secrets import broker_hosts, make_tls
+
+    tmp_path = tmp_path_factory.mktemp("external-pod")
+    objects = objects_of("single-external")
+    sts = one(objects, "StatefulSet", "odradek")
+    c = container(sts, "odradek")
+    volumes = {v["name"]: v for v in sts["spec"]["template"]["spec"]["volumes"]}
+    internal_port, external_port, metrics_port = free_port(), free_port(), free_port()
+    password = "pod-admin-Secr3t-3a9e"
+    # what `odradek deploy` puts in the Secrets, for a load balancer at 127.0.0.1
+    secrets = {"odradek-admin": {"username": b"admin", "password": password.encode()},
+               "odradek-tls": make_tls(broker_hosts("odradek", ["127.0.0.1"]))}
+    mounts: dict[str, Path] = {}
+    for mount in c["volumeMounts"]:
+        volume, local = volumes.get(mount["name"], {}), tmp_path / mount["name"]
+        mounts[mount["mountPath"]] = local
+        local.mkdir()
+        if "secret" in volume:
+            for key, value in secrets[volume["secret"]["secretName"]].items():
+                (local / key).write_bytes(value)
+        elif "configMap" in volume and volume["configMap"]["name"] == "odradek-advertise":
+            (local / "odradek-0").write_text(f"127.0.0.1:{external_port}")  # what deploy writes
+        elif "configMap" in volume:
+            for key, value in one(objects, "ConfigMap", volume["configMap"]["name"])["data"].items():
+                (local / key).write_text(value)
+    pod = ExternalPod(c, {}, f"127.0.0.1:{internal_port}", f"127.0.0.1:{external_port}", password,
+                      mounts["/etc/odradek/tls"] / "ca.pem", mounts)
+    for f in mounts["/etc/odradek/client"].iterdir():
+        f.write_text(pod.local(f.read_text()))
+
+    _, image_env = dockerfile_runtime()
+    pod_env = {"HOSTNAME": "odradek-0", **image_env, **broker_env(objects)}
+    pod_env.update({"ODRADEK_INITIAL_SCRAM_USER": "admin", "ODRADEK_INITIAL_SCRAM_PASSWORD": password,
+                    "POD_NAME": "odradek-0", "POD_NAMESPACE": "odradek"})
+    pod_env = {k: pod.local(expand(v, pod_env)) for k, v in pod_env.items()}
+    assert pod_env["ODRADEK_SUPER_USERS"] == "User:admin"
+    pod_env.update({
+        "ODRADEK_DATA_DIR": str(tmp_path / "data"), "ODRADEK_METRICS_PORT": str(metrics_port),
+        "ODRADEK_LISTENERS": pod_env["ODRADEK_LISTENERS"].replace("0.0.0.0:9092", pod.internal)
+                                                      .replace("0.0.0.0:9093", pod.external),
+        "ODRADEK_ADVERTISE": pod.internal})
+    pod.env = {"PATH": f"{BIN}:/usr/bin:/bin", "HOME": str(tmp_path), "LANG": "C.UTF-8", **pod_env}
+    log = (tmp_path / "broker.log").open("wb")
+    proc = subprocess.Popen(c["command"][:2] + [pod.local(c["command"][2])], env=pod.env, cwd=tmp_path,
+                            stdout=log, stderr=subprocess.STDOUT)
+    try:
+        wait_for_port(external_port, timeout=30, proc=proc)
+        yield pod
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()
+    text = (tmp_path / "broker.log").read_text()
+    assert proc.returncode == 0, "SIGTERM is a clean shutdown: " + text[-2000:]
+    assert password not in text, "the broker logged the admin password"
+
+
+def test_external_pod_serves_sasl_ssl_to_the_admin_from_its_secrets(external_pod: ExternalPod) -> None:
+    from confluent_kafka.admin import NewTopic  # type: ignore[attr-defined]  # re-exported without __all__
+
+    conf = external_pod.sasl_ssl()
+    admin = AdminClient({"bootstrap.servers": external_pod.external, **conf})
+    topic = unique("ext")
+    admin.create_topics([NewTopic(topic, 1, 1)])[topic].result(15)
+    produce_ck(external_pod.external, topic, [{"value": b"secure-%d" % i} for i in range(5)], acks="all", **conf)
+    got = consume_ck(external_pod.external, topic, 5, **conf)
+    assert [m.value() for m in got] == [b"secure-%d" % i for i in range(5)]
+    md = admin.list_topics(timeout=10)
+    assert [f"{b.host}:{b.port}" for b in md.brokers.values()] == [external_pod.external], \
+        "EXTERNAL advertises the load balancer address written by deploy"
+
+
+def test_external_pod_readiness_probe_logs_in_with_the_mounted_secret(external_pod: ExternalPod) -> None:
+    probe = [external_pod.local(a).replace("127.0.0.1:9092", external_pod.internal)
+             for a in external_pod.container["readinessProbe"]["exec"]["command"]]
+    health = subprocess.run(probe, check=False, env=external_pod.env, capture_output=True, text=True, timeout=30)
+    assert health.returncode == 0, "readiness probe: " + health.stdout + health.stderr
+    # ODRADEK_COMMAND_CONFIG: `kubectl exec odradek-0 -- odradek topic list` is the admin
+    listed = subprocess.run(["odradek", "user", "list", "-b", external_pod.internal], check=False,
+                            env={**external_pod.env, "COLUMNS": "200"}, capture_output=True, text=True, timeout=30)
+    assert listed.returncode == 0 and "admin" in listed.stdout, listed.stderr
+    assert external_pod.password not in listed.stdout + listed.stderr + health.stdout + health.stderr
+
+
+def test_external_pod_refuses_clients_without_the_login(external_pod: ExternalPod) -> None:
+    env = {k: v for k, v in external_pod.env.items() if k != "ODRADEK_COMMAND_CONFIG"}
+    attempts = {
+        "plaintext at the load balancer": (["-b", external_pod.external], "want TLS"),
+        "TLS without a login": (["-b", external_pod.external, "-X", "security.protocol=SSL",
+                                 "-X", f"ssl.ca.location={external_pod.ca}"], "want a SASL login"),
+        "a wrong password": (["-b", external_pod.external, *[a for k, v in external_pod.sasl_ssl(
+            "not-the-password").items() for a in ("-X", f"{k}={v}")]], "Authentication failed"),
+        "plaintext inside the cluster": (["-b", external_pod.internal], "want a SASL login"),
+    }
+    for what, (args, why) in attempts.items():
+        out = subprocess.run(["odradek", "topic", "list", *args], check=False, env=env, capture_output=True,
+                             text=True, timeout=60)
+        assert out.returncode == 1 and out.stderr.startswith("error: "), (what, out.stdout, out.stderr)
+        assert why in out.stderr and len(out.stderr.strip().splitlines()) == 1, (what, out.stderr)

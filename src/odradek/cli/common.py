@@ -149,6 +149,11 @@ class Client:
         if "APIVERSION_QUERY" in failure and not protocol.endswith("SSL"):
             return (f"{self.bootstrap} closed the connection at the first request; does that listener want "
                     "TLS (security.protocol=SSL or SASL_SSL, with --command-config or -X)?")
+        if "closed" in failure and "in state UP" in failure and not protocol.startswith("SASL_"):
+            # a SASL listener answers ApiVersions, then hangs up on anything else before a login
+            return (f"{self.bootstrap} closed the connection after ApiVersions; does that listener want a SASL "
+                    "login (security.protocol=SASL_SSL or SASL_PLAINTEXT, sasl.mechanism, sasl.username, "
+                    "sasl.password)?")
         return None
 
     def why_unreachable(self) -> str:

@@ -22,6 +22,10 @@ UseKubectlOpt = Annotated[bool, typer.Option("--use-kubectl", help="apply with `
 PollOpt = Annotated[float, typer.Option("--poll", hidden=True, envvar="ODRADEK_DEPLOY_POLL")]
 K8sHostOpt = Annotated[str | None, typer.Option("--k8s-host", hidden=True, envvar="ODRADEK_K8S_HOST")]
 GkeEndpointOpt = Annotated[str | None, typer.Option("--gke-endpoint", hidden=True, envvar="ODRADEK_GKE_ENDPOINT")]
+ExposeOpt = Annotated[bool, typer.Option(
+    "--expose", help="a load balancer per broker, SASL_SSL only (the overlay's -external variant)")]
+CaFileOpt = Annotated[str, typer.Option(
+    "--ca-file", help="where to write the CA certificate clients trust (external overlays)")]
 
 
 def _fail(exc: BaseException) -> typer.Exit:
@@ -58,9 +62,27 @@ def _print_apply_requests(objects: list[dict[str, Any]], host: str) -> None:
         out.print("---")
 
 
-def _finish(result: Any) -> None:
+def _exposed(overlay: str, expose: bool) -> str:
+    """--expose picks the external variant of an overlay (single -> single-external)."""
+    return f"{overlay}-external" if expose and not overlay.endswith("-external") else overlay
+
+
+def _finish(result: Any, ca_file: str) -> None:
     if result.external:
-        out.print(f"bootstrap servers (load balancers): [bold]{result.bootstrap}[/]")
+        from odradek.deploy.secrets import client_properties
+
+        out.print(f"bootstrap servers (load balancers, SASL_SSL): [bold]{result.bootstrap}[/]")
+        if result.access is not None:
+            try:
+                with open(ca_file, "wb") as f:
+                    f.write(result.access.ca_pem)
+            except OSError as exc:
+                raise _fail(OSError(f"cannot write the CA certificate to {ca_file}: {exc.strerror}")) from None
+            out.print(f"wrote the CA certificate clients trust to {ca_file}")
+            out.print("client.properties (odradek ... --command-config client.properties, kcat -F, librdkafka; "
+                      "Kafka's Java tools take the same with sasl.jaas.config and ssl.truststore.location):")
+            out.print("\n".join(client_properties(result.bootstrap, result.access, ca_file, result.namespace)),
+                      markup=False)
     else:
         out.print(f"bootstrap servers (inside the cluster): [bold]{result.bootstrap}[/]")
         out.print(f"try it: kubectl -n {result.namespace} exec -it odradek-0 -- odradek produce "
@@ -82,6 +104,7 @@ def render_cmd(overlay: OverlayOpt = "single", image: ImageOpt = None) -> None:
 @deploy_app.command("k8s")
 def k8s_cmd(
     overlay: OverlayOpt = "single",
+    expose: ExposeOpt = False,
     image: ImageOpt = None,
     context: Annotated[str | None, typer.Option("--context", help="kubeconfig context (default: current)")] = None,
     kubeconfig: Annotated[str | None, typer.Option("--kubeconfig", help="kubeconfig file")] = None,
@@ -91,12 +114,14 @@ def k8s_cmd(
     timeout: TimeoutOpt = 900.0,
     poll: PollOpt = 5.0,
     k8s_host: K8sHostOpt = None,
+    ca_file: CaFileOpt = "odradek-ca.pem",
 ) -> None:
     """Deploy to an existing Kubernetes cluster from your kubeconfig."""
     _require("yaml", "kubernetes")
     from odradek.deploy import k8s
     from odradek.deploy.render import RenderError, namespace_of
 
+    overlay = _exposed(overlay, expose)
     try:
         objects = _objects(overlay, image)
         if dry_run:
@@ -106,6 +131,7 @@ def k8s_cmd(
                     out.print(f"DELETE {host}{k8s.object_path(obj)}", markup=False)
             else:
                 _print_apply_requests(objects, host)
+                _print_secret_note(objects)
             return
         api = k8s.client_for(k8s_host) if k8s_host else k8s.client_from_kubeconfig(context, kubeconfig)
         kube = k8s.Kube(api)
@@ -119,7 +145,16 @@ def k8s_cmd(
                             apply_with=apply_with)
     except (RenderError, k8s.KubeError) as exc:
         raise _fail(exc) from None
-    _finish(result)
+    _finish(result, ca_file)
+
+
+def _print_secret_note(objects: list[dict[str, Any]]) -> None:
+    from odradek.deploy.k8s import external_services
+    from odradek.deploy.secrets import ADMIN_SECRET, TLS_SECRET
+
+    if external_services(objects):
+        out.print(f"# then, once the load balancers have addresses: the Secrets {ADMIN_SECRET} and {TLS_SECRET} "
+                  "when missing (a random password; a CA and a certificate for those addresses)", markup=False)
 
 
 @deploy_app.command("gke")
@@ -131,6 +166,7 @@ def gke_cmd(
         "--nodes", min=1, help="nodes in the pool (default: 1 single, 3 cluster)")] = None,
     machine_type: Annotated[str, typer.Option("--machine-type", help="node machine type")] = "e2-standard-2",
     overlay: OverlayOpt = "single",
+    expose: ExposeOpt = False,
     image: ImageOpt = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="print every request and manifest, send nothing")] = False,
     delete: Annotated[bool, typer.Option("--delete", help="delete the GKE cluster (and everything on it)")] = False,
@@ -139,13 +175,17 @@ def gke_cmd(
     poll: PollOpt = 10.0,
     gke_endpoint: GkeEndpointOpt = None,
     k8s_host: K8sHostOpt = None,
+    ca_file: CaFileOpt = "odradek-ca.pem",
 ) -> None:
-    """Create (or reuse) a GKE cluster and deploy odradek to it; --delete tears it down."""
+    """Create (or reuse) a GKE cluster and deploy odradek to it; --delete tears it down.
+    With --expose each broker gets a load balancer (SASL_SSL only) and the client
+    properties to connect are printed."""
     _require("yaml", "kubernetes", "google.cloud.container_v1")
     from odradek.deploy import k8s
     from odradek.deploy.gke import ClusterSpec, Gke, GkeError, dry_run_delete, dry_run_requests
     from odradek.deploy.render import DEFAULT_IMAGE, RenderError, namespace_of
 
+    overlay = _exposed(overlay, expose)
     n = nodes if nodes is not None else (1 if overlay.startswith("single") else 3)
     spec = ClusterSpec(project=project, zone=zone, name=cluster, nodes=n, machine_type=machine_type)
     try:
@@ -156,7 +196,9 @@ def gke_cmd(
                 if body is not None:
                     out.print(json.dumps(body, indent=2), markup=False)
             if not delete:
-                _print_apply_requests(_objects(overlay, image), k8s_host or "https://<cluster endpoint>")
+                objects = _objects(overlay, image)
+                _print_apply_requests(objects, k8s_host or "https://<cluster endpoint>")
+                _print_secret_note(objects)
             return
         objects = _objects(overlay, image)
         if not delete and "/" not in (image or DEFAULT_IMAGE).split(":")[0]:
@@ -184,7 +226,7 @@ def gke_cmd(
                 os.unlink(cfg)  # it holds a bearer token
     except (GkeError, RenderError, k8s.KubeError) as exc:
         raise _fail(exc) from None
-    _finish(result)
+    _finish(result, ca_file)
     out.print(f"kubectl access: gcloud container clusters get-credentials {cluster} --zone {zone} "
               f"--project {project}")
 

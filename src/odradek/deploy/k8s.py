@@ -26,6 +26,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from odradek.deploy.render import Manifest, to_yaml
+from odradek.deploy.secrets import SecuredAccess, ensure_secrets
 
 FIELD_MANAGER = "odradek"
 ADVERTISE_MANAGER = "odradek-advertise"
@@ -38,6 +39,7 @@ KAFKA_PORT = 9092
 _RESOURCES: dict[tuple[str, str], tuple[str, bool]] = {
     ("v1", "Namespace"): ("namespaces", False),
     ("v1", "ConfigMap"): ("configmaps", True),
+    ("v1", "Secret"): ("secrets", True),
     ("v1", "Service"): ("services", True),
     ("apps/v1", "StatefulSet"): ("statefulsets", True),
     ("policy/v1", "PodDisruptionBudget"): ("poddisruptionbudgets", True),
@@ -203,6 +205,7 @@ class DeployResult:
     namespace: str
     bootstrap: str
     external: bool
+    access: SecuredAccess | None = None  # the external overlays' SASL_SSL login: username and CA
 
 
 def statefulsets(objects: Iterable[Manifest]) -> list[Manifest]:
@@ -246,7 +249,7 @@ def wait_ready(kube: Kube, objects: list[Manifest], console: Console, timeout: f
 
 def wait_load_balancers(kube: Kube, services: list[Manifest], console: Console, timeout: float,
                         poll: float) -> dict[str, str]:
-    """Pod name -> `IP:9092` once every external Service has a load balancer address."""
+    """Pod name -> `IP:PORT` (the Service's port) once every external Service has a load balancer address."""
     deadline = time.monotonic() + timeout
     found: dict[str, str] = {}
     with console.status("waiting for load balancer addresses"):
@@ -256,7 +259,7 @@ def wait_load_balancers(kube: Kube, services: list[Manifest], console: Console, 
                 if ingress:
                     addr = ingress[0].get("ip") or ingress[0].get("hostname")
                     pod = svc["spec"]["selector"]["statefulset.kubernetes.io/pod-name"]
-                    found[pod] = f"{addr}:{KAFKA_PORT}"
+                    found[pod] = f"{addr}:{svc['spec']['ports'][0].get('port', KAFKA_PORT)}"
             if len(found) == len(services):
                 return found
             if time.monotonic() > deadline:
@@ -265,16 +268,19 @@ def wait_load_balancers(kube: Kube, services: list[Manifest], console: Console, 
             time.sleep(poll)
 
 
-def advertise_external(kube: Kube, namespace: str, addresses: dict[str, str]) -> bool:
-    """Write the load balancer addresses for the brokers to advertise; restart them if they changed."""
+def advertise_external(kube: Kube, namespace: str, addresses: dict[str, str], secrets_changed: bool = False) -> bool:
+    """Write the load balancer addresses for the brokers to advertise; restart them if they
+    changed, or when `secrets_changed` (a broker reads its Secrets at start only)."""
     cm: Manifest = {"apiVersion": "v1", "kind": "ConfigMap",
                     "metadata": {"name": "odradek-advertise", "namespace": namespace},
                     "data": dict(sorted(addresses.items()))}
     current = kube.get(cm, missing_ok=True).get("data") or {}
-    if current == cm["data"]:
+    if current == cm["data"] and not secrets_changed:
         return False
-    kube.apply(cm, manager=ADVERTISE_MANAGER)  # not "odradek": re-applying the overlay keeps it
-    digest = hashlib.sha256(json.dumps(cm["data"], sort_keys=True).encode()).hexdigest()[:16]
+    if current != cm["data"]:
+        kube.apply(cm, manager=ADVERTISE_MANAGER)  # not "odradek": re-applying the overlay keeps it
+    digest = hashlib.sha256(json.dumps([cm["data"], time.time() if secrets_changed else 0],
+                                       sort_keys=True).encode()).hexdigest()[:16]
     restart = {"apiVersion": "apps/v1", "kind": "StatefulSet",
                "metadata": {"name": BROKER_STATEFULSET, "namespace": namespace}}
     kube.request("PATCH", object_path(restart), content_type="application/strategic-merge-patch+json",
@@ -293,16 +299,20 @@ def deploy(kube: Kube, objects: list[Manifest], console: Console, *, namespace: 
         for obj in objects:
             kube.apply(obj)
             console.print(f"applied {describe(obj)}")
-    wait_ready(kube, objects, console, timeout, poll)
     external = external_services(objects)
     if not external:
-        return DeployResult(namespace, f"odradek.{namespace}.svc.cluster.local:{KAFKA_PORT}", False)
-    addresses = wait_load_balancers(kube, external, console, timeout, poll)
-    if advertise_external(kube, namespace, addresses):
-        console.print("brokers restart to advertise their load balancer addresses")
-        time.sleep(min(poll, 2.0))  # let the controller see the new template before we poll
         wait_ready(kube, objects, console, timeout, poll)
-    return DeployResult(namespace, ",".join(addresses[k] for k in sorted(addresses)), True)
+        return DeployResult(namespace, f"odradek.{namespace}.svc.cluster.local:{KAFKA_PORT}", False)
+    # The brokers wait for their Secrets, and the certificate names the load balancer
+    # addresses: addresses first, then the Secrets, then the brokers are ready.
+    addresses = wait_load_balancers(kube, external, console, timeout, poll)
+    hosts = sorted({address.rsplit(":", 1)[0] for address in addresses.values()})
+    access = ensure_secrets(kube, namespace, hosts, console)
+    if advertise_external(kube, namespace, addresses, secrets_changed=bool(access.created)):
+        console.print("brokers restart to advertise their load balancer addresses and read their Secrets")
+        time.sleep(min(poll, 2.0))  # let the controller see the new template before we poll
+    wait_ready(kube, objects, console, timeout, poll)
+    return DeployResult(namespace, ",".join(addresses[k] for k in sorted(addresses)), True, access)
 
 
 def undeploy(kube: Kube, objects: list[Manifest], console: Console) -> None:
