@@ -169,3 +169,20 @@ def test_an_int64_retention_time_beyond_timedelta_is_clamped_not_refused() -> No
     body += struct.pack(">iqh", 0, 5, 0)
     _, request = decode_request(header(8, 2, flexible=False) + body)
     assert request.retention_time // datetime.timedelta(milliseconds=1) == MAX_TIMEDELTA_MS
+
+
+def test_a_minus_one_timestamp_in_a_response_reads_as_the_epoch() -> None:
+    # Kafka answers DescribeTransactions with transaction_start_time -1 for a transaction not
+    # in progress; kio's datetime refused it, and `odradek txn describe` failed on real Kafka.
+    from odradek.protocol.framing import decode_response, encode_response, response_type
+
+    cls = response_type(65, 0)
+    sentinel = datetime.datetime.fromtimestamp(123456789.012, tz=datetime.UTC)
+    body = build(cls, throttle_time=0, transaction_states=[{
+        "error_code": 0, "transactional_id": "t", "transaction_state": "Empty", "transaction_timeout": 60000,
+        "transaction_start_time": sentinel, "producer_id": 5, "producer_epoch": 0, "topics": []}])
+    frame = encode_response(9, body)[4:]
+    frame = frame.replace(struct.pack(">q", 123456789012), struct.pack(">q", -1))
+    _, decoded = decode_response(frame, 65, 0)
+    start = decoded.transaction_states[0].transaction_start_time
+    assert start == datetime.datetime.fromtimestamp(0, tz=datetime.UTC)

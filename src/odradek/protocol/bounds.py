@@ -54,11 +54,12 @@ class WalkState:
     """What one walk collects: tagged-field sections with unknown tags (see
     without_unknown_tags) and the array elements seen so far, against a bound."""
 
-    __slots__ = ("clamp", "elements", "max_elements", "unknown")
+    __slots__ = ("clamp", "elements", "max_elements", "negative_times", "unknown")
 
     def __init__(self, max_elements: int | None = None) -> None:
         self.unknown: list[TagSection] = []
         self.clamp: list[int] = []  # positions of int64 durations beyond Python's timedelta
+        self.negative_times: list[int] = []  # positions of -1 "no time" timestamps
         self.elements = 0
         self.max_elements = max_elements
 
@@ -81,6 +82,7 @@ def check_entity(
     unknown: list[TagSection] | None = None,
     max_elements: int | None = None,
     clamp: list[int] | None = None,
+    negative_times: list[int] | None = None,
 ) -> int:
     """Walk `cls` at `pos`; the position after it, or BoundsError. Tagged-field
     sections with tags the schema lacks are appended to `unknown`, int64 durations
@@ -92,6 +94,8 @@ def check_entity(
         unknown.extend(state.unknown)
     if clamp is not None:
         clamp.extend(state.clamp)
+    if negative_times is not None:
+        negative_times.extend(state.negative_times)
     return end
 
 
@@ -310,6 +314,22 @@ def _timedelta_i64(buf: bytes, pos: int, end: int, state: WalkState) -> int:
     return new_pos
 
 
+def _datetime_i64(buf: bytes, pos: int, end: int, state: WalkState) -> int:
+    new_pos = _advance(pos, 8, end)
+    if buf[pos] & 0x80:  # negative: Kafka's -1 for "none" (a transaction not in progress)
+        state.negative_times.append(pos)
+    return new_pos
+
+
+def zero_times(buf: bytes, positions: list[int]) -> bytes:
+    """`buf` with the negative timestamps at `positions` set to 0: kio's datetime cannot hold
+    Kafka's -1, and 0 (the epoch) reads as "none" to every caller of ours."""
+    out = bytearray(buf)
+    for pos in positions:
+        _I64.pack_into(out, pos, 0)
+    return bytes(out)
+
+
 def clamp_durations(buf: bytes, positions: list[int]) -> bytes:
     """`buf` with the int64 durations at `positions` clamped into timedelta's range."""
     out = bytearray(buf)
@@ -323,6 +343,8 @@ def _scalar(kafka_type: str, flexible: bool, nullable: bool) -> tuple[Walker, in
     """Walker and minimum encoded size of one primitive value."""
     if kafka_type == "timedelta_i64":
         return _timedelta_i64, 8
+    if kafka_type == "datetime_i64" and not nullable:
+        return _datetime_i64, 8
     size = _FIXED.get(kafka_type)
     if size is not None:
         return _fixed(size), size

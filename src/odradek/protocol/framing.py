@@ -30,6 +30,7 @@ from odradek.protocol.bounds import (
     clamp_durations,
     skip_tagged_fields,
     without_unknown_tags,
+    zero_times,
 )
 
 API_VERSIONS_KEY = 18
@@ -160,7 +161,10 @@ def decode_response(frame: bytes, api_key: int, api_version: int) -> tuple[int, 
         if cls.__flexible__ and api_key != API_VERSIONS_KEY:
             offset = skip_tagged_fields(frame, offset)
         unknown: list[TagSection] = []
-        check_entity(cls, frame, offset, unknown)
+        negative_times: list[int] = []
+        check_entity(cls, frame, offset, unknown, None, None, negative_times)
+        if negative_times:
+            frame = zero_times(frame, negative_times)
         if unknown:
             frame = without_unknown_tags(frame, unknown)
         body, _ = _reader(cls)(frame, offset)
