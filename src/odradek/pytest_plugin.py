@@ -1,5 +1,9 @@
 """pytest plugin (entry point `pytest11`): a Kafka broker for your tests.
 
+It lives outside odradek.testing so that loading it imports nothing heavy: the broker
+(and kio, which registers Hypothesis strategies when it is imported) load with the
+first fixture that needs them, after every plugin is in place.
+
 Fixtures:
   kafka_broker     one embedded odradek broker for the whole session (None with --kafka-bootstrap)
   kafka_bootstrap  its "host:port" (or the --kafka-bootstrap address)
