@@ -17,6 +17,7 @@ import pytest
 from conftest import BrokerProcess, recv_exact, unique
 from test_clients import consume_ck, create_topic, produce_ck
 
+from odradek.protocol.bounds import uvarint_bytes
 from odradek.protocol.framing import decode_response, encode_request, request_type
 
 
@@ -49,13 +50,7 @@ def closed_by_broker(s: socket.socket, within: float) -> bool:
         return False
 
 
-def uvarint(n: int) -> bytes:
-    out = bytearray()
-    while n >= 0x80:
-        out.append((n & 0x7F) | 0x80)
-        n >>= 7
-    out.append(n)
-    return bytes(out)
+uvarint = uvarint_bytes
 
 
 def test_length_bomb_closes_one_connection_and_the_broker_keeps_every_acked_record(

@@ -13,18 +13,11 @@ import struct
 
 import pytest
 
-from odradek.protocol.bounds import BoundsError, check_entity, read_uvarint
+from odradek.protocol.bounds import BoundsError, check_entity, read_uvarint, uvarint_bytes
 from odradek.protocol.build import build
 from odradek.protocol.framing import FrameError, decode_request, encode_request, request_type
 
-
-def uvarint(n: int) -> bytes:
-    out = bytearray()
-    while n >= 0x80:
-        out.append((n & 0x7F) | 0x80)
-        n >>= 7
-    out.append(n)
-    return bytes(out)
+uvarint = uvarint_bytes
 
 
 def header(api_key: int, version: int, *, flexible: bool, client_id: bytes = b"c") -> bytes:

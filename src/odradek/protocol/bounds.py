@@ -123,7 +123,7 @@ def without_unknown_tags(buf: bytes, sections: list[TagSection]) -> bytes:
     pos = 0
     for section in sorted(sections, key=lambda s: s.count_start):
         out += buf[pos:section.count_start]
-        out += _uvarint_bytes(section.kept)
+        out += uvarint_bytes(section.kept)
         pos = section.count_end
         for start, stop in section.drop:
             out += buf[pos:start]
@@ -132,7 +132,8 @@ def without_unknown_tags(buf: bytes, sections: list[TagSection]) -> bytes:
     return bytes(out)
 
 
-def _uvarint_bytes(n: int) -> bytes:
+def uvarint_bytes(n: int) -> bytes:
+    """Kafka's unsigned varint (KIP-482), the writer's side of read_uvarint."""
     out = bytearray()
     while n >= 0x80:
         out.append((n & 0x7F) | 0x80)

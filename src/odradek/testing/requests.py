@@ -40,6 +40,7 @@ from kio.serial._introspect import (
     is_optional,
 )
 
+from odradek.protocol.bounds import uvarint_bytes
 from odradek.protocol.framing import request_type
 from odradek.protocol.records import TRANSACTIONAL_BIT, encode_batch
 
@@ -99,13 +100,7 @@ class FuzzRequest:
 # -- bytes ---------------------------------------------------------------------
 
 
-def uvarint(n: int) -> bytes:
-    out = bytearray()
-    while n >= 0x80:
-        out.append((n & 0x7F) | 0x80)
-        n >>= 7
-    out.append(n)
-    return bytes(out)
+uvarint = uvarint_bytes
 
 
 def _tag_section(tags: Sequence[tuple[int, bytes]]) -> bytes:

@@ -21,6 +21,7 @@ from typing import Any
 
 from kio.schema.errors import ErrorCode
 
+from odradek.protocol.bounds import uvarint_bytes
 from odradek.protocol.build import timedelta_to_ms
 from odradek.protocol.framing import encode_response
 from odradek.security.authorizer import AclOperation, ResourceType
@@ -188,10 +189,4 @@ def _length_prefix(n: int, flexible: bool) -> bytes:
     """Kafka's length of nullable bytes: int32, or an unsigned varint of n + 1 (KIP-482)."""
     if not flexible:
         return _INT32.pack(n)
-    n += 1
-    out = bytearray()
-    while n >= 0x80:
-        out.append((n & 0x7F) | 0x80)
-        n >>= 7
-    out.append(n)
-    return bytes(out)
+    return uvarint_bytes(n + 1)
