@@ -53,6 +53,7 @@ class BrokerConfig(BaseSettings):
     data_dir: Path = Path("odradek-data")
     zookeeper: str | None = None
     metrics_port: int | None = None
+    event_loop_stall_threshold_ms: int = 100  # odradek's own: a longer stall is logged
     storage: str = "file"  # "file" or "memory"
 
     # Listeners and security (Kafka's names). `listeners` wins over `listen` when set.
@@ -184,6 +185,7 @@ class BrokerConfig(BaseSettings):
         """The Kafka-named keys and their values, as `kafka-configs.sh --describe` shows them;
         passwords and JAAS configs stay SecretStr (DescribeConfigs answers them as sensitive)."""
         own = {"listen", "advertise", "data_dir", "zookeeper", "metrics_port", "storage",
+               "event_loop_stall_threshold_ms",
                "listener_name_overrides"}
         items: dict[str, Any] = {
             name.replace("_", "."): getattr(self, name)

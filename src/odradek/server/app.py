@@ -25,6 +25,7 @@ from odradek.server.broker import Broker
 from odradek.server.connection import Connection
 from odradek.server.dispatcher import Dispatcher
 from odradek.server.limits import ConnectionLimits
+from odradek.server.loop_monitor import watch_loop
 
 log = logging.getLogger("odradek.server")
 
@@ -92,6 +93,8 @@ class Server:
         host = listeners[0].host
         self._tasks.append(loop.create_task(self._housekeeping()))
         self._tasks.append(loop.create_task(self.limits.run_reaper(lambda: self.connections)))
+        self._tasks.append(loop.create_task(
+            watch_loop(self.broker.metrics, dispatcher, self.config.event_loop_stall_threshold_ms)))
         if self.config.log_cleaner_enable and self.config.storage == "file":
             from odradek.storage.cleaner import LogCleaner
 
@@ -121,6 +124,8 @@ class Server:
             now = loop.time()
             if self.config.metrics_port is not None:
                 self.broker.metrics.refresh(self.broker)
+                self.broker.metrics.connection_count.set(self.limits.count)
+                self.broker.metrics.connections_refused.set(self.limits.refused)
             if now >= next_retention:
                 self.broker.enforce_retention()
                 next_retention = now + retention_every

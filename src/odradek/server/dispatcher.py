@@ -134,6 +134,8 @@ class Dispatcher:
         self.broker = broker
         self.routes = routes
         self._metrics: dict[int, tuple[Any, Any]] = {}  # api key -> (request counter, TotalTimeMs) children
+        # (milliseconds, "API vN") of the slowest request finished since the loop monitor's last tick
+        self.slowest: tuple[float, str] | None = None
 
     def api_ranges(self) -> list[ApiRange]:
         return [ApiRange(k, r.min_version, r.max_version) for k, r in sorted(self.routes.items())]
@@ -187,7 +189,10 @@ class Dispatcher:
             raise
         except Exception as exc:  # noqa: BLE001 - a handler's bug costs one connection, not the broker
             raise CloseConnection(_internal_error(header, exc)) from None
-        total_time.observe((time.perf_counter() - started) * 1000)
+        elapsed_ms = (time.perf_counter() - started) * 1000
+        total_time.observe(elapsed_ms)
+        if self.slowest is None or elapsed_ms > self.slowest[0]:
+            self.slowest = (elapsed_ms, f"{api_name(api_key)} v{api_version}")
         return encoded
 
     def _metric_children(self, api_key: int) -> tuple[Any, Any]:

@@ -9,7 +9,14 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Summary, start_http_server
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    Summary,
+    start_http_server,
+)
 
 if TYPE_CHECKING:
     from odradek.server.broker import Broker
@@ -39,6 +46,16 @@ class BrokerMetrics:
                                     ["topic", "partition"], registry=r)
         self.partition_count = Gauge("kafka_server_replicamanager_partitioncount", "Partitions on this broker",
                                      registry=r)
+        # Kafka's socket-server metrics: open connections, and the ones refused by the limits
+        self.connection_count = Gauge("kafka_server_socket_server_metrics_connection_count",
+                                      "Open client connections", registry=r)
+        self.connections_refused = Gauge("odradek_connections_refused",
+                                         "Connections refused by max.connections(.per.ip) since start",
+                                         registry=r)
+        # odradek's own: one event loop serves every connection, so its lateness is every request's
+        self.loop_lag_ms = Histogram("odradek_event_loop_lag_ms",
+                                     "How late the event loop woke a 20 ms timer, in milliseconds",
+                                     buckets=(1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 5000), registry=r)
 
     def refresh(self, broker: Broker) -> None:
         """Gauges read from the logs when scraped is too late; the server refreshes them periodically."""

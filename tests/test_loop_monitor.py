@@ -1,0 +1,35 @@
+"""The broker measures its own event loop: lateness as a histogram, stalls logged with a
+likely cause (issue 20's groundwork; the connection gauges are issue 13's limits seen)."""
+
+from __future__ import annotations
+
+import time
+import urllib.request
+
+from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
+from conftest import free_port, unique
+
+
+def scrape(port: int) -> dict[str, float]:
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    return {line.split(" ")[0]: float(line.split(" ")[1]) for line in text.splitlines()
+            if line and not line.startswith("#")}
+
+
+def test_a_stall_is_measured_and_logged_with_the_request_that_caused_it(broker_factory: object) -> None:
+    metrics_port = free_port()
+    b = broker_factory(env={"ODRADEK_METRICS_PORT": str(metrics_port),  # type: ignore[operator]
+                            "ODRADEK_EVENT_LOOP_STALL_THRESHOLD_MS": "50"})
+    admin = AdminClient({"bootstrap.servers": b.bootstrap})
+    topic = unique("wide")
+    admin.create_topics([NewTopic(topic, 1500, 1)])[topic].result(60)  # creates 1,500 logs in one go
+    deadline = time.monotonic() + 10
+    while "the event loop stalled" not in b.logs() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    line = next(ln for ln in b.logs().splitlines() if "the event loop stalled" in ln)
+    assert "CreateTopics v" in line
+    time.sleep(1.2)  # the gauges are refreshed every second
+    values = scrape(metrics_port)
+    assert values["odradek_event_loop_lag_ms_count"] > 10
+    assert values['odradek_event_loop_lag_ms_bucket{le="5000.0"}'] >= 1
+    assert values["kafka_server_socket_server_metrics_connection_count"] >= 1
