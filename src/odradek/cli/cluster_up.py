@@ -149,8 +149,26 @@ def up(
             typer.echo(f"broker {i} did not start: {exc} (see {state_dir / f'broker-{i}.log'})")
             raise typer.Exit(1) from None
     bootstrap = ",".join(f"127.0.0.1:{p}" for _, p, _ in procs)
+    if not _wait_registered(bootstrap, brokers, timeout=30.0):
+        typer.echo(f"the brokers listen, but not all {brokers} registered with a controller within 30 s "
+                   f"(see the logs in {state_dir})")
+        raise typer.Exit(1)
     typer.echo(f"cluster up: ZooKeeper {connect}, {brokers} broker(s); bootstrap servers {bootstrap}")
     typer.echo(f"state, logs and pids in {state_dir}; stop with `odradek cluster down --dir {state_dir}`")
+
+
+def _wait_registered(bootstrap: str, brokers: int, timeout: float) -> bool:
+    """Listening is not joined: wait until Metadata shows every broker and a controller."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            known, controller, _ = describe(bootstrap, timeout=2.0)
+        except RuntimeError:
+            known, controller = [], -1
+        if len(known) >= brokers and controller >= 0:
+            return True
+        time.sleep(0.2)
+    return False
 
 
 @cluster_app.command("down")
