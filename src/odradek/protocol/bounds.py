@@ -175,32 +175,29 @@ def _null(nullable: bool, what: str) -> None:
         raise BoundsError(f"non-nullable {what} was serialized as null")
 
 
-def _legacy_string(nullable: bool) -> Walker:
+def _legacy_length(prefix: struct.Struct, what: str, nullable: bool) -> Walker:
+    """An int16 (string) or int32 (bytes) length, -1 for null, then that many bytes."""
+    size = prefix.size
+
     def walk(buf: bytes, pos: int, end: int, state: WalkState) -> int:
-        (n,) = _I16.unpack_from(buf, _advance(pos, 2, end) - 2)
-        pos += 2
+        (n,) = prefix.unpack_from(buf, _advance(pos, size, end) - size)
+        pos += size
         if n < 0:
             if n != -1:
-                raise BoundsError(f"string length {n}")
-            _null(nullable, "string")
+                raise BoundsError(f"{what} length {n}")
+            _null(nullable, what)
             return pos
         return _advance(pos, n, end)
 
     return walk
+
+
+def _legacy_string(nullable: bool) -> Walker:
+    return _legacy_length(_I16, "string", nullable)
 
 
 def _legacy_bytes(nullable: bool) -> Walker:
-    def walk(buf: bytes, pos: int, end: int, state: WalkState) -> int:
-        (n,) = _I32.unpack_from(buf, _advance(pos, 4, end) - 4)
-        pos += 4
-        if n < 0:
-            if n != -1:
-                raise BoundsError(f"bytes length {n}")
-            _null(nullable, "bytes")
-            return pos
-        return _advance(pos, n, end)
-
-    return walk
+    return _legacy_length(_I32, "bytes", nullable)
 
 
 def _compact_bytes(nullable: bool) -> Walker:
