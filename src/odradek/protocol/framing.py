@@ -21,6 +21,7 @@ from kio.schema.request_header.v1.header import RequestHeader as RequestHeaderV1
 from kio.schema.request_header.v2.header import RequestHeader as RequestHeaderV2
 from kio.serial import entity_reader, entity_writer
 
+from odradek.protocol import legacy
 from odradek.protocol.bounds import (
     MAX_REQUEST_ELEMENTS,
     BoundsError,
@@ -62,12 +63,13 @@ def peek_header(frame: bytes | memoryview) -> tuple[int, int, int]:
 
 @cache
 def request_type(api_key: int, api_version: int) -> type[Any]:
-    return load_request_schema(api_key, api_version)
+    # the pre-2.1 versions kio lacks (KIP-896) first: legacy.py says why they are served
+    return legacy.request_schema(api_key, api_version) or load_request_schema(api_key, api_version)
 
 
 @cache
 def response_type(api_key: int, api_version: int) -> type[Any]:
-    return load_response_schema(api_key, api_version)
+    return legacy.response_schema(api_key, api_version) or load_response_schema(api_key, api_version)
 
 
 _READERS: dict[type[Any], Any] = {}

@@ -2,8 +2,9 @@
 
 Kafka's rules followed here: an ApiVersions request of a version we do not know
 is answered with v0 and UNSUPPORTED_VERSION so the client can downgrade (KIP-511);
-any other unknown API key or version, or a request that cannot be parsed, closes
-the connection after one log line.
+Produce v0-2 with UNSUPPORTED_VERSION per partition (Kafka 4, KAFKA-18659); any
+other unknown API key or version (Kafka's SocketServer: "not enabled"), or a
+request that cannot be parsed, closes the connection after one log line.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from kio.schema.api_versions.v0.response import ApiVersionsResponse as ApiVersionsResponseV0
 from kio.schema.errors import ErrorCode
 
+from odradek.protocol import legacy
 from odradek.protocol.apis import ApiRange, api_name
 from odradek.protocol.build import build
 from odradek.protocol.framing import (
@@ -165,6 +167,8 @@ class Dispatcher:
         if not route.min_version <= api_version <= route.max_version:
             if api_key == API_VERSIONS_KEY:
                 return self._unsupported_api_versions(correlation_id)
+            if (api_key, api_version) in legacy.REFUSED:
+                return self._refused_legacy_version(frame)
             raise CloseConnection(
                 f"unsupported version {api_version} of {api_name(api_key)} "
                 f"(supported {route.min_version}-{route.max_version})"
@@ -199,6 +203,20 @@ class Dispatcher:
         metrics, name = self.broker.metrics, api_name(api_key)
         children = self._metrics[api_key] = (metrics.requests.labels(name), metrics.request_time_ms.labels(name))
         return children
+
+    def _refused_legacy_version(self, frame: bytes) -> bytes:
+        """Produce v0-2 (message formats v0/v1): parsed and answered with UNSUPPORTED_VERSION per
+        partition, as Kafka 4 does (KAFKA-18659); acks=0 gets no answer, so the connection closes."""
+        try:
+            header, request = decode_request(frame)
+        except FrameError as exc:
+            raise CloseConnection(str(exc)) from None
+        name = f"{api_name(header.api_key)} v{header.api_version}"
+        if request.acks == 0:
+            raise CloseConnection(f"{name} with acks=0: message format v0/v1 is not supported")
+        log.info("refused %s from %s: message format v0/v1 is not supported", name, header.client_id)
+        response = legacy.refused_produce_response(header.api_version, request)
+        return encode_response(header.correlation_id, response)
 
     def _unsupported_api_versions(self, correlation_id: int) -> bytes:
         response = build(

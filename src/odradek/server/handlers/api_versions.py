@@ -1,19 +1,28 @@
-"""ApiVersions: what this broker speaks (KIP-35, KIP-511)."""
+"""ApiVersions: what this broker speaks (KIP-35, KIP-511) and its feature levels (KIP-584)."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from odradek.server.dispatcher import RequestContext
+from odradek.server.features import FEATURES, FINALIZED_FEATURES_EPOCH
 
 
 async def handle(ctx: RequestContext, request: Any) -> Any:
     from odradek.server.handlers import ROUTES
 
+    # Kafka's ApiVersionsResponse: below v4 a feature whose minimum is 0 is left out, as older clients
+    # refuse such a range (KAFKA-17011, KAFKA-17492); a feature finalized at level 0 is not finalized.
+    supported = [f for f in FEATURES if ctx.version >= 4 or f.min_version > 0]
+    finalized = [f for f in FEATURES if f.max_version > 0]
     return ctx.respond(
         api_keys=[
             {"api_key": key, "min_version": r.min_version, "max_version": r.max_version}
             for key, r in sorted(ROUTES.items())
         ],
-        finalized_features_epoch=-1,
+        supported_features=[{"name": f.name, "min_version": f.min_version, "max_version": f.max_version}
+                            for f in supported],
+        finalized_features_epoch=FINALIZED_FEATURES_EPOCH if finalized else -1,
+        finalized_features=[{"name": f.name, "min_version_level": f.max_version, "max_version_level": f.max_version}
+                            for f in finalized],
     )

@@ -20,6 +20,7 @@ from odradek.server.dispatcher import RequestContext
 
 GROUP_KEY = 0
 TRANSACTION_KEY = 1
+SHARE_KEY = 2
 NO_AUTHORIZED_OPERATIONS = -(2**31)
 
 
@@ -66,6 +67,14 @@ def _locate(ctx: RequestContext, key: str, key_type: int) -> dict[str, Any]:
     if key_type == TRANSACTION_KEY and not ctx.authorized(AclOperation.DESCRIBE, ResourceType.TRANSACTIONAL_ID, key):
         entry.update(error_code=ErrorCode.transactional_id_authorization_failed,
                      error_message="Transactional Id authorization failed.")
+        return entry
+    if key_type == SHARE_KEY:
+        # KafkaApis.getCoordinator: the share key type from v6 on (KIP-932), CLUSTER_ACTION on the cluster,
+        # and INVALID_REQUEST where no share coordinator runs (odradek serves no share groups)
+        if ctx.version >= 6 and not ctx.authorized(AclOperation.CLUSTER_ACTION, ResourceType.CLUSTER):
+            entry.update(error_code=ErrorCode.cluster_authorization_failed, error_message="Cluster authorization failed.")
+        else:
+            entry.update(error_code=ErrorCode.invalid_request, error_message="share groups are not served")
         return entry
     if key_type == GROUP_KEY:
         coord = coordinator(ctx)

@@ -1,7 +1,12 @@
-"""Committed-offset APIs: OffsetCommit, OffsetFetch (single- and multi-group), OffsetDelete."""
+"""Committed-offset APIs: OffsetCommit, OffsetFetch (single- and multi-group), OffsetDelete.
+
+OffsetCommit v0-1 and OffsetFetch v0 (dropped by Kafka 4, KIP-896) are served for
+Sarama-based tools through protocol/legacy.py; v10 of both names topics by id.
+"""
 
 from __future__ import annotations
 
+from types import SimpleNamespace
 from typing import Any
 
 from kio.schema.errors import ErrorCode
@@ -16,26 +21,45 @@ def _may(ctx: RequestContext, operation: AclOperation, topic: str) -> bool:
     return ctx.authorized(operation, ResourceType.TOPIC, topic)
 
 
+def _names_by_id(ctx: RequestContext) -> dict[Any, str]:
+    return {t.topic_id: name for name, t in ctx.broker.topics().items()}
+
+
+def _ids_by_name(ctx: RequestContext) -> dict[str, Any]:
+    return {name: t.topic_id for name, t in ctx.broker.topics().items()}
+
+
 async def offset_commit(ctx: RequestContext, request: Any) -> Any:
+    # v10 names topics by id only (KIP-848): an id no topic has is UNKNOWN_TOPIC_ID for its partitions
+    by_id = _names_by_id(ctx) if ctx.version >= 10 else {}
+    named = [(by_id.get(t.topic_id, "") if ctx.version >= 10 else t.name, t) for t in request.topics]
+    unknown = {id(t) for name, t in named if ctx.version >= 10 and not name}
     # KafkaApis: READ on the group (else every partition fails), then READ on each topic
     group_denied = not ctx.authorized(AclOperation.READ, ResourceType.GROUP, request.group_id)
-    denied = {t.name for t in request.topics if group_denied or not _may(ctx, AclOperation.READ, t.name)}
+    denied = {name for name, t in named if id(t) not in unknown
+              and (group_denied or not _may(ctx, AclOperation.READ, name))}
     commits = [
-        Commit(t.name, p.partition_index, p.committed_offset,
+        Commit(name, p.partition_index, p.committed_offset,
                getattr(p, "committed_leader_epoch", -1), p.committed_metadata)
-        for t in request.topics if t.name not in denied
+        for name, t in named if name not in denied and id(t) not in unknown
         for p in t.partitions
     ]
+    # v0 commits carry no generation: a simple (group-less) commit, as generation -1 says
     errors = iter(coordinator(ctx).commit(
-        request.group_id, request.generation_id_or_member_epoch, request.member_id,
-        getattr(request, "group_instance_id", None), commits,
+        request.group_id, getattr(request, "generation_id_or_member_epoch", -1),
+        getattr(request, "member_id", ""), getattr(request, "group_instance_id", None), commits,
     ) if commits else ())
     refused = ErrorCode.group_authorization_failed if group_denied else ErrorCode.topic_authorization_failed
+
+    def error(name: str, t: Any) -> ErrorCode:
+        if id(t) in unknown:
+            return ErrorCode.unknown_topic_id
+        return refused if name in denied else next(errors)
+
     return ctx.respond(topics=[
-        {"name": t.name, "partitions": [
-            {"partition_index": p.partition_index, "error_code": refused if t.name in denied else next(errors)}
-            for p in t.partitions]}
-        for t in request.topics
+        {"name": name, "topic_id": getattr(t, "topic_id", None),
+         "partitions": [{"partition_index": p.partition_index, "error_code": error(name, t)} for p in t.partitions]}
+        for name, t in named
     ])
 
 
@@ -83,11 +107,30 @@ def _fetch_authorized(ctx: RequestContext, group_id: str, topics: Any,
     return error, entries
 
 
+def _fetch_group_by_ids(ctx: RequestContext, group_id: str, topics: Any,
+                        require_stable: bool) -> tuple[ErrorCode, list[dict[str, Any]]]:
+    """OffsetFetch v10 (KIP-848): topics by id, in the request and in the answer."""
+    by_id, by_name = _names_by_id(ctx), _ids_by_name(ctx)
+    known = None if topics is None else [t for t in topics if t.topic_id in by_id]
+    named = None if known is None else [
+        SimpleNamespace(name=by_id[t.topic_id], partition_indexes=t.partition_indexes) for t in known]
+    error, entries = _fetch_group(ctx, group_id, named, require_stable)
+    # a topic deleted since its offsets were committed has no id to answer with (Kafka drops it)
+    entries = [{**e, "topic_id": by_name[e["name"]]} for e in entries if e["name"] in by_name]
+    if error == ErrorCode.none:
+        entries += [{"topic_id": t.topic_id, "partitions": [
+            {"partition_index": p, "committed_offset": -1, "committed_leader_epoch": -1, "metadata": "",
+             "error_code": ErrorCode.unknown_topic_id} for p in t.partition_indexes]}
+            for t in topics or () if t.topic_id not in by_id]
+    return error, entries
+
+
 async def offset_fetch(ctx: RequestContext, request: Any) -> Any:
     if ctx.version >= 8:  # KIP-709: several groups in one request
+        fetch = _fetch_group_by_ids if ctx.version >= 10 else _fetch_group
         groups = []
         for g in request.groups:
-            error, topics = _fetch_group(ctx, g.group_id, g.topics, request.require_stable)
+            error, topics = fetch(ctx, g.group_id, g.topics, request.require_stable)
             groups.append({"group_id": g.group_id, "topics": topics, "error_code": error})
         return ctx.respond(groups=groups)
     error, topics = _fetch_group(ctx, request.group_id, request.topics, getattr(request, "require_stable", False))
