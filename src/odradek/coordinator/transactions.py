@@ -14,12 +14,19 @@ aborts its open transaction) -> AddPartitionsToTxn / AddOffsetsToTxn (Ongoing)
 batch) goes to every partition of the transaction, then CompleteCommit|
 CompleteAbort. While a transaction is between states, requests for its id get
 CONCURRENT_TRANSACTIONS, as in Kafka; clients retry them.
+
+Transactions version 2 (KIP-890 part 2; EndTxn v5+, AddPartitionsToTxn v4+ from a
+partition leader): the partitions join implicitly when the producer writes to them, and
+every EndTxn bumps the epoch (PrepareCommit|PrepareAbort carry epoch + 1; the markers
+fence the finished transaction's epoch; EndTxn answers the new epoch, or a new producer id
+at epoch 0 once the epochs ran out).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import replace
@@ -37,6 +44,7 @@ from odradek.coordinator.txn_records import (
     txn_key,
     txn_value,
 )
+from odradek.server.features import finalized_level
 
 if TYPE_CHECKING:
     from odradek.server.broker import Broker
@@ -49,6 +57,8 @@ TRANSACTION_STATE_TOPIC = "__transaction_state"
 MAX_EPOCH = 32767
 MARKER_RETRY_S = 0.2
 REPLICATION_TIMEOUT_S = 30.0
+
+TV2 = 2  # transaction.version 2: epoch bump per transaction, implicit AddPartitionsToTxn
 
 S = TxnState
 COMPLETE = (S.EMPTY, S.COMPLETE_COMMIT, S.COMPLETE_ABORT)
@@ -87,6 +97,11 @@ class TransactionCoordinator:
         self.coordinator_epochs: dict[int, int] = {}
         self._tasks: set[asyncio.Task[None]] = set()
 
+    @property
+    def transaction_version(self) -> int:
+        """The finalized transaction.version: what this coordinator uses for the aborts it starts itself."""
+        return finalized_level("transaction.version")
+
     # -- ownership -------------------------------------------------------------
 
     def partition_for(self, transactional_id: str) -> int:
@@ -95,8 +110,9 @@ class TransactionCoordinator:
     def owns(self, transactional_id: str) -> bool:
         return self.broker.leader_of(TRANSACTION_STATE_TOPIC, self.partition_for(transactional_id)) == self.broker.node_id
 
-    def id_error(self, transactional_id: str | None) -> ErrorCode | None:
-        """NOT_COORDINATOR, COORDINATOR_LOAD_IN_PROGRESS or CONCURRENT_TRANSACTIONS before any work."""
+    def id_error(self, transactional_id: str | None, pending_ok: bool = False) -> ErrorCode | None:
+        """NOT_COORDINATOR, COORDINATOR_LOAD_IN_PROGRESS or CONCURRENT_TRANSACTIONS before any work
+        (not the last when `pending_ok`: a read that a pending state change does not disturb)."""
         if not transactional_id:
             return E.invalid_request
         if not self.store.ensure_topic():
@@ -105,7 +121,7 @@ class TransactionCoordinator:
             return E.not_coordinator
         if self.partition_for(transactional_id) in self.loading:
             return E.coordinator_load_in_progress
-        if transactional_id in self.busy:
+        if transactional_id in self.busy and not pending_ok:
             return E.concurrent_transactions
         return None
 
@@ -125,7 +141,11 @@ class TransactionCoordinator:
         """Write the next state of a transaction; it becomes current only once written (and,
         in cluster mode, replicated), so an answer never runs ahead of the log."""
         new.last_update_ms = now_ms()
-        error = self.store.write(new.transactional_id, [(txn_key(new.transactional_id), txn_value(new))])
+        old = self.txns.get(new.transactional_id)
+        if old is not None and new is not old:  # Kafka: every transition remembers the id it came from
+            new.prev_producer_id = old.producer_id
+        version = 1 if self.transaction_version >= 1 else 0  # Kafka's TransactionVersion.transactionLogValueVersion
+        error = self.store.write(new.transactional_id, [(txn_key(new.transactional_id), txn_value(new, version))])
         if error == E.none:
             error = await self._replicated(new.transactional_id)
         if error != E.none:
@@ -162,9 +182,11 @@ class TransactionCoordinator:
             fresh = TxnMetadata(transactional_id, self.broker.allocate_producer_id(), 0, timeout_ms)
             error = await self._locked(transactional_id, self._persist(fresh))
             return (error, fresh.producer_id, 0) if error == E.none else (error, -1, -1)
-        if producer_id >= 0 and (producer_id != meta.producer_id
-                                 or producer_epoch not in (meta.producer_epoch, meta.last_producer_epoch)):
-            return fenced, -1, -1  # KIP-360: only the current instance may re-initialize with its id
+        # KIP-360: only the current instance may re-initialize with its id (or one that retries
+        # across the move to a new id when its epochs ran out)
+        if producer_id >= 0 and not (producer_id == meta.producer_id or (
+                producer_id == meta.prev_producer_id and producer_epoch >= MAX_EPOCH - 1)):
+            return fenced, -1, -1
         if meta.state in PREPARING:
             return E.concurrent_transactions, -1, -1
         if meta.state == S.ONGOING:  # a new instance: fence the old one and abort its transaction
@@ -176,11 +198,19 @@ class TransactionCoordinator:
                 ready = replace(meta, state=S.EMPTY, partitions=set(), timeout_ms=timeout_ms, start_ms=-1)
                 error = await self._locked(transactional_id, self._persist(ready))
                 return (error, ready.producer_id, ready.producer_epoch) if error == E.none else (error, -1, -1)
-        if meta.producer_epoch >= MAX_EPOCH - 1:  # epochs exhausted: a new producer id
+            producer_id = -1
+        # Kafka's TransactionMetadata.prepareIncrementProducerEpoch / prepareProducerIdRotation
+        if meta.producer_epoch >= MAX_EPOCH - 1 and (producer_id < 0 or producer_epoch == meta.producer_epoch):
             bumped = replace(meta, producer_id=self.broker.allocate_producer_id(), producer_epoch=0,
-                             last_producer_epoch=-1)
-        else:
+                             last_producer_epoch=meta.producer_epoch if producer_id >= 0 else -1)
+        elif producer_id < 0:
+            bumped = replace(meta, producer_epoch=meta.producer_epoch + 1, last_producer_epoch=-1)
+        elif producer_epoch == meta.producer_epoch:
             bumped = replace(meta, producer_epoch=meta.producer_epoch + 1, last_producer_epoch=meta.producer_epoch)
+        elif producer_epoch == meta.last_producer_epoch:
+            bumped = replace(meta)  # a retry of a bump that succeeded: the same epoch again
+        else:
+            return fenced, -1, -1
         bumped = replace(bumped, state=S.EMPTY, partitions=set(), timeout_ms=timeout_ms, start_ms=-1)
         error = await self._locked(transactional_id, self._persist(bumped))
         return (error, bumped.producer_id, bumped.producer_epoch) if error == E.none else (error, -1, -1)
@@ -195,9 +225,10 @@ class TransactionCoordinator:
     # -- AddPartitionsToTxn / AddOffsetsToTxn ------------------------------------------
 
     async def add_partitions(self, transactional_id: str, producer_id: int, producer_epoch: int,
-                             partitions: list[tuple[str, int]], fenced: ErrorCode = E.producer_fenced
-                             ) -> dict[tuple[str, int], ErrorCode]:
-        """One error per partition; all or none are added, as in Kafka."""
+                             partitions: list[tuple[str, int]], fenced: ErrorCode = E.producer_fenced,
+                             transaction_version: int = 0) -> dict[tuple[str, int], ErrorCode]:
+        """One error per partition; all or none are added, as in Kafka. `transaction_version` is 2
+        when a partition leader adds them for a producer of transactions version 2."""
         error = self.id_error(transactional_id)
         meta = self.txns.get(transactional_id)
         if error is None:
@@ -214,9 +245,28 @@ class TransactionCoordinator:
         if meta.state == S.ONGOING and set(partitions) <= meta.partitions:
             return dict.fromkeys(partitions, E.none)
         start = meta.start_ms if meta.state == S.ONGOING else now_ms()
-        ongoing = replace(meta, state=S.ONGOING, partitions=meta.partitions | set(partitions), start_ms=start)
+        ongoing = replace(meta, state=S.ONGOING, partitions=meta.partitions | set(partitions), start_ms=start,
+                          client_transaction_version=transaction_version)
         error = await self._locked(transactional_id, self._persist(ongoing))
         return dict.fromkeys(partitions, error)
+
+    def verify_partitions(self, transactional_id: str, producer_id: int, producer_epoch: int,
+                          partitions: list[tuple[str, int]]) -> dict[tuple[str, int], ErrorCode]:
+        """KIP-890 part 1 (AddPartitionsToTxn v4+ with verify_only, from a partition leader): is
+        each partition in the producer's open transaction? TRANSACTION_ABORTABLE if not."""
+        error = self.id_error(transactional_id, pending_ok=True)
+        meta = self.txns.get(transactional_id)
+        if error is None:
+            if meta is None or meta.producer_id != producer_id:
+                error = E.invalid_producer_id_mapping
+            elif meta.producer_epoch != producer_epoch:
+                error = E.producer_fenced
+            elif meta.state in (S.PREPARE_COMMIT, S.PREPARE_ABORT):
+                error = E.concurrent_transactions
+        if error is not None:
+            return dict.fromkeys(partitions, error)
+        assert meta is not None
+        return {tp: E.none if tp in meta.partitions else E.transaction_abortable for tp in partitions}
 
     async def add_offsets(self, transactional_id: str, producer_id: int, producer_epoch: int, group_id: str,
                           fenced: ErrorCode = E.producer_fenced) -> ErrorCode:
@@ -230,27 +280,88 @@ class TransactionCoordinator:
     # -- EndTxn ---------------------------------------------------------------------------
 
     async def end_txn(self, transactional_id: str, producer_id: int, producer_epoch: int, committed: bool,
-                      fenced: ErrorCode = E.producer_fenced) -> ErrorCode:
+                      fenced: ErrorCode = E.producer_fenced, transaction_version: int = 0
+                      ) -> tuple[ErrorCode, int, int]:
+        """(error, producer id, epoch); the id and epoch are the producer's next ones with
+        transactions version 2 (EndTxn v5+), -1 before."""
+        if transaction_version >= TV2:
+            return await self._end_txn_v2(transactional_id, producer_id, producer_epoch, committed, fenced)
         error = self.id_error(transactional_id)
         meta = self.txns.get(transactional_id)
         # a retried EndTxn whose first attempt completed: the same outcome is success
         if error is None and meta is not None and meta.producer_id == producer_id \
                 and producer_epoch == meta.producer_epoch \
                 and meta.state == (S.COMPLETE_COMMIT if committed else S.COMPLETE_ABORT):
-            return E.none
+            return E.none, -1, -1
         if error is None:
             error = self._check_producer(meta, producer_id, producer_epoch, fenced)
         if error is not None:
-            return error
+            return error, -1, -1
         assert meta is not None
         if meta.state != S.ONGOING:
-            return E.invalid_txn_state
-        return await self._locked(transactional_id, self._complete(meta, committed, meta.producer_epoch))
+            return E.invalid_txn_state, -1, -1
+        return await self._locked(transactional_id, self._complete(meta, committed, transaction_version)), -1, -1
 
-    async def _complete(self, meta: TxnMetadata, committed: bool, marker_epoch: int) -> ErrorCode:
+    async def _end_txn_v2(self, transactional_id: str, producer_id: int, producer_epoch: int, committed: bool,
+                          fenced: ErrorCode) -> tuple[ErrorCode, int, int]:
+        """Kafka's TransactionCoordinator.endTransaction with transactions version 2: the epoch
+        decides whether this is the next EndTxn or a retry of one that completed."""
+        error = self.id_error(transactional_id)
+        if error is not None:
+            return error, -1, -1
+        meta = self.txns.get(transactional_id)
+        if meta is None:
+            return E.invalid_producer_id_mapping, -1, -1
+        retry_on_overflow = (meta.prev_producer_id == producer_id and producer_epoch == MAX_EPOCH - 1
+                             and meta.producer_epoch == 0)
+        retry_on_bump = meta.producer_epoch == producer_epoch + 1
+        if meta.producer_id != producer_id and not retry_on_overflow:
+            return E.invalid_producer_id_mapping, -1, -1
+        if meta.state in (S.ONGOING, S.EMPTY):
+            valid = producer_epoch == meta.producer_epoch
+        elif meta.state in (S.PREPARE_COMMIT, S.PREPARE_ABORT):
+            valid = retry_on_bump
+        else:
+            valid = retry_on_bump or retry_on_overflow or producer_epoch == meta.producer_epoch
+        if not valid:
+            return fenced, -1, -1
+        retry = retry_on_bump or retry_on_overflow
+        if meta.state in (S.COMPLETE_COMMIT, S.COMPLETE_ABORT):
+            if retry:  # the same outcome again is success, and answers the epoch already given
+                ok = meta.state == (S.COMPLETE_COMMIT if committed else S.COMPLETE_ABORT)
+                return (E.none, meta.producer_id, meta.producer_epoch) if ok else (E.invalid_txn_state, -1, -1)
+            if committed:
+                return E.invalid_txn_state, -1, -1
+        elif meta.state in (S.PREPARE_COMMIT, S.PREPARE_ABORT):
+            same = meta.state == (S.PREPARE_COMMIT if committed else S.PREPARE_ABORT)
+            return (E.concurrent_transactions if same else E.invalid_txn_state), -1, -1
+        elif meta.state == S.EMPTY and committed:
+            return E.invalid_txn_state, -1, -1
+        # Ongoing, or an abort with no partition (allowed from version 2 on): bump and end
+        error = await self._locked(transactional_id, self._complete(meta, committed, TV2))
+        if error != E.none:
+            return error, -1, -1
+        done = self.txns[transactional_id]
+        return E.none, done.producer_id, done.producer_epoch
+
+    def _prepare(self, meta: TxnMetadata, committed: bool, transaction_version: int) -> TxnMetadata:
+        """Kafka's TransactionMetadata.prepareAbortOrCommit."""
+        state = S.PREPARE_COMMIT if committed else S.PREPARE_ABORT
+        if transaction_version < TV2:
+            return replace(meta, state=state, client_transaction_version=transaction_version)
+        # version 2: the epoch goes up by one; when that exhausts it, the transaction completes
+        # onto a new producer id (at epoch 0)
+        epoch = meta.producer_epoch if meta.producer_epoch >= MAX_EPOCH else meta.producer_epoch + 1
+        next_pid = self.broker.allocate_producer_id() if meta.producer_epoch >= MAX_EPOCH - 1 else -1
+        ongoing = meta.state == S.ONGOING
+        return replace(meta, state=state, producer_epoch=epoch, last_producer_epoch=meta.producer_epoch,
+                       next_producer_id=next_pid, client_transaction_version=transaction_version,
+                       partitions=meta.partitions if ongoing else set(),
+                       start_ms=meta.start_ms if ongoing else now_ms())
+
+    async def _complete(self, meta: TxnMetadata, committed: bool, transaction_version: int) -> ErrorCode:
         """Prepare -> markers on every partition -> Complete (Kafka's two-phase end)."""
-        prepared = replace(meta, state=S.PREPARE_COMMIT if committed else S.PREPARE_ABORT,
-                           producer_epoch=marker_epoch)
+        prepared = self._prepare(meta, committed, transaction_version)
         error = await self._persist(prepared)
         if error != E.none:
             return error
@@ -259,7 +370,10 @@ class TransactionCoordinator:
     async def _finish(self, prepared: TxnMetadata) -> ErrorCode:
         committed = prepared.state == S.PREPARE_COMMIT
         await self._write_markers(prepared, committed)
-        done = replace(prepared, state=S.COMPLETE_COMMIT if committed else S.COMPLETE_ABORT, partitions=set())
+        done = replace(prepared, state=S.COMPLETE_COMMIT if committed else S.COMPLETE_ABORT, partitions=set(),
+                       next_producer_id=-1)
+        if prepared.client_transaction_version >= TV2 and prepared.next_producer_id >= 0:
+            done.producer_id, done.producer_epoch = prepared.next_producer_id, 0
         error = await self._persist(done)
         if error == E.none:
             # per transaction, so debug (as Kafka's coordinator): at INFO it was a sixth of EndTxn's time
@@ -276,7 +390,8 @@ class TransactionCoordinator:
         deadline = time.monotonic() + max(meta.timeout_ms, 30_000) / 1000
         while pending:
             errors = await asyncio.gather(*(
-                self.broker.write_txn_marker(t, p, meta.producer_id, meta.producer_epoch, committed, coordinator_epoch)
+                self.broker.write_txn_marker(t, p, meta.producer_id, meta.producer_epoch, committed, coordinator_epoch,
+                                             transaction_version=meta.client_transaction_version)
                 for t, p in pending))
             retry = [tp for tp, e in zip(pending, errors, strict=True)
                      if e not in (E.none, E.unknown_topic_or_partition)]
@@ -290,12 +405,16 @@ class TransactionCoordinator:
 
     async def _abort_with_fence(self, meta: TxnMetadata, why: str) -> ErrorCode:
         """Bump the epoch and abort with it: the old instance is fenced everywhere its
-        transaction wrote (the markers carry the new epoch)."""
+        transaction wrote (the markers carry the new epoch). Kafka starts these aborts with the
+        broker's own transaction version."""
         log.info("aborting transaction %s of producer %d epoch %d: %s", meta.transactional_id,
                  meta.producer_id, meta.producer_epoch, why)
+        version = self.transaction_version
+        if version >= TV2:  # _prepare bumps the epoch
+            return await self._complete(meta, False, version)
         epoch = meta.producer_epoch + 1 if meta.producer_epoch < MAX_EPOCH - 1 else meta.producer_epoch
         fencing = replace(meta, producer_epoch=epoch, last_producer_epoch=meta.producer_epoch)
-        return await self._complete(fencing, False, epoch)
+        return await self._complete(fencing, False, version)
 
     # -- describe ----------------------------------------------------------------------
 
@@ -308,7 +427,11 @@ class TransactionCoordinator:
         return (E.none, meta) if meta is not None else (E.transactional_id_not_found, None)
 
     def list_transactions(self, states: Iterable[str] = (), producer_ids: Iterable[int] = (),
-                          min_duration_ms: int = -1) -> list[TxnMetadata]:
+                          min_duration_ms: int = -1, id_pattern: re.Pattern[str] | None = None
+                          ) -> list[TxnMetadata]:
+        """Kafka's TransactionStateManager.listTransactionStates: a duration filter keeps the
+        transactions started more than that long ago (KIP-994), a pattern must match the whole
+        transactional id (KIP-1152)."""
         wanted_states, wanted_pids = set(states), set(producer_ids)
         now = now_ms()
         out = []
@@ -317,7 +440,9 @@ class TransactionCoordinator:
                 continue
             if wanted_pids and meta.producer_id not in wanted_pids:
                 continue
-            if min_duration_ms >= 0 and (meta.state != S.ONGOING or now - meta.start_ms < min_duration_ms):
+            if min_duration_ms >= 0 and now - meta.start_ms <= min_duration_ms:
+                continue
+            if id_pattern is not None and id_pattern.fullmatch(meta.transactional_id) is None:
                 continue
             out.append(meta)
         return sorted(out, key=lambda m: m.transactional_id)

@@ -391,9 +391,10 @@ class Broker:
                 for a in plog.producer_state.collect_aborted(fetch_offset, upper)]
 
     async def write_txn_marker(self, topic: str, partition: int, producer_id: int, producer_epoch: int,
-                               committed: bool, coordinator_epoch: int) -> ErrorCode:
+                               committed: bool, coordinator_epoch: int, transaction_version: int = 0) -> ErrorCode:
         """Append a COMMIT/ABORT marker as this partition's leader (WriteTxnMarkers); on
-        __consumer_offsets it also resolves the producer's pending transactional offsets."""
+        __consumer_offsets it also resolves the producer's pending transactional offsets.
+        `transaction_version` is the transaction's (WriteTxnMarkers v2, KIP-890)."""
         from odradek.protocol.records import InvalidRecordError, encode_control_batch, parse_batches
 
         plog = self.partition_log(topic, partition)

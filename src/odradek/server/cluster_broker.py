@@ -72,7 +72,8 @@ class ClusterBroker(Broker):
         self.closed = False
         self._known_topics: set[str] = set()
         self.nodes: dict[int, Node] = {}
-        self._peers: dict[int, PeerConnection] = {}  # WriteTxnMarkers to other partition leaders
+        # WriteTxnMarkers to other partition leaders, AddPartitionsToTxn to other transaction coordinators
+        self._peers: dict[tuple[int, str], PeerConnection] = {}
         # How this broker logs in to the others (inter.broker.listener.name's TLS and SASL).
         self.client_security = inter_broker_security(config, inter_broker_listener(config, self.listeners))
         self.leadership_listeners: list[Callable[[str, int, bool], None]] = [self._coordinator_leadership]
@@ -405,29 +406,47 @@ class ClusterBroker(Broker):
         return self.nodes.get(broker_id)
 
     async def write_txn_marker(self, topic: str, partition: int, producer_id: int, producer_epoch: int,
-                               committed: bool, coordinator_epoch: int) -> ErrorCode:
+                               committed: bool, coordinator_epoch: int, transaction_version: int = 0) -> ErrorCode:
         """Local leader: append (and wait for the ISR); otherwise WriteTxnMarkers to the leader."""
         if (topic, partition) in self.replicas.leaders:
             return await super().write_txn_marker(topic, partition, producer_id, producer_epoch, committed,
-                                                  coordinator_epoch)
+                                                  coordinator_epoch, transaction_version)
         state = self._state(topic, partition)
         node = self.nodes.get(state.leader) if state is not None else None
         if node is None or node.node_id == self.node_id:
             return ErrorCode.not_leader_or_follower
-        peer = self._peers.get(node.node_id)
-        if peer is None or (peer.host, peer.port) != (node.host, node.port):
-            peer = self._peers[node.node_id] = PeerConnection(
-                node.host, node.port, f"broker-{self.node_id}-txn", self.client_security
-            )
+        peer = self._peer(node, "txn")
         body = {"markers": [{"producer_id": producer_id, "producer_epoch": producer_epoch,
                              "transaction_result": committed, "coordinator_epoch": coordinator_epoch,
+                             "transaction_version": transaction_version,
                              "topics": [{"name": topic, "partition_indexes": [partition]}]}]}
         try:
-            resp = await peer.call(WRITE_TXN_MARKERS_KEY, 1, body, timeout=30.0)
+            resp = await peer.call(WRITE_TXN_MARKERS_KEY, 2, body, timeout=30.0)
         except (OSError, asyncio.IncompleteReadError, TimeoutError) as exc:
             log.info("WriteTxnMarkers to broker %d failed: %r", node.node_id, exc)
             return ErrorCode.not_leader_or_follower
         return resp.markers[0].topics[0].partitions[0].error_code  # type: ignore[no-any-return]
+
+    def _peer(self, node: Node, purpose: str) -> PeerConnection:
+        """One kept connection per other broker and purpose (requests on one are sent one at a time)."""
+        peer = self._peers.get((node.node_id, purpose))
+        if peer is None or (peer.host, peer.port) != (node.host, node.port):
+            peer = self._peers[(node.node_id, purpose)] = PeerConnection(
+                node.host, node.port, f"broker-{self.node_id}-{purpose}", self.client_security
+            )
+        return peer
+
+    async def call_broker(self, node_id: int, api_key: int, version: int, body: dict[str, Any],
+                          timeout: float) -> Any:
+        """A request to another broker (AddPartitionsToTxn v4+ to a transaction coordinator,
+        Kafka's AddPartitionsToTxnManager); OSError when it cannot be reached or answer."""
+        node = self.nodes.get(node_id)
+        if node is None or node_id == self.node_id:
+            raise OSError(f"broker {node_id} is not a live peer")
+        try:
+            return await self._peer(node, "verify").call(api_key, version, body, timeout=timeout)
+        except (asyncio.IncompleteReadError, TimeoutError) as exc:
+            raise OSError(f"broker {node_id} did not answer: {exc!r}") from exc
 
     def append(self, plog: PartitionLog, data: bytes, batches: list[Any]) -> AppendResult:
         """Leader appends only: a follower's log takes the leader's offsets, never its own

@@ -60,6 +60,9 @@ class ProducerStateManager:
         self.producers: dict[int, ProducerEntry] = {}
         self.ongoing: dict[int, int] = {}  # producer id -> first offset of its open transaction
         self.aborted: list[AbortedTxn] = []  # ordered by last_offset
+        # KIP-890: producer id -> (guard, epoch, transactions version 2) of a transactional write being
+        # checked with its coordinator; a marker appended meanwhile ends it (Kafka's VerificationStateEntry)
+        self.verifications: dict[int, tuple[object, int, bool]] = {}
 
     def check(self, b: BatchHeader) -> tuple[int, int] | None:
         """Before an append: the (first, last) offsets of a duplicate, None for a new batch.
@@ -108,6 +111,11 @@ class ProducerStateManager:
         entry.last_timestamp = b.max_timestamp
         if not b.is_transactional:
             return None
+        verifying = self.verifications.get(b.producer_id)
+        # the data batch opened the transaction here, or a marker ended one; a version 2 producer's
+        # check for its next transaction survives the previous one's marker (same, bumped, epoch)
+        if verifying is not None and not (verifying[2] and b.is_control and b.producer_epoch == verifying[1]):
+            del self.verifications[b.producer_id]
         if not b.is_control:
             self.ongoing.setdefault(b.producer_id, first_offset)
             return None
@@ -123,6 +131,22 @@ class ProducerStateManager:
         self.ongoing.clear()
 
     # -- transactions ------------------------------------------------------------
+
+    def has_ongoing_txn(self, producer_id: int, epoch: int) -> bool:
+        """Kafka's UnifiedLog.hasOngoingTransaction: no need to ask the coordinator again."""
+        entry = self.producers.get(producer_id)
+        return producer_id in self.ongoing and entry is not None and entry.epoch == epoch
+
+    def start_verification(self, producer_id: int, epoch: int, supports_epoch_bump: bool) -> object:
+        """The guard a transactional write checked with its coordinator must still hold when appended."""
+        current = self.verifications.get(producer_id)
+        guard = current[0] if current is not None else object()
+        self.verifications[producer_id] = (guard, epoch, supports_epoch_bump)
+        return guard
+
+    def verified(self, producer_id: int, epoch: int, guard: object) -> bool:
+        current = self.verifications.get(producer_id)
+        return self.has_ongoing_txn(producer_id, epoch) or (current is not None and current[0] is guard)
 
     def last_stable_offset(self, high_watermark: int) -> int:
         """Kafka's LSO: below the first offset of any open transaction, and never past the HW."""

@@ -1,4 +1,5 @@
-"""InitProducerId: producer ids and epochs for idempotent producers (KIP-98, KIP-360)."""
+"""InitProducerId: producer ids and epochs for idempotent producers (KIP-98, KIP-360); v6's
+two-phase commit (KIP-939) is answered as Kafka answers it with the feature disabled."""
 
 from __future__ import annotations
 
@@ -23,6 +24,9 @@ async def handle(ctx: RequestContext, request: Any) -> Any:
     if tid is None and not (ctx.authorized(AclOperation.IDEMPOTENT_WRITE, ResourceType.CLUSTER)
                             or ctx.authorized_by_resource_type(AclOperation.WRITE, ResourceType.TOPIC)):
         return ctx.respond(error_code=ErrorCode.cluster_authorization_failed, producer_id=-1, producer_epoch=-1)
+    if (getattr(request, "producer_id", -1) == -1) != (getattr(request, "producer_epoch", -1) == -1):
+        # KafkaApis: an id without an epoch (or the reverse) is malformed
+        return ctx.respond(error_code=ErrorCode.invalid_request, producer_id=-1, producer_epoch=-1)
     if request.transactional_id is not None:
         from odradek.server.handlers.transactions import init_producer_id
 

@@ -6,21 +6,30 @@ TxnOffsetCommit, the group coordinator's; markers are appended by the partition
 leader (Broker.write_txn_marker), which WriteTxnMarkers exposes to other brokers.
 KIP-588: fenced producers get PRODUCER_FENCED from the versions that know it
 (AddPartitions/AddOffsets/EndTxn v2+, InitProducerId v4+), INVALID_PRODUCER_EPOCH before.
+KIP-890: EndTxn v5 and AddPartitionsToTxn v4+ (from partition leaders) are transactions
+version 2; TxnOffsetCommit v5 adds the group's partition to the transaction itself.
 """
 
 from __future__ import annotations
 
 import asyncio
+import re
 from typing import Any
 
 from kio.schema.errors import ErrorCode
 
 from odradek.cluster.metadata import INTERNAL_TOPICS
 from odradek.coordinator.offsets import Commit
-from odradek.coordinator.transactions import TransactionCoordinator
+from odradek.coordinator.store import OFFSETS_TOPIC
+from odradek.coordinator.transactions import TV2, TransactionCoordinator
 from odradek.coordinator.txn_records import TxnState
 from odradek.security.authorizer import AclOperation, ResourceType
 from odradek.server import app
+from odradek.server.add_partitions_to_txn import (
+    TXN_OFFSET_COMMIT_ADDS_FROM,
+    TXN_OFFSET_COMMIT_KNOWS_ABORTABLE_FROM,
+    verify,
+)
 from odradek.server.dispatcher import RequestContext
 from odradek.server.handlers.groups import coordinator
 
@@ -63,6 +72,12 @@ app.STOP_HOOKS.append(_stop)
 
 async def init_producer_id(ctx: RequestContext, request: Any) -> Any:
     """InitProducerId with a transactional.id (producer_ids.py hands it over)."""
+    if getattr(request, "enable2_pc", False):
+        # KIP-939: transaction.two.phase.commit.enable is false (odradek has no two-phase commit), which
+        # Kafka's coordinator answers as an authorization failure
+        return ctx.respond(error_code=E.transactional_id_authorization_failed, producer_id=-1, producer_epoch=-1)
+    if getattr(request, "keep_prepared_txn", False):  # Kafka: not implemented yet
+        return ctx.respond(error_code=E.unsupported_version, producer_id=-1, producer_epoch=-1)
     timeout = request.transaction_timeout
     timeout_ms = int(timeout.total_seconds() * 1000) if hasattr(timeout, "total_seconds") else int(timeout)
     error, pid, epoch = await transaction_coordinator(ctx).init_producer_id(
@@ -86,6 +101,8 @@ def _refused_partitions(ctx: RequestContext, tid: str, wanted: list[tuple[str, i
 
 
 async def add_partitions_to_txn(ctx: RequestContext, request: Any) -> Any:
+    if ctx.version >= 4:
+        return await _add_partitions_batched(ctx, request)
     wanted = [(t.name, p) for t in request.v3_and_below_topics for p in t.partitions]
     results = _refused_partitions(ctx, request.v3_and_below_transactional_id, wanted)
     if results is None:
@@ -97,6 +114,32 @@ async def add_partitions_to_txn(ctx: RequestContext, request: Any) -> Any:
             {"partition_index": p, "partition_error_code": results[(t.name, p)]} for p in t.partitions]}
         for t in request.v3_and_below_topics
     ])
+
+
+async def _add_partitions_batched(ctx: RequestContext, request: Any) -> Any:
+    """v4+, from a partition leader (KIP-890): several transactions, each added or, with
+    verify_only, checked. Only brokers send it: CLUSTER_ACTION on the cluster, no topic ACLs."""
+    if not ctx.authorized(AclOperation.CLUSTER_ACTION, ResourceType.CLUSTER):
+        return ctx.respond(error_code=E.cluster_authorization_failed, results_by_transaction=[])
+    txn = transaction_coordinator(ctx)
+    topics = ctx.broker.topics()
+    results = []
+    for t in request.transactions:
+        wanted = [(topic.name, p) for topic in t.topics for p in topic.partitions]
+        unknown = {(n, p) for n, p in wanted if n not in topics or not 0 <= p < topics[n].partitions}
+        if unknown:
+            errors = {tp: E.unknown_topic_or_partition if tp in unknown else E.operation_not_attempted
+                      for tp in wanted}
+        elif t.verify_only:
+            errors = txn.verify_partitions(t.transactional_id, t.producer_id, t.producer_epoch, wanted)
+        else:
+            errors = await txn.add_partitions(t.transactional_id, t.producer_id, t.producer_epoch, wanted,
+                                              transaction_version=TV2)
+        results.append({"transactional_id": t.transactional_id, "topic_results": [
+            {"name": topic.name, "results_by_partition": [
+                {"partition_index": p, "partition_error_code": errors[(topic.name, p)]} for p in topic.partitions]}
+            for topic in t.topics]})
+    return ctx.respond(error_code=E.none, results_by_transaction=results)
 
 
 async def add_offsets_to_txn(ctx: RequestContext, request: Any) -> Any:
@@ -113,10 +156,10 @@ async def add_offsets_to_txn(ctx: RequestContext, request: Any) -> Any:
 async def end_txn(ctx: RequestContext, request: Any) -> Any:
     if not ctx.authorized(WRITE, TXN_ID, request.transactional_id):
         return ctx.respond(error_code=E.transactional_id_authorization_failed, producer_id=-1, producer_epoch=-1)
-    error = await transaction_coordinator(ctx).end_txn(
+    error, pid, epoch = await transaction_coordinator(ctx).end_txn(
         request.transactional_id, request.producer_id, request.producer_epoch, request.committed,
-        fenced=_fenced(ctx, 2))
-    return ctx.respond(error_code=error)
+        fenced=_fenced(ctx, 2), transaction_version=TV2 if ctx.version >= 5 else 0)
+    return ctx.respond(error_code=error, producer_id=pid, producer_epoch=epoch)
 
 
 async def txn_offset_commit(ctx: RequestContext, request: Any) -> Any:
@@ -133,6 +176,10 @@ async def txn_offset_commit(ctx: RequestContext, request: Any) -> Any:
         for t in request.topics if t.name not in denied
         for p in t.partitions
     ]
+    unverified = await _verify_offsets_partition(ctx, request) if commits else None
+    if unverified is not None:
+        refused, denied = unverified, {t.name for t in request.topics}
+        commits = []
     errors = iter(coordinator(ctx).txn_commit(
         request.group_id, request.producer_id, request.producer_epoch, getattr(request, "generation_id", -1),
         getattr(request, "member_id", ""), getattr(request, "group_instance_id", None), commits) if commits else ())
@@ -142,6 +189,22 @@ async def txn_offset_commit(ctx: RequestContext, request: Any) -> Any:
             for p in t.partitions]}
         for t in request.topics
     ])
+
+
+async def _verify_offsets_partition(ctx: RequestContext, request: Any) -> ErrorCode | None:
+    """KIP-890 for TxnOffsetCommit: the group's __consumer_offsets partition must be in the
+    transaction (v0-4), or is added to it (v5+, transactions version 2, no AddOffsetsToTxn).
+    The error for every partition, or None when the offsets may be written."""
+    groups = coordinator(ctx)
+    if not groups.store.exists():
+        return None  # the group coordinator answers
+    tp = (OFFSETS_TOPIC, groups.store.partition_for(request.group_id))
+    checked = await verify(ctx.broker, request.transactional_id, {tp: (request.producer_id, request.producer_epoch)},
+                           add=ctx.version >= TXN_OFFSET_COMMIT_ADDS_FROM,
+                           knows_abortable=ctx.version >= TXN_OFFSET_COMMIT_KNOWS_ABORTABLE_FROM)
+    error = checked.error_for(*tp)
+    # the group coordinator's view of errors (Kafka's CoordinatorOperationExceptionHelper)
+    return E.coordinator_not_available if error == E.not_enough_replicas else error
 
 
 async def write_txn_markers(ctx: RequestContext, request: Any) -> Any:
@@ -161,7 +224,8 @@ async def write_txn_markers(ctx: RequestContext, request: Any) -> Any:
         for t in marker.topics:
             codes = await asyncio.gather(*(
                 broker.write_txn_marker(t.name, p, marker.producer_id, marker.producer_epoch,
-                                        marker.transaction_result, marker.coordinator_epoch)
+                                        marker.transaction_result, marker.coordinator_epoch,
+                                        getattr(marker, "transaction_version", 0))
                 for p in t.partition_indexes))
             topics.append({"name": t.name, "partitions": [
                 {"partition_index": p, "error_code": code} for p, code in zip(t.partition_indexes, codes, strict=True)]})
@@ -197,9 +261,16 @@ async def describe_transactions(ctx: RequestContext, request: Any) -> Any:
 async def list_transactions(ctx: RequestContext, request: Any) -> Any:
     known = {s.value for s in TxnState}
     filters = list(request.state_filters or ())
+    pattern = None
+    if getattr(request, "transactional_id_pattern", None):  # v2, KIP-1152: the whole id must match
+        try:
+            pattern = re.compile(request.transactional_id_pattern)
+        except re.error:
+            return ctx.respond(error_code=E.invalid_regular_expression, unknown_state_filters=[],
+                               transaction_states=[])
     txns = transaction_coordinator(ctx).list_transactions(
         [s for s in filters if s in known], request.producer_id_filters or (),
-        getattr(request, "duration_filter", -1))
+        getattr(request, "duration_filter", -1), pattern)
     if filters and not any(s in known for s in filters):
         txns = []
     txns = [m for m in txns if ctx.authorized(DESCRIBE, TXN_ID, m.transactional_id)]  # KafkaApis
