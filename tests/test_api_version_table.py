@@ -163,6 +163,7 @@ class Table:
     _topics: list[tuple[str, uuid.UUID]] = field(default_factory=list)
     _next_partition: int = PARTITIONS
     _names: Iterator[int] = field(default_factory=itertools.count)
+    _compacted: tuple[str, uuid.UUID] | None = None
 
     # names ---------------------------------------------------------------------
     def name(self, prefix: str) -> str:
@@ -192,6 +193,13 @@ class Table:
         (topic,) = body.topics
         assert topic.error_code == E.none, topic
         return topic.topic_id  # type: ignore[no-any-return]
+
+    def compacted(self) -> tuple[str, uuid.UUID]:
+        """A topic with cleanup.policy=compact (created once)."""
+        if self._compacted is None:
+            name = self.name("compacted")
+            self._compacted = (name, self.create_topic(name, 1, {"cleanup.policy": "compact"}))
+        return self._compacted
 
     def partition(self) -> tuple[str, uuid.UUID, int]:
         """A partition nothing has written to yet: (topic, topic id, partition)."""
@@ -232,6 +240,11 @@ class Table:
         part = body.topics[0].partitions[0]
         assert part.error_code == E.none, part
         return part
+
+    def leader_epoch(self, topic: str, partition: int) -> int:
+        meta = self.call(3, 9, topics=[{"name": topic}], allow_auto_topic_creation=False)
+        return next(x.leader_epoch for x in meta.topics[0].partitions  # type: ignore[no-any-return]
+                    if x.partition_index == partition)
 
     def metadata(self, *topics: str) -> Any:
         return self.call(3, 9, topics=[{"name": t} for t in topics], allow_auto_topic_creation=False,
@@ -444,6 +457,17 @@ def produce(t: Table, v: int) -> None:
     part = body.responses[0].partition_responses[0]
     assert part.error_code == (E.unknown_topic_id if v >= 13 else E.unknown_topic_or_partition), part
     assert part.base_offset == -1
+    # a record without a key to a compacted topic: refused, and from v8 named (KIP-467)
+    compacted, compacted_id = t.compacted()
+    keyless = encode_batch([(b"key", b"kept", ()), (None, b"keyless", ())])
+    body = t.call(0, v, acks=-1, timeout=datetime.timedelta(seconds=10), transactional_id=None, topic_data=[
+        {**by_topic(v, 13, compacted, compacted_id), "partition_data": [{"index": 0, "records": Records(keyless)}]}])
+    part = body.responses[0].partition_responses[0]
+    assert (part.error_code, part.base_offset) == (E.invalid_record, -1), part
+    if v >= 8:
+        assert [e.batch_index for e in part.record_errors] == [1], part
+        assert part.record_errors[0].batch_index_error_message and part.error_message, part
+    assert t.list_offset(compacted, 0, -1).offset == 0  # nothing of the batch was stored
 
 
 @case(1)
@@ -452,10 +476,11 @@ def fetch(t: Table, v: int) -> None:
     t.produce(topic, p, batch(b"a", b"b", timestamp_ms=T0))
     t.produce(topic, p, batch(b"c", timestamp_ms=T0 + 1))
 
-    def request(entry: dict[str, Any], offset: int) -> Any:
+    def request(entry: dict[str, Any], offset: int, leader_epoch: int = -1) -> Any:
         return t.call(1, v, replica_id=-1, max_wait=datetime.timedelta(milliseconds=50), min_bytes=1,
                       max_bytes=1 << 20, isolation_level=0, session_id=0, session_epoch=-1,
                       topics=[{**entry, "partitions": [{"partition": p, "fetch_offset": offset,
+                                                        "current_leader_epoch": leader_epoch,
                                                         "partition_max_bytes": 1 << 20, "log_start_offset": -1}]}],
                       forgotten_topics_data=[], rack_id="")
 
@@ -476,6 +501,12 @@ def fetch(t: Table, v: int) -> None:
     # past the end: OFFSET_OUT_OF_RANGE
     part = request(by_topic(v, 13, topic, topic_id, "topic"), 10).responses[0].partitions[0]
     assert part.error_code == E.offset_out_of_range, part
+    if v >= 9:  # KIP-320: a leader epoch newer than the leader's is UNKNOWN_LEADER_EPOCH
+        epoch = t.leader_epoch(topic, p)
+        part = request(by_topic(v, 13, topic, topic_id, "topic"), 0, epoch).responses[0].partitions[0]
+        assert part.error_code == E.none, part
+        part = request(by_topic(v, 13, topic, topic_id, "topic"), 0, epoch + 1).responses[0].partitions[0]
+        assert part.error_code == E.unknown_leader_epoch, part
     # a topic that does not exist
     missing = {"topic_id": uuid.uuid4()} if v >= 13 else {"topic": UNKNOWN_TOPIC}
     part = request(missing, 0).responses[0].partitions[0]
@@ -488,8 +519,8 @@ def list_offsets(t: Table, v: int) -> None:
     for ts in (T0 + 1000, T0 + 3000, T0 + 2000):  # offsets 0, 1, 2; the greatest timestamp at offset 1
         t.produce(topic, p, batch(b"x", timestamp_ms=ts))
 
-    def lookup(timestamp: int) -> tuple[int, int]:
-        body = t.call(2, v, replica_id=-1, isolation_level=0,
+    def lookup(timestamp: int, isolation_level: int = 0) -> tuple[int, int]:
+        body = t.call(2, v, replica_id=-1, isolation_level=isolation_level,
                       timeout=datetime.timedelta(seconds=5),
                       topics=[{"name": topic, "partitions": [
                           {"partition_index": p, "timestamp": timestamp, "current_leader_epoch": -1,
@@ -519,6 +550,15 @@ def list_offsets(t: Table, v: int) -> None:
     body = t.call(2, v, replica_id=-1, topics=[{"name": UNKNOWN_TOPIC, "partitions": [
         {"partition_index": 0, "timestamp": -1}]}])
     assert body.topics[0].partitions[0].error_code == E.unknown_topic_or_partition
+    if v >= 2:  # read_committed: the latest offset is the last stable one, before an open transaction
+        txn = t.name(f"list-offsets-v{v}")
+        pid, epoch = t.init_producer(txn)
+        t.add_partitions(txn, pid, epoch, topic, p)
+        t.produce(topic, p, txn_batch(pid, epoch, b"open"), transactional_id=txn)
+        assert lookup(-1) == (4, -1)
+        assert lookup(-1, isolation_level=1) == (3, -1)
+        t.end_txn(txn, pid, epoch, commit=False)
+        t.wait_stable(topic, p, 5)
 
 
 @case(3)
@@ -958,8 +998,7 @@ def init_producer_id(t: Table, v: int) -> None:
 def offset_for_leader_epoch(t: Table, v: int) -> None:
     topic, _, p = t.partition()
     t.produce(topic, p, batch(b"a", b"b"))
-    meta = t.call(3, 9, topics=[{"name": topic}], allow_auto_topic_creation=False)
-    epoch = next(x.leader_epoch for x in meta.topics[0].partitions if x.partition_index == p)
+    epoch = t.leader_epoch(topic, p)
 
     def ask(leader_epoch: int, current: int = -1, name: str = topic) -> Any:
         body = t.call(23, v, replica_id=-1, topics=[{"topic": name, "partitions": [
