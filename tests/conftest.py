@@ -3,6 +3,13 @@
 Tests talk to them over TCP with real clients. `broker` is one broker shared by
 a test module; `broker_factory` makes brokers a test can restart, stop, or kill
 with SIGKILL.
+
+`pytest --kafka` runs only the tests marked `kafka_behaviour` (those that check
+answers a user relies on: error codes, offsets, group states, transaction outcomes)
+and gives them Apache Kafka 4.3.1 (odradek.testing.kafka_reference: one KRaft node
+from tests/java/lib) instead of odradek, so each is known to describe Kafka's
+behaviour. A broker's ODRADEK_* settings become the Kafka properties they are named
+after (ODRADEK_GROUP_MIN_SESSION_TIMEOUT_MS -> group.min.session.timeout.ms).
 """
 
 from __future__ import annotations
@@ -20,6 +27,39 @@ from typing import Any
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--kafka", action="store_true", default=False,
+                     help="run only the tests marked kafka_behaviour, against Apache Kafka 4.3.1 "
+                          "(tests/java/lib, a JVM) instead of odradek")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if not config.getoption("--kafka"):
+        return
+    from odradek.testing.kafka_reference import kafka_available
+
+    why = kafka_available()
+    if why is not None:
+        raise pytest.UsageError(f"--kafka: Apache Kafka cannot start here: {why}")
+    kept = [item for item in items if item.get_closest_marker("kafka_behaviour")]
+    config.hook.pytest_deselected(items=[item for item in items if item not in kept])
+    items[:] = kept
+
+
+def kafka_properties(env: dict[str, str] | None) -> dict[str, str]:
+    """A test broker's ODRADEK_* settings as the Kafka server properties they are named after."""
+    return {key.removeprefix("ODRADEK_").lower().replace("_", "."): value
+            for key, value in (env or {}).items() if key.startswith("ODRADEK_")}
+
+
+def start_kafka(data_dir: Path, env: dict[str, str] | None = None) -> Any:
+    """An Apache Kafka broker with the attributes the tests use of a BrokerProcess (bootstrap, port,
+    data_dir, proc, stop, kill, restart, logs)."""
+    from odradek.testing.kafka_reference import KafkaReference
+
+    return KafkaReference(data_dir, overrides=kafka_properties(env)).start()
 
 
 def free_port() -> int:
@@ -106,11 +146,16 @@ class BrokerProcess:
 
 
 @pytest.fixture
-def broker_factory(tmp_path: Path) -> Iterator[object]:
-    made: list[BrokerProcess] = []
+def broker_factory(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[object]:
+    made: list[Any] = []
 
     def make(*extra_args: str, env: dict[str, str] | None = None, name: str | None = None) -> BrokerProcess:
-        b = BrokerProcess(tmp_path / (name or f"broker{len(made)}"), extra_args=list(extra_args), env=env)
+        data_dir = tmp_path / (name or f"broker{len(made)}")
+        if request.config.getoption("--kafka"):
+            assert not extra_args, "odradek serve's flags have no meaning to Kafka: not a kafka_behaviour test"
+            made.append(start_kafka(data_dir, env))
+            return made[-1]  # type: ignore[no-any-return]
+        b = BrokerProcess(data_dir, extra_args=list(extra_args), env=env)
         made.append(b)
         return b.start()
 
@@ -125,8 +170,14 @@ def module_broker(fixture_name: str, env: dict[str, str] | None = None) -> Any:
     tests of a module, stopped cleanly after them."""
 
     @pytest.fixture(scope="module", name=fixture_name)
-    def fixture(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrokerProcess]:
-        b = BrokerProcess(tmp_path_factory.mktemp(fixture_name) / "data", env=env).start()
+    def fixture(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> Iterator[Any]:
+        data_dir = tmp_path_factory.mktemp(fixture_name) / "data"
+        if request.config.getoption("--kafka"):
+            kafka = start_kafka(data_dir, env)
+            yield kafka
+            kafka.stop()
+            return
+        b = BrokerProcess(data_dir, env=env).start()
         yield b
         if b.proc is not None and b.proc.poll() is None:
             b.stop()

@@ -16,6 +16,9 @@ from confluent_kafka.admin import (
 
 from conftest import BrokerProcess, unique
 
+# Each test here checks what Kafka answers: pytest --kafka runs them against Apache Kafka.
+pytestmark = pytest.mark.kafka_behaviour
+
 
 def error_of(future) -> str:  # type: ignore[no-untyped-def]
     with pytest.raises(KafkaException) as info:

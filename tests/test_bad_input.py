@@ -45,6 +45,7 @@ def assert_alive(broker: BrokerProcess) -> None:
     assert consume_ck(broker.bootstrap, topic, 1)[0].value() == b"still here"
 
 
+@pytest.mark.kafka_behaviour
 def test_flipped_byte_is_corrupt_message_and_nothing_is_written(broker: BrokerProcess) -> None:
     topic = unique("crc")
     create_topic(broker.bootstrap, topic)
@@ -60,6 +61,7 @@ def test_flipped_byte_is_corrupt_message_and_nothing_is_written(broker: BrokerPr
     assert again.responses[0].partition_responses[0].base_offset == 1  # type: ignore[attr-defined]
 
 
+@pytest.mark.kafka_behaviour
 def test_truncated_batch_is_corrupt_message(broker: BrokerProcess) -> None:
     topic = unique("trunc")
     create_topic(broker.bootstrap, topic)
@@ -67,6 +69,7 @@ def test_truncated_batch_is_corrupt_message(broker: BrokerProcess) -> None:
     assert resp.responses[0].partition_responses[0].error_code == ErrorCode.corrupt_message  # type: ignore[attr-defined]
 
 
+@pytest.mark.kafka_behaviour
 def test_message_larger_than_max_message_bytes_is_rejected(broker: BrokerProcess) -> None:
     topic = unique("big")
     create_topic(broker.bootstrap, topic, config={"max.message.bytes": "2000"})
@@ -78,6 +81,7 @@ def test_message_larger_than_max_message_bytes_is_rejected(broker: BrokerProcess
     assert_alive(broker)
 
 
+@pytest.mark.kafka_behaviour
 def test_unknown_topic_with_auto_create_off(broker_factory) -> None:  # type: ignore[no-untyped-def]
     b = broker_factory(env={"ODRADEK_AUTO_CREATE_TOPICS_ENABLE": "false"})
     resp = produce_raw(b.bootstrap, "nope", valid_batch())
@@ -87,12 +91,14 @@ def test_unknown_topic_with_auto_create_off(broker_factory) -> None:  # type: ig
     assert meta.topics[0].error_code == ErrorCode.unknown_topic_or_partition  # type: ignore[attr-defined]
 
 
+@pytest.mark.kafka_behaviour
 def test_invalid_topic_name_in_metadata(broker: BrokerProcess) -> None:
     meta = roundtrip(broker.bootstrap, 3, 9, build(request_type(3, 9), topics=[{"name": "bad name!"}],
                                                     allow_auto_topic_creation=True))
     assert meta.topics[0].error_code == ErrorCode.invalid_topic_exception  # type: ignore[attr-defined]
 
 
+@pytest.mark.kafka_behaviour
 def test_unknown_api_versions_version_gets_v0_unsupported_version(broker: BrokerProcess) -> None:
     # ApiVersions v99 with an empty body: the broker answers v0 with UNSUPPORTED_VERSION (KIP-511)
     frame = struct.pack(">hhih", 18, 99, 7, 1) + b"x"
@@ -114,6 +120,7 @@ def test_unknown_api_versions_version_gets_v0_unsupported_version(broker: Broker
     ],
     ids=["huge-length", "unknown-api", "unsupported-version", "truncated", "tiny", "tls-hello"],
 )
+@pytest.mark.kafka_behaviour
 def test_garbage_frames_close_the_connection_and_the_broker_keeps_serving(broker: BrokerProcess, raw: bytes) -> None:
     host, port = broker.bootstrap.split(":")
     with socket.create_connection((host, int(port)), timeout=10) as s:
@@ -123,6 +130,7 @@ def test_garbage_frames_close_the_connection_and_the_broker_keeps_serving(broker
     assert_alive(broker)
 
 
+@pytest.mark.kafka_behaviour
 def test_offset_delete_with_a_partition_listed_twice_deletes_it_once(broker: BrokerProcess) -> None:
     # Found by bench/atheris_fuzz.py: the second copy raised KeyError inside the coordinator.
     topic, group = unique("od"), unique("g")

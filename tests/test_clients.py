@@ -12,6 +12,9 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 from conftest import BrokerProcess, unique
 
+# Each test here checks what Kafka answers: pytest --kafka runs them against Apache Kafka.
+pytestmark = pytest.mark.kafka_behaviour
+
 CODECS = ["none", "gzip", "snappy", "lz4", "zstd"]
 
 

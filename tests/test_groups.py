@@ -25,6 +25,9 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 from conftest import BrokerProcess, module_broker, unique
 
+# Each test here checks what Kafka answers: pytest --kafka runs them against Apache Kafka.
+pytestmark = pytest.mark.kafka_behaviour
+
 GROUP_ENV = {
     "ODRADEK_GROUP_INITIAL_REBALANCE_DELAY_MS": "0",
     "ODRADEK_GROUP_MIN_SESSION_TIMEOUT_MS": "500",

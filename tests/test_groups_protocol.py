@@ -14,6 +14,7 @@ import threading
 import time
 from typing import Any
 
+import pytest
 from confluent_kafka import ConsumerGroupTopicPartitions, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 from conftest import BrokerProcess, module_broker, recv_exact, unique
@@ -70,6 +71,7 @@ def heartbeat(b: BrokerProcess, group: str, generation: int, member_id: str, ins
                 group_instance_id=instance).error_code
 
 
+@pytest.mark.kafka_behaviour
 def test_join_requires_a_member_id_then_runs_a_generation(pb: BrokerProcess) -> None:
     group = unique("kip394")
     first = join(pb, group)
@@ -87,6 +89,7 @@ def test_join_requires_a_member_id_then_runs_a_generation(pb: BrokerProcess) -> 
     assert join(pb, group, version=3).error_code == E.none  # before v4 no member id round trip
 
 
+@pytest.mark.kafka_behaviour
 def test_new_member_puts_the_group_into_rebalance(pb: BrokerProcess) -> None:
     group = unique("rebalance")
     a = join_member(pb, group)
@@ -110,6 +113,7 @@ def test_new_member_puts_the_group_into_rebalance(pb: BrokerProcess) -> None:
                                                          E.unknown_topic_or_partition)
 
 
+@pytest.mark.kafka_behaviour
 def test_static_member_id_is_fenced(pb: BrokerProcess) -> None:
     group = unique("fence")
     joined = join(pb, group, instance="s1")  # static members skip the member id round trip
@@ -122,6 +126,7 @@ def test_static_member_id_is_fenced(pb: BrokerProcess) -> None:
     assert (back.error_code, back.assignment) == (E.none, b"x")
 
 
+@pytest.mark.kafka_behaviour
 def test_find_coordinator_single_and_batched(pb: BrokerProcess) -> None:
     port = int(pb.bootstrap.split(":")[1])
     v0 = call(pb, 10, 0, key="g")
@@ -132,6 +137,7 @@ def test_find_coordinator_single_and_batched(pb: BrokerProcess) -> None:
     assert [(c.key, c.error_code, c.port) for c in txn.coordinators] == [("tx", E.none, port)]
 
 
+@pytest.mark.kafka_behaviour
 def test_offset_fetch_several_groups_in_one_request(pb: BrokerProcess) -> None:
     topic = unique("of")
     admin = AdminClient({"bootstrap.servers": pb.bootstrap})
@@ -151,6 +157,7 @@ def test_offset_fetch_several_groups_in_one_request(pb: BrokerProcess) -> None:
     assert single.topics[0].partitions[0].committed_offset == 5
 
 
+@pytest.mark.kafka_behaviour
 def test_list_filter_leave_batch_delete_and_offset_delete(pb: BrokerProcess) -> None:
     topic = unique("ld")
     admin = AdminClient({"bootstrap.servers": pb.bootstrap})
@@ -198,6 +205,7 @@ def test_offsets_of_empty_groups_expire_after_retention() -> None:
         assert [tp.offset for tp in res.topic_partitions or []] in ([], [-1001])
 
 
+@pytest.mark.kafka_behaviour
 def test_a_sole_member_rejoining_with_new_metadata_gets_its_generation_at_once(pb: BrokerProcess) -> None:
     # It is the only member, so the join phase is complete as soon as it rejoins (Kafka's
     # DelayedJoin tries at once); it used to wait out the whole rebalance timeout.

@@ -82,6 +82,7 @@ def watermark(bootstrap: str, topic: str, partition: int, isolation: str) -> int
 # -- commit / abort / read_committed ------------------------------------------------------
 
 
+@pytest.mark.kafka_behaviour
 def test_read_committed_sees_commits_never_aborts_interleaved_across_partitions(tb: BrokerProcess) -> None:
     topic = unique("txn")
     create_topic(tb.bootstrap, topic, partitions=3)
@@ -121,6 +122,7 @@ def test_read_committed_sees_commits_never_aborts_interleaved_across_partitions(
         assert offs == sorted(offs)
 
 
+@pytest.mark.kafka_behaviour
 def test_open_transaction_holds_back_read_committed_at_the_last_stable_offset(tb: BrokerProcess) -> None:
     topic = unique("lso")
     create_topic(tb.bootstrap, topic)
@@ -145,6 +147,7 @@ def test_open_transaction_holds_back_read_committed_at_the_last_stable_offset(tb
         [b"before%d" % i for i in range(5)] + [b"open%d" % i for i in range(5)] + [b"after%d" % i for i in range(3)])
 
 
+@pytest.mark.kafka_behaviour
 def test_offsets_sent_in_a_transaction_are_visible_only_when_it_commits(tb: BrokerProcess) -> None:
     topic = unique("txoff")
     group = unique("txgroup")
@@ -211,6 +214,7 @@ def test_committed_and_aborted_state_survive_a_restart(broker_factory: Any) -> N
 # -- fencing, timeouts, crashes ------------------------------------------------------------
 
 
+@pytest.mark.kafka_behaviour
 def test_zombie_producer_is_fenced_and_its_open_transaction_aborted(tb: BrokerProcess) -> None:
     topic, tid = unique("zombie"), unique("tid")
     create_topic(tb.bootstrap, topic, partitions=2)
@@ -232,6 +236,7 @@ def test_zombie_producer_is_fenced_and_its_open_transaction_aborted(tb: BrokerPr
     assert values(read_to_end(tb.bootstrap, topic, 2, "read_committed")) == [b"live"]
 
 
+@pytest.mark.kafka_behaviour
 def test_transaction_left_open_is_aborted_after_its_timeout(tb: BrokerProcess) -> None:
     topic = unique("timeout")
     create_topic(tb.bootstrap, topic)
@@ -331,6 +336,7 @@ def test_consume_transform_produce_is_exactly_once_under_sigkill(broker_factory:
 # -- other clients ----------------------------------------------------------------------------
 
 
+@pytest.mark.kafka_behaviour
 def test_aiokafka_transactional_producer(tb: BrokerProcess) -> None:
     from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
@@ -369,6 +375,7 @@ def test_aiokafka_transactional_producer(tb: BrokerProcess) -> None:
     assert b"no" in values(read_to_end(tb.bootstrap, topic, 1, "read_uncommitted"))
 
 
+@pytest.mark.kafka_behaviour
 def test_kafka_python_transactional_producer_and_read_committed_consumer(tb: BrokerProcess) -> None:
     """kafka-python 3's own transactions: commit, abort, offsets in a transaction; its
     read_committed consumer drops the aborted records and the group's offset moves only
@@ -423,6 +430,7 @@ def test_kafka_python_transactional_producer_and_read_committed_consumer(tb: Bro
 # -- the protocol's answers ---------------------------------------------------------------------
 
 
+@pytest.mark.kafka_behaviour
 def test_transaction_api_errors_as_kafka_answers_them(tb: BrokerProcess) -> None:
     tid = unique("raw")
     assert call(tb, 22, 4, transactional_id=tid, transaction_timeout=10_000_000).error_code \
@@ -460,6 +468,7 @@ def test_transaction_api_errors_as_kafka_answers_them(tb: BrokerProcess) -> None
     assert list(listed.unknown_state_filters) == ["Bogus"]
 
 
+@pytest.mark.kafka_behaviour
 def test_describe_producers_shows_the_open_transaction(tb: BrokerProcess) -> None:
     topic = unique("dp")
     create_topic(tb.bootstrap, topic)
