@@ -12,6 +12,7 @@ import logging
 import os
 import resource
 import time
+import uuid
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -152,6 +153,10 @@ class Broker:
         self.authorizer: Authorizer | None = None  # authorizer.class.name, set by open_authorizer()
         self._next_pid = 0
         self._pid_block_end = 0
+        # topic_by_id's index and the topics dict it was built from (a ZooKeeper store replaces
+        # that dict on every change; the local one is told through create/delete_topic)
+        self._topics_by_id: dict[uuid.UUID, TopicMetadata] = {}
+        self._indexed_topics: dict[str, TopicMetadata] | None = None
 
     def _node_of(self, listeners: list[Listener]) -> Node:
         inter = inter_broker_listener(self.config, listeners)
@@ -210,6 +215,15 @@ class Broker:
 
     def topics(self) -> dict[str, TopicMetadata]:
         return self.metadata.topics()
+
+    def topic_by_id(self, topic_id: uuid.UUID) -> TopicMetadata | None:
+        """The topic of a KIP-516 topic id (Produce v13, Fetch v13+), or None."""
+        topics = self.topics()
+        if topics is not self._indexed_topics or len(topics) != len(self._topics_by_id):
+            self._topics_by_id = {t.topic_id: t for t in topics.values()}
+            self._indexed_topics = topics
+        topic = self._topics_by_id.get(topic_id)
+        return topic if topic is not None and topics.get(topic.name) is topic else None
 
     def default_log_config(self) -> LogConfig:
         return self.log_config(None)
@@ -288,6 +302,7 @@ class Broker:
         if validate_only:
             return None
         topic = self.metadata.create_topic(name, [[self.node_id] for _ in range(num_partitions)], checked)
+        self._indexed_topics = None
         cfg = self.log_config(topic)
         for p in range(num_partitions):
             self.logs.get_or_create(name, p, cfg)
@@ -309,6 +324,7 @@ class Broker:
         if name not in self.topics():
             raise TopicError("unknown_topic_or_partition", f"topic {name!r} does not exist")
         self.metadata.delete_topic(name)
+        self._indexed_topics = None
         self.logs.delete_topic(name)
         log.info("deleted topic %s", name)
 

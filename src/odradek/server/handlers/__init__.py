@@ -13,6 +13,7 @@ from odradek.server.handlers import (
     configs,
     delete_records,
     describe_cluster,
+    describe_topic_partitions,
     fetch,
     groups,
     list_offsets,
@@ -28,10 +29,10 @@ from odradek.server.handlers import (
 )
 
 ROUTES: dict[int, Route] = {
-    0: Route(produce.handle, 3, 11),
-    1: Route(fetch.handle, 4, 12),
+    0: Route(produce.handle, 3, 13),
+    1: Route(fetch.handle, 4, 18),
     2: Route(list_offsets.handle, 0, 11),  # v0 (KIP-896 dropped it) for Sarama-based tools: legacy.py
-    3: Route(metadata.handle, 0, 12),
+    3: Route(metadata.handle, 0, 13),
     18: Route(api_versions.handle, 0, 4),
     19: Route(topics.create_topics, 2, 7),
     20: Route(topics.delete_topics, 1, 6),
@@ -40,6 +41,7 @@ ROUTES: dict[int, Route] = {
     37: Route(topics.create_partitions, 0, 3),
     44: Route(configs.incremental_alter_configs, 0, 1),
     60: Route(describe_cluster.handle, 0, 2),
+    75: Route(describe_topic_partitions.handle, 0, 0),
     22: Route(producer_ids.handle, 0, 6),
     23: Route(offset_for_leader_epoch.handle, 2, 4),
     8: Route(offsets.offset_commit, 0, 10),

@@ -6,6 +6,13 @@ partition_max_bytes each partition; consumers read below the high watermark,
 followers (replica_id >= 0) up to the log end; when fewer than min_bytes are
 ready the request waits, up to max_wait, for an append to one of its partitions.
 
+Versions (FetchRequest.json): v13 names topics by id (KIP-516, UNKNOWN_TOPIC_ID for
+an unknown one), v15 moves the replica id into ReplicaState (KIP-903), v16 adds the
+leader hints of KIP-951; v17's directory id (KIP-853) and v18's high watermark
+(KIP-1166) serve KRaft's own replication, which odradek does not run, and are
+ignored as Kafka's broker ignores them on partition fetches. The current leader
+epoch a fetch carries (v9+) is checked as KIP-320 says.
+
 Records of file storage leave as file slices: the response frame is encoded by
 kio around a placeholder, and the connection sends the slices with sendfile
 (DESIGN.md, Fetch), so the records are never copied through Python.
@@ -17,19 +24,25 @@ import bisect
 import os
 import struct
 import time
+import uuid
 from typing import Any
 
 from kio.schema.errors import ErrorCode
 
 from odradek.protocol.bounds import uvarint_bytes
-from odradek.protocol.build import timedelta_to_ms
+from odradek.protocol.build import ZERO_UUID, timedelta_to_ms
 from odradek.protocol.framing import encode_response
 from odradek.security.authorizer import AclOperation, ResourceType
 from odradek.server.dispatcher import RequestContext
+from odradek.server.handlers.metadata import current_leader
 from odradek.storage.log import OffsetOutOfRangeError, PartitionLog
 from odradek.storage.segment import FileSlice
 
 READ_COMMITTED = 1
+NO_EPOCH = -1  # a fetch without a current leader epoch (before v9, or a client that has none)
+TOPIC_IDS_VERSION = 13  # KIP-516
+REPLICA_STATE_VERSION = 15  # KIP-903
+LEADER_HINTS_VERSION = 16  # KIP-951
 # Below this a copy costs less than a duplicated descriptor and a drained socket buffer.
 SENDFILE_MIN_BYTES = 64 * 1024
 _INT32 = struct.Struct(">i")
@@ -53,29 +66,68 @@ def _read(plog: Any, offset: int, limit: int, max_offset: int | None, min_one: b
     return b""  # the offset fell in a gap (compaction) or at a segment's end
 
 
-def _is_follower(request: Any) -> bool:
-    return request.replica_id >= 0 if hasattr(request, "replica_id") else False
+def _replica_id(request: Any, version: int) -> int:
+    """The fetching follower's broker id, -1 for a consumer (KIP-903: in ReplicaState from v15)."""
+    if version >= REPLICA_STATE_VERSION:
+        return int(request.replica_state.replica_id)
+    return int(request.replica_id)
 
 
-def _denied(ctx: RequestContext, request: Any) -> set[str]:
+def _resolve(ctx: RequestContext, request: Any) -> list[tuple[Any, str | None, uuid.UUID]]:
+    """Each requested topic with its name and id: v13+ name topics by id (None for an unknown
+    id, answered UNKNOWN_TOPIC_ID), earlier versions by name."""
+    broker = ctx.broker
+    resolved = []
+    if ctx.version >= TOPIC_IDS_VERSION:
+        for topic in request.topics:
+            meta = broker.topic_by_id(topic.topic_id) if topic.topic_id is not None else None
+            resolved.append((topic, meta.name if meta is not None else None, topic.topic_id or ZERO_UUID))
+    else:
+        known = broker.topics()
+        for topic in request.topics:
+            meta = known.get(topic.topic)
+            resolved.append((topic, topic.topic, meta.topic_id if meta is not None else ZERO_UUID))
+    return resolved
+
+
+def _denied(ctx: RequestContext, names: set[str], is_follower: bool) -> set[str]:
     """The topics this fetch may not read (KafkaApis): a follower needs CLUSTER_ACTION on the
     cluster for all of them, a consumer READ on each topic."""
-    names = {t.topic for t in request.topics}
-    if _is_follower(request):
+    if is_follower:
         return set() if ctx.authorized(AclOperation.CLUSTER_ACTION, ResourceType.CLUSTER) else names
     return {n for n in names if not ctx.authorized(AclOperation.READ, ResourceType.TOPIC, n)}
 
 
-def _read_all(ctx: RequestContext, request: Any, slices: bool,
-              denied: set[str]) -> tuple[list[dict[str, Any]], int]:
+def _partition_error(ctx: RequestContext, name: str, p: Any, plog: Any, is_follower: bool) -> ErrorCode | None:
+    """Kafka's ReplicaManager.getPartitionOrError and Partition.getLocalLog: a partition the
+    metadata knows but this broker does not hold is NOT_LEADER_OR_FOLLOWER; a held one checks
+    the client's current leader epoch first (KIP-320), then leadership."""
     broker = ctx.broker
-    is_follower = _is_follower(request)
+    if plog is None:
+        topic = broker.topics().get(name)
+        known = topic is not None and 0 <= p.partition < topic.partitions
+        return ErrorCode.not_leader_or_follower if known else ErrorCode.unknown_topic_or_partition
+    client_epoch = getattr(p, "current_leader_epoch", NO_EPOCH)
+    if client_epoch != NO_EPOCH:
+        epoch = broker.leader_epoch(name, p.partition)
+        if epoch > client_epoch:
+            return ErrorCode.fenced_leader_epoch
+        if epoch < client_epoch:
+            return ErrorCode.unknown_leader_epoch
+    return broker.check_fetch(name, p.partition, is_follower)
+
+
+def _read_all(ctx: RequestContext, request: Any, resolved: list[tuple[Any, str | None, uuid.UUID]],
+              slices: bool, denied: set[str], endpoints: dict[int, dict[str, Any]]) -> tuple[list[dict[str, Any]], int]:
+    broker = ctx.broker
+    replica_id = _replica_id(request, ctx.version)
+    is_follower = replica_id >= 0
     read_committed = getattr(request, "isolation_level", 0) == READ_COMMITTED
+    leader_hints = ctx.version >= LEADER_HINTS_VERSION
     budget = request.max_bytes
     total = 0
     responses = []
-    for topic in request.topics:
-        name = topic.topic
+    for topic, name, topic_id in resolved:
         partitions = []
         for p in topic.partitions:
             entry: dict[str, Any] = {
@@ -86,20 +138,23 @@ def _read_all(ctx: RequestContext, request: Any, slices: bool,
                 "preferred_read_replica": -1,
                 "records": b"",
             }
-            plog = broker.partition_log(name, p.partition)
-            if name in denied:
-                error: ErrorCode | None = ErrorCode.topic_authorization_failed
-            elif plog is None:
-                error = ErrorCode.unknown_topic_or_partition
+            plog = broker.partition_log(name, p.partition) if name is not None else None
+            if name is None:
+                error: ErrorCode | None = ErrorCode.unknown_topic_id
+            elif name in denied:
+                error = ErrorCode.topic_authorization_failed
             else:
-                error = broker.check_fetch(name, p.partition, is_follower)
+                error = _partition_error(ctx, name, p, plog, is_follower)
             if error is not None:
                 entry["error_code"] = error
+                if leader_hints and error in (ErrorCode.not_leader_or_follower, ErrorCode.fenced_leader_epoch):
+                    assert name is not None
+                    entry["current_leader"] = current_leader(ctx, name, p.partition, endpoints)
                 partitions.append(entry)
                 continue
-            assert plog is not None
+            assert plog is not None and name is not None
             if is_follower:
-                broker.on_follower_fetch(plog, request.replica_id, p.fetch_offset)
+                broker.on_follower_fetch(plog, replica_id, p.fetch_offset)
             hw = plog.high_watermark
             lso = broker.last_stable_offset(plog)
             entry.update(high_watermark=hw, last_stable_offset=lso, log_start_offset=plog.log_start_offset)
@@ -119,7 +174,7 @@ def _read_all(ctx: RequestContext, request: Any, slices: bool,
                 broker.metrics.bytes_out.labels(name).inc(len(data))
             total += len(data)
             partitions.append(entry)
-        responses.append({"topic": name, "partitions": partitions})
+        responses.append({"topic": name or "", "topic_id": topic_id, "partitions": partitions})
     return responses, total
 
 
@@ -127,9 +182,13 @@ async def handle(ctx: RequestContext, request: Any) -> Any:
     deadline = time.monotonic() + timedelta_to_ms(request.max_wait) / 1000.0
     # Fault injection rewrites the response entity, so it gets the records as bytes.
     slices = ctx.connection is not None and ctx.broker.faults is None
-    denied = _denied(ctx, request) if ctx.broker.authorizer is not None else set()
-    responses, total = _read_all(ctx, request, slices, denied)
-    watched = [(t.topic, p.partition) for t in request.topics for p in t.partitions]
+    resolved = _resolve(ctx, request)
+    names = {name for _, name, _ in resolved if name is not None}
+    is_follower = _replica_id(request, ctx.version) >= 0
+    denied = _denied(ctx, names, is_follower) if ctx.broker.authorizer is not None else set()
+    endpoints: dict[int, dict[str, Any]] = {}
+    responses, total = _read_all(ctx, request, resolved, slices, denied, endpoints)
+    watched = [(name, p.partition) for topic, name, _ in resolved if name is not None for p in topic.partitions]
     while total < request.min_bytes and watched:
         remaining = deadline - time.monotonic()
         if remaining <= 0 or any(
@@ -139,18 +198,20 @@ async def handle(ctx: RequestContext, request: Any) -> Any:
         await ctx.broker.purgatory.wait(watched, remaining)
         if ctx.connection is not None and ctx.connection.is_closed:
             return None
-        responses, total = _read_all(ctx, request, slices, denied)
+        endpoints.clear()
+        responses, total = _read_all(ctx, request, resolved, slices, denied, endpoints)
     found = [p for t in responses for p in t["partitions"] if isinstance(p["records"], FileSlice)]
     if not found:
-        return ctx.respond(error_code=ErrorCode.none, session_id=0, responses=responses)
+        return ctx.respond(error_code=ErrorCode.none, session_id=0, responses=responses,
+                           node_endpoints=list(endpoints.values()))
     assert ctx.connection is not None
-    parts = _frame_around_slices(ctx, responses, found)
+    parts = _frame_around_slices(ctx, responses, found, list(endpoints.values()))
     await ctx.connection.send_parts(parts)
     return None  # already sent, in order: the connection handles one request at a time
 
 
-def _frame_around_slices(ctx: RequestContext, responses: list[dict[str, Any]],
-                         found: list[dict[str, Any]]) -> list[bytes | FileSlice]:
+def _frame_around_slices(ctx: RequestContext, responses: list[dict[str, Any]], found: list[dict[str, Any]],
+                         node_endpoints: list[dict[str, Any]]) -> list[bytes | FileSlice]:
     """The response frame as bytes pieces and the file slices between them.
 
     kio encodes the response with a random 16-byte placeholder for each slice;
@@ -163,7 +224,8 @@ def _frame_around_slices(ctx: RequestContext, responses: list[dict[str, Any]],
         slices.append(p["records"])
         tokens.append(os.urandom(16))
         p["records"] = tokens[-1]
-    response = ctx.respond(error_code=ErrorCode.none, session_id=0, responses=responses)
+    response = ctx.respond(error_code=ErrorCode.none, session_id=0, responses=responses,
+                           node_endpoints=node_endpoints)
     frame = encode_response(ctx.header.correlation_id, response)
     flexible = bool(response.__flexible__)
     placeholder_prefix = _length_prefix(16, flexible)

@@ -1,4 +1,8 @@
-"""Metadata: brokers, controller, topics and their partition leaders."""
+"""Metadata: brokers, controller, topics and their partition leaders.
+
+v10 adds topic ids, v12 looks topics up by id, v13 a top-level error code, set when
+the whole request is refused (MetadataRequest.getErrorResponse).
+"""
 
 from __future__ import annotations
 
@@ -41,6 +45,21 @@ def topic_entry(ctx: RequestContext, topic: TopicMetadata) -> dict[str, Any]:
     }
 
 
+def current_leader(ctx: RequestContext, topic: str, partition: int,
+                   endpoints: dict[int, dict[str, Any]]) -> dict[str, int]:
+    """KIP-951 (KafkaApis.getCurrentLeader): the leader and epoch a client should turn to after
+    NOT_LEADER_OR_FOLLOWER; the leader's address on the request's listener, when it is alive,
+    joins `endpoints` (node id -> the response's NodeEndpoint)."""
+    state = ctx.broker.partition_state(topic, partition)
+    if state.leader >= 0 and state.leader not in endpoints:
+        for node in ctx.broker.live_nodes():
+            if node.node_id == state.leader:
+                host, port = ctx.address(node)
+                endpoints[node.node_id] = {"node_id": node.node_id, "host": host, "port": port, "rack": node.rack}
+                break
+    return {"leader_id": state.leader, "leader_epoch": state.leader_epoch}
+
+
 def cluster_authorized_operations(ctx: RequestContext, include: bool) -> int:
     """KafkaApis: asked for, the cluster's KIP-430 bit field, 0 without DESCRIBE on the cluster
     (Metadata v8-10 and DescribeCluster; the request itself needs no permission)."""
@@ -57,8 +76,8 @@ def _error_entry(name: str | None, code: ErrorCode) -> dict[str, Any]:
 
 def _invalid_request(ctx: RequestContext, requested: Any) -> Any:
     """Kafka's MetadataRequest.getErrorResponse: INVALID_REQUEST for every topic asked for
-    (a null name as ""), no brokers."""
-    return ctx.respond(brokers=[], cluster_id=None, controller_id=-1, topics=[
+    (a null name as ""), no brokers, and from v13 the top-level error code."""
+    return ctx.respond(brokers=[], cluster_id=None, controller_id=-1, error_code=ErrorCode.invalid_request, topics=[
         {"error_code": ErrorCode.invalid_request, "name": item.name or "", "topic_id": item.topic_id,
          "partitions": [], "topic_authorized_operations": NO_AUTHORIZED_OPERATIONS}
         for item in requested

@@ -2,24 +2,45 @@
 
 The records stay bytes end to end: parse_batches reads the 61-byte headers and
 checks the CRC; the log rewrites only the base offset (DESIGN.md, the hot path).
+Only a compacted topic's batches are decoded, to refuse records without a key.
+
+Versions (ProduceRequest.json): v8 adds record_errors and error_message (KIP-467),
+v10 the leader hints of KIP-951, v12 the implicit AddPartitionsToTxn of KIP-890
+part 2, v13 topic ids instead of names (KIP-516).
 """
 
 from __future__ import annotations
 
 import logging
+import uuid
 from typing import Any
 
 from kio.schema.errors import ErrorCode
 
-from odradek.protocol.records import TRANSACTIONAL_BIT, InvalidRecordError, parse_batches
+from odradek.cluster.metadata import TopicMetadata
+from odradek.protocol.build import ZERO_UUID
+from odradek.protocol.records import (
+    TRANSACTIONAL_BIT,
+    BatchHeader,
+    InvalidRecordError,
+    decode_batch,
+    parse_batches,
+)
 from odradek.security.authorizer import AclOperation, ResourceType
+from odradek.server.add_partitions_to_txn import check_produce
 from odradek.server.dispatcher import RequestContext
+from odradek.server.handlers.metadata import current_leader
 
 log = logging.getLogger("odradek.produce")
 
+TOPIC_IDS_VERSION = 13  # KIP-516
+LEADER_HINTS_VERSION = 10  # KIP-951
 
-def _error(index: int, code: ErrorCode, message: str | None = None) -> dict[str, Any]:
-    return {"index": index, "error_code": code, "base_offset": -1, "log_start_offset": -1, "error_message": message}
+
+def _error(index: int, code: ErrorCode, message: str | None = None,
+           record_errors: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    return {"index": index, "error_code": code, "base_offset": -1, "log_start_offset": -1,
+            "error_message": message, "record_errors": record_errors or []}
 
 
 def _has_transactional_records(request: Any) -> bool:
@@ -38,9 +59,56 @@ def _refuse_all(ctx: RequestContext, request: Any, code: ErrorCode) -> Any:
     if request.acks == 0:
         return None
     return ctx.respond(responses=[
-        {"name": t.name, "partition_responses": [_error(p.index, code) for p in t.partition_data]}
+        {"name": getattr(t, "name", ""), "topic_id": getattr(t, "topic_id", ZERO_UUID),
+         "partition_responses": [_error(p.index, code) for p in t.partition_data]}
         for t in request.topic_data
     ])
+
+
+def _resolve(ctx: RequestContext, topic_data: Any,
+             topics: dict[str, TopicMetadata]) -> tuple[str | None, uuid.UUID, TopicMetadata | None]:
+    """(name, topic id, topic): v13 names a topic by id, a name the broker resolves
+    (None for an unknown id: UNKNOWN_TOPIC_ID); before, by name."""
+    if ctx.version >= TOPIC_IDS_VERSION:
+        topic_id = topic_data.topic_id or ZERO_UUID
+        topic = ctx.broker.topic_by_id(topic_id)
+        return (topic.name if topic is not None else None), topic_id, topic
+    topic = topics.get(topic_data.name)
+    return topic_data.name, (topic.topic_id if topic is not None else ZERO_UUID), topic
+
+
+def _is_compacted(cleanup_policy: str) -> bool:
+    return "compact" in (part.strip() for part in cleanup_policy.split(","))
+
+
+def _keyless_records(name: str, index: int, records: bytes,
+                     batches: list[BatchHeader]) -> dict[str, Any] | None:
+    """KIP-467, Kafka's LogValidator.validateKey: a compacted topic refuses a record without a
+    key; the first batch holding one fails the partition with INVALID_RECORD, naming each such
+    record by its index in that batch."""
+    for header in batches:
+        if header.is_control:
+            continue
+        decoded = decode_batch(records, header.position)
+        message = f"Compacted topic cannot accept message without key in topic partition {name}-{index}"
+        errors = [{"batch_index": i, "batch_index_error_message": message}
+                  for i, record in enumerate(decoded.records) if record.key is None]
+        if errors:
+            shown = ", ".join(f"RecordError(batchIndex={e['batch_index']}, message='{message}')"
+                              for e in errors[:3])
+            summary = (f"One or more records have been rejected due to {len(errors)} record errors in total, "
+                       f"and only showing the first three errors at most: [{shown}]")
+            return _error(index, ErrorCode.invalid_record, summary, errors)
+    return None
+
+
+async def _add_partition_to_txn(ctx: RequestContext, request: Any, name: str, index: int,
+                                batches: list[BatchHeader]) -> ErrorCode | None:
+    """KIP-890: a transactional batch is checked with the producer's transaction coordinator
+    (part 1: its partition must be in the transaction) or, from Produce v12 on (part 2,
+    transaction.version 2), adds its partition to the transaction itself."""
+    return await check_produce(ctx.broker, request.transactional_id, ctx.version, name, index,
+                               batches[0].producer_id, batches[0].producer_epoch)
 
 
 async def handle(ctx: RequestContext, request: Any) -> Any:
@@ -53,37 +121,58 @@ async def handle(ctx: RequestContext, request: Any) -> Any:
         if tid is None or not ctx.authorized(AclOperation.WRITE, ResourceType.TRANSACTIONAL_ID, tid):
             return _refuse_all(ctx, request, ErrorCode.transactional_id_authorization_failed)
     topics = broker.topics()
+    endpoints: dict[int, dict[str, Any]] = {}  # KIP-951: the leaders named in NOT_LEADER_OR_FOLLOWER answers
     responses = []
     for topic_data in request.topic_data:
-        name = topic_data.name
-        topic = topics.get(name)
-        authorized = ctx.authorized(AclOperation.WRITE, ResourceType.TOPIC, name)
+        name, topic_id, topic = _resolve(ctx, topic_data, topics)
+        authorized = name is not None and ctx.authorized(AclOperation.WRITE, ResourceType.TOPIC, name)
         partition_responses = []
         for pdata in topic_data.partition_data:
             index = pdata.index
-            if acks not in (0, 1, -1):
-                partition_responses.append(_error(index, ErrorCode.invalid_required_acks))
+            # KafkaApis.handleProduceRequest's order: unknown id, authorization, unknown
+            # partition; then ReplicaManager: acks, leadership, validation, append.
+            if name is None:
+                partition_responses.append(_error(index, ErrorCode.unknown_topic_id))
                 continue
             if not authorized:
                 partition_responses.append(_error(index, ErrorCode.topic_authorization_failed))
                 continue
-            plog = broker.partition_log(name, index) if topic is not None else None
-            if plog is None:
+            if topic is None or not 0 <= index < topic.partitions:
                 partition_responses.append(_error(index, ErrorCode.unknown_topic_or_partition))
                 continue
-            not_leader = broker.check_leader(name, index)
-            if not_leader is not None:
-                partition_responses.append(_error(index, not_leader))
+            if acks not in (0, 1, -1):
+                partition_responses.append(_error(index, ErrorCode.invalid_required_acks))
                 continue
+            plog = broker.partition_log(name, index)
+            not_leader = ErrorCode.not_leader_or_follower if plog is None else broker.check_leader(name, index)
+            if not_leader is not None:
+                entry = _error(index, not_leader)
+                if not_leader == ErrorCode.not_leader_or_follower and ctx.version >= LEADER_HINTS_VERSION:
+                    entry["current_leader"] = current_leader(ctx, name, index, endpoints)
+                partition_responses.append(entry)
+                continue
+            assert plog is not None
             records = pdata.records or b""
             try:
                 batches = parse_batches(records, max_batch_bytes=plog.config.max_message_bytes)
                 if not batches:
                     raise InvalidRecordError(ErrorCode.corrupt_message, "produce request carries no record batch")
+                refused = _keyless_records(name, index, records, batches) if _is_compacted(
+                    plog.config.cleanup_policy) else None
             except InvalidRecordError as exc:
                 log.warning("rejected produce to %s-%d from %s: %s", name, index, ctx.header.client_id, exc)
                 partition_responses.append(_error(index, exc.error_code, str(exc)))
                 continue
+            if refused is not None:
+                log.info("rejected produce to %s-%d from %s: %d record(s) without a key on a compacted topic",
+                         name, index, ctx.header.client_id, len(refused["record_errors"]))
+                partition_responses.append(refused)
+                continue
+            if batches[0].is_transactional and batches[0].producer_id >= 0:
+                txn_error = await _add_partition_to_txn(ctx, request, name, index, batches)
+                if txn_error is not None:
+                    partition_responses.append(_error(index, txn_error))
+                    continue
             try:
                 result = await broker.produce(plog, records, batches, acks, request)
             except InvalidRecordError as exc:  # producer state: fenced epoch, sequence gap
@@ -91,7 +180,10 @@ async def handle(ctx: RequestContext, request: Any) -> Any:
                 partition_responses.append(_error(index, exc.error_code, str(exc)))
                 continue
             if isinstance(result, ErrorCode):
-                partition_responses.append(_error(index, result))
+                entry = _error(index, result)
+                if result == ErrorCode.not_leader_or_follower and ctx.version >= LEADER_HINTS_VERSION:
+                    entry["current_leader"] = current_leader(ctx, name, index, endpoints)
+                partition_responses.append(entry)
                 continue
             broker.metrics.bytes_in.labels(name).inc(len(records))
             broker.metrics.messages_in.labels(name).inc(sum(b.record_count for b in batches))
@@ -105,9 +197,9 @@ async def handle(ctx: RequestContext, request: Any) -> Any:
                 }
             )
         failed = sum(1 for r in partition_responses if r["error_code"] != ErrorCode.none)
-        if failed:
+        if failed and name is not None:
             broker.metrics.failed_produce.labels(name).inc(failed)
-        responses.append({"name": name, "partition_responses": partition_responses})
+        responses.append({"name": name or "", "topic_id": topic_id, "partition_responses": partition_responses})
     if acks == 0:
         return None
-    return ctx.respond(responses=responses)
+    return ctx.respond(responses=responses, node_endpoints=list(endpoints.values()))
