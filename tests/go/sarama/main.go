@@ -14,6 +14,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log"
 	"net"
 	"os"
 	"slices"
@@ -27,6 +28,9 @@ import (
 func main() {
 	if len(os.Args) < 5 {
 		fail(errors.New("usage: sarama admin|produce|group VERSION BOOTSTRAP ARGS..."))
+	}
+	if os.Getenv("GO_CLIENT_LOG") != "" { // Sarama's log on stderr
+		sarama.Logger = log.New(os.Stderr, "[sarama] ", log.Lmicroseconds)
 	}
 	cfg := sarama.NewConfig()
 	switch v := os.Args[2]; v {
