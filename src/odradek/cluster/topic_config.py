@@ -72,33 +72,55 @@ class ConfigKey:
     default: str
     kind: str  # DescribeConfigs config_type: BOOLEAN, STRING, INT, LONG, DOUBLE, LIST
     sensitive: bool = False
+    doc: str | None = None  # DescribeConfigs v3+ documentation
 
 
 _L = 2**63 - 1
 TOPIC_CONFIGS: dict[str, ConfigKey] = {
     k.name: k
     for k in [
-        ConfigKey("cleanup.policy", "log.cleanup.policy", _cleanup_policy, "delete", "LIST"),
-        ConfigKey("compression.type", None, _choice("producer", "uncompressed", "gzip", "snappy", "lz4", "zstd"), "producer", "STRING"),
-        ConfigKey("delete.retention.ms", "log.cleaner.delete.retention.ms", _int(0), "86400000", "LONG"),
-        ConfigKey("file.delete.delay.ms", None, _int(0), "60000", "LONG"),
-        ConfigKey("flush.messages", "log.flush.interval.messages", _int(1), str(_L), "LONG"),
-        ConfigKey("flush.ms", None, _int(0), str(_L), "LONG"),
-        ConfigKey("index.interval.bytes", "log.index.interval.bytes", _int(0), "4096", "INT"),
-        ConfigKey("max.compaction.lag.ms", "log.cleaner.max.compaction.lag.ms", _int(1), str(_L), "LONG"),
-        ConfigKey("max.message.bytes", "message.max.bytes", _int(0), "1048588", "INT"),
-        ConfigKey("message.timestamp.type", "log.message.timestamp.type", _choice("CreateTime", "LogAppendTime"), "CreateTime", "STRING"),
-        ConfigKey("min.cleanable.dirty.ratio", "log.cleaner.min.cleanable.ratio", _float01, "0.5", "DOUBLE"),
-        ConfigKey("min.compaction.lag.ms", "log.cleaner.min.compaction.lag.ms", _int(0), "0", "LONG"),
-        ConfigKey("min.insync.replicas", "min.insync.replicas", _int(1), "1", "INT"),
-        ConfigKey("preallocate", None, _bool, "false", "BOOLEAN"),
-        ConfigKey("retention.bytes", "log.retention.bytes", _int(-1), "-1", "LONG"),
-        ConfigKey("retention.ms", "log.retention.ms", _int(-1), "604800000", "LONG"),
-        ConfigKey("segment.bytes", "log.segment.bytes", _int(14), "1073741824", "INT"),
-        ConfigKey("segment.index.bytes", "log.index.size.max.bytes", _int(4), "10485760", "INT"),
-        ConfigKey("segment.jitter.ms", None, _int(0), "0", "LONG"),
-        ConfigKey("segment.ms", "log.roll.ms", _int(1), "604800000", "LONG"),
-        ConfigKey("unclean.leader.election.enable", "unclean.leader.election.enable", _bool, "false", "BOOLEAN"),
+        ConfigKey("cleanup.policy", "log.cleanup.policy", _cleanup_policy, "delete", "LIST",
+                  doc="How old segments are dropped: delete (by retention time or size), compact (the last record of each key is kept), or both."),
+        ConfigKey("compression.type", None, _choice("producer", "uncompressed", "gzip", "snappy", "lz4", "zstd"), "producer", "STRING",
+                  doc="The codec batches are stored with: producer keeps what the producer sent; uncompressed, gzip, snappy, lz4 or zstd recompress."),
+        ConfigKey("delete.retention.ms", "log.cleaner.delete.retention.ms", _int(0), "86400000", "LONG",
+                  doc="How long a tombstone (a null value) stays in a compacted log, so that readers can see the delete."),
+        ConfigKey("file.delete.delay.ms", None, _int(0), "60000", "LONG",
+                  doc="How long a deleted segment's files are kept before they are removed from disk."),
+        ConfigKey("flush.messages", "log.flush.interval.messages", _int(1), str(_L), "LONG",
+                  doc="Force an fsync of the log after this many records (the default leaves flushing to the operating system)."),
+        ConfigKey("flush.ms", None, _int(0), str(_L), "LONG",
+                  doc="Force an fsync of the log when this much time passed since the last one."),
+        ConfigKey("index.interval.bytes", "log.index.interval.bytes", _int(0), "4096", "INT",
+                  doc="How many bytes of records lie between two entries of the offset index."),
+        ConfigKey("max.compaction.lag.ms", "log.cleaner.max.compaction.lag.ms", _int(1), str(_L), "LONG",
+                  doc="The longest time a record may stay uncompacted in a compacted log."),
+        ConfigKey("max.message.bytes", "message.max.bytes", _int(0), "1048588", "INT",
+                  doc="The largest record batch the topic accepts, after compression."),
+        ConfigKey("message.timestamp.type", "log.message.timestamp.type", _choice("CreateTime", "LogAppendTime"), "CreateTime", "STRING",
+                  doc="Whether record timestamps are the producer's (CreateTime) or the broker's at append (LogAppendTime)."),
+        ConfigKey("min.cleanable.dirty.ratio", "log.cleaner.min.cleanable.ratio", _float01, "0.5", "DOUBLE",
+                  doc="The share of a compacted log not yet compacted above which the cleaner compacts it."),
+        ConfigKey("min.compaction.lag.ms", "log.cleaner.min.compaction.lag.ms", _int(0), "0", "LONG",
+                  doc="The shortest time a record stays uncompacted in a compacted log."),
+        ConfigKey("min.insync.replicas", "min.insync.replicas", _int(1), "1", "INT",
+                  doc="How many in-sync replicas must have a write for an acks=all produce to succeed."),
+        ConfigKey("preallocate", None, _bool, "false", "BOOLEAN",
+                  doc="Whether a new segment's file is allocated to its full size on disk when it is created."),
+        ConfigKey("retention.bytes", "log.retention.bytes", _int(-1), "-1", "LONG",
+                  doc="The size a partition's log may reach before its oldest segments are deleted (-1: no limit)."),
+        ConfigKey("retention.ms", "log.retention.ms", _int(-1), "604800000", "LONG",
+                  doc="How long records are kept before their segment is deleted (-1: no limit)."),
+        ConfigKey("segment.bytes", "log.segment.bytes", _int(14), "1073741824", "INT",
+                  doc="The size at which a partition's active segment is closed and a new one begun."),
+        ConfigKey("segment.index.bytes", "log.index.size.max.bytes", _int(4), "10485760", "INT",
+                  doc="The size of each segment's offset and time indexes."),
+        ConfigKey("segment.jitter.ms", None, _int(0), "0", "LONG",
+                  doc="A random time up to this subtracted from segment.ms, so that segments do not all roll at once."),
+        ConfigKey("segment.ms", "log.roll.ms", _int(1), "604800000", "LONG",
+                  doc="The age at which a partition's active segment is closed and a new one begun, even if not full."),
+        ConfigKey("unclean.leader.election.enable", "unclean.leader.election.enable", _bool, "false", "BOOLEAN",
+                  doc="Whether a replica out of the in-sync set may become leader, at the risk of losing records."),
     ]
 }
 
@@ -127,6 +149,7 @@ class ConfigValue:
     source: str  # TOPIC_CONFIG, STATIC_BROKER_CONFIG, DEFAULT_CONFIG
     kind: str
     synonyms: tuple[tuple[str, str | None, str], ...]  # (name, value, source), most specific first
+    documentation: str | None = None
 
 
 def _broker_value(broker: BrokerConfig, broker_key: str | None) -> str | None:
@@ -154,7 +177,7 @@ def effective_topic_configs(topic_configs: Mapping[str, str], broker: BrokerConf
         if not synonyms:
             synonyms.append((key.name, key.default, "DEFAULT_CONFIG"))
         _, value, source = synonyms[0]
-        out.append(ConfigValue(key.name, value, source, key.kind, tuple(synonyms)))
+        out.append(ConfigValue(key.name, value, source, key.kind, tuple(synonyms), key.doc))
     return out
 
 
@@ -172,6 +195,7 @@ def topic_config_value(name: str, topic_configs: Mapping[str, str], broker: Brok
 def broker_config_entries(broker: BrokerConfig) -> list[ConfigValue]:
     """Broker configs for DescribeConfigs on a BROKER resource."""
     defaults = BrokerConfig.model_construct()
+    docs = {k.broker_key: k.doc for k in TOPIC_CONFIGS.values() if k.broker_key is not None}
     out = []
     for name, value in broker.kafka_items().items():
         default = getattr(defaults, name.replace(".", "_"), None)
@@ -181,5 +205,5 @@ def broker_config_entries(broker: BrokerConfig) -> list[ConfigValue]:
             continue
         text = "true" if value is True else "false" if value is False else ("" if value is None else str(value))
         kind = "BOOLEAN" if isinstance(value, bool) else "LONG" if isinstance(value, int) else "DOUBLE" if isinstance(value, float) else "STRING"
-        out.append(ConfigValue(name, text, source, kind, ((name, text, source),)))
+        out.append(ConfigValue(name, text, source, kind, ((name, text, source),), docs.get(name)))
     return out

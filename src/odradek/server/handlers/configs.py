@@ -25,7 +25,7 @@ CONFIG_TYPE = {"BOOLEAN": 1, "STRING": 2, "INT": 3, "SHORT": 4, "LONG": 5, "DOUB
 SET, DELETE, APPEND, SUBTRACT = 0, 1, 2, 3
 
 
-def _entry(c: ConfigValue, read_only: bool, synonyms: bool) -> dict[str, Any]:
+def _entry(c: ConfigValue, read_only: bool, synonyms: bool, documentation: bool = False) -> dict[str, Any]:
     return {
         "name": c.name,
         "value": c.value,
@@ -37,7 +37,7 @@ def _entry(c: ConfigValue, read_only: bool, synonyms: bool) -> dict[str, Any]:
             {"name": n, "value": v, "source": CONFIG_SOURCE[s]} for n, v, s in c.synonyms
         ] if synonyms else [],
         "config_type": CONFIG_TYPE[c.kind],
-        "documentation": None,
+        "documentation": c.documentation if documentation else None,  # v3+ include_documentation
     }
 
 
@@ -64,6 +64,7 @@ async def describe_configs(ctx: RequestContext, request: Any) -> Any:
     broker = ctx.broker
     results = []
     synonyms = getattr(request, "include_synonyms", False)
+    documentation = getattr(request, "include_documentation", False)
     for res in request.resources:
         result: dict[str, Any] = {
             "resource_type": res.resource_type, "resource_name": res.resource_name,
@@ -79,13 +80,14 @@ async def describe_configs(ctx: RequestContext, request: Any) -> Any:
                               error_message=f"topic {res.resource_name!r} does not exist")
             else:
                 values = effective_topic_configs(topic.configs, broker.config)
-                result["configs"] = [_entry(c, False, synonyms) for c in values]
+                result["configs"] = [_entry(c, False, synonyms, documentation) for c in values]
         elif res.resource_type == BROKER:
             if res.resource_name not in ("", str(broker.node_id)):
                 result.update(error_code=ErrorCode.invalid_request,
                               error_message=f"this is broker {broker.node_id}, not {res.resource_name}")
             else:
-                result["configs"] = [_entry(c, True, synonyms) for c in broker_config_entries(broker.config)]
+                result["configs"] = [_entry(c, True, synonyms, documentation)
+                                     for c in broker_config_entries(broker.config)]
         else:
             result.update(error_code=ErrorCode.invalid_request,
                           error_message=f"resource type {res.resource_type} is not supported")
