@@ -346,3 +346,15 @@ def test_fetch_below_v4_closes_the_connection_as_kafka_does(offsets_broker: Brok
         assert wire.closed_by_broker()
     assert call(offsets_broker.bootstrap, 18, 3, client_software_name="x", client_software_version="1").error_code \
         == ErrorCode.none
+
+
+def test_a_stale_or_future_current_leader_epoch_is_fenced(offsets_broker: BrokerProcess) -> None:
+    topic = unique("fenced")
+    create_topic(offsets_broker.bootstrap, topic)
+    fields: dict[str, Any] = {"replica_id": -1, "isolation_level": 0, "topics": [
+        {"name": topic, "partitions": [{"partition_index": 0, "timestamp": -1, "current_leader_epoch": 5}]}]}
+    (future,) = call(offsets_broker.bootstrap, 2, 7, **fields).topics[0].partitions
+    assert future.error_code == ErrorCode.unknown_leader_epoch
+    fields["topics"][0]["partitions"][0]["current_leader_epoch"] = 0  # the epoch Metadata reports
+    (current,) = call(offsets_broker.bootstrap, 2, 7, **fields).topics[0].partitions
+    assert (current.error_code, current.offset, current.leader_epoch) == (ErrorCode.none, 0, 0)

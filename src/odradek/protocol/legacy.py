@@ -8,7 +8,8 @@ present, kio's reader and writer do the rest, and `build` fills the responses. A
 version whose layout equals a version kio has maps to kio's class.
 
 ListOffsets v0 (the offsets before a time, up to max_num_offsets of them), OffsetCommit
-v0-1, OffsetFetch v0 are served. Produce v0-2 only parse, to be answered with
+v0-1, OffsetFetch v0 are served. Kafka before 4 kept v0 commits in ZooKeeper; odradek
+keeps every commit in __consumer_offsets, so v0 and v1+ commits and fetches see each other. Produce v0-2 only parse, to be answered with
 UNSUPPORTED_VERSION as Kafka 4 does (KAFKA-18659): their records are message format
 v0/v1, which odradek does not store.
 """

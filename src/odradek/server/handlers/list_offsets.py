@@ -137,6 +137,13 @@ async def handle(ctx: RequestContext, request: Any) -> Any:
                 error = ErrorCode.unknown_topic_or_partition
             else:
                 error = broker.check_leader(topic.name, p.partition_index)
+            current = getattr(p, "current_leader_epoch", -1)  # v4+: Partition.localLogWithEpochOrThrow's fencing
+            if error is None and current >= 0:
+                leader_epoch = broker.leader_epoch(topic.name, p.partition_index)
+                if current < leader_epoch:
+                    error = ErrorCode.fenced_leader_epoch
+                elif current > leader_epoch:
+                    error = ErrorCode.unknown_leader_epoch
             entry["error_code"] = error if error is not None else ErrorCode.none
             if error is None:
                 assert plog is not None
