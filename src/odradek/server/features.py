@@ -20,9 +20,9 @@ class Feature:
 
 
 FEATURES: tuple[Feature, ...] = (
-    # 1: the KIP-890 part 1 server-side checks; 2 (epoch bump per transaction, implicit
-    # AddPartitionsToTxn through Produce v12) is raised by the transactions room when served.
-    Feature("transaction.version", 0, 1),
+    # 1: the KIP-890 part 1 server-side checks; 2: transactions version 2 (KIP-890 part 2: an
+    # epoch bump at every EndTxn v5, partitions added implicitly by Produce v12+ and TxnOffsetCommit v5+)
+    Feature("transaction.version", 0, 2),
     # 1 would announce KIP-848's consumer protocol, which odradek does not serve yet.
     Feature("group.version", 0, 0),
 )
