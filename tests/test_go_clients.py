@@ -132,6 +132,14 @@ def test_franz_admin_creates_topics_lists_offsets_and_alters_configs(go_broker: 
     assert state["cleanup.policy"] == ["compact", "DYNAMIC_TOPIC_CONFIG"]
     assert state["segment.bytes"] == ["1073741824", "DEFAULT_CONFIG"]
 
+    # a broker's own configs; without a broker id, only the cluster-wide dynamic defaults
+    # (`kafka-configs --entity-type brokers --entity-default`), none of the static ones
+    broker = out["broker_configs"]
+    assert broker["broker.id"] == [str(out["leaders"][0]), "STATIC_BROKER_CONFIG"]
+    assert broker["num.partitions"] == ["1", "DEFAULT_CONFIG"]
+    assert broker["auto.create.topics.enable"] == ["true", "DEFAULT_CONFIG"]
+    assert all(source == "DYNAMIC_DEFAULT_BROKER_CONFIG" for _, source in out["cluster_default_configs"].values())
+
 
 def test_franz_produces_with_acks_all_and_idempotence(go_broker: BrokerProcess) -> None:
     topic = unique("franz-produce")

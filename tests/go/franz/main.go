@@ -191,10 +191,21 @@ func admin(ctx context.Context, boot, topic string) (any, error) {
 		return nil, err
 	}
 
+	// the cluster-wide defaults (a BROKER resource without a name) and one broker's configs
+	clusterDefaults, err := brokerConfigs(ctx, adm)
+	if err != nil {
+		return nil, err
+	}
+	brokerOwn, err := brokerConfigs(ctx, adm, leaders[0])
+	if err != nil {
+		return nil, err
+	}
+
 	o := map[string]any{"topic": created.Topic, "created_partitions": created.NumPartitions,
 		"topic_id_set": created.ID != kadm.TopicID{}, "create_again_error": againErr,
 		"leaders": leaders, "internal": td.IsInternal,
-		"after_incremental": afterIncr, "after_alter_configs": afterState}
+		"after_incremental": afterIncr, "after_alter_configs": afterState,
+		"cluster_default_configs": clusterDefaults, "broker_configs": brokerOwn}
 	for name, l := range map[string]kadm.ListedOffsets{"start": start, "end": end, "after_before": after, "future": future} {
 		if o[name], err = listed(l, topic); err != nil {
 			return nil, fmt.Errorf("list offsets %s: %w", name, err)
@@ -230,6 +241,24 @@ func createTopic(ctx context.Context, boot, topic string, partitions int32) erro
 		return fmt.Errorf("create topic %s: %w", topic, err)
 	}
 	return nil
+}
+
+// brokerConfigs is DescribeConfigs of one broker, or of the cluster-wide defaults without one.
+func brokerConfigs(ctx context.Context, adm *kadm.Client, broker ...int32) (map[string][2]string, error) {
+	rcs, err := adm.DescribeBrokerConfigs(ctx, broker...)
+	if err != nil {
+		return nil, err
+	}
+	out := map[string][2]string{}
+	for _, rc := range rcs {
+		if rc.Err != nil {
+			return nil, fmt.Errorf("describe broker configs %q: %w", rc.Name, rc.Err)
+		}
+		for _, c := range rc.Configs {
+			out[c.Key] = [2]string{c.MaybeValue(), c.Source.String()}
+		}
+	}
+	return out, nil
 }
 
 type produced struct {

@@ -7,6 +7,7 @@ from typing import Any
 from kio.schema.errors import ErrorCode
 
 from odradek.cluster.topic_config import (
+    TOPIC_CONFIGS,
     ConfigValue,
     InvalidConfigError,
     broker_config_entries,
@@ -85,6 +86,8 @@ async def describe_configs(ctx: RequestContext, request: Any) -> Any:
             if res.resource_name not in ("", str(broker.node_id)):
                 result.update(error_code=ErrorCode.invalid_request,
                               error_message=f"this is broker {broker.node_id}, not {res.resource_name}")
+            elif res.resource_name == "":
+                pass  # the cluster-wide dynamic defaults (ConfigHelper), and odradek has no dynamic broker configs
             else:
                 result["configs"] = [_entry(c, True, synonyms, documentation)
                                      for c in broker_config_entries(broker.config)]
@@ -171,7 +174,8 @@ def _apply(configs: dict[str, str], changes: Any) -> tuple[ErrorCode, str] | Non
             if name != "cleanup.policy":  # the only list-typed topic config odradek has
                 verb = "append" if op == APPEND else "subtract"
                 return ErrorCode.invalid_config, f"Config value {verb} is not allowed for config key: {name}"
-            current = [v for v in configs.get(name, "").split(",") if v]
+            # an unset key appends to its default, as Kafka's controller does (delete -> delete,compact)
+            current = [v for v in configs.get(name, TOPIC_CONFIGS[name].default).split(",") if v]
             items = value.split(",")
             merged = current + [i for i in items if i not in current] if op == APPEND else [
                 v for v in current if v not in items]
