@@ -129,11 +129,13 @@ class Connection(asyncio.Protocol):
         pos = 0
         end = len(buf)
         added = 0
+        # a raw SASL token (after SaslHandshake v0) may be shorter than a request header
+        low = 0 if getattr(self.session.sasl_state, "raw", False) else 8
         while end - pos >= 4:
             (size,) = _SIZE.unpack_from(buf, pos)
-            if size < 8 or size > self.max_request_bytes:
+            if size < low or size > self.max_request_bytes:
                 self.close(
-                    f"frame size {size} outside 8..{self.max_request_bytes} (socket.request.max.bytes)"
+                    f"frame size {size} outside {low}..{self.max_request_bytes} (socket.request.max.bytes)"
                 )
                 return
             if end - pos - 4 < size:
@@ -189,8 +191,14 @@ class Connection(asyncio.Protocol):
             if self._reading_paused and limits.queued < limits.queued_max_requests:
                 self.resume()
             self.busy_since = time.monotonic()
+            response: bytes | None
             try:
-                response = await self.dispatcher.dispatch(self, frame)
+                if getattr(self.session.sasl_state, "raw", False):  # a token after SaslHandshake v0
+                    from odradek.server.handlers.sasl import raw_token
+
+                    response = await raw_token(self, frame)
+                else:
+                    response = await self.dispatcher.dispatch(self, frame)
             except CloseConnection as exc:
                 self.close(str(exc))
                 return

@@ -7,11 +7,11 @@ on, for `session_lifetime_ms` (KIP-368: `connections.max.reauth.ms`, or a token'
 expiry) after which the client must log in again on the same connection, with the
 same mechanism and as the same principal.
 
-SaslHandshake is advertised as v0-1 because older librdkafka (2.0.2, Debian's kcat)
-enables SASL only when the broker's range includes v0, but every client that asks
-ApiVersions then sends v1. A real v0 handshake, after which the client would send
-raw SASL tokens outside Kafka framing (pre-1.0 clients), is refused with
-ILLEGAL_SASL_STATE and the connection closed.
+SaslHandshake v0 is served as Kafka serves it (clients before Kafka 1.0, KIP-152): after
+it the mechanism's tokens come as raw size-prefixed frames, not SaslAuthenticate requests,
+and the answers go back the same way (`raw_token`); a failure there closes the connection,
+as raw framing has no room for an error code. Older librdkafka (2.0.2, Debian's kcat)
+enables SASL only when the broker's range includes v0, then sends v1.
 
 Any failure (bad credentials, a mechanism not enabled, messages out of order or
 unreadable) is answered with Kafka's error code and then the connection is closed,
@@ -24,15 +24,19 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import struct
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from kio.schema.errors import ErrorCode
 
 from odradek.security import Session
 from odradek.security.sasl import SaslFailure, SaslServer, failure_message, session_lifetime_ms
-from odradek.server.dispatcher import RequestContext
+from odradek.server.dispatcher import CloseConnection, RequestContext
+
+if TYPE_CHECKING:
+    from odradek.server.connection import Connection
 
 log = logging.getLogger("odradek.sasl")
 
@@ -45,6 +49,7 @@ class Exchange:
     server: SaslServer | None
     reauthenticating: bool
     refused: str | None = None  # Kafka's REAUTH_BAD_MECHANISM: the next SaslAuthenticate fails
+    raw: bool = False  # begun by SaslHandshake v0: the tokens come as raw size-prefixed frames
 
 
 class Failed:
@@ -86,9 +91,8 @@ async def sasl_handshake(ctx: RequestContext, request: Any) -> Any:
     if state is not None:
         what = "after a failed login" if isinstance(state, Failed) else "while a login is in progress"
         return _illegal_state(ctx, f"SaslHandshake {what}", mechanisms=enabled)
-    if ctx.version == 0:
-        return _illegal_state(ctx, "SaslHandshake v0 (raw SASL tokens after it) is not supported; "
-                                   "clients that ask ApiVersions use v1", mechanisms=enabled)
+    if ctx.version == 0 and session.authenticated:
+        return _illegal_state(ctx, "re-authentication with SaslHandshake v0 (KIP-368 needs v1)", mechanisms=enabled)
     mechanism = request.mechanism
     if mechanism not in enabled:
         log.warning("closing a SASL connection from %s on listener %s: mechanism %r is not enabled (%s)",
@@ -103,7 +107,7 @@ async def sasl_handshake(ctx: RequestContext, request: Any) -> Any:
             f"SASL mechanism changed during re-authentication from {session.mechanism} to {mechanism}"))
     else:
         session.sasl_state = Exchange(mechanism, authenticator.server(session.listener, mechanism),
-                                      reauthenticating)
+                                      reauthenticating, raw=ctx.version == 0)
     return ctx.respond(error_code=ErrorCode.none, mechanisms=enabled)
 
 
@@ -140,6 +144,39 @@ async def sasl_authenticate(ctx: RequestContext, request: Any) -> Any:
               "re-authenticated" if state.reauthenticating else "authenticated", state.mechanism,
               session.client_host, session.listener, lifetime_ms)
     return ctx.respond(error_code=ErrorCode.none, auth_bytes=challenge, session_lifetime=lifetime_ms)
+
+
+async def raw_token(connection: Connection, token: bytes) -> bytes:
+    """One token of a login begun with SaslHandshake v0, read from a raw size-prefixed frame;
+    the mechanism's answer, size-prefixed, to write back raw (Kafka's SaslServerAuthenticator
+    without Kafka headers). A failure is logged and, after the login throttle's delay, closes
+    the connection: raw framing has no room for an error."""
+    session = connection.session
+    state = session.sasl_state
+    assert isinstance(state, Exchange) and state.raw and state.server is not None
+    server = state.server
+    try:
+        challenge = server.evaluate(token)
+    except SaslFailure as failure:
+        session.failed_logins += 1
+        session.sasl_state = Failed()
+        user = failure.user or server.user
+        log.warning("failed SASL %s login (SaslHandshake v0)%s from %s on listener %s: %s", state.mechanism,
+                    f" as {user[:128]!r}" if user else "", session.client_host, session.listener, failure.reason)
+        delay = connection.dispatcher.broker.sasl.throttle(session.listener).failed(session.client_host)
+        if delay > 0:
+            await asyncio.sleep(delay)
+        raise CloseConnection("failed SASL login (SaslHandshake v0)") from None
+    if server.complete:
+        principal = server.principal
+        assert principal is not None
+        lifetime_ms = session_lifetime_ms(connection.dispatcher.broker.sasl.max_reauth_ms(session.listener,
+                                                                                          state.mechanism),
+                                          server.credential_expires_at_ms, int(time.time() * 1000))
+        _authenticated(session, state.mechanism, principal, lifetime_ms)
+        log.debug("%s authenticated with %s (SaslHandshake v0) from %s on listener %s", principal,
+                  state.mechanism, session.client_host, session.listener)
+    return struct.pack(">i", len(challenge)) + challenge
 
 
 def _authenticated(session: Session, mechanism: str, principal: Any, lifetime_ms: int) -> None:
