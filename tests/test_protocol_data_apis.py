@@ -15,13 +15,22 @@ import socket
 import struct
 import subprocess
 import threading
+import time
 import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
 from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import (
+    AclBinding,
+    AclOperation,
+    AclPermissionType,
+    AdminClient,
+    NewTopic,
+    ResourcePatternType,
+)
+from confluent_kafka.admin import ResourceType as AclResourceType
 from conftest import BrokerProcess, free_port, module_broker, recv_exact, unique
 from kio.schema.errors import ErrorCode
 from kio.static.primitive import Records
@@ -57,6 +66,10 @@ def call(bootstrap: str, api_key: int, version: int, **values: Any) -> Any:
 def create_topic(bootstrap: str, name: str, partitions: int = 1, config: dict[str, str] | None = None) -> None:
     admin = AdminClient({"bootstrap.servers": bootstrap})
     admin.create_topics([NewTopic(name, partitions, 1, config=config or {})], operation_timeout=10)[name].result(10)
+    deadline = time.monotonic() + 10  # Kafka's brokers learn of a new topic a moment after the controller
+    while call(bootstrap, METADATA, 12, topics=[{"name": name}], allow_auto_topic_creation=False).topics[
+            0].error_code != ErrorCode.none and time.monotonic() < deadline:
+        time.sleep(0.05)
 
 
 def topic_id(bootstrap: str, name: str) -> uuid.UUID:
@@ -281,6 +294,41 @@ def test_describe_topic_partitions_pages_in_name_order_with_a_cursor(data_broker
     everything = describe(data_broker.bootstrap, [], 2000, cursor=(b, 1))
     assert everything.topics[0].name == b
     assert [p.partition_index for p in everything.topics[0].partitions] == [1, 2, 3]
+
+
+@pytest.mark.kafka_behaviour
+def test_describe_topic_partitions_refuses_or_hides_topics_the_principal_may_not_describe(
+        broker_factory: Any) -> None:
+    b = broker_factory(env={"ODRADEK_AUTHORIZER_CLASS_NAME": "org.apache.kafka.metadata.authorizer.StandardAuthorizer",
+                            "ODRADEK_ALLOW_EVERYONE_IF_NO_ACL_FOUND": "true"})
+    prefix = unique("dtp-acl")
+    visible, hidden = f"{prefix}-open", f"{prefix}-secret"
+    create_topic(b.bootstrap, visible)
+    create_topic(b.bootstrap, hidden, partitions=2)
+    admin = AdminClient({"bootstrap.servers": b.bootstrap})
+    deny = AclBinding(AclResourceType.TOPIC, hidden, ResourcePatternType.LITERAL, "User:ANONYMOUS", "*",
+                      AclOperation.DESCRIBE, AclPermissionType.DENY)
+    admin.create_acls([deny])[deny].result(10)
+
+    def named() -> Any:
+        resp = describe(b.bootstrap, [hidden, visible], 100)
+        done = [(t.name, t.error_code == ErrorCode.none) for t in resp.topics] == [(visible, True), (hidden, False)]
+        return resp if done else None  # once both topics and the ACL have reached the broker
+
+    deadline = time.monotonic() + 10
+    while (resp := named()) is None and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert resp is not None, "the ACL did not take effect"
+    shown, refused = resp.topics
+    assert shown.error_code == ErrorCode.none and len(shown.partitions) == 1
+    assert shown.topic_authorized_operations & (1 << AclOperation.DESCRIBE.value)
+    # refused without its id or partitions, as Metadata refuses it
+    assert refused.error_code == ErrorCode.topic_authorization_failed
+    assert refused.topic_id in (None, ZERO_UUID) and list(refused.partitions) == []
+    assert refused.topic_authorized_operations == -(2**31)
+    everything = describe(b.bootstrap, [], 2000)
+    names = {t.name for t in everything.topics}
+    assert visible in names and hidden not in names  # all topics: left out, not refused
 
 
 @pytest.mark.kafka_behaviour
