@@ -358,3 +358,11 @@ def test_a_stale_or_future_current_leader_epoch_is_fenced(offsets_broker: Broker
     fields["topics"][0]["partitions"][0]["current_leader_epoch"] = 0  # the epoch Metadata reports
     (current,) = call(offsets_broker.bootstrap, 2, 7, **fields).topics[0].partitions
     assert (current.error_code, current.offset, current.leader_epoch) == (ErrorCode.none, 0, 0)
+
+
+def test_api_versions_v3_with_an_invalid_software_name_is_invalid_request(offsets_broker: BrokerProcess) -> None:
+    # ApiVersionsRequest.isValid (KIP-511): letters, digits, '-' and '.', starting and ending alphanumeric
+    bad = call(offsets_broker.bootstrap, 18, 3, client_software_name="no spaces!", client_software_version="1")
+    assert (bad.error_code, bad.api_keys) == (ErrorCode.invalid_request, ())
+    ok = call(offsets_broker.bootstrap, 18, 4, client_software_name="apache-kafka-java", client_software_version="4.3.1")
+    assert ok.error_code == ErrorCode.none and ok.api_keys

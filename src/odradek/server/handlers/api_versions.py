@@ -2,14 +2,24 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
+
+from kio.schema.errors import ErrorCode
 
 from odradek.server.dispatcher import RequestContext
 from odradek.server.features import FEATURES, FINALIZED_FEATURES_EPOCH
 
+# ApiVersionsRequest.isValid (v3+, KIP-511): client software name and version
+SOFTWARE_NAME_VERSION = re.compile(r"[a-zA-Z0-9](?:[a-zA-Z0-9\-.]*[a-zA-Z0-9])?")
+
 
 async def handle(ctx: RequestContext, request: Any) -> Any:
     from odradek.server.handlers import ROUTES
+
+    if ctx.version >= 3 and not (SOFTWARE_NAME_VERSION.fullmatch(request.client_software_name)
+                                 and SOFTWARE_NAME_VERSION.fullmatch(request.client_software_version)):
+        return ctx.respond(error_code=ErrorCode.invalid_request, api_keys=[])
 
     # Kafka's ApiVersionsResponse: below v4 a feature whose minimum is 0 is left out, as older clients
     # refuse such a range (KAFKA-17011, KAFKA-17492); a feature finalized at level 0 is not finalized.
