@@ -108,7 +108,7 @@ def _partition_error(ctx: RequestContext, name: str, p: Any, plog: Any, is_follo
         known = topic is not None and 0 <= p.partition < topic.partitions
         return ErrorCode.not_leader_or_follower if known else ErrorCode.unknown_topic_or_partition
     client_epoch = getattr(p, "current_leader_epoch", NO_EPOCH)
-    if client_epoch != NO_EPOCH:
+    if client_epoch >= 0:  # FetchRequest.optionalEpoch: a negative epoch is none
         epoch = broker.leader_epoch(name, p.partition)
         if epoch > client_epoch:
             return ErrorCode.fenced_leader_epoch
