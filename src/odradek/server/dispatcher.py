@@ -219,12 +219,14 @@ class Dispatcher:
         return encode_response(header.correlation_id, response)
 
     def _unsupported_api_versions(self, correlation_id: int) -> bytes:
+        # KIP-511: only ApiVersions' own range, the version to retry with; a client given the whole
+        # table takes it as the answer (franz-go does) and misses what v3+ adds (finalized features)
         response = build(
             ApiVersionsResponseV0,
             error_code=ErrorCode.unsupported_version,
             api_keys=[
                 {"api_key": r.api_key, "min_version": r.min_version, "max_version": r.max_version}
-                for r in self.api_ranges()
+                for r in self.api_ranges() if r.api_key == API_VERSIONS_KEY
             ],
         )
         return encode_response(correlation_id, response, header_v0=True)
