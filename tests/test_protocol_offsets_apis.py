@@ -366,3 +366,13 @@ def test_api_versions_v3_with_an_invalid_software_name_is_invalid_request(offset
     assert (bad.error_code, bad.api_keys) == (ErrorCode.invalid_request, ())
     ok = call(offsets_broker.bootstrap, 18, 4, client_software_name="apache-kafka-java", client_software_version="4.3.1")
     assert ok.error_code == ErrorCode.none and ok.api_keys
+
+
+def test_produce_v0_with_acks_0_closes_the_connection(offsets_broker: BrokerProcess) -> None:
+    # no answer may be sent to acks=0, so the refusal is the hang-up (Kafka's way for acks=0 errors)
+    with Wire(offsets_broker.bootstrap) as wire:
+        body = struct.pack(">hi", 0, 1000) + struct.pack(">i", 1) + struct.pack(">h", 1) + b"t" + struct.pack(">i", 0)
+        payload = struct.pack(">hhi", 0, 0, 1) + struct.pack(">h", 1) + b"c" + body
+        wire.sock.sendall(struct.pack(">i", len(payload)) + payload)
+        assert wire.closed_by_broker()
+    assert "Produce v0 with acks=0" in offsets_broker.logs()
