@@ -196,6 +196,11 @@ def test_franz_transactions_read_committed_sees_only_committed(go_broker: Broker
         transformed + ["aborted-0", "aborted-1", "aborted-2", "committed-0", "committed-1", "committed-2"])
     assert out["read_committed"][-3:] == ["committed-0", "committed-1", "committed-2"]
     assert out["txn_states"] == {f"{group}-ctp": "CompleteCommit", f"{group}-plain": "CompleteCommit"}
+    # transaction.version 2 (KIP-890 part 2) on every connection: partitions and offsets join the
+    # transaction through Produce and TxnOffsetCommit, each EndTxn bumps the epoch
+    requests = out["requests"]
+    assert "AddPartitionsToTxn" not in requests and "AddOffsetsToTxn" not in requests, requests
+    assert requests["EndTxn"] == out["transactions"] + 2 and requests["TxnOffsetCommit"] == out["transactions"]
 
 
 # Sarama

@@ -14,6 +14,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"slices"
 	"strconv"
@@ -22,6 +23,7 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
 )
 
 func main() {
@@ -68,10 +70,32 @@ func atoi(s string) int {
 	return n
 }
 
+// written counts the requests every client of this process wrote, by API name.
+var written = &requestCounter{counts: map[string]int{}}
+
+type requestCounter struct {
+	mu     sync.Mutex
+	counts map[string]int
+}
+
+func (c *requestCounter) OnBrokerWrite(_ kgo.BrokerMetadata, key int16, _ int, _, _ time.Duration, err error) {
+	if err == nil {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		c.counts[kmsg.NameForKey(key)]++
+	}
+}
+
+func (c *requestCounter) snapshot() map[string]int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return maps.Clone(c.counts)
+}
+
 // common is every client's options: the seed broker, short fetch waits, and kgo's log on stderr at
 // the level named by $GO_CLIENT_LOG (debug, info, warn) when it is set.
 func common(boot string) []kgo.Opt {
-	opts := []kgo.Opt{kgo.SeedBrokers(boot), kgo.FetchMaxWait(200 * time.Millisecond)}
+	opts := []kgo.Opt{kgo.SeedBrokers(boot), kgo.FetchMaxWait(200 * time.Millisecond), kgo.WithHooks(written)}
 	levels := map[string]kgo.LogLevel{"debug": kgo.LogLevelDebug, "info": kgo.LogLevelInfo, "warn": kgo.LogLevelWarn}
 	if level, ok := levels[os.Getenv("GO_CLIENT_LOG")]; ok {
 		opts = append(opts, kgo.WithLogger(kgo.BasicLogger(os.Stderr, level, nil)))
@@ -603,7 +627,7 @@ func txn(ctx context.Context, boot, in, out, groupID string, n int) (any, error)
 		return nil, err
 	}
 	return map[string]any{"transformed": transformed, "transactions": transactions, "committed": committed,
-		"txn_states": states, "read_committed": readCommitted,
+		"txn_states": states, "requests": written.snapshot(), "read_committed": readCommitted,
 		"read_uncommitted": readUncommitted}, nil
 }
 
