@@ -512,6 +512,15 @@ def fetch(t: Table, v: int) -> None:
     missing = {"topic_id": uuid.uuid4()} if v >= 13 else {"topic": UNKNOWN_TOPIC}
     part = request(missing, 0).responses[0].partitions[0]
     assert part.error_code == (E.unknown_topic_id if v >= 13 else E.unknown_topic_or_partition), part
+    if v >= 7:
+        # KIP-227: an incremental fetch in a session the broker does not have
+        lost = t.call(1, v, replica_id=-1, max_wait=datetime.timedelta(milliseconds=10), min_bytes=0,
+                      max_bytes=1 << 20, isolation_level=0, session_id=123456, session_epoch=5, topics=[],
+                      forgotten_topics_data=[], rack_id="")
+        assert (lost.error_code, lost.responses) == (E.fetch_session_id_not_found, ()), (
+            f"Fetch v{v}: an incremental fetch (session_epoch > 0) in a session the broker never created must be "
+            "FETCH_SESSION_ID_NOT_FOUND (Kafka's FetchManager); odradek answered it as a full fetch with "
+            f"{lost.error_code.name}, which a client takes for 'nothing changed' and keeps waiting")
 
 
 @case(2)
@@ -689,6 +698,10 @@ def find_coordinator(t: Table, v: int) -> None:
         body = t.call(10, v, key_type=1, coordinator_keys=[txn])
         assert [(c.key, c.error_code, (c.node_id, c.host, c.port)) for c in body.coordinators] == [
             (txn, E.none, here)]
+        if v >= 6:  # KIP-932's share key type: INVALID_REQUEST where no share coordinator runs
+            share = f"{group}:{uuid.uuid4()}:0"
+            body = t.call(10, v, key_type=2, coordinator_keys=[share])
+            assert [(c.key, c.error_code, c.node_id) for c in body.coordinators] == [(share, E.invalid_request, -1)]
         return
     body = t.call(10, v, key=group, key_type=0)
     assert (body.error_code, (body.node_id, body.host, body.port)) == (E.none, here)
