@@ -198,7 +198,7 @@ func admin(ctx context.Context, boot, topic string) (any, error) {
 	if err != nil {
 		return nil, fmt.Errorf("incremental alter configs: %w", err)
 	}
-	afterIncr, err := topicConfigs(ctx, adm, topic)
+	afterIncr, err := topicConfigsOnce(ctx, adm, topic, "segment.bytes", segment)
 	if err != nil {
 		return nil, err
 	}
@@ -210,7 +210,7 @@ func admin(ctx context.Context, boot, topic string) (any, error) {
 	if err != nil {
 		return nil, fmt.Errorf("alter configs: %w", err)
 	}
-	afterState, err := topicConfigs(ctx, adm, topic)
+	afterState, err := topicConfigsOnce(ctx, adm, topic, "cleanup.policy", cleanup)
 	if err != nil {
 		return nil, err
 	}
@@ -236,6 +236,18 @@ func admin(ctx context.Context, boot, topic string) (any, error) {
 		}
 	}
 	return o, nil
+}
+
+// topicConfigsOnce is topicConfigs once key shows value: Kafka's brokers apply a config change
+// after the controller answered it, so a client describing right away may still see the old one.
+func topicConfigsOnce(ctx context.Context, adm *kadm.Client, topic, key, value string) (map[string][2]string, error) {
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		configs, err := topicConfigs(ctx, adm, topic)
+		if err != nil || configs[key][0] == value || time.Now().After(deadline) {
+			return configs, err
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 }
 
 // topicConfigs is the topic's config entries with their sources, as DescribeConfigs answers them.

@@ -177,9 +177,17 @@ func admin(cfg *sarama.Config, boot []string, topic string) (any, error) {
 		return nil, fmt.Errorf("create partitions: %w", err)
 	}
 
-	described, err := adm.DescribeTopics([]string{topic})
-	if err != nil {
-		return nil, fmt.Errorf("describe topics: %w", err)
+	// Kafka's brokers learn of new partitions after the controller answered: describe until they show
+	var described []*sarama.TopicMetadata
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		described, err = adm.DescribeTopics([]string{topic})
+		if err != nil {
+			return nil, fmt.Errorf("describe topics: %w", err)
+		}
+		if len(described) != 1 || len(described[0].Partitions) >= 3 || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 	var partitions []map[string]any
 	describeErr := ""
