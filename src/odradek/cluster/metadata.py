@@ -88,7 +88,7 @@ class MetadataStore(Protocol):
 def check_collision(name: str, existing: dict[str, TopicMetadata]) -> None:
     """Kafka refuses topics that differ only by '.' vs '_' (metric names collide)."""
     if name in existing:
-        raise TopicError("topic_already_exists", f"topic {name!r} already exists")
+        raise TopicError("topic_already_exists", f"Topic '{name}' already exists.")  # Kafka's words
     canonical = name.replace(".", "_")
     for other in existing:
         if other.replace(".", "_") == canonical:

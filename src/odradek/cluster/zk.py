@@ -481,7 +481,7 @@ class ZkMetadataStore:
         results = self.ops.commit(tx)
         for r in results:
             if isinstance(r, NodeExistsError):
-                raise TopicError("topic_already_exists", f"topic {name!r} already exists")
+                raise TopicError("topic_already_exists", f"Topic '{name}' already exists.")  # Kafka's words
             if isinstance(r, BadVersionError):
                 raise TopicError("concurrent_transactions", f"topic {name!r} changed concurrently; retry")
             if isinstance(r, Exception) and not _is_rollback(r):

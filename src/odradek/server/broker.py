@@ -297,7 +297,7 @@ class Broker:
             )
         checked = validate_topic_configs(configs or {})
         if name in self.topics():
-            raise TopicError("topic_already_exists", f"topic {name!r} already exists")
+            raise TopicError("topic_already_exists", f"Topic '{name}' already exists.")  # Kafka's words
         self.check_partition_limit(num_partitions)
         if validate_only:
             return None

@@ -359,7 +359,7 @@ class ClusterBroker(Broker):
             raise TopicError("invalid_replication_factor", "replication factor must be larger than 0")
         checked = validate_topic_configs(configs or {})
         if name in self.topics():
-            raise TopicError("topic_already_exists", f"topic {name!r} already exists")
+            raise TopicError("topic_already_exists", f"Topic '{name}' already exists.")  # Kafka's words
         self.check_partition_limit(num_partitions)
         first = zlib.crc32(name.encode()) % max(1, len(self.nodes))  # spread the preferred leaders
         replicas = self._assign(num_partitions, replication_factor, first=first)
