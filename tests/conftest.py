@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import time
@@ -59,7 +60,37 @@ def start_kafka(data_dir: Path, env: dict[str, str] | None = None) -> Any:
     data_dir, proc, stop, kill, restart, logs)."""
     from odradek.testing.kafka_reference import KafkaReference
 
-    return KafkaReference(data_dir, overrides=kafka_properties(env)).start()
+    kafka = KafkaReference(data_dir, overrides=kafka_properties(env)).start()
+    wait_for_coordinators(kafka.bootstrap)
+    return kafka
+
+
+def wait_for_coordinators(bootstrap: str, timeout: float = 60.0) -> None:
+    """Until every partition of __consumer_offsets and __transaction_state has a coordinator loaded.
+
+    A fresh Kafka creates those topics at the first FindCoordinator and answers
+    COORDINATOR_NOT_AVAILABLE, then NOT_COORDINATOR or COORDINATOR_LOAD_IN_PROGRESS, until their
+    partitions are loaded; clients retry through that. odradek's coordinators are ready when it
+    listens, and the tests speak to a broker in that state: this brings Kafka there first. 1,000
+    keys a kind reach every partition (50 by default) but with odds below 1e-7."""
+    from odradek.protocol.build import build
+    from odradek.protocol.framing import decode_response, encode_request, request_type
+
+    host, port = bootstrap.split(":")
+    keys = [f"warm-up-{i}" for i in range(1000)]
+    deadline = time.monotonic() + timeout
+    for key_type in (0, 1):  # groups, transactions
+        while True:
+            with socket.create_connection((host, int(port)), timeout=15) as s:
+                s.sendall(encode_request(10, 4, 1, build(request_type(10, 4), key_type=key_type,
+                                                         coordinator_keys=keys)))
+                size = struct.unpack(">i", recv_exact(s, 4))[0]
+                resp = decode_response(recv_exact(s, size), 10, 4)[1]
+            if all(c.error_code == 0 for c in resp.coordinators):
+                break
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"Kafka's coordinators (key type {key_type}) not loaded after {timeout} s")
+            time.sleep(0.2)
 
 
 def free_port() -> int:

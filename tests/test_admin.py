@@ -3,6 +3,8 @@ INVALID_TOPIC_EXCEPTION "TOPIC_EXCEPTION" and UNKNOWN_TOPIC_OR_PARTITION "UNKNOW
 
 from __future__ import annotations
 
+import time
+
 import pytest
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import (
@@ -13,7 +15,6 @@ from confluent_kafka.admin import (
     NewPartitions,
     NewTopic,
 )
-
 from conftest import BrokerProcess, unique
 
 # Each test here checks what Kafka answers: pytest --kafka runs them against Apache Kafka.
@@ -24,6 +25,15 @@ def error_of(future) -> str:  # type: ignore[no-untyped-def]
     with pytest.raises(KafkaException) as info:
         future.result(10)
     return info.value.args[0].name()
+
+
+def wait_for_metadata(admin: AdminClient, name: str, present: bool = True) -> None:
+    """Kafka answers CreateTopics and DeleteTopics once its controller has the change; the broker's
+    metadata (and the answers that read it) follow a moment later, so a client waits for it."""
+    deadline = time.monotonic() + 15
+    while (name in admin.list_topics(timeout=10).topics) != present:
+        assert time.monotonic() < deadline, f"{name} {'not ' if present else ''}in Metadata after 15 s"
+        time.sleep(0.05)
 
 
 def test_create_topic_errors(broker: BrokerProcess) -> None:
@@ -50,11 +60,15 @@ def test_create_partitions_and_delete_topics(broker: BrokerProcess) -> None:
     admin = AdminClient({"bootstrap.servers": broker.bootstrap})
     name = unique("grow")
     admin.create_topics([NewTopic(name, 2, 1)])[name].result(10)
+    wait_for_metadata(admin, name)
     admin.create_partitions([NewPartitions(name, 5)])[name].result(10)
-    assert len(admin.list_topics(name, timeout=10).topics[name].partitions) == 5
+    deadline = time.monotonic() + 15  # the new partitions reach the broker's metadata a moment later
+    while len(admin.list_topics(name, timeout=10).topics[name].partitions) != 5:
+        assert time.monotonic() < deadline, "5 partitions not in Metadata after 15 s"
+        time.sleep(0.05)
     assert error_of(admin.create_partitions([NewPartitions(name, 3)])[name]) == "INVALID_PARTITIONS"
     admin.delete_topics([name])[name].result(10)
-    assert name not in admin.list_topics(timeout=10).topics
+    wait_for_metadata(admin, name, present=False)
     assert error_of(admin.delete_topics([name])[name]) == "UNKNOWN_TOPIC_OR_PART"
 
 
@@ -62,6 +76,7 @@ def test_configs_describe_alter_and_incremental(broker: BrokerProcess) -> None:
     admin = AdminClient({"bootstrap.servers": broker.bootstrap})
     name = unique("conf")
     admin.create_topics([NewTopic(name, 1, 1, config={"retention.ms": "1000"})])[name].result(10)
+    wait_for_metadata(admin, name)
     res = ConfigResource("topic", name)
     configs = admin.describe_configs([res])[res].result(10)
     assert configs["retention.ms"].value == "1000"
@@ -78,7 +93,8 @@ def test_configs_describe_alter_and_incremental(broker: BrokerProcess) -> None:
     bad = ConfigResource("topic", name, incremental_configs=[
         ConfigEntry("max.message.bytes", "lots", incremental_operation=AlterConfigOpType.SET)])
     assert error_of(admin.incremental_alter_configs([bad])[bad]) == "INVALID_CONFIG"
-    broker_res = ConfigResource("broker", "0")
+    node_id = admin.describe_cluster(request_timeout=10).result(10).nodes[0].id  # odradek 0, Kafka's node.id
+    broker_res = ConfigResource("broker", str(node_id))
     broker_configs = admin.describe_configs([broker_res])[broker_res].result(10)
     assert broker_configs["num.partitions"].value == "1"
     assert broker_configs["log.segment.bytes"].value == "1073741824"
@@ -87,5 +103,6 @@ def test_configs_describe_alter_and_incremental(broker: BrokerProcess) -> None:
 def test_describe_cluster(broker: BrokerProcess) -> None:
     admin = AdminClient({"bootstrap.servers": broker.bootstrap})
     desc = admin.describe_cluster(request_timeout=10).result(10)
-    assert desc.cluster_id and desc.controller.id == 0
-    assert [(n.id, f"{n.host}:{n.port}") for n in desc.nodes] == [(0, broker.bootstrap)]
+    # a KRaft broker shows clients a live broker as the controller (the quorum is not theirs to reach)
+    assert [f"{n.host}:{n.port}" for n in desc.nodes] == [broker.bootstrap]
+    assert desc.cluster_id and desc.controller.id == desc.nodes[0].id

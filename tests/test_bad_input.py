@@ -62,11 +62,12 @@ def test_flipped_byte_is_corrupt_message_and_nothing_is_written(broker: BrokerPr
 
 
 @pytest.mark.kafka_behaviour
-def test_truncated_batch_is_corrupt_message(broker: BrokerProcess) -> None:
+def test_truncated_batch_is_invalid_record(broker: BrokerProcess) -> None:
+    # Kafka's ProduceRequest.validateRecords: no whole batch in the partition's records
     topic = unique("trunc")
     create_topic(broker.bootstrap, topic)
     resp = produce_raw(broker.bootstrap, topic, valid_batch()[:-5])
-    assert resp.responses[0].partition_responses[0].error_code == ErrorCode.corrupt_message  # type: ignore[attr-defined]
+    assert resp.responses[0].partition_responses[0].error_code == ErrorCode.invalid_record  # type: ignore[attr-defined]
 
 
 @pytest.mark.kafka_behaviour
@@ -100,8 +101,9 @@ def test_invalid_topic_name_in_metadata(broker: BrokerProcess) -> None:
 
 @pytest.mark.kafka_behaviour
 def test_unknown_api_versions_version_gets_v0_unsupported_version(broker: BrokerProcess) -> None:
-    # ApiVersions v99 with an empty body: the broker answers v0 with UNSUPPORTED_VERSION (KIP-511)
-    frame = struct.pack(">hhih", 18, 99, 7, 1) + b"x"
+    # ApiVersions v99 with an empty body: the broker answers v0 with UNSUPPORTED_VERSION (KIP-511).
+    # A client newer than the broker sends request header v2 (ApiVersions v3+): its tag section too.
+    frame = struct.pack(">hhih", 18, 99, 7, 1) + b"x" + b"\0"
     resp = roundtrip(broker.bootstrap, 18, 0, None, raw=struct.pack(">i", len(frame)) + frame)
     assert resp.error_code == ErrorCode.unsupported_version  # type: ignore[attr-defined]
     keys = {k.api_key: (k.min_version, k.max_version) for k in resp.api_keys}  # type: ignore[attr-defined]

@@ -22,6 +22,15 @@ def create_topic(bootstrap: str, name: str, partitions: int = 1, config: dict[st
     admin = AdminClient({"bootstrap.servers": bootstrap})
     futures = admin.create_topics([NewTopic(name, partitions, 1, config=config or {})], operation_timeout=10)
     futures[name].result(10)
+    # Kafka answers CreateTopics once its controller has the topic; the broker's metadata follows
+    # a moment later (until then Produce gets UNKNOWN_TOPIC_OR_PARTITION), so a client waits for it
+    deadline = time.monotonic() + 15
+    while True:
+        found = admin.list_topics(name, timeout=10).topics.get(name)
+        if found is not None and found.error is None and len(found.partitions) == partitions:
+            return
+        assert time.monotonic() < deadline, f"{name} not in Metadata 15 s after CreateTopics"
+        time.sleep(0.05)
 
 
 def produce_ck(bootstrap: str, topic: str, messages: list[dict[str, object]], **conf: object) -> list[tuple[int, int]]:

@@ -178,6 +178,10 @@ def test_offsets_sent_in_a_transaction_are_visible_only_when_it_commits(tb: Brok
     assert fetch(False) == (-1, E.none), "offsets of an open transaction are not yet committed"
     assert fetch(True)[1] == E.unstable_offset_commit, "KIP-447: a read_committed consumer waits for the outcome"
     p.commit_transaction(30)
+    # Kafka answers EndTxn once PrepareCommit is written; the markers (and so the offsets) follow
+    deadline = time.monotonic() + 15
+    while fetch(True)[1] == E.unstable_offset_commit and time.monotonic() < deadline:
+        time.sleep(0.05)
     assert fetch(True) == (7, E.none)
     assert committed() == 7
     c.close()
@@ -458,6 +462,11 @@ def test_transaction_api_errors_as_kafka_answers_them(tb: BrokerProcess) -> None
     assert described[0].producer_id == pid and described[0].transaction_start_time.year >= 2024
     assert described[1].error_code == E.transactional_id_not_found
     again = call(tb, 22, 4, transactional_id=tid, transaction_timeout=60_000)  # fences and aborts
+    assert again.error_code == E.concurrent_transactions, "Kafka aborts the open transaction first; clients retry"
+    deadline = time.monotonic() + 15
+    while again.error_code == E.concurrent_transactions and time.monotonic() < deadline:
+        time.sleep(0.05)
+        again = call(tb, 22, 4, transactional_id=tid, transaction_timeout=60_000)
     assert (again.error_code, again.producer_id) == (E.none, pid) and again.producer_epoch > epoch
     assert call(tb, 26, 3, transactional_id=tid, producer_id=pid, producer_epoch=epoch,
                 committed=True).error_code == E.producer_fenced
@@ -484,8 +493,16 @@ def test_describe_producers_shows_the_open_transaction(tb: BrokerProcess) -> Non
     open_txn = [s for s in producers if s.current_txn_start_offset >= 0]
     assert len(open_txn) == 1 and open_txn[0].current_txn_start_offset == 1
     p.commit_transaction(30)
-    resp = call(tb, 61, 0, topics=[{"name": topic, "partition_indexes": [0]}])
-    assert all(s.current_txn_start_offset == -1 for s in resp.topics[0].partitions[0].active_producers)
+
+    def open_transactions() -> int:
+        resp = call(tb, 61, 0, topics=[{"name": topic, "partition_indexes": [0]}])
+        return sum(s.current_txn_start_offset >= 0 for s in resp.topics[0].partitions[0].active_producers)
+
+    # Kafka answers EndTxn once PrepareCommit is written; the partition's marker follows
+    deadline = time.monotonic() + 15
+    while open_transactions() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert open_transactions() == 0
     admin = AdminClient({"bootstrap.servers": tb.bootstrap})
     assert topic in admin.list_topics(timeout=10).topics
 

@@ -189,16 +189,12 @@ class TransactionCoordinator:
             return fenced, -1, -1
         if meta.state in PREPARING:
             return E.concurrent_transactions, -1, -1
-        if meta.state == S.ONGOING:  # a new instance: fence the old one and abort its transaction
+        if meta.state == S.ONGOING:
+            # A new instance: fence the old one and abort its transaction, then answer
+            # CONCURRENT_TRANSACTIONS as Kafka's prepareFenceProducerEpoch does; the client's retry
+            # bumps the epoch once more (or moves to a new producer id if the fence took the last one)
             error = await self._locked(transactional_id, self._abort_with_fence(meta, "fenced by a new producer"))
-            if error != E.none:
-                return error, -1, -1
-            meta = self.txns[transactional_id]
-            if meta.producer_epoch < MAX_EPOCH - 1:  # the fencing epoch is the new instance's epoch
-                ready = replace(meta, state=S.EMPTY, partitions=set(), timeout_ms=timeout_ms, start_ms=-1)
-                error = await self._locked(transactional_id, self._persist(ready))
-                return (error, ready.producer_id, ready.producer_epoch) if error == E.none else (error, -1, -1)
-            producer_id = -1
+            return (E.concurrent_transactions if error == E.none else error), -1, -1
         # Kafka's TransactionMetadata.prepareIncrementProducerEpoch / prepareProducerIdRotation
         if meta.producer_epoch >= MAX_EPOCH - 1 and (producer_id < 0 or producer_epoch == meta.producer_epoch):
             bumped = replace(meta, producer_id=self.broker.allocate_producer_id(), producer_epoch=0,

@@ -23,7 +23,7 @@ from odradek.protocol.records import (
     TRANSACTIONAL_BIT,
     BatchHeader,
     InvalidRecordError,
-    decode_batch,
+    keyless_records,
     parse_batches,
 )
 from odradek.security.authorizer import AclOperation, ResourceType
@@ -35,6 +35,16 @@ log = logging.getLogger("odradek.produce")
 
 TOPIC_IDS_VERSION = 13  # KIP-516
 LEADER_HINTS_VERSION = 10  # KIP-951
+
+
+def _holds_a_whole_batch(records: bytes) -> bool:
+    """Kafka's ProduceRequest.validateRecords: records without one whole batch (none, or the first
+    cut short) are INVALID_RECORD; a length below a record's smallest (14) is left to parse_batches'
+    CORRUPT_MESSAGE, as Kafka's batch iterator throws CorruptRecordException for it."""
+    if len(records) < 12:
+        return False
+    length = int.from_bytes(records[8:12], "big", signed=True)
+    return length < 14 or 12 + length <= len(records)
 
 
 def _error(index: int, code: ErrorCode, message: str | None = None,
@@ -81,24 +91,19 @@ def _is_compacted(cleanup_policy: str) -> bool:
     return "compact" in (part.strip() for part in cleanup_policy.split(","))
 
 
-def _keyless_records(name: str, index: int, records: bytes,
-                     batches: list[BatchHeader]) -> dict[str, Any] | None:
+def _refuse_keyless(name: str, index: int, records: bytes, batches: list[BatchHeader]) -> dict[str, Any] | None:
     """KIP-467, Kafka's LogValidator.validateKey: a compacted topic refuses a record without a
     key; the first batch holding one fails the partition with INVALID_RECORD, naming each such
     record by its index in that batch."""
+    message = f"Compacted topic cannot accept message without key in topic partition {name}-{index}"
     for header in batches:
-        if header.is_control:
-            continue
-        decoded = decode_batch(records, header.position)
-        message = f"Compacted topic cannot accept message without key in topic partition {name}-{index}"
-        errors = [{"batch_index": i, "batch_index_error_message": message}
-                  for i, record in enumerate(decoded.records) if record.key is None]
-        if errors:
-            shown = ", ".join(f"RecordError(batchIndex={e['batch_index']}, message='{message}')"
-                              for e in errors[:3])
-            summary = (f"One or more records have been rejected due to {len(errors)} record errors in total, "
+        missing = [] if header.is_control else keyless_records(records, header)
+        if missing:
+            shown = ", ".join(f"RecordError(batchIndex={i}, message='{message}')" for i in missing[:3])
+            summary = (f"One or more records have been rejected due to {len(missing)} record errors in total, "
                        f"and only showing the first three errors at most: [{shown}]")
-            return _error(index, ErrorCode.invalid_record, summary, errors)
+            return _error(index, ErrorCode.invalid_record, summary,
+                          [{"batch_index": i, "batch_index_error_message": message} for i in missing])
     return None
 
 
@@ -154,10 +159,10 @@ async def handle(ctx: RequestContext, request: Any) -> Any:
             assert plog is not None
             records = pdata.records or b""
             try:
+                if not _holds_a_whole_batch(records):
+                    raise InvalidRecordError(ErrorCode.invalid_record, "produce request carries no whole record batch")
                 batches = parse_batches(records, max_batch_bytes=plog.config.max_message_bytes)
-                if not batches:
-                    raise InvalidRecordError(ErrorCode.corrupt_message, "produce request carries no record batch")
-                refused = _keyless_records(name, index, records, batches) if _is_compacted(
+                refused = _refuse_keyless(name, index, records, batches) if _is_compacted(
                     plog.config.cleanup_policy) else None
             except InvalidRecordError as exc:
                 log.warning("rejected produce to %s-%d from %s: %s", name, index, ctx.header.client_id, exc)
