@@ -1,7 +1,9 @@
 """The version table: every version of every API odradek advertises is really served.
 
 For each API in ROUTES (and each API this table has a case for) and each version kio
-has a schema for, one parametrized case runs against one real `odradek serve`:
+has a schema for, plus the pre-2.1 versions odradek routes through its own schemas
+(protocol/legacy.py: ListOffsets v0, OffsetCommit v0-1, OffsetFetch v0), one parametrized
+case runs against one real `odradek serve`:
 
 - if the broker's own ApiVersions answer advertises the version, the API's semantic
   case builds a kio request of that version with real content (a record batch to a
