@@ -35,7 +35,9 @@ ENV = {"ODRADEK_GROUP_INITIAL_REBALANCE_DELAY_MS": "0", "ODRADEK_OFFSETS_TOPIC_N
        "ODRADEK_TRANSACTION_STATE_LOG_NUM_PARTITIONS": "3",
        "ODRADEK_TRANSACTION_ABORT_TIMED_OUT_TRANSACTION_CLEANUP_INTERVAL_MS": "200"}
 
-tv2 = module_broker("tv2", {**ENV, "ODRADEK_METRICS_PORT": str(METRICS_PORT)})
+# Kafka 4.3.1 serves InitProducerId v6 (KIP-939) only with its unstable versions on (pytest --kafka)
+tv2 = module_broker("tv2", {**ENV, "ODRADEK_METRICS_PORT": str(METRICS_PORT),
+                            "ODRADEK_UNSTABLE_API_VERSIONS_ENABLE": "true"})
 
 
 class JavaTxnProducer:
@@ -158,6 +160,7 @@ def test_java_producer_commits_and_aborts_with_an_epoch_bump_per_transaction(tv2
         c.close()
 
 
+@pytest.mark.kafka_behaviour
 def test_a_new_instance_fences_the_old_one_and_aborts_its_transaction(tv2: BrokerProcess,
                                                                       java_producers: Any) -> None:
     topic, tid = unique("fence"), unique("tid")
@@ -205,6 +208,7 @@ def test_coordinator_restart_mid_transaction_resumes(broker_factory: Any, java_p
         [b"before-0", b"before-1", b"before-2", b"after-0", b"after-1", b"next"])
 
 
+@pytest.mark.kafka_behaviour
 def test_confluent_kafka_keeps_transactions_version_1(tv2: BrokerProcess) -> None:
     """librdkafka knows nothing of version 2: AddPartitionsToTxn, EndTxn v3 without a bump, as before."""
     topic, tid = unique("tv1"), unique("tid")
@@ -225,15 +229,32 @@ def test_confluent_kafka_keeps_transactions_version_1(tv2: BrokerProcess) -> Non
 def produce(b: Any, version: int, tid: str, topic: str, partition: int, pid: int, epoch: int, seq: int) -> Any:
     batch = encode_batch([(None, b"v", [])], attributes=TRANSACTIONAL_BIT, producer_id=pid, producer_epoch=epoch,
                          base_sequence=seq)
-    resp = call(b, 0, version, transactional_id=tid, acks=-1, timeout=10000, topic_data=[
-        {"name": topic, "partition_data": [{"index": partition, "records": batch}]}])
-    return resp.responses[0].partition_responses[0].error_code
+    deadline = time.monotonic() + 15
+    while True:  # a new topic's leader may not be known yet (Kafka's metadata propagation)
+        resp = call(b, 0, version, transactional_id=tid, acks=-1, timeout=10000, topic_data=[
+            {"name": topic, "partition_data": [{"index": partition, "records": batch}]}])
+        error = resp.responses[0].partition_responses[0].error_code
+        if error not in (E.not_leader_or_follower, E.unknown_topic_or_partition) or time.monotonic() > deadline:
+            return error
+        time.sleep(0.1)
 
 
+def end_txn(b: Any, version: int, **body: Any) -> Any:
+    """EndTxn, retried while the previous one's markers are still being written (Kafka answers
+    EndTxn before writing them: CONCURRENT_TRANSACTIONS until they are)."""
+    deadline = time.monotonic() + 15
+    while (resp := call(b, 26, version, **body)).error_code == E.concurrent_transactions:
+        assert time.monotonic() < deadline, "the previous transaction never completed"
+        time.sleep(0.05)
+    return resp
+
+
+@pytest.mark.kafka_behaviour
 def test_transactions_version_2_answers_as_kafka(tv2: BrokerProcess) -> None:
     topic, tid = unique("raw2"), unique("tid")
     create_topic(tv2.bootstrap, topic, partitions=2)
-    features = {f.name: f.max_version_level for f in call(tv2, 18, 4).finalized_features}
+    features = {f.name: f.max_version_level for f in call(tv2, 18, 4, client_software_name="odradek-tests",
+                                                              client_software_version="1").finalized_features}
     assert features["transaction.version"] == 2
     # InitProducerId v6: no two-phase commit (KIP-939) without transaction.two.phase.commit.enable
     assert call(tv2, 22, 6, transactional_id=tid, transaction_timeout=60000,
@@ -242,7 +263,11 @@ def test_transactions_version_2_answers_as_kafka(tv2: BrokerProcess) -> None:
                 keep_prepared_txn=True).error_code == E.unsupported_version
     assert call(tv2, 22, 6, transactional_id=tid, transaction_timeout=60000,
                 producer_id=7).error_code == E.invalid_request, "an id without its epoch"
-    init = call(tv2, 22, 6, transactional_id=tid, transaction_timeout=60000)
+    deadline = time.monotonic() + 30
+    while (init := call(tv2, 22, 6, transactional_id=tid, transaction_timeout=60000)).error_code in (
+            E.coordinator_load_in_progress, E.coordinator_not_available, E.not_coordinator):
+        assert time.monotonic() < deadline, "no transaction coordinator"  # Kafka creates __transaction_state first
+        time.sleep(0.2)
     pid, epoch = init.producer_id, init.producer_epoch
     assert (init.error_code, init.ongoing_txn_producer_id) == (E.none, -1)
     # Produce v12 adds the partition; v11 and v10 only verify (KIP-890 part 1)
@@ -258,17 +283,17 @@ def test_transactions_version_2_answers_as_kafka(tv2: BrokerProcess) -> None:
              for p in verified.results_by_transaction[0].topic_results[0].results_by_partition}
     assert codes == {0: E.none, 1: E.transaction_abortable}
     # EndTxn v5 answers the bumped epoch; a retry with the old epoch gets the same answer
-    ended = call(tv2, 26, 5, transactional_id=tid, producer_id=pid, producer_epoch=epoch, committed=True)
+    ended = end_txn(tv2, 5, transactional_id=tid, producer_id=pid, producer_epoch=epoch, committed=True)
     assert (ended.error_code, ended.producer_id, ended.producer_epoch) == (E.none, pid, epoch + 1)
-    retried = call(tv2, 26, 5, transactional_id=tid, producer_id=pid, producer_epoch=epoch, committed=True)
+    retried = end_txn(tv2, 5, transactional_id=tid, producer_id=pid, producer_epoch=epoch, committed=True)
     assert (retried.error_code, retried.producer_epoch) == (E.none, epoch + 1)
-    assert call(tv2, 26, 5, transactional_id=tid, producer_id=pid, producer_epoch=epoch, committed=False
+    assert end_txn(tv2, 5, transactional_id=tid, producer_id=pid, producer_epoch=epoch, committed=False
                 ).error_code == E.invalid_txn_state, "a retry must ask for the same outcome"
-    assert call(tv2, 26, 5, transactional_id=tid, producer_id=pid, producer_epoch=epoch + 1, committed=True
+    assert end_txn(tv2, 5, transactional_id=tid, producer_id=pid, producer_epoch=epoch + 1, committed=True
                 ).error_code == E.invalid_txn_state, "nothing to commit"
     # the old epoch is fenced on the partition; an abort without partitions still bumps the epoch
     assert produce(tv2, 12, tid, topic, 0, pid, epoch, 1) == E.invalid_producer_epoch
-    aborted = call(tv2, 26, 5, transactional_id=tid, producer_id=pid, producer_epoch=epoch + 1, committed=False)
+    aborted = end_txn(tv2, 5, transactional_id=tid, producer_id=pid, producer_epoch=epoch + 1, committed=False)
     assert (aborted.error_code, aborted.producer_epoch) == (E.none, epoch + 2)
     # ListTransactions v2: the transactional id pattern matches whole ids (KIP-1152)
     assert [t.transactional_id for t in call(tv2, 66, 2, transactional_id_pattern=tid[:-2] + ".*"
