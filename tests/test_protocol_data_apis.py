@@ -9,6 +9,7 @@ a record without a key with INVALID_RECORD and its index (KIP-467).
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import json
 import socket
@@ -37,7 +38,13 @@ from kio.static.primitive import Records
 
 from odradek.protocol.build import ZERO_UUID, build
 from odradek.protocol.framing import decode_response, encode_request, request_type
-from odradek.protocol.records import decode_batch, encode_batch
+from odradek.protocol.records import (
+    InvalidRecordError,
+    decode_batch,
+    encode_batch,
+    keyless_records,
+    parse_batches,
+)
 
 if TYPE_CHECKING:
     from cluster_fixtures import Cluster
@@ -361,6 +368,25 @@ def test_keyless_record_to_a_compacted_topic_is_invalid_record_and_nothing_is_st
     assert (low, high) == (0, 0)  # nothing of the refused batches was stored
     resp = produce_v13(data_broker.bootstrap, tid, batch((b"k", b"keyed")))
     assert resp.responses[0].partition_responses[0].base_offset == 0
+
+
+@pytest.mark.parametrize("codec", [0, 1, 2, 3, 4])
+def test_keyless_scan_agrees_with_the_record_decoder_and_refuses_broken_batches(codec: int) -> None:
+    records = [(None if i % 7 == 3 else f"k{i}".encode(), b"v" * (i % 50), [("h", b"x")] if i % 2 else [])
+               for i in range(300)] + [(b"", b"empty key is a key", [])]
+    data = encode_batch(records, compression=codec, timestamp_ms=1_700_000_000_000)
+    header = parse_batches(data)[0]
+    expected = [i for i, r in enumerate(decode_batch(data).records) if r.key is None]
+    assert keyless_records(data, header) == expected == [i for i in range(300) if i % 7 == 3]
+    # behind another batch, and cut or lying about its count: CORRUPT_MESSAGE, never another error
+    two = encode_batch([(b"k", b"v", [])]) + data
+    assert keyless_records(two, parse_batches(two)[1]) == expected
+    for cut in (61, 62, 70, len(data) // 2):  # (parse_batches has checked that the batch is whole)
+        with pytest.raises(InvalidRecordError) as excinfo:
+            keyless_records(data[:cut], header)
+        assert excinfo.value.error_code == ErrorCode.corrupt_message
+    with pytest.raises(InvalidRecordError):
+        keyless_records(data, dataclasses.replace(header, record_count=header.record_count + 1))
 
 
 def test_leader_hints_in_produce_and_fetch_after_the_leader_moves(cluster_factory: Any) -> None:

@@ -430,6 +430,43 @@ def iter_batches(data: bytes | memoryview) -> list[DecodedBatch]:
     return [decode_batch(data, h.position) for h in headers]
 
 
+def keyless_records(data: bytes, header: BatchHeader) -> list[int]:
+    """The indexes of the records of one batch (at header.position in `data`) that have no key,
+    which a compacted topic refuses (Kafka's LogValidator.validateKey). Only the fields before
+    each key are read, so this costs a quarter of decode_batch; a record that does not fit the
+    batch is CORRUPT_MESSAGE as there."""
+    if header.compression == 0:
+        body, p, total = data, header.position + BATCH_HEADER_SIZE, header.position + header.size
+    else:
+        body = decompress(header.compression, memoryview(data)[header.position + BATCH_HEADER_SIZE :
+                                                               header.position + header.size])
+        p, total = 0, len(body)
+    varint, varlong = read_signed_varint, read_signed_varlong
+    missing: list[int] = []
+    try:
+        for index in range(header.record_count):
+            length, size = varint(body, p)
+            p += size
+            end = p + length
+            if length < 1 or end > total:
+                raise _corrupt(f"record length {length} does not fit the {total - p} bytes left")
+            _, size = varlong(body, p + 1)  # the timestamp delta, after the attributes
+            key_at = p + 1 + size
+            _, size = varint(body, key_at)  # the offset delta
+            key_at += size
+            if key_at >= end:
+                raise _corrupt("record ends before its key")
+            key_length, _ = varint(body, key_at)
+            if key_length < 0:  # any negative length is null (Kafka's DefaultRecord)
+                missing.append(index)
+            p = end
+    except (DecodeError, ValueError) as exc:  # a varint cut short, or longer than 5 (10) bytes
+        raise _corrupt(f"bad varint in record: {exc}") from None
+    if p != total:
+        raise _corrupt(f"{total - p} bytes remain after {header.record_count} records")
+    return missing
+
+
 def encode_batch(
     records: Sequence[tuple[bytes | None, bytes | None, Sequence[tuple[str, bytes | None]]] | Record],
     *,
