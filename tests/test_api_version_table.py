@@ -44,6 +44,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -167,6 +168,13 @@ class Table:
     _next_partition: int = PARTITIONS
     _names: Iterator[int] = field(default_factory=itertools.count)
     _compacted: tuple[str, uuid.UUID] | None = None
+    kafka: bool = False  # the broker is Apache Kafka (pytest --kafka), not odradek
+
+    def routes(self) -> dict[int, tuple[int, int]]:
+        """What ApiVersions must advertise: ROUTES for odradek; Kafka's own table for Kafka."""
+        if self.kafka:
+            return dict(self.advertised)
+        return {k: (r.min_version, r.max_version) for k, r in ROUTES.items()}
 
     # names ---------------------------------------------------------------------
     def name(self, prefix: str) -> str:
@@ -191,11 +199,25 @@ class Table:
         return self.topic_id(name)
 
     def topic_id(self, name: str) -> uuid.UUID:
-        body = self.call(3, 12, topics=[{"name": name, "topic_id": None}], allow_auto_topic_creation=False,
-                         include_topic_authorized_operations=False)
-        (topic,) = body.topics
-        assert topic.error_code == E.none, topic
+        """The topic's id, once Metadata shows the topic (Kafka's brokers learn of a topic created
+        through the controller a moment after CreateTopics answers)."""
+        topic = self.eventually(lambda: self.call(3, 12, topics=[{"name": name, "topic_id": None}],
+                                                  allow_auto_topic_creation=False).topics[0],
+                                lambda x: x.error_code == E.none and len(x.partitions) > 0)
         return topic.topic_id  # type: ignore[no-any-return]
+
+    def partitions(self, name: str) -> int | None:
+        """How many partitions Metadata shows of the topic; None when it does not know it."""
+        topic = self.metadata(name).topics[0]
+        return None if topic.error_code == E.unknown_topic_or_partition else len(topic.partitions)
+
+    def eventually(self, get: Callable[[], Any], ok: Callable[[Any], bool], timeout: float = 10.0) -> Any:
+        """`get()` until `ok` holds of it: what a broker's metadata shows a moment after the controller."""
+        deadline = time.monotonic() + timeout
+        while not ok(value := get()):
+            assert time.monotonic() < deadline, f"still {value!r} after {timeout} s"
+            time.sleep(0.02)
+        return value
 
     def compacted(self) -> tuple[str, uuid.UUID]:
         """A topic with cleanup.policy=compact (created once)."""
@@ -347,7 +369,7 @@ def ms(value: datetime.datetime | None) -> int:
 
 
 @pytest.fixture(scope="module")
-def table(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Table]:
+def table(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Table]:
     port, sasl_port = free_port(), free_port()
     env = {
         "ODRADEK_LISTENERS": f"PLAINTEXT://127.0.0.1:{port},SASL_PLAINTEXT://127.0.0.1:{sasl_port}",
@@ -362,9 +384,14 @@ def table(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Table]:
         "ODRADEK_OFFSETS_TOPIC_NUM_PARTITIONS": "3",
         "ODRADEK_TRANSACTION_STATE_LOG_NUM_PARTITIONS": "3",
     }
-    b = BrokerProcess(tmp_path_factory.mktemp("version-table") / "data", port=port, env=env).start()
-    wait_for_port(sasl_port, proc=b.proc)
-    t = Table(b, sasl_port, Wire(b, port))
+    data_dir = tmp_path_factory.mktemp("version-table") / "data"
+    b: Any
+    if request.config.getoption("--kafka"):  # the same cases against Apache Kafka (conftest: pytest --kafka)
+        b = start_kafka_table(data_dir, port, sasl_port, env)
+    else:
+        b = BrokerProcess(data_dir, port=port, env=env).start()
+        wait_for_port(sasl_port, proc=b.proc)
+    t = Table(b, sasl_port, Wire(b, port), kafka=bool(request.config.getoption("--kafka")))
     try:
         versions = t.call(18, 3, SOFTWARE)
         assert versions.error_code == E.none
@@ -380,6 +407,29 @@ def table(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Table]:
         t.wire.close()
         if b.proc is not None and b.proc.poll() is None:
             b.stop()
+
+
+def start_kafka_table(data_dir: Path, port: int, sasl_port: int, env: dict[str, str]) -> Any:
+    """Apache Kafka 4.3.1 configured as the table's odradek: the same settings, the two listeners beside
+    its controller's, SCRAM on the SASL one."""
+    from conftest import kafka_properties, wait_for_coordinators
+
+    from odradek.testing.kafka_reference import KafkaReference
+
+    kafka = KafkaReference(data_dir, port=port)
+    controller = f"127.0.0.1:{kafka.controller_port}"
+    listeners = f"PLAINTEXT://127.0.0.1:{port},SASL_PLAINTEXT://127.0.0.1:{sasl_port},CONTROLLER://{controller}"
+    scram = "org.apache.kafka.common.security.scram.ScramLoginModule required;"
+    kafka.overrides = {
+        **kafka_properties({k: v for k, v in env.items() if k != "ODRADEK_LISTENERS"}),
+        "listeners": listeners, "advertised.listeners": listeners,
+        "listener.security.protocol.map": "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT,SASL_PLAINTEXT:SASL_PLAINTEXT",
+        "listener.name.sasl_plaintext.scram-sha-256.sasl.jaas.config": scram,
+        "listener.name.sasl_plaintext.scram-sha-512.sasl.jaas.config": scram,
+    }
+    kafka.start()
+    wait_for_coordinators(kafka.bootstrap)
+    return kafka
 
 
 def salted(password: str, salt: bytes, mechanism: int = 1) -> bytes:
@@ -920,15 +970,21 @@ def sasl_handshake(t: Table, v: int) -> None:
 def api_versions(t: Table, v: int) -> None:
     body = t.call(18, v, SOFTWARE)
     assert body.error_code == E.none
-    assert {k.api_key: (k.min_version, k.max_version) for k in body.api_keys} == {
-        k: (r.min_version, r.max_version) for k, r in ROUTES.items()}
+    assert {k.api_key: (k.min_version, k.max_version) for k in body.api_keys} == t.routes()
     if v >= 3:
-        # KAFKA-17492: before v4 a supported feature whose minimum is 0 is left out
         supported = {f.name: (f.min_version, f.max_version) for f in body.supported_features}
-        assert supported == {f.name: (f.min_version, f.max_version) for f in FEATURES
-                             if v >= 4 or f.min_version > 0}, supported
         finalized = {f.name: (f.min_version_level, f.max_version_level) for f in body.finalized_features}
-        assert finalized == {f.name: (f.max_version, f.max_version) for f in FEATURES if f.max_version > 0}, finalized
+        if v < 4:  # KAFKA-17492: before v4 a supported feature whose minimum is 0 is left out
+            assert all(lo > 0 for lo, _ in supported.values()), supported
+        else:
+            assert {f.name for f in FEATURES} <= set(supported), supported
+        for name, (lo, hi) in finalized.items():  # one level each, never 0, within what is supported
+            assert lo == hi > 0 and (name not in supported or supported[name][0] <= hi <= supported[name][1])
+        if not t.kafka:  # odradek's levels are server/features.py's
+            assert supported == {f.name: (f.min_version, f.max_version) for f in FEATURES
+                                 if v >= 4 or f.min_version > 0}, supported
+            assert finalized == {f.name: (f.max_version, f.max_version) for f in FEATURES
+                                 if f.max_version > 0}, finalized
         if finalized:
             assert body.finalized_features_epoch >= 0
         # KIP-511: a client software name or version Kafka's pattern refuses is INVALID_REQUEST
@@ -957,8 +1013,7 @@ def create_topics(t: Table, v: int) -> None:
         assert configs["retention.ms"] == "123456"
     if v >= 7:
         assert answer.topic_id == t.topic_id(name)
-    meta = t.metadata(name).topics[0]
-    assert (meta.error_code, len(meta.partitions)) == (E.none, 3)
+    assert t.eventually(lambda: t.partitions(name), lambda n: n is not None) == 3
     assert create(name).error_code == E.topic_already_exists
     assert create(dry, validate_only=True).error_code == E.none
     assert t.metadata(dry).topics[0].error_code == E.unknown_topic_or_partition
@@ -984,7 +1039,7 @@ def delete_topics(t: Table, v: int) -> None:
     assert (answer.name, answer.error_code) == (name, E.none), answer
     if v >= 6:
         assert answer.topic_id == topic_id
-    assert t.metadata(name).topics[0].error_code == E.unknown_topic_or_partition
+    t.eventually(lambda: t.partitions(name), lambda n: n is None)
     assert delete(UNKNOWN_TOPIC).error_code == E.unknown_topic_or_partition
     if v >= 6:
         assert delete(None, uuid.uuid4()).error_code == E.unknown_topic_id
@@ -1289,9 +1344,9 @@ def create_partitions(t: Table, v: int) -> None:
         return answer.error_code
 
     assert grow(5, validate_only=True) == E.none
-    assert len(t.metadata(name).topics[0].partitions) == 1
+    assert t.partitions(name) == 1
     assert grow(3) == E.none
-    assert len(t.metadata(name).topics[0].partitions) == 3
+    t.eventually(lambda: t.partitions(name), lambda n: n == 3)
     assert grow(2) == E.invalid_partitions
 
 
@@ -1549,7 +1604,7 @@ def refused(t: Table, api_key: int, version: int) -> None:
             correlation_id, answer = decode_response(recv_exact(s, size), 18, 0)
             assert (correlation_id, answer.error_code) == (77, E.unsupported_version)
             assert {k.api_key: (k.min_version, k.max_version) for k in answer.api_keys} == {
-                18: (ROUTES[18].min_version, ROUTES[18].max_version)}
+                18: t.routes()[18]}
         elif (api_key, version) in legacy.REFUSED:
             (size,) = struct.unpack(">i", recv_exact(s, 4))
             correlation_id, answer = decode_response(recv_exact(s, size), api_key, version)
@@ -1568,6 +1623,7 @@ def refused(t: Table, api_key: int, version: int) -> None:
     assert t.call(18, 3, SOFTWARE).error_code == E.none
 
 
+@pytest.mark.kafka_behaviour
 @pytest.mark.parametrize(("api_key", "version"), TABLE, ids=[f"{api_name(k)}-v{v}" for k, v in TABLE])
 def test_version(table: Table, api_key: int, version: int) -> None:
     """An advertised version is served with its semantics; a version kio has that is not advertised
