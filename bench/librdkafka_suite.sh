@@ -26,10 +26,26 @@ if [ ! -x "$SRC/tests/test-runner" ]; then
      && make -j2 -C tests build >>"$WORK/make.log" 2>&1)
 fi
 
+# KAFKA_PATH for the tests that call Kafka's scripts: bin/*.sh running Kafka's own tool classes
+# from tests/java/lib (./dev test fetches them from Maven Central).
+KAFKA_PATH=$WORK/kafka
+mkdir -p "$KAFKA_PATH/bin"
+for tool in kafka-topics.sh:org.apache.kafka.tools.TopicCommand kafka-acls.sh:org.apache.kafka.tools.AclCommand \
+            kafka-configs.sh:kafka.admin.ConfigCommand; do
+  printf '#!/bin/sh\nexec java -Xmx256m -cp "%s/tests/java/lib/*" %s "$@"\n' "$ROOT" "${tool#*:}" \
+    >"$KAFKA_PATH/bin/${tool%%:*}"
+  chmod +x "$KAFKA_PATH/bin/${tool%%:*}"
+done
+export KAFKA_PATH
+
 [ -x .venv/bin/odradek ] || ./dev test --collect-only -q >/dev/null
 PORT=$(.venv/bin/python -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 DATA=$(mktemp -d)
-printf 'num.partitions=4\nauto.create.topics.enable=true\n' >"$DATA.properties"
+# The StandardAuthorizer with allow.everyone.if.no.acl.found: the ACL tests (0109, 0115) deny a
+# topic with kafka-acls.sh, everything else is allowed as with no authorizer.
+printf '%s\n' num.partitions=4 auto.create.topics.enable=true \
+  authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer \
+  allow.everyone.if.no.acl.found=true >"$DATA.properties"
 .venv/bin/odradek serve --listen "127.0.0.1:$PORT" --data-dir "$DATA" --config "$DATA.properties" >"$WORK/broker.log" 2>&1 &
 BROKER=$!
 trap 'kill $BROKER 2>/dev/null; wait $BROKER 2>/dev/null; rm -rf "$DATA" "$DATA.properties"' EXIT
@@ -39,6 +55,8 @@ printf 'bootstrap.servers=127.0.0.1:%s\ntest.timeout.multiplier=2\n' "$PORT" >"$
 cd "$SRC/tests"
 start=$(date +%s)
 set +e
+# A Kafka 3.x+ broker for the harness: its scripts take --bootstrap-server (BROKERS), not ZooKeeper.
+export BROKERS=127.0.0.1:$PORT TEST_KAFKA_VERSION=${TEST_KAFKA_VERSION:-3.9.0}
 TESTS=${1:-${TESTS:-}} ./run-test.sh -Q -E -p1 >"$WORK/suite.log" 2>&1
 rc=$?
 set -e
