@@ -337,3 +337,24 @@ def test_cluster_partitions_led_elsewhere_join_the_transaction(cluster_factory: 
         assert c.committed([TopicPartition(topic, 0)], timeout=10)[0].offset == 3
     finally:
         c.close()
+
+
+# -- __transaction_state ---------------------------------------------------------------------------
+
+# TransactionLogValue v1 as Kafka 4.3.1 writes it (TransactionLog.valueToBytes at TV_2): producer 42
+# epoch 7 (previous id 41, next id 99), PrepareAbort over bb-1 and bb-4, client transaction version 2
+KAFKA_TXN_VALUE_V1 = bytes.fromhex(
+    "0001000000000000002a00070000ea600302036262030000000100000004000000018bcfe568000000018bcfe564"
+    "1803000800000000000000290108000000000000006302020002")
+
+
+def test_transaction_log_value_v1_is_read_and_written_as_kafka_does() -> None:
+    from odradek.coordinator.txn_records import TxnState, read_txn_value, txn_value
+
+    meta = read_txn_value("tid", KAFKA_TXN_VALUE_V1)
+    assert (meta.producer_id, meta.producer_epoch, meta.prev_producer_id, meta.next_producer_id) == (42, 7, 41, 99)
+    assert (meta.state, meta.partitions, meta.client_transaction_version) == (
+        TxnState.PREPARE_ABORT, {("bb", 1), ("bb", 4)}, 2)
+    assert (meta.timeout_ms, meta.start_ms, meta.last_update_ms) == (60000, 1699999999000, 1700000000000)
+    assert txn_value(meta, 1) == KAFKA_TXN_VALUE_V1
+    assert read_txn_value("tid", txn_value(meta, 0)).partitions == meta.partitions, "v0 is still read"
