@@ -81,15 +81,15 @@ TOPIC_CONFIGS: dict[str, ConfigKey] = {
     for k in [
         ConfigKey("cleanup.policy", "log.cleanup.policy", _cleanup_policy, "delete", "LIST",
                   doc="How old segments are dropped: delete (by retention time or size), compact (the last record of each key is kept), or both."),
-        ConfigKey("compression.type", None, _choice("producer", "uncompressed", "gzip", "snappy", "lz4", "zstd"), "producer", "STRING",
+        ConfigKey("compression.type", "compression.type", _choice("producer", "uncompressed", "gzip", "snappy", "lz4", "zstd"), "producer", "STRING",
                   doc="The codec batches are stored with: producer keeps what the producer sent; uncompressed, gzip, snappy, lz4 or zstd recompress."),
         ConfigKey("delete.retention.ms", "log.cleaner.delete.retention.ms", _int(0), "86400000", "LONG",
                   doc="How long a tombstone (a null value) stays in a compacted log, so that readers can see the delete."),
-        ConfigKey("file.delete.delay.ms", None, _int(0), "60000", "LONG",
+        ConfigKey("file.delete.delay.ms", "log.segment.delete.delay.ms", _int(0), "60000", "LONG",
                   doc="How long a deleted segment's files are kept before they are removed from disk."),
         ConfigKey("flush.messages", "log.flush.interval.messages", _int(1), str(_L), "LONG",
                   doc="Force an fsync of the log after this many records (the default leaves flushing to the operating system)."),
-        ConfigKey("flush.ms", None, _int(0), str(_L), "LONG",
+        ConfigKey("flush.ms", "log.flush.interval.ms", _int(0), str(_L), "LONG",
                   doc="Force an fsync of the log when this much time passed since the last one."),
         ConfigKey("index.interval.bytes", "log.index.interval.bytes", _int(0), "4096", "INT",
                   doc="How many bytes of records lie between two entries of the offset index."),
@@ -105,7 +105,7 @@ TOPIC_CONFIGS: dict[str, ConfigKey] = {
                   doc="The shortest time a record stays uncompacted in a compacted log."),
         ConfigKey("min.insync.replicas", "min.insync.replicas", _int(1), "1", "INT",
                   doc="How many in-sync replicas must have a write for an acks=all produce to succeed."),
-        ConfigKey("preallocate", None, _bool, "false", "BOOLEAN",
+        ConfigKey("preallocate", "log.preallocate", _bool, "false", "BOOLEAN",
                   doc="Whether a new segment's file is allocated to its full size on disk when it is created."),
         ConfigKey("retention.bytes", "log.retention.bytes", _int(-1), "-1", "LONG",
                   doc="The size a partition's log may reach before its oldest segments are deleted (-1: no limit)."),
@@ -115,7 +115,7 @@ TOPIC_CONFIGS: dict[str, ConfigKey] = {
                   doc="The size at which a partition's active segment is closed and a new one begun."),
         ConfigKey("segment.index.bytes", "log.index.size.max.bytes", _int(4), "10485760", "INT",
                   doc="The size of each segment's offset and time indexes."),
-        ConfigKey("segment.jitter.ms", None, _int(0), "0", "LONG",
+        ConfigKey("segment.jitter.ms", "log.roll.jitter.ms", _int(0), "0", "LONG",
                   doc="A random time up to this subtracted from segment.ms, so that segments do not all roll at once."),
         ConfigKey("segment.ms", "log.roll.ms", _int(1), "604800000", "LONG",
                   doc="The age at which a partition's active segment is closed and a new one begun, even if not full."),
@@ -163,20 +163,26 @@ def _broker_value(broker: BrokerConfig, broker_key: str | None) -> str | None:
     return str(value)
 
 
+# Broker keys Kafka leaves null by default (log.retention.ms falls back to log.retention.hours):
+# a topic config names them as its synonym only when the broker sets them (ConfigHelper.configSynonyms)
+_NULL_BY_DEFAULT = frozenset({"log.retention.ms", "log.roll.ms", "log.roll.jitter.ms", "log.flush.interval.ms"})
+
+
 def effective_topic_configs(topic_configs: Mapping[str, str], broker: BrokerConfig) -> list[ConfigValue]:
-    """Every topic config with its effective value and source, as DescribeConfigs shows them."""
+    """Every topic config with its effective value and source, as DescribeConfigs shows them: the
+    synonyms are the topic's own value, the broker key's configured value, then its default."""
     out = []
     for key in TOPIC_CONFIGS.values():
         synonyms: list[tuple[str, str, str]] = []
         if key.name in topic_configs:
             synonyms.append((key.name, topic_configs[key.name], "TOPIC_CONFIG"))
-        broker_value = _broker_value(broker, key.broker_key)
-        if broker_value is not None and key.broker_key is not None:
-            source = "DEFAULT_CONFIG" if broker_value == key.default else "STATIC_BROKER_CONFIG"
-            synonyms.append((key.broker_key, broker_value, source))
-        if not synonyms:
-            synonyms.append((key.name, key.default, "DEFAULT_CONFIG"))
-        _, value, source = synonyms[0]
+        if key.broker_key is not None:
+            broker_value = _broker_value(broker, key.broker_key)
+            if broker_value is not None and broker_value != key.default:
+                synonyms.append((key.broker_key, broker_value, "STATIC_BROKER_CONFIG"))
+            if key.broker_key not in _NULL_BY_DEFAULT:
+                synonyms.append((key.broker_key, key.default, "DEFAULT_CONFIG"))
+        _, value, source = synonyms[0] if synonyms else (key.name, key.default, "DEFAULT_CONFIG")
         out.append(ConfigValue(key.name, value, source, key.kind, tuple(synonyms), key.doc))
     return out
 
