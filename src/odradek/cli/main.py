@@ -11,6 +11,7 @@ from rich.console import Console
 from odradek.cli.acl import acl_app
 from odradek.cli.cert import cert_app
 from odradek.cli.cluster_up import cluster_app
+from odradek.cli.console import console
 from odradek.cli.demo import demo
 from odradek.cli.deploy import deploy_app
 from odradek.cli.group import group_app
@@ -35,6 +36,8 @@ def serve(
     storage: Annotated[str | None, typer.Option(help="file (default) or memory")] = None,
     metrics_port: Annotated[int | None, typer.Option("--metrics-port", help="Prometheus /metrics port")] = None,
     log_level: Annotated[str, typer.Option("--log-level")] = "info",
+    console_listen: Annotated[str | None, typer.Option(
+        "--console", help="HOST:PORT of a web console started beside the broker (loopback only)")] = None,
 ) -> None:
     """Run a broker: the embedded single-node default, or a cluster member with --zookeeper."""
     from odradek.config import ConfigError, load_config
@@ -54,6 +57,11 @@ def serve(
         raise typer.Exit(2) from None
     configure_logging(log_level)
     initial_scram_user.register()
+    beside = None
+    if console_listen is not None:
+        from odradek.cli.console import start_beside_broker
+
+        beside = start_beside_broker(cfg, console_listen)  # its own process: the broker's loop stays its own
     try:
         run(cfg)
     except OSError as exc:
@@ -61,6 +69,9 @@ def serve(
         raise typer.Exit(1) from None
     except KeyboardInterrupt:
         pass
+    finally:
+        if beside is not None:
+            beside.terminate()
 
 
 app.add_typer(topic_app, name="topic", help="Topics: create, list, describe, delete, alter-config, delete-records.")
@@ -68,6 +79,7 @@ app.command()(produce)
 app.command()(consume)
 app.command()(health)
 app.command()(demo)
+app.command("console")(console)
 app.add_typer(group_app, name="group", help="Consumer groups: list, describe (lag), delete, reset offsets.")
 app.add_typer(txn_app, name="txn", help="Transactions: list, describe (like kafka-transactions.sh).")
 app.add_typer(cluster_app, name="cluster", help="A local cluster: up, down, info.")
