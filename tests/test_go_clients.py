@@ -176,9 +176,19 @@ def test_franz_group_of_two_splits_partitions_and_commits(go_broker: BrokerProce
     assert [(lag["partition"], lag["commit"], lag["end"], lag["lag"], lag["error"]) for lag in out["lag"]] == \
         [(p, counts[p], counts[p], 0, "") for p in range(3)]
     assert all(lag["partition"] in members[lag["member"]]["partitions"] for lag in out["lag"])
+
+    # member-1 left: member-0 took its partitions over where member-1 had committed, and read every
+    # record produced since exactly once
+    alone = out["consumed_alone"]
+    assert sorted(c["value"] for c in alone) == sorted(f"w{i}" for i in range(n))
+    more: dict[int, list[int]] = defaultdict(list)
+    for c in alone:
+        more[c["partition"]].append(c["offset"])
+    for p, offsets in more.items():
+        assert sorted(offsets) == list(range(counts.get(p, 0), counts.get(p, 0) + len(offsets)))
     # the commits outlive the members
     assert out["state_after_leave"] == "Empty"
-    assert keyed(out["committed_after_leave"]) == counts
+    assert keyed(out["committed_after_leave"]) == {p: counts.get(p, 0) + len(more.get(p, [])) for p in range(3)}
 
 
 def test_franz_transactions_read_committed_sees_only_committed(go_broker: BrokerProcess) -> None:

@@ -408,17 +408,7 @@ func group(ctx context.Context, boot, topic, groupID string, n int) (any, error)
 		}
 	}
 
-	producer, err := newClient(boot, kgo.DefaultProduceTopic(topic))
-	if err != nil {
-		return nil, err
-	}
-	var recs []*kgo.Record
-	for i := range n {
-		recs = append(recs, &kgo.Record{Key: []byte(fmt.Sprintf("k%d", i)), Value: []byte(fmt.Sprintf("v%d", i))})
-	}
-	err = producer.ProduceSync(ctx, recs...).FirstErr()
-	producer.Close()
-	if err != nil {
+	if err := produceValues(ctx, boot, topic, "v", n); err != nil {
 		return nil, err
 	}
 
@@ -502,9 +492,30 @@ func group(ctx context.Context, boot, topic, groupID string, n int) (any, error)
 			"lag": l.Lag, "member": client, "error": errText})
 	}
 
-	for _, m := range members {
-		m.cl.Close() // LeaveGroup
+	// member 1 leaves: member 0 takes its partitions over from the offsets member 1 committed
+	members[1].cl.Close() // LeaveGroup
+	for len(members[0].held()) < partitions {
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("member 0 holds %v after member 1 left", members[0].held())
+		case <-time.After(50 * time.Millisecond):
+		}
 	}
+	if err := produceValues(ctx, boot, topic, "w", n); err != nil {
+		return nil, err
+	}
+	var alone []consumed
+	for len(alone) < n {
+		fs := members[0].cl.PollFetches(ctx)
+		if err := fs.Err0(); err != nil {
+			return nil, fmt.Errorf("member 0 alone, after %d records: %w", len(alone), err)
+		}
+		fs.EachRecord(func(r *kgo.Record) { alone = append(alone, consumed{0, string(r.Value), r.Partition, r.Offset}) })
+	}
+	if err := members[0].cl.CommitUncommittedOffsets(ctx); err != nil {
+		return nil, fmt.Errorf("commit: %w", err)
+	}
+	members[0].cl.Close()
 	fetched, err := kadmin.FetchOffsets(ctx, groupID)
 	if err == nil {
 		err = fetched.Error()
@@ -521,8 +532,22 @@ func group(ctx context.Context, boot, topic, groupID string, n int) (any, error)
 		return nil, err
 	}
 	return map[string]any{"held": held, "consumed": got, "state": dg.State, "protocol_type": dg.ProtocolType,
-		"protocol": dg.Protocol, "members": describedMembers, "lag": lag, "committed_after_leave": afterLeave,
-		"state_after_leave": after[groupID].State}, nil
+		"protocol": dg.Protocol, "members": describedMembers, "lag": lag, "consumed_alone": alone,
+		"committed_after_leave": afterLeave, "state_after_leave": after[groupID].State}, nil
+}
+
+// produceValues produces n keyed records prefix0, prefix1, ... to topic.
+func produceValues(ctx context.Context, boot, topic, prefix string, n int) error {
+	producer, err := newClient(boot, kgo.DefaultProduceTopic(topic))
+	if err != nil {
+		return err
+	}
+	defer producer.Close()
+	var recs []*kgo.Record
+	for i := range n {
+		recs = append(recs, &kgo.Record{Key: []byte(fmt.Sprintf("k%d", i)), Value: []byte(fmt.Sprintf("%s%d", prefix, i))})
+	}
+	return producer.ProduceSync(ctx, recs...).FirstErr()
 }
 
 func txn(ctx context.Context, boot, in, out, groupID string, n int) (any, error) {

@@ -47,8 +47,10 @@ func main() {
 	cfg.ClientID = "sarama-test"
 	cfg.Consumer.MaxWaitTime = 200 * time.Millisecond
 	cfg.Consumer.Group.Heartbeat.Interval = 300 * time.Millisecond
-	cfg.Consumer.Group.Rebalance.Retry.Backoff = 200 * time.Millisecond // after a SyncGroup cut short by a join
-	cfg.Net.Proxy.Enable = true // not a proxy: a dialer that notes the version of every request Sarama sends
+	// rejoin soon after a SyncGroup cut short by another member's join (Sarama's default is 2 s)
+	cfg.Consumer.Group.Rebalance.Retry.Backoff = 200 * time.Millisecond
+	// not a proxy: a dialer that notes the version of every request Sarama sends
+	cfg.Net.Proxy.Enable = true
 	cfg.Net.Proxy.Dialer = recordingDialer{}
 	boot, args := []string{os.Args[3]}, os.Args[4:]
 	var out any
