@@ -145,13 +145,21 @@ def test_franz_produces_with_acks_all_and_idempotence(go_broker: BrokerProcess) 
     topic = unique("franz-produce")
     create_topic(go_broker.bootstrap, topic, 3)
     n = 50
-    records = run_go("franz", "produce", go_broker.bootstrap, topic, str(n))["records"]
+    out = run_go("franz", "produce", go_broker.bootstrap, topic, str(n))
+    records = out["records"]
 
     assert [r["value"] for r in records] == [f"value-{i}" for i in range(n)]
     assert_partitioned_by_key(records)
     # one idempotent producer id from InitProducerId, epoch 0, on every record
     assert len({r["producer_id"] for r in records}) == 1 and records[0]["producer_id"] >= 0
     assert {r["producer_epoch"] for r in records} == {0}
+    # each partition's leader remembers that producer and the last sequence it wrote there
+    sent: dict[int, int] = defaultdict(int)
+    for r in records:
+        sent[r["partition"]] += 1
+    assert sorted((p["partition"], p["producer_id"], p["producer_epoch"], p["last_sequence"], p["txn_start"])
+                  for p in out["producers"]) == \
+        [(partition, records[0]["producer_id"], 0, count - 1, -1) for partition, count in sorted(sent.items())]
     seen = read_back(go_broker.bootstrap, topic, 3, n)
     assert sorted(seen) == sorted((r["key"], r["value"], {"seq": str(i)}) for i, r in enumerate(records))
 

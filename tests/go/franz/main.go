@@ -327,7 +327,18 @@ func produce(ctx context.Context, boot, topic string, n int) (any, error) {
 		out[i] = produced{string(r.Key), string(r.Value), r.Partition, r.Offset, r.ProducerID, r.ProducerEpoch,
 			r.Timestamp.UnixMilli()}
 	}
-	return map[string]any{"records": out}, nil
+
+	// what the partition leaders remember of this producer, to tell a retried batch from a new one
+	described, err := kadm.NewClient(cl).DescribeProducers(ctx, kadm.TopicsSet{topic: nil})
+	if err != nil {
+		return nil, fmt.Errorf("describe producers: %w", err)
+	}
+	var producers []map[string]any
+	described.EachProducer(func(d kadm.DescribedProducer) {
+		producers = append(producers, map[string]any{"partition": d.Partition, "producer_id": d.ProducerID,
+			"producer_epoch": d.ProducerEpoch, "last_sequence": d.LastSequence, "txn_start": d.CurrentTxnStartOffset})
+	})
+	return map[string]any{"records": out, "producers": producers}, nil
 }
 
 type consumed struct {
