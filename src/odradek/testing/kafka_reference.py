@@ -92,8 +92,11 @@ def free_port() -> int:
 
 
 def random_cluster_id() -> str:
-    """What `kafka-storage.sh random-uuid` prints: 16 random bytes, URL-safe base64 without padding."""
-    return urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+    """What `kafka-storage.sh random-uuid` prints: 16 random bytes, URL-safe base64 without padding;
+    never starting with '-' (Kafka's Uuid.randomUuid draws again: StorageTool would read it as a flag)."""
+    while (cluster_id := urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")).startswith("-"):
+        pass
+    return cluster_id
 
 
 def metadata_brokers(port: int, timeout: float = 1.0) -> int:
