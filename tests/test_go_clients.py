@@ -5,7 +5,8 @@ The Go programs are tests/go/franz and tests/go/sarama (one sub-command per scen
 object on stdout); tests/go/go.mod pins franz-go and Sarama, and `./dev test` builds them into
 tests/go/bin (the module fixture here builds them again, which is quick when nothing changed).
 Sarama runs twice: with its default config.Version (Kafka 2.8's request versions) and with the
-newest Kafka version it knows.
+newest Kafka version it knows. GO_CLIENT_LOG=debug (or info, warn) puts the clients' own logs on
+the programs' stderr.
 """
 
 from __future__ import annotations
@@ -20,7 +21,6 @@ from typing import Any
 import pytest
 from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
-
 from conftest import BrokerProcess, module_broker, unique
 
 # Each test here checks what Kafka answers: pytest --kafka runs them against Apache Kafka.
