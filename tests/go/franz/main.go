@@ -3,8 +3,8 @@
 // and the error on stderr.
 //
 //	franz admin BOOTSTRAP TOPIC          kadm: create, list offsets, describe and alter configs
-//	franz produce BOOTSTRAP TOPIC N      acks=all, idempotent (kgo's defaults), keyed records
-//	franz group BOOTSTRAP TOPIC GROUP N  two members, N records, commits, kadm describe and lag
+//	franz produce BOOTSTRAP TOPIC N      acks=all, idempotent (kgo's defaults), keyed records; DescribeProducers
+//	franz group BOOTSTRAP TOPIC GROUP N  two members, N records, commits, kadm describe and lag; one leaves
 //	franz txn BOOTSTRAP IN OUT GROUP N   GroupTransactSession, an aborted and a committed transaction
 package main
 
