@@ -23,10 +23,10 @@ from typing import Any
 from kio.schema.errors import ErrorCode
 
 from odradek.coordinator.records import partition_for
+from odradek.coordinator.transactions import TRANSACTION_STATE_TOPIC
 from odradek.storage.producer_state import ProducerStateManager
 
 E = ErrorCode
-TRANSACTION_STATE_TOPIC = "__transaction_state"
 ADD_PARTITIONS_TO_TXN_KEY = 24
 RETRY_BACKOFF_S = 0.02  # Kafka's add.partitions.to.txn.retry.backoff.ms
 RETRY_MAX_S = 0.1  # add.partitions.to.txn.retry.backoff.max.ms
