@@ -56,6 +56,7 @@ import org.apache.kafka.common.acl.AclBindingFilter;
 import org.apache.kafka.common.acl.AclOperation;
 import org.apache.kafka.common.acl.AclPermissionType;
 import org.apache.kafka.common.config.ConfigResource;
+import org.apache.kafka.common.errors.UnknownTopicOrPartitionException;
 import org.apache.kafka.common.resource.PatternType;
 import org.apache.kafka.common.resource.ResourcePattern;
 import org.apache.kafka.common.resource.ResourcePatternFilter;
@@ -180,6 +181,9 @@ public class JavaClientAdmin {
             admin.createTopics(List.of(
                     new NewTopic(a, 3, (short) 1).configs(Map.of("retention.ms", "3600000", "cleanup.policy", "compact")),
                     new NewTopic(b, 1, (short) 1))).all().get();
+            // a group's first commit makes the internal __consumer_offsets topic
+            admin.alterConsumerGroupOffsets(prefix + "-topics-group",
+                    Map.of(new TopicPartition(b, 0), new OffsetAndMetadata(0))).all().get();
             Set<String> listed = admin.listTopics().names().get();
             Set<String> listedInternal = admin.listTopics(
                     new org.apache.kafka.clients.admin.ListTopicsOptions().listInternal(true)).names().get();
@@ -219,7 +223,17 @@ public class JavaClientAdmin {
         try (Admin admin = Admin.create(props())) {
             admin.createTopics(List.of(new NewTopic(topic, 1, (short) 1).configs(Map.of("segment.bytes", "1048576"))))
                     .all().get();
-            Config before = admin.describeConfigs(List.of(resource)).all().get().get(resource);
+            Config before = null;
+            for (int attempt = 0; before == null; attempt++) {  // Kafka's brokers learn of a new topic a moment later
+                try {
+                    before = admin.describeConfigs(List.of(resource)).all().get().get(resource);
+                } catch (ExecutionException e) {
+                    if (!(e.getCause() instanceof UnknownTopicOrPartitionException) || attempt == 100) {
+                        throw e;
+                    }
+                    Thread.sleep(100);
+                }
+            }
             admin.incrementalAlterConfigs(Map.of(resource, List.of(
                     new AlterConfigOp(new ConfigEntry("retention.ms", "120000"), AlterConfigOp.OpType.SET),
                     new AlterConfigOp(new ConfigEntry("cleanup.policy", "compact"), AlterConfigOp.OpType.APPEND),
@@ -234,7 +248,8 @@ public class JavaClientAdmin {
                     new AlterConfigOp(new ConfigEntry("no.such.config", "1"), AlterConfigOp.OpType.SET)))).all().get());
             String badValue = outcome(() -> admin.incrementalAlterConfigs(Map.of(resource, List.of(
                     new AlterConfigOp(new ConfigEntry("retention.ms", "soon"), AlterConfigOp.OpType.SET)))).all().get());
-            ConfigResource brokerResource = new ConfigResource(ConfigResource.Type.BROKER, "0");
+            String nodeId = admin.describeCluster().nodes().get().iterator().next().idString();
+            ConfigResource brokerResource = new ConfigResource(ConfigResource.Type.BROKER, nodeId);
             Config broker = admin.describeConfigs(List.of(brokerResource)).all().get().get(brokerResource);
             Map<String, Object> topicNames = new TreeMap<>();
             after.entries().forEach(e -> topicNames.put(e.name(), e.value()));
@@ -368,7 +383,14 @@ public class JavaClientAdmin {
                         producers.add(Map.of("producerId", s.producerId(),
                                 "currentTransactionStartOffset", s.currentTransactionStartOffset().orElse(-1L))));
                 p.commitTransaction();
+                // the commit returns once the coordinator logged PrepareCommit; the markers follow
                 Map<String, Object> committed = describeTxn(admin, txnId);
+                String firstAfterCommit = (String) committed.get("state");
+                long deadline = System.currentTimeMillis() + 10_000;
+                while (committed.get("state").equals("PrepareCommit") && System.currentTimeMillis() < deadline) {
+                    Thread.sleep(50);
+                    committed = describeTxn(admin, txnId);
+                }
                 List<String> ongoing = new ArrayList<>();
                 for (TransactionListing t : admin.listTransactions(
                         new org.apache.kafka.clients.admin.ListTransactionsOptions().filterStates(
@@ -376,7 +398,7 @@ public class JavaClientAdmin {
                     ongoing.add(t.transactionalId());
                 }
                 emit("transactions", "topic", topic, "open", open, "producers", producers, "committed", committed,
-                        "ongoingAfterCommit", ongoing.contains(txnId),
+                        "firstAfterCommit", firstAfterCommit, "ongoingAfterCommit", ongoing.contains(txnId),
                         "describeMissing", outcome(() -> admin.describeTransactions(List.of(prefix + "-no-such-txn"))
                                 .all().get()));
             }
