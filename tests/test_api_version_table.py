@@ -528,6 +528,10 @@ def produce(t: Table, v: int) -> None:
         assert part.record_errors == () and part.error_message is None
     got = [(r.offset, r.key, r.value, r.timestamp, r.headers) for r in t.records(topic, p, 1)]
     assert got == [(1, b"k0", b"one", T0, (("h", b"0"),)), (2, b"k1", b"two", T0, (("h", b"1"),))]
+    # acks=0: stored, and no answer at all (the next answer on the connection is the next request's)
+    t.wire.send(0, v, acks=0, timeout=datetime.timedelta(seconds=10), transactional_id=None, topic_data=[
+        {**by_topic(v, 13, topic, topic_id), "partition_data": [{"index": p, "records": Records(batch(b"unacked"))}]}])
+    t.eventually(lambda: [r.value for r in t.records(topic, p, 3)], lambda values: values == [b"unacked"])
     # a topic that does not exist (by name, or from v13 by an id no topic has)
     missing = {"topic_id": uuid.uuid4()} if v >= 13 else {"name": UNKNOWN_TOPIC}
     body = t.call(0, v, acks=-1, timeout=datetime.timedelta(seconds=10), transactional_id=None, topic_data=[
@@ -813,6 +817,9 @@ def join_group(t: Table, v: int) -> None:
     if v >= 9:
         assert body.skip_assignment is False
     assert t.group_state(group).group_state == "CompletingRebalance"
+    # a session timeout below group.min.session.timeout.ms
+    short = t.call(11, v, join_request(t, v, t.name("impatient"), topic) | {"session_timeout": 100})
+    assert short.error_code == E.invalid_session_timeout, short
     # a protocol the group's members do not share
     other = t.call(11, v, join_request(t, v, group, topic) | {
         "protocol_type": "connect", "protocols": [{"name": "sticky", "metadata": b""}]})
