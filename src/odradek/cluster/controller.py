@@ -25,6 +25,7 @@ from typing import Any
 from kazoo.exceptions import NodeExistsError, NoNodeError  # type: ignore[import-untyped]
 from kazoo.protocol.states import KazooState  # type: ignore[import-untyped]
 
+from odradek.cluster.reassignment import Reassignments
 from odradek.cluster.topic_config import topic_config_value
 from odradek.cluster.zk import LeaderAndIsr, ZkMetadataStore
 
@@ -33,6 +34,7 @@ log = logging.getLogger("odradek.controller")
 # Kafka checks every leader.imbalance.check.interval.seconds (300 s); odradek's
 # clusters are small, so a preferred leader comes back within seconds.
 REBALANCE_INTERVAL_S = 2.0
+REASSIGNMENT_INTERVAL_S = 0.2  # while partitions move, the controller looks at them this often
 STOP_TIMEOUT_S = 2.0
 
 
@@ -52,12 +54,14 @@ class Controller:
         self._events: queue.Queue[tuple[str, Any]] = queue.Queue()
         self._thread = threading.Thread(target=self._run, name="odradek-controller", daemon=True)
         self._stopping = False
+        self.reassignments = Reassignments(self)
 
     def start(self) -> None:
         zk = self.store.zk
         zk.ChildrenWatch("/brokers/ids", lambda children: self._events.put(("brokers", children)))
         zk.DataWatch("/controller", lambda data, stat, event=None: self._events.put(("controller", data)))
         zk.add_listener(lambda state: self._events.put(("session", state)))
+        self.reassignments.watch()
         self._thread.start()
 
     def stop(self, timeout: float = STOP_TIMEOUT_S) -> None:
@@ -73,12 +77,15 @@ class Controller:
 
     def _run(self) -> None:
         while not self._stopping:
+            moving = self.active and self.reassignments.pending
             try:
-                kind, arg = self._events.get(timeout=REBALANCE_INTERVAL_S)
+                kind, arg = self._events.get(timeout=REASSIGNMENT_INTERVAL_S if moving else REBALANCE_INTERVAL_S)
             except queue.Empty:
-                kind, arg = "tick", None
+                kind, arg = ("reassignments" if moving else "tick"), None
             try:
                 self._handle(kind, arg)
+                if self.active and kind != "stop":
+                    self.reassignments.step()
             except Exception as exc:  # noqa: BLE001 - the thread must outlive any event; the next one retries
                 log.warning("controller event %s failed: %s", kind, exc)
 
@@ -107,6 +114,10 @@ class Controller:
                 if holder != self.broker_id and self.active:
                     log.info("broker %d is no longer the controller", self.broker_id)
                     self.active = False
+            return
+        if kind == "reassign_partitions":
+            if self.active:
+                self.reassignments.pick_up_legacy()
             return
         if kind == "tick":
             if not self.active and self.store.seen.controller == -1:
@@ -148,6 +159,7 @@ class Controller:
         self.active = True
         log.info("broker %d is the controller (controller epoch %d)", self.broker_id, self.epoch)
         self._elect_leaders()
+        self.reassignments.pick_up_legacy()
 
     # -- elections -----------------------------------------------------------
 

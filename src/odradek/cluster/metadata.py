@@ -53,6 +53,10 @@ class TopicMetadata:
     topic_id: uuid.UUID
     replicas: list[list[int]]  # per partition, the broker ids holding it (first: preferred leader)
     configs: dict[str, str] = field(default_factory=dict)
+    # a reassignment in progress (cluster mode, Kafka's adding_replicas / removing_replicas of
+    # /brokers/topics/<t>): per partition, the replicas joining and leaving `replicas`
+    adding: dict[int, list[int]] = field(default_factory=dict)
+    removing: dict[int, list[int]] = field(default_factory=dict)
 
     @property
     def partitions(self) -> int:

@@ -58,6 +58,9 @@ class LeaderState:
     leo_at_last_fetch: dict[int, int] = field(default_factory=dict)
     waiters: deque[tuple[int, asyncio.Future[ErrorCode]]] = field(default_factory=deque)
     isr_write_pending: bool = False
+    # replicas a reassignment is removing: they stay in the ISR until the controller drops
+    # them, but one that fell out is not taken back
+    removing: frozenset[int] = frozenset()
 
     @property
     def tp(self) -> TopicPartition:
@@ -210,7 +213,8 @@ class ReplicaManager:
         ls.follower_leo[replica_id] = min(fetch_offset, leo)
         if replica_id in ls.state.isr:
             self.advance_high_watermark(ls)
-        elif fetch_offset >= ls.plog.high_watermark and fetch_offset >= ls.epoch_start_offset:
+        elif fetch_offset >= ls.plog.high_watermark and fetch_offset >= ls.epoch_start_offset \
+                and replica_id not in ls.removing:
             ls.last_caught_up_ms[replica_id] = now
             self._change_isr(ls, (*ls.state.isr, replica_id), f"follower {replica_id} caught up")
 

@@ -430,7 +430,9 @@ class ZkMetadataStore:
         except NoNodeError:
             configs = {}
         topic_id = uuid.UUID(d["topic_id"]) if d.get("topic_id") else uuid.uuid5(uuid.NAMESPACE_DNS, name)
-        return TopicMetadata(name, topic_id, replicas, configs)
+        moving = [{int(p): list(map(int, r)) for p, r in (d.get(k) or {}).items() if r}
+                  for k in ("adding_replicas", "removing_replicas")]
+        return TopicMetadata(name, topic_id, replicas, configs, moving[0], moving[1])
 
     def _watch_state(self, topic: str, partition: int) -> None:
         key = (topic, partition)
@@ -492,7 +494,8 @@ class ZkMetadataStore:
         return json.dumps({
             "version": 3, "topic_id": str(topic.topic_id),
             "partitions": {str(p): r for p, r in enumerate(topic.replicas)},
-            "adding_replicas": {}, "removing_replicas": {},
+            "adding_replicas": {str(p): r for p, r in topic.adding.items()},
+            "removing_replicas": {str(p): r for p, r in topic.removing.items()},
         }).encode()
 
     def delete_topic(self, name: str) -> None:

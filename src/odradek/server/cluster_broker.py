@@ -25,6 +25,7 @@ from kazoo.exceptions import KazooException  # type: ignore[import-untyped]
 from kio.schema.errors import ErrorCode
 
 from odradek.cluster.controller import Controller
+from odradek.cluster.elections import elect
 from odradek.cluster.metadata import (
     NotLeaderError,
     TopicError,
@@ -34,6 +35,7 @@ from odradek.cluster.metadata import (
     validate_topic_name,
 )
 from odradek.cluster.peer import PeerConnection
+from odradek.cluster.reassignment import reassign
 from odradek.cluster.replication import ReplicaManager
 from odradek.cluster.topic_config import topic_config_value, validate_topic_configs
 from odradek.cluster.zk import BrokerInfo, LeaderAndIsr, ZkError, ZkMetadataStore
@@ -271,7 +273,13 @@ class ClusterBroker(Broker):
             cfg = None
             for p, replicas in enumerate(topic.replicas):
                 if self.node_id not in replicas:
+                    if self.logs.get(topic.name, p) is not None:
+                        self._replica_removed(topic.name, p)
                     continue
+                ls = self.replicas.leaders.get((topic.name, p))
+                if ls is not None:  # a reassignment adds or removes followers
+                    ls.replicas = list(replicas)
+                    ls.removing = frozenset(topic.removing.get(p, ()))
                 plog = self.logs.get(topic.name, p)
                 if plog is None:
                     cfg = cfg or self.log_config(topic)
@@ -294,6 +302,18 @@ class ClusterBroker(Broker):
             except OSError as exc:
                 log.warning("cannot delete the logs of %s: %s", name, exc)
 
+    def _replica_removed(self, topic: str, p: int) -> None:
+        """A reassignment moved this replica away (Kafka's StopReplica with deletion): stop
+        leading or following it and delete its log."""
+        if self.replicas.resign((topic, p)):
+            self._leadership_changed(topic, p, False)
+        self.replicas.stop_following((topic, p))
+        try:
+            self.logs.delete_partition(topic, p)
+            log.info("%s-%d: replica moved away; deleted its local log", topic, p)
+        except OSError as exc:
+            log.warning("cannot delete the log of %s-%d: %s", topic, p, exc)
+
     def _on_state(self, topic: str, p: int, state: LeaderAndIsr | None) -> None:
         if self.closed:
             return
@@ -312,6 +332,7 @@ class ClusterBroker(Broker):
             plog = self.logs.get_or_create(topic, p, self.log_config(meta))
         if state.leader == self.node_id and self.zk_ok and self.registered and not self.shutting_down:
             if self.replicas.become_leader(plog, state, meta.replicas[p]):
+                self.replicas.leaders[(topic, p)].removing = frozenset(meta.removing.get(p, ()))
                 self._leadership_changed(topic, p, True)
         elif self.replicas.become_follower(plog, state):
             self._leadership_changed(topic, p, False)
@@ -390,6 +411,34 @@ class ClusterBroker(Broker):
         self.store.delete_topic(name)
         log.info("deleted topic %s", name)
         self._on_topics()
+
+    def create_topic_assigned(self, name: str, replicas: list[list[int]], configs: dict[str, str] | None = None,
+                              *, validate_only: bool = False) -> TopicMetadata | None:
+        """CreateTopics with a manual replica assignment (kafka-topics --replica-assignment),
+        already checked against the live brokers (handlers/topics.py)."""
+        validate_topic_name(name)
+        checked = validate_topic_configs(configs or {})
+        if name in self.topics():
+            raise TopicError("topic_already_exists", f"Topic '{name}' already exists.")  # Kafka's words
+        self.check_partition_limit(len(replicas))
+        if validate_only:
+            return None
+        topic = self.store.create_topic(name, replicas, checked)
+        log.info("created topic %s: %d partition(s), replicas %s (assigned)", name, len(replicas), replicas)
+        self._on_topics()
+        return topic
+
+    # -- reassignment and elections (cluster/reassignment.py, cluster/elections.py) --------
+
+    async def reassign_partitions(self, topic: str, targets: dict[int, list[int] | None],
+                                  allow_replication_factor_change: bool = True) -> dict[int, TopicError | None]:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self.store.executor, reassign, self.store, topic, targets,
+                                          set(self.nodes), allow_replication_factor_change)
+
+    async def elect_leader(self, topic: str, p: int, election_type: int) -> None:
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(self.store.executor, elect, self.store, topic, p, election_type, set(self.nodes))
 
     # -- partitions --------------------------------------------------------
 

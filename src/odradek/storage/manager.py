@@ -96,6 +96,13 @@ class LogManager:
             self._logs.pop(key).delete()
         self.checkpoint()
 
+    def delete_partition(self, topic: str, partition: int) -> None:
+        """A replica moved away (partition reassignment): its log is deleted from this broker."""
+        plog = self._logs.pop((topic, partition), None)
+        if plog is not None:
+            plog.delete()
+            self.checkpoint()
+
     def logs(self) -> list[PartitionLog]:
         return list(self._logs.values())
 

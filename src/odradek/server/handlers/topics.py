@@ -39,6 +39,30 @@ def _failure(exc: Exception) -> tuple[ErrorCode, str]:
     raise exc
 
 
+def _manual_assignment(broker: Any, t: Any) -> list[list[int]]:
+    """kafka-topics --replica-assignment: partitions 0..n-1, each with the same number of
+    distinct, registered brokers (Kafka's validateReplicaAssignment; its words)."""
+    if t.num_partitions != -1 or t.replication_factor != -1:
+        raise TopicError("invalid_request", "Both numPartitions or replicationFactor and replicasAssignments "
+                                            "were set. Both cannot be used at the same time.")
+    by_partition = {a.partition_index: list(a.broker_ids) for a in t.assignments}
+    if len(by_partition) != len(t.assignments) or sorted(by_partition) != list(range(len(by_partition))):
+        raise TopicError("invalid_replica_assignment", "partitions should be a consecutive 0-based integer sequence")
+    replicas = [by_partition[p] for p in range(len(by_partition))]
+    if any(not r for r in replicas):
+        raise TopicError("invalid_replica_assignment", "The manual partition assignment includes an empty replica list.")
+    if len({len(r) for r in replicas}) != 1:
+        raise TopicError("invalid_replica_assignment", "All partitions should have the same number of replicas")
+    if any(len(set(r)) != len(r) for r in replicas):
+        raise TopicError("invalid_replica_assignment", f"Duplicate replica assignment found: {replicas}")
+    live = {n.node_id for n in broker.live_nodes()}
+    for b in sorted({b for r in replicas for b in r}):
+        if b not in live:
+            raise TopicError("invalid_replica_assignment",
+                             f"The manual partition assignment includes broker {b}, but no such broker is registered.")
+    return replicas
+
+
 async def create_topics(ctx: RequestContext, request: Any) -> Any:
     broker = ctx.broker
     results = []
@@ -61,15 +85,22 @@ async def create_topics(ctx: RequestContext, request: Any) -> Any:
             results.append(entry)
             continue
         try:
-            if t.assignments:
-                raise TopicError("invalid_request", "manual replica assignment is not supported; give num_partitions")
+            assignment = _manual_assignment(broker, t) if t.assignments else None
             wanted = broker.config.num_partitions if t.num_partitions == -1 else t.num_partitions
+            if assignment is not None:
+                wanted = len(assignment)
             if new_partitions + max(wanted, 0) > MAX_NEW_PARTITIONS:
                 raise TopicError("policy_violation", TOO_LARGE)
             configs = {c.name: c.value for c in t.configs}
-            topic = broker.create_topic(
-                t.name, t.num_partitions, t.replication_factor, configs, validate_only=request.validate_only
-            )
+            assigned = getattr(broker, "create_topic_assigned", None)
+            if assignment is not None and assigned is not None:
+                topic = assigned(t.name, assignment, configs, validate_only=request.validate_only)
+            elif assignment is not None:  # one broker: the only assignment is [its id] everywhere
+                topic = broker.create_topic(t.name, len(assignment), 1, configs, validate_only=request.validate_only)
+            else:
+                topic = broker.create_topic(
+                    t.name, t.num_partitions, t.replication_factor, configs, validate_only=request.validate_only
+                )
         except (TopicError, InvalidConfigError) as exc:
             code, message = _failure(exc)
             log.info("create topic %s refused: %s", t.name, message)
@@ -91,6 +122,8 @@ async def create_topics(ctx: RequestContext, request: Any) -> Any:
                     for c in effective_topic_configs(topic.configs, broker.config)
                 ],
             )
+        elif assignment is not None:  # validate_only
+            entry.update(num_partitions=len(assignment), replication_factor=len(assignment[0]))
         else:  # validate_only
             entry.update(num_partitions=t.num_partitions, replication_factor=t.replication_factor)
         results.append(entry)
