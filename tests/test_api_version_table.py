@@ -1563,6 +1563,78 @@ def list_transactions(t: Table, v: int) -> None:
     t.end_txn(busy, busy_pid, busy_epoch, commit=False)
 
 
+@case(35)
+def describe_log_dirs(t: Table, v: int) -> None:
+    topic, _, p = t.partition()
+    t.produce(topic, p, batch(b"x" * 100))
+    body = t.call(35, v, topics=[{"topic": topic, "partitions": [p]}, {"topic": UNKNOWN_TOPIC, "partitions": [0]}])
+    if v >= 3:
+        assert body.error_code == E.none
+    (result,) = body.results  # the broker's one log dir
+    assert result.error_code == E.none and result.log_dir.startswith("/"), result
+    assert [(x.name, [(y.partition_index, y.offset_lag, y.is_future_key) for y in x.partitions])
+            for x in result.topics] == [(topic, [(p, 0, False)])]  # an unknown topic is left out
+    assert result.topics[0].partitions[0].partition_size >= 100
+    if v >= 4:
+        assert 0 <= result.usable_bytes <= result.total_bytes and result.total_bytes > 0
+    if v >= 5:
+        assert result.is_cordoned is False
+    every = t.call(35, v, topics=None).results[0]  # null: every partition
+    assert (topic, p) in {(x.name, y.partition_index) for x in every.topics for y in x.partitions}
+
+
+@case(43)
+def elect_leaders(t: Table, v: int) -> None:
+    topic, _, p = t.partition()
+
+    def elect(election_type: int) -> dict[tuple[str, int], E]:
+        body = t.call(43, v, election_type=election_type, timeout=datetime.timedelta(seconds=10), topic_partitions=[
+            {"topic": topic, "partitions": [p]}, {"topic": UNKNOWN_TOPIC, "partitions": [0]}])
+        if v >= 1:
+            assert body.error_code == E.none
+        return {(r.topic, x.partition_id): x.error_code for r in body.replica_election_results
+                for x in r.partition_result}
+
+    # the preferred replica leads already: nothing to elect
+    assert elect(0) == {(topic, p): E.election_not_needed, (UNKNOWN_TOPIC, 0): E.unknown_topic_or_partition}
+    if v >= 1:  # unclean: the leader is alive
+        assert elect(1) == {(topic, p): E.election_not_needed, (UNKNOWN_TOPIC, 0): E.unknown_topic_or_partition}
+
+
+@case(45)
+def alter_partition_reassignments(t: Table, v: int) -> None:
+    topic, _, p = t.partition()
+
+    def alter(replicas: list[int] | None, name: str = topic) -> E:
+        body = t.call(45, v, timeout=datetime.timedelta(seconds=10), allow_replication_factor_change=True,
+                      topics=[{"name": name, "partitions": [{"partition_index": p, "replicas": replicas}]}])
+        assert body.error_code == E.none, body
+        if v >= 1:
+            assert body.allow_replication_factor_change is True
+        (answer,) = body.responses
+        (part,) = answer.partitions
+        assert (answer.name, part.partition_index) == (name, p)
+        return part.error_code  # type: ignore[no-any-return]
+
+    assert alter([t.node_id]) == E.none  # the replicas it has: done at once
+    assert alter(None) == E.no_reassignment_in_progress  # cancelling what is not going on
+    assert alter([t.node_id, 999]) == E.invalid_replica_assignment  # no broker 999
+    assert alter([t.node_id], UNKNOWN_TOPIC) == E.unknown_topic_or_partition
+    listed = t.call(46, 0, timeout=datetime.timedelta(seconds=10), topics=None)
+    assert topic not in {x.name for x in listed.topics}
+
+
+@case(46)
+def list_partition_reassignments(t: Table, v: int) -> None:
+    topic, _, p = t.partition()
+    body = t.call(46, v, timeout=datetime.timedelta(seconds=10), topics=None)
+    assert body.error_code == E.none
+    assert topic not in {x.name for x in body.topics}  # nothing is moving
+    body = t.call(46, v, timeout=datetime.timedelta(seconds=10), topics=[
+        {"name": topic, "partition_indexes": [p]}, {"name": UNKNOWN_TOPIC, "partition_indexes": [0]}])
+    assert (body.error_code, body.topics) == (E.none, ())
+
+
 @case(75)
 def describe_topic_partitions(t: Table, v: int) -> None:
     name = t.name(f"paged-v{v}")
