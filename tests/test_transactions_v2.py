@@ -182,6 +182,29 @@ def test_a_new_instance_fences_the_old_one_and_aborts_its_transaction(tv2: Broke
     assert values(read_to_end(tv2.bootstrap, topic, 1, "read_committed")) == [b"kept"]
 
 
+@pytest.mark.kafka_behaviour
+def test_a_transaction_past_its_timeout_is_aborted_and_the_producer_goes_on(tv2: BrokerProcess,
+                                                                            java_producers: Any) -> None:
+    """The coordinator aborts it with the epoch bumped; the producer's next write is refused as an
+    abortable error (not fatal, KIP-890), and after abortTransaction it carries on."""
+    topic, tid = unique("timeout"), unique("tid")
+    create_topic(tv2.bootstrap, topic)
+    p = java_producers(tv2.bootstrap, tid, 1000)
+    p.ok("init")
+    p.ok("begin")
+    p.ok(f"send {topic} 0 lost")
+    deadline = time.monotonic() + 15
+    while describe(tv2, tid).transaction_state != "CompleteAbort":
+        assert time.monotonic() < deadline, "the transaction outlived transaction.timeout.ms"
+        time.sleep(0.2)
+    assert p.do(f"send {topic} 0 late").get("error") == "InvalidProducerEpochException"
+    p.ok("abort")
+    p.ok("begin")
+    p.ok(f"send {topic} 0 kept")
+    p.ok("commit")
+    assert values(read_to_end(tv2.bootstrap, topic, 1, "read_committed")) == [b"kept"]
+
+
 def test_coordinator_restart_mid_transaction_resumes(broker_factory: Any, java_producers: Any) -> None:
     b = broker_factory(env=ENV)
     topic, tid = unique("restart"), unique("tid")
