@@ -24,7 +24,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
+from confluent_kafka import (
+    Consumer,
+    ConsumerGroupState,
+    ConsumerGroupTopicPartitions,
+    KafkaError,
+    KafkaException,
+    Producer,
+    TopicPartition,
+)
 from confluent_kafka.admin import AdminClient, ConfigResource
 from conftest import ROOT, BrokerProcess, module_broker, unique
 from test_clients import create_topic
@@ -60,15 +68,29 @@ class WordCountRun:
         return f"{self.app_id}-counts-repartition"
 
 
-def start_app(bootstrap: str, run: WordCountRun, state_dir: Path, log: Path) -> subprocess.Popen[bytes]:
-    java = shutil.which("java")
-    assert java is not None, "no java on PATH (JDK 17 is needed)"
+def java() -> str:
+    found = shutil.which("java")
+    assert found is not None, "no java on PATH (JDK 17 is needed)"
     assert any((JAVA_DIR / "lib").glob("kafka-streams-*.jar")), "tests/java/lib is empty (./dev test fills it)"
+    return found
+
+
+def start_app(bootstrap: str, run: WordCountRun, state_dir: Path, log: Path) -> subprocess.Popen[bytes]:
     with open(log, "wb") as out:
-        return subprocess.Popen([java, *JVM_FLAGS, "-cp", str(JAVA_DIR / "lib" / "*"),
+        return subprocess.Popen([java(), *JVM_FLAGS, "-cp", str(JAVA_DIR / "lib" / "*"),
                                  str(JAVA_DIR / "StreamsWordCount.java"), bootstrap, run.app_id, run.input,
                                  run.output, str(state_dir)],
                                 stdout=out, stderr=subprocess.STDOUT, cwd=ROOT)
+
+
+def stop_app(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM: StreamsWordCount closes Streams and leaves the group."""
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(30)
+    except subprocess.TimeoutExpired:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
 
 
 def committed_and_end(bootstrap: str, group: str, topic: str) -> tuple[list[int], list[int]]:
@@ -84,20 +106,24 @@ def committed_and_end(bootstrap: str, group: str, topic: str) -> tuple[list[int]
         c.close()
 
 
-def last_stable_offsets(bootstrap: str, topic: str) -> list[int]:
-    c = Consumer({"bootstrap.servers": bootstrap, "group.id": unique("lso"), "isolation.level": "read_committed"})
+def watermarks(bootstrap: str, topic: str, isolation: str = "read_uncommitted") -> list[tuple[int, int]]:
+    """(log start offset, log end offset) of each partition; the end is the last stable offset
+    for read_committed."""
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": unique("wm"), "isolation.level": isolation})
     try:
-        return [int(c.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]) for p in range(PARTITIONS)]
+        return [tuple(map(int, c.get_watermark_offsets(TopicPartition(topic, p), timeout=10)))  # type: ignore[misc]
+                for p in range(PARTITIONS)]
     finally:
         c.close()
 
 
-def log_start_offsets(bootstrap: str, topic: str) -> list[int]:
-    c = Consumer({"bootstrap.servers": bootstrap, "group.id": unique("low")})
-    try:
-        return [int(c.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[0]) for p in range(PARTITIONS)]
-    finally:
-        c.close()
+def finished(bootstrap: str, run: WordCountRun) -> bool:
+    """The application committed every input line and every repartitioned word."""
+    for topic in (run.input, run.repartition):
+        committed, ends = committed_and_end(bootstrap, run.app_id, topic)
+        if committed != ends:
+            return False
+    return True
 
 
 def wait_until(what: str, check: Any, proc: subprocess.Popen[bytes], log: Path, timeout: float = 60) -> None:
@@ -108,11 +134,12 @@ def wait_until(what: str, check: Any, proc: subprocess.Popen[bytes], log: Path, 
         time.sleep(0.2)
 
 
-def read_counts(bootstrap: str, topic: str, isolation: str = "read_committed") -> dict[str, list[int]]:
-    """Every count of the topic in offset order, per word, as a consumer with `isolation` reads them."""
-    c = Consumer({"bootstrap.servers": bootstrap, "group.id": unique("reader"), "isolation.level": isolation,
+def read_counts(bootstrap: str, topic: str, start: list[int] | None = None) -> dict[str, list[int]]:
+    """Every count of the topic (from the `start` offsets) in offset order, per word, as a
+    read_committed consumer reads them."""
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": unique("reader"), "isolation.level": "read_committed",
                   "auto.offset.reset": "earliest", "enable.partition.eof": True, "enable.auto.commit": False})
-    c.assign([TopicPartition(topic, p, 0) for p in range(PARTITIONS)])
+    c.assign([TopicPartition(topic, p, (start or [0] * PARTITIONS)[p]) for p in range(PARTITIONS)])
     counts: dict[str, list[int]] = defaultdict(list)
     eof: set[int] = set()
     deadline = time.monotonic() + 30
@@ -179,7 +206,10 @@ def word_count(sbroker: BrokerProcess, tmp_path_factory: pytest.TempPathFactory)
     try:
         wait_until("state RUNNING", lambda: "STATE RUNNING" in first_log.read_text(), first, first_log)
         feeder.start()
-        wait_until("committed output", lambda: sum(last_stable_offsets(bootstrap, run.output)) > 0, first, first_log)
+        def output_committed() -> bool:
+            return any(end > 0 for _, end in watermarks(bootstrap, run.output, "read_committed"))
+
+        wait_until("committed output", output_committed, first, first_log)
     finally:
         first.send_signal(signal.SIGKILL)
         first.wait(10)
@@ -192,18 +222,10 @@ def word_count(sbroker: BrokerProcess, tmp_path_factory: pytest.TempPathFactory)
     try:
         feeder.join(60)
         assert feeder.error is None and feeder.sent == LINES, f"{feeder.sent} lines fed: {feeder.error}"
-
-        def finished() -> bool:
-            for topic in (run.input, run.repartition):
-                committed, ends = committed_and_end(bootstrap, run.app_id, topic)
-                if committed != ends:
-                    return False
-            return True
-
-        wait_until("commit of every input line", finished, second, second_log, timeout=90)
+        wait_until("commit of every input line", lambda: finished(bootstrap, run), second, second_log, timeout=90)
 
         def purged() -> bool:
-            run.repartition_log_start = log_start_offsets(bootstrap, run.repartition)
+            run.repartition_log_start = [start for start, _ in watermarks(bootstrap, run.repartition)]
             return all(offset > 0 for offset in run.repartition_log_start)
 
         try:  # repartition.purge.interval.ms is 500 in StreamsWordCount
@@ -211,12 +233,7 @@ def word_count(sbroker: BrokerProcess, tmp_path_factory: pytest.TempPathFactory)
         except AssertionError:
             pass  # test_streams_purges_the_repartition_topic tells
     finally:
-        second.send_signal(signal.SIGTERM)
-        try:
-            second.wait(30)
-        except subprocess.TimeoutExpired:
-            second.send_signal(signal.SIGKILL)
-            second.wait(10)
+        stop_app(second)
     run.stdout += second_log.read_text().splitlines()
     yield run
 
@@ -272,3 +289,42 @@ def test_internal_topics_have_the_configs_streams_asked_for(sbroker: BrokerProce
 def test_streams_purges_the_repartition_topic(word_count: WordCountRun) -> None:
     assert all(offset > 0 for offset in word_count.repartition_log_start), (
         f"DeleteRecords up to the committed offsets moves the log start: {word_count.repartition_log_start}")
+
+
+@pytest.mark.kafka_behaviour
+def test_application_reset_reprocesses_from_scratch(sbroker: BrokerProcess, word_count: WordCountRun,
+                                                    tmp_path: Path) -> None:
+    """kafka-streams-application-reset (StreamsResetter): input offsets back to the start, internal
+    topics deleted; run again on a fresh state directory the application counts everything anew.
+    Runs last: it appends a second count sequence to the output."""
+    bootstrap = sbroker.bootstrap
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    group = admin.describe_consumer_groups([word_count.app_id])[word_count.app_id].result(10)
+    assert group.state == ConsumerGroupState.EMPTY and not group.members, "the stopped instance left its group"
+    output_before = [end for _, end in watermarks(bootstrap, word_count.output)]
+    reset = subprocess.run([java(), *JVM_FLAGS, "-cp", str(JAVA_DIR / "lib" / "*"),
+                            "org.apache.kafka.tools.StreamsResetter", "--bootstrap-server", bootstrap,
+                            "--application-id", word_count.app_id, "--input-topics", word_count.input],
+                           capture_output=True, text=True, timeout=120, check=False, cwd=ROOT)
+    assert reset.returncode == 0, reset.stdout + reset.stderr
+
+    def committed() -> dict[tuple[str, int], int]:
+        offsets = admin.list_consumer_group_offsets([ConsumerGroupTopicPartitions(word_count.app_id)])
+        return {(tp.topic, tp.partition): tp.offset for tp in offsets[word_count.app_id].result(10).topic_partitions}
+
+    reset_offsets = {(word_count.input, p): 0 for p in range(PARTITIONS)}
+    deadline = time.monotonic() + 15  # Kafka's coordinator drops them once the deletion reaches it
+    while committed() != reset_offsets and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert committed() == reset_offsets, "the input offsets start over; the deleted internal topics' offsets go"
+    topics = admin.list_topics(timeout=10).topics
+    assert word_count.changelog not in topics and word_count.repartition not in topics
+
+    log = tmp_path / "rerun.log"
+    app = start_app(bootstrap, word_count, tmp_path / "fresh-state", log)
+    try:
+        wait_until("commit of every input line", lambda: finished(bootstrap, word_count), app, log, timeout=90)
+    finally:
+        stop_app(app)
+    counts = read_counts(bootstrap, word_count.output, output_before)
+    assert {word: values[-1] for word, values in counts.items()} == dict(word_count.expected)

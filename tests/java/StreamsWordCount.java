@@ -13,6 +13,7 @@ import java.util.concurrent.CountDownLatch;
 import org.apache.kafka.clients.consumer.ConsumerConfig;
 import org.apache.kafka.common.serialization.Serdes;
 import org.apache.kafka.common.utils.Bytes;
+import org.apache.kafka.streams.CloseOptions;
 import org.apache.kafka.streams.KafkaStreams;
 import org.apache.kafka.streams.StreamsBuilder;
 import org.apache.kafka.streams.StreamsConfig;
@@ -74,10 +75,13 @@ public class StreamsWordCount {
             System.out.flush();
             return StreamsUncaughtExceptionHandler.StreamThreadExceptionResponse.SHUTDOWN_CLIENT;
         });
-        Runtime.getRuntime().addShutdownHook(new Thread(() -> streams.close(Duration.ofSeconds(10))));
+        // SIGTERM: leave the group at once (the next instance, or the reset tool, finds it empty)
+        CloseOptions leave = CloseOptions.groupMembershipOperation(CloseOptions.GroupMembershipOperation.LEAVE_GROUP)
+                .withTimeout(Duration.ofSeconds(10));
+        Runtime.getRuntime().addShutdownHook(new Thread(() -> streams.close(leave)));
         streams.start();
         done.await();
-        streams.close(Duration.ofSeconds(10));
+        streams.close(leave);
         System.exit(streams.state() == KafkaStreams.State.ERROR ? 1 : 0);
     }
 }

@@ -248,6 +248,38 @@ class OffsetsMixin:
                 del group.offsets[tp]
         return E.none, results
 
+    # -- deleted topics ----------------------------------------------------------------
+
+    def on_topic_deleted(self, topic: str) -> int:
+        """Kafka's OffsetMetadataManager.onPartitionsDeleted: the committed (and pending
+        transactional) offsets of a deleted topic are tombstoned in every group coordinated
+        here, so a topic created again under that name is read from auto.offset.reset, not
+        from the old topic's offsets (Streams' application reset recreates its internal
+        topics so). Returns how many committed offsets went."""
+        removed = 0
+        for group in list(self.groups.values()):
+            if self.group_error(group.group_id) is not None:  # another broker coordinates it
+                continue
+            committed = [tp for tp in group.offsets if tp[0] == topic]
+            pending = [(by_group[group.group_id], tp) for by_group in self.txn_offsets.values()
+                       if group.group_id in by_group for tp in by_group[group.group_id] if tp[0] == topic]
+            doomed = sorted(set(committed) | {tp for _, tp in pending})
+            if not doomed:
+                continue
+            written = self.store.write(group.group_id, [(k, None) for k in self.offset_keys(group, doomed)])
+            if written != E.none:
+                log.warning("cannot remove the offsets of deleted topic %s from group %s: %s",
+                            topic, group.group_id, written.name)
+                continue
+            for tp in committed:
+                del group.offsets[tp]
+            for offsets, tp in pending:
+                offsets.pop(tp, None)
+            removed += len(committed)
+        if removed:
+            log.info("removed %d committed offset(s) of deleted topic %s", removed, topic)
+        return removed
+
     # -- replay and expiry ---------------------------------------------------------------
 
     def load(self) -> None:

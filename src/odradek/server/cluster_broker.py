@@ -301,6 +301,8 @@ class ClusterBroker(Broker):
                 log.info("deleted the local logs of topic %s", name)
             except OSError as exc:
                 log.warning("cannot delete the logs of %s: %s", name, exc)
+            if self.coordinator is not None:  # each broker for the groups it coordinates
+                self.coordinator.on_topic_deleted(name)
 
     def _replica_removed(self, topic: str, p: int) -> None:
         """A reassignment moved this replica away (Kafka's StopReplica with deletion): stop
