@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import resource
 import time
 import uuid
 from collections import defaultdict
@@ -69,6 +70,9 @@ class PartitionState:
     leader_epoch: int
     isr: list[int]
     offline: list[int]
+
+
+FILES_PER_PARTITION = 3  # .log, .index and .timeindex of the active segment
 
 
 @dataclass(frozen=True, slots=True)
@@ -247,15 +251,17 @@ class Broker:
         )
 
     def partition_limit(self) -> int:
-        """max.broker.partitions (KIP-578); Kafka's default, Int.MAX_VALUE, when unset: segment
-        files open lazily and at most storage.segment.OPEN_SEGMENTS at once, so the open-file
-        limit no longer bounds how many partitions a broker holds."""
+        """max.broker.partitions, or what half of the open-file limit holds at three files each."""
         if self.config.max_broker_partitions >= 0:
             return self.config.max_broker_partitions
-        return 2**31 - 1
+        soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if soft == resource.RLIM_INFINITY:
+            return 2**31 - 1
+        return max(soft // 2 // FILES_PER_PARTITION, 1)
 
     def check_partition_limit(self, new_partitions: int) -> None:
-        """Refuse, before anything is created, partitions beyond max.broker.partitions."""
+        """Refuse partitions that would exhaust the broker's file descriptors (one request for
+        10,000 partitions took every descriptor, and the broker could not start again)."""
         hosted = sum(t.partitions for t in self.topics().values())
         limit = self.partition_limit()
         if hosted + new_partitions > limit:
