@@ -16,6 +16,7 @@ from odradek.cli.demo import demo
 from odradek.cli.deploy import deploy_app
 from odradek.cli.group import group_app
 from odradek.cli.io import consume, health, produce
+from odradek.cli.partitions import decommission, partitions_app, rebalance
 from odradek.cli.topic import topic_app
 from odradek.cli.txn import txn_app
 from odradek.cli.user import user_app
@@ -82,7 +83,10 @@ app.command()(demo)
 app.command("console")(console)
 app.add_typer(group_app, name="group", help="Consumer groups: list, describe (lag), delete, reset offsets.")
 app.add_typer(txn_app, name="txn", help="Transactions: list, describe (like kafka-transactions.sh).")
-app.add_typer(cluster_app, name="cluster", help="A local cluster: up, down, info.")
+cluster_app.command("rebalance")(rebalance)
+cluster_app.command("decommission")(decommission)
+app.add_typer(cluster_app, name="cluster", help="A cluster: up, down, info (local); rebalance, decommission (any).")
+app.add_typer(partitions_app, name="partitions", help="Partitions: reassign (like kafka-reassign-partitions.sh).")
 app.add_typer(deploy_app, name="deploy")
 app.add_typer(user_app, name="user", help="SCRAM users: create, update, list, delete (AlterUserScramCredentials).")
 app.add_typer(acl_app, name="acl", help="ACLs: create, list, delete (like kafka-acls.sh / rpk acl).")

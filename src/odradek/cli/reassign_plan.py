@@ -1,0 +1,276 @@
+"""Replica placement plans for `partitions reassign --generate`, `cluster rebalance` and
+`cluster decommission`, and the wire calls that carry them out (any Kafka: the APIs are
+Kafka's AlterPartitionReassignments, ListPartitionReassignments, DescribeLogDirs and
+IncrementalAlterConfigs, sent over this command's TLS and SASL settings).
+
+The plans are pure functions of the current assignment, the brokers and the partition sizes,
+so they are tested without a cluster. The rebalance evens out, in this order, the number of
+replicas per broker (each broker within one of the mean), then bytes (the largest partitions
+move first, to the broker with the fewest bytes among the least loaded by count), then
+preferred leaders by count (the first replica of each partition, which the controller makes
+leader). It moves as few replicas as that needs.
+"""
+
+from __future__ import annotations
+
+import json
+import zlib
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from odradek.cli.common import Client
+
+TopicPartition = tuple[str, int]
+Assignment = dict[TopicPartition, list[int]]
+
+ALTER_REASSIGNMENTS, LIST_REASSIGNMENTS, DESCRIBE_LOG_DIRS, INCREMENTAL_ALTER_CONFIGS = 45, 46, 35, 44
+BROKER_RESOURCE, TOPIC_RESOURCE = 4, 2
+SET, DELETE = 0, 1
+THROTTLE_RATES = ("leader.replication.throttled.rate", "follower.replication.throttled.rate")
+THROTTLE_REPLICAS = ("leader.replication.throttled.replicas", "follower.replication.throttled.replicas")
+
+
+# -- the JSON file of kafka-reassign-partitions ------------------------------------------
+
+def to_json(assignment: Assignment) -> str:
+    """{"version":1,"partitions":[{"topic","partition","replicas","log_dirs"}]}, as Kafka writes it."""
+    return json.dumps({"version": 1, "partitions": [
+        {"topic": t, "partition": p, "replicas": r, "log_dirs": ["any"] * len(r)}
+        for (t, p), r in sorted(assignment.items())]}, separators=(",", ":"))
+
+
+def from_json(text: str) -> Assignment:
+    """Raises ValueError with one sentence when the file is not Kafka's reassignment format."""
+    try:
+        doc = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"it is not JSON ({exc.msg} at line {exc.lineno})") from None
+    entries = doc.get("partitions") if isinstance(doc, dict) else None
+    if not isinstance(entries, list) or not entries:
+        raise ValueError('it has no "partitions" list; the format is {"version":1,"partitions":'
+                         '[{"topic":"t","partition":0,"replicas":[1,2,3]}]}')
+    out: Assignment = {}
+    for e in entries:
+        try:
+            key = (str(e["topic"]), int(e["partition"]))
+            replicas = [int(b) for b in e["replicas"]]
+        except (KeyError, TypeError, ValueError):
+            raise ValueError(f'entry {json.dumps(e)} needs "topic", "partition" and "replicas"') from None
+        if key in out:
+            raise ValueError(f"partition {key[0]}-{key[1]} appears twice")
+        out[key] = replicas
+    return out
+
+
+def topics_to_move(text: str) -> list[str]:
+    """--topics-to-move-json-file: {"version":1,"topics":[{"topic":"foo"}]}."""
+    try:
+        doc = json.loads(text)
+        return [str(t["topic"]) for t in doc["topics"]]
+    except (json.JSONDecodeError, KeyError, TypeError) as exc:
+        raise ValueError(f'the format is {{"version":1,"topics":[{{"topic":"foo"}}]}} ({exc})') from None
+
+
+# -- plans ----------------------------------------------------------------------------------
+
+def generate(current: Assignment, brokers: list[int]) -> Assignment:
+    """--generate: each listed topic spread round-robin over `brokers`, keeping its
+    replication factor (Kafka's rack-unaware layout, starting at a broker picked by the name)."""
+    if not brokers:
+        raise ValueError("the broker list is empty")
+    out: Assignment = {}
+    n = len(brokers)
+    for (topic, p), replicas in sorted(current.items()):
+        if len(replicas) > n:
+            raise ValueError(f"{topic} has replication factor {len(replicas)}, more than the {n} broker(s) listed")
+        start = zlib.crc32(topic.encode()) % n
+        out[(topic, p)] = [brokers[(start + p + j) % n] for j in range(len(replicas))]
+    return out
+
+
+@dataclass
+class Load:
+    replicas: dict[int, int]
+    bytes: dict[int, int]
+    leaders: dict[int, int]
+
+
+def load(assignment: Assignment, brokers: Iterable[int], sizes: dict[TopicPartition, int]) -> Load:
+    ids = list(brokers)
+    result = Load({b: 0 for b in ids}, {b: 0 for b in ids}, {b: 0 for b in ids})
+    for tp, replicas in assignment.items():
+        for i, b in enumerate(replicas):
+            result.replicas[b] = result.replicas.get(b, 0) + 1
+            result.bytes[b] = result.bytes.get(b, 0) + sizes.get(tp, 0)
+            if i == 0:
+                result.leaders[b] = result.leaders.get(b, 0) + 1
+    return result
+
+
+def rebalance(current: Assignment, brokers: list[int], sizes: dict[TopicPartition, int]) -> Assignment:
+    """An even spread of replicas (count, then bytes) and preferred leaders over `brokers`;
+    replicas on brokers not listed are moved onto listed ones (that is decommission)."""
+    if not brokers:
+        raise ValueError("no brokers to place replicas on")
+    plan = {tp: list(r) for tp, r in current.items()}
+    for tp, replicas in plan.items():
+        if len(set(replicas)) > len(brokers):
+            raise ValueError(f"{tp[0]}-{tp[1]} has {len(replicas)} replicas, more than the {len(brokers)} broker(s)")
+    total = sum(len(r) for r in plan.values())
+    ceiling = -(-total // len(brokers))
+    floor = total // len(brokers)
+    by_size = sorted(plan, key=lambda tp: (-sizes.get(tp, 0), tp))
+
+    def least_loaded(tp: TopicPartition, counts: Load) -> int | None:
+        free = [b for b in brokers if b not in plan[tp]]
+        if not free:
+            return None
+        return min(free, key=lambda b: (counts.replicas[b], counts.bytes[b], b))
+
+    # 1. replicas on brokers that are not listed, and above the ceiling, move to the least loaded
+    for tp in by_size:
+        for i, b in enumerate(plan[tp]):
+            counts = load(plan, brokers, sizes)
+            if b in brokers and counts.replicas[b] <= ceiling:
+                continue
+            to = least_loaded(tp, counts)
+            if to is not None and (b not in brokers or counts.replicas[to] < counts.replicas[b] - 1):
+                plan[tp][i] = to
+    # 2. brokers below the floor take replicas from the most loaded (count, then bytes)
+    for _ in range(total):
+        counts = load(plan, brokers, sizes)
+        low = min(brokers, key=lambda b: (counts.replicas[b], counts.bytes[b], b))
+        high = max(brokers, key=lambda b: (counts.replicas[b], counts.bytes[b], -b))
+        if counts.replicas[low] >= floor and counts.replicas[high] <= ceiling \
+                and counts.replicas[high] - counts.replicas[low] <= 1:
+            break
+        moved = False
+        for tp in by_size:
+            if high in plan[tp] and low not in plan[tp]:
+                plan[tp][plan[tp].index(high)] = low
+                moved = True
+                break
+        if not moved:
+            break
+    # 3. preferred leaders: the first replica, swapped with another replica of the partition
+    for _ in range(len(plan)):
+        counts = load(plan, brokers, sizes)
+        most = max(brokers, key=lambda b: (counts.leaders[b], -b))
+        fewest = min(brokers, key=lambda b: (counts.leaders[b], b))
+        if counts.leaders[most] - counts.leaders[fewest] <= 1:
+            break
+        swap = next((tp for tp in by_size if plan[tp][0] == most and fewest in plan[tp]), None)
+        if swap is None:
+            break
+        r = plan[swap]
+        j = r.index(fewest)
+        r[0], r[j] = r[j], r[0]
+    return {tp: r for tp, r in plan.items() if r != current[tp]}
+
+
+def decommission(current: Assignment, brokers: list[int], leaving: int,
+                 sizes: dict[TopicPartition, int]) -> Assignment:
+    """Every replica of `leaving` moved to the least loaded remaining broker; a partition it led
+    gets its next replica as preferred leader (already in sync: leadership moves at once)."""
+    remaining = [b for b in brokers if b != leaving]
+    plan: Assignment = {}
+    counts = load(current, remaining, sizes)
+    for tp in sorted(current, key=lambda tp: (-sizes.get(tp, 0), tp)):
+        replicas = current[tp]
+        if leaving not in replicas:
+            continue
+        free = [b for b in remaining if b not in replicas]
+        if not free:
+            raise ValueError(f"{tp[0]}-{tp[1]} has {len(replicas)} replicas and only {len(remaining)} broker(s) "
+                             f"would remain")
+        to = min(free, key=lambda b: (counts.replicas[b], counts.bytes[b], b))
+        counts.replicas[to] += 1
+        counts.bytes[to] += sizes.get(tp, 0)
+        plan[tp] = [b for b in replicas if b != leaving] + [to]
+    return plan
+
+
+# -- wire ----------------------------------------------------------------------------------
+
+def current_assignment(client: Client, topics: list[str] | None = None) -> tuple[Assignment, list[int]]:
+    """(topic, partition) -> replicas from Metadata, and the broker ids; internal topics included."""
+    md = client.metadata()
+    out: Assignment = {}
+    for name, t in md.topics.items():
+        if topics is not None and name not in topics:
+            continue
+        for p in t.partitions.values():
+            out[(str(name), int(p.id))] = [int(b) for b in p.replicas]
+    return out, sorted(int(b) for b in md.brokers)
+
+
+def broker_addresses(client: Client) -> dict[int, str]:
+    md = client.metadata()
+    return {int(b.id): f"{b.host}:{b.port}" for b in md.brokers.values()}
+
+
+def _at(client: Client, address: str) -> Client:
+    return Client(address, client.properties)
+
+
+def partition_sizes(client: Client) -> dict[TopicPartition, int]:
+    """The largest size of each partition over its replicas (DescribeLogDirs to every broker)."""
+    sizes: dict[TopicPartition, int] = {}
+    for address in broker_addresses(client).values():
+        resp = _at(client, address).call(DESCRIBE_LOG_DIRS, 1, {"topics": None}, "cannot describe the log dirs")
+        for result in resp.results:
+            for t in result.topics:
+                for p in t.partitions:
+                    key = (str(t.name), int(p.partition_index))
+                    sizes[key] = max(sizes.get(key, 0), int(p.partition_size))
+    return sizes
+
+
+def alter(client: Client, moves: dict[TopicPartition, list[int] | None]) -> dict[TopicPartition, str]:
+    """AlterPartitionReassignments; the partitions refused, with Kafka's message."""
+    by_topic: dict[str, list[dict[str, Any]]] = {}
+    for (t, p), replicas in sorted(moves.items()):
+        by_topic.setdefault(t, []).append({"partition_index": p, "replicas": replicas})
+    resp = client.call(ALTER_REASSIGNMENTS, 0, {"timeout": 30000, "topics": [
+        {"name": t, "partitions": parts} for t, parts in by_topic.items()]}, "cannot start the reassignment")
+    if resp.error_code.value != 0:
+        raise ValueError(f"{resp.error_code.name}: {resp.error_message or ''}".strip())
+    return {(t.name, p.partition_index): f"{p.error_code.name} ({p.error_message})"
+            for t in resp.responses for p in t.partitions if p.error_code.value != 0}
+
+
+def in_progress(client: Client) -> dict[TopicPartition, tuple[list[int], list[int], list[int]]]:
+    """ListPartitionReassignments: (replicas, adding, removing) of each partition being moved."""
+    resp = client.call(LIST_REASSIGNMENTS, 0, {"timeout": 30000, "topics": None}, "cannot list the reassignments")
+    if resp.error_code.value != 0:
+        raise ValueError(f"{resp.error_code.name}: {resp.error_message or ''}".strip())
+    return {(t.name, p.partition_index): (list(p.replicas), list(p.adding_replicas), list(p.removing_replicas))
+            for t in resp.topics for p in t.partitions}
+
+
+def set_throttle(client: Client, rate: int | None, moves: dict[TopicPartition, list[int]],
+                 current: Assignment) -> None:
+    """--throttle: the two broker rates on every broker and, per moving topic, which replicas
+    are throttled (kafka-reassign-partitions: leader side the current replicas, follower side
+    the new ones); rate None clears them all (what --verify does once the moves are done)."""
+    brokers = sorted(broker_addresses(client))
+    resources: list[dict[str, Any]] = [
+        {"resource_type": BROKER_RESOURCE, "resource_name": str(b), "configs": [
+            {"name": n, "config_operation": SET if rate is not None else DELETE,
+             "value": str(rate) if rate is not None else None} for n in THROTTLE_RATES]} for b in brokers]
+    topics = sorted({t for t, _ in moves})
+    for topic in topics:
+        leader = sorted({f"{p}:{b}" for (t, p), _ in moves.items() if t == topic for b in current.get((t, p), [])})
+        follower = sorted({f"{p}:{b}" for (t, p), r in moves.items() if t == topic
+                           for b in r if b not in current.get((t, p), [])})
+        values = (",".join(leader), ",".join(follower))
+        resources.append({"resource_type": TOPIC_RESOURCE, "resource_name": topic, "configs": [
+            {"name": n, "config_operation": SET if rate is not None else DELETE,
+             "value": v if rate is not None else None} for n, v in zip(THROTTLE_REPLICAS, values, strict=True)]})
+    resp = client.call(INCREMENTAL_ALTER_CONFIGS, 0, {"resources": resources, "validate_only": False},
+                       "cannot set the replication throttle")
+    refused = [f"{r.resource_name}: {r.error_message or r.error_code.name}" for r in resp.responses
+               if r.error_code.value != 0]
+    if refused:
+        raise ValueError("the throttle was refused (" + "; ".join(refused) + ")")

@@ -1,0 +1,304 @@
+"""Growing, shrinking and rebalancing a live cluster: partition reassignment (KIP-455) with real
+ZooKeeper, real brokers and real clients.
+
+Every move runs under acks=all idempotent load (RF=3, min.insync.replicas=2), and afterwards
+each partition is read back whole: every acknowledged record is there at the offset it was
+acknowledged with, nothing is duplicated, and the order is the order of sending.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cluster_fixtures import FAST_ENV, ROOT, Cluster, ClusterBroker, cluster_factory, zookeeper  # noqa: F401
+from confluent_kafka import Consumer, Producer, TopicPartition
+
+from odradek.cluster.peer import PeerConnection
+
+MIN_ISR = {"min.insync.replicas": "2"}
+LIB = ROOT / "tests" / "java" / "lib"
+JVM_FLAGS = ["-Xmx256m", "-XX:TieredStopAtLevel=1", "-XX:+UseSerialGC"]
+
+
+# -- helpers ---------------------------------------------------------------------------------
+
+@pytest.fixture
+def grow(tmp_path: Path) -> Iterator[Any]:
+    """Start more brokers in a cluster's ZooKeeper chroot (killed after the test)."""
+    added: list[ClusterBroker] = []
+
+    def add(cluster: Cluster, *ids: int) -> None:
+        for i in ids:
+            b = ClusterBroker(i, tmp_path / f"broker-{i}", cluster.brokers[0].zookeeper, dict(FAST_ENV))
+            added.append(b)
+            cluster.brokers.append(b.start())
+        n = len(cluster.brokers)
+        cluster.wait_for(f"{n} live brokers", lambda: len(cluster.metadata().brokers) == n)
+
+    yield add
+    for b in added:
+        b.kill()
+
+
+class Load:
+    """An idempotent acks=all producer sending 0, 1, 2, ... round-robin over the partitions,
+    remembering (partition, offset) of every acknowledged value."""
+
+    def __init__(self, bootstrap: str, topic: str, partitions: int, rate_per_s: int = 400) -> None:
+        self.topic, self.partitions, self.rate = topic, partitions, rate_per_s
+        self.acked: dict[int, tuple[int, int]] = {}
+        self.failed: list[str] = []
+        self.producer = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True, "acks": "all",
+                                  "linger.ms": 5, "delivery.timeout.ms": 120000})
+        self._stop = threading.Event()
+        self.sent = 0
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _on_delivery(self, err: Any, msg: Any) -> None:
+        if err is not None:
+            self.failed.append(str(err))
+        else:
+            self.acked[int(msg.value())] = (msg.partition(), msg.offset())
+
+    def _run(self) -> None:
+        interval = 1.0 / self.rate
+        next_at = time.monotonic()
+        while not self._stop.is_set():
+            self.producer.produce(self.topic, str(self.sent).encode(), partition=self.sent % self.partitions,
+                                  on_delivery=self._on_delivery)
+            self.sent += 1
+            self.producer.poll(0)
+            next_at += interval
+            time.sleep(max(0.0, next_at - time.monotonic()))
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(10)
+        assert self.producer.flush(60) == 0, "the producer could not deliver everything within 60 s"
+
+    def check(self, bootstrap: str) -> None:
+        """Every acked value at its offset, nothing twice, sending order kept, per partition."""
+        assert not self.failed, f"deliveries failed: {self.failed[:5]}"
+        assert len(self.acked) == self.sent
+        read = read_all(bootstrap, self.topic, self.partitions)
+        for p in range(self.partitions):
+            values = [int(v) for _, v in read[p]]
+            assert len(values) == len(set(values)), f"partition {p} has duplicates"
+            assert values == sorted(values), f"partition {p} is out of order"
+        at = {(p, off): int(v) for p in read for off, v in read[p]}
+        lost = [v for v, where in self.acked.items() if at.get(where) != v]
+        assert not lost, f"{len(lost)} acked record(s) missing or moved, e.g. {lost[:5]}"
+
+
+def read_all(bootstrap: str, topic: str, partitions: int) -> dict[int, list[tuple[int, bytes]]]:
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"check-{time.time_ns()}", "enable.auto.commit": False})
+    try:
+        ends = {p: c.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in range(partitions)}
+        c.assign([TopicPartition(topic, p, 0) for p in range(partitions)])
+        out: dict[int, list[tuple[int, bytes]]] = {p: [] for p in range(partitions)}
+        deadline = time.monotonic() + 60
+        while any((out[p][-1][0] + 1 if out[p] else 0) < ends[p] for p in range(partitions)):
+            assert time.monotonic() < deadline, "could not read the topic back within 60 s"
+            msg = c.poll(0.5)
+            if msg is None or msg.error():
+                continue
+            out[msg.partition()].append((msg.offset(), msg.value()))
+        return out
+    finally:
+        c.close()
+
+
+def odradek(*args: str, timeout: float = 120, expect: int = 0) -> str:
+    done = subprocess.run([sys.executable, "-m", "odradek", *args], capture_output=True, text=True,
+                          timeout=timeout, cwd=ROOT, check=False)
+    assert done.returncode == expect, f"odradek {' '.join(args)} exited {done.returncode}:\n" \
+        f"{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
+    return done.stdout + done.stderr
+
+
+def call(broker: ClusterBroker, api_key: int, version: int, body: dict[str, Any]) -> Any:
+    async def ask() -> Any:
+        peer = PeerConnection("127.0.0.1", broker.port, "test")
+        try:
+            return await peer.call(api_key, version, body, 10.0)
+        finally:
+            peer.close()
+
+    return asyncio.run(ask())
+
+
+def reassign(broker: ClusterBroker, topic: str, targets: dict[int, list[int] | None]) -> dict[int, str]:
+    resp = call(broker, 45, 0, {"timeout": 30000, "topics": [{"name": topic, "partitions": [
+        {"partition_index": p, "replicas": r} for p, r in targets.items()]}]})
+    return {p.partition_index: p.error_code.name for t in resp.responses for p in t.partitions}
+
+
+def ongoing(broker: ClusterBroker) -> dict[tuple[str, int], tuple[list[int], list[int], list[int]]]:
+    resp = call(broker, 46, 0, {"timeout": 30000, "topics": None})
+    return {(t.name, p.partition_index): (list(p.replicas), list(p.adding_replicas), list(p.removing_replicas))
+            for t in resp.topics for p in t.partitions}
+
+
+def replicas_by_broker(cluster: Cluster, topic: str) -> dict[int, int]:
+    counts: dict[int, int] = {}
+    for p in cluster.metadata(topic).topics[topic].partitions.values():
+        for b in p.replicas:
+            counts[b] = counts.get(b, 0) + 1
+    return counts
+
+
+def wait_moved(cluster: Cluster, via: ClusterBroker, topic: str, p: int, target: list[int],
+               timeout: float = 30.0) -> None:
+    def done() -> bool:
+        part = cluster.partition(topic, p, via=via)
+        return not ongoing(via) and list(part.replicas) == target and sorted(part.isrs) == sorted(target)
+
+    cluster.wait_for(f"{topic}-{p} on {target}", done, timeout)
+
+
+# -- growing and shrinking under load -----------------------------------------------------------
+
+def test_rebalance_moves_partitions_onto_new_brokers_under_load(cluster_factory: Any, grow: Any) -> None:  # noqa: F811
+    cluster = cluster_factory(3)
+    cluster.create_topic("grow", 6, 3, MIN_ISR)
+    load = Load(cluster.bootstrap, "grow", 6)
+    time.sleep(1.0)
+    grow(cluster, 3, 4)
+    out = odradek("cluster", "rebalance", "--yes", "-b", cluster.bootstrap)
+    assert "rebalance complete" in out, out
+    time.sleep(1.0)  # load goes on after the moves
+    load.stop()
+    counts = replicas_by_broker(cluster, "grow")
+    assert counts.get(3, 0) >= 3 and counts.get(4, 0) >= 3, counts  # 18 replicas over 5 brokers: 3 or 4 each
+    assert max(counts.values()) - min(counts.values()) <= 1, counts
+    load.check(cluster.bootstrap)
+    assert load.sent > 1000
+
+
+def test_decommission_under_load_then_stop_the_broker(cluster_factory: Any) -> None:  # noqa: F811
+    cluster = cluster_factory(4)
+    cluster.create_topic("shrink", 4, 3, MIN_ISR)
+    load = Load(cluster.bootstrap, "shrink", 4)
+    time.sleep(1.0)
+    leaving = cluster.brokers[3]
+    out = odradek("cluster", "decommission", "3", "--yes", "-b", cluster.brokers[0].bootstrap)
+    assert "broker 3 holds no replicas any more: it can be stopped" in out, out
+    assert leaving.stop() == 0
+    time.sleep(1.0)
+    load.stop()
+    assert 3 not in replicas_by_broker(cluster, "shrink")
+    assert not [d for d in leaving.data_dir.iterdir() if d.name.startswith("shrink-")]  # its logs are deleted
+    load.check(cluster.brokers[0].bootstrap)
+
+
+# -- failures --------------------------------------------------------------------------------------
+
+def test_reassignment_interrupted_by_sigkill_of_controller_and_target_completes(
+        cluster_factory: Any, grow: Any) -> None:  # noqa: F811
+    cluster = cluster_factory(3)
+    cluster.create_topic("moving", 1, 3, MIN_ISR)
+    p = Producer({"bootstrap.servers": cluster.bootstrap, "enable.idempotence": True, "acks": "all"})
+    for i in range(2000):
+        p.produce("moving", str(i).encode(), partition=0)
+    assert p.flush(30) == 0
+    grow(cluster, 3)
+    controller = cluster.metadata().controller_id
+    before = list(cluster.partition("moving").replicas)
+    target = [3, *[b for b in before if b != controller][:2]]
+    new = cluster.by_id(3)
+    new.kill()  # still registered for a session timeout: the request is accepted, the copy cannot start
+    survivor = next(b for b in cluster.brokers[:3] if b.broker_id != controller)
+    assert reassign(survivor, "moving", {0: target}) == {0: "none"}
+    cluster.by_id(controller).kill()
+    time.sleep(3.0)  # a new controller takes over, broker 3 is gone: the move waits
+    assert ongoing(survivor) == {("moving", 0): ([*target, controller], [3], [controller])}
+    cluster.by_id(controller).start()
+    new.start()
+    wait_moved(cluster, survivor, "moving", 0, target)
+    read = read_all(survivor.bootstrap, "moving", 1)[0]
+    assert [int(v) for _, v in read] == list(range(2000))
+    cluster.wait_for("the removed replica's log deleted",
+                     lambda: not (cluster.by_id(controller).data_dir / "moving-0").exists())
+
+
+def test_cancelled_reassignment_leaves_the_old_replicas(cluster_factory: Any, grow: Any) -> None:  # noqa: F811
+    cluster = cluster_factory(3)
+    cluster.create_topic("cancel", 1, 3, MIN_ISR)
+    grow(cluster, 3)
+    before = list(cluster.partition("cancel").replicas)
+    first = cluster.brokers[0]
+    cluster.by_id(3).kill()
+    assert reassign(first, "cancel", {0: [3, before[0], before[1]]}) == {0: "none"}
+    assert ("cancel", 0) in ongoing(first)
+    assert reassign(first, "cancel", {0: None}) == {0: "none"}
+    wait_moved(cluster, first, "cancel", 0, before)
+    assert reassign(first, "cancel", {0: None}) == {0: "no_reassignment_in_progress"}
+
+
+def test_reassignment_errors_are_kafkas(cluster_factory: Any) -> None:  # noqa: F811
+    cluster = cluster_factory(3)
+    cluster.create_topic("errors", 2, 2)
+    b = cluster.brokers[0]
+    answers = reassign(b, "errors", {0: [], 1: [0, 0]})
+    assert answers == {0: "invalid_replica_assignment", 1: "invalid_replica_assignment"}
+    assert reassign(b, "errors", {0: [0, 7]}) == {0: "invalid_replica_assignment"}  # broker 7 is not alive
+    assert reassign(b, "errors", {5: [0, 1]}) == {5: "unknown_topic_or_partition"}
+    assert reassign(b, "nope", {0: [0, 1]}) == {0: "unknown_topic_or_partition"}
+    assert reassign(b, "errors", {0: None}) == {0: "no_reassignment_in_progress"}
+    # v1 (KIP-860): a change of replication factor refused when not allowed
+    resp = call(b, 45, 1, {"timeout": 30000, "allow_replication_factor_change": False, "topics": [
+        {"name": "errors", "partitions": [{"partition_index": 0, "replicas": [0, 1, 2]}]}]})
+    assert resp.responses[0].partitions[0].error_code.name == "invalid_replication_factor"
+
+
+# -- Kafka's own tools ---------------------------------------------------------------------------
+
+def kafka_tool(main: str, *args: str) -> str:
+    java = shutil.which("java")
+    assert java is not None, "no java on PATH (JDK 17 is needed)"
+    assert any(LIB.glob("kafka-tools-*.jar")), "tests/java/lib is empty (./dev test fills it)"
+    done = subprocess.run([java, *JVM_FLAGS, "-cp", str(LIB / "*"), main, *args], capture_output=True, text=True,
+                          timeout=120, check=False, env={**os.environ})
+    assert done.returncode == 0, f"{main} {' '.join(args)} exited {done.returncode}:\n{done.stdout[-2000:]}\n" \
+        f"{done.stderr[-3000:]}"
+    return done.stdout
+
+
+def test_kafka_tools_create_with_replica_assignment_and_reassign(cluster_factory: Any, tmp_path: Path) -> None:  # noqa: F811
+    cluster = cluster_factory(3)
+    bootstrap = cluster.brokers[0].bootstrap
+    kafka_tool("org.apache.kafka.tools.TopicCommand", "--bootstrap-server", bootstrap, "--create", "--topic", "manual",
+               "--replica-assignment", "0:1,1:2")
+    cluster.wait_for("manual on every broker", lambda: all(
+        "manual" in cluster.metadata("manual", via=b).topics for b in cluster.brokers))
+    parts = cluster.metadata("manual").topics["manual"].partitions
+    assert [list(parts[p].replicas) for p in (0, 1)] == [[0, 1], [1, 2]]
+    plan = tmp_path / "plan.json"
+    plan.write_text(json.dumps({"version": 1, "partitions": [
+        {"topic": "manual", "partition": 0, "replicas": [2, 0]},
+        {"topic": "manual", "partition": 1, "replicas": [0, 2]}]}))
+    reassign_cmd = "org.apache.kafka.tools.reassign.ReassignPartitionsCommand"
+    out = kafka_tool(reassign_cmd, "--bootstrap-server", bootstrap, "--reassignment-json-file", str(plan), "--execute")
+    assert "Successfully started partition reassignments for manual-0,manual-1" in out, out
+
+    def verified() -> bool:
+        out = kafka_tool(reassign_cmd, "--bootstrap-server", bootstrap, "--reassignment-json-file", str(plan),
+                         "--verify")
+        return "Reassignment of partition manual-0 is completed" in out and \
+            "Reassignment of partition manual-1 is completed" in out
+
+    cluster.wait_for("kafka-reassign-partitions --verify: completed", verified, 60)
+    parts = cluster.metadata("manual").topics["manual"].partitions
+    assert [list(parts[p].replicas) for p in (0, 1)] == [[2, 0], [0, 2]]
