@@ -10,15 +10,19 @@ committed offset, so the output file holds every line exactly once, in order.
 
 from __future__ import annotations
 
+import json
 import shutil
 import signal
 import subprocess
 import time
+import urllib.request
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka.admin import AdminClient, ConfigResource
 from conftest import ROOT, BrokerProcess, free_port, module_broker, unique
 from test_clients import create_topic
 
@@ -37,11 +41,13 @@ def write_properties(path: Path, props: dict[str, str]) -> Path:
 class ConnectStandalone:
     """One `ConnectStandalone worker.properties source.properties sink.properties` process."""
 
-    def __init__(self, tmp: Path, bootstrap: str, topic: str) -> None:
+    def __init__(self, tmp: Path, bootstrap: str, topic: str, source: dict[str, str] | None = None) -> None:
         self.tmp = tmp
         self.input, self.output = tmp / "app.log", tmp / "aggregated.log"
         self.offsets = tmp / "connect.offsets"
-        self.sink_group = "connect-log-sink"  # Kafka Connect's sink group: connect-<connector name>
+        self.source, self.sink = unique("log-source"), unique("log-sink")
+        self.sink_group = f"connect-{self.sink}"  # Kafka Connect's sink group: connect-<connector name>
+        self.rest = f"http://127.0.0.1:{free_port()}"
         self.configs = [
             write_properties(tmp / "worker.properties", {
                 "bootstrap.servers": bootstrap,
@@ -49,16 +55,16 @@ class ConnectStandalone:
                 "value.converter": "org.apache.kafka.connect.storage.StringConverter",
                 "offset.storage.file.filename": str(self.offsets),
                 "offset.flush.interval.ms": "500",
-                "listeners": f"http://127.0.0.1:{free_port()}",
+                "listeners": self.rest,
                 # connect-file is on the classpath with its ServiceLoader manifests: no scan of every jar
                 "plugin.discovery": "service_load",
             }),
             write_properties(tmp / "source.properties", {
-                "name": "log-source", "connector.class": "FileStreamSource", "tasks.max": "1",
-                "file": str(self.input), "topic": topic,
+                "name": self.source, "connector.class": "FileStreamSource", "tasks.max": "1",
+                "file": str(self.input), "topic": topic, **(source or {}),
             }),
             write_properties(tmp / "sink.properties", {
-                "name": "log-sink", "connector.class": "FileStreamSink", "tasks.max": "1",
+                "name": self.sink, "connector.class": "FileStreamSink", "tasks.max": "1",
                 "file": str(self.output), "topics": topic,
             }),
         ]
@@ -99,6 +105,15 @@ class ConnectStandalone:
                 self.log.read_text()[-4000:])
             assert time.monotonic() < deadline, f"no {what} after {timeout} s:\n" + self.log.read_text()[-4000:]
             time.sleep(0.2)
+
+    def call(self, method: str, path: str, body: object = None) -> Any:
+        """Connect's REST API; the answer's JSON (None for 204 No Content)."""
+        data = json.dumps(body).encode() if body is not None else None
+        request = urllib.request.Request(self.rest + path, data=data, method=method,
+                                         headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=30) as response:
+            raw = response.read()
+        return json.loads(raw) if raw else None
 
     def output_lines(self) -> list[str]:
         return self.output.read_text().splitlines() if self.output.exists() else []
@@ -159,3 +174,46 @@ def test_file_source_and_sink_keep_their_offsets_across_a_restart(cbroker: Broke
     assert connect.output_lines() == written, "every line exactly once, in order"
     _, end = committed_and_end(cbroker.bootstrap, connect.sink_group, topic)
     assert end == len(written), "the source produced every line once"
+
+
+@pytest.mark.kafka_behaviour
+def test_source_creates_its_topic_and_the_offsets_api_rewinds_the_sink(cbroker: BrokerProcess,
+                                                                       tmp_path: Path) -> None:
+    """KIP-158: the source connector creates its topic with the configs it names; KIP-875: the
+    connectors' offsets over REST, and a stopped sink moved back replays what follows."""
+    topic = unique("applogs")  # not created beforehand
+    connect = ConnectStandalone(tmp_path, cbroker.bootstrap, topic, source={
+        "topic.creation.default.replication.factor": "1", "topic.creation.default.partitions": "1",
+        "topic.creation.default.retention.ms": "604800000", "topic.creation.default.compression.type": "zstd"})
+    written = log_lines(0, 200)
+    append(connect.input, written)
+    connect.start()
+    try:
+        connect.wait_until("the lines copied", lambda: len(connect.output_lines()) >= len(written))
+        admin = AdminClient({"bootstrap.servers": cbroker.bootstrap})
+        resource = ConfigResource("topic", topic)
+        configs = {k: v.value for k, v in admin.describe_configs([resource])[resource].result(10).items()}
+        assert (configs["retention.ms"], configs["compression.type"]) == ("604800000", "zstd")
+        assert len(admin.list_topics(topic, timeout=10).topics[topic].partitions) == 1
+
+        def offsets(connector: str) -> Any:
+            return connect.call("GET", f"/connectors/{connector}/offsets")["offsets"]
+
+        # both flushed every offset.flush.interval.ms
+        connect.wait_until("the source's offset flush", lambda: offsets(connect.source) == [
+            {"partition": {"filename": str(connect.input)}, "offset": {"position": connect.input.stat().st_size}}])
+        connect.wait_until("the sink's offset commit", lambda: offsets(connect.sink) == [
+            {"partition": {"kafka_topic": topic, "kafka_partition": 0}, "offset": {"kafka_offset": len(written)}}])
+
+        connect.call("PUT", f"/connectors/{connect.sink}/stop")
+        connect.wait_until("the sink stopped", lambda: connect.call(
+            "GET", f"/connectors/{connect.sink}/status")["connector"]["state"] == "STOPPED")
+        rewound = len(written) - 50
+        connect.call("PATCH", f"/connectors/{connect.sink}/offsets", {"offsets": [
+            {"partition": {"kafka_topic": topic, "kafka_partition": 0}, "offset": {"kafka_offset": rewound}}]})
+        assert committed_and_end(cbroker.bootstrap, connect.sink_group, topic) == (rewound, len(written))
+        connect.call("PUT", f"/connectors/{connect.sink}/resume")
+        connect.wait_until("the replay", lambda: len(connect.output_lines()) >= len(written) + 50)
+    finally:
+        assert connect.stop() in (0, 128 + signal.SIGTERM), connect.log.read_text()[-4000:]
+    assert connect.output_lines() == written + written[rewound:], "the last 50 lines once more, nothing else"
