@@ -436,6 +436,9 @@ def start_kafka_table(data_dir: Path, port: int, sasl_port: int, env: dict[str, 
         "listener.security.protocol.map": "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT,SASL_PLAINTEXT:SASL_PLAINTEXT",
         "listener.name.sasl_plaintext.scram-sha-256.sasl.jaas.config": scram,
         "listener.name.sasl_plaintext.scram-sha-512.sasl.jaas.config": scram,
+        # InitProducerId v6 (KIP-939) is still "unstable" in Kafka 4.3.1: advertised only so, and then
+        # every version kio has is checked against Kafka
+        "unstable.api.versions.enable": "true",
     }
     kafka.start()
     wait_for_coordinators(kafka.bootstrap)
@@ -1127,6 +1130,10 @@ def init_producer_id(t: Table, v: int) -> None:
             E.producer_fenced if v >= 4 else E.invalid_producer_epoch)
     if v >= 6:
         assert (again.ongoing_txn_producer_id, again.ongoing_txn_producer_epoch) == (-1, -1)
+        # KIP-939's two-phase commit, with transaction.two.phase.commit.enable off (the default)
+        body = t.call(22, v, transactional_id=txn, transaction_timeout=datetime.timedelta(milliseconds=TXN_TIMEOUT_MS),
+                      producer_id=-1, producer_epoch=-1, enable2_pc=True, keep_prepared_txn=False)
+        assert body.error_code == E.transactional_id_authorization_failed, body
     assert init(t.name("too-long"), timeout_ms=24 * 3600 * 1000).error_code == E.invalid_transaction_timeout
 
 
