@@ -19,6 +19,7 @@ import typer
 
 from odradek.cli.common import (
     BootstrapOption,
+    Client,
     ClientPropertyOption,
     CommandConfigOption,
     connect,
@@ -64,13 +65,21 @@ def console(
     log_level: Annotated[str, typer.Option("--log-level")] = "info",
 ) -> None:
     """A web console for any Kafka cluster: topics, messages, groups, transactions, users and ACLs."""
-    from odradek.console.session import needs_login
+    from odradek.console.session import SASL_MECHANISMS, login_properties, needs_login
     from odradek.console.web import Console, serve
 
     host, port = parse_listen(listen, expose)
     client = connect(bootstrap, command_config, client_property)
-    client.wire_security()  # TLS files and the SASL mechanism are checked now, not at the first page
-    if not needs_login(client.properties):
+    # TLS files and the SASL mechanism are checked now, not at the first page (a login's own
+    # credentials stand in with a placeholder user; nothing connects here)
+    if needs_login(client.properties):
+        mechanism = (client.properties.values.get("sasl.mechanism") or client.properties.values.get(
+            "sasl.mechanisms") or "SCRAM-SHA-512").upper()
+        if mechanism not in SASL_MECHANISMS:
+            fail(f"the console logs in with {', '.join(SASL_MECHANISMS)}, not sasl.mechanism {mechanism}", 2)
+        Client(client.bootstrap, login_properties(client.properties, "check", "", mechanism)).wire_security()
+    else:
+        client.wire_security()
         client.admin()  # librdkafka checks the configuration now
     logging.basicConfig(level=getattr(logging, log_level.upper(), logging.INFO),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")

@@ -122,8 +122,9 @@ def delete_topic(session: Session, name: str) -> None:
     session.wait(futures[name], f"cannot delete topic {name}")
 
 
-def describe_topic(session: Session, name: str, sizes: dict[tuple[str, int], int] | None) -> dict[str, Any]:
-    """Partitions with leader, replicas, ISR, offsets and (when known) sizes; configs with sources."""
+def describe_topic(session: Session, name: str) -> dict[str, Any]:
+    """Partitions with leader, replicas, ISR and offsets; configs with their sources. The
+    sizes come after (add_sizes): DescribeLogDirs needs the partitions' numbers."""
     from confluent_kafka import TopicCollection
 
     futures = session.admin().describe_topics(TopicCollection([name]), request_timeout=TIMEOUT_S)
@@ -136,10 +137,23 @@ def describe_topic(session: Session, name: str, sizes: dict[tuple[str, int], int
             "partition": p.id, "leader": p.leader.id if p.leader is not None else None,
             "replicas": [r.id for r in p.replicas], "isr": [r.id for r in p.isr],
             "log_start_offset": m.low, "log_end_offset": m.high,
-            "size": None if sizes is None else sizes.get((name, p.id)),
+            "size": None,
         })
+    try:
+        configs, configs_error = describe_configs(session, name), None
+    except ConsoleError as exc:  # a principal may describe a topic but not its configs: show the rest
+        configs, configs_error = [], exc.message
     return {"name": name, "internal": desc.is_internal, "partitions": partitions,
-            "sizes_available": sizes is not None, "configs": describe_configs(session, name)}
+            "sizes_available": False, "configs": configs, "configs_error": configs_error}
+
+
+def add_sizes(described: dict[str, Any], sizes: dict[tuple[str, int], int] | None) -> dict[str, Any]:
+    """The partition sizes DescribeLogDirs gave, when the cluster serves it."""
+    if sizes is not None:
+        described["sizes_available"] = True
+        for p in described["partitions"]:
+            p["size"] = sizes.get((described["name"], p["partition"]))
+    return described
 
 
 def describe_configs(session: Session, name: str) -> list[dict[str, Any]]:

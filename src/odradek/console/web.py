@@ -185,8 +185,9 @@ async def get_topic(request: web.Request) -> web.Response:
     console = _console(request)
     session = console.session(request)
     name = request.match_info["name"]
-    sizes = await wire.log_dir_sizes(session, name)
-    return web.json_response(await console.run(topics.describe_topic, session, name, sizes))
+    described = await console.run(topics.describe_topic, session, name)
+    sizes = await wire.log_dir_sizes(session, name, [p["partition"] for p in described["partitions"]])
+    return web.json_response(topics.add_sizes(described, sizes))
 
 
 async def create_topic(request: web.Request) -> web.Response:
@@ -312,11 +313,16 @@ async def index(request: web.Request) -> web.FileResponse:
     return web.FileResponse(static_dir() / "index.html", headers={"Cache-Control": "no-store"})
 
 
+async def _no_content() -> web.Response:
+    return web.Response(status=204)
+
+
 def make_app(console: Console) -> web.Application:
     app = web.Application(middlewares=[guard], client_max_size=2 * 1024 * 1024)
     app[CONSOLE] = console
     r = app.router
     r.add_get("/", index)
+    r.add_get("/favicon.ico", lambda request: _no_content())
     r.add_static("/static/", static_dir(), follow_symlinks=False)
     r.add_get("/api/session", get_session)
     r.add_post("/api/login", login)

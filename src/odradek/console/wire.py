@@ -157,7 +157,7 @@ async def describe_transaction(session: Session, transactional_id: str) -> dict[
     return result
 
 
-async def log_dir_sizes(session: Session, topic: str) -> dict[tuple[str, int], int] | None:
+async def log_dir_sizes(session: Session, topic: str, partitions: list[int]) -> dict[tuple[str, int], int] | None:
     """Partition sizes of `topic` from every broker's DescribeLogDirs (the leader's replica is
     as large as any), or None when the cluster does not serve DescribeLogDirs."""
     async def work(wire: Wire) -> dict[tuple[str, int], int] | None:
@@ -165,7 +165,7 @@ async def log_dir_sizes(session: Session, topic: str) -> dict[tuple[str, int], i
             return None
         sizes: dict[tuple[str, int], int] = {}
         for _, address in await wire.brokers():
-            response = await wire.call(address, DESCRIBE_LOG_DIRS, {"topics": [{"topic": topic, "partitions": []}]})
+            response = await wire.call(address, DESCRIBE_LOG_DIRS, {"topics": [{"topic": topic, "partitions": partitions}]})
             for result in response.results:
                 for t in result.topics:
                     for p in t.partitions:

@@ -23,13 +23,20 @@ function h(tag, attrs, ...children) {
   return el;
 }
 
+// replaceChildren without the null/false of conditional parts
+function fill(el, ...children) {
+  el.replaceChildren(...children.flat().filter((c) => c !== null && c !== undefined && c !== false));
+}
+
 async function api(method, path, body) {
   const opts = { method, headers: { "X-Odradek-Console": "1" }, credentials: "same-origin" };
   if (body !== undefined) { opts.body = JSON.stringify(body); opts.headers["Content-Type"] = "application/json"; }
   let res;
   try { res = await fetch(path, opts); } catch (e) { throw new Error("the console does not answer; is it still running?"); }
   const data = await res.json().catch(() => ({ error: `the console answered ${res.status}` }));
-  if (res.status === 401 && session && session.login_required) { showLogin(data.error); throw new Error(data.error); }
+  if (res.status === 401 && session && session.login_required && path !== "/api/login") {
+    session.logged_in = false; showLogin(data.error); throw new Error(data.error);  // the session expired
+  }
   if (!res.ok) throw new Error(data.error || `the console answered ${res.status}`);
   return data;
 }
@@ -42,7 +49,7 @@ const fmtBytes = (b) => (b === null || b === undefined ? "–" : b < 1024 ? `${b
 
 function every(ms, fn) { fn(); timers.push(setInterval(fn, ms)); }
 function table(headers, rows, attrs) {
-  return h("table", attrs || {}, h("thead", {}, h("tr", {}, headers.map((x) => h("th", { class: /^(Partition|Offset|Lag|Committed|Log|Size|Replicas|Partitions|Under|Leader|New|Current|Iterations|Producer)/.test(x) ? "num" : null }, x)))),
+  return h("table", attrs || {}, h("thead", {}, h("tr", {}, headers.map((x) => h("th", { class: /^(Partition|Offset|Lag|Committed|Log|Size|Partitions|Under|New|Current|Iterations|Producer)/.test(x) ? "num" : null }, x)))),
     h("tbody", {}, rows));
 }
 function errorBox() { return h("div", { class: "error", role: "alert" }); }
@@ -68,7 +75,7 @@ async function load(box, work) {
 
 function showWho() {
   const who = document.getElementById("who");
-  who.replaceChildren();
+  fill(who);
   if (!session) return;
   who.append(session.principal ? `as ${session.principal} · ` : "", session.bootstrap);
   if (session.login_required && session.logged_in) {
@@ -93,7 +100,7 @@ function showLogin(message) {
     session.logged_in = true; session.principal = r.principal;
     showWho(); route();
   });
-  main.replaceChildren(form);
+  fill(main, form);
 }
 
 function clearTimers() { timers.forEach(clearInterval); timers = []; }
@@ -103,11 +110,11 @@ function clearTimers() { timers.forEach(clearInterval); timers = []; }
 function overviewPage() {
   const box = errorBox();
   const body = h("div", {});
-  main.replaceChildren(h("h1", {}, "Overview"), box, body);
+  fill(main, h("h1", {}, "Overview"), box, body);
   every(2000, () => load(box, async () => {
     const o = await api("GET", "/api/overview");
     const card = (k, v, bad) => h("div", { class: `card${bad ? " bad" : ""}`, "data-card": k }, h("div", { class: "v" }, v), h("div", { class: "k" }, k));
-    body.replaceChildren(
+    fill(body,
       h("div", { class: "cards" },
         card("Brokers", o.brokers.length), card("Controller", o.controller ?? "–"), card("Racks", o.racks.length ? o.racks.join(", ") : "none set"),
         card("Topics", fmtNum(o.topics)), card("Partitions", fmtNum(o.partitions)), card("Replicas", fmtNum(o.replicas)),
@@ -137,7 +144,7 @@ function topicsPage() {
   const draw = () => {
     const q = search.value.trim().toLowerCase();
     const shown = rows.filter((t) => (internal.checked || !t.internal) && t.name.toLowerCase().includes(q));
-    list.replaceChildren(h("p", { class: "muted" }, `${shown.length} of ${rows.length} topics`),
+    fill(list, h("p", { class: "muted" }, `${shown.length} of ${rows.length} topics`),
       table(["Topic", "Partitions", "Replicas", "Under-replicated", ""], shown.map((t) => h("tr", { "data-topic": t.name },
         h("td", {}, h("a", { href: `#/topic/${enc(t.name)}` }, t.name), t.internal ? h("span", { class: "tag" }, "internal") : null),
         h("td", { class: "num" }, t.partitions), h("td", { class: "num" }, t.replication), h("td", { class: "num" }, t.under_replicated),
@@ -158,7 +165,7 @@ function topicsPage() {
     note.textContent = `Created topic ${name}.`;
     form.reset(); await refresh();
   });
-  main.replaceChildren(h("h1", {}, "Topics"), form, h("div", { class: "row" }, search, h("label", { style: "flex-direction:row;gap:4px" }, internal, "internal topics")), box, list);
+  fill(main, h("h1", {}, "Topics"), form, h("div", { class: "row" }, search, h("label", { style: "flex-direction:row;gap:4px" }, internal, "internal topics")), box, list);
   refresh();
 }
 
@@ -170,7 +177,7 @@ function topicPage(name) {
     if (del.dataset.armed !== "1") { del.dataset.armed = "1"; del.textContent = `Really delete ${name}?`; return; }
     try { await api("DELETE", `/api/topics/${enc(name)}`); location.hash = "#/topics"; } catch (e) { box.textContent = e.message; }
   });
-  main.replaceChildren(h("h1", {}, "Topic ", h("span", { id: "topic-name" }, name)),
+  fill(main, h("h1", {}, "Topic ", h("span", { id: "topic-name" }, name)),
     h("div", { class: "row" }, h("a", { href: `#/messages/${enc(name)}` }, "Browse messages"), " · ", h("a", { href: `#/messages/${enc(name)}?produce=1` }, "Produce"), del), box, note, body);
   const refresh = () => load(box, async () => {
     const t = await api("GET", `/api/topics/${enc(name)}`);
@@ -188,15 +195,16 @@ function topicPage(name) {
       reset.addEventListener("click", () => act(null));
       return h("td", {}, h("div", { class: "row" }, input, save, reset), err);
     };
-    body.replaceChildren(
+    fill(body,
       h("h2", {}, "Partitions"),
       t.sizes_available ? null : h("p", { class: "muted", id: "sizes-note" }, "Sizes: the cluster does not serve DescribeLogDirs, so partition sizes are not shown."),
-      table(["Partition", "Leader", "Replicas", "ISR", "Log start offset", "Log end offset", "Size"], t.partitions.map((p) => h("tr", {},
-        h("td", { class: "num" }, p.partition), h("td", { class: "num" }, p.leader ?? "none"), h("td", {}, p.replicas.join(", ")),
+      table(["Partition", "Leader", "Replicas", "ISR", "Log start offset", "Log end offset", "Size"], t.partitions.map((p) => h("tr", { "data-partition-row": p.partition },
+        h("td", { class: "num" }, p.partition), h("td", {}, p.leader ?? "none"), h("td", {}, p.replicas.join(", ")),
         h("td", {}, p.isr.join(", ")), h("td", { class: "num" }, fmtNum(p.log_start_offset)), h("td", { class: "num" }, fmtNum(p.log_end_offset)),
-        h("td", { class: "num" }, t.sizes_available ? fmtBytes(p.size) : "–")))),
+        h("td", { class: "num", "data-size": p.partition }, t.sizes_available ? fmtBytes(p.size) : "–")))),
       h("h2", {}, "Configs"),
-      table(["Config", "Value", "Source", "Edit"], t.configs.map((c) => h("tr", { "data-config": c.name },
+      t.configs_error ? h("p", { class: "error", id: "configs-error" }, t.configs_error) : null,
+      t.configs_error ? null : table(["Config", "Value", "Source", "Edit"], t.configs.map((c) => h("tr", { "data-config": c.name },
         h("td", {}, c.name), h("td", { "data-config-value": c.name }, c.sensitive ? "(sensitive)" : c.value ?? "null"),
         h("td", {}, c.source), c.read_only ? h("td", { class: "muted" }, "read-only") : editing(c)))));
   });
@@ -214,7 +222,7 @@ async function messagesPage(name, params) {
   try { topics = (await api("GET", "/api/topics")).map((t) => t.name); } catch (e) { box.textContent = e.message; }
   const topicSel = h("select", { id: "msg-topic" }, h("option", { value: "" }, "pick a topic"), topics.map((t) => h("option", { value: t, selected: t === name }, t)));
   topicSel.addEventListener("change", () => { location.hash = `#/messages/${enc(topicSel.value)}`; });
-  if (!name) { main.replaceChildren(h("h1", {}, "Messages"), h("div", { class: "row" }, topicSel), box); return; }
+  if (!name) { fill(main, h("h1", {}, "Messages"), h("div", { class: "row" }, topicSel), box); return; }
   const partSel = h("select", { id: "msg-partition", name: "partition" }, h("option", { value: "all" }, "all partitions"));
   const startSel = h("select", { id: "msg-start", name: "start" }, ["newest", "oldest", "offset", "timestamp"].map((s) => h("option", { value: s }, s)));
   const value = h("input", { id: "msg-value", name: "value", placeholder: "offset, or ms / 2024-05-01T12:00:00", style: "width:16em" });
@@ -240,7 +248,7 @@ async function messagesPage(name, params) {
     return api("GET", `/api/topics/${enc(name)}/messages?${q}`);
   };
   const draw = (records) => {
-    list.replaceChildren(table(["Partition", "Offset", "Timestamp", "Key", "Value", "Headers"], records.map((r) => h("tr", { "data-offset": r.offset, "data-partition": r.partition },
+    fill(list, table(["Partition", "Offset", "Timestamp", "Key", "Value", "Headers"], records.map((r) => h("tr", { "data-offset": r.offset, "data-partition": r.partition },
       h("td", { class: "num" }, r.partition), h("td", { class: "num" }, r.offset), h("td", {}, fmtTime(r.timestamp)),
       recordCell(r.key), recordCell(r.value),
       h("td", {}, r.headers.map((x) => h("div", {}, h("b", {}, x.key), ": ", x.value ? x.value.text : "null")))))));
@@ -296,7 +304,7 @@ async function messagesPage(name, params) {
     pNote.textContent = `Produced to ${r.topic} partition ${r.partition} at offset ${r.offset}.`;
   });
   const produceSection = h("details", { id: "produce-section", open: params.get("produce") === "1" }, h("summary", {}, "Produce a record"), produceForm);
-  main.replaceChildren(h("h1", {}, "Messages"), h("div", { class: "row" }, topicSel, h("a", { href: `#/topic/${enc(name)}` }, "topic details")),
+  fill(main, h("h1", {}, "Messages"), h("div", { class: "row" }, topicSel, h("a", { href: `#/topic/${enc(name)}` }, "topic details")),
     produceSection, form, info, h("div", { class: "row" }, older, newer), list);
   try {
     const t = await api("GET", `/api/topics/${enc(name)}`);
@@ -308,10 +316,10 @@ async function messagesPage(name, params) {
 function groupsPage() {
   const box = errorBox();
   const body = h("div", {});
-  main.replaceChildren(h("h1", {}, "Consumer groups"), box, body);
+  fill(main, h("h1", {}, "Consumer groups"), box, body);
   load(box, async () => {
     const groups = await api("GET", "/api/groups");
-    body.replaceChildren(groups.length ? table(["Group", "State", "Type"], groups.map((g) => h("tr", { "data-group": g.group },
+    fill(body, groups.length ? table(["Group", "State", "Type"], groups.map((g) => h("tr", { "data-group": g.group },
       h("td", {}, h("a", { href: `#/group/${enc(g.group)}` }, g.group)), h("td", {}, g.state), h("td", {}, g.simple ? "simple" : g.type)))) : h("p", { class: "muted" }, "No consumer groups."));
   });
 }
@@ -337,21 +345,21 @@ function groupPage(group) {
       rBox.textContent = "";
       try {
         await api("POST", `/api/groups/${enc(group)}/reset`, { ...pending, execute: true });
-        rNote.textContent = `Reset the offsets of ${group} on ${pending.topic}.`; preview.replaceChildren();
+        rNote.textContent = `Reset the offsets of ${group} on ${pending.topic}.`; fill(preview);
       } catch (e) { rBox.textContent = e.message; }
     });
-    preview.replaceChildren(h("p", {}, `Preview: nothing is committed until you confirm.` + (r.members ? ` The group has ${r.members} member(s): stop them first.` : "")),
+    fill(preview, h("p", {}, `Preview: nothing is committed until you confirm.` + (r.members ? ` The group has ${r.members} member(s): stop them first.` : "")),
       table(["Partition", "Current", "New", "Log start offset", "Log end offset"], r.preview.map((p) => h("tr", { "data-partition": p.partition },
         h("td", { class: "num" }, p.partition), h("td", { class: "num" }, p.current ?? "–"), h("td", { class: "num", "data-new": p.partition }, p.new),
         h("td", { class: "num" }, p.log_start_offset), h("td", { class: "num" }, p.log_end_offset)))), go);
   });
-  main.replaceChildren(h("h1", {}, "Group ", h("span", { id: "group-name" }, group)), box, body, h("h2", {}, "Reset offsets"), resetForm, preview);
+  fill(main, h("h1", {}, "Group ", h("span", { id: "group-name" }, group)), box, body, h("h2", {}, "Reset offsets"), resetForm, preview);
   every(2000, () => load(box, async () => {
     const g = await api("GET", `/api/groups/${enc(group)}`);
     const topics = [...new Set(g.offsets.map((o) => o.topic))];
-    if (topicSel.options.length !== topics.length) topicSel.replaceChildren(...topics.map((t) => h("option", { value: t }, t)));
+    if (topicSel.options.length !== topics.length) fill(topicSel, ...topics.map((t) => h("option", { value: t }, t)));
     total.textContent = fmtNum(g.total_lag);
-    body.replaceChildren(
+    fill(body,
       h("div", { class: "cards" },
         h("div", { class: "card" }, h("div", { class: "v", id: "group-state" }, g.state), h("div", { class: "k" }, "State")),
         h("div", { class: "card" }, h("div", { class: "v" }, g.protocol || "–"), h("div", { class: "k" }, "Protocol (assignor)")),
@@ -371,15 +379,15 @@ function groupPage(group) {
 function transactionsPage() {
   const box = errorBox();
   const body = h("div", {}), detail = h("div", { id: "txn-detail" });
-  main.replaceChildren(h("h1", {}, "Transactions"), box, body, detail);
+  fill(main, h("h1", {}, "Transactions"), box, body, detail);
   load(box, async () => {
     const rows = await api("GET", "/api/transactions");
-    body.replaceChildren(rows.length ? table(["Transactional id", "Coordinator", "Producer id", "State"], rows.map((t) => h("tr", {},
+    fill(body, rows.length ? table(["Transactional id", "Coordinator", "Producer id", "State"], rows.map((t) => h("tr", {},
       h("td", {}, h("a", { href: "#", onclick: async (ev) => {
         ev.preventDefault();
         try {
           const d = await api("GET", `/api/transactions/${enc(t.transactional_id)}`);
-          detail.replaceChildren(h("h2", {}, d.transactional_id), table(["Field", "Value"], Object.entries(d).map(([k, v]) => h("tr", {}, h("td", {}, k), h("td", {}, Array.isArray(v) ? v.join(", ") || "–" : v ?? "–")))));
+          fill(detail, h("h2", {}, d.transactional_id), table(["Field", "Value"], Object.entries(d).map(([k, v]) => h("tr", {}, h("td", {}, k), h("td", {}, Array.isArray(v) ? v.join(", ") || "–" : v ?? "–")))));
         } catch (e) { box.textContent = e.message; }
       } }, t.transactional_id)),
       h("td", {}, t.coordinator), h("td", { class: "num" }, t.producer_id), h("td", {}, t.state)))) : h("p", { class: "muted" }, "No transactional ids."));
@@ -405,13 +413,13 @@ function securityPage() {
     h("button", { type: "submit" }, "Create ACL"), aBox, aNote);
   const refreshUsers = () => load(uBox, async () => {
     const rows = await api("GET", "/api/users");
-    users.replaceChildren(rows.length ? table(["User", "Mechanism", "Iterations", ""], rows.map((u) => h("tr", {}, h("td", {}, u.user), h("td", {}, u.mechanism), h("td", { class: "num" }, u.iterations),
+    fill(users, rows.length ? table(["User", "Mechanism", "Iterations", ""], rows.map((u) => h("tr", {}, h("td", {}, u.user), h("td", {}, u.mechanism), h("td", { class: "num" }, u.iterations),
       h("td", {}, h("button", { class: "plain", onclick: async () => { try { await api("DELETE", `/api/users/${enc(u.user)}?mechanism=${enc(u.mechanism)}`); uNote.textContent = `Deleted the ${u.mechanism} credential of ${u.user}.`; refreshUsers(); } catch (e) { uBox.textContent = e.message; } } }, "Delete")))))
       : h("p", { class: "muted" }, "No SCRAM users."));
   });
   const refreshAcls = () => load(aBox, async () => {
     const rows = await api("GET", "/api/acls");
-    acls.replaceChildren(rows.length ? table(["Principal", "Host", "Resource", "Name", "Pattern", "Operation", "Permission", ""], rows.map((a) => h("tr", {},
+    fill(acls, rows.length ? table(["Principal", "Host", "Resource", "Name", "Pattern", "Operation", "Permission", ""], rows.map((a) => h("tr", {},
       ...["principal", "host", "resource_type", "resource_name", "pattern_type", "operation", "permission"].map((k) => h("td", {}, a[k])),
       h("td", {}, h("button", { class: "plain", onclick: async () => { try { await api("POST", "/api/acls/delete", a); aNote.textContent = "Deleted the ACL."; refreshAcls(); } catch (e) { aBox.textContent = e.message; } } }, "Delete")))))
       : h("p", { class: "muted" }, "No ACLs."));
@@ -421,7 +429,7 @@ function securityPage() {
     await api("POST", "/api/users", body); uNote.textContent = `Saved the ${body.mechanism} credential of ${body.name}.`; userForm.reset(); refreshUsers();
   });
   submitting(aclForm, aBox, async (data) => { await api("POST", "/api/acls", Object.fromEntries(data)); aNote.textContent = "Created the ACL."; refreshAcls(); });
-  main.replaceChildren(h("h1", {}, "Users and ACLs"), h("h2", {}, "SCRAM users"), userForm, users, h("h2", {}, "ACLs"), aclForm, acls);
+  fill(main, h("h1", {}, "Users and ACLs"), h("h2", {}, "SCRAM users"), userForm, users, h("h2", {}, "ACLs"), aclForm, acls);
   refreshUsers(); refreshAcls();
 }
 
@@ -449,7 +457,7 @@ function route() {
 }
 
 (async () => {
-  try { session = await api("GET", "/api/session"); } catch (e) { main.replaceChildren(h("p", { class: "error" }, e.message)); return; }
+  try { session = await api("GET", "/api/session"); } catch (e) { fill(main, h("p", { class: "error" }, e.message)); return; }
   showWho();
   window.addEventListener("hashchange", route);
   route();
