@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,6 +24,7 @@ from kio.schema.errors import ErrorCode
 
 from odradek.coordinator.records import partition_for
 from odradek.coordinator.transactions import TRANSACTION_STATE_TOPIC
+from odradek.protocol.records import BATCH_HEADER_SIZE, TRANSACTIONAL_BIT, read_header
 from odradek.storage.producer_state import ProducerStateManager
 
 E = ErrorCode
@@ -59,15 +60,35 @@ class Verification:
         return None
 
 
-async def check_produce(broker: Any, transactional_id: str | None, version: int, topic: str, partition: int,
-                        producer_id: int, producer_epoch: int) -> ErrorCode | None:
-    """Produce, for a partition whose first batch is transactional: the error to answer, or None
-    to append now (nothing may await between this answer and the append)."""
-    if transactional_id is None:
-        return None  # Kafka verifies only requests that name their transactional id
-    checked = await verify(broker, transactional_id, {(topic, partition): (producer_id, producer_epoch)},
-                           add=version >= PRODUCE_ADDS_FROM, knows_abortable=version >= PRODUCE_KNOWS_ABORTABLE_FROM)
-    return checked.error_for(topic, partition)
+def _transactional_producer(records: bytes | None) -> tuple[int, int] | None:
+    """(producer id, epoch) of a partition's first batch when it is transactional (Kafka checks the
+    first batch, RequestUtils.hasTransactionalRecords); None otherwise, or for what fails validation later."""
+    if not records or len(records) < BATCH_HEADER_SIZE or records[16] != 2 or not records[22] & TRANSACTIONAL_BIT:
+        return None
+    header = read_header(records)
+    return (header.producer_id, header.producer_epoch) if header.producer_id >= 0 else None
+
+
+async def verify_produce(broker: Any, request: Any, version: int,
+                         resolve: Callable[[Any], str | None]) -> Verification:
+    """Produce: every partition whose first batch is transactional, in one question to the
+    coordinator before anything is appended (as Kafka's ReplicaManager). `resolve` names a
+    request topic, or None for one that is unknown or may not be written."""
+    if request.transactional_id is None:
+        return Verification()  # Kafka verifies only requests that name their transactional id
+    wanted: dict[TopicPartition, tuple[int, int]] = {}
+    for topic_data in request.topic_data:
+        name = resolve(topic_data)
+        if name is None:
+            continue
+        for pdata in topic_data.partition_data:
+            producer = _transactional_producer(pdata.records)
+            if producer is not None:
+                wanted[(name, pdata.index)] = producer
+    if not wanted:
+        return Verification()
+    return await verify(broker, request.transactional_id, wanted, add=version >= PRODUCE_ADDS_FROM,
+                        knows_abortable=version >= PRODUCE_KNOWS_ABORTABLE_FROM)
 
 
 async def verify(broker: Any, transactional_id: str, wanted: dict[TopicPartition, tuple[int, int]], *,

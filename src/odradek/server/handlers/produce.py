@@ -27,7 +27,7 @@ from odradek.protocol.records import (
     parse_batches,
 )
 from odradek.security.authorizer import AclOperation, ResourceType
-from odradek.server.add_partitions_to_txn import check_produce
+from odradek.server.add_partitions_to_txn import verify_produce
 from odradek.server.dispatcher import RequestContext
 from odradek.server.handlers.metadata import current_leader
 
@@ -107,15 +107,6 @@ def _refuse_keyless(name: str, index: int, records: bytes, batches: list[BatchHe
     return None
 
 
-async def _add_partition_to_txn(ctx: RequestContext, request: Any, name: str, index: int,
-                                batches: list[BatchHeader]) -> ErrorCode | None:
-    """KIP-890: a transactional batch is checked with the producer's transaction coordinator
-    (part 1: its partition must be in the transaction) or, from Produce v12 on (part 2,
-    transaction.version 2), adds its partition to the transaction itself."""
-    return await check_produce(ctx.broker, request.transactional_id, ctx.version, name, index,
-                               batches[0].producer_id, batches[0].producer_epoch)
-
-
 async def handle(ctx: RequestContext, request: Any) -> Any:
     broker = ctx.broker
     acks = request.acks
@@ -126,6 +117,14 @@ async def handle(ctx: RequestContext, request: Any) -> Any:
         if tid is None or not ctx.authorized(AclOperation.WRITE, ResourceType.TRANSACTIONAL_ID, tid):
             return _refuse_all(ctx, request, ErrorCode.transactional_id_authorization_failed)
     topics = broker.topics()
+
+    def writable(topic_data: Any) -> str | None:
+        name = _resolve(ctx, topic_data, topics)[0]
+        return name if name is not None and ctx.authorized(AclOperation.WRITE, ResourceType.TOPIC, name) else None
+
+    # KIP-890: transactional batches are checked with their transaction coordinator (part 1: the
+    # partition must be in the transaction) or, from v12 on (part 2), added to it, all at once
+    txn_checks = await verify_produce(broker, request, ctx.version, writable)
     endpoints: dict[int, dict[str, Any]] = {}  # KIP-951: the leaders named in NOT_LEADER_OR_FOLLOWER answers
     responses = []
     for topic_data in request.topic_data:
@@ -174,7 +173,7 @@ async def handle(ctx: RequestContext, request: Any) -> Any:
                 partition_responses.append(refused)
                 continue
             if batches[0].is_transactional and batches[0].producer_id >= 0:
-                txn_error = await _add_partition_to_txn(ctx, request, name, index, batches)
+                txn_error = txn_checks.error_for(name, index)  # a marker since the check refuses it
                 if txn_error is not None:
                     partition_responses.append(_error(index, txn_error))
                     continue
