@@ -302,3 +302,41 @@ def test_kafka_tools_create_with_replica_assignment_and_reassign(cluster_factory
     cluster.wait_for("kafka-reassign-partitions --verify: completed", verified, 60)
     parts = cluster.metadata("manual").topics["manual"].partitions
     assert [list(parts[p].replicas) for p in (0, 1)] == [[2, 0], [0, 2]]
+
+
+# -- throttles ----------------------------------------------------------------------------------
+
+def test_throttled_move_takes_as_long_as_the_throttle_says(cluster_factory: Any, grow: Any, tmp_path: Path) -> None:  # noqa: F811
+    cluster = cluster_factory(3)
+    cluster.create_topic("slow", 1, 2)
+    p = Producer({"bootstrap.servers": cluster.bootstrap, "acks": "all", "linger.ms": 20})
+    for i in range(3000):
+        p.produce("slow", os.urandom(1000), partition=0)  # ~3 MB that do not compress
+    assert p.flush(30) == 0
+    grow(cluster, 3)
+    before = list(cluster.partition("slow").replicas)
+    target = [3, before[0]]
+    plan = tmp_path / "plan.json"
+    plan.write_text(json.dumps({"version": 1, "partitions": [{"topic": "slow", "partition": 0, "replicas": target}]}))
+    rate = 600_000
+    bootstrap = cluster.brokers[0].bootstrap
+    started = time.monotonic()
+    out = odradek("partitions", "reassign", "--execute", "--reassignment-json-file", str(plan),
+                  "--throttle", str(rate), "-b", bootstrap)
+    assert "Successfully started partition reassignments for slow-0" in out, out
+    wait_moved(cluster, cluster.brokers[0], "slow", 0, target, timeout=60)
+    took = time.monotonic() - started
+    size = call(cluster.by_id(3), 35, 4, {"topics": None}).results[0].topics[0].partitions[0].partition_size
+    assert size > 3_000_000
+    # one second of burst, then the rate: ~3 MB at 600 kB/s cannot take less than ~4 s
+    assert took >= (size - rate) / rate * 0.9, f"{size} bytes moved in {took:.1f} s at {rate} B/s"
+    configs = call(cluster.by_id(3), 32, 4, {"resources": [
+        {"resource_type": 4, "resource_name": "3", "configuration_keys": ["follower.replication.throttled.rate"]}],
+        "include_synonyms": False, "include_documentation": False}).results[0].configs
+    assert [(c.name, c.value) for c in configs] == [("follower.replication.throttled.rate", str(rate))]
+    out = odradek("partitions", "reassign", "--verify", "--reassignment-json-file", str(plan), "-b", bootstrap)
+    assert "Reassignment of partition slow-0 is completed." in out and "Clearing broker-level throttles" in out, out
+    configs = call(cluster.by_id(3), 32, 4, {"resources": [
+        {"resource_type": 4, "resource_name": "3", "configuration_keys": ["follower.replication.throttled.rate"]}],
+        "include_synonyms": False, "include_documentation": False}).results[0].configs
+    assert not configs

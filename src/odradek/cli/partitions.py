@@ -117,7 +117,7 @@ def reassign(
                 state, done = f"failed: the replicas are {current.get(tp)}, not {wanted[tp]}.", False
             out.print(f"Reassignment of partition {tp[0]}-{tp[1]} {state}")
         if done and not moving:
-            _clear_throttle(client, out)
+            _clear_throttle(client, out, {t for t, _ in wanted})
         if not done:
             raise typer.Exit(1)
     else:
@@ -132,7 +132,7 @@ def reassign(
         for tp, why in sorted(refused.items()):
             out.print(f"Partition {tp[0]}-{tp[1]}: {'no reassignment in progress' if tp not in moving else why}")
         if not moving:
-            _clear_throttle(client, out)
+            _clear_throttle(client, out, {t for t, _ in wanted})
 
 
 def _list(client: Client) -> dict[rp.TopicPartition, tuple[list[int], list[int], list[int]]]:
@@ -157,13 +157,16 @@ def _start(client: Client, moves: dict[rp.TopicPartition, list[int]], current: r
         fail("the reassignment was refused for " + "; ".join(f"{t}-{p}: {why}" for (t, p), why in sorted(refused.items())))
 
 
-def _clear_throttle(client: Client, out: Console) -> None:
-    current, brokers = rp.current_assignment(client)
+def _clear_throttle(client: Client, out: Console, topics: set[str]) -> None:
+    """The broker rates everywhere and the replica lists of `topics` (Kafka's clearAllThrottles)."""
+    current, brokers = rp.current_assignment(client, sorted(topics))
     try:
         rp.set_throttle(client, None, {tp: [] for tp in current}, current)
     except ValueError:
         return  # a cluster that never had a throttle may refuse to delete it; nothing to clear
     out.print(f"Clearing broker-level throttles on brokers {','.join(map(str, brokers))}")
+    if topics:
+        out.print(f"Clearing topic-level throttles on topic(s) {','.join(sorted(topics))}")
 
 
 # -- cluster rebalance / decommission -----------------------------------------------------------
@@ -217,7 +220,7 @@ def _run(client: Client, out: Console, plan: rp.Assignment, current: rp.Assignme
             out.print(f"{len(plan) - len(remaining)}/{len(plan)} partition(s) moved "
                       f"({time.monotonic() - started:.1f} s)")
     if throttle is not None:
-        _clear_throttle(client, out)
+        _clear_throttle(client, out, {t for t, _ in plan})
 
 
 def rebalance(

@@ -186,8 +186,23 @@ class Fetcher:
             plog.truncate_to(target)
         plog.high_watermark = min(plog.high_watermark, plog.log_end_offset)
 
+    def _throttled(self, fs: FollowState) -> bool:
+        """follower.replication.throttled.replicas names this replica and it is not in sync
+        (Kafka's shouldFollowerThrottle: the quota applies to catching up, not to keeping up)."""
+        throttle = getattr(self.broker, "throttle", None)
+        meta = self.broker.topics().get(fs.topic)
+        return throttle is not None and meta is not None and not fs.in_sync \
+            and throttle.follower_throttled(meta.configs, fs.partition)
+
     async def _fetch_once(self) -> None:
         ready = [fs for fs in self.partitions.values() if fs.truncated]
+        throttle = getattr(self.broker, "throttle", None)
+        throttled = {(fs.topic, fs.partition) for fs in ready if self._throttled(fs)}
+        if throttled and throttle is not None and throttle.follower.exceeded():
+            ready = [fs for fs in ready if (fs.topic, fs.partition) not in throttled]
+            if not ready:
+                await asyncio.sleep(0.05)
+                return
         if not ready:
             return
         sent = {(fs.topic, fs.partition): (fs, fs.plog.log_end_offset) for fs in ready}
@@ -217,6 +232,8 @@ class Fetcher:
                 if state is None or state is not fs_sent or state.plog.log_end_offset != offset_sent:
                     continue
                 if p.error_code == ErrorCode.none:
+                    if tp in throttled and throttle is not None:
+                        throttle.follower.record(len(p.records or b""))
                     self._apply(state, p.records, p.high_watermark)
                 elif p.error_code == ErrorCode.offset_out_of_range:
                     state.truncated = False  # diverged: ask for the epoch boundary again
@@ -232,3 +249,4 @@ class Fetcher:
             self.broker.append_as_follower(plog, bytes(records))
         hw = min(leader_hw, plog.log_end_offset)
         plog.high_watermark = max(plog.high_watermark, hw)
+        fs.in_sync = plog.log_end_offset >= leader_hw

@@ -93,6 +93,7 @@ class FollowState:
     leader_epoch: int
     truncated: bool = False
     backoff_until: float = 0.0
+    in_sync: bool = False  # caught up with the leader's high watermark at the last fetch
 
 
 class ReplicaManager:

@@ -64,6 +64,15 @@ def _cleanup_policy(value: str) -> str:
     return ",".join(sorted(set(parts), key=parts.index))
 
 
+def _throttled_replicas(value: str) -> str:
+    """Kafka's ThrottledReplicaListValidator: '*' or partitionId:brokerId,..."""
+    items = [v.strip() for v in value.split(",") if v.strip()]
+    if items != ["*"] and any(not (p.isdigit() and b.isdigit()) for p, _, b in (i.partition(":") for i in items)):
+        raise InvalidConfigError(f"{value!r} must be the literal '*' or a list of replicas in the form "
+                                 "[partitionId]:[brokerId],[partitionId]:[brokerId],...")
+    return ",".join(items)
+
+
 @dataclass(frozen=True, slots=True)
 class ConfigKey:
     name: str
@@ -91,8 +100,12 @@ TOPIC_CONFIGS: dict[str, ConfigKey] = {
                   doc="Force an fsync of the log after this many records (the default leaves flushing to the operating system)."),
         ConfigKey("flush.ms", "log.flush.interval.ms", _int(0), str(_L), "LONG",
                   doc="Force an fsync of the log when this much time passed since the last one."),
+        ConfigKey("follower.replication.throttled.replicas", None, _throttled_replicas, "", "LIST",
+                  doc="The replicas (partition:broker, or *) whose replication the follower throttles to follower.replication.throttled.rate."),
         ConfigKey("index.interval.bytes", "log.index.interval.bytes", _int(0), "4096", "INT",
                   doc="How many bytes of records lie between two entries of the offset index."),
+        ConfigKey("leader.replication.throttled.replicas", None, _throttled_replicas, "", "LIST",
+                  doc="The replicas (partition:broker, or *) whose replication the leader throttles to leader.replication.throttled.rate."),
         ConfigKey("max.compaction.lag.ms", "log.cleaner.max.compaction.lag.ms", _int(1), str(_L), "LONG",
                   doc="The longest time a record may stay uncompacted in a compacted log."),
         ConfigKey("max.message.bytes", "message.max.bytes", _int(0), "1048588", "INT",

@@ -37,6 +37,7 @@ from odradek.cluster.metadata import (
 from odradek.cluster.peer import PeerConnection
 from odradek.cluster.reassignment import reassign
 from odradek.cluster.replication import ReplicaManager
+from odradek.cluster.throttle import DynamicBrokerConfigs, ReplicationThrottle
 from odradek.cluster.topic_config import topic_config_value, validate_topic_configs
 from odradek.cluster.zk import BrokerInfo, LeaderAndIsr, ZkError, ZkMetadataStore
 from odradek.cluster.zk_acls import ZkAclStore
@@ -66,6 +67,7 @@ class ClusterBroker(Broker):
         self.store: ZkMetadataStore
         self.controller: Controller
         self.replicas = ReplicaManager(self)
+        self.throttle = ReplicationThrottle(self.node_id)  # leader/follower.replication.throttled.rate
         self.loop: asyncio.AbstractEventLoop | None = None
         self.zk_ok = False
         self.session_lost = False
@@ -122,6 +124,8 @@ class ClusterBroker(Broker):
         self.zk_ok = True
         self._register()
         self.registered = True
+        self.broker_configs = DynamicBrokerConfigs(store, self.node_id)
+        self.broker_configs.watch(self.throttle.configure)
         self.controller = Controller(store, self.node_id, self.config)
         self.controller.start()
         self._tasks.append(loop.create_task(self.replicas.run_isr_checks()))
@@ -437,6 +441,16 @@ class ClusterBroker(Broker):
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self.store.executor, reassign, self.store, topic, targets,
                                           set(self.nodes), allow_replication_factor_change)
+
+    async def broker_dynamic_configs(self, name: str) -> dict[str, str]:
+        """The dynamic configs of broker `name` ("": the cluster-wide defaults), from ZooKeeper."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self.store.executor, self.broker_configs.read, name)
+
+    async def set_broker_configs(self, name: str, configs: dict[str, str]) -> None:
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(self.store.executor, self.broker_configs.write, name, configs)
+        log.info("dynamic configs of broker %s: %s", name or "<default>", configs)
 
     async def elect_leader(self, topic: str, p: int, election_type: int) -> None:
         loop = asyncio.get_running_loop()

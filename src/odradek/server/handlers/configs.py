@@ -6,6 +6,7 @@ from typing import Any
 
 from kio.schema.errors import ErrorCode
 
+from odradek.cluster.throttle import DYNAMIC_BROKER_CONFIGS, parse_rate
 from odradek.cluster.topic_config import (
     TOPIC_CONFIGS,
     ConfigValue,
@@ -86,11 +87,12 @@ async def describe_configs(ctx: RequestContext, request: Any) -> Any:
             if res.resource_name not in ("", str(broker.node_id)):
                 result.update(error_code=ErrorCode.invalid_request,
                               error_message=f"this is broker {broker.node_id}, not {res.resource_name}")
-            elif res.resource_name == "":
-                pass  # the cluster-wide dynamic defaults (ConfigHelper), and odradek has no dynamic broker configs
             else:
-                result["configs"] = [_entry(c, True, synonyms, documentation)
-                                     for c in broker_config_entries(broker.config)]
+                result["configs"] = await _dynamic_entries(ctx, res.resource_name)
+                if res.resource_name != "":  # "": the cluster-wide dynamic defaults only (ConfigHelper)
+                    shown = {c["name"] for c in result["configs"]}
+                    result["configs"] += [_entry(c, True, synonyms, documentation)
+                                          for c in broker_config_entries(broker.config) if c.name not in shown]
         else:
             result.update(error_code=ErrorCode.invalid_request,
                           error_message=f"resource type {res.resource_type} is not supported")
@@ -121,6 +123,46 @@ def _alter(ctx: RequestContext, res: Any, new_configs: dict[str, str] | None, va
         ctx.broker.set_topic_configs(res.resource_name, new_configs, validate_only=validate_only)
     except InvalidConfigError as exc:
         out.update(error_code=ErrorCode.invalid_config, error_message=str(exc))
+    return out
+
+
+async def _dynamic_entries(ctx: RequestContext, name: str) -> list[dict[str, Any]]:
+    """The replication throttles set dynamically (cluster mode: /config/brokers/<id|<default>>)."""
+    read = getattr(ctx.broker, "broker_dynamic_configs", None)
+    if read is None:
+        return []
+    source = 3 if name == "" else 2  # DYNAMIC_DEFAULT_BROKER_CONFIG, DYNAMIC_BROKER_CONFIG
+    values: dict[str, str] = await read(name)
+    return [{"name": k, "value": v, "read_only": False, "config_source": source, "is_default": False,
+             "is_sensitive": False, "synonyms": [{"name": k, "value": v, "source": source}],
+             "config_type": CONFIG_TYPE["LONG"], "documentation": None} for k, v in sorted(values.items())]
+
+
+async def _alter_broker(ctx: RequestContext, res: Any, new_configs: dict[str, str], validate_only: bool) -> dict[str, Any]:
+    """Broker resources: only the replication throttles are dynamic (KIP-73); others are static."""
+    out: dict[str, Any] = {"resource_type": res.resource_type, "resource_name": res.resource_name,
+                           "error_code": ErrorCode.none, "error_message": None}
+    denied = _denied(ctx, res.resource_type, res.resource_name, AclOperation.ALTER_CONFIGS)
+    write = getattr(ctx.broker, "set_broker_configs", None)
+    static = sorted(k for k in new_configs if k not in DYNAMIC_BROKER_CONFIGS)
+    if denied is not None:
+        out.update(error_code=denied)
+    elif write is None or static:
+        out.update(error_code=ErrorCode.invalid_request, error_message=(
+            f"Cannot update these configs dynamically: {', '.join(static)}" if write is not None
+            else "only topic configs can be altered; broker configs are static"))
+    elif res.resource_name != "" and not res.resource_name.isdigit():
+        out.update(error_code=ErrorCode.invalid_request, error_message=f"{res.resource_name!r} is not a broker id")
+    else:
+        try:
+            for k, v in new_configs.items():
+                parse_rate(k, v)
+        except ValueError:
+            out.update(error_code=ErrorCode.invalid_config,
+                       error_message=f"Invalid value for a replication throttle: {new_configs}")
+            return out
+        if not validate_only:
+            await write(res.resource_name, new_configs)
     return out
 
 
@@ -156,6 +198,8 @@ async def alter_configs(ctx: RequestContext, request: Any) -> Any:
     """AlterConfigs replaces a topic's whole set of overrides."""
     responses = [
         _refused(res, error) if error is not None
+        else await _alter_broker(ctx, res, {c.name: c.value for c in res.configs}, request.validate_only)
+        if res.resource_type == BROKER
         else _alter(ctx, res, {c.name: c.value for c in res.configs}, request.validate_only)
         for res, error in zip(request.resources, _preprocess(request.resources, False), strict=True)
     ]
@@ -191,11 +235,16 @@ async def incremental_alter_configs(ctx: RequestContext, request: Any) -> Any:
     for res, error in zip(request.resources, _preprocess(request.resources, True), strict=True):
         topic = ctx.broker.topics().get(res.resource_name) if res.resource_type == TOPIC else None
         configs = dict(topic.configs) if topic is not None else None
+        dynamic = getattr(ctx.broker, "broker_dynamic_configs", None)
+        if res.resource_type == BROKER and dynamic is not None and error is None:
+            configs = await dynamic(res.resource_name)
         if error is None and configs is not None and _denied(
                 ctx, res.resource_type, res.resource_name, AclOperation.ALTER_CONFIGS) is None:
             error = _apply(configs, res.configs)  # a denied resource is answered by _alter
         if error is not None:
             responses.append(_refused(res, error))
+        elif res.resource_type == BROKER:
+            responses.append(await _alter_broker(ctx, res, configs or {}, request.validate_only))
         else:
             responses.append(_alter(ctx, res, configs, request.validate_only))
     return ctx.respond(responses=responses)
