@@ -164,11 +164,11 @@ class Dispatcher:
                     f"the session of {session.principal} expired without re-authentication "
                     "(connections.max.reauth.ms)"
                 )
+        if (api_key, api_version) in legacy.REFUSED:  # advertised, never served (KAFKA-18659)
+            return self._refused_legacy_version(frame)
         if not route.min_version <= api_version <= route.max_version:
             if api_key == API_VERSIONS_KEY:
                 return self._unsupported_api_versions(correlation_id)
-            if (api_key, api_version) in legacy.REFUSED:
-                return self._refused_legacy_version(frame)
             raise CloseConnection(
                 f"unsupported version {api_version} of {api_name(api_key)} "
                 f"(supported {route.min_version}-{route.max_version})"

@@ -32,7 +32,7 @@ from odradek.server.handlers import (
 )
 
 ROUTES: dict[int, Route] = {
-    0: Route(produce.handle, 3, 13),
+    0: Route(produce.handle, 0, 13),  # v0-2 answered UNSUPPORTED_VERSION, as Kafka 4 (KAFKA-18659)
     1: Route(fetch.handle, 4, 18),
     2: Route(list_offsets.handle, 0, 11),  # v0 (KIP-896 dropped it) for Sarama-based tools: legacy.py
     3: Route(metadata.handle, 0, 13),

@@ -179,6 +179,11 @@ def _read_all(ctx: RequestContext, request: Any, resolved: list[tuple[Any, str |
 
 
 async def handle(ctx: RequestContext, request: Any) -> Any:
+    if ctx.version >= 7 and request.session_epoch not in (-1, 0):
+        # KIP-227: odradek keeps no fetch sessions, so an incremental fetch names one it never
+        # created; Kafka's FetchSessionCache answers that with FETCH_SESSION_ID_NOT_FOUND and the
+        # client starts over with a full fetch (an empty NONE would read as "nothing changed").
+        return ctx.respond(error_code=ErrorCode.fetch_session_id_not_found, session_id=0, responses=[])
     deadline = time.monotonic() + timedelta_to_ms(request.max_wait) / 1000.0
     # Fault injection rewrites the response entity, so it gets the records as bytes.
     slices = ctx.connection is not None and ctx.broker.faults is None
