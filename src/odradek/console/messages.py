@@ -22,7 +22,7 @@ from odradek.console.session import ConsoleError, Session
 from odradek.console.topics import watermarks
 
 PAGE_BUDGET_S = 5.0
-POLL_S = 0.3
+POLL_S = 0.1
 
 
 def _partition_ids(session: Session, topic: str) -> list[int]:
@@ -112,11 +112,17 @@ def _read(session: Session, topic: str, starts: dict[int, int], marks: dict[int,
         deadline = time.monotonic() + PAGE_BUDGET_S
         try:
             while pending and len(kept) < limit and scanned < browse.MAX_SCAN and time.monotonic() < deadline:
-                batch = consumer.consume(min(500, browse.MAX_SCAN - scanned), POLL_S)
+                # consume() waits until it has as many as asked (or POLL_S): ask for no more than is left
+                left = sum(marks[p].high - after[p] for p in pending)
+                wanted = min(500, browse.MAX_SCAN - scanned, left, limit - len(kept) if not needle else left)
+                batch = consumer.consume(max(1, wanted), POLL_S)
                 for msg in batch:
                     if msg.error() is not None:
-                        if msg.error().code() == KafkaError._PARTITION_EOF:
-                            pending.discard(msg.partition())
+                        if msg.error().code() == KafkaError._PARTITION_EOF:  # at the high watermark
+                            p = msg.partition()
+                            if p in pending:  # what is left below it are markers or compacted offsets
+                                after[p] = max(after[p], min(msg.offset(), marks[p].high))
+                                pending.discard(p)
                             continue
                         raise session.error(KafkaException(msg.error()), f"cannot read {topic}")
                     p, offset = msg.partition(), msg.offset()
@@ -133,7 +139,6 @@ def _read(session: Session, topic: str, starts: dict[int, int], marks: dict[int,
                         kept.append(msg)
                         if len(kept) >= limit:
                             break
-            # a partition whose last records are transaction markers or compacted away ends early
         finally:
             consumer.unassign()
     return kept, after, scanned

@@ -87,12 +87,17 @@ class Session:
 
     def browser(self) -> Any:
         """The consumer of the message browser: assigned partitions, never a member of a group,
-        never committing (its group.id is only there because librdkafka asks for one)."""
+        never committing (its group.id is only there because librdkafka asks for one). It reads
+        uncommitted records too (what the log holds, up to the high watermark the page is
+        measured against) and reports each partition's end (EOF), which transaction markers
+        and compacted offsets would otherwise hide."""
         with self._lock:
             if self._browser is None:
                 self._browser = self._made(lambda: self.client.consumer(**{
                     "group.id": "odradek-console-browser", "enable.auto.commit": False,
                     "enable.auto.offset.store": False, "auto.offset.reset": "earliest",
+                    "isolation.level": "read_uncommitted", "enable.partition.eof": True,
+                    "fetch.wait.max.ms": 50,  # the end of a partition (EOF) is known after one empty fetch
                     "fetch.max.bytes": 8 * 1024 * 1024, "queued.max.messages.kbytes": 16 * 1024}))
             return self._browser
 
