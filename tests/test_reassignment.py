@@ -340,3 +340,32 @@ def test_throttled_move_takes_as_long_as_the_throttle_says(cluster_factory: Any,
         {"resource_type": 4, "resource_name": "3", "configuration_keys": ["follower.replication.throttled.rate"]}],
         "include_synonyms": False, "include_documentation": False}).results[0].configs
     assert not configs
+
+
+# -- the single-node broker --------------------------------------------------------------------
+
+def test_single_node_answers_the_admin_apis_as_a_one_broker_kafka(broker_factory: Any) -> None:
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    b = broker_factory()
+    admin = AdminClient({"bootstrap.servers": b.bootstrap})
+    me = next(iter(admin.list_topics(timeout=10).brokers))
+    admin.create_topics([NewTopic("assigned", num_partitions=2, replica_assignment=[[me], [me]])])["assigned"].result(10)
+    assert len(admin.list_topics("assigned", timeout=10).topics["assigned"].partitions) == 2
+    with pytest.raises(Exception, match="INVALID_REPLICA_ASSIGNMENT"):
+        admin.create_topics([NewTopic("elsewhere", num_partitions=1, replica_assignment=[[me + 1]])])["elsewhere"].result(10)
+    p = Producer({"bootstrap.servers": b.bootstrap})
+    p.produce("assigned", b"x" * 1000, partition=1)
+    assert p.flush(10) == 0
+    dirs = call(b, 35, 4, {"topics": [{"topic": "assigned", "partitions": [0, 1]}]})
+    (result,) = dirs.results
+    assert Path(result.log_dir) == b.data_dir.resolve() and result.total_bytes > result.usable_bytes > 0
+    sizes = {p.partition_index: p.partition_size for t in result.topics for p in t.partitions}
+    assert sizes[0] == 0 and sizes[1] > 1000
+    elected = call(b, 43, 2, {"election_type": 0, "topic_partitions": [{"topic": "assigned", "partitions": [0]}]})
+    assert elected.replica_election_results[0].partition_result[0].error_code.name == "election_not_needed"
+    assert call(b, 43, 2, {"election_type": 1, "topic_partitions": None}).replica_election_results == ()
+    moved = call(b, 45, 0, {"timeout": 30000, "topics": [{"name": "assigned", "partitions": [
+        {"partition_index": 0, "replicas": [me]}, {"partition_index": 1, "replicas": [me, me + 1]}]}]})
+    assert [p.error_code.name for p in moved.responses[0].partitions] == ["none", "invalid_replica_assignment"]
+    assert call(b, 46, 0, {"timeout": 30000, "topics": None}).topics == ()

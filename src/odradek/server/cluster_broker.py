@@ -37,7 +37,7 @@ from odradek.cluster.metadata import (
 from odradek.cluster.peer import PeerConnection
 from odradek.cluster.reassignment import reassign
 from odradek.cluster.replication import ReplicaManager
-from odradek.cluster.throttle import DynamicBrokerConfigs, ReplicationThrottle
+from odradek.cluster.throttle import DynamicBrokerConfigs, Quota, ReplicationThrottle
 from odradek.cluster.topic_config import topic_config_value, validate_topic_configs
 from odradek.cluster.zk import BrokerInfo, LeaderAndIsr, ZkError, ZkMetadataStore
 from odradek.cluster.zk_acls import ZkAclStore
@@ -606,6 +606,16 @@ class ClusterBroker(Broker):
 
     def on_follower_fetch(self, plog: PartitionLog, replica_id: int, fetch_offset: int) -> None:
         self.replicas.on_follower_fetch((plog.topic, plog.partition), replica_id, fetch_offset)
+
+    def leader_throttle(self, plog: PartitionLog, replica_id: int) -> Quota | None:
+        """The leader's replication quota when leader.replication.throttled.replicas names this
+        partition's replica here and `replica_id` is not in the ISR (Kafka's shouldLeaderThrottle)."""
+        ls = self.replicas.leaders.get((plog.topic, plog.partition))
+        meta = self.topics().get(plog.topic)
+        if ls is None or meta is None or replica_id in ls.state.isr \
+                or not self.throttle.leader_throttled(meta.configs, plog.partition):
+            return None
+        return self.throttle.leader
 
     def live_nodes(self) -> list[Node]:
         return [self.nodes[b] for b in sorted(self.nodes)] or [self.node]

@@ -153,8 +153,11 @@ def _read_all(ctx: RequestContext, request: Any, resolved: list[tuple[Any, str |
                 partitions.append(entry)
                 continue
             assert plog is not None and name is not None
+            quota = None
             if is_follower:
                 broker.on_follower_fetch(plog, replica_id, p.fetch_offset)
+                throttle = getattr(broker, "leader_throttle", None)  # cluster mode: KIP-73 replication quota
+                quota = throttle(plog, replica_id) if throttle is not None else None
             hw = plog.high_watermark
             lso = broker.last_stable_offset(plog)
             entry.update(high_watermark=hw, last_stable_offset=lso, log_start_offset=plog.log_start_offset)
@@ -162,14 +165,19 @@ def _read_all(ctx: RequestContext, request: Any, resolved: list[tuple[Any, str |
                 entry["aborted_transactions"] = broker.aborted_transactions(plog, p.fetch_offset, lso)
             limit = min(p.partition_max_bytes, budget - total) if budget > total else 0
             max_offset = None if is_follower else (lso if read_committed else hw)
+            if quota is not None and quota.exceeded():
+                limit = -1  # Kafka's shouldLeaderThrottle: nothing for this replica until the quota refills
             try:
-                data = _read(plog, p.fetch_offset, limit, max_offset, total == 0, slices) if (limit > 0 or total == 0) else b""
+                data = _read(plog, p.fetch_offset, limit, max_offset, total == 0, slices) if (
+                    limit > 0 or (total == 0 and limit == 0)) else b""
             except OffsetOutOfRangeError:
                 entry["error_code"] = ErrorCode.offset_out_of_range
                 partitions.append(entry)
                 continue
             entry["error_code"] = ErrorCode.none
             entry["records"] = data
+            if quota is not None and data:
+                quota.record(len(data))
             if data:
                 broker.metrics.bytes_out.labels(name).inc(len(data))
             total += len(data)
