@@ -253,6 +253,9 @@ class ReplicaManager:
             if self.leaders.get(ls.tp) is ls and written.zk_version > ls.state.zk_version:
                 log.info("%s-%d: isr %s -> %s (%s)", ls.topic, ls.partition, list(ls.state.isr),
                          list(written.isr), why)
+                # Kafka's IsrShrinksPerSec / IsrExpandsPerSec, marked by the leader that changed it
+                metrics = self.broker.metrics
+                (metrics.isr_shrinks if len(written.isr) < len(ls.state.isr) else metrics.isr_expands).inc()
                 ls.state = written
                 self.advance_high_watermark(ls)
         except (KazooException, OSError) as exc:  # ZooKeeper unreachable (ZkError), closed, or refusing

@@ -262,6 +262,7 @@ class ZkMetadataStore:
         self.ops = BoundedOps(self)
         self.closing = False  # set at shutdown: calls fail at once while ZooKeeper is not connected
         self.seen = _Watched()
+        self.controller_changes = 0  # a new /controller holder seen (Kafka's ControllerChange events)
         self._lock = threading.Lock()
         self._watched_topics: set[str] = set()
         self._watched_states: set[tuple[str, int]] = set()
@@ -371,10 +372,13 @@ class ZkMetadataStore:
         self.post(self.on_brokers)
 
     def _controller_changed(self, data: bytes | None, stat: Any, event: WatchedEvent | None = None) -> None:
+        previous = self.seen.controller
         try:
             self.seen.controller = int(json.loads(data)["brokerid"]) if data else -1
         except (ValueError, KeyError):
             self.seen.controller = -1
+        if self.seen.controller >= 0 and self.seen.controller != previous:
+            self.controller_changes += 1
         self.post(self.on_brokers)
 
     # -- topics (MetadataStore) ----------------------------------------------

@@ -3,23 +3,73 @@
 Served on `--metrics-port` (metrics.port) at /metrics. Each broker has its own
 registry, so several brokers in one process (odradek.testing) do not collide.
 Counters are bumped once per request or partition, never per record.
+
+Gauges that read broker state (log sizes, under-replicated partitions, consumer
+lag) are set by `refresh`, which the server runs on the event loop every second:
+the HTTP server answers scrapes on its own thread and must not walk structures the
+loop is changing. What a dashboard queries is listed in the README's "Dashboards"
+section; deploy/grafana/odradek.json is that dashboard.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import asyncio
+import logging
+from collections.abc import Iterable, Iterator
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import (
     CollectorRegistry,
     Counter,
     Gauge,
     Histogram,
-    Summary,
     start_http_server,
 )
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from odradek.coordinator.lag import GroupLag, committed_partitions, consumer_lag
 
 if TYPE_CHECKING:
     from odradek.server.broker import Broker
+
+log = logging.getLogger("odradek.metrics")
+
+# Request latency buckets, 0.5 ms to 10 s: a Produce of a few records sits in the first ones,
+# a Fetch parked for fetch.max.wait.ms (500 ms by default) in the 500 ms one.
+REQUEST_TIME_BUCKETS_MS = (0.5, 1, 2.5, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000)
+LIST_OFFSETS_KEY = 2
+LIST_OFFSETS_VERSION = 4
+LATEST_TIMESTAMP = -1
+PEER_TIMEOUT_S = 2.0
+
+
+class ConsumerLagCollector(Collector):
+    """kafka_consumergroup_lag and friends under kafka-exporter's names and labels, from the
+    rows the last refresh computed; a group deleted or moved away simply has no series."""
+
+    def __init__(self) -> None:
+        self.rows: tuple[GroupLag, ...] = ()
+
+    def collect(self) -> Iterable[Metric]:
+        rows = self.rows  # replaced whole by refresh, never mutated: safe from the HTTP thread
+        labels = ["consumergroup", "topic", "partition"]
+        lag = GaugeMetricFamily("kafka_consumergroup_lag",
+                                "Committed offset's distance to the high watermark, per group and partition",
+                                labels=labels)
+        current = GaugeMetricFamily("kafka_consumergroup_current_offset",
+                                    "Committed offset per group and partition", labels=labels)
+        lag_sum = GaugeMetricFamily("kafka_consumergroup_lag_sum", "Lag of a group over a topic's partitions",
+                                    labels=["consumergroup", "topic"])
+        sums: dict[tuple[str, str], int] = {}
+        for row in rows:
+            values = [row.group_id, row.topic, str(row.partition)]
+            lag.add_metric(values, row.lag)
+            current.add_metric(values, row.committed)
+            sums[(row.group_id, row.topic)] = sums.get((row.group_id, row.topic), 0) + row.lag
+        for (group_id, topic), total in sorted(sums.items()):
+            lag_sum.add_metric([group_id, topic], total)
+        return iter((lag, current, lag_sum))
 
 
 class BrokerMetrics:
@@ -28,10 +78,12 @@ class BrokerMetrics:
         r = self.registry
         self.requests = Counter("kafka_network_requestmetrics_requests", "Requests handled, by API",
                                 ["request"], registry=r)
-        # Kafka's RequestMetrics TotalTimeMs: arrival of the request to its response, parked time included
-        self.request_time_ms = Summary("kafka_network_requestmetrics_totaltimems",
-                                       "Milliseconds from a request's arrival to its response, by API",
-                                       ["request"], registry=r)
+        # Kafka's RequestMetrics TotalTimeMs: arrival of the request to its response, parked time
+        # included. A histogram, so dashboards can take percentiles (histogram_quantile over
+        # _bucket); its _sum and _count are the series the earlier Summary had.
+        self.request_time_ms = Histogram("kafka_network_requestmetrics_totaltimems",
+                                         "Milliseconds from a request's arrival to its response, by API",
+                                         ["request"], buckets=REQUEST_TIME_BUCKETS_MS, registry=r)
         self.bytes_in = Counter("kafka_server_brokertopicmetrics_bytesin", "Record bytes appended",
                                 ["topic"], registry=r)
         self.messages_in = Counter("kafka_server_brokertopicmetrics_messagesin", "Records appended",
@@ -46,6 +98,28 @@ class BrokerMetrics:
                                     ["topic", "partition"], registry=r)
         self.partition_count = Gauge("kafka_server_replicamanager_partitioncount", "Partitions on this broker",
                                      registry=r)
+        # Kafka's ReplicaManager: partitions this broker leads, and those of them whose ISR is
+        # smaller than their assignment; ISR changes made as their leader
+        self.leader_count = Gauge("kafka_server_replicamanager_leadercount", "Partitions this broker leads",
+                                  registry=r)
+        self.under_replicated = Gauge("kafka_server_replicamanager_underreplicatedpartitions",
+                                      "Partitions led here whose ISR is smaller than their replica set",
+                                      registry=r)
+        self.isr_shrinks = Counter("kafka_server_replicamanager_isrshrinks",
+                                   "ISR shrinks of partitions led here", registry=r)
+        self.isr_expands = Counter("kafka_server_replicamanager_isrexpands",
+                                   "ISR expansions of partitions led here", registry=r)
+        # Kafka's KafkaController gauges: 1 on the active controller; offline partitions (no live
+        # leader) counted by the active controller only, 0 elsewhere, as Kafka does
+        self.active_controller = Gauge("kafka_controller_kafkacontroller_activecontrollercount",
+                                       "1 when this broker is the active controller", registry=r)
+        self.offline_partitions = Gauge("kafka_controller_kafkacontroller_offlinepartitionscount",
+                                        "Partitions without a live leader (on the active controller)",
+                                        registry=r)
+        # Kafka's ControllerStats ControllerChangeRateAndTimeMs: controller elections this broker saw
+        self.controller_changes = Counter("kafka_controller_controllerstats_controllerchangerateandtimems",
+                                          "Changes of the active controller seen by this broker", registry=r)
+        self._controller_changes_seen = 0
         # Kafka's socket-server metrics: open connections, and the ones refused by the limits
         self.connection_count = Gauge("kafka_server_socket_server_metrics_connection_count",
                                       "Open client connections", registry=r)
@@ -56,6 +130,11 @@ class BrokerMetrics:
         self.loop_lag_ms = Histogram("odradek_event_loop_lag_ms",
                                      "How late the event loop woke a 20 ms timer, in milliseconds",
                                      buckets=(1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 5000), registry=r)
+        self.consumer_lag = ConsumerLagCollector()
+        r.register(self.consumer_lag)
+        # cluster mode: high watermarks of partitions without a replica here, from their leaders
+        self._remote_ends: dict[tuple[str, int], int] = {}
+        self._remote_task: asyncio.Task[None] | None = None
 
     def refresh(self, broker: Broker) -> None:
         """Gauges read from the logs when scraped is too late; the server refreshes them periodically."""
@@ -65,6 +144,78 @@ class BrokerMetrics:
             labels = (plog.topic, str(plog.partition))
             self.log_size.labels(*labels).set(plog.size_bytes)
             self.log_end_offset.labels(*labels).set(plog.log_end_offset)
+        replicas = getattr(broker, "replicas", None)
+        if replicas is None:  # single node: it leads everything, alone, and is its own controller
+            self.leader_count.set(len(logs))
+            self.active_controller.set(1)
+        else:
+            self._refresh_cluster(broker, replicas)
+        if broker.coordinator is not None:
+            self.consumer_lag.rows = tuple(consumer_lag(broker.coordinator, self._remote_ends))
+            self._bring_remote_ends(broker)
+
+    def _refresh_cluster(self, broker: Any, replicas: Any) -> None:
+        leaders = list(replicas.leaders.values())
+        self.leader_count.set(len(leaders))
+        self.under_replicated.set(sum(1 for ls in leaders if len(ls.state.isr) < len(ls.replicas)))
+        active = bool(broker.controller.active)
+        self.active_controller.set(1 if active else 0)
+        self.offline_partitions.set(_offline_partitions(broker) if active else 0)
+        seen = broker.store.controller_changes
+        if seen > self._controller_changes_seen:
+            self.controller_changes.inc(seen - self._controller_changes_seen)
+            self._controller_changes_seen = seen
+
+    def _bring_remote_ends(self, broker: Broker) -> None:
+        """Cluster mode: ask the leaders of committed partitions this broker holds no replica of
+        for their latest offsets, in the background; the next refresh uses the answers."""
+        if getattr(broker, "call_broker", None) is None or (self._remote_task and not self._remote_task.done()):
+            return
+        wanted = {(t, p) for _, t, p, _ in committed_partitions(broker.coordinator)
+                  if broker.partition_log(t, p) is None}
+        if not wanted:
+            self._remote_ends = {}
+            return
+        self._remote_task = asyncio.get_running_loop().create_task(self._ask_leaders(broker, wanted))
+
+    async def _ask_leaders(self, broker: Any, wanted: set[tuple[str, int]]) -> None:
+        by_leader: dict[int, dict[str, list[int]]] = {}
+        for t, p in wanted:
+            leader = broker.leader_of(t, p)
+            if leader >= 0:
+                by_leader.setdefault(leader, {}).setdefault(t, []).append(p)
+        ends: dict[tuple[str, int], int] = {}
+        for leader, topics in by_leader.items():
+            body = {"replica_id": -1, "isolation_level": 0, "topics": [
+                {"name": t, "partitions": [{"partition_index": p, "current_leader_epoch": -1,
+                                            "timestamp": LATEST_TIMESTAMP} for p in ps]}
+                for t, ps in topics.items()]}
+            try:
+                resp = await broker.call_broker(leader, LIST_OFFSETS_KEY, LIST_OFFSETS_VERSION, body, PEER_TIMEOUT_S)
+            except OSError as exc:  # the leader is away: its partitions keep no lag series until it answers
+                log.debug("consumer lag: no latest offsets from broker %d: %s", leader, exc)
+                continue
+            ends.update(_latest_offsets(resp))
+        self._remote_ends = ends
 
     def serve(self, port: int, host: str = "0.0.0.0") -> None:
         start_http_server(port, addr=host, registry=self.registry)
+
+
+def _latest_offsets(resp: Any) -> Iterator[tuple[tuple[str, int], int]]:
+    for topic in resp.topics:
+        for p in topic.partitions:
+            if p.error_code == 0 and p.offset >= 0:
+                yield (topic.name, p.partition_index), p.offset
+
+
+def _offline_partitions(broker: Any) -> int:
+    """Kafka's OfflinePartitionsCount: partitions whose leader is not a live broker."""
+    states, live = broker.store.seen.states, broker.nodes
+    count = 0
+    for name, meta in broker.topics().items():
+        for p in range(meta.partitions):
+            state = states.get((name, p))
+            if state is None or state.leader not in live:
+                count += 1
+    return count
