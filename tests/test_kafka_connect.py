@@ -1,11 +1,13 @@
-"""Kafka Connect 4.3.1 standalone with the FileStream connectors against a real `odradek serve`
-(issue 15): the seed's log-aggregation use case.
+"""Kafka Connect 4.3.1 with the FileStream connectors against a real `odradek serve` (issue 15):
+the seed's log-aggregation use case.
 
 org.apache.kafka.connect.cli.ConnectStandalone runs FileStreamSourceConnector, tailing a log file
 into a topic, and FileStreamSinkConnector, writing the topic out to another file. Connect is
 stopped with SIGTERM, more lines are appended, and it is started again: the source resumes from
 the file position kept in offset.storage.file.filename, the sink from its consumer group's
-committed offset, so the output file holds every line exactly once, in order.
+committed offset, so the output file holds every line exactly once, in order. Also: topic
+creation by the source (KIP-158), the offsets REST API (KIP-875), and a ConnectDistributed worker
+with exactly-once source support (KIP-618).
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, TopicPartition
 from confluent_kafka.admin import AdminClient, ConfigResource
 from conftest import ROOT, BrokerProcess, free_port, module_broker, unique
 from test_clients import create_topic
@@ -38,36 +40,48 @@ def write_properties(path: Path, props: dict[str, str]) -> Path:
     return path
 
 
-class ConnectStandalone:
-    """One `ConnectStandalone worker.properties source.properties sink.properties` process."""
+class Connect:
+    """One Kafka Connect worker with a FileStreamSource `source` tailing `input` into the topic and
+    a FileStreamSink `sink` writing it to `output`: `ConnectStandalone worker.properties
+    source.properties sink.properties`, or `ConnectDistributed worker.properties` with the
+    connectors then created over REST (create_connectors)."""
 
-    def __init__(self, tmp: Path, bootstrap: str, topic: str, source: dict[str, str] | None = None) -> None:
-        self.tmp = tmp
+    def __init__(self, tmp: Path, bootstrap: str, topic: str, source: dict[str, str] | None = None,
+                 sink: dict[str, str] | None = None, distributed: bool = False) -> None:
+        self.tmp, self.distributed = tmp, distributed
         self.input, self.output = tmp / "app.log", tmp / "aggregated.log"
         self.offsets = tmp / "connect.offsets"
         self.source, self.sink = unique("log-source"), unique("log-sink")
         self.sink_group = f"connect-{self.sink}"  # Kafka Connect's sink group: connect-<connector name>
         self.rest = f"http://127.0.0.1:{free_port()}"
-        self.configs = [
-            write_properties(tmp / "worker.properties", {
-                "bootstrap.servers": bootstrap,
-                "key.converter": "org.apache.kafka.connect.storage.StringConverter",
-                "value.converter": "org.apache.kafka.connect.storage.StringConverter",
-                "offset.storage.file.filename": str(self.offsets),
-                "offset.flush.interval.ms": "500",
-                "listeners": self.rest,
-                # connect-file is on the classpath with its ServiceLoader manifests: no scan of every jar
-                "plugin.discovery": "service_load",
-            }),
-            write_properties(tmp / "source.properties", {
-                "name": self.source, "connector.class": "FileStreamSource", "tasks.max": "1",
-                "file": str(self.input), "topic": topic, **(source or {}),
-            }),
-            write_properties(tmp / "sink.properties", {
-                "name": self.sink, "connector.class": "FileStreamSink", "tasks.max": "1",
-                "file": str(self.output), "topics": topic,
-            }),
-        ]
+        worker = {
+            "bootstrap.servers": bootstrap,
+            "key.converter": "org.apache.kafka.connect.storage.StringConverter",
+            "value.converter": "org.apache.kafka.connect.storage.StringConverter",
+            "offset.flush.interval.ms": "500",
+            "listeners": self.rest,
+            # connect-file is on the classpath with its ServiceLoader manifests: no scan of every jar
+            "plugin.discovery": "service_load",
+        }
+        if distributed:
+            self.cluster = unique("connect")
+            self.internal_topics = [f"{self.cluster}-{kind}" for kind in ("configs", "offsets", "status")]
+            worker |= {"group.id": self.cluster, "exactly.once.source.support": "enabled",
+                       "offset.storage.partitions": "2", "status.storage.partitions": "1"}
+            for kind, name in zip(("config", "offset", "status"), self.internal_topics, strict=True):
+                worker |= {f"{kind}.storage.topic": name, f"{kind}.storage.replication.factor": "1"}
+        else:
+            worker["offset.storage.file.filename"] = str(self.offsets)
+        self.connectors = {
+            self.source: {"connector.class": "FileStreamSource", "tasks.max": "1", "file": str(self.input),
+                          "topic": topic, **(source or {})},
+            self.sink: {"connector.class": "FileStreamSink", "tasks.max": "1", "file": str(self.output),
+                        "topics": topic, **(sink or {})},
+        }
+        self.configs = [write_properties(tmp / "worker.properties", worker)]
+        if not distributed:
+            self.configs += [write_properties(tmp / f"{name}.properties", {"name": name, **config})
+                             for name, config in self.connectors.items()]
         self.proc: subprocess.Popen[bytes] | None = None
         self.runs = 0
 
@@ -82,7 +96,8 @@ class ConnectStandalone:
         self.runs += 1
         with open(self.log, "wb") as out:
             self.proc = subprocess.Popen([java, *JVM_FLAGS, "-cp", str(JAVA_DIR / "lib" / "*"),
-                                          "org.apache.kafka.connect.cli.ConnectStandalone",
+                                          "org.apache.kafka.connect.cli." + (
+                                              "ConnectDistributed" if self.distributed else "ConnectStandalone"),
                                           *map(str, self.configs)],
                                          stdout=out, stderr=subprocess.STDOUT, cwd=ROOT)
 
@@ -115,6 +130,20 @@ class ConnectStandalone:
             raw = response.read()
         return json.loads(raw) if raw else None
 
+    def create_connectors(self) -> None:
+        """Distributed mode: PUT /connectors/<name>/config once the REST server answers."""
+
+        def listening() -> bool:
+            try:
+                self.call("GET", "/connectors")
+                return True
+            except OSError:  # URLError, connection refused: not yet
+                return False
+
+        self.wait_until("Connect's REST server", listening)
+        for name, config in self.connectors.items():
+            self.call("PUT", f"/connectors/{name}/config", config)
+
     def output_lines(self) -> list[str]:
         return self.output.read_text().splitlines() if self.output.exists() else []
 
@@ -141,7 +170,7 @@ def committed_and_end(bootstrap: str, group: str, topic: str) -> tuple[int, int]
 def test_file_source_and_sink_keep_their_offsets_across_a_restart(cbroker: BrokerProcess, tmp_path: Path) -> None:
     topic = unique("logs")
     create_topic(cbroker.bootstrap, topic)  # one partition: the aggregated file keeps the log's order
-    connect = ConnectStandalone(tmp_path, cbroker.bootstrap, topic)
+    connect = Connect(tmp_path, cbroker.bootstrap, topic)
     written = log_lines(0, 200)
     append(connect.input, written)
     connect.start()
@@ -182,7 +211,7 @@ def test_source_creates_its_topic_and_the_offsets_api_rewinds_the_sink(cbroker: 
     """KIP-158: the source connector creates its topic with the configs it names; KIP-875: the
     connectors' offsets over REST, and a stopped sink moved back replays what follows."""
     topic = unique("applogs")  # not created beforehand
-    connect = ConnectStandalone(tmp_path, cbroker.bootstrap, topic, source={
+    connect = Connect(tmp_path, cbroker.bootstrap, topic, source={
         "topic.creation.default.replication.factor": "1", "topic.creation.default.partitions": "1",
         "topic.creation.default.retention.ms": "604800000", "topic.creation.default.compression.type": "zstd"})
     written = log_lines(0, 200)
@@ -217,3 +246,62 @@ def test_source_creates_its_topic_and_the_offsets_api_rewinds_the_sink(cbroker: 
     finally:
         assert connect.stop() in (0, 128 + signal.SIGTERM), connect.log.read_text()[-4000:]
     assert connect.output_lines() == written + written[rewound:], "the last 50 lines once more, nothing else"
+
+
+def read_values(bootstrap: str, topic: str, isolation: str) -> list[str]:
+    """Every value of partition 0 up to its end, as a consumer with `isolation` reads them."""
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": unique("reader"), "isolation.level": isolation,
+                  "enable.partition.eof": True, "enable.auto.commit": False})
+    c.assign([TopicPartition(topic, 0, 0)])
+    values: list[str] = []
+    deadline = time.monotonic() + 30
+    try:
+        while True:
+            assert time.monotonic() < deadline, f"{topic} not read to its end"
+            m = c.poll(0.2)
+            if m is None:
+                continue
+            if m.error() is not None:
+                assert m.error().code() == KafkaError._PARTITION_EOF, m.error()
+                return values
+            values.append(m.value().decode())
+    finally:
+        c.close()
+
+
+@pytest.mark.kafka_behaviour
+def test_distributed_worker_with_exactly_once_source(cbroker: BrokerProcess, tmp_path: Path) -> None:
+    """KIP-618: a ConnectDistributed worker with exactly.once.source.support=enabled fences the
+    source's earlier producers, then writes each poll's records and file position in one
+    transaction; its config, offset and status topics are the compacted ones it creates."""
+    topic = unique("eoslogs")
+    create_topic(cbroker.bootstrap, topic)
+    connect = Connect(tmp_path, cbroker.bootstrap, topic, distributed=True,
+                      source={"exactly.once.support": "required", "transaction.boundary": "poll"},
+                      sink={"consumer.override.isolation.level": "read_committed"})
+    written = log_lines(0, 200)
+    append(connect.input, written)
+    connect.start()
+    try:
+        connect.create_connectors()
+        connect.wait_until("the first lines copied", lambda: len(connect.output_lines()) >= len(written))
+        more = log_lines(200, 300)
+        append(connect.input, more)
+        written += more
+        connect.wait_until("the appended lines copied", lambda: len(connect.output_lines()) >= len(written))
+        for name in (connect.source, connect.sink):
+            status = connect.call("GET", f"/connectors/{name}/status")
+            assert [task["state"] for task in status["tasks"]] == ["RUNNING"], status
+        connect.wait_until("the source's position committed", lambda: connect.call(
+            "GET", f"/connectors/{connect.source}/offsets")["offsets"] == [
+            {"partition": {"filename": str(connect.input)}, "offset": {"position": connect.input.stat().st_size}}])
+    finally:
+        assert connect.stop() in (0, 128 + signal.SIGTERM), connect.log.read_text()[-4000:]
+    assert connect.output_lines() == written
+    assert read_values(cbroker.bootstrap, topic, "read_committed") == written
+    _, end = committed_and_end(cbroker.bootstrap, connect.sink_group, topic)
+    assert end > len(written), "transaction markers between the records: the source wrote in transactions"
+    admin = AdminClient({"bootstrap.servers": cbroker.bootstrap})
+    for name in connect.internal_topics:
+        resource = ConfigResource("topic", name)
+        assert admin.describe_configs([resource])[resource].result(10)["cleanup.policy"].value == "compact"
