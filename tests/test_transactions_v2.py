@@ -323,6 +323,17 @@ def test_transactions_version_2_answers_as_kafka(tv2: BrokerProcess) -> None:
                                              ).transaction_states] == [tid]
     assert call(tv2, 66, 2, transactional_id_pattern=tid[:-2]).transaction_states == ()
     assert call(tv2, 66, 2, transactional_id_pattern="(").error_code == E.invalid_regular_expression
+    # markers (WriteTxnMarkers, as a coordinator sends them): partition 0 holds the commit at epoch + 1;
+    # a version 2 marker must bump the epoch, or repeat the one that ended the transaction
+    def marker(version: int, marker_epoch: int, **extra: Any) -> Any:
+        resp = call(tv2, 27, version, markers=[{
+            "producer_id": pid, "producer_epoch": marker_epoch, "coordinator_epoch": 0, "transaction_result": True,
+            "topics": [{"name": topic, "partition_indexes": [0]}], **extra}])
+        return resp.markers[0].topics[0].partitions[0].error_code
+
+    assert marker(2, epoch + 1, transaction_version=2) == E.none, "a retried marker"
+    assert marker(2, epoch, transaction_version=2) == E.invalid_producer_epoch
+    assert marker(1, epoch) == E.invalid_producer_epoch, "older than the producer's epoch"
 
 
 # -- cluster mode ---------------------------------------------------------------------------------

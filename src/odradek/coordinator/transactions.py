@@ -389,8 +389,15 @@ class TransactionCoordinator:
                 self.broker.write_txn_marker(t, p, meta.producer_id, meta.producer_epoch, committed, coordinator_epoch,
                                              transaction_version=meta.client_transaction_version)
                 for t, p in pending))
+            for tp, e in zip(pending, errors, strict=True):
+                if e in (E.invalid_producer_epoch, E.transaction_coordinator_fenced):
+                    # Kafka's TransactionMarkerRequestCompletionHandler: the producer moved on without this
+                    # coordinator (a newer epoch there); nothing to end on that partition any more
+                    log.info("transaction %s: the marker for %s-%d was refused (%s)", meta.transactional_id,
+                             tp[0], tp[1], e.name)
             retry = [tp for tp, e in zip(pending, errors, strict=True)
-                     if e not in (E.none, E.unknown_topic_or_partition)]
+                     if e not in (E.none, E.unknown_topic_or_partition, E.invalid_producer_epoch,
+                                  E.transaction_coordinator_fenced)]
             if retry and time.monotonic() > deadline:
                 log.warning("transaction %s: markers still not written to %s; will retry on the next load",
                             meta.transactional_id, retry)

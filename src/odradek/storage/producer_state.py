@@ -29,6 +29,7 @@ from kio.schema.errors import ErrorCode
 from odradek.protocol.records import CONTROL_ABORT, BatchHeader, InvalidRecordError
 
 MAX_BATCHES = 5
+MAX_EPOCH = 32767
 SEQ_MOD = 2**31
 
 
@@ -136,6 +137,19 @@ class ProducerStateManager:
         """Kafka's UnifiedLog.hasOngoingTransaction: no need to ask the coordinator again."""
         entry = self.producers.get(producer_id)
         return producer_id in self.ongoing and entry is not None and entry.epoch == epoch
+
+    def marker_error(self, producer_id: int, epoch: int, transaction_version: int) -> ErrorCode | None:
+        """Kafka's ProducerAppendInfo.checkProducerEpoch for a marker from a coordinator: an epoch
+        older than the producer's is refused; from transactions version 2 on, the marker must bump
+        it (the same epoch again only as the retry of a marker that already ended the transaction)."""
+        entry = self.producers.get(producer_id)
+        if entry is None or epoch > entry.epoch:
+            return None
+        if transaction_version < 2:
+            return ErrorCode.invalid_producer_epoch if epoch < entry.epoch else None
+        if epoch == entry.epoch and (producer_id not in self.ongoing or epoch == MAX_EPOCH):
+            return None
+        return ErrorCode.invalid_producer_epoch
 
     def start_verification(self, producer_id: int, epoch: int, supports_epoch_bump: bool) -> object:
         """The guard a transactional write checked with its coordinator must still hold when appended."""
