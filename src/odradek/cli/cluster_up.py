@@ -115,12 +115,12 @@ def up(
     zookeeper_port: Annotated[int, typer.Option("--zookeeper-port", help="ZooKeeper client port.")] = 2181,
     first_port: Annotated[int, typer.Option("--port", help="Port of broker 0; broker i listens on port + i.")] = 9092,
 ) -> None:
-    """Start ZooKeeper and the brokers in the background."""
+    """Start ZooKeeper and the brokers in the background; on a running cluster, add brokers up to --brokers."""
     state_dir = state_dir.resolve()
     existing = _read_state(state_dir)
     if existing and any(_alive(pid) for pid in existing["pids"].values()):
-        typer.echo(f"a cluster from {state_dir} is already running; run `odradek cluster down --dir {state_dir}` first")
-        raise typer.Exit(1)
+        _grow(state_dir, existing, brokers, first_port)
+        return
     state_dir.mkdir(parents=True, exist_ok=True)
     try:
         zk = start_zookeeper(state_dir, zookeeper_port)
@@ -155,6 +155,43 @@ def up(
         raise typer.Exit(1)
     typer.echo(f"cluster up: ZooKeeper {connect}, {brokers} broker(s); bootstrap servers {bootstrap}")
     typer.echo(f"state, logs and pids in {state_dir}; stop with `odradek cluster down --dir {state_dir}`")
+
+
+def _grow(state_dir: Path, state: ClusterState, brokers: int, first_port: int) -> None:
+    """`up --brokers N` on a running cluster: start brokers len..N-1 beside the others (new
+    brokers get no partitions by themselves: `odradek cluster rebalance` moves some onto them)."""
+    running = sorted(int(name.split("-")[1]) for name in state["pids"] if name.startswith("broker-"))
+    if brokers <= len(running):
+        typer.echo(f"a cluster from {state_dir} is already running with {len(running)} broker(s); give --brokers "
+                   f"N to add brokers, or run `odradek cluster down --dir {state_dir}` first")
+        raise typer.Exit(1)
+    ports = [int(address.rpartition(":")[2]) for address in state["bootstrap"]]
+    base = min(ports) if ports else first_port
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    added = []
+    for i in range(len(running), brokers):
+        port = base + i
+        with open(state_dir / f"broker-{i}.log", "ab") as log:  # the child keeps its own descriptor
+            proc = subprocess.Popen(broker_command(i, port, state_dir / f"broker-{i}", state["zookeeper"]), stdout=log,
+                                    stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        state["pids"][f"broker-{i}"] = proc.pid
+        state["bootstrap"].append(f"127.0.0.1:{port}")
+        (state_dir / f"broker-{i}.pid").write_text(f"{proc.pid}\n")
+        added.append((i, port, proc))
+    (state_dir / "cluster.json").write_text(json.dumps(state))
+    for i, port, proc in added:
+        try:
+            wait_for_port(port, proc=proc)
+        except (RuntimeError, TimeoutError) as exc:
+            typer.echo(f"broker {i} did not start: {exc} (see {state_dir / f'broker-{i}.log'})")
+            raise typer.Exit(1) from None
+    bootstrap = ",".join(state["bootstrap"])
+    if not _wait_registered(bootstrap, brokers, timeout=30.0):
+        typer.echo(f"the new brokers listen, but not all {brokers} registered within 30 s (see the logs in {state_dir})")
+        raise typer.Exit(1)
+    typer.echo(f"added broker(s) {', '.join(str(i) for i, _, _ in added)}: the cluster has {brokers} broker(s); "
+               f"bootstrap servers {bootstrap}")
+    typer.echo("they hold no partitions yet: `odradek cluster rebalance` moves some onto them")
 
 
 def _wait_registered(bootstrap: str, brokers: int, timeout: float) -> bool:

@@ -1,0 +1,216 @@
+"""Partition reassignment throughput, with and without a replication throttle, and what the
+clients keep meanwhile.
+
+A local ZooKeeper and four `odradek serve --zookeeper` brokers on 127.0.0.1. Topic `bench`
+(RF 2, on brokers 0-2 only) is filled with --mb MB of incompressible records; then
+
+  1. baseline: an acks=all producer (and a consumer reading it back) on topic `clients` for
+     --seconds, alone;
+  2. unthrottled move: every partition of `bench` moves one replica onto broker 3 while the
+     same clients run; reassignment MB/s = bytes copied / time until the last move is done;
+  3. throttled move: the partitions move back (a full copy again) with
+     `--throttle` bytes/s (leader/follower.replication.throttled.rate), clients running.
+
+    .venv/bin/python bench/reassign_bench.py [--mb 200] [--throttle 20000000] [--seconds 8]
+
+Prints one table; the clients' figures are records/s and MB/s of 1 KiB records, and the
+share of the baseline they kept during each move.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from confluent_kafka import Consumer, Producer
+from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]  # re-exported without __all__
+
+from odradek.cli.cluster_up import broker_command, free_port, start_zookeeper, wait_for_port
+from odradek.cluster.peer import PeerConnection
+
+RECORD = 1024
+
+
+def call(port: int, api_key: int, version: int, body: dict[str, Any]) -> Any:
+    async def ask() -> Any:
+        peer = PeerConnection("127.0.0.1", port, "reassign-bench")
+        try:
+            return await peer.call(api_key, version, body, 30.0)
+        finally:
+            peer.close()
+
+    return asyncio.run(ask())
+
+
+class Clients:
+    """An acks=all producer at full speed and a consumer reading the same topic, counted."""
+
+    def __init__(self, bootstrap: str) -> None:
+        self.bootstrap = bootstrap
+        self.produced = 0
+        self.consumed = 0
+        self._stop = threading.Event()
+
+    def _produce(self) -> None:
+        p = Producer({"bootstrap.servers": self.bootstrap, "acks": "all", "linger.ms": 5,
+                      "queue.buffering.max.messages": 20000})
+        payload = os.urandom(RECORD)
+
+        def delivered(err: Any, msg: Any) -> None:
+            if err is None:
+                self.produced += 1
+
+        while not self._stop.is_set():
+            try:
+                p.produce("clients", payload, on_delivery=delivered)
+            except BufferError:
+                p.poll(0.01)
+            p.poll(0)
+        p.flush(30)
+
+    def _consume(self) -> None:
+        c = Consumer({"bootstrap.servers": self.bootstrap, "group.id": f"bench-{time.time_ns()}",
+                      "auto.offset.reset": "latest"})
+        c.subscribe(["clients"])
+        while not self._stop.is_set():
+            for m in c.consume(500, 0.2):
+                if not m.error():
+                    self.consumed += 1
+        c.close()
+
+    def run_while(self, done: Any, at_least: float) -> tuple[float, float, float]:
+        """Run until done() and at_least seconds: (seconds, produced/s, consumed/s)."""
+        self._stop.clear()
+        self.produced = self.consumed = 0
+        threads = [threading.Thread(target=self._produce), threading.Thread(target=self._consume)]
+        for t in threads:
+            t.start()
+        time.sleep(1.0)  # the consumer joins its group
+        p0, c0, start = self.produced, self.consumed, time.monotonic()
+        while not (done() and time.monotonic() - start >= at_least):
+            time.sleep(0.1)
+        took = time.monotonic() - start
+        p1, c1 = self.produced, self.consumed
+        self._stop.set()
+        for t in threads:
+            t.join(60)
+        return took, (p1 - p0) / took, (c1 - c0) / took
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--mb", type=int, default=200, help="MB in the moving topic")
+    parser.add_argument("--partitions", type=int, default=6)
+    parser.add_argument("--throttle", type=int, default=20_000_000, help="bytes/s for the throttled move")
+    parser.add_argument("--seconds", type=float, default=8.0, help="baseline client run")
+    args = parser.parse_args()
+
+    work = Path(tempfile.mkdtemp(prefix="reassign-bench-"))
+    procs: list[subprocess.Popen[bytes]] = []
+    try:
+        zk_port = free_port()
+        procs.append(start_zookeeper(work, zk_port))
+        ports = [free_port() for _ in range(4)]
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", "ODRADEK_ZOOKEEPER_SESSION_TIMEOUT_MS": "6000"}
+        for i, port in enumerate(ports):
+            with open(work / f"broker-{i}.log", "ab") as log:
+                procs.append(subprocess.Popen(broker_command(i, port, work / f"broker-{i}",
+                                                             f"127.0.0.1:{zk_port}/bench"),
+                                              stdout=log, stderr=subprocess.STDOUT, env=env))
+        for port in ports:
+            wait_for_port(port)
+        bootstrap = ",".join(f"127.0.0.1:{p}" for p in ports)
+        admin = AdminClient({"bootstrap.servers": bootstrap})
+        deadline = time.monotonic() + 30
+        while len(admin.list_topics(timeout=5).brokers) < 4:
+            assert time.monotonic() < deadline, "the brokers did not register"
+            time.sleep(0.2)
+        home = {p: [p % 3, (p + 1) % 3] for p in range(args.partitions)}
+        admin.create_topics([NewTopic("bench", num_partitions=args.partitions, replica_assignment=list(home.values())),
+                             NewTopic("clients", 3, 2)])["bench"].result(30)
+        time.sleep(1.0)
+        fill = Producer({"bootstrap.servers": bootstrap, "acks": "all", "linger.ms": 20,
+                         "queue.buffering.max.messages": 100000})
+        payload = os.urandom(RECORD)
+        for i in range(args.mb * 1024):
+            while True:
+                try:
+                    fill.produce("bench", payload, partition=i % args.partitions)
+                    break
+                except BufferError:
+                    fill.poll(0.05)
+        fill.flush(120)
+        sizes: dict[int, int] = {}
+        for port in ports[:3]:
+            for r in call(port, 35, 4, {"topics": [{"topic": "bench", "partitions": list(home)}]}).results:
+                for t in r.topics:
+                    for part in t.partitions:
+                        sizes[part.partition_index] = max(sizes.get(part.partition_index, 0), part.partition_size)
+        clients = Clients(bootstrap)
+        _, base_p, base_c = clients.run_while(lambda: True, args.seconds)
+
+        def move(targets: dict[int, list[int]], throttle: int | None) -> tuple[float, float, float, int]:
+            moved_bytes = sum(sizes[p] for p in targets)
+            plan = work / "plan.json"
+            plan.write_text(json.dumps({"version": 1, "partitions": [
+                {"topic": "bench", "partition": p, "replicas": r} for p, r in targets.items()]}))
+            cmd = [sys.executable, "-m", "odradek", "partitions", "reassign", "--execute",
+                   "--reassignment-json-file", str(plan), "-b", bootstrap]
+            if throttle:
+                cmd += ["--throttle", str(throttle)]
+            started = time.monotonic()
+            subprocess.run(cmd, check=True, capture_output=True)
+            finished: list[float] = []
+
+            def done() -> bool:
+                if finished:
+                    return True
+                if call(ports[0], 46, 0, {"timeout": 30000, "topics": None}).topics:
+                    return False
+                finished.append(time.monotonic())
+                return True
+
+            _, prod, cons = clients.run_while(done, 0.0)
+            took = finished[0] - started
+            subprocess.run([sys.executable, "-m", "odradek", "partitions", "reassign", "--verify",
+                            "--reassignment-json-file", str(plan), "-b", bootstrap], check=False, capture_output=True)
+            return took, prod, cons, moved_bytes
+
+        onto_3 = {p: [3, r[1]] for p, r in home.items()}
+        rows: list[tuple[str, float, float | None, float, float]] = [("clients alone", args.seconds, None, base_p, base_c)]
+        took, prod, cons, moved = move(onto_3, None)
+        rows.append(("move, no throttle", took, moved / took / 1e6, prod, cons))
+        took, prod, cons, moved = move(home, args.throttle)
+        rows.append((f"move, throttle {args.throttle / 1e6:g} MB/s", took, moved / took / 1e6, prod, cons))
+        print(f"\n{args.mb} MB in {args.partitions} partitions of RF 2, one replica each moved (4 brokers, one host)")
+        print(f"{'':28} {'seconds':>8} {'move MB/s':>10} {'produce/s':>10} {'consume/s':>10} {'kept':>6}")
+        for name, secs, mbs, prod, cons in rows:
+            kept = f"{prod / base_p:.0%}" if base_p else "-"
+            print(f"{name:28} {secs:8.1f} {'-' if mbs is None else f'{mbs:.1f}':>10} {prod:10.0f} {cons:10.0f} "
+                  f"{kept:>6}")
+    finally:
+        for proc in procs[1:]:
+            proc.terminate()
+        for proc in procs[1:]:
+            try:
+                proc.wait(20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        if procs:
+            procs[0].kill()
+            procs[0].wait(10)
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
