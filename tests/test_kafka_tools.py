@@ -13,10 +13,11 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
+import threading
 from typing import Any
 
 import pytest
-from confluent_kafka import ConsumerGroupTopicPartitions, Producer, TopicPartition
+from confluent_kafka import Consumer, ConsumerGroupTopicPartitions, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 from conftest import ROOT, BrokerProcess, module_broker, unique
 from kafka.partitioner.default import murmur2  # kafka-python's copy of the Java client's hash
@@ -155,6 +156,33 @@ def test_consumer_groups_describes_lag_and_resets_offsets(tbroker: BrokerProcess
     (state,) = table(out, "GROUP")
     assert state["GROUP"] == group and state["STATE"] == "Empty" and state["#MEMBERS"] == "0"
     assert group in tool(CONSUMER_GROUPS, *bs, "--list").split()
+
+    out = tool(CONSUMER_GROUPS, *bs, "--delete", "--group", group)
+    assert f"Deletion of requested consumer groups ('{group}') was successful." in out
+    assert group not in tool(CONSUMER_GROUPS, *bs, "--list").split()
+
+
+def test_consumer_groups_describes_an_active_member(tbroker: BrokerProcess) -> None:
+    topic, group = unique("tools-live"), unique("tools-live-group")
+    tool(TOPICS, "--bootstrap-server", tbroker.bootstrap, "--create", "--topic", topic, "--partitions", "2")
+    consumer = Consumer({"bootstrap.servers": tbroker.bootstrap, "group.id": group, "client.id": "live-client",
+                         "auto.offset.reset": "earliest"})
+    assigned, stop = threading.Event(), threading.Event()
+    consumer.subscribe([topic], on_assign=lambda _consumer, partitions: partitions and assigned.set())
+    polling = threading.Thread(target=lambda: [consumer.poll(0.1) for _ in iter(stop.is_set, True)])
+    polling.start()
+    try:
+        assert assigned.wait(20), "the consumer never got its assignment"
+        out = tool(CONSUMER_GROUPS, "--bootstrap-server", tbroker.bootstrap, "--describe", "--group", group,
+                   "--members", "--verbose")
+    finally:
+        stop.set()
+        polling.join()
+        consumer.close()
+    (member,) = table(out, "GROUP")
+    assert member["GROUP"] == group and member["CONSUMER-ID"].startswith("live-client-")
+    assert (member["HOST"], member["CLIENT-ID"]) == ("/127.0.0.1", "live-client")
+    assert (member["#PARTITIONS"], member["CURRENT-ASSIGNMENT"]) == ("2", f"{topic}:0,1")
 
 
 def test_kafka_configs_alters_and_describes_topic_configs(tbroker: BrokerProcess) -> None:
