@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import shutil
 import socket
 import statistics
 import subprocess
@@ -182,6 +183,7 @@ def main() -> None:
 
             follow = "bench-follow"
             create_topics(bootstrap, [follow], partitions=3)
+            page.goto("about:blank")  # not a hash change: the last page's #msg-info must not answer the wait
             page.goto(url + f"#/messages/{follow}")
             page.locator("#msg-info").filter(has_text="scanned").wait_for()
             page.check("#msg-follow")
@@ -200,13 +202,14 @@ def main() -> None:
             results["follow"] = {"rate_sent_msg_s": round(sent[0] / elapsed) if sent else None,
                                  "seconds": round(elapsed, 1), "rss_before_mib": round(before, 1),
                                  "rss_max_mib": round(max(samples), 1), "rss_end_mib": round(samples[-1], 1),
-                                 "page": shown}
+                                 "page": shown, "page_error": page.locator("#browse-form .error").inner_text()}
             browser.close()
         print(json.dumps(results, indent=2))
     finally:
         for proc in reversed(procs):
             proc.terminate()
             proc.wait(30)
+        shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":
