@@ -259,6 +259,8 @@ async def describe_transactions(ctx: RequestContext, request: Any) -> Any:
 
 
 async def list_transactions(ctx: RequestContext, request: Any) -> Any:
+    if transaction_coordinator(ctx).loading:  # Kafka's TransactionStateManager.listTransactionStates
+        return ctx.respond(error_code=E.coordinator_load_in_progress, unknown_state_filters=[], transaction_states=[])
     known = {s.value for s in TxnState}
     filters = list(request.state_filters or ())
     pattern = None
