@@ -324,6 +324,8 @@ def test_wheel_ships_every_manifest(tmp_path: Path) -> None:
     k8s = ROOT / "src" / "odradek" / "deploy" / "k8s"
     for path in k8s.rglob("*.yaml"):
         assert f"odradek/deploy/k8s/{path.relative_to(k8s)}" in names
+    # the Grafana dashboard, and its copy in the monitoring component (tests/test_dashboard.py)
+    assert {"odradek/deploy/grafana/odradek.json", "odradek/deploy/k8s/components/monitoring/odradek.json"} <= names
 
 
 @dataclass
