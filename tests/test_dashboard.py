@@ -259,6 +259,19 @@ def test_under_replicated_gauge_rises_when_a_follower_is_killed(cluster_factory:
         return {k.rsplit("@", 1)[0]: v for k, v in samples.items()}, types
 
     until_none_missing(board, merged)
+    # one partition per broker: the group's coordinator holds one of them, and asks the
+    # leaders of the others for their latest offsets
+    spread = unique("spread")
+    cluster.create_topic(spread, partitions=3, rf=1)
+    assert len({cluster.partition(spread, p).leader for p in range(3)}) == 3
+    produce(cluster.bootstrap, spread, {0: 5, 1: 5, 2: 5})
+    c = Consumer({"bootstrap.servers": cluster.bootstrap, "group.id": group, "enable.auto.commit": False})
+    try:
+        c.commit(offsets=[TopicPartition(spread, p, p + 1) for p in range(3)], asynchronous=False)
+    finally:
+        c.close()
+    wait_until("the lag of partitions led by other brokers", lambda: lag_of(
+        {k.rsplit("@", 1)[0]: v for k, v in union()[0].items()}, group, spread) == {0: 4, 1: 3, 2: 2})
     gauge = "kafka_server_replicamanager_underreplicatedpartitions"
     assert scrape(by_id[leader].port2)[0][gauge] == 0
     controllers = [b for b in cluster.brokers
