@@ -5,7 +5,8 @@ and changelog topics itself, runs its transactions (one producer per thread, KIP
 the input offsets inside them, restores the count store from the changelog and purges the
 repartition topic with DeleteRecords. The program is killed with SIGKILL while input remains,
 after some output was committed, and restarted; the module runs that once and each test checks
-one thing a Streams user relies on.
+one thing a Streams user relies on. The instance is a static group member (as in a StatefulSet),
+so the restarted program takes the killed one's place in the group at once.
 """
 
 from __future__ import annotations
@@ -79,7 +80,7 @@ def start_app(bootstrap: str, run: WordCountRun, state_dir: Path, log: Path) -> 
     with open(log, "wb") as out:
         return subprocess.Popen([java(), *JVM_FLAGS, "-cp", str(JAVA_DIR / "lib" / "*"),
                                  str(JAVA_DIR / "StreamsWordCount.java"), bootstrap, run.app_id, run.input,
-                                 run.output, str(state_dir)],
+                                 run.output, str(state_dir), f"{run.app_id}-instance"],
                                 stdout=out, stderr=subprocess.STDOUT, cwd=ROOT)
 
 

@@ -1,8 +1,11 @@
 // Kafka Streams word count with exactly_once_v2, run by tests/test_kafka_streams.py as a single-file program:
-//   java -Xmx256m -cp 'tests/java/lib/*' tests/java/StreamsWordCount.java BOOTSTRAP APP_ID INPUT OUTPUT STATE_DIR
+//   java -Xmx256m -cp 'tests/java/lib/*' tests/java/StreamsWordCount.java BOOTSTRAP APP_ID INPUT OUTPUT STATE_DIR [INSTANCE_ID]
 // groupBy -> count makes Streams create its own repartition topic (APP_ID-counts-repartition) and changelog
-// (APP_ID-counts-changelog). Each state change is printed on stdout ("STATE RUNNING"), so is an uncaught
-// exception ("FATAL ..."), since the test classpath has no SLF4J binding and Kafka's own logs go nowhere.
+// (APP_ID-counts-changelog). INSTANCE_ID makes the instance a static group member (KIP-345; its
+// thread's consumer is INSTANCE_ID-1), as in a StatefulSet: restarted, it takes its old place at once
+// instead of waiting for the killed member's session to expire. Each state change is printed on
+// stdout ("STATE RUNNING"), so is an uncaught exception ("FATAL ..."), since the test classpath has
+// no SLF4J binding and Kafka's own logs go nowhere.
 
 import java.time.Duration;
 import java.util.Arrays;
@@ -28,7 +31,7 @@ import org.apache.kafka.streams.state.KeyValueStore;
 public class StreamsWordCount {
     public static void main(String[] args) throws Exception {
         if (args.length < 5) {
-            System.err.println("usage: StreamsWordCount BOOTSTRAP APP_ID INPUT OUTPUT STATE_DIR");
+            System.err.println("usage: StreamsWordCount BOOTSTRAP APP_ID INPUT OUTPUT STATE_DIR [INSTANCE_ID]");
             System.exit(2);
         }
         String bootstrap = args[0], appId = args[1], input = args[2], output = args[3], stateDir = args[4];
@@ -46,8 +49,13 @@ public class StreamsWordCount {
         props.put(StreamsConfig.DEFAULT_KEY_SERDE_CLASS_CONFIG, Serdes.StringSerde.class);
         props.put(StreamsConfig.DEFAULT_VALUE_SERDE_CLASS_CONFIG, Serdes.StringSerde.class);
         props.put(StreamsConfig.consumerPrefix(ConsumerConfig.AUTO_OFFSET_RESET_CONFIG), "earliest");
-        // A restarted instance rejoins at once instead of waiting out the killed member's session.
-        props.put(StreamsConfig.consumerPrefix(ConsumerConfig.SESSION_TIMEOUT_MS_CONFIG), 6000);
+        if (args.length > 5) {
+            props.put(StreamsConfig.consumerPrefix(ConsumerConfig.GROUP_INSTANCE_ID_CONFIG), args[5]);
+            // longer than a restart takes, as static membership is meant to be run
+            props.put(StreamsConfig.consumerPrefix(ConsumerConfig.SESSION_TIMEOUT_MS_CONFIG), 60000);
+        } else {
+            props.put(StreamsConfig.consumerPrefix(ConsumerConfig.SESSION_TIMEOUT_MS_CONFIG), 6000);
+        }
         props.put(StreamsConfig.consumerPrefix(ConsumerConfig.HEARTBEAT_INTERVAL_MS_CONFIG), 500);
 
         StreamsBuilder builder = new StreamsBuilder();
