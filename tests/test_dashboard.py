@@ -311,7 +311,7 @@ def test_dashboard_panels_are_well_formed() -> None:
             assert '{instance=~"$instance"}' in t["expr"], t["expr"]
     for wanted in ("Messages in / s by topic", "Bytes in / out", "Request latency p99 by API",
                    "Under-replicated and offline partitions", "ISR shrinks / expands", "Consumer lag by group",
-                   "Log size by topic", "Controller changes", "Connections by broker", "Event-loop lag p99 / max bucket"):
+                   "Log size by topic", "Controller changes", "Connections by broker", "Event-loop lag p99 / mean"):
         assert wanted in titles
 
 
