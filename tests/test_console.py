@@ -204,11 +204,26 @@ def test_the_message_browser_pages_through_a_partition(
     expect(page.locator("#msg-newer")).to_be_disabled()
 
 
+def test_follow_live_shows_records_as_they_arrive(
+        page: Page, console: ConsoleProcess, console_broker: BrokerProcess) -> None:
+    topic = unique("live")
+    create_topic(console_broker.bootstrap, topic, 2)
+    page.goto(console.url + f"#/messages/{topic}")
+    browse_ready(page)
+    page.check("#msg-follow")
+    expect(page.locator("#msg-info")).to_contain_text("following")
+    produce(console_broker.bootstrap, topic, [("live-key", "first live value")], partition=1)
+    expect(page.locator("#msg-list")).to_contain_text("first live value")
+    produce(console_broker.bootstrap, topic, [("live-key", "second live value")], partition=0)
+    expect(page.locator("#msg-list")).to_contain_text("second live value")
+    expect(page.locator("#msg-list tbody tr")).to_have_count(2)
+
+
 def test_a_page_ends_at_a_partition_whose_last_offsets_are_transaction_markers(
-        console: ConsoleProcess, console_broker: BrokerProcess) -> None:
-    topic = unique("txn")
+        page: Page, console: ConsoleProcess, console_broker: BrokerProcess) -> None:
+    topic, tid = unique("txn"), unique("tid")
     create_topic(console_broker.bootstrap, topic)
-    producer = Producer({"bootstrap.servers": console_broker.bootstrap, "transactional.id": unique("tid")})
+    producer = Producer({"bootstrap.servers": console_broker.bootstrap, "transactional.id": tid})
     producer.init_transactions(15)
     for _ in range(2):
         producer.begin_transaction()
@@ -222,6 +237,48 @@ def test_a_page_ends_at_a_partition_whose_last_offsets_are_transaction_markers(
     # 6 records and 2 commit markers: the page scans the records and knows it reached the end
     assert (page_data["scanned"], page_data["next"], page_data["at_end"]) == (6, "0:8", True)
     assert time.monotonic() - started < 4  # not the page's 5 s budget
+
+    # the transactions page lists the id and describes it (ListTransactions, DescribeTransactions)
+    page.goto(console.url + "#/transactions")
+    page.get_by_role("link", name=tid).click()
+    detail = page.locator("#txn-detail")
+    expect(detail).to_contain_text("CompleteCommit")
+    expect(detail.locator("tr", has_text="producer_epoch")).to_be_visible()
+
+
+def test_scram_users_and_acls_from_the_page(page: Page, console: ConsoleProcess) -> None:
+    user = unique("bob")
+    page.goto(console.url + "#/security")
+    form = page.locator("#user-form")
+    form.locator('input[name="name"]').fill(user)
+    form.locator('input[name="password"]').fill("bob-secret-77")
+    form.locator('select[name="mechanism"]').select_option("SCRAM-SHA-256")
+    form.locator('input[name="iterations"]').fill("4096")
+    form.locator("button[type=submit]").click()
+    expect(form.locator(".note")).to_have_text(f"Saved the SCRAM-SHA-256 credential of {user}.")
+    expect(page.locator("#user-list tr", has_text=user)).to_contain_text("SCRAM-SHA-256")
+    form.locator('input[name="name"]').fill(user)
+    form.locator('input[name="password"]').fill("bob-secret-78")
+    form.locator('input[name="iterations"]').fill("12")
+    form.locator("button[type=submit]").click()
+    expect(form.locator(".error")).to_have_text("iterations must be between 4096 and 16384")
+    page.locator("#user-list tr", has_text=user).get_by_role("button", name="Delete").click()
+    expect(page.locator("#user-list tr", has_text=user)).to_have_count(0)
+
+    acl = page.locator("#acl-form")
+    acl.locator('input[name="principal"]').fill("alice")
+    acl.locator('input[name="resource_name"]').fill("orders")
+    acl.locator("button[type=submit]").click()
+    expect(acl.locator(".error")).to_contain_text("(as in User:alice)")
+    acl.locator('input[name="principal"]').fill("User:alice")
+    acl.locator('select[name="operation"]').select_option("CLUSTER_ACTION")
+    acl.locator("button[type=submit]").click()
+    expect(acl.locator(".error")).to_contain_text("CLUSTER_ACTION is not an operation of a topic")
+    acl.locator('select[name="operation"]').select_option("READ")
+    acl.locator("button[type=submit]").click()
+    # this broker runs no authorizer, and answers as Kafka does
+    expect(acl.locator(".error")).to_have_text(
+        "cannot create the ACL: No Authorizer is configured on the broker (SECURITY_DISABLED)")
 
 
 def test_an_invalid_topic_name_is_answered_in_one_sentence(page: Page, console: ConsoleProcess) -> None:
