@@ -102,6 +102,36 @@ class Load:
         assert not lost, f"{len(lost)} acked record(s) missing or moved, e.g. {lost[:5]}"
 
 
+class GroupReader:
+    """A consumer in a group, subscribed and polling in a thread: the values it got."""
+
+    def __init__(self, bootstrap: str, topic: str) -> None:
+        self.values: set[int] = set()
+        self.errors: list[str] = []
+        self._consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"readers-{time.time_ns()}",
+                                   "auto.offset.reset": "earliest", "session.timeout.ms": 6000})
+        self._consumer.subscribe([topic])
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            msg = self._consumer.poll(0.2)
+            if msg is not None and not msg.error():
+                self.values.add(int(msg.value()))
+
+    def wait_for(self, wanted: set[int], timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        while not wanted <= self.values and time.monotonic() < deadline:
+            time.sleep(0.2)
+        self._stop.set()
+        self._thread.join(5)
+        self._consumer.close()
+        missing = wanted - self.values
+        assert not missing, f"the group's consumer did not get {len(missing)} record(s), e.g. {sorted(missing)[:5]}"
+
+
 def read_all(bootstrap: str, topic: str, partitions: int) -> dict[int, list[tuple[int, bytes]]]:
     c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"check-{time.time_ns()}", "enable.auto.commit": False})
     try:
@@ -174,6 +204,7 @@ def test_rebalance_moves_partitions_onto_new_brokers_under_load(cluster_factory:
     cluster = cluster_factory(3)
     cluster.create_topic("grow", 6, 3, MIN_ISR)
     load = Load(cluster.bootstrap, "grow", 6)
+    reader = GroupReader(cluster.bootstrap, "grow")
     time.sleep(1.0)
     grow(cluster, 3, 4)
     out = odradek("cluster", "rebalance", "--yes", "-b", cluster.bootstrap)
@@ -185,6 +216,7 @@ def test_rebalance_moves_partitions_onto_new_brokers_under_load(cluster_factory:
     assert max(counts.values()) - min(counts.values()) <= 1, counts
     load.check(cluster.bootstrap)
     assert load.sent > 1000
+    reader.wait_for(set(load.acked))  # the group kept consuming through the moves
 
 
 def test_decommission_under_load_then_stop_the_broker(cluster_factory: Any) -> None:  # noqa: F811
@@ -233,9 +265,11 @@ def test_reassignment_interrupted_by_sigkill_of_controller_and_target_completes(
                      lambda: not (cluster.by_id(controller).data_dir / "moving-0").exists())
 
 
-def test_cancelled_reassignment_leaves_the_old_replicas(cluster_factory: Any, grow: Any) -> None:  # noqa: F811
+def test_cancelled_reassignment_leaves_the_old_replicas_and_errors_are_kafkas(
+        cluster_factory: Any, grow: Any) -> None:  # noqa: F811
     cluster = cluster_factory(3)
     cluster.create_topic("cancel", 1, 3, MIN_ISR)
+    cluster.create_topic("errors", 2, 2)
     grow(cluster, 3)
     before = list(cluster.partition("cancel").replicas)
     first = cluster.brokers[0]
@@ -246,11 +280,7 @@ def test_cancelled_reassignment_leaves_the_old_replicas(cluster_factory: Any, gr
     wait_moved(cluster, first, "cancel", 0, before)
     assert reassign(first, "cancel", {0: None}) == {0: "no_reassignment_in_progress"}
 
-
-def test_reassignment_errors_are_kafkas(cluster_factory: Any) -> None:  # noqa: F811
-    cluster = cluster_factory(3)
-    cluster.create_topic("errors", 2, 2)
-    b = cluster.brokers[0]
+    b = first
     answers = reassign(b, "errors", {0: [], 1: [0, 0]})
     assert answers == {0: "invalid_replica_assignment", 1: "invalid_replica_assignment"}
     assert reassign(b, "errors", {0: [0, 7]}) == {0: "invalid_replica_assignment"}  # broker 7 is not alive
@@ -302,6 +332,11 @@ def test_kafka_tools_create_with_replica_assignment_and_reassign(cluster_factory
     cluster.wait_for("kafka-reassign-partitions --verify: completed", verified, 60)
     parts = cluster.metadata("manual").topics["manual"].partitions
     assert [list(parts[p].replicas) for p in (0, 1)] == [[2, 0], [0, 2]]
+    # new partitions placed by hand: kafka-topics --alter gives the whole assignment, old partitions first
+    kafka_tool("org.apache.kafka.tools.TopicCommand", "--bootstrap-server", bootstrap, "--alter", "--topic", "manual",
+               "--partitions", "3", "--replica-assignment", "2:0,0:2,1:2")
+    cluster.wait_for("manual-2 on 1,2", lambda: [list(p.replicas) for p in sorted(
+        cluster.metadata("manual").topics["manual"].partitions.values(), key=lambda p: p.id)] == [[2, 0], [0, 2], [1, 2]])
 
 
 # -- throttles ----------------------------------------------------------------------------------

@@ -411,6 +411,15 @@ class ClusterBroker(Broker):
         self.store.add_partitions(name, new)
         self._on_topics()
 
+    def create_partitions_assigned(self, name: str, replicas: list[list[int]], *, validate_only: bool = False) -> None:
+        """CreatePartitions with a manual assignment, checked by handlers/topics.py."""
+        self.check_partition_limit(len(replicas))
+        if validate_only:
+            return
+        self.store.add_partitions(name, replicas)
+        log.info("topic %s: %d partition(s) added, replicas %s (assigned)", name, len(replicas), replicas)
+        self._on_topics()
+
     def delete_topic(self, name: str) -> None:
         if name not in self.topics():
             raise TopicError("unknown_topic_or_partition", f"topic {name!r} does not exist")

@@ -201,6 +201,34 @@ async def delete_topics(ctx: RequestContext, request: Any) -> Any:
     return ctx.respond(responses=results)
 
 
+def _grow_assigned(broker: Any, topic: Any, t: Any, validate_only: bool) -> None:
+    """kafka-topics --alter --partitions N --replica-assignment: one list per new partition,
+    as many replicas as the existing ones, registered brokers only (Kafka's words)."""
+    added = t.count - topic.partitions
+    replicas = [list(a.broker_ids) for a in t.assignments]
+    if len(replicas) != added:
+        raise TopicError("invalid_replica_assignment",
+                         f"Increasing the number of partitions by {added} but {len(replicas)} assignments provided.")
+    rf = len(topic.replicas[0])
+    live = {n.node_id for n in broker.live_nodes()}
+    for r in replicas:
+        if len(r) != rf:
+            raise TopicError("invalid_replica_assignment",
+                             f"The manual partition assignment includes a partition with {len(r)} replica(s), but "
+                             f"this is not consistent with previous partitions, which have {rf} replica(s).")
+        if len(set(r)) != len(r):
+            raise TopicError("invalid_replica_assignment", f"Duplicate replica assignment found: {replicas}")
+        for b in r:
+            if b not in live:
+                raise TopicError("invalid_replica_assignment", f"The manual partition assignment includes broker "
+                                                               f"{b}, but no such broker is registered.")
+    grow = getattr(broker, "create_partitions_assigned", None)
+    if grow is not None:
+        grow(t.name, replicas, validate_only=validate_only)
+    else:  # one broker: every list is [its id], as create_partitions places them
+        broker.create_partitions(t.name, t.count, validate_only=validate_only)
+
+
 async def create_partitions(ctx: RequestContext, request: Any) -> Any:
     results: list[dict[str, Any]] = []
     duplicates = _duplicates([t.name for t in request.topics])  # as CreateTopics: answered once, not grown
@@ -220,13 +248,14 @@ async def create_partitions(ctx: RequestContext, request: Any) -> Any:
             results.append(entry)
             continue
         try:
-            if t.assignments:
-                raise TopicError("invalid_request", "manual replica assignment is not supported")
             topic = ctx.broker.topics().get(t.name)
             added = t.count - topic.partitions if topic is not None else 0
             if added > 0 and new_partitions + added > MAX_NEW_PARTITIONS:
                 raise TopicError("policy_violation", TOO_LARGE)
-            ctx.broker.create_partitions(t.name, t.count, validate_only=request.validate_only)
+            if t.assignments and topic is not None and added > 0:
+                _grow_assigned(ctx.broker, topic, t, request.validate_only)
+            else:
+                ctx.broker.create_partitions(t.name, t.count, validate_only=request.validate_only)
             new_partitions += max(added, 0)
         except TopicError as exc:
             entry.update(error_code=ErrorCode[exc.code], error_message=str(exc))
