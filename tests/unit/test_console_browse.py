@@ -150,3 +150,17 @@ def test_the_console_listens_on_loopback_unless_exposed() -> None:
         parse_listen("0.0.0.0:8080", False)
     with pytest.raises(typer.Exit):
         parse_listen("8080", False)
+
+
+def test_the_pages_load_nothing_from_outside_the_console() -> None:
+    """No CDN: every asset the page names is one of its own under /static/, shipped in the wheel."""
+    import re
+
+    from odradek.console.web import static_dir
+
+    files = {p.name: p.read_text() for p in static_dir().iterdir()}
+    assert {"index.html", "console.js", "console.css"} <= set(files)
+    for name, text in files.items():
+        assert not re.search(r"(https?:)?//[a-z0-9.-]+\.[a-z]{2,}", text, re.IGNORECASE), name
+    assert set(re.findall(r'(?:src|href)="(/static/[^"]+)"', files["index.html"])) == {
+        "/static/console.js", "/static/console.css"}
