@@ -210,27 +210,25 @@ def test_ten_thousand_idle_connections_are_held_with_bounded_memory(broker_facto
 
 
 
-def test_one_request_cannot_create_more_partitions_than_the_broker_can_open(broker_factory: object) -> None:
-    # CreatePartitions to 9,999 partitions (the network fuzzer's frame): it took every
-    # file descriptor, and the broker could not start again. Now POLICY_VIOLATION.
+def test_one_request_for_thousands_of_partitions_leaves_the_descriptors_bounded(broker_factory: object) -> None:
+    # CreatePartitions to 9,999 partitions (the network fuzzer's frame) took every file
+    # descriptor (three a partition), and the broker could not start again; then it was refused
+    # by a limit derived from the open-file limit. Segment files now open lazily, at most a
+    # bounded number at once (storage.segment.OPEN_SEGMENTS): the partitions are created.
     from confluent_kafka.admin import AdminClient, NewPartitions, NewTopic  # type: ignore[attr-defined]
 
     b = broker_factory()  # type: ignore[operator]
     admin = AdminClient({"bootstrap.servers": b.bootstrap})
     topic = unique("fdbomb")
     admin.create_topics([NewTopic(topic, 1, 1)])[topic].result(10)
-    with pytest.raises(Exception) as info:
-        admin.create_partitions([NewPartitions(topic, 9_999)])[topic].result(10)
-    assert "POLICY_VIOLATION" in str(info.value) and "max.broker.partitions" in str(info.value)
-    with pytest.raises(Exception) as info:
-        admin.create_topics([NewTopic(unique("huge"), 10_000, 1)])[unique("huge")].result(10)
+    admin.create_partitions([NewPartitions(topic, 4_000)])[topic].result(60)
     assert b.proc is not None
     open_files = len(list(Path(f"/proc/{b.proc.pid}/fd").iterdir()))
     assert open_files < 200, f"{open_files} descriptors open"
     api_versions(b.bootstrap)
-    b.stop()
+    b.stop(timeout=60)
     b.start()  # and it starts again
-    api_versions(b.bootstrap)
+    assert len(admin.list_topics(timeout=30).topics[topic].partitions) == 4_000
 
 
 def test_max_broker_partitions_is_kafkas_kip_578_limit(broker_factory: object) -> None:

@@ -104,8 +104,8 @@ class BrokerConfig(BaseSettings):
     max_connections_per_ip_overrides: str = ""
     connections_max_idle_ms: int = 600000
     queued_max_requests: int = 500
-    # KIP-578's partition limit of one broker; -1: what the open-file limit can hold
-    # (each partition keeps .log, .index and .timeindex open), half of it left for sockets.
+    # KIP-578's partition limit of one broker; -1: Kafka's Int.MAX_VALUE (segment files open
+    # lazily, at most a bounded number at once: the open-file limit does not bound partitions).
     max_broker_partitions: int = -1
     log_segment_bytes: int = 1073741824
     log_roll_ms: int = 604800000

@@ -156,8 +156,11 @@ class LocalMetadataStore:
     def _save(self) -> None:
         if self._path is None:
             return
-        payload = {"version": 1, "topics": {n: t.to_json() for n, t in sorted(self._topics.items())}}
-        _write_atomically(self._path, json.dumps(payload, indent=1))
+        # one topic a line, each by json's C encoder (indent= takes the pure-Python one: 100 topics of
+        # 100 partitions cost CreateTopics ~36% of its time in the encoder, on the event loop)
+        body = ",\n".join(f"{json.dumps(n)}: {json.dumps(t.to_json(), separators=(',', ':'))}"
+                           for n, t in sorted(self._topics.items()))
+        _write_atomically(self._path, f'{{"version": 1, "topics": {{\n{body}\n}}}}\n')
 
     def topics(self) -> dict[str, TopicMetadata]:
         return self._topics

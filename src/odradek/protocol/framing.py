@@ -121,14 +121,35 @@ def decode_request(frame: bytes | memoryview) -> tuple[RequestHeader, Any]:
     return RequestHeader(api_key, api_version, header.correlation_id, header.client_id), body
 
 
+class EncodedBody:
+    """A response body already in wire form (Metadata splices cached topic bytes): `flexible`
+    as its schema's `__flexible__`, which decides the response header."""
+
+    __slots__ = ("__flexible__", "data")
+
+    def __init__(self, data: bytes, flexible: bool) -> None:
+        self.data = data
+        self.__flexible__ = flexible
+
+
+def encode_body(entity: Any) -> bytes:
+    """The wire form of a kio entity alone (no header, no size prefix)."""
+    buf = io.BytesIO()
+    _writer(type(entity))(buf, entity)
+    return buf.getvalue()
+
+
 def encode_response(correlation_id: int, response: Any, *, header_v0: bool = False) -> bytes:
-    """Size prefix + response header + body of a kio response entity."""
+    """Size prefix + response header + body of a kio response entity (or an EncodedBody)."""
     buf = io.BytesIO()
     buf.write(b"\0\0\0\0")
     buf.write(_SIZE.pack(correlation_id))
     if response.__flexible__ and not header_v0:
         buf.write(b"\0")  # no tagged fields in the header
-    _writer(type(response))(buf, response)
+    if isinstance(response, EncodedBody):
+        buf.write(response.data)
+    else:
+        _writer(type(response))(buf, response)
     data = buf.getbuffer()
     _SIZE.pack_into(data, 0, len(data) - 4)
     del data

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import resource
 import time
 import uuid
 from collections import defaultdict
@@ -70,9 +69,6 @@ class PartitionState:
     leader_epoch: int
     isr: list[int]
     offline: list[int]
-
-
-FILES_PER_PARTITION = 3  # .log, .index and .timeindex of the active segment
 
 
 @dataclass(frozen=True, slots=True)
@@ -251,17 +247,15 @@ class Broker:
         )
 
     def partition_limit(self) -> int:
-        """max.broker.partitions, or what half of the open-file limit holds at three files each."""
+        """max.broker.partitions (KIP-578); Kafka's default, Int.MAX_VALUE, when unset: segment
+        files open lazily and at most storage.segment.OPEN_SEGMENTS at once, so the open-file
+        limit no longer bounds how many partitions a broker holds."""
         if self.config.max_broker_partitions >= 0:
             return self.config.max_broker_partitions
-        soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
-        if soft == resource.RLIM_INFINITY:
-            return 2**31 - 1
-        return max(soft // 2 // FILES_PER_PARTITION, 1)
+        return 2**31 - 1
 
     def check_partition_limit(self, new_partitions: int) -> None:
-        """Refuse partitions that would exhaust the broker's file descriptors (one request for
-        10,000 partitions took every descriptor, and the broker could not start again)."""
+        """Refuse, before anything is created, partitions beyond max.broker.partitions."""
         hosted = sum(t.partitions for t in self.topics().values())
         limit = self.partition_limit()
         if hosted + new_partitions > limit:

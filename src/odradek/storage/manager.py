@@ -8,12 +8,22 @@ segments after the recovery point must be scanned.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import re
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from odradek.storage.log import LogConfig, PartitionLog
+from odradek.storage.log import (
+    DELETE_SUFFIX,
+    FlushJob,
+    LogConfig,
+    PartitionLog,
+    materialize_later,
+    remove_later,
+)
+from odradek.storage.segment import OPEN_SEGMENTS, open_segment_capacity
 
 log = logging.getLogger("odradek.storage")
 
@@ -21,6 +31,8 @@ RECOVERY_POINT_FILE = "recovery-point-offset-checkpoint"
 LOG_START_FILE = "log-start-offset-checkpoint"
 CLEAN_SHUTDOWN_FILE = ".kafka_cleanshutdown"
 _PARTITION_DIR = re.compile(r"^(.+)-(\d+)$")
+FLUSH_BATCH = 64
+FLUSH_THREADS = 8
 
 
 def read_checkpoint(path: Path) -> dict[tuple[str, int], int]:
@@ -34,6 +46,17 @@ def read_checkpoint(path: Path) -> dict[tuple[str, int], int]:
         if len(parts) == 3:
             out[(parts[0], int(parts[1]))] = int(parts[2])
     return out
+
+
+def _run_jobs(jobs: list[FlushJob]) -> None:
+    for job in jobs:
+        job.run()
+
+
+def _write_checkpoints(data_dir: Path, recovery: dict[tuple[str, int], int],
+                       starts: dict[tuple[str, int], int]) -> None:
+    write_checkpoint(data_dir / RECOVERY_POINT_FILE, recovery)
+    write_checkpoint(data_dir / LOG_START_FILE, starts)
 
 
 def write_checkpoint(path: Path, values: dict[tuple[str, int], int]) -> None:
@@ -65,9 +88,15 @@ class LogManager:
         if not self._clean:
             log.warning("unclean shutdown detected in %s: recovering segments after the recovery points",
                         self.data_dir)
-        for child in sorted(self.data_dir.iterdir()):
-            m = _PARTITION_DIR.match(child.name)
-            if child.is_dir() and m and not child.name.endswith("-delete"):
+        OPEN_SEGMENTS.resize(open_segment_capacity())
+        with os.scandir(self.data_dir) as entries:
+            children = sorted((e.name, e.is_dir()) for e in entries)
+        for name, is_dir in children:
+            if name.endswith(DELETE_SUFFIX):  # a deletion a stop cut short
+                remove_later(self.data_dir / name)
+                continue
+            m = _PARTITION_DIR.match(name)
+            if m and is_dir:
                 self._open_log(m.group(1), int(m.group(2)), self.default_config)
         marker.unlink(missing_ok=True)
 
@@ -87,7 +116,10 @@ class LogManager:
     def get_or_create(self, topic: str, partition: int, config: LogConfig) -> PartitionLog:
         plog = self._logs.get((topic, partition))
         if plog is None:
-            return self._open_log(topic, partition, config)
+            plog = self._logs[(topic, partition)] = PartitionLog.create(
+                self.data_dir / f"{topic}-{partition}", topic, partition, config)
+            materialize_later(plog)
+            return plog
         plog.update_config(config)
         return plog
 
@@ -107,16 +139,47 @@ class LogManager:
         return list(self._logs.values())
 
     def checkpoint(self) -> None:
-        """Flush and record recovery points and log start offsets."""
-        for plog in self._logs.values():
-            plog.flush()
+        """Record the recovery points and log start offsets (DeleteRecords, a deleted topic).
+        The logs are not flushed here: `flush_in_background` moves the recovery points."""
         write_checkpoint(self.data_dir / RECOVERY_POINT_FILE,
                          {k: p.recovery_point for k, p in self._logs.items()})
         write_checkpoint(self.data_dir / LOG_START_FILE,
                          {k: p.log_start_offset for k, p in self._logs.items()})
 
-    def close(self) -> None:
+    def flush_all(self) -> None:
+        """Flush every log, then checkpoint (a stop): the fsyncs of FLUSH_BATCH logs at a time
+        run side by side in threads, as the file system commits them together (one after
+        another, 1,000 written partitions took a stop ~10 s on this machine)."""
+        logs = list(self._logs.values())
+        with ThreadPoolExecutor(FLUSH_THREADS, thread_name_prefix="odradek-flush") as pool:
+            for i in range(0, len(logs), FLUSH_BATCH):
+                jobs = [job for plog in logs[i:i + FLUSH_BATCH] if (job := plog.begin_flush()) is not None]
+                list(pool.map(FlushJob.run, jobs))
+                for job in jobs:
+                    job.done()
+        for plog in logs:  # anything a background flush left half done
+            plog.flush()
         self.checkpoint()
+
+    async def flush_in_background(self) -> None:
+        """The periodic flush: fsyncs in a thread, FLUSH_BATCH logs at a time (bounded duplicate
+        descriptors), the event loop free between batches; then the checkpoint files, also in
+        the thread. On the loop, 1,000 written partitions' fsyncs held it for seconds."""
+        loop = asyncio.get_running_loop()
+        logs = list(self._logs.values())
+        for i in range(0, len(logs), FLUSH_BATCH):
+            jobs = [job for plog in logs[i:i + FLUSH_BATCH] if (job := plog.begin_flush()) is not None]
+            if jobs:
+                # shielded: a cancelled flush (a stop) still runs, and closes its descriptors
+                await asyncio.shield(loop.run_in_executor(None, _run_jobs, jobs))
+                for job in jobs:
+                    job.done()
+        recovery = {k: p.recovery_point for k, p in self._logs.items()}
+        starts = {k: p.log_start_offset for k, p in self._logs.items()}
+        await loop.run_in_executor(None, _write_checkpoints, self.data_dir, recovery, starts)
+
+    def close(self) -> None:
+        self.flush_all()
         for plog in self._logs.values():
             plog.close()
         (self.data_dir / CLEAN_SHUTDOWN_FILE).write_text("")

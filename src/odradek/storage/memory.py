@@ -161,5 +161,11 @@ class MemoryLogManager:
     def checkpoint(self) -> None:
         pass
 
+    def flush_all(self) -> None:
+        pass
+
+    async def flush_in_background(self) -> None:
+        pass
+
     def close(self) -> None:
         pass

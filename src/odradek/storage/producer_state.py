@@ -202,11 +202,14 @@ class ProducerStateManager:
         for old in sorted(self.dir.glob("*.snapshot"))[:-2]:
             old.unlink(missing_ok=True)
 
-    def load_latest(self, max_offset: int) -> int:
-        """Load the newest snapshot at or below max_offset; returns the offset it covers (0 if none)."""
+    def load_latest(self, max_offset: int, names: set[str] | None = None) -> int:
+        """Load the newest snapshot at or below max_offset; returns the offset it covers (0 if none).
+        `names`: the directory's files, when the caller has listed them already."""
         if self.dir is None:
             return 0
-        snaps = sorted((int(p.stem), p) for p in self.dir.glob("*.snapshot") if p.stem.isdigit())
+        if names is None:
+            names = set(os.listdir(self.dir))
+        snaps = sorted((int(n[:-9]), self.dir / n) for n in names if n.endswith(".snapshot") and n[:-9].isdigit())
         for offset, path in reversed(snaps):
             if offset > max_offset:
                 path.unlink(missing_ok=True)

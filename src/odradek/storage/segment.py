@@ -4,18 +4,27 @@
 `.index` holds 8-byte entries (relative offset i32, position i32) and `.timeindex`
 12-byte entries (timestamp i64, relative offset i32), both sparse: one entry per
 `index.interval.bytes` of log. Kafka preallocates and mmaps them; here they are
-appended to and mirrored in memory lists, and rebuilt from the log when missing
-or inconsistent.
+mirrored in memory lists, their new entries written out when the segment is
+flushed or closed, and rebuilt from the log when missing or inconsistent (a
+crash may leave an index short of its last entries: it is sparse, so still right).
+
+File descriptors open lazily and are bounded: a segment's `.log` opens on first
+use and joins `OPEN_SEGMENTS`, a process-wide LRU that closes the least recently
+used one past its capacity (the open-file limit is the process's). A partition
+being written keeps its active segment open while it stays among the most
+recently used; the indexes are files only at load, flush and close.
 """
 
 from __future__ import annotations
 
 import bisect
+import errno
 import logging
 import os
+import resource
 import struct
+from collections import OrderedDict
 from pathlib import Path
-from typing import BinaryIO
 
 from odradek.protocol.records import BATCH_HEADER_SIZE, BatchHeader, read_header, scan_batches
 
@@ -25,6 +34,58 @@ _INDEX_ENTRY = struct.Struct(">ii")
 _TIME_ENTRY = struct.Struct(">qi")
 _BASE_AND_LENGTH = struct.Struct(">qi")
 SCAN_CHUNK = 8 * 1024 * 1024
+DEFAULT_OPEN_SEGMENTS = 1024
+
+
+class OpenSegments:
+    """The LRU of open segment files: at most `capacity` `.log` descriptors at once.
+
+    Only the event loop's thread opens and closes segments (the cleaner's workers open
+    their own descriptors by path), and a fetch's FileSlice holds a duplicate, so closing
+    a segment here never pulls a descriptor from under a reader.
+    """
+
+    def __init__(self, capacity: int = DEFAULT_OPEN_SEGMENTS) -> None:
+        self.capacity = max(capacity, 1)
+        self._lru: OrderedDict[LogSegment, None] = OrderedDict()
+        self.opened = 0  # counters for the bench and the metrics: opens and evictions so far
+        self.evicted = 0
+
+    def __len__(self) -> int:
+        return len(self._lru)
+
+    def touch(self, seg: LogSegment) -> None:
+        self._lru.move_to_end(seg)
+
+    def add(self, seg: LogSegment) -> None:
+        self._lru[seg] = None
+        self.opened += 1
+        while len(self._lru) > self.capacity:
+            oldest, _ = self._lru.popitem(last=False)
+            self.evicted += 1
+            oldest.close_file()
+
+    def discard(self, seg: LogSegment) -> None:
+        self._lru.pop(seg, None)
+
+    def resize(self, capacity: int) -> None:
+        self.capacity = max(capacity, 1)
+        while len(self._lru) > self.capacity:
+            oldest, _ = self._lru.popitem(last=False)
+            self.evicted += 1
+            oldest.close_file()
+
+
+OPEN_SEGMENTS = OpenSegments()
+
+
+def open_segment_capacity() -> int:
+    """A quarter of the soft open-file limit (the rest for sockets and everything else),
+    between 64 and 10,000."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        return 10_000
+    return min(max(soft // 4, 64), 10_000)
 
 
 def segment_name(base_offset: int) -> str:
@@ -65,15 +126,20 @@ class FileSlice:
 
 
 class LogSegment:
-    def __init__(self, directory: Path, base_offset: int, created_ms: int) -> None:
+    def __init__(self, directory: Path, base_offset: int, created_ms: int, *, exists: bool = True) -> None:
         self.dir = directory
         self.base_offset = base_offset
-        stem = segment_name(base_offset)
-        self.log_path = directory / f"{stem}.log"
-        self.index_path = directory / f"{stem}.index"
-        self.time_index_path = directory / f"{stem}.timeindex"
-        self.fd = os.open(self.log_path, os.O_RDWR | os.O_CREAT, 0o644)
-        self.size = os.fstat(self.fd).st_size
+        self.log_path = directory / f"{segment_name(base_offset)}.log"
+        self._fd = -1
+        self._deleted = False
+        self.size = 0
+        self._exists = False
+        if exists:  # else a new partition's first segment: nothing to look at yet
+            try:
+                self.size = os.stat(self.log_path).st_size
+                self._exists = True
+            except FileNotFoundError:
+                pass
         self.created_ms = created_ms
         self.next_offset = base_offset  # log end offset within this segment
         self.max_timestamp = -1
@@ -82,22 +148,77 @@ class LogSegment:
         self.time_stamps: list[int] = []
         self.time_offsets: list[int] = []
         self.bytes_since_index = 0
-        self._index_file: BinaryIO | None = None
-        self._time_file: BinaryIO | None = None
+        self.recovered_epochs: list[tuple[int, int]] = []  # (leader epoch, start offset) seen by a verified load
+        self._index_pending = bytearray()  # entries not yet in the .index / .timeindex files
+        self._time_pending = bytearray()
+
+    __hash__ = object.__hash__  # by identity: a key of OPEN_SEGMENTS
+
+    @property
+    def index_path(self) -> Path:
+        return self.log_path.with_suffix(".index")
+
+    @property
+    def time_index_path(self) -> Path:
+        return self.log_path.with_suffix(".timeindex")
+
+    @property
+    def fd(self) -> int:
+        """The `.log` descriptor, opened (and the least recently used segment closed) if need be."""
+        fd = self._fd
+        if fd >= 0:
+            OPEN_SEGMENTS.touch(self)
+            return fd
+        if self._deleted:
+            raise OSError(errno.ENOENT, "the segment was deleted", str(self.log_path))
+        try:
+            fd = os.open(self.log_path, os.O_RDWR | os.O_CREAT, 0o644)
+        except FileNotFoundError:  # a new partition whose directory the file thread has not made yet
+            self.dir.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.log_path, os.O_RDWR | os.O_CREAT, 0o644)
+        self._fd = fd
+        OPEN_SEGMENTS.add(self)
+        return fd
+
+    @property
+    def is_open(self) -> bool:
+        return self._fd >= 0
+
+    def close_file(self) -> None:
+        """Close the `.log` descriptor (evicted, or the segment closed); it reopens on next use."""
+        fd, self._fd = self._fd, -1
+        if fd >= 0:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
 
     # -- loading -------------------------------------------------------------
 
-    def load(self, *, verify: bool) -> bool:
+    def load(self, *, verify: bool, names: set[str] | None = None) -> bool:
         """Scan the log (CRC-checked when `verify`), truncate a torn tail, load or rebuild indexes.
 
-        Returns True when the segment was cut short (corruption or a torn write).
+        Without `verify` (a clean shutdown, or a segment below the recovery point) the
+        indexes are trusted when they agree with the log: only the batches after the last
+        indexed one are read. Returns True when the segment was cut short (corruption or
+        a torn write). `names`: the directory's files, when the caller listed them.
         """
-        if self.size == 0:  # a new segment: empty indexes
-            self.index_path.write_bytes(b"")
-            self.time_index_path.write_bytes(b"")
-            self._open_index_files()
+        if self.size == 0:  # a new segment: the file now, empty indexes once they have entries
+            if not self._exists:
+                self.fd  # noqa: B018 - creates the file and keeps it open: a new segment is written soon
+            else:  # an emptied segment: no stale entries may precede its new ones
+                for path in (self.index_path, self.time_index_path):
+                    if names is None or path.name in names:
+                        path.unlink(missing_ok=True)
+            return False
+        if not verify and self._load_trusted():
             return False
         headers, valid = self._scan(verify)
+        if verify:
+            for h in headers:
+                epoch = h.partition_leader_epoch
+                if epoch >= 0 and (not self.recovered_epochs or self.recovered_epochs[-1][0] < epoch):
+                    self.recovered_epochs.append((epoch, h.base_offset))
         truncated = valid < self.size
         if truncated:
             log.warning("%s: truncating %d bytes of torn or corrupt data at position %d",
@@ -109,12 +230,29 @@ class LogSegment:
             self.max_timestamp = max(h.max_timestamp for h in headers)
         if truncated or not self._load_indexes():
             self._rebuild_indexes(headers)
-        self._open_index_files()
         return truncated
 
-    def _scan(self, verify: bool) -> tuple[list[BatchHeader], int]:
+    def _load_trusted(self) -> bool:
+        """A clean segment: its indexes, and the batches from the last indexed one to the end."""
+        if not self._load_indexes(check_end=False):
+            return False
+        start = self.index_positions[-1] if self.index_positions else 0
+        headers, valid = self._scan(False, start)
+        if valid != self.size or (self.index_offsets and (not headers or headers[0].last_offset
+                                                          != self.index_offsets[-1])):
+            self.index_offsets, self.index_positions, self.time_stamps, self.time_offsets = [], [], [], []
+            return False  # the indexes disagree with the log: scan it all
+        if headers:
+            self.next_offset = headers[-1].next_offset
+            self.max_timestamp = max(h.max_timestamp for h in headers)
+        if self.time_stamps:  # Kafka's time index holds the largest timestamp so far
+            self.max_timestamp = max(self.max_timestamp, self.time_stamps[-1])
+        self.bytes_since_index = self.size - start
+        return True
+
+    def _scan(self, verify: bool, start: int = 0) -> tuple[list[BatchHeader], int]:
         headers: list[BatchHeader] = []
-        pos = 0
+        pos = start
         while pos < self.size:
             chunk = os.pread(self.fd, max(SCAN_CHUNK, BATCH_HEADER_SIZE), pos)
             if len(chunk) >= 12:
@@ -130,7 +268,7 @@ class LogSegment:
             pos += valid
         return headers, pos
 
-    def _load_indexes(self) -> bool:
+    def _load_indexes(self, *, check_end: bool = True) -> bool:
         try:
             raw = self.index_path.read_bytes()
             traw = self.time_index_path.read_bytes()
@@ -152,7 +290,7 @@ class LogSegment:
                 return False
             stamps.append(ts)
             toffsets.append(self.base_offset + rel)
-        if offsets and offsets[-1] >= self.next_offset:
+        if check_end and offsets and offsets[-1] >= self.next_offset:
             return False
         self.index_offsets, self.index_positions = offsets, positions
         self.time_stamps, self.time_offsets = stamps, toffsets
@@ -163,36 +301,50 @@ class LogSegment:
         self.index_offsets, self.index_positions = [], []
         self.time_stamps, self.time_offsets = [], []
         self.bytes_since_index = 0
-        self._close_index_files()
-        with open(self.index_path, "wb") as idx, open(self.time_index_path, "wb") as tidx:
-            self._index_file, self._time_file = idx, tidx
-            for h in headers:
-                self._maybe_index(h.last_offset, h.position, h.size, h.max_timestamp, 4096)
-            self._index_file = self._time_file = None
+        self._index_pending.clear()
+        self._time_pending.clear()
+        running = -1
+        for h in headers:
+            running = max(running, h.max_timestamp)
+            self._maybe_index(h.last_offset, h.position, h.size, running, 4096)
+        self.index_path.write_bytes(self._index_pending)
+        self.time_index_path.write_bytes(self._time_pending)
+        self._index_pending.clear()
+        self._time_pending.clear()
         log.info("%s: rebuilt offset and time indexes (%d entries)", self.log_path.name, len(self.index_offsets))
 
-    def _open_index_files(self) -> None:
-        self._index_file = open(self.index_path, "ab")  # noqa: SIM115 - lives with the segment
-        self._time_file = open(self.time_index_path, "ab")  # noqa: SIM115
+    def write_index_entries(self) -> list[Path]:
+        """Append the new entries to the index files, unsynced; the files, to fsync elsewhere."""
+        self._write_index_entries(sync=False)
+        return [self.index_path, self.time_index_path] if self.index_offsets else []
 
-    def _close_index_files(self) -> None:
-        for f in (self._index_file, self._time_file):
-            if f is not None:
-                f.close()
-        self._index_file = self._time_file = None
+    def _write_index_entries(self, *, sync: bool) -> None:
+        """Append the entries made since the last write to the index files (fsynced when `sync`)."""
+        for path, pending in ((self.index_path, self._index_pending), (self.time_index_path, self._time_pending)):
+            if not pending and not sync:
+                continue
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+            try:
+                if pending:
+                    os.write(fd, pending)
+                    pending.clear()
+                if sync:
+                    os.fsync(fd)
+            finally:
+                os.close(fd)
 
     # -- appending -------------------------------------------------------------
 
     def _maybe_index(self, last_offset: int, position: int, size: int, max_ts: int, interval: int) -> None:
+        """`max_ts` is the largest timestamp so far in the segment (Kafka's maxTimestampSoFar)."""
         if self.bytes_since_index >= interval or not self.index_offsets:
             self.index_offsets.append(last_offset)
             self.index_positions.append(position)
-            assert self._index_file is not None and self._time_file is not None
-            self._index_file.write(_INDEX_ENTRY.pack(last_offset - self.base_offset, position))
+            self._index_pending += _INDEX_ENTRY.pack(last_offset - self.base_offset, position)
             if not self.time_stamps or max_ts > self.time_stamps[-1]:
                 self.time_stamps.append(max_ts)
                 self.time_offsets.append(last_offset)
-                self._time_file.write(_TIME_ENTRY.pack(max_ts, last_offset - self.base_offset))
+                self._time_pending += _TIME_ENTRY.pack(max_ts, last_offset - self.base_offset)
             self.bytes_since_index = 0
         self.bytes_since_index += size
 
@@ -201,25 +353,25 @@ class LogSegment:
         """Write batches; `batches` holds (last_offset, position-in-segment, size, max_timestamp)."""
         total = 0
         iov_max = 1000
+        fd = self.fd
         for i in range(0, len(pieces), iov_max):
             chunk = pieces[i : i + iov_max]
             want = sum(len(p) for p in chunk)
-            written = os.pwritev(self.fd, chunk, self.size + total)
+            written = os.pwritev(fd, chunk, self.size + total)
             if written != want:  # a short write: finish it byte-exactly
                 rest = b"".join(bytes(p) for p in chunk)[written:]
                 while rest:
-                    n = os.pwrite(self.fd, rest, self.size + total + written)
+                    n = os.pwrite(fd, rest, self.size + total + written)
                     written += n
                     rest = rest[n:]
             total += want
+        max_so_far = self.max_timestamp
         for last_offset, position, size, max_ts in batches:
-            self._maybe_index(last_offset, position, size, max_ts, index_interval)
-            self.max_timestamp = max(self.max_timestamp, max_ts)
-            self.next_offset = last_offset + 1
+            max_so_far = max(max_so_far, max_ts)
+            self._maybe_index(last_offset, position, size, max_so_far, index_interval)
+        self.max_timestamp = max_so_far
+        self.next_offset = batches[-1][0] + 1 if batches else self.next_offset
         self.size += total
-        assert self._index_file is not None and self._time_file is not None
-        self._index_file.flush()
-        self._time_file.flush()
 
     # -- reading ---------------------------------------------------------------
 
@@ -333,24 +485,29 @@ class LogSegment:
         self.next_offset = headers[-1].next_offset if headers else self.base_offset
         self.max_timestamp = max((h.max_timestamp for h in headers), default=-1)
         self._rebuild_indexes(headers)
-        self._open_index_files()
 
     def flush(self) -> None:
+        """fsync the log (reopened if evicted: its written pages are the file's, not the
+        descriptor's) and write out and fsync the new index entries."""
         os.fsync(self.fd)
-        for f in (self._index_file, self._time_file):
-            if f is not None:
-                f.flush()
-                os.fsync(f.fileno())
+        self._write_index_entries(sync=True)
 
     def close(self) -> None:
-        self._close_index_files()
-        try:
-            os.close(self.fd)
-        except OSError:
-            pass
+        """Write out the new index entries and close the file (a broker stop, a swap)."""
+        if self._index_pending or self._time_pending:
+            self._write_index_entries(sync=False)
+        OPEN_SEGMENTS.discard(self)
+        self.close_file()
+
+    def delete_handles(self) -> None:
+        """Forget the segment's descriptor and unwritten index entries (its files are going)."""
+        self._deleted = True
+        self._index_pending.clear()
+        self._time_pending.clear()
+        self.close()
 
     def delete(self) -> None:
-        self.close()
+        self.delete_handles()
         for p in (self.log_path, self.index_path, self.time_index_path, self.log_path.with_suffix(".txnindex")):
             p.unlink(missing_ok=True)
 

@@ -1,0 +1,256 @@
+"""Many partitions on one broker: create, Metadata, produce to many at once, restart, delete.
+
+One `odradek serve` subprocess (file storage, a fresh data dir), then, in order:
+  1. --topics topics of --partitions partitions each, created --per-request topics per
+     CreateTopics (confluent-kafka AdminClient): total time and the slowest request;
+  2. Metadata v12 for all topics over a raw socket, --metadata-runs times: median and
+     slowest answer, response size;
+  3. idle RSS and open files of the broker, and their growth per partition;
+  4. produce (acks=1, 100 B records, linger.ms=5) of --records records to one partition,
+     then the same number spread over --spread partitions at once (round robin over the
+     first topics' partitions): msg/s of each and the ratio;
+  5. restart after SIGTERM (clean: the stop's time too) and after SIGKILL: time from exec
+     to the first answered ApiVersions, and to the first answered Metadata for all topics;
+  6. DeleteTopics of every topic (the same requests' size as the creation).
+Throughout, the broker logs every event-loop stall over 5 ms (event.loop.stall.threshold.ms=5);
+each phase prints how many there were and the longest.
+
+    .venv/bin/python bench/scale_bench.py [--topics 100] [--partitions 100] [--per-request 10]
+        [--spread 1000] [--records 200000] [--nofile N]
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import signal
+import socket
+import statistics
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from confluent_kafka import Producer
+from confluent_kafka.admin import AdminClient, NewTopic
+from produce_consume import free_port, proc_cpu_seconds
+
+from odradek.protocol.framing import decode_response, encode_request, request_type
+
+STALL = re.compile(r"the event loop stalled for (\d+) ms")
+LIMITED = ("import resource, runpy, sys; n = int(sys.argv[1]); resource.setrlimit(resource.RLIMIT_NOFILE, (n, n)); "
+           "sys.argv = ['odradek', *sys.argv[2:]]; runpy.run_module('odradek', run_name='__main__', alter_sys=True)")
+
+
+class Broker:
+    def __init__(self, data_dir: Path, nofile: int | None) -> None:
+        self.data_dir = data_dir
+        self.port = free_port()
+        self.log_path = data_dir.parent / "broker.log"
+        self.nofile = nofile
+        self.proc: subprocess.Popen[bytes] | None = None
+        self._log_seen = 0
+
+    def start(self) -> float:
+        """Seconds from exec to the first answered ApiVersions."""
+        env = {**os.environ, "ODRADEK_EVENT_LOOP_STALL_THRESHOLD_MS": "5"}
+        # RLIMIT_NOFILE set in the child itself: `python -c LIMITED N serve ...`
+        limited = ["-c", LIMITED, str(self.nofile)] if self.nofile is not None else ["-m", "odradek"]
+        log = open(self.log_path, "ab")  # noqa: SIM115 - the child keeps it
+        started = time.perf_counter()
+        self.proc = subprocess.Popen(
+            [sys.executable, *limited, "serve", "--listen", f"127.0.0.1:{self.port}",
+             "--data-dir", str(self.data_dir)], stdout=log, stderr=log, env=env)
+        log.close()
+        deadline = started + 120
+        while time.perf_counter() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"broker exited: {self.log_path.read_text()[-2000:]}")
+            try:
+                api_versions(self.port)
+                return time.perf_counter() - started
+            except OSError:
+                time.sleep(0.01)
+        raise TimeoutError("broker did not answer")
+
+    def stop(self, sig: int = signal.SIGTERM) -> float:
+        assert self.proc is not None
+        started = time.perf_counter()
+        self.proc.send_signal(sig)
+        self.proc.wait(120)
+        return time.perf_counter() - started
+
+    def stalls(self) -> tuple[int, int]:
+        """(count, longest ms) of the stalls logged since the last call."""
+        text = self.log_path.read_text(errors="replace")
+        new, self._log_seen = text[self._log_seen:], len(text)
+        found = [int(m.group(1)) for m in STALL.finditer(new)]
+        return len(found), max(found, default=0)
+
+    def rss_mb(self) -> float:
+        assert self.proc is not None
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+        return float("nan")
+
+    def open_files(self) -> int:
+        assert self.proc is not None
+        return len(os.listdir(f"/proc/{self.proc.pid}/fd"))
+
+
+def roundtrip(port: int, api_key: int, version: int, body: object) -> tuple[object, int]:
+    with socket.create_connection(("127.0.0.1", port), timeout=60) as s:
+        s.sendall(encode_request(api_key, version, 1, body))
+        size = struct.unpack(">i", recv(s, 4))[0]
+        frame = recv(s, size)
+    return decode_response(frame, api_key, version)[1], size
+
+
+def recv(s: socket.socket, n: int) -> bytes:
+    parts = []
+    while n:
+        chunk = s.recv(min(n, 1 << 20))
+        if not chunk:
+            raise ConnectionError("closed")
+        parts.append(chunk)
+        n -= len(chunk)
+    return b"".join(parts)
+
+
+def api_versions(port: int) -> None:
+    roundtrip(port, 18, 3, request_type(18, 3)(client_software_name="scale", client_software_version="1"))
+
+
+def metadata_all(port: int) -> tuple[float, int, int]:
+    """(seconds, topics, response bytes) of one Metadata v12 for all topics on a fresh connection."""
+    body = request_type(3, 12)(topics=None, allow_auto_topic_creation=False,
+                               include_topic_authorized_operations=False)
+    with socket.create_connection(("127.0.0.1", port), timeout=60) as s:
+        frame = encode_request(3, 12, 1, body)
+        started = time.perf_counter()
+        s.sendall(frame)
+        size = struct.unpack(">i", recv(s, 4))[0]
+        data = recv(s, size)
+        took = time.perf_counter() - started
+    return took, len(decode_response(data, 3, 12)[1].topics), size
+
+
+def produce(port: int, targets: list[tuple[str, int]], records: int) -> float:
+    """msg/s of `records` 100 B records, acks=1, round robin over `targets`."""
+    p = Producer({"bootstrap.servers": f"127.0.0.1:{port}", "acks": 1, "linger.ms": 5,
+                  "batch.size": 1_000_000, "queue.buffering.max.messages": 2_000_000,
+                  "queue.buffering.max.kbytes": 2_000_000})
+    payload = b"x" * 100
+    for topic, part in targets:  # metadata and connections first: only the records are timed
+        p.produce(topic, payload, partition=part)
+    p.flush(60)
+    n = len(targets)
+    started = time.perf_counter()
+    for i in range(records):
+        topic, part = targets[i % n]
+        try:
+            p.produce(topic, payload, partition=part)
+        except BufferError:
+            p.poll(0.005)
+            p.produce(topic, payload, partition=part)
+    remaining = p.flush(120)
+    took = time.perf_counter() - started
+    del p
+    if remaining:
+        raise RuntimeError(f"{remaining} records not delivered")
+    return records / took
+
+
+def stalls_line(b: Broker) -> str:
+    count, longest = b.stalls()
+    return f"loop stalls > 5 ms: {count}, longest {longest} ms"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--topics", type=int, default=100)
+    ap.add_argument("--partitions", type=int, default=100)
+    ap.add_argument("--per-request", type=int, default=10, help="topics per CreateTopics / DeleteTopics")
+    ap.add_argument("--spread", type=int, default=1000, help="partitions produced to at once")
+    ap.add_argument("--records", type=int, default=200_000)
+    ap.add_argument("--metadata-runs", type=int, default=20)
+    ap.add_argument("--nofile", type=int, help="the broker's RLIMIT_NOFILE (soft and hard)")
+    args = ap.parse_args()
+    total = args.topics * args.partitions
+    print(f"load average {os.getloadavg()[0]:.1f}; {args.topics} topics x {args.partitions} partitions = {total:,}")
+    with tempfile.TemporaryDirectory(prefix="scale-bench-") as tmp:
+        b = Broker(Path(tmp) / "data", args.nofile)
+        took = b.start()
+        metadata_all(b.port)  # the first request of its kind (imports) out of the figures
+        rss0, fds0 = b.rss_mb(), b.open_files()
+        print(f"start (empty): {took:.2f} s; RSS {rss0:.0f} MB, {fds0} open files")
+        b.stalls()
+
+        admin = AdminClient({"bootstrap.servers": f"127.0.0.1:{b.port}"})
+        names = [f"scale-{i:04d}" for i in range(args.topics)]
+        slowest = 0.0
+        started = time.perf_counter()
+        for i in range(0, len(names), args.per_request):
+            chunk = names[i:i + args.per_request]
+            t0 = time.perf_counter()
+            futures = admin.create_topics([NewTopic(n, args.partitions, 1) for n in chunk], request_timeout=120)
+            for f in futures.values():
+                f.result(120)
+            slowest = max(slowest, time.perf_counter() - t0)
+        took = time.perf_counter() - started
+        print(f"create {total:,} partitions ({args.per_request} topics a request): {took:.2f} s "
+              f"({took / total * 1e3:.3f} ms a partition), slowest request {slowest * 1e3:.0f} ms; {stalls_line(b)}")
+
+        runs = [metadata_all(b.port) for _ in range(args.metadata_runs)]
+        times = sorted(r[0] * 1e3 for r in runs)
+        print(f"Metadata v12, all {runs[0][1]} topics ({runs[0][2]:,} B): median {statistics.median(times):.1f} ms, "
+              f"slowest {times[-1]:.1f} ms of {len(times)}; {stalls_line(b)}")
+
+        time.sleep(2)
+        rss, fds = b.rss_mb(), b.open_files()
+        print(f"idle with {total:,} partitions: RSS {rss:.0f} MB ({(rss - rss0) * 1024 / total:.1f} KB a partition), "
+              f"{fds} open files ({(fds - fds0) / total:.3f} a partition)")
+
+        one = "scale-single"
+        admin.create_topics([NewTopic(one, 1, 1)])[one].result(60)
+        spread = [(names[i // args.partitions], i % args.partitions) for i in range(min(args.spread, total))]
+        cpu0 = proc_cpu_seconds(b.proc.pid)  # type: ignore[union-attr]
+        single = produce(b.port, [(one, 0)], args.records)
+        cpu1 = proc_cpu_seconds(b.proc.pid)  # type: ignore[union-attr]
+        many = produce(b.port, spread, args.records)
+        cpu2 = proc_cpu_seconds(b.proc.pid)  # type: ignore[union-attr]
+        print(f"produce {args.records:,} x 100 B, acks=1: one partition {single:,.0f} msg/s "
+              f"(broker CPU {cpu1 - cpu0:.2f} s), {len(spread):,} partitions {many:,.0f} msg/s "
+              f"(broker CPU {cpu2 - cpu1:.2f} s): {many / single:.0%}; {stalls_line(b)}; "
+              f"{b.open_files()} open files")
+
+        del admin  # its reconnection attempts while the broker restarts are noise
+        stop_s = b.stop()
+        took = b.start()
+        meta = metadata_all(b.port)[0]
+        print(f"clean restart: stop {stop_s:.2f} s, start {took:.2f} s to ApiVersions (+{meta * 1e3:.0f} ms "
+              f"Metadata all topics); {stalls_line(b)}")
+        b.stop(signal.SIGKILL)
+        took = b.start()
+        meta = metadata_all(b.port)[0]
+        print(f"restart after SIGKILL: start {took:.2f} s to ApiVersions (+{meta * 1e3:.0f} ms Metadata); "
+              f"{stalls_line(b)}; RSS {b.rss_mb():.0f} MB, {b.open_files()} open files")
+
+        admin = AdminClient({"bootstrap.servers": f"127.0.0.1:{b.port}"})
+        slowest = 0.0
+        started = time.perf_counter()
+        for i in range(0, len(names), args.per_request):
+            t0 = time.perf_counter()
+            for f in admin.delete_topics(names[i:i + args.per_request], request_timeout=120).values():
+                f.result(120)
+            slowest = max(slowest, time.perf_counter() - t0)
+        took = time.perf_counter() - started
+        print(f"delete {total:,} partitions: {took:.2f} s, slowest request {slowest * 1e3:.0f} ms; {stalls_line(b)}")
+        b.stop()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,154 @@
+"""Many partitions on one broker (issue 20): bounded descriptors, a partition limit that refuses
+cleanly, and a Metadata answer spliced from cached topic bytes that clients read as before.
+
+The timings (10,000 partitions, start-up, Metadata in under 50 ms) live in bench/scale_bench.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewPartitions, NewTopic  # type: ignore[attr-defined]
+from conftest import ROOT, BrokerProcess, wait_for_port
+
+from odradek.config import BrokerConfig
+from odradek.protocol.framing import encode_request, request_type
+from odradek.server.broker import Broker
+from odradek.server.dispatcher import Dispatcher
+from odradek.server.handlers import ROUTES, metadata
+
+NOFILE = 256  # the broker's whole open-file limit: the old code held three files a partition
+
+
+# `python -c LIMITED N args...`: `python -m odradek args...` with RLIMIT_NOFILE N (soft and hard), set
+# in the child itself (a preexec_fn is unsafe beside librdkafka's threads)
+LIMITED = ("import resource, runpy, sys; n = int(sys.argv[1]); resource.setrlimit(resource.RLIMIT_NOFILE, (n, n)); "
+           "sys.argv = ['odradek', *sys.argv[2:]]; runpy.run_module('odradek', run_name='__main__', alter_sys=True)")
+
+
+class LimitedBroker(BrokerProcess):
+    """`odradek serve` with RLIMIT_NOFILE lowered to NOFILE before it starts."""
+
+    def start(self) -> LimitedBroker:
+        self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed by stop()/kill()
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", LIMITED, str(NOFILE), "serve", "--listen", self.bootstrap,
+             "--data-dir", str(self.data_dir)],
+            stdout=self._log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1", **self.env},
+            cwd=ROOT)
+        wait_for_port(self.port, timeout=60, proc=self.proc)
+        return self
+
+
+def open_files(b: BrokerProcess) -> int:
+    assert b.proc is not None
+    return len(os.listdir(f"/proc/{b.proc.pid}/fd"))
+
+
+def read_all(bootstrap: str, partitions: list[tuple[str, int]]) -> dict[tuple[str, int], bytes]:
+    """The first record of every partition, read from the beginning."""
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": "scale-check", "enable.auto.commit": False})
+    try:
+        c.assign([TopicPartition(t, p, OFFSET_BEGINNING) for t, p in partitions])
+        got: dict[tuple[str, int], bytes] = {}
+        idle = 0
+        while len(got) < len(partitions) and idle < 30:
+            batch = c.consume(1000, 1.0)
+            idle = 0 if batch else idle + 1
+            for m in batch:
+                if m.error() is None:
+                    got.setdefault((str(m.topic()), int(m.partition() or 0)), bytes(m.value() or b""))
+        return got
+    finally:
+        c.close()
+
+
+def test_two_thousand_partitions_with_256_open_files_are_written_restarted_and_read_back(tmp_path: Path) -> None:
+    # With .log, .index and .timeindex open for every partition the broker ran out of descriptors
+    # near a third of the limit (6,600 partitions of 20,000 files) and could not start again.
+    b = LimitedBroker(tmp_path / "data")
+    b.start()
+    try:
+        admin = AdminClient({"bootstrap.servers": b.bootstrap})
+        topics = [f"many-{i:02d}" for i in range(20)]
+        for chunk in (topics[:10], topics[10:]):
+            for f in admin.create_topics([NewTopic(t, 100, 1) for t in chunk], request_timeout=60).values():
+                f.result(60)
+        partitions = [(t, p) for t in topics for p in range(100)]
+        producer = Producer({"bootstrap.servers": b.bootstrap, "linger.ms": 20})
+        for t, p in partitions:
+            producer.produce(t, f"{t}/{p}".encode(), partition=p)
+        assert producer.flush(60) == 0
+        del producer, admin
+        assert open_files(b) < NOFILE // 2
+        expected = {(t, p): f"{t}/{p}".encode() for t, p in partitions}
+        assert read_all(b.bootstrap, partitions) == expected
+        assert open_files(b) < NOFILE // 2
+
+        b.stop(timeout=60)
+        b.start()  # clean
+        assert read_all(b.bootstrap, partitions) == expected
+        b.kill()
+        b.start()  # after SIGKILL: recovered from the logs
+        assert read_all(b.bootstrap, partitions) == expected
+        assert open_files(b) < NOFILE // 2
+    finally:
+        if b.proc is not None and b.proc.poll() is None:
+            b.stop(timeout=60)
+    logs = b.logs()
+    assert "Too many open files" not in logs and "Traceback" not in logs
+
+
+def test_create_topics_beyond_max_broker_partitions_is_refused_and_creates_nothing(broker_factory: Any) -> None:
+    b = broker_factory(env={"ODRADEK_MAX_BROKER_PARTITIONS": "150"})
+    admin = AdminClient({"bootstrap.servers": b.bootstrap})
+    admin.create_topics([NewTopic("first", 100, 1)])["first"].result(30)
+    futures = admin.create_topics([NewTopic("fits", 40, 1), NewTopic("too-many", 40, 1)], request_timeout=30)
+    futures["fits"].result(30)  # each topic is judged on its own, in order, as Kafka does
+    with pytest.raises(Exception) as refused:
+        futures["too-many"].result(30)
+    message = str(refused.value)
+    assert "POLICY_VIOLATION" in message and "max.broker.partitions" in message and "150" in message
+    with pytest.raises(Exception) as grown:
+        admin.create_partitions([NewPartitions("fits", 51)])["fits"].result(30)
+    assert "POLICY_VIOLATION" in str(grown.value)
+    listed = admin.list_topics(timeout=30).topics
+    assert "too-many" not in listed and len(listed["fits"].partitions) == 40
+    assert not [d for d in os.listdir(b.data_dir) if d.startswith("too-many")]
+    assert {d for d in os.listdir(b.data_dir) if d.startswith("fits-")} <= {f"fits-{i}" for i in range(40)}
+
+
+def test_all_topics_metadata_from_cached_topic_bytes_is_what_kio_encodes_in_every_version() -> None:
+    async def check() -> None:
+        broker = Broker(BrokerConfig(storage="memory"))
+        broker.open()
+        broker.create_topic("three", 3)
+        broker.create_topic("wide", 300)  # a topics array whose entries pass 128 bytes
+        broker.create_topic("x" * 249, 1)
+        dispatcher = Dispatcher(broker, ROUTES)
+        for version in range(ROUTES[3].min_version, ROUTES[3].max_version + 1):
+            cls = request_type(3, version)
+            flags = {f.name: False for f in dataclasses.fields(cls) if f.name.startswith(("allow_", "include_"))}
+            frame = encode_request(3, version, 7, cls(topics=None if version else (), **flags))[4:]
+            spliced = await dispatcher.dispatch(None, frame)
+            again = await dispatcher.dispatch(None, frame)  # from the cache
+            broker.create_partitions("three", 4 + version)  # a changed topic is encoded afresh
+            grown = await dispatcher.dispatch(None, frame)
+            cache = metadata._topic_cache
+            metadata._topic_cache = lambda ctx, request: None
+            try:
+                built = await dispatcher.dispatch(None, frame)
+            finally:
+                metadata._topic_cache = cache
+            assert spliced == again and grown == built, f"Metadata v{version}"
+            assert spliced != grown
+
+    asyncio.run(check())
