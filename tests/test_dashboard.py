@@ -234,7 +234,7 @@ def test_lag_series_is_high_watermark_minus_committed_offset(metrics_broker: Any
 
 # -- a 3-broker cluster -------------------------------------------------------------------------
 
-def test_under_replicated_gauge_rises_when_a_follower_is_killed(cluster_factory: Any) -> None:  # noqa: F811
+def test_under_replicated_and_offline_gauges_rise_when_a_broker_is_killed(cluster_factory: Any) -> None:  # noqa: F811
     cluster = cluster_factory(3, env={"ODRADEK_METRICS_PORT": "{port2}"})
     topic, group = unique("ur"), unique("ur-group")
     cluster.create_topic(topic, partitions=1, rf=3)
@@ -280,15 +280,20 @@ def test_under_replicated_gauge_rises_when_a_follower_is_killed(cluster_factory:
     assert all(scrape(b.port2)[0]["kafka_controller_controllerstats_controllerchangerateandtimems_total"] >= 1
                for b in cluster.brokers)
     victim = next(b for b in cluster.brokers if b.broker_id not in (leader, controllers[0].broker_id))
+    offline = "kafka_controller_kafkacontroller_offlinepartitionscount"
+    assert scrape(controllers[0].port2)[0][offline] == 0
     victim.kill()
     wait_until("the leader to count its partition under-replicated",
                lambda: scrape(by_id[leader].port2)[0][gauge] >= 1)
-    assert scrape(by_id[leader].port2)[0]["kafka_controller_kafkacontroller_offlinepartitionscount"] == 0
+    # the victim's replica of the spread topic was its only one: offline, as the controller counts
+    wait_until("one offline partition", lambda: scrape(controllers[0].port2)[0][offline] == 1)
+    assert all(scrape(b.port2)[0][offline] == 0 for b in cluster.brokers if b.alive and b is not controllers[0])
     expands = scrape(by_id[leader].port2)[0]["kafka_server_replicamanager_isrexpands_total"]
     victim.start()  # back: it catches up, the leader takes it into the ISR again
-    wait_until("the ISR to expand and the gauge to fall", lambda: (
+    wait_until("the ISR to expand and the gauges to fall", lambda: (
         (s := scrape(by_id[leader].port2)[0])[gauge] == 0
-        and s["kafka_server_replicamanager_isrexpands_total"] > expands), timeout=30)
+        and s["kafka_server_replicamanager_isrexpands_total"] > expands
+        and scrape(controllers[0].port2)[0][offline] == 0), timeout=30)
 
 
 # -- the dashboard file and its Kubernetes component ------------------------------------------
