@@ -315,6 +315,13 @@ def test_kafka_tools_create_with_replica_assignment_and_reassign(cluster_factory
         "manual" in cluster.metadata("manual", via=b).topics for b in cluster.brokers))
     parts = cluster.metadata("manual").topics["manual"].partitions
     assert [list(parts[p].replicas) for p in (0, 1)] == [[0, 1], [1, 2]]
+    topics = tmp_path / "topics.json"
+    topics.write_text(json.dumps({"version": 1, "topics": [{"topic": "manual"}]}))
+    out = odradek("partitions", "reassign", "--generate", "--topics-to-move-json-file", str(topics),
+                  "--broker-list", "0,2", "-b", bootstrap)
+    current, proposed = (json.loads(line) for line in out.splitlines() if line.startswith("{"))
+    assert [e["replicas"] for e in current["partitions"]] == [[0, 1], [1, 2]]
+    assert sorted(sorted(e["replicas"]) for e in proposed["partitions"]) == [[0, 2], [0, 2]]
     plan = tmp_path / "plan.json"
     plan.write_text(json.dumps({"version": 1, "partitions": [
         {"topic": "manual", "partition": 0, "replicas": [2, 0]},
