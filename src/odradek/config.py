@@ -130,6 +130,10 @@ class BrokerConfig(BaseSettings):
     replica_lag_time_max_ms: int = 30000
     replica_fetch_wait_max_ms: int = 500
     zookeeper_session_timeout_ms: int = 18000
+    # Rack awareness (KIP-36, KIP-392): this broker's rack, placed into replica assignments and
+    # matched against consumers' client.rack by RackAwareReplicaSelector
+    broker_rack: str | None = None
+    replica_selector_class: str | None = None
     controlled_shutdown_enable: bool = True
     controlled_shutdown_max_retries: int = 3
     controlled_shutdown_retry_backoff_ms: int = 5000

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import zlib
 from collections.abc import Callable
 from typing import Any
 
@@ -35,6 +34,7 @@ from odradek.cluster.metadata import (
     validate_topic_name,
 )
 from odradek.cluster.peer import PeerConnection
+from odradek.cluster.placement import PlacementError, assign_replicas, start_index
 from odradek.cluster.reassignment import reassign
 from odradek.cluster.replication import ReplicaManager
 from odradek.cluster.throttle import DynamicBrokerConfigs, Quota, ReplicationThrottle
@@ -137,7 +137,8 @@ class ClusterBroker(Broker):
             (item.name, item.security_protocol, item.advertised_host, item.advertised_port)
             for item in self.listeners
         )
-        self.store.register_broker(BrokerInfo(self.node_id, self.node.host, self.node.port, None, endpoints))
+        self.store.register_broker(BrokerInfo(self.node_id, self.node.host, self.node.port, self.config.broker_rack,
+                                              endpoints))
 
     def close(self) -> None:
         """Flush and checkpoint the logs, then leave ZooKeeper; bounded, and only once (the
@@ -360,14 +361,16 @@ class ClusterBroker(Broker):
 
     # -- topics ------------------------------------------------------------
 
-    def _assign(self, num_partitions: int, replication_factor: int, first: int = 0) -> list[list[int]]:
-        """Round-robin replica assignment over live brokers (Kafka's rack-unaware layout, no shift)."""
-        brokers = sorted(self.nodes) or [self.node_id]
-        if replication_factor > len(brokers):
-            raise TopicError("invalid_replication_factor",
-                             f"replication factor: {replication_factor} larger than available brokers: {len(brokers)}")
-        n = len(brokers)
-        return [[brokers[(first + p + j) % n] for j in range(replication_factor)] for p in range(num_partitions)]
+    def _assign(self, num_partitions: int, replication_factor: int, *, start: int,
+                first: int = 0) -> list[list[int]]:
+        """Kafka's AdminUtils.assignReplicasToBrokers over the live brokers, rack-aware when
+        every broker has broker.rack (cluster/placement.py)."""
+        brokers = {b: n.rack for b, n in self.nodes.items()} or {self.node_id: self.config.broker_rack}
+        try:
+            return assign_replicas(brokers, num_partitions, replication_factor, fixed_start=start,
+                                   first_partition=first)
+        except PlacementError as exc:
+            raise TopicError("invalid_replication_factor", str(exc)) from None
 
     def create_topic(self, name: str, num_partitions: int = -1, replication_factor: int = -1,
                      configs: dict[str, str] | None = None, *, validate_only: bool = False) -> TopicMetadata | None:
@@ -388,8 +391,8 @@ class ClusterBroker(Broker):
         if name in self.topics():
             raise TopicError("topic_already_exists", f"Topic '{name}' already exists.")  # Kafka's words
         self.check_partition_limit(num_partitions)
-        first = zlib.crc32(name.encode()) % max(1, len(self.nodes))  # spread the preferred leaders
-        replicas = self._assign(num_partitions, replication_factor, first=first)
+        # spread the preferred leaders of different topics (Kafka: a random start)
+        replicas = self._assign(num_partitions, replication_factor, start=start_index(name, len(self.nodes)))
         if validate_only:
             return None
         topic = self.store.create_topic(name, replicas, checked)
@@ -405,7 +408,10 @@ class ClusterBroker(Broker):
             raise TopicError("invalid_partitions",
                              f"topic currently has {topic.partitions} partitions, {count} would not be an increase")
         self.check_partition_limit(count - topic.partitions)
-        new = self._assign(count - topic.partitions, len(topic.replicas[0]), first=topic.partitions)
+        # AdminZkClient.createPartitions: start at partition 0's first replica, go on from its count
+        ids = sorted(self.nodes)
+        start = next((i for i, b in enumerate(ids) if b >= topic.replicas[0][0]), 0)
+        new = self._assign(count - topic.partitions, len(topic.replicas[0]), start=start, first=topic.partitions)
         if validate_only:
             return
         self.store.add_partitions(name, new)
