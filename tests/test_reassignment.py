@@ -327,7 +327,9 @@ def test_kafka_tools_create_with_replica_assignment_and_reassign(cluster_factory
         {"topic": "manual", "partition": 0, "replicas": [2, 0]},
         {"topic": "manual", "partition": 1, "replicas": [0, 2]}]}))
     reassign_cmd = "org.apache.kafka.tools.reassign.ReassignPartitionsCommand"
-    out = kafka_tool(reassign_cmd, "--bootstrap-server", bootstrap, "--reassignment-json-file", str(plan), "--execute")
+    out = kafka_tool(reassign_cmd, "--bootstrap-server", bootstrap, "--reassignment-json-file", str(plan), "--execute",
+                     "--throttle", "50000000")
+    assert "The inter-broker throttle limit was set to 50000000 B/s" in out, out
     assert "Successfully started partition reassignments for manual-0,manual-1" in out, out
 
     def verified() -> bool:
@@ -339,6 +341,15 @@ def test_kafka_tools_create_with_replica_assignment_and_reassign(cluster_factory
     cluster.wait_for("kafka-reassign-partitions --verify: completed", verified, 60)
     parts = cluster.metadata("manual").topics["manual"].partitions
     assert [list(parts[p].replicas) for p in (0, 1)] == [[2, 0], [0, 2]]
+    out = kafka_tool("org.apache.kafka.tools.LogDirsCommand", "--bootstrap-server", bootstrap, "--describe",
+                     "--topic-list", "manual")
+    described = json.loads(next(line for line in out.splitlines() if line.startswith("{")))
+    held = {(b["broker"], p["partition"]) for b in described["brokers"] for d in b["logDirs"] for p in d["partitions"]}
+    assert held == {(2, "manual-0"), (0, "manual-0"), (0, "manual-1"), (2, "manual-1")}
+    kafka_tool("org.apache.kafka.tools.LeaderElectionCommand", "--bootstrap-server", bootstrap,
+               "--election-type", "preferred", "--all-topic-partitions")
+    cluster.wait_for("preferred leaders", lambda: [p.leader for p in sorted(
+        cluster.metadata("manual").topics["manual"].partitions.values(), key=lambda p: p.id)] == [2, 0])
     # new partitions placed by hand: kafka-topics --alter gives the whole assignment, old partitions first
     kafka_tool("org.apache.kafka.tools.TopicCommand", "--bootstrap-server", bootstrap, "--alter", "--topic", "manual",
                "--partitions", "3", "--replica-assignment", "2:0,0:2,1:2")
