@@ -193,7 +193,10 @@ function topicPage(name) {
       };
       save.addEventListener("click", () => act(input.value));
       reset.addEventListener("click", () => act(null));
-      return h("td", {}, h("div", { class: "row" }, input, save, reset), err);
+      const form = h("div", { class: "row", hidden: true }, input, save, reset);
+      const edit = h("button", { class: "plain", "data-config-edit": c.name }, "Edit");
+      edit.addEventListener("click", () => { form.hidden = false; edit.hidden = true; input.focus(); });
+      return h("td", {}, edit, form, err);
     };
     fill(body,
       h("h2", {}, "Partitions"),
@@ -260,7 +263,7 @@ async function messagesPage(name, params) {
       draw(current.records);
       info.textContent = `${current.records.length} record(s) shown, ${current.scanned} scanned` + (filter.value ? ` for "${filter.value}"` : "") +
         `; log end offsets ${Object.entries(current.watermarks).map(([p, m]) => `${p}: ${m.low}–${m.high}`).join(", ")}`;
-      older.disabled = current.at_start; newer.disabled = current.at_end && !filter.value;
+      older.disabled = current.at_start; newer.disabled = current.at_end;
     } catch (e) { box.textContent = e.message; }
   };
   form.addEventListener("submit", (ev) => { ev.preventDefault(); show(""); });
