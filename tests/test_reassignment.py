@@ -422,3 +422,45 @@ def test_single_node_answers_the_admin_apis_as_a_one_broker_kafka(broker_factory
         {"partition_index": 0, "replicas": [me]}, {"partition_index": 1, "replicas": [me, me + 1]}]}]})
     assert [p.error_code.name for p in moved.responses[0].partitions] == ["none", "invalid_replica_assignment"]
     assert call(b, 46, 0, {"timeout": 30000, "topics": None}).topics == ()
+
+
+# -- the local cluster grows ----------------------------------------------------------------------
+
+def test_cluster_up_adds_brokers_to_a_running_local_cluster(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from odradek.cli.cluster_up import cluster_app, free_port
+
+    state = tmp_path / "local"
+    pids: dict[str, int] = {}
+    first = next(p for p in iter(free_port, 0) if all(_port_free(p + i) for i in range(2)))
+    runner = CliRunner()
+    env = {"ODRADEK_ZOOKEEPER_SESSION_TIMEOUT_MS": "2000"}
+    up = runner.invoke(cluster_app, ["up", "--brokers", "1", "--dir", str(state), "--zookeeper-port",
+                                     str(free_port()), "--port", str(first)], env=env)
+    try:
+        assert up.exit_code == 0, up.output
+        grown = runner.invoke(cluster_app, ["up", "--brokers", "2", "--dir", str(state)], env=env)
+        assert grown.exit_code == 0, grown.output
+        assert "added broker(s) 1: the cluster has 2 broker(s)" in grown.output
+        assert f"127.0.0.1:{first},127.0.0.1:{first + 1}" in grown.output
+        pids = json.loads((state / "cluster.json").read_text())["pids"]
+        assert sorted(pids) == ["broker-0", "broker-1", "zookeeper"]
+        again = runner.invoke(cluster_app, ["up", "--brokers", "2", "--dir", str(state)], env=env)
+        assert again.exit_code == 1 and "already running with 2 broker(s)" in again.output
+    finally:
+        down = runner.invoke(cluster_app, ["down", "--dir", str(state)])
+    assert down.exit_code == 0, down.output
+    for pid in pids.values():  # down stops every recorded pid, the added broker's too
+        with pytest.raises(OSError):
+            os.kill(pid, 0)
+
+
+def _port_free(port: int) -> bool:
+    import socket
+
+    try:
+        socket.create_server(("127.0.0.1", port)).close()
+    except OSError:
+        return False
+    return True
