@@ -11,6 +11,7 @@ import dataclasses
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -21,9 +22,13 @@ from conftest import ROOT, BrokerProcess, wait_for_port
 
 from odradek.config import BrokerConfig
 from odradek.protocol.framing import encode_request, request_type
+from odradek.protocol.records import decode_batch, encode_batch, scan_batches
 from odradek.server.broker import Broker
 from odradek.server.dispatcher import Dispatcher
 from odradek.server.handlers import ROUTES, metadata
+from odradek.storage.log import LogConfig, PartitionLog
+from odradek.storage.manager import LogManager
+from odradek.storage.segment import OPEN_SEGMENTS
 
 NOFILE = 256  # the broker's whole open-file limit: the old code held three files a partition
 
@@ -152,3 +157,79 @@ def test_all_topics_metadata_from_cached_topic_bytes_is_what_kio_encodes_in_ever
             assert spliced != grown
 
     asyncio.run(check())
+
+
+def append(plog: PartitionLog, value: bytes) -> None:
+    data = encode_batch([(b"k", value, ())], timestamp_ms=time.time_ns() // 1_000_000)
+    plog.append(data, scan_batches(data)[0], now_ms=time.time_ns() // 1_000_000)
+    plog.high_watermark = plog.log_end_offset
+
+
+def values(plog: PartitionLog) -> list[bytes | None]:
+    data = plog.read(plog.log_start_offset, 1 << 20)
+    out: list[bytes | None] = []
+    while data:
+        size = 12 + int.from_bytes(data[8:12], "big")
+        out += [r.value for r in decode_batch(data[:size]).records]
+        data = data[size:]
+    return out
+
+
+def wait_for_file_thread(data_dir: Path) -> None:
+    deadline = time.monotonic() + 30
+    while any(n.endswith("-delete") for n in os.listdir(data_dir)) and time.monotonic() < deadline:
+        time.sleep(0.01)
+
+
+def test_a_partition_recreated_right_after_its_deletion_holds_only_its_new_records(tmp_path: Path) -> None:
+    # the deleted log's directory is renamed by a background thread; the new log's first write
+    # must neither land in the old directory nor be removed with it
+    manager = LogManager(tmp_path, default_config=LogConfig())
+    manager.open()
+    for round_ in range(20):
+        old = manager.get_or_create("t", 0, LogConfig())
+        append(old, b"old %d" % round_)
+        manager.delete_topic("t")
+        new = manager.get_or_create("t", 0, LogConfig())
+        append(new, b"new %d" % round_)
+        if round_ < 19:
+            manager.delete_topic("t")
+    wait_for_file_thread(tmp_path)
+    manager.close()
+    reopened = LogManager(tmp_path, default_config=LogConfig())
+    reopened.open()
+    plog = reopened.get("t", 0)
+    assert plog is not None and values(plog) == [b"new 19"]
+    reopened.close()
+
+
+def test_more_logs_than_open_segments_are_written_and_read_through_evictions(tmp_path: Path) -> None:
+    capacity = OPEN_SEGMENTS.capacity
+    OPEN_SEGMENTS.resize(8)
+    try:
+        logs = [PartitionLog.create(tmp_path / f"t-{p}", "t", p, LogConfig()) for p in range(50)]
+        for round_ in range(3):
+            for p, plog in enumerate(logs):
+                append(plog, b"%d/%d" % (p, round_))
+                assert len(OPEN_SEGMENTS) <= 8
+        for p, plog in enumerate(logs):
+            assert values(plog) == [b"%d/%d" % (p, r) for r in range(3)]
+        assert len(OPEN_SEGMENTS) <= 8 and OPEN_SEGMENTS.evicted > 0
+        for plog in logs:
+            plog.close()
+        reopened = [PartitionLog.open(tmp_path / f"t-{p}", "t", p, LogConfig()) for p in range(50)]
+        assert [values(plog) for plog in reopened] == [[b"%d/%d" % (p, r) for r in range(3)] for p in range(50)]
+    finally:
+        OPEN_SEGMENTS.resize(capacity)
+
+
+def test_leader_epochs_not_yet_checkpointed_are_recovered_from_the_batches_after_a_crash(tmp_path: Path) -> None:
+    plog = PartitionLog.create(tmp_path / "t-0", "t", 0, LogConfig())
+    plog.leader_epoch = 3
+    append(plog, b"a")
+    plog.leader_epoch = 5
+    append(plog, b"b")
+    # no flush, no close: the leader-epoch-checkpoint was never written
+    crashed = PartitionLog.open(tmp_path / "t-0", "t", 0, LogConfig(), recovery_point=0, clean_shutdown=False)
+    assert crashed.epochs == [(3, 0), (5, 1)] and crashed.end_offset_for_epoch(3) == (3, 1)
+    assert values(crashed) == [b"a", b"b"]
