@@ -188,7 +188,8 @@ def test_java_transaction_with_send_offsets_is_seen_only_when_committed(
     # the offsets went to the group inside the committed transaction
     assert sorted(result["groupOffsets"].values()) == [5, 5]
     (listed,) = result["listed"]
-    assert listed["state"] == "CompleteCommit" and listed["producerId"] >= 0
+    assert listed["state"] in ("PrepareCommit", "CompleteCommit")  # the last markers may still be on their way
+    assert listed["producerId"] >= 0
     # librdkafka's read_committed agrees
     assert sorted(m.value().decode() for m in read_all(jbroker.bootstrap, result["out"], 2, "read_committed")) \
         == committed
