@@ -149,6 +149,14 @@ class BrokerConfig(BaseSettings):
     transaction_state_log_num_partitions: int = 50
     transaction_state_log_replication_factor: int = 1
     transaction_abort_timed_out_transaction_cleanup_interval_ms: int = 10000
+    # KIP-932 share groups (Kafka's names and defaults)
+    group_share_session_timeout_ms: int = 45000
+    group_share_heartbeat_interval_ms: int = 5000
+    group_share_record_lock_duration_ms: int = 30000
+    group_share_delivery_count_limit: int = 5
+    group_share_partition_max_record_locks: int = 2000
+    share_coordinator_state_topic_num_partitions: int = 50
+    share_coordinator_state_topic_replication_factor: int = 1
 
     @field_validator("authorizer_class_name", mode="after")
     @classmethod

@@ -25,6 +25,8 @@ FEATURES: tuple[Feature, ...] = (
     Feature("transaction.version", 0, 2),
     # 1 would announce KIP-848's consumer protocol, which odradek does not serve yet.
     Feature("group.version", 0, 0),
+    # 1: KIP-932 share groups (ShareGroupHeartbeat, ShareFetch, ShareAcknowledge), as Kafka 4.3 finalizes it
+    Feature("share.version", 0, 1),
 )
 
 # The finalized-features epoch: constant, since the levels only change with a new release.

@@ -27,6 +27,7 @@ from odradek.server.handlers import (
     reassignment,
     sasl,
     scram_users,
+    share_groups,
     topics,
     transactions,
 )
@@ -78,4 +79,11 @@ ROUTES: dict[int, Route] = {
     43: Route(elect_leaders.handle, 0, 2),
     45: Route(reassignment.alter_partition_reassignments, 0, 1),
     46: Route(reassignment.list_partition_reassignments, 0, 0),
+    76: Route(share_groups.share_group_heartbeat, 1, 1),  # KIP-932 share groups
+    77: Route(share_groups.share_group_describe, 1, 1),
+    78: Route(share_groups.share_fetch, 1, 2),  # v2: RENEW acknowledgements (KIP-1222)
+    79: Route(share_groups.share_acknowledge, 1, 2),
+    90: Route(share_groups.describe_share_group_offsets, 0, 1),
+    91: Route(share_groups.alter_share_group_offsets, 0, 0),
+    92: Route(share_groups.delete_share_group_offsets, 0, 0),
 }

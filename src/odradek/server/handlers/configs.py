@@ -16,6 +16,7 @@ from odradek.cluster.topic_config import (
 )
 from odradek.security.authorizer import AclOperation, ResourceType
 from odradek.server.dispatcher import RequestContext
+from odradek.server.handlers import share_groups
 
 TOPIC = 2
 BROKER = 4
@@ -23,6 +24,7 @@ BROKER = 4
 BROKER_LOGGER, CLIENT_METRICS, GROUP = 8, 16, 32
 # DescribeConfigsResponse config_source / synonym source values
 CONFIG_SOURCE = {"TOPIC_CONFIG": 1, "DYNAMIC_BROKER_CONFIG": 2, "STATIC_BROKER_CONFIG": 4, "DEFAULT_CONFIG": 5}
+GROUP_CONFIG_SOURCE = 8  # ConfigSource.GROUP_CONFIG
 CONFIG_TYPE = {"BOOLEAN": 1, "STRING": 2, "INT": 3, "SHORT": 4, "LONG": 5, "DOUBLE": 6, "LIST": 7, "PASSWORD": 9}
 SET, DELETE, APPEND, SUBTRACT = 0, 1, 2, 3
 
@@ -83,6 +85,11 @@ async def describe_configs(ctx: RequestContext, request: Any) -> Any:
             else:
                 values = effective_topic_configs(topic.configs, broker.config)
                 result["configs"] = [_entry(c, False, synonyms, documentation) for c in values]
+        elif res.resource_type == GROUP:  # KIP-848/KIP-932 group configs
+            result["configs"] = [
+                {"name": n, "value": v, "read_only": False, "config_source": 5 if d else GROUP_CONFIG_SOURCE,
+                 "is_default": d, "is_sensitive": False, "synonyms": [], "config_type": CONFIG_TYPE["STRING"],
+                 "documentation": None} for n, v, d in share_groups.group_config_entries(ctx, res.resource_name)]
         elif res.resource_type == BROKER:
             if res.resource_name not in ("", str(broker.node_id)):
                 result.update(error_code=ErrorCode.invalid_request,
@@ -235,6 +242,8 @@ async def incremental_alter_configs(ctx: RequestContext, request: Any) -> Any:
     for res, error in zip(request.resources, _preprocess(request.resources, True), strict=True):
         topic = ctx.broker.topics().get(res.resource_name) if res.resource_type == TOPIC else None
         configs = dict(topic.configs) if topic is not None else None
+        if res.resource_type == GROUP:
+            configs = share_groups.group_configs(ctx, res.resource_name)
         dynamic = getattr(ctx.broker, "broker_dynamic_configs", None)
         if res.resource_type == BROKER and dynamic is not None and error is None:
             configs = await dynamic(res.resource_name)
@@ -245,6 +254,10 @@ async def incremental_alter_configs(ctx: RequestContext, request: Any) -> Any:
             responses.append(_refused(res, error))
         elif res.resource_type == BROKER:
             responses.append(await _alter_broker(ctx, res, configs or {}, request.validate_only))
+        elif res.resource_type == GROUP and configs is not None and _denied(
+                ctx, GROUP, res.resource_name, AclOperation.ALTER_CONFIGS) is None:
+            refused = share_groups.set_group_configs(ctx, res.resource_name, configs, request.validate_only)
+            responses.append(_refused(res, refused) if refused else _refused(res, (ErrorCode.none, "")))
         else:
             responses.append(_alter(ctx, res, configs, request.validate_only))
     return ctx.respond(responses=responses)

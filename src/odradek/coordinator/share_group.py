@@ -1,0 +1,305 @@
+"""Share groups (KIP-932): membership, assignment and the share partitions of a broker.
+
+A share group has no rebalance barrier: partitions may be shared by several members,
+so a new assignment is given to each member at its next ShareGroupHeartbeat and the
+member epoch follows the group epoch at once. The assignment is computed on the
+broker, in the spirit of Kafka's SimpleAssignor: with no more members than
+partitions each partition goes to one member, with more members each member gets
+one partition and a partition is shared. Membership lives in memory (members
+rejoin after a restart); the share partitions' state goes to __share_group_state
+(share_state.py), which is what must not be lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from kio.schema.errors import ErrorCode
+
+from odradek.coordinator.share_partition import SharePartition
+from odradek.coordinator.share_state import GroupConfigs, ShareStateStore, Snapshot
+
+if TYPE_CHECKING:
+    from odradek.server.broker import Broker
+
+log = logging.getLogger("odradek.coordinator")
+E = ErrorCode
+LEAVE_EPOCH = -1
+SWEEP_INTERVAL_S = 0.1
+
+Assignment = dict[uuid.UUID, list[int]]
+
+
+@dataclass
+class ShareMember:
+    member_id: str
+    client_id: str
+    client_host: str
+    rack_id: str | None
+    subscribed: list[str]
+    epoch: int = 0
+    assignment: Assignment = field(default_factory=dict)
+    session: asyncio.TimerHandle | None = None
+
+
+@dataclass
+class ShareGroup:
+    group_id: str
+    epoch: int = 0
+    assignment_epoch: int = 0
+    members: dict[str, ShareMember] = field(default_factory=dict)
+    metadata: tuple[tuple[str, int], ...] = ()
+
+    @property
+    def state(self) -> str:
+        return "Stable" if self.members else "Empty"
+
+    def subscribed_topics(self) -> set[str]:
+        return {t for m in self.members.values() for t in m.subscribed}
+
+
+def assign(members: list[ShareMember], topics: dict[str, tuple[uuid.UUID, int]]) -> dict[str, Assignment]:
+    """Partitions of every subscribed topic over the members subscribed to it (sorted by id, so
+    each member's share is stable while membership is)."""
+    out: dict[str, Assignment] = {m.member_id: {} for m in members}
+    for name, (topic_id, count) in sorted(topics.items()):
+        subs = sorted(m.member_id for m in members if name in m.subscribed)
+        if not subs or count <= 0:
+            continue
+        if len(subs) <= count:
+            for p in range(count):
+                out[subs[p % len(subs)]].setdefault(topic_id, []).append(p)
+        else:
+            for i, member_id in enumerate(subs):
+                out[member_id].setdefault(topic_id, []).append(i % count)
+    return out
+
+
+@dataclass
+class ShareSession:
+    """A member's share session on this broker (KIP-932's share fetch sessions): the partitions
+    it fetches, and the epoch its next ShareFetch or ShareAcknowledge must carry."""
+    epoch: int
+    partitions: dict[tuple[uuid.UUID, int], None] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class HeartbeatResult:
+    error: ErrorCode
+    message: str | None = None
+    member_epoch: int = 0
+    assignment: Assignment | None = None
+
+
+class ShareCoordinator:
+    """The share groups this broker coordinates and the share partitions it leads."""
+
+    def __init__(self, broker: Broker) -> None:
+        self.broker = broker
+        self.config = broker.config
+        self.store = ShareStateStore(broker)
+        self.group_configs = GroupConfigs(broker.config.data_dir)
+        self.groups: dict[str, ShareGroup] = {}
+        self.partitions: dict[tuple[str, str, int], SharePartition] = {}
+        self.snapshots: dict[tuple[str, uuid.UUID, int], Snapshot] = {}
+        self.sessions: dict[tuple[str, str], ShareSession] = {}
+        self._sweeper: asyncio.Task[None] | None = None
+        self._loaded = False
+
+    def start(self) -> list[asyncio.Task[None]]:
+        self._sweeper = asyncio.get_running_loop().create_task(self._sweep())
+        return [self._sweeper]
+
+    async def stop(self) -> None:
+        self.flush()
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sweeper
+
+    def _load(self) -> None:
+        """Replay __share_group_state once, on first use (the log manager is open by then)."""
+        if not self._loaded:
+            self._loaded = True
+            self.snapshots = self.store.load()
+
+    # -- membership (ShareGroupHeartbeat) -------------------------------------------
+
+    def heartbeat(self, group_id: str, member_id: str, member_epoch: int, rack_id: str | None,
+                  subscribed: list[str] | None, client_id: str, client_host: str) -> HeartbeatResult:
+        if not member_id:
+            return HeartbeatResult(E.invalid_request, "MemberId can't be empty.")
+        group = self.groups.get(group_id)
+        if member_epoch == LEAVE_EPOCH:
+            if group is not None and member_id in group.members:
+                self._remove(group, member_id)
+            return HeartbeatResult(E.none, member_epoch=LEAVE_EPOCH)
+        if member_epoch == 0:
+            if not subscribed:
+                return HeartbeatResult(E.invalid_request, "SubscribedTopicNames must be set in first request.")
+            group = self.groups.setdefault(group_id, ShareGroup(group_id))
+            member = group.members.get(member_id)
+            if member is None:
+                member = group.members[member_id] = ShareMember(member_id, client_id, client_host, rack_id,
+                                                                list(subscribed))
+                group.epoch += 1
+            member.epoch = 0
+        else:
+            member = group.members.get(member_id) if group is not None else None
+            if group is None or member is None:
+                return HeartbeatResult(E.unknown_member_id, f"Member {member_id} is not a member of group {group_id}.")
+            if member_epoch != member.epoch:
+                return HeartbeatResult(E.fenced_member_epoch, f"The share group member has an epoch {member_epoch}"
+                                       f" while the coordinator has {member.epoch}.")
+        if subscribed is not None and sorted(subscribed) != sorted(member.subscribed):
+            member.subscribed = list(subscribed)
+            group.epoch += 1
+        if rack_id is not None:
+            member.rack_id = rack_id
+        self._schedule_session(group, member)
+        self._maybe_assign(group)
+        if member.epoch != group.epoch:
+            member.epoch = group.epoch
+            return HeartbeatResult(E.none, member_epoch=member.epoch, assignment=member.assignment)
+        return HeartbeatResult(E.none, member_epoch=member.epoch)
+
+    def _topics(self, names: set[str]) -> dict[str, tuple[uuid.UUID, int]]:
+        known = self.broker.topics()
+        return {n: (known[n].topic_id, known[n].partitions) for n in names if n in known}
+
+    def _maybe_assign(self, group: ShareGroup) -> None:
+        """A new target assignment when membership, subscriptions or the subscribed topics'
+        partitions changed (a topic created or grown bumps the group epoch, as Kafka's
+        subscription metadata check does)."""
+        topics = self._topics(group.subscribed_topics())
+        metadata = tuple(sorted((n, c) for n, (_, c) in topics.items()))
+        if metadata != group.metadata:
+            group.metadata = metadata
+            group.epoch += 1
+        if group.assignment_epoch == group.epoch:
+            return
+        for member_id, assignment in assign(list(group.members.values()), topics).items():
+            group.members[member_id].assignment = assignment
+        group.assignment_epoch = group.epoch
+
+    def _schedule_session(self, group: ShareGroup, member: ShareMember) -> None:
+        if member.session is not None:
+            member.session.cancel()
+        member.session = asyncio.get_running_loop().call_later(
+            self.config.group_share_session_timeout_ms / 1000, self._expire, group.group_id, member.member_id)
+
+    def _expire(self, group_id: str, member_id: str) -> None:
+        group = self.groups.get(group_id)
+        if group is not None and member_id in group.members:
+            log.info("share group %s: member %s session timed out", group_id, member_id)
+            self._remove(group, member_id)
+
+    def _remove(self, group: ShareGroup, member_id: str) -> None:
+        member = group.members.pop(member_id)
+        if member.session is not None:
+            member.session.cancel()
+        group.epoch += 1
+        self._maybe_assign(group)
+        self.release_member(group.group_id, member_id)
+
+    # -- share partitions ----------------------------------------------------------
+
+    def share_partition(self, group_id: str, topic: str, topic_id: uuid.UUID, partition: int,
+                        log_start: int, high_watermark: int) -> SharePartition:
+        """The group's state of the partition, from __share_group_state or new: a new one starts at
+        share.auto.offset.reset (latest: the high watermark; earliest: the log start)."""
+        key = (group_id, topic, partition)
+        sp = self.partitions.get(key)
+        if sp is not None and sp.topic_id == topic_id:
+            return sp
+        self._load()
+        snap = self.snapshots.get((group_id, topic_id, partition))
+        if snap is not None:
+            state_epoch, start, batches = snap
+            sp = SharePartition.from_snapshot(group_id, topic, topic_id, partition, max(start, log_start),
+                                              state_epoch, batches)
+        else:
+            earliest = self.group_configs.get(group_id, "share.auto.offset.reset") == "earliest"
+            sp = SharePartition(group_id, topic, topic_id, partition, log_start if earliest else high_watermark)
+            sp.dirty = True
+        self.partitions[key] = sp
+        return sp
+
+    def group_config_int(self, group_id: str, name: str, default: int) -> int:
+        value = self.group_configs.get(group_id, name)
+        return int(value) if value else default
+
+    def lock_s(self, group_id: str) -> float:
+        return self.group_config_int(group_id, "share.record.lock.duration.ms",
+                                     self.config.group_share_record_lock_duration_ms) / 1000
+
+    def delivery_limit(self, group_id: str) -> int:
+        return self.group_config_int(group_id, "share.delivery.count.limit",
+                                     self.config.group_share_delivery_count_limit)
+
+    def release_member(self, group_id: str, member_id: str) -> None:
+        for (g, topic, partition), sp in self.partitions.items():
+            if g == group_id and sp.release_member(member_id, self.delivery_limit(g)):
+                self.broker.purgatory.notify((topic, partition))
+        self.flush()
+
+    def save(self, sp: SharePartition) -> bool:
+        """Write the partition's snapshot when it changed; False when the write failed."""
+        if not sp.dirty:
+            return True
+        snap: Snapshot = (sp.state_epoch, sp.start_offset, sp.state_batches())
+        ok = self.store.save(sp.group_id, sp.topic_id, sp.partition, snap)
+        if ok:
+            sp.dirty = False
+            self.snapshots[(sp.group_id, sp.topic_id, sp.partition)] = snap
+        return ok
+
+    def flush(self) -> None:
+        for sp in self.partitions.values():
+            self.save(sp)
+
+    def delete_state(self, group_id: str, topic: str, topic_id: uuid.UUID, partitions: int) -> None:
+        """DeleteShareGroupOffsets: the state is gone; the next fetch starts at share.auto.offset.reset."""
+        self._load()
+        for p in range(partitions):
+            self.partitions.pop((group_id, topic, p), None)
+            if self.snapshots.pop((group_id, topic_id, p), None) is not None:
+                self.store.save(group_id, topic_id, p, None)
+
+    def group_state(self, group_id: str) -> dict[tuple[str, uuid.UUID, int], tuple[int, int]]:
+        """(topic, topic id, partition) -> (SPSO, records done past it) for DescribeShareGroupOffsets."""
+        self._load()
+        names = {t.topic_id: n for n, t in self.broker.topics().items()}
+        out: dict[tuple[str, uuid.UUID, int], tuple[int, int]] = {}
+        for (g, topic_id, p), (_, start, batches) in self.snapshots.items():
+            if g == group_id and topic_id in names:
+                done = sum(b.last_offset - b.first_offset + 1 for b in batches if b.delivery_state in (2, 4))
+                out[(names[topic_id], topic_id, p)] = (start, done)
+        for (g, topic, p), sp in self.partitions.items():
+            if g == group_id:
+                out[(topic, sp.topic_id, p)] = (sp.start_offset, sp.completed_in_flight())
+        return out
+
+    def known_group(self, group_id: str) -> bool:
+        self._load()
+        return group_id in self.groups or any(g == group_id for g, _, _ in self.snapshots)
+
+    async def _sweep(self) -> None:
+        """Acquisition locks time out here; a released record wakes the share fetches waiting."""
+        while True:
+            await asyncio.sleep(SWEEP_INTERVAL_S)
+            now = time.monotonic()
+            try:
+                for (g, topic, partition), sp in list(self.partitions.items()):
+                    if sp.inflight and sp.expire_locks(now, self.delivery_limit(g)):
+                        self.broker.purgatory.notify((topic, partition))
+                    if sp.dirty:  # new records acquired, locks expired: one write per sweep
+                        self.save(sp)
+            except (OSError, ValueError) as exc:  # a disk or config error must not end the sweeper
+                log.warning("share lock sweep failed: %s", exc)

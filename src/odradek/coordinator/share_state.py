@@ -1,0 +1,208 @@
+"""__share_group_state: where share-partition state survives a restart (KIP-932).
+
+Kafka's share coordinator keeps, per (group, topic id, partition), a ShareSnapshot
+record (key type 0) with the SPSO, the state epoch and the in-flight state batches
+(ShareUpdate records, key type 1, carry deltas between snapshots). odradek writes a
+full ShareSnapshot on every change of a partition's state, which the compacted topic
+keeps the latest of; the schemas are Kafka's (share-coordinator/.../message/
+ShareSnapshotKey.json and ShareSnapshotValue.json). A tombstone deletes the state
+(DeleteShareGroupOffsets). Group configs (share.auto.offset.reset,
+share.isolation.level), which Kafka keeps in the cluster metadata, are kept here in
+the data directory (group_configs.json).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import struct
+import time
+import uuid
+from collections.abc import Mapping
+from pathlib import Path
+from typing import ClassVar
+
+from odradek.coordinator.share_partition import StateBatch
+from odradek.coordinator.store import InternalTopicStore
+
+log = logging.getLogger("odradek.coordinator")
+
+SHARE_STATE_TOPIC = "__share_group_state"
+SHARE_SNAPSHOT_KEY = 0
+SHARE_UPDATE_KEY = 1
+# Group configs a share group takes (GroupConfig in Kafka), with Kafka's defaults.
+SHARE_GROUP_CONFIGS = {
+    "share.auto.offset.reset": "latest",
+    "share.isolation.level": "read_uncommitted",
+    "share.record.lock.duration.ms": "",
+    "share.session.timeout.ms": "",
+    "share.heartbeat.interval.ms": "",
+    "share.delivery.count.limit": "",
+}
+
+_INT_CONFIGS = {"share.record.lock.duration.ms": 1000, "share.session.timeout.ms": 1,
+                "share.heartbeat.interval.ms": 1, "share.delivery.count.limit": 2}
+
+_I16 = struct.Struct(">h")
+
+
+def validate_group_config(name: str, value: str) -> str | None:
+    """Why Kafka's GroupConfig would refuse `name=value` for a share group, or None."""
+    if name not in SHARE_GROUP_CONFIGS:
+        return f"Unknown group config name: {name}"
+    if name == "share.auto.offset.reset" and value not in ("earliest", "latest"):
+        return f"Invalid value {value} for configuration share.auto.offset.reset: must be earliest or latest"
+    if name == "share.isolation.level" and value not in ("read_committed", "read_uncommitted"):
+        return f"Invalid value {value} for configuration share.isolation.level"
+    if name in _INT_CONFIGS:
+        try:
+            ok = int(value) >= _INT_CONFIGS[name]
+        except ValueError:
+            ok = False
+        if not ok:
+            return f"Invalid value {value} for configuration {name}: at least {_INT_CONFIGS[name]}"
+    return None
+
+
+def _uvarint(n: int) -> bytes:
+    out = bytearray()
+    while n & ~0x7F:
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
+def _read_uvarint(data: bytes, pos: int) -> tuple[int, int]:
+    shift = result = 0
+    while True:
+        b = data[pos]
+        pos += 1
+        result |= (b & 0x7F) << shift
+        if not b & 0x80:
+            return result, pos
+        shift += 7
+
+
+def snapshot_key(group_id: str, topic_id: uuid.UUID, partition: int) -> bytes:
+    """ShareSnapshotKey v0 (not flexible): GroupId string, TopicId uuid, Partition int32."""
+    g = group_id.encode()
+    return _I16.pack(SHARE_SNAPSHOT_KEY) + _I16.pack(len(g)) + g + topic_id.bytes + struct.pack(">i", partition)
+
+
+def snapshot_value(state_epoch: int, leader_epoch: int, start_offset: int, batches: list[StateBatch],
+                   create_ms: int, write_ms: int, snapshot_epoch: int = 0) -> bytes:
+    """ShareSnapshotValue v0 (flexible): SnapshotEpoch uint16, StateEpoch, LeaderEpoch, StartOffset,
+    CreateTimestamp, WriteTimestamp, StateBatches [FirstOffset, LastOffset, DeliveryState, DeliveryCount]."""
+    out = bytearray(_I16.pack(0))
+    out += struct.pack(">Hiiqqq", snapshot_epoch & 0xFFFF, state_epoch, leader_epoch, start_offset, create_ms, write_ms)
+    out += _uvarint(len(batches) + 1)
+    for b in batches:
+        out += struct.pack(">qqbh", b.first_offset, b.last_offset, b.delivery_state, b.delivery_count) + b"\x00"
+    out += b"\x00"  # tagged fields
+    return bytes(out)
+
+
+def parse_key(key: bytes) -> tuple[str, uuid.UUID, int] | None:
+    """(group, topic id, partition) of a ShareSnapshotKey or ShareUpdateKey (same fields)."""
+    (kind,) = _I16.unpack_from(key, 0)
+    if kind not in (SHARE_SNAPSHOT_KEY, SHARE_UPDATE_KEY):
+        return None
+    (n,) = _I16.unpack_from(key, 2)
+    group = key[4:4 + n].decode()
+    topic_id = uuid.UUID(bytes=key[4 + n:20 + n])
+    (partition,) = struct.unpack_from(">i", key, 20 + n)
+    return group, topic_id, partition
+
+
+def parse_snapshot(value: bytes) -> tuple[int, int, list[StateBatch]]:
+    """(state epoch, start offset, state batches) of a ShareSnapshotValue v0."""
+    _epoch, state_epoch, _leader, start, _create, _write = struct.unpack_from(">Hiiqqq", value, 2)
+    count, pos = _read_uvarint(value, 2 + 34)
+    batches = []
+    for _ in range(count - 1):
+        first, last, state, delivered = struct.unpack_from(">qqbh", value, pos)
+        pos += 19
+        _tags, pos = _read_uvarint(value, pos)
+        batches.append(StateBatch(first, last, state, delivered))
+    return state_epoch, start, batches
+
+
+Snapshot = tuple[int, int, list[StateBatch]]
+
+
+class ShareStateStore(InternalTopicStore):
+    """__share_group_state (share.coordinator.state.topic.num.partitions, ...replication.factor)."""
+
+    topic = SHARE_STATE_TOPIC
+    topic_configs: ClassVar[Mapping[str, str]] = {"cleanup.policy": "compact", "segment.bytes": "104857600",
+                                                  "min.insync.replicas": "1"}
+
+    @property
+    def configured_partitions(self) -> int:
+        return self.broker.config.share_coordinator_state_topic_num_partitions
+
+    @property
+    def configured_replication_factor(self) -> int:
+        return self.broker.config.share_coordinator_state_topic_replication_factor
+
+    @staticmethod
+    def share_key(group_id: str, topic_id: uuid.UUID, partition: int) -> str:
+        """Kafka's SharePartitionKey as the share coordinator hashes it: group:topicId:partition."""
+        return f"{group_id}:{topic_id}:{partition}"
+
+    def save(self, group_id: str, topic_id: uuid.UUID, partition: int, snapshot: Snapshot | None) -> bool:
+        key = snapshot_key(group_id, topic_id, partition)
+        value = None
+        if snapshot is not None:
+            state_epoch, start, batches = snapshot
+            now = time.time_ns() // 1_000_000
+            value = snapshot_value(state_epoch, 0, start, batches, now, now)
+        error = self.write(self.share_key(group_id, topic_id, partition), [(key, value)])
+        if error:
+            log.warning("share state of %s %s-%d not written: %s", group_id, topic_id, partition, error.name)
+        return not error
+
+    def load(self) -> dict[tuple[str, uuid.UUID, int], Snapshot]:
+        """The latest snapshot per share partition, tombstones deleting."""
+        out: dict[tuple[str, uuid.UUID, int], Snapshot] = {}
+        for key, value in self.replay():
+            parsed = parse_key(key)
+            if parsed is None:
+                continue
+            if value is None:
+                out.pop(parsed, None)
+            elif _I16.unpack_from(key, 0)[0] == SHARE_SNAPSHOT_KEY:
+                try:
+                    out[parsed] = parse_snapshot(value)
+                except (struct.error, IndexError) as exc:
+                    log.warning("unreadable share snapshot for %s: %s", parsed, exc)
+        return out
+
+
+class GroupConfigs:
+    """Dynamic configs of GROUP resources (IncrementalAlterConfigs), in group_configs.json."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.path = data_dir / "group_configs.json"
+        self.configs: dict[str, dict[str, str]] = {}
+        try:
+            self.configs = json.loads(self.path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            pass
+        except (OSError, ValueError) as exc:
+            log.warning("cannot read %s: %s", self.path, exc)
+
+    def get(self, group_id: str, name: str) -> str:
+        return self.configs.get(group_id, {}).get(name) or SHARE_GROUP_CONFIGS.get(name, "")
+
+    def set(self, group_id: str, configs: dict[str, str]) -> None:
+        if configs:
+            self.configs[group_id] = dict(configs)
+        else:
+            self.configs.pop(group_id, None)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self.configs, sort_keys=True), encoding="utf-8")
+        os.replace(tmp, self.path)
