@@ -17,6 +17,8 @@ from typing import TYPE_CHECKING
 
 from kio.schema.errors import ErrorCode
 
+from odradek.coordinator.consumer_coordinator import ConsumerGroupMixin
+from odradek.coordinator.consumer_group import ConsumerGroup
 from odradek.coordinator.group import Group, GroupState, JoinResult, Member, SyncResult
 from odradek.coordinator.offsets import OffsetsMixin
 from odradek.coordinator.records import group_key, group_value
@@ -34,8 +36,9 @@ def now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
-class GroupCoordinator(OffsetsMixin):
-    """Every group whose __consumer_offsets partition this broker leads."""
+class GroupCoordinator(OffsetsMixin, ConsumerGroupMixin):
+    """Every group whose __consumer_offsets partition this broker leads (classic groups
+    here, KIP-848 consumer groups in consumer_coordinator.py)."""
 
     def __init__(self, broker: Broker) -> None:
         self.broker = broker
@@ -97,6 +100,17 @@ class GroupCoordinator(OffsetsMixin):
         if rebalance_timeout_ms < 0:  # JoinGroup v0 has no rebalance timeout: Kafka uses the session timeout
             rebalance_timeout_ms = session_timeout_ms
         group = self.groups.get(group_id)
+        if isinstance(group, ConsumerGroup):
+            if group.consumers:  # online migration of a non-empty consumer group is not served
+                return fail(E.inconsistent_group_protocol)
+            # an empty consumer group becomes a classic one (Kafka's offline downgrade), offsets kept
+            records = self.consumer_group_tombstones(group) if group.stored else []
+            if records and self.store.write(group_id, records) != E.none:
+                return fail(E.coordinator_not_available)
+            log.info("group %s: empty consumer group converted to a classic group", group_id)
+            classic = self.groups[group_id] = Group(group_id, now_ms())
+            classic.offsets = group.offsets
+            group = classic
         if group is None:
             if member_id:
                 return fail(E.unknown_member_id)
@@ -467,7 +481,10 @@ class GroupCoordinator(OffsetsMixin):
                 records: list[tuple[bytes, bytes | None]] = [
                     (k, None) for k in self.offset_keys(group, list(group.offsets))
                 ]
-                records.append((group_key(group_id), None))
+                if isinstance(group, ConsumerGroup):
+                    records += self.consumer_group_tombstones(group)
+                else:
+                    records.append((group_key(group_id), None))
                 error = self.store.write(group_id, records)
                 if error == E.none:
                     group.transition(GroupState.DEAD, now_ms())
@@ -485,7 +502,7 @@ class GroupCoordinator(OffsetsMixin):
         for group in self.groups.values():
             for member in group.members.values():
                 self._schedule_heartbeat(group, member)
-        return [self.loop.create_task(self.run_expiry())]
+        return [self.loop.create_task(self.run_expiry()), self.loop.create_task(self.run_consumer_expiry())]
 
     async def stop(self) -> None:
         for group in self.groups.values():

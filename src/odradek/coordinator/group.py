@@ -26,6 +26,9 @@ class GroupState(str, Enum):
     COMPLETING_REBALANCE = "CompletingRebalance"
     STABLE = "Stable"
     DEAD = "Dead"
+    # a KIP-848 consumer group (consumer_group.py) between Empty and Stable
+    ASSIGNING = "Assigning"
+    RECONCILING = "Reconciling"
 
 
 @dataclass(slots=True)

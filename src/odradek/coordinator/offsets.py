@@ -23,6 +23,13 @@ from typing import TYPE_CHECKING
 
 from kio.schema.errors import ErrorCode
 
+from odradek.coordinator.consumer_coordinator import (
+    ConsumerGroupMixin,
+    finish_replay,
+    is_consumer_record,
+    replay_consumer_record,
+)
+from odradek.coordinator.consumer_group import ConsumerGroup
 from odradek.coordinator.group import Group, GroupState, Member
 from odradek.coordinator.records import (
     GroupKey,
@@ -87,6 +94,8 @@ class OffsetsMixin:
             return E.illegal_generation if generation >= 0 else None
         if group.is_in(GroupState.DEAD):
             return E.coordinator_not_available
+        if isinstance(group, ConsumerGroup):
+            return consumer_commit_error(group, generation, member_id)
         if generation < 0 and group.is_in(GroupState.EMPTY):
             return None  # simple consumers and admin tools commit with generation -1
         if group.is_in(GroupState.COMPLETING_REBALANCE):
@@ -154,6 +163,8 @@ class OffsetsMixin:
         if error is None and group is not None:
             if group.is_in(GroupState.DEAD):
                 error = E.coordinator_not_available
+            elif isinstance(group, ConsumerGroup):
+                error = consumer_commit_error(group, generation, member_id, E.illegal_generation)
             elif instance_id is not None and group.static_members.get(instance_id, member_id) != member_id:
                 error = E.fenced_instance_id
             elif member_id and member_id not in group.members:
@@ -197,6 +208,16 @@ class OffsetsMixin:
         return {tp for by_group in self.txn_offsets.values() for tp in by_group.get(group_id, {})}
 
     # -- OffsetFetch ---------------------------------------------------------------
+
+    def offset_fetch_error(self, group_id: str, member_id: str | None, member_epoch: int) -> ErrorCode | None:
+        """OffsetFetch v9+ from a member of a consumer group: Kafka's ConsumerGroup.validateOffsetFetch."""
+        group = self.groups.get(group_id)
+        if not isinstance(group, ConsumerGroup) or (member_epoch < 0 and not member_id):
+            return None
+        member = group.consumers.get(member_id or "")
+        if member is None:
+            return E.unknown_member_id
+        return E.stale_member_epoch if member_epoch != member.member_epoch else None
 
     def fetch_offsets(
         self, group_id: str, wanted: list[tuple[str, list[int]]] | None
@@ -290,6 +311,9 @@ class OffsetsMixin:
         open_txns: dict[tuple[int, int], list[tuple[bytes, bytes | None]]] = {}
 
         def apply(key_bytes: bytes, value_bytes: bytes | None) -> None:
+            if is_consumer_record(key_bytes):  # KIP-848 consumer groups
+                replay_consumer_record(groups, key_bytes, value_bytes)
+                return
             key = read_key(key_bytes)
             if isinstance(key, OffsetKey):
                 group = groups.get(key.group) or groups.setdefault(key.group, Group(key.group, _now_ms()))
@@ -305,6 +329,10 @@ class OffsetsMixin:
                         fresh.offsets = old.offsets
                 else:
                     group = groups.get(key.group) or groups.setdefault(key.group, Group(key.group, _now_ms()))
+                    if isinstance(group, ConsumerGroup):  # a consumer group that became classic again
+                        old_offsets = group.offsets
+                        group = groups[key.group] = Group(key.group, _now_ms())
+                        group.offsets = old_offsets
                     group.load(read_group_value(value_bytes))
 
         for partition, pid, control, key_bytes, value_bytes in self.store.replay_events():
@@ -332,6 +360,7 @@ class OffsetsMixin:
                         pending[(key.topic, key.partition)] = read_offset_value(value_bytes)
                 except (RecordFormatError, UnicodeDecodeError) as exc:
                     log.warning("skipping an unreadable __consumer_offsets record: %s", exc)
+        finish_replay(groups)
         self.groups.update(groups)
         if count:
             log.info("loaded %d group(s) with %d offset(s) from %d __consumer_offsets record(s)",
@@ -351,7 +380,9 @@ class OffsetsMixin:
                 doomed = [tp for tp, v in group.offsets.items() if now - v.commit_timestamp >= retention]
             records: list[tuple[bytes, bytes | None]] = [(k, None) for k in self.offset_keys(group, list(doomed))]
             last = len(doomed) == len(group.offsets)
-            if last:
+            if last and isinstance(group, ConsumerGroup):
+                records += [(k, None) for k in consumer_group_keys(group)]
+            elif last:
                 records.append((group_key(group.group_id), None))
             if records and self.store.write(group.group_id, records) == E.none:
                 for tp in doomed:
@@ -372,3 +403,19 @@ class OffsetsMixin:
                 self.expire_offsets()
             except Exception:
                 log.exception("offset expiry failed")
+
+
+def consumer_commit_error(group: ConsumerGroup, member_epoch: int, member_id: str,
+                          stale: ErrorCode = E.stale_member_epoch) -> ErrorCode | None:
+    """Kafka's ConsumerGroup.validateOffsetCommit: the generation is the member epoch; an
+    admin commit (epoch -1, no member) only while the group has no members."""
+    if member_epoch < 0 and not member_id and not group.consumers:
+        return None
+    member = group.consumers.get(member_id)
+    if member is None:
+        return E.unknown_member_id
+    return stale if member_epoch != member.member_epoch else None
+
+
+def consumer_group_keys(group: ConsumerGroup) -> list[bytes]:
+    return [k for k, _ in ConsumerGroupMixin.consumer_group_tombstones(group)]

@@ -23,8 +23,8 @@ FEATURES: tuple[Feature, ...] = (
     # 1: the KIP-890 part 1 server-side checks; 2: transactions version 2 (KIP-890 part 2: an
     # epoch bump at every EndTxn v5, partitions added implicitly by Produce v12+ and TxnOffsetCommit v5+)
     Feature("transaction.version", 0, 2),
-    # 1 would announce KIP-848's consumer protocol, which odradek does not serve yet.
-    Feature("group.version", 0, 0),
+    # 1: KIP-848's consumer protocol (ConsumerGroupHeartbeat, ConsumerGroupDescribe) is served
+    Feature("group.version", 0, 1),
     # 1: KIP-932 share groups (ShareGroupHeartbeat, ShareFetch, ShareAcknowledge), as Kafka 4.3 finalizes it
     Feature("share.version", 0, 1),
 )

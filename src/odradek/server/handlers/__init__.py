@@ -11,6 +11,7 @@ from odradek.server.handlers import (
     acls,
     api_versions,
     configs,
+    consumer_groups,
     delete_records,
     describe_cluster,
     describe_topic_partitions,
@@ -59,6 +60,8 @@ ROUTES: dict[int, Route] = {
     16: Route(groups.list_groups, 0, 5),
     42: Route(groups.delete_groups, 0, 2),
     47: Route(offsets.offset_delete, 0, 0),
+    68: Route(consumer_groups.consumer_group_heartbeat, 1, 1),  # KIP-848; v0 let the broker make member ids
+    69: Route(consumer_groups.consumer_group_describe, 0, 1),
     21: Route(delete_records.handle, 0, 2),
     24: Route(transactions.add_partitions_to_txn, 0, 5),  # v4+: from brokers (KIP-890)
     25: Route(transactions.add_offsets_to_txn, 0, 4),

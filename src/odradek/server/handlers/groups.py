@@ -13,6 +13,7 @@ from typing import Any
 from kio.schema.errors import ErrorCode
 
 from odradek.coordinator import GroupCoordinator
+from odradek.coordinator.consumer_group import ConsumerGroup
 from odradek.protocol.build import timedelta_to_ms
 from odradek.security.authorizer import AclOperation, ResourceType
 from odradek.server import app
@@ -209,10 +210,11 @@ async def list_groups(ctx: RequestContext, request: Any) -> Any:
             continue
         if states and g.state.value.lower() not in states:
             continue
-        if types and "classic" not in types:
+        group_type = "consumer" if isinstance(g, ConsumerGroup) else "classic"
+        if types and group_type not in types:
             continue
         groups.append({"group_id": g.group_id, "protocol_type": g.protocol_type or "",
-                       "group_state": g.state.value, "group_type": "classic"})
+                       "group_state": g.state.value, "group_type": group_type})
     return ctx.respond(error_code=ErrorCode.none, groups=groups)
 
 

@@ -63,11 +63,15 @@ async def offset_commit(ctx: RequestContext, request: Any) -> Any:
     ])
 
 
-def _fetch_group(ctx: RequestContext, group_id: str, topics: Any,
-                 require_stable: bool = False) -> tuple[ErrorCode, list[dict[str, Any]]]:
+def _fetch_group(ctx: RequestContext, group_id: str, topics: Any, require_stable: bool = False,
+                 member: tuple[str | None, int] = (None, -1)) -> tuple[ErrorCode, list[dict[str, Any]]]:
     # KafkaApis: DESCRIBE on the group; offsets only of topics the principal may DESCRIBE
     if not ctx.authorized(AclOperation.DESCRIBE, ResourceType.GROUP, group_id):
         return ErrorCode.group_authorization_failed, []
+    # v9+ (KIP-848): a member of a consumer group fetches with its id and epoch
+    member_error = coordinator(ctx).offset_fetch_error(group_id, *member) if coordinator(ctx).owns(group_id) else None
+    if member_error is not None:
+        return member_error, []
     denied = [t for t in topics or () if not _may(ctx, AclOperation.DESCRIBE, t.name)]
     hidden = {t.name for t in denied}
     error, entries = _fetch_authorized(ctx, group_id, [t for t in topics if t.name not in hidden]
@@ -107,14 +111,14 @@ def _fetch_authorized(ctx: RequestContext, group_id: str, topics: Any,
     return error, entries
 
 
-def _fetch_group_by_ids(ctx: RequestContext, group_id: str, topics: Any,
-                        require_stable: bool) -> tuple[ErrorCode, list[dict[str, Any]]]:
+def _fetch_group_by_ids(ctx: RequestContext, group_id: str, topics: Any, require_stable: bool,
+                        member: tuple[str | None, int] = (None, -1)) -> tuple[ErrorCode, list[dict[str, Any]]]:
     """OffsetFetch v10 (KIP-848): topics by id, in the request and in the answer."""
     by_id, by_name = _names_by_id(ctx), _ids_by_name(ctx)
     known = None if topics is None else [t for t in topics if t.topic_id in by_id]
     named = None if known is None else [
         SimpleNamespace(name=by_id[t.topic_id], partition_indexes=t.partition_indexes) for t in known]
-    error, entries = _fetch_group(ctx, group_id, named, require_stable)
+    error, entries = _fetch_group(ctx, group_id, named, require_stable, member)
     # a topic deleted since its offsets were committed has no id to answer with (Kafka drops it)
     entries = [{**e, "topic_id": by_name[e["name"]]} for e in entries if e["name"] in by_name]
     if error == ErrorCode.none:
@@ -130,7 +134,8 @@ async def offset_fetch(ctx: RequestContext, request: Any) -> Any:
         fetch = _fetch_group_by_ids if ctx.version >= 10 else _fetch_group
         groups = []
         for g in request.groups:
-            error, topics = fetch(ctx, g.group_id, g.topics, request.require_stable)
+            member = (getattr(g, "member_id", None), getattr(g, "member_epoch", -1))
+            error, topics = fetch(ctx, g.group_id, g.topics, request.require_stable, member)
             groups.append({"group_id": g.group_id, "topics": topics, "error_code": error})
         return ctx.respond(groups=groups)
     error, topics = _fetch_group(ctx, request.group_id, request.topics, getattr(request, "require_stable", False))

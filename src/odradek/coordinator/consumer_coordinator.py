@@ -1,0 +1,483 @@
+"""The KIP-848 half of the group coordinator (Kafka's GroupMetadataManager for consumer groups).
+
+A ConsumerGroupHeartbeat is the whole protocol: it joins (member epoch 0), keeps
+the session, reports owned partitions, and leaves (epoch -1, or -2 for a static
+member that will come back). Each heartbeat updates the member's subscription,
+bumps the group epoch when membership or the subscribed topics' partitions
+change, recomputes the target assignment with the server-side assignor when the
+target lags the group epoch, reconciles the member one step, and writes what
+changed to __consumer_offsets in Kafka's records before answering. Session and
+revocation (rebalance) timeouts are checked by one sweep of the loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import time
+import uuid
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from kio.schema.errors import ErrorCode
+
+from odradek.coordinator import consumer_records as cr
+from odradek.coordinator.assignors import ASSIGNORS, MemberSpec
+from odradek.coordinator.consumer_group import (
+    ConsumerGroup,
+    ConsumerMember,
+    MemberState,
+    Partitions,
+    copy,
+    same,
+)
+from odradek.coordinator.group import Group
+from odradek.coordinator.records import group_key
+
+if TYPE_CHECKING:
+    from odradek.coordinator.store import OffsetsStore
+    from odradek.server.broker import Broker
+
+log = logging.getLogger("odradek.coordinator")
+E = ErrorCode
+LEAVE_EPOCH = -1
+STATIC_LEAVE_EPOCH = -2
+
+
+@dataclass(slots=True)
+class HeartbeatResult:
+    error: ErrorCode
+    message: str | None = None
+    member_id: str | None = None
+    member_epoch: int = 0
+    heartbeat_interval_ms: int = 0
+    assignment: Partitions | None = None
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def compile_regex(pattern: str) -> re.Pattern[str] | None:
+    """RE2 syntax is close to Python's; what RE2 refuses and Python accepts (backreferences,
+    lookaround) is refused here too. None when invalid."""
+    if re.search(r"\\[1-9]|\(\?[=!<]|\(\?P=", pattern):
+        return None
+    try:
+        return re.compile(pattern)
+    except re.error:
+        return None
+
+
+class ConsumerGroupMixin:
+    """The consumer-protocol half of GroupCoordinator (which supplies these attributes)."""
+
+    broker: Broker
+    store: OffsetsStore
+    groups: dict[str, Group]
+
+    def group_error(self, group_id: str) -> ErrorCode | None: ...  # provided by GroupCoordinator
+
+    _loop: asyncio.AbstractEventLoop | None
+
+    @property
+    def consumer_loop(self) -> asyncio.AbstractEventLoop:
+        if self._loop is None:
+            self._loop = asyncio.get_running_loop()
+        return self._loop
+
+    # -- configuration --------------------------------------------------------------
+
+    @property
+    def assignor_names(self) -> list[str]:
+        names = [a.strip() for a in self.broker.config.group_consumer_assignors.split(",") if a.strip()]
+        # Kafka accepts class names too; their simple names map to odradek's two
+        known = [{"uniformassignor": "uniform", "rangeassignor": "range"}.get(n.rsplit(".", 1)[-1].lower(), n)
+                 for n in names]
+        return [n for n in known if n in ASSIGNORS] or ["uniform", "range"]
+
+    # -- ConsumerGroupHeartbeat ------------------------------------------------------
+
+    def consumer_heartbeat(
+        self, group_id: str, member_id: str, member_epoch: int, instance_id: str | None, rack_id: str | None,
+        rebalance_timeout_ms: int, topic_names: list[str] | None, topic_regex: str | None,
+        server_assignor: str | None, owned: Partitions | None, client_id: str, client_host: str,
+    ) -> HeartbeatResult:
+        config = self.broker.config
+        interval = config.group_consumer_heartbeat_interval_ms
+
+        def fail(code: ErrorCode, message: str | None = None) -> HeartbeatResult:
+            return HeartbeatResult(code, message, member_id or None, member_epoch, interval)
+
+        error = self.group_error(group_id)
+        if error is not None:
+            return fail(error)
+        invalid = self._invalid_request(member_id, member_epoch, instance_id, rebalance_timeout_ms,
+                                         topic_names, topic_regex, owned)
+        if invalid is not None:
+            log.info("ConsumerGroupHeartbeat of %s in group %s refused: %s", member_id, group_id, invalid)
+            return fail(E.invalid_request, invalid)
+        if server_assignor is not None and server_assignor not in self.assignor_names:
+            return fail(E.unsupported_assignor, f"the assignor {server_assignor} is not supported; "
+                        f"group.consumer.assignors is {','.join(self.assignor_names)}")
+        if topic_regex is not None and compile_regex(topic_regex) is None:
+            return fail(E.invalid_regular_expression, f"SubscribedTopicRegex {topic_regex!r} is not a valid regular expression")
+
+        group = self.groups.get(group_id)
+        if member_epoch in (LEAVE_EPOCH, STATIC_LEAVE_EPOCH):
+            if not isinstance(group, ConsumerGroup):
+                return fail(E.unknown_member_id, f"member {member_id} is not in group {group_id}")
+            return self._consumer_leave(group, member_id, member_epoch, instance_id, interval)
+
+        if group is None or not isinstance(group, ConsumerGroup):
+            if member_epoch != 0:
+                return fail(E.unknown_member_id if group is None or not group.members else E.group_id_not_found,
+                            f"member {member_id} is not in group {group_id}")
+            converted = self._consumer_group_for_join(group_id, group)
+            if isinstance(converted, ErrorCode):
+                return fail(converted, f"group {group_id} is a classic group with members; "
+                            "it cannot be joined with the consumer protocol")
+            group = converted
+
+        now = self.consumer_loop.time()
+        records: list[tuple[bytes, bytes | None]] = []
+        member = group.consumers.get(member_id)
+        if member_epoch == 0:
+            joined = self._join_member(group, member_id, instance_id, records)
+            if isinstance(joined, HeartbeatResult):
+                joined.heartbeat_interval_ms = interval
+                return joined
+            member = joined
+            owned = {}
+        else:
+            if member is None:
+                return fail(E.unknown_member_id, f"member {member_id} is not in group {group_id}")
+            fenced = self._fenced(member, member_epoch, owned)
+            if fenced:
+                return fail(E.fenced_member_epoch, fenced)
+        before_epoch, before_assigned = member.member_epoch, copy(member.assigned)
+
+        # the member's metadata: what it sends is a change; None means "unchanged"
+        changed = member_epoch == 0  # a join always writes the member's records
+        new_names = sorted(topic_names) if topic_names is not None else member.subscribed_topic_names
+        updates = {
+            "instance_id": instance_id if instance_id is not None else member.instance_id,
+            "rack_id": rack_id if rack_id is not None else member.rack_id,
+            "subscribed_topic_names": new_names,
+            "subscribed_topic_regex": (topic_regex or None) if topic_regex is not None else member.subscribed_topic_regex,
+            "server_assignor": server_assignor if server_assignor is not None else member.server_assignor,
+            "rebalance_timeout_ms": rebalance_timeout_ms if rebalance_timeout_ms > 0 else member.rebalance_timeout_ms,
+            "client_id": client_id, "client_host": client_host,
+        }
+        subscription_changed = (new_names != member.subscribed_topic_names
+                                or updates["subscribed_topic_regex"] != member.subscribed_topic_regex
+                                or updates["server_assignor"] != member.server_assignor)
+        if any(getattr(member, k) != v for k, v in updates.items()) or changed:
+            for k, v in updates.items():
+                setattr(member, k, v)
+            records.append((cr.key(cr.CONSUMER_GROUP_MEMBER_METADATA, group_id, member.member_id),
+                            cr.member_metadata_value(member.metadata_value())))
+        if member.member_id not in group.consumers:
+            group.add_consumer(member)
+            subscription_changed = True
+        member.session_deadline = now + config.group_consumer_session_timeout_ms / 1000
+
+        bumped = self._refresh_subscriptions(group, records)
+        if subscription_changed and not bumped:
+            self._bump_epoch(group, records)
+        self._update_target(group, records)
+        group.reconcile(member, owned)
+        if member.state == MemberState.UNREVOKED_PARTITIONS:
+            if member.revocation_deadline is None:
+                member.revocation_deadline = now + member.rebalance_timeout_ms / 1000
+        else:
+            member.revocation_deadline = None
+        if member.member_epoch != before_epoch or not same(member.assigned, before_assigned) or changed:
+            records.append(self._current_record(group, member))
+        written = self.store.write(group_id, records) if records else E.none
+        if written != E.none:
+            return fail(written)
+        group.stored = True
+        group.refresh_state(_now_ms())
+        send = (member_epoch == 0 or member.member_epoch != before_epoch
+                or not same(member.assigned, before_assigned)
+                or (owned is not None and not same(owned, member.assigned)))
+        log.debug("heartbeat %s epoch %d->%d owned %s: %s epoch %d assigned %s revoking %s send %s", member.member_id,
+                  member_epoch, member.member_epoch, owned, member.state.name, member.member_epoch,
+                  member.assigned, member.pending_revocation, send)
+        return HeartbeatResult(E.none, None, member.member_id, member.member_epoch, interval,
+                               copy(member.assigned) if send else None)
+
+    @staticmethod
+    def _invalid_request(member_id: str, epoch: int, instance_id: str | None, rebalance_ms: int,
+                         names: list[str] | None, regex: str | None, owned: Partitions | None) -> str | None:
+        """Kafka's throwIfConsumerGroupHeartbeatRequestIsInvalid (v1: the client makes the member id)."""
+        if not member_id:
+            return "MemberId can't be empty."
+        if instance_id is not None and not instance_id:
+            return "InstanceId can't be empty."
+        if epoch == 0:
+            if rebalance_ms == -1:
+                return "RebalanceTimeoutMs must be provided in first request."
+            if owned:
+                return "TopicPartitions must be empty when (re-)joining."
+            if names is None and regex is None:
+                return "SubscribedTopicNames or SubscribedTopicRegex must be set in first request."
+        elif epoch == STATIC_LEAVE_EPOCH and instance_id is None:
+            return "InstanceId can't be null when the member epoch is -2."
+        elif epoch < STATIC_LEAVE_EPOCH:
+            return f"MemberEpoch {epoch} is invalid."
+        return None
+
+    def _consumer_group_for_join(self, group_id: str, group: Group | None) -> ConsumerGroup | ErrorCode:
+        """A new consumer group, or an empty classic group converted to one (Kafka's offline
+        upgrade: its committed offsets stay, its classic metadata is tombstoned)."""
+        if group is not None and group.members:
+            return E.group_id_not_found
+        fresh = ConsumerGroup(group_id, _now_ms())
+        if group is not None:
+            fresh.offsets = group.offsets
+            if group.protocol_type is not None:
+                if self.store.write(group_id, [(group_key(group_id), None)]) != E.none:
+                    return E.coordinator_not_available
+                log.info("group %s: empty classic group converted to a consumer group", group_id)
+        self.groups[group_id] = fresh
+        return fresh
+
+    def _join_member(self, group: ConsumerGroup, member_id: str, instance_id: str | None,
+                     records: list[tuple[bytes, bytes | None]]) -> ConsumerMember | HeartbeatResult:
+        existing = group.consumers.get(member_id)
+        if instance_id is None:
+            return existing or ConsumerMember(member_id)
+        old_id = group.static_consumers.get(instance_id)
+        if old_id is None or old_id == member_id:
+            return existing or ConsumerMember(member_id, instance_id=instance_id)
+        old = group.consumers[old_id]
+        if old.member_epoch != STATIC_LEAVE_EPOCH:
+            return HeartbeatResult(E.unreleased_instance_id, f"static member {instance_id} is still in use by "
+                                   f"member {old_id}", member_id, 0)
+        # KIP-848 static membership: the new member takes the old one's place, epoch and assignment
+        group.remove_consumer(old_id)
+        target = group.target.get(old_id, {})
+        records += self._member_tombstones(group.group_id, old_id)
+        # epoch 0 and STABLE: the reconciliation below brings it to the target epoch with what is free
+        member = ConsumerMember(member_id, instance_id=instance_id, assigned=copy(old.assigned),
+                                pending_revocation=copy(old.pending_revocation))
+        member.load_metadata(old.metadata_value())
+        group.add_consumer(member)
+        group.target[member_id] = target
+        records.append((cr.key(cr.CONSUMER_GROUP_TARGET_ASSIGNMENT_MEMBER, group.group_id, member_id),
+                        cr.target_member_value(target)))
+        log.info("static member %s of group %s rejoined as %s", instance_id, group.group_id, member_id)
+        return member
+
+    @staticmethod
+    def _fenced(member: ConsumerMember, epoch: int, owned: Partitions | None) -> str | None:
+        """Kafka's throwIfMemberEpochIsInvalid: a newer epoch than the member's is fenced; an older
+        one only passes as the previous epoch with nothing owned beyond the assignment (a lost response)."""
+        if epoch > member.member_epoch:
+            return f"the member epoch {epoch} is newer than the current one {member.member_epoch}"
+        if epoch < member.member_epoch:
+            if epoch != member.previous_member_epoch or owned is None:
+                return f"the member epoch {epoch} is older than the current one {member.member_epoch}"
+            for t, ps in owned.items():
+                if not ps <= member.assigned.get(t, set()):
+                    return f"the member epoch {epoch} is stale and it owns partitions it was not given"
+        return None
+
+    # -- group epoch and target assignment ------------------------------------------------
+
+    def _subscribed_topics(self, group: ConsumerGroup) -> dict[str, tuple[uuid.UUID, int]]:
+        topics = self.broker.topics()
+        wanted: set[str] = set()
+        for m in group.consumers.values():
+            wanted.update(m.subscribed_topic_names)
+            if m.subscribed_topic_regex:
+                pattern = compile_regex(m.subscribed_topic_regex)
+                if pattern is not None:
+                    wanted.update(n for n, t in topics.items() if not t.internal and pattern.fullmatch(n))
+        return {n: (topics[n].topic_id, topics[n].partitions) for n in wanted if n in topics}
+
+    def _refresh_subscriptions(self, group: ConsumerGroup, records: list[tuple[bytes, bytes | None]]) -> bool:
+        """A subscribed topic created, deleted or grown bumps the group epoch. True when bumped."""
+        current = self._subscribed_topics(group)
+        if current == group.subscription_metadata:
+            return False
+        group.subscription_metadata = current
+        records.append((cr.key(cr.CONSUMER_GROUP_PARTITION_METADATA, group.group_id),
+                        cr.partition_metadata_value(current)))
+        self._bump_epoch(group, records)
+        return True
+
+    def _bump_epoch(self, group: ConsumerGroup, records: list[tuple[bytes, bytes | None]]) -> None:
+        group.group_epoch += 1
+        records.append((cr.key(cr.CONSUMER_GROUP_METADATA, group.group_id),
+                        cr.group_metadata_value(group.group_epoch)))
+
+    def _member_topics(self, group: ConsumerGroup, member: ConsumerMember) -> frozenset[uuid.UUID]:
+        names = set(member.subscribed_topic_names)
+        if member.subscribed_topic_regex:
+            pattern = compile_regex(member.subscribed_topic_regex)
+            if pattern is not None:
+                names.update(n for n in group.subscription_metadata if pattern.fullmatch(n))
+        return frozenset(group.subscription_metadata[n][0] for n in names if n in group.subscription_metadata)
+
+    def _update_target(self, group: ConsumerGroup, records: list[tuple[bytes, bytes | None]]) -> None:
+        if group.assignment_epoch >= group.group_epoch:
+            return
+        name = group.preferred_assignor(self.assignor_names)
+        specs = [MemberSpec(m.member_id, m.instance_id, self._member_topics(group, m))
+                 for m in sorted(group.consumers.values(), key=lambda m: m.member_id)]
+        partitions = {tid: n for tid, n in group.subscription_metadata.values()}
+        target = ASSIGNORS[name](specs, partitions, group.target)
+        for member_id, assignment in target.items():
+            if not same(assignment, group.target.get(member_id, {})) or member_id not in group.target:
+                records.append((cr.key(cr.CONSUMER_GROUP_TARGET_ASSIGNMENT_MEMBER, group.group_id, member_id),
+                                cr.target_member_value(assignment)))
+        group.target = target
+        group.assignment_epoch = group.group_epoch
+        group.assignor_name = name
+        records.append((cr.key(cr.CONSUMER_GROUP_TARGET_ASSIGNMENT_METADATA, group.group_id),
+                        cr.target_metadata_value(group.assignment_epoch)))
+        log.info("group %s: target assignment of epoch %d computed by %s for %d member(s)",
+                 group.group_id, group.assignment_epoch, name, len(target))
+
+    @staticmethod
+    def _current_record(group: ConsumerGroup, member: ConsumerMember) -> tuple[bytes, bytes | None]:
+        return (cr.key(cr.CONSUMER_GROUP_CURRENT_MEMBER_ASSIGNMENT, group.group_id, member.member_id),
+                cr.current_assignment_value(member.assignment_value()))
+
+    @staticmethod
+    def _member_tombstones(group_id: str, member_id: str) -> list[tuple[bytes, bytes | None]]:
+        return [(cr.key(kind, group_id, member_id), None) for kind in (
+            cr.CONSUMER_GROUP_CURRENT_MEMBER_ASSIGNMENT, cr.CONSUMER_GROUP_TARGET_ASSIGNMENT_MEMBER,
+            cr.CONSUMER_GROUP_MEMBER_METADATA)]
+
+    # -- leaving, fencing, sessions ----------------------------------------------------------
+
+    def _consumer_leave(self, group: ConsumerGroup, member_id: str, epoch: int, instance_id: str | None,
+                        interval: int) -> HeartbeatResult:
+        member = group.consumers.get(member_id)
+        if member is None and instance_id is not None:
+            member = group.consumers.get(group.static_consumers.get(instance_id, ""))
+        if member is None:
+            return HeartbeatResult(E.unknown_member_id, f"member {member_id} is not in group {group.group_id}",
+                                   member_id, epoch, interval)
+        if epoch == STATIC_LEAVE_EPOCH and member.instance_id is not None:
+            # a static member going away for a while keeps its partitions until its session ends
+            member.member_epoch = STATIC_LEAVE_EPOCH
+            written = self.store.write(group.group_id, [self._current_record(group, member)])
+            log.info("static member %s of group %s left temporarily", member.instance_id, group.group_id)
+            return HeartbeatResult(written, None, member_id, STATIC_LEAVE_EPOCH, interval)
+        written = self.remove_consumer_member(group, member.member_id, "left the group")
+        return HeartbeatResult(written, None, member_id, LEAVE_EPOCH, interval)
+
+    def remove_consumer_member(self, group: ConsumerGroup, member_id: str, why: str) -> ErrorCode:
+        """The member goes; the group epoch moves on so the others take over its partitions."""
+        if group.remove_consumer(member_id) is None:
+            return E.unknown_member_id
+        records = self._member_tombstones(group.group_id, member_id)
+        if not self._refresh_subscriptions(group, records):
+            self._bump_epoch(group, records)
+        self._update_target(group, records)
+        group.refresh_state(_now_ms())
+        log.info("member %s of group %s %s; group epoch %d", member_id, group.group_id, why, group.group_epoch)
+        return self.store.write(group.group_id, records)
+
+    def expire_consumer_members(self) -> None:
+        """group.consumer.session.timeout.ms without a heartbeat, or a revocation not done within
+        the member's rebalance timeout: the member is fenced out of the group."""
+        now = self.consumer_loop.time()
+        session = self.broker.config.group_consumer_session_timeout_ms / 1000
+        for group in [g for g in self.groups.values() if isinstance(g, ConsumerGroup)]:
+            if self.group_error(group.group_id) is not None:
+                continue
+            for member in list(group.consumers.values()):
+                if not member.session_deadline:  # restored by a replay (restart or failover): a full session
+                    member.session_deadline = now + session
+                elif now >= member.session_deadline:
+                    self.remove_consumer_member(group, member.member_id, "has not heartbeated in its session timeout")
+                elif member.revocation_deadline is not None and now >= member.revocation_deadline:
+                    self.remove_consumer_member(group, member.member_id, "did not revoke its partitions in time")
+
+    async def run_consumer_expiry(self) -> None:
+        while True:
+            await asyncio.sleep(0.25)
+            try:
+                self.expire_consumer_members()
+            except Exception:  # a background task that must not die: log and go on
+                log.exception("consumer group session expiry failed")
+
+    # -- deletion ----------------------------------------------------------------------
+
+    @staticmethod
+    def consumer_group_tombstones(group: ConsumerGroup) -> list[tuple[bytes, bytes | None]]:
+        gid = group.group_id
+        return [(cr.key(kind, gid), None) for kind in (
+            cr.CONSUMER_GROUP_TARGET_ASSIGNMENT_METADATA, cr.CONSUMER_GROUP_PARTITION_METADATA,
+            cr.CONSUMER_GROUP_METADATA)]
+
+
+# -- replay -------------------------------------------------------------------------
+
+
+def is_consumer_record(key_bytes: bytes) -> bool:
+    return len(key_bytes) >= 2 and int.from_bytes(key_bytes[:2], "big", signed=True) in cr.CONSUMER_RECORD_TYPES
+
+
+def replay_consumer_record(groups: dict[str, Group], key_bytes: bytes, value: bytes | None) -> None:
+    """Apply one consumer-group record of __consumer_offsets (Kafka's GroupMetadataManager.replay)."""
+    k = cr.read_key(key_bytes)
+    if k.kind == cr.CONSUMER_GROUP_REGULAR_EXPRESSION:
+        return
+    group = groups.get(k.group)
+    if not isinstance(group, ConsumerGroup):
+        if value is None:
+            return
+        fresh = ConsumerGroup(k.group, _now_ms())
+        if group is not None:
+            fresh.offsets = group.offsets
+        group = groups[k.group] = fresh
+    group.stored = True
+    if k.kind == cr.CONSUMER_GROUP_METADATA:
+        if value is None:  # the group was deleted; offsets written after it stay
+            del groups[k.group]
+            if group.offsets:
+                plain = groups[k.group] = Group(k.group, _now_ms())
+                plain.offsets = group.offsets
+            return
+        group.group_epoch = cr.read_epoch(value)
+    elif k.kind == cr.CONSUMER_GROUP_PARTITION_METADATA:
+        group.subscription_metadata = cr.read_partition_metadata(value) if value is not None else {}
+    elif k.kind == cr.CONSUMER_GROUP_TARGET_ASSIGNMENT_METADATA:
+        group.assignment_epoch = cr.read_epoch(value) if value is not None else 0
+    elif k.kind == cr.CONSUMER_GROUP_TARGET_ASSIGNMENT_MEMBER:
+        if value is None:
+            group.target.pop(k.member_id or "", None)
+        else:
+            group.target[k.member_id or ""] = cr.read_target_member(value)
+    elif k.kind == cr.CONSUMER_GROUP_MEMBER_METADATA:
+        if value is None:
+            group.remove_consumer(k.member_id or "")
+        else:
+            member = group.consumers.get(k.member_id or "") or ConsumerMember(k.member_id or "")
+            member.load_metadata(cr.read_member_metadata(value))
+            group.add_consumer(member)
+    elif k.kind == cr.CONSUMER_GROUP_CURRENT_MEMBER_ASSIGNMENT:
+        current = group.consumers.get(k.member_id or "")
+        if value is not None:
+            if current is None:
+                current = group.consumers[k.member_id or ""] = ConsumerMember(k.member_id or "")
+            current.load_assignment(cr.read_current_assignment(value))
+        elif current is not None:
+            current.assigned, current.pending_revocation = {}, {}
+
+
+def finish_replay(groups: dict[str, Group]) -> None:
+    """After a replay: who holds which partition, and each consumer group's state."""
+    now = _now_ms()
+    for group in groups.values():
+        if isinstance(group, ConsumerGroup):
+            group.rebuild_owners()
+            group.refresh_state(now)
