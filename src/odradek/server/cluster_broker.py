@@ -57,6 +57,7 @@ INTERNAL_TOPIC_RF = {OFFSETS_TOPIC: "offsets_topic_replication_factor",
                      "__transaction_state": "transaction_state_log_replication_factor"}
 CONTROLLED_SHUTDOWN_WAIT_S = 3.0  # at most (and at most half the controlled shutdown's time)
 WRITE_TXN_MARKERS_KEY = 27
+RACK_AWARE_SELECTOR = "org.apache.kafka.common.replica.RackAwareReplicaSelector"
 
 
 class ClusterBroker(Broker):
@@ -610,10 +611,27 @@ class ClusterBroker(Broker):
             return None
         return ErrorCode.not_leader_or_follower
 
-    def check_fetch(self, topic: str, partition: int, is_follower: bool) -> ErrorCode | None:
-        if (topic, partition) in self.replicas.leaders and self.zk_ok:
+    def check_fetch(self, topic: str, partition: int, leader_only: bool) -> ErrorCode | None:
+        """The leader serves every fetch; a follower serves consumers that send client metadata
+        (Fetch v11+, KIP-392), up to its own high watermark."""
+        tp = (topic, partition)
+        if self.zk_ok and (tp in self.replicas.leaders or not leader_only and tp in self.replicas.following):
             return None
         return ErrorCode.not_leader_or_follower
+
+    def preferred_read_replica(self, plog: PartitionLog, fetch_offset: int, client_rack: str) -> int:
+        """KIP-392 on the leader, with replica.selector.class = RackAwareReplicaSelector: a replica
+        in the consumer's rack that is in the ISR and holds `fetch_offset` (of several, the one
+        furthest ahead; the leader itself when it is one of them); -1 for none."""
+        if self.config.replica_selector_class != RACK_AWARE_SELECTOR:
+            return -1
+        ls = self.replicas.leaders.get((plog.topic, plog.partition))
+        if ls is None or self.config.broker_rack == client_rack:
+            return -1
+        fits = [(ls.follower_leo.get(b, -1), b) for b in ls.state.isr
+                if b != self.node_id and b in self.nodes and self.nodes[b].rack == client_rack
+                and ls.follower_leo.get(b, -1) >= fetch_offset >= plog.log_start_offset]
+        return max(fits)[1] if fits else -1
 
     def leader_epoch(self, topic: str, partition: int) -> int:
         state = self._state(topic, partition)

@@ -40,6 +40,7 @@ from odradek.storage.segment import FileSlice
 
 READ_COMMITTED = 1
 NO_EPOCH = -1  # a fetch without a current leader epoch (before v9, or a client that has none)
+CLIENT_METADATA_VERSION = 11  # KIP-392: rack_id; a follower may serve a consumer from here on
 TOPIC_IDS_VERSION = 13  # KIP-516
 REPLICA_STATE_VERSION = 15  # KIP-903
 LEADER_HINTS_VERSION = 16  # KIP-951
@@ -114,7 +115,8 @@ def _partition_error(ctx: RequestContext, name: str, p: Any, plog: Any, is_follo
             return ErrorCode.fenced_leader_epoch
         if epoch < client_epoch:
             return ErrorCode.unknown_leader_epoch
-    return broker.check_fetch(name, p.partition, is_follower)
+    # KIP-392: only followers and consumers without client metadata (before v11) need the leader
+    return broker.check_fetch(name, p.partition, is_follower or ctx.version < CLIENT_METADATA_VERSION)
 
 
 def _read_all(ctx: RequestContext, request: Any, resolved: list[tuple[Any, str | None, uuid.UUID]],
@@ -124,6 +126,9 @@ def _read_all(ctx: RequestContext, request: Any, resolved: list[tuple[Any, str |
     is_follower = replica_id >= 0
     read_committed = getattr(request, "isolation_level", 0) == READ_COMMITTED
     leader_hints = ctx.version >= LEADER_HINTS_VERSION
+    # KIP-392: the leader names a replica in the consumer's rack (replica.selector.class)
+    select = getattr(broker, "preferred_read_replica", None)
+    client_rack = getattr(request, "rack_id", None) if not is_follower and select is not None else None
     budget = request.max_bytes
     total = 0
     responses = []
@@ -161,6 +166,12 @@ def _read_all(ctx: RequestContext, request: Any, resolved: list[tuple[Any, str |
             hw = plog.high_watermark
             lso = broker.last_stable_offset(plog)
             entry.update(high_watermark=hw, last_stable_offset=lso, log_start_offset=plog.log_start_offset)
+            if client_rack and select is not None:
+                preferred = select(plog, p.fetch_offset, client_rack)
+                if preferred >= 0:  # ReplicaManager.readFromLog: no records, the consumer goes there
+                    entry.update(error_code=ErrorCode.none, preferred_read_replica=preferred)
+                    partitions.append(entry)
+                    continue
             if read_committed:
                 entry["aborted_transactions"] = broker.aborted_transactions(plog, p.fetch_offset, lso)
             limit = min(p.partition_max_bytes, budget - total) if budget > total else 0
@@ -204,8 +215,9 @@ async def handle(ctx: RequestContext, request: Any) -> Any:
     watched = [(name, p.partition) for topic, name, _ in resolved if name is not None for p in topic.partitions]
     while total < request.min_bytes and watched:
         remaining = deadline - time.monotonic()
-        if remaining <= 0 or any(
-            p["error_code"] != ErrorCode.none for t in responses for p in t["partitions"]
+        if remaining <= 0 or any(  # an error or a preferred read replica answers at once (KIP-392)
+            p["error_code"] != ErrorCode.none or p["preferred_read_replica"] >= 0
+            for t in responses for p in t["partitions"]
         ):
             break
         await ctx.broker.purgatory.wait(watched, remaining)

@@ -1,0 +1,130 @@
+"""Rack awareness: broker.rack, rack-aware replica placement and follower fetching (KIP-392).
+
+Three real brokers in two racks (0 and 1 in rack-a, 2 in rack-b) on a real ZooKeeper:
+topics created without an assignment get replicas in distinct racks, and a confluent-kafka
+consumer with client.rack=rack-b reads a partition led by broker 0 from broker 2, the
+replica in its rack (broker 2's /metrics counts the bytes it served; a follower serves no
+other fetches), and gets every record.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from cluster_fixtures import FAST_ENV, Cluster, ClusterBroker, ZooKeeper
+from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
+from confluent_kafka.admin import NewPartitions, NewTopic
+from conftest import unique
+
+pytest_plugins = ["cluster_fixtures"]
+
+pytestmark = pytest.mark.timeout(180)
+
+RACKS = {0: "rack-a", 1: "rack-a", 2: "rack-b"}
+SELECTOR = "org.apache.kafka.common.replica.RackAwareReplicaSelector"
+
+
+@pytest.fixture(scope="module")
+def racked(zookeeper: ZooKeeper, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    base = tmp_path_factory.mktemp("racked")
+    connect = zookeeper.connect(f"odradek-racks-{time.time_ns()}")
+    brokers = []
+    for i, rack in RACKS.items():
+        env = {**FAST_ENV, "ODRADEK_BROKER_RACK": rack, "ODRADEK_REPLICA_SELECTOR_CLASS": SELECTOR,
+               "ODRADEK_METRICS_PORT": "{port2}"}
+        brokers.append(ClusterBroker(i, Path(base) / f"broker-{i}", connect, env))
+    try:
+        for b in brokers:
+            b.start()
+        cluster = Cluster(brokers)
+        cluster.wait_for("3 live brokers", lambda: len(cluster.metadata().brokers) == 3)
+        yield cluster
+    finally:
+        for b in brokers:
+            b.kill()
+
+
+def bytes_out(broker: ClusterBroker, topic: str) -> float:
+    text = urllib.request.urlopen(f"http://127.0.0.1:{broker.port2}/metrics", timeout=5).read().decode()
+    found = re.search(rf'^kafka_server_brokertopicmetrics_bytesout_total{{[^}}]*topic="{re.escape(topic)}"[^}}]*}} (\S+)$',
+                      text, re.M)
+    return float(found.group(1)) if found else 0.0
+
+
+def test_brokers_register_their_rack(racked: Cluster, zookeeper: ZooKeeper) -> None:
+    from kazoo.client import KazooClient
+
+    described = racked.admin().describe_cluster().result(15)
+    assert {n.id: n.rack for n in described.nodes} == RACKS
+    chroot = racked.brokers[0].zookeeper.partition("/")[2]
+    zk = KazooClient(hosts=f"127.0.0.1:{zookeeper.port}/{chroot}")
+    zk.start(timeout=10)
+    try:
+        registered = {i: json.loads(zk.get(f"/brokers/ids/{i}")[0])["rack"] for i in RACKS}
+    finally:
+        zk.stop()
+        zk.close()
+    assert registered == RACKS  # Kafka's field of /brokers/ids/<id>, read by Kafka's tools
+
+
+def test_replicas_of_every_partition_are_in_distinct_racks(racked: Cluster) -> None:
+    topic = unique("spread")
+    racked.create_topic(topic, partitions=12, rf=2)
+    partitions = racked.metadata(topic).topics[topic].partitions
+    assert len(partitions) == 12
+    for p in partitions.values():
+        assert {RACKS[b] for b in p.replicas} == {"rack-a", "rack-b"}, (p.id, p.replicas)
+    # the preferred leaders (first replicas) are spread evenly, rack by rack in turn
+    leaders = [p.replicas[0] for p in partitions.values()]
+    assert sorted(leaders.count(b) for b in RACKS) == [4, 4, 4]
+    # CreatePartitions places the new partitions rack-aware too
+    racked.admin().create_partitions([NewPartitions(topic, 16)])[topic].result(15)
+    grown = racked.wait_for("16 partitions", lambda: (
+        t := racked.metadata(topic).topics[topic]) and len(t.partitions) == 16 and t)
+    for p in grown.partitions.values():
+        assert {RACKS[b] for b in p.replicas} == {"rack-a", "rack-b"}, (p.id, p.replicas)
+
+
+def test_consumer_fetches_from_the_replica_in_its_rack(racked: Cluster) -> None:
+    topic = unique("follow")
+    fs = racked.admin().create_topics([NewTopic(topic, num_partitions=1, replica_assignment=[[0, 1, 2]])],
+                                      operation_timeout=10)
+    fs[topic].result(15)
+    racked.wait_leader(topic, isr_size=3)
+    count = 2000
+    producer = Producer({"bootstrap.servers": racked.bootstrap, "acks": "all", "enable.idempotence": True,
+                         "linger.ms": 5})
+    for i in range(count):
+        producer.produce(topic, value=str(i).encode())
+    assert producer.flush(60) == 0
+    leader, far, near = racked.brokers
+    served_before = bytes_out(near, topic)
+    consumer = Consumer({"bootstrap.servers": racked.bootstrap, "group.id": unique("g"), "client.rack": "rack-b",
+                         "auto.offset.reset": "earliest", "enable.auto.commit": False,
+                         "enable.partition.eof": True, "fetch.wait.max.ms": 100,
+                         "max.partition.fetch.bytes": 4096})
+    consumer.assign([TopicPartition(topic, 0, 0)])
+    values: list[int] = []
+    deadline = time.monotonic() + 60
+    try:
+        while len(values) < count and time.monotonic() < deadline:
+            for msg in consumer.consume(500, 0.5):
+                if msg.error():
+                    assert msg.error().code() == KafkaError._PARTITION_EOF, msg.error()
+                    continue
+                values.append(int(msg.value()))
+    finally:
+        consumer.close()
+    assert values == list(range(count))  # complete, in order, nothing twice
+    served = bytes_out(near, topic) - served_before
+    total = sum(len(str(i)) for i in range(count))
+    # broker 2 is a follower: every byte it served went to the consumer, at least all the records
+    assert served >= total, (served, total)
+    assert bytes_out(far, topic) == 0  # the other follower, in rack-a, served nothing
+    assert racked.partition(topic).leader == leader.broker_id
