@@ -218,6 +218,15 @@ def test_the_message_browser_pages_through_a_partition(
     page.click("#msg-newer")
     expect(rows.first).to_have_attribute("data-offset", "70")
     expect(page.locator("#msg-newer")).to_be_disabled()
+    # by time: a time before the first record starts at the oldest, one after the last at the end
+    page.select_option("#msg-start", "timestamp")
+    page.fill("#msg-value", "2001-01-01T00:00:00")
+    page.click("#msg-go")
+    expect(rows.first).to_have_attribute("data-offset", "0")
+    page.fill("#msg-value", str(int(time.time() * 1000) + 3_600_000))
+    page.click("#msg-go")
+    expect(rows).to_have_count(0)
+    expect(page.locator("#msg-info")).to_contain_text("0 record(s) shown")
 
 
 @pytest.mark.kafka_behaviour
@@ -342,6 +351,12 @@ def test_edit_a_topic_config(page: Page, console: ConsoleProcess, console_broker
     error = page.locator('tr[data-config="retention.ms"] .error')
     expect(error).to_contain_text(f"cannot set retention.ms of {topic}: ")
     assert "\n" not in error.inner_text()
+
+    page.click("#delete-topic")
+    expect(page.locator("#delete-topic")).to_have_text(f"Really delete {topic}?")  # asks once more
+    page.click("#delete-topic")
+    expect(page.locator("#topic-list")).to_be_visible()
+    expect(page.locator(f'tr[data-topic="{topic}"]')).to_have_count(0)
 
 
 # -- groups ----------------------------------------------------------------------------
