@@ -106,6 +106,13 @@ async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
         return web.json_response({"error": exc.message}, status=exc.status)
     except ValueError as exc:  # a malformed number or body in the request itself
         return web.json_response({"error": f"the request is malformed: {exc}"}, status=400)
+    except web.HTTPException:
+        raise  # aiohttp's own answers (404 of an unknown path)
+    # every page must get its one sentence, whatever failed; the traceback goes to the log
+    except Exception as exc:
+        log.exception("console request %s %s failed", request.method, request.path)
+        return web.json_response({"error": f"the console failed on this request ({type(exc).__name__}); "
+                                           "its log has the details"}, status=500)
     response.headers.setdefault("Cache-Control", "no-store")
     response.headers.setdefault("X-Content-Type-Options", "nosniff")
     return response
