@@ -391,6 +391,7 @@ def table(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFacto
         "ODRADEK_GROUP_MIN_SESSION_TIMEOUT_MS": "500",
         "ODRADEK_OFFSETS_TOPIC_NUM_PARTITIONS": "3",
         "ODRADEK_TRANSACTION_STATE_LOG_NUM_PARTITIONS": "3",
+        "ODRADEK_SHARE_COORDINATOR_STATE_TOPIC_NUM_PARTITIONS": "3",
     }
     data_dir = tmp_path_factory.mktemp("version-table") / "data"
     b: Any
@@ -782,10 +783,11 @@ def find_coordinator(t: Table, v: int) -> None:
         body = t.call(10, v, key_type=1, coordinator_keys=[txn])
         assert [(c.key, c.error_code, (c.node_id, c.host, c.port)) for c in body.coordinators] == [
             (txn, E.none, here)]
-        if v >= 6:  # KIP-932's share key type: INVALID_REQUEST where no share coordinator runs
+        if v >= 6:  # KIP-932's share key type: the __share_group_state partition of group:topicId:partition
             share = f"{group}:{uuid.uuid4()}:0"
-            body = t.call(10, v, key_type=2, coordinator_keys=[share])
-            assert [(c.key, c.error_code, c.node_id) for c in body.coordinators] == [(share, E.invalid_request, -1)]
+            body = t.call(10, v, key_type=2, coordinator_keys=[share, "no-colons"])
+            assert [(c.key, c.error_code, c.node_id) for c in body.coordinators] == [
+                (share, E.none, t.node_id), ("no-colons", E.invalid_request, -1)]
         return
     body = t.call(10, v, key=group, key_type=0)
     assert (body.error_code, (body.node_id, body.host, body.port)) == (E.none, here)
@@ -947,6 +949,169 @@ def list_groups(t: Table, v: int) -> None:
         assert groups[stable].group_type == "classic"
         assert stable in listed(types_filter=["classic"])
         assert stable not in listed(types_filter=["consumer"])
+
+
+# -- KIP-932 share groups -------------------------------------------------------------------
+
+
+def share_join(t: Table, group: str, topic: str) -> tuple[str, int]:
+    """A share group member subscribed to `topic`: (member id, epoch)."""
+    member = str(uuid.uuid4())
+    body = t.call(76, 1, group_id=group, member_id=member, member_epoch=0, rack_id=None,
+                  subscribed_topic_names=[topic])
+    assert (body.error_code, body.member_id) == (E.none, member), body
+    return member, body.member_epoch
+
+
+def share_earliest(t: Table, group: str) -> None:
+    """share.auto.offset.reset=earliest on the group (IncrementalAlterConfigs, GROUP resource)."""
+    body = t.call(44, 1, validate_only=False, resources=[{"resource_type": 32, "resource_name": group, "configs": [
+        {"name": "share.auto.offset.reset", "config_operation": 0, "value": "earliest"}]}])
+    assert body.responses[0].error_code == E.none, body
+
+
+def share_fetch_call(t: Table, v: int, group: str, member: str, epoch: int, topic_id: uuid.UUID, p: int,
+                     acks: list[tuple[int, int, list[int]]] | None = None) -> Any:
+    return t.call(78, v, group_id=group, member_id=member, share_session_epoch=epoch,
+                  max_wait=datetime.timedelta(milliseconds=200), min_bytes=1, max_bytes=1 << 20,
+                  max_records=500, batch_size=500, topics=[{"topic_id": topic_id, "partitions": [
+                      {"partition_index": p, "acknowledgement_batches": [
+                          {"first_offset": f, "last_offset": last, "acknowledge_types": types}
+                          for f, last, types in acks or []]}]}], forgotten_topics_data=[])
+
+
+def acquired(body: Any) -> list[tuple[int, int, int]]:
+    assert body.error_code == E.none, body
+    return [(a.first_offset, a.last_offset, a.delivery_count)
+            for topic in body.responses for part in topic.partitions for a in part.acquired_records]
+
+
+@case(76)
+def share_group_heartbeat(t: Table, v: int) -> None:
+    topic, topic_id, _ = t.partition()
+    group = t.name(f"share-hb-v{v}")
+    member = str(uuid.uuid4())
+    body = t.call(76, v, group_id=group, member_id=member, member_epoch=0, rack_id=None, subscribed_topic_names=[topic])
+    assert (body.error_code, body.member_id) == (E.none, member)
+    epoch = body.member_epoch
+    assert epoch > 0 and body.heartbeat_interval.total_seconds() > 0
+    assert [(a.topic_id, sorted(a.partitions)) for a in body.assignment.topic_partitions] == [
+        (topic_id, list(range(PARTITIONS)))]  # a sole member gets every partition
+    body = t.call(76, v, group_id=group, member_id=member, member_epoch=epoch, rack_id=None,
+                  subscribed_topic_names=None)
+    assert (body.error_code, body.member_epoch, body.assignment) == (E.none, epoch, None)  # nothing changed
+    body = t.call(76, v, group_id=group, member_id=member, member_epoch=epoch + 5, rack_id=None,
+                  subscribed_topic_names=None)
+    assert body.error_code == E.fenced_member_epoch
+    body = t.call(76, v, group_id=group, member_id="stranger", member_epoch=1, rack_id=None,
+                  subscribed_topic_names=None)
+    assert body.error_code == E.unknown_member_id
+    body = t.call(76, v, group_id=group, member_id=member, member_epoch=-1, rack_id=None,
+                  subscribed_topic_names=None)
+    assert (body.error_code, body.member_epoch) == (E.none, -1)
+
+
+@case(77)
+def share_group_describe(t: Table, v: int) -> None:
+    topic, topic_id, _ = t.partition()
+    group, missing = t.name(f"share-describe-v{v}"), t.name("share-never")
+    member, epoch = share_join(t, group, topic)
+    body = t.call(77, v, group_ids=[group, missing], include_authorized_operations=False)
+    found, gone = body.groups
+    assert (found.error_code, found.group_state, found.group_epoch) == (E.none, "Stable", epoch)
+    (m,) = found.members
+    assert (m.member_id, m.member_epoch, list(m.subscribed_topic_names)) == (member, epoch, [topic])
+    assert [(a.topic_id, a.topic_name) for a in m.assignment.topic_partitions] == [(topic_id, topic)]
+    assert gone.error_code == E.group_id_not_found
+
+
+@case(78)
+def share_fetch(t: Table, v: int) -> None:
+    topic, topic_id, p = t.partition()
+    group = t.name(f"share-fetch-v{v}")
+    share_earliest(t, group)
+    base = t.produce(topic, p, batch(b"a", b"b", b"c"))
+    member, _ = share_join(t, group, topic)
+    assert acquired(share_fetch_call(t, v, group, member, 0, topic_id, p)) == [(base, base + 2, 1)]
+    # ACCEPT the first, RELEASE the other two: they come back, delivered a second time
+    body = share_fetch_call(t, v, group, member, 1, topic_id, p, [(base, base + 2, [1, 2, 2])])
+    assert acquired(body) == [(base + 1, base + 2, 2)]
+    assert body.responses[0].partitions[0].acknowledge_error_code == E.none
+    body = share_fetch_call(t, v, group, member, 5, topic_id, p)
+    assert body.error_code == E.invalid_share_session_epoch
+    body = share_fetch_call(t, v, group, "not-a-session", 3, topic_id, p)
+    assert body.error_code == E.share_session_not_found
+
+
+@case(79)
+def share_acknowledge(t: Table, v: int) -> None:
+    topic, topic_id, p = t.partition()
+    group = t.name(f"share-ack-v{v}")
+    share_earliest(t, group)
+    base = t.produce(topic, p, batch(b"a", b"b"))
+    member, _ = share_join(t, group, topic)
+    assert acquired(share_fetch_call(t, v, group, member, 0, topic_id, p)) == [(base, base + 1, 1)]
+
+    def ack(epoch: int, types: list[int]) -> Any:
+        return t.call(79, v, group_id=group, member_id=member, share_session_epoch=epoch, topics=[
+            {"topic_id": topic_id, "partitions": [{"partition_index": p, "acknowledgement_batches": [
+                {"first_offset": base, "last_offset": base + 1, "acknowledge_types": types}]}]}])
+
+    body = ack(1, [1])
+    assert (body.error_code, body.responses[0].partitions[0].error_code) == (E.none, E.none)
+    body = ack(2, [1])  # acknowledged already: no longer this member's to acknowledge
+    assert body.responses[0].partitions[0].error_code == E.invalid_record_state
+    assert ack(0, [1]).error_code == E.invalid_share_session_epoch  # a session opens with ShareFetch only
+
+
+@case(90)
+def describe_share_group_offsets(t: Table, v: int) -> None:
+    topic, topic_id, p = t.partition()
+    group = t.name(f"share-offsets-v{v}")
+    share_earliest(t, group)
+    base = t.produce(topic, p, batch(b"a", b"b", b"c"))
+    member, _ = share_join(t, group, topic)
+    assert acquired(share_fetch_call(t, 1, group, member, 0, topic_id, p)) == [(base, base + 2, 1)]
+    share_fetch_call(t, 1, group, member, 1, topic_id, p, [(base, base, [1])])
+    body = t.call(90, v, groups=[{"group_id": group, "topics": [{"topic_name": topic, "partitions": [p]}]},
+                                 {"group_id": t.name("share-none"), "topics": None}])
+    found, missing = body.groups
+    (part,) = found.topics[0].partitions
+    assert (found.error_code, part.partition_index, part.start_offset) == (E.none, p, base + 1)
+    if v >= 1:
+        assert part.lag == 2
+    assert missing.error_code == E.group_id_not_found
+
+
+@case(91)
+def alter_share_group_offsets(t: Table, v: int) -> None:
+    topic, topic_id, p = t.partition()
+    group = t.name(f"share-alter-v{v}")
+    t.produce(topic, p, batch(b"a", b"b", b"c"))
+    member, _ = share_join(t, group, topic)
+
+    def alter(offset: int) -> Any:
+        return t.call(91, v, group_id=group, topics=[{"topic_name": topic, "partitions": [
+            {"partition_index": p, "start_offset": offset}]}])
+
+    assert alter(1).error_code == E.non_empty_group  # offsets move only in an empty group
+    t.call(76, 1, group_id=group, member_id=member, member_epoch=-1, rack_id=None, subscribed_topic_names=None)
+    body = alter(1)
+    assert (body.error_code, body.responses[0].partitions[0].error_code) == (E.none, E.none)
+    described = t.call(90, 1, groups=[{"group_id": group, "topics": [{"topic_name": topic, "partitions": [p]}]}])
+    assert described.groups[0].topics[0].partitions[0].start_offset == 1
+
+
+@case(92)
+def delete_share_group_offsets(t: Table, v: int) -> None:
+    topic, _, p = t.partition()
+    group = t.name(f"share-delete-v{v}")
+    t.call(91, 0, group_id=group, topics=[{"topic_name": topic, "partitions": [{"partition_index": p, "start_offset": 0}]}])
+    body = t.call(92, v, group_id=group, topics=[{"topic_name": topic}])
+    assert (body.error_code, [(r.topic_name, r.error_code) for r in body.responses]) == (E.none, [(topic, E.none)])
+    described = t.call(90, 1, groups=[{"group_id": group, "topics": None}])
+    assert list(described.groups[0].topics) == []
+    assert t.call(92, v, group_id=t.name("share-none"), topics=[{"topic_name": topic}]).error_code == E.group_id_not_found
 
 
 @case(17)

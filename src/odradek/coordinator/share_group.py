@@ -286,6 +286,12 @@ class ShareCoordinator:
                 out[(topic, sp.topic_id, p)] = (sp.start_offset, sp.completed_in_flight())
         return out
 
+    def list_groups(self) -> list[tuple[str, str]]:
+        """(group id, state) of every share group with members or stored state (ListGroups)."""
+        self._load()
+        ids = set(self.groups) | {g for g, _, _ in self.snapshots}
+        return [(g, self.groups[g].state if g in self.groups else "Empty") for g in sorted(ids)]
+
     def known_group(self, group_id: str) -> bool:
         self._load()
         return group_id in self.groups or any(g == group_id for g, _, _ in self.snapshots)

@@ -70,14 +70,21 @@ def _locate(ctx: RequestContext, key: str, key_type: int) -> dict[str, Any]:
                      error_message="Transactional Id authorization failed.")
         return entry
     if key_type == SHARE_KEY:
-        # KafkaApis.getCoordinator: the share key type from v6 on (KIP-932), CLUSTER_ACTION on the cluster,
-        # and INVALID_REQUEST where no share coordinator runs (odradek serves no share groups)
+        # KafkaApis.getCoordinator: the share key type from v6 on (KIP-932), CLUSTER_ACTION on the cluster;
+        # the key "group:topicId:partition" names its __share_group_state partition
+        share = getattr(broker, "share_coordinator", None)
         if ctx.version >= 6 and not ctx.authorized(AclOperation.CLUSTER_ACTION, ResourceType.CLUSTER):
             entry.update(error_code=ErrorCode.cluster_authorization_failed, error_message="Cluster authorization failed.")
-        else:
-            entry.update(error_code=ErrorCode.invalid_request, error_message="share groups are not served")
-        return entry
-    if key_type == GROUP_KEY:
+            return entry
+        if ctx.version < 6 or share is None or key.count(":") != 2:
+            entry.update(error_code=ErrorCode.invalid_request, error_message=f"invalid share coordinator key {key!r}")
+            return entry
+        if not share.store.ensure_topic():
+            entry.update(error_code=ErrorCode.coordinator_not_available,
+                         error_message="__share_group_state is not available")
+            return entry
+        leader = broker.leader_of(share.store.topic, share.store.partition_for(key))
+    elif key_type == GROUP_KEY:
         coord = coordinator(ctx)
         if not coord.store.ensure_topic():
             entry.update(error_code=ErrorCode.coordinator_not_available, error_message="__consumer_offsets is not available")
@@ -215,6 +222,12 @@ async def list_groups(ctx: RequestContext, request: Any) -> Any:
             continue
         groups.append({"group_id": g.group_id, "protocol_type": g.protocol_type or "",
                        "group_state": g.state.value, "group_type": group_type})
+    share = getattr(ctx.broker, "share_coordinator", None)  # KIP-932 share groups: type and protocol "share"
+    for group_id, state in share.list_groups() if share is not None and (not types or "share" in types) else ():
+        if (every or ctx.authorized(AclOperation.DESCRIBE, ResourceType.GROUP, group_id)) and (
+                not states or state.lower() in states):
+            groups.append({"group_id": group_id, "protocol_type": "share", "group_state": state,
+                           "group_type": "share"})
     return ctx.respond(error_code=ErrorCode.none, groups=groups)
 
 
