@@ -15,14 +15,23 @@ One `odradek serve` subprocess (file storage, a fresh data dir), then, in order:
 Throughout, the broker logs every event-loop stall over 5 ms (event.loop.stall.threshold.ms=5);
 each phase prints how many there were and the longest.
 
+`--connections N` measures connections instead: --active raw connections each send Produce v9
+requests (one 100 B record, acks=1) in turn at --rate requests a second in all, and the time from
+send to answer is recorded, first alone, then while N more connections are held open idle (each
+sent one ApiVersions first, so the broker has set it up); RSS per idle connection.
+
     .venv/bin/python bench/scale_bench.py [--topics 100] [--partitions 100] [--per-request 10]
         [--spread 1000] [--records 200000] [--nofile N]
+    .venv/bin/python bench/scale_bench.py --connections 10000 [--active 100] [--rate 2000] [--seconds 10]
 """
 from __future__ import annotations
 
 import argparse
+import asyncio
+import datetime
 import os
 import re
+import resource
 import signal
 import socket
 import statistics
@@ -37,7 +46,9 @@ from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 from produce_consume import free_port, proc_cpu_seconds
 
+from odradek.protocol.build import build
 from odradek.protocol.framing import decode_response, encode_request, request_type
+from odradek.protocol.records import encode_batch
 
 STALL = re.compile(r"the event loop stalled for (\d+) ms")
 LIMITED = ("import resource, runpy, sys; n = int(sys.argv[1]); resource.setrlimit(resource.RLIMIT_NOFILE, (n, n)); "
@@ -164,6 +175,82 @@ def produce(port: int, targets: list[tuple[str, int]], records: int) -> float:
     return records / took
 
 
+async def active_clients(port: int, topic: str, active: int, rate: int, seconds: float) -> list[float]:
+    """Latencies (ms) of Produce requests from `active` connections, `rate` a second in all."""
+    batch = encode_batch([(None, b"x" * 100, ())], timestamp_ms=int(time.time() * 1000))
+    body = build(request_type(0, 9), transactional_id=None, acks=1, timeout=datetime.timedelta(seconds=30),
+                 topic_data=[{"name": topic, "partition_data": [{"index": 0, "records": batch}]}])
+    frame = encode_request(0, 9, 1, body)
+    latencies: list[float] = []
+    interval = active / rate
+    end = time.perf_counter() + seconds
+
+    async def client(i: int) -> None:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        await asyncio.sleep(interval * i / active)
+        next_at = time.perf_counter()
+        while next_at < end:
+            started = time.perf_counter()
+            writer.write(frame)
+            size = struct.unpack(">i", await reader.readexactly(4))[0]
+            await reader.readexactly(size)
+            latencies.append((time.perf_counter() - started) * 1e3)
+            next_at += interval
+            await asyncio.sleep(max(next_at - time.perf_counter(), 0))
+        writer.close()
+
+    await asyncio.gather(*(client(i) for i in range(active)))
+    return latencies
+
+
+def percentiles(values: list[float]) -> str:
+    ordered = sorted(values)
+
+    def q(p: float) -> float:
+        return ordered[min(len(ordered) - 1, int(p * len(ordered)))]
+
+    return f"p50 {q(0.5):.2f} / p99 {q(0.99):.2f} / p99.9 {q(0.999):.2f} / max {ordered[-1]:.2f} ms ({len(ordered):,})"
+
+
+def connections(args: argparse.Namespace) -> None:
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    print(f"load average {os.getloadavg()[0]:.1f}; {args.active} active connections, {args.rate} Produce/s in all, "
+          f"{args.connections:,} idle")
+    with tempfile.TemporaryDirectory(prefix="conn-bench-") as tmp:
+        b = Broker(Path(tmp) / "data", None)
+        b.start()
+        admin = AdminClient({"bootstrap.servers": f"127.0.0.1:{b.port}"})
+        admin.create_topics([NewTopic("active", 1, 1)])["active"].result(30)
+        del admin
+        asyncio.run(active_clients(b.port, "active", args.active, args.rate, 1.0))  # warm-up
+        b.stalls()
+        alone = asyncio.run(active_clients(b.port, "active", args.active, args.rate, args.seconds))
+        print(f"{args.active} active alone: {percentiles(alone)}; {stalls_line(b)}")
+        rss0 = b.rss_mb()
+        hello = encode_request(18, 3, 1, request_type(18, 3)(client_software_name="idle",
+                                                              client_software_version="1"))
+        held = []
+        started = time.perf_counter()
+        for _ in range(args.connections):
+            s = socket.create_connection(("127.0.0.1", b.port), timeout=30)
+            s.sendall(hello)
+            held.append(s)
+        for s in held:
+            recv(s, struct.unpack(">i", recv(s, 4))[0])
+        took = time.perf_counter() - started
+        time.sleep(1)
+        rss1 = b.rss_mb()
+        print(f"{args.connections:,} idle connections opened (each answered one ApiVersions) in {took:.1f} s: "
+              f"RSS {rss0:.0f} -> {rss1:.0f} MB ({(rss1 - rss0) * 1024 / args.connections:.1f} KB each), "
+              f"{b.open_files():,} open files; {stalls_line(b)}")
+        beside = asyncio.run(active_clients(b.port, "active", args.active, args.rate, args.seconds))
+        print(f"{args.active} active beside {args.connections:,} idle: {percentiles(beside)}; {stalls_line(b)}")
+        for s in held:
+            s.close()
+        b.stop()
+
+
 def stalls_line(b: Broker) -> str:
     count, longest = b.stalls()
     return f"loop stalls > 5 ms: {count}, longest {longest} ms"
@@ -178,7 +265,14 @@ def main() -> None:
     ap.add_argument("--records", type=int, default=200_000)
     ap.add_argument("--metadata-runs", type=int, default=20)
     ap.add_argument("--nofile", type=int, help="the broker's RLIMIT_NOFILE (soft and hard)")
+    ap.add_argument("--connections", type=int, help="measure N idle connections beside --active ones instead")
+    ap.add_argument("--active", type=int, default=100)
+    ap.add_argument("--rate", type=int, default=2000, help="Produce requests a second of the active connections")
+    ap.add_argument("--seconds", type=float, default=10.0)
     args = ap.parse_args()
+    if args.connections:
+        connections(args)
+        return
     total = args.topics * args.partitions
     print(f"load average {os.getloadavg()[0]:.1f}; {args.topics} topics x {args.partitions} partitions = {total:,}")
     with tempfile.TemporaryDirectory(prefix="scale-bench-") as tmp:

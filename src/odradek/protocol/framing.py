@@ -132,6 +132,14 @@ class EncodedBody:
         self.__flexible__ = flexible
 
 
+def warm(api_key: int, api_version: int) -> None:
+    """Import the schemas of one API version and build their reader and writer ahead of the
+    first request of that kind (the broker's start-up thread; 30-100 ms each otherwise, on the
+    event loop, in the middle of a client's first requests)."""
+    _reader(request_type(api_key, api_version))
+    _writer(response_type(api_key, api_version))
+
+
 def encode_body(entity: Any) -> bytes:
     """The wire form of a kio entity alone (no header, no size prefix)."""
     buf = io.BytesIO()

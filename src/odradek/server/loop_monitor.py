@@ -5,14 +5,17 @@ request, a file walk, a collection) delays every other request by as long. A
 timer that should fire every 20 ms measures how late it fires; the lateness goes
 to the `odradek_event_loop_lag_ms` histogram, and a stall over
 `event.loop.stall.threshold.ms` is logged in one line with the slowest request
-the dispatcher finished since the previous tick (what most likely held the loop).
+the dispatcher finished since the previous tick (what most likely held the loop)
+and the garbage collections that ran meanwhile (the other usual suspect).
 """
 
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
-from typing import TYPE_CHECKING
+import time
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from odradek.server.dispatcher import Dispatcher
@@ -23,17 +26,53 @@ log = logging.getLogger("odradek.loop")
 INTERVAL_S = 0.02
 
 
+class GcTimes:
+    """What the collector took since the last `take`: total ms, the longest pause and its generation."""
+
+    def __init__(self) -> None:
+        self.total_ms = 0.0
+        self.longest_ms = 0.0
+        self.generation = -1
+        self._started = 0.0
+
+    def __call__(self, phase: str, info: dict[str, Any]) -> None:
+        if phase == "start":
+            self._started = time.perf_counter()
+            return
+        ms = (time.perf_counter() - self._started) * 1000
+        self.total_ms += ms
+        if ms > self.longest_ms:
+            self.longest_ms, self.generation = ms, int(info.get("generation", -1))
+
+    def take(self) -> str | None:
+        """A few words on the collections since the last call (None if they took under 1 ms)."""
+        total, longest, generation = self.total_ms, self.longest_ms, self.generation
+        self.total_ms = self.longest_ms = 0.0
+        self.generation = -1
+        if total < 1:
+            return None
+        return f"garbage collection {total:.0f} ms (longest {longest:.0f} ms, generation {generation})"
+
+
 async def watch_loop(metrics: BrokerMetrics, dispatcher: Dispatcher, threshold_ms: float) -> None:
     loop = asyncio.get_running_loop()
     observe = metrics.loop_lag_ms.observe
-    while True:
-        started = loop.time()
-        dispatcher.slowest = None
-        await asyncio.sleep(INTERVAL_S)
-        lag_ms = max((loop.time() - started - INTERVAL_S) * 1000, 0.0)
-        observe(lag_ms)
-        if lag_ms > threshold_ms:
-            slowest = dispatcher.slowest
-            what = (f"the slowest request since the last tick: {slowest[1]} ({slowest[0]:.0f} ms)"
-                    if slowest is not None else "no request finished meanwhile")
-            log.warning("the event loop stalled for %.0f ms; %s", lag_ms, what)
+    gc_times = GcTimes()
+    gc.callbacks.append(gc_times)
+    try:
+        while True:
+            started = loop.time()
+            dispatcher.slowest = None
+            gc_times.take()
+            await asyncio.sleep(INTERVAL_S)
+            lag_ms = max((loop.time() - started - INTERVAL_S) * 1000, 0.0)
+            observe(lag_ms)
+            if lag_ms > threshold_ms:
+                slowest = dispatcher.slowest
+                what = (f"the slowest request since the last tick: {slowest[1]} ({slowest[0]:.0f} ms)"
+                        if slowest is not None else "no request finished meanwhile")
+                collected = gc_times.take()
+                log.warning("the event loop stalled for %.0f ms; %s%s", lag_ms, what,
+                            f"; {collected}" if collected else "")
+    finally:
+        gc.callbacks.remove(gc_times)
