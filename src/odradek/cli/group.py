@@ -148,14 +148,25 @@ def describe(group: str) -> None:
             owner[(tp.topic, tp.partition)] = m
     tps = sorted(set(committed) | set(owner))
     ends = _list_offsets(admin, tps, OffsetSpec.latest())  # type: ignore[no-untyped-call]  # unannotated upstream
-    _console().print(f"group [bold]{group}[/bold]  state [bold]{_state_name(desc.state)}[/bold]  "
-                  f"assignor {desc.partition_assignor or '-'}  members {len(desc.members)}  "
-                  f"coordinator {desc.coordinator.id if desc.coordinator else '-'}", highlight=False)
-    members = Table("MEMBER", "INSTANCE", "CLIENT", "HOST", "PARTITIONS")
-    for m in desc.members:
-        parts = ", ".join(f"{tp.topic}-{tp.partition}" for tp in (m.assignment.topic_partitions if m.assignment else []))
-        members.add_row(m.member_id, m.group_instance_id or "-", m.client_id, m.host, parts or "-")
-    if desc.members:
+    group_type = _type_name(getattr(desc, "type", None))
+    consumer = _consumer_group(desc, group) if group_type == "consumer" else None
+    header = f"group [bold]{group}[/bold]  type [bold]{group_type}[/bold]  state [bold]{_state_name(desc.state)}[/bold]  "
+    if consumer is not None:
+        header += f"group epoch {consumer.group_epoch}  assignment epoch {consumer.assignment_epoch}  "
+    _console().print(header + f"assignor {(consumer.assignor_name if consumer else desc.partition_assignor) or '-'}  "
+                     f"members {len(desc.members)}  coordinator {desc.coordinator.id if desc.coordinator else '-'}",
+                     highlight=False)
+    if consumer is not None:  # KIP-848: each member's epoch, current and target assignment
+        members = Table("MEMBER", "EPOCH", "INSTANCE", "CLIENT", "HOST", "PARTITIONS", "TARGET")
+        for cm in consumer.members:
+            members.add_row(cm.member_id, str(cm.member_epoch), cm.instance_id or "-", cm.client_id, cm.client_host,
+                            _parts(cm.assignment), _parts(cm.target_assignment))
+    else:
+        members = Table("MEMBER", "INSTANCE", "CLIENT", "HOST", "PARTITIONS")
+        for m in desc.members:
+            parts = ", ".join(f"{tp.topic}-{tp.partition}" for tp in (m.assignment.topic_partitions if m.assignment else []))
+            members.add_row(m.member_id, m.group_instance_id or "-", m.client_id, m.host, parts or "-")
+    if desc.members or (consumer is not None and consumer.members):
         _console().print(members)
     offsets = Table("TOPIC", "PARTITION", "COMMITTED", "LOG END", "LAG", "MEMBER")
     total = 0
@@ -169,6 +180,31 @@ def describe(group: str) -> None:
                         "-" if lag is None else str(lag), m.member_id if m else "-")
     _console().print(offsets)
     _console().print(f"total lag {total}", highlight=False)
+
+
+def _type_name(group_type: Any) -> str:
+    name = getattr(group_type, "name", None) or "classic"
+    return "classic" if name == "UNKNOWN" else name.lower()
+
+
+def _parts(assignment: Any) -> str:
+    return " ".join(f"{t.topic_name}[{','.join(str(p) for p in sorted(t.partitions))}]"
+                    for t in assignment.topic_partitions if t.partitions) or "-"
+
+
+def _consumer_group(desc: Any, group: str) -> Any:
+    """ConsumerGroupDescribe (KIP-848) from the group's coordinator: member epochs and target
+    assignments, which the AdminClient's description leaves out. None if it cannot be had."""
+    from odradek.cli.common import Client
+
+    node = desc.coordinator
+    if node is None or _State.admin is None:
+        return None
+    client = Client(f"{node.host}:{node.port}", _State.admin.properties)
+    resp = client.call(69, 0, {"group_ids": [group], "include_authorized_operations": False},
+                       f"describing consumer group {group}")
+    found = [g for g in resp.groups if g.group_id == group and g.error_code == 0]
+    return found[0] if found else None
 
 
 @group_app.command("delete")

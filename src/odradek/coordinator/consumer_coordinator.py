@@ -258,8 +258,8 @@ class ConsumerGroupMixin:
             return HeartbeatResult(E.unreleased_instance_id, f"static member {instance_id} is still in use by "
                                    f"member {old_id}", member_id, 0)
         # KIP-848 static membership: the new member takes the old one's place, epoch and assignment
-        group.remove_consumer(old_id)
         target = group.target.get(old_id, {})
+        group.remove_consumer(old_id)
         records += self._member_tombstones(group.group_id, old_id)
         # epoch 0 and STABLE: the reconciliation below brings it to the target epoch with what is free
         member = ConsumerMember(member_id, instance_id=instance_id, assigned=copy(old.assigned),

@@ -408,13 +408,18 @@ class OffsetsMixin:
 def consumer_commit_error(group: ConsumerGroup, member_epoch: int, member_id: str,
                           stale: ErrorCode = E.stale_member_epoch) -> ErrorCode | None:
     """Kafka's ConsumerGroup.validateOffsetCommit: the generation is the member epoch; an
-    admin commit (epoch -1, no member) only while the group has no members."""
+    admin commit (epoch -1, no member) only while the group has no members. The epoch before
+    the member's last bump passes too (KIP-1251's relaxation): a commit sent while the
+    heartbeat response carrying the new epoch is in flight is not stale, and a client's
+    commitSync would otherwise fail with CommitFailedException at every rebalance."""
     if member_epoch < 0 and not member_id and not group.consumers:
         return None
     member = group.consumers.get(member_id)
     if member is None:
         return E.unknown_member_id
-    return stale if member_epoch != member.member_epoch else None
+    if member_epoch == member.member_epoch or (0 < member_epoch and member_epoch == member.previous_member_epoch):
+        return None
+    return stale
 
 
 def consumer_group_keys(group: ConsumerGroup) -> list[bytes]:

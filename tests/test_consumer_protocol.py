@@ -1,0 +1,464 @@
+"""KIP-848 consumer groups (group.protocol=consumer) against a real odradek process.
+
+The protocol itself with raw ConsumerGroupHeartbeat requests (epochs, fencing, a
+partition revoked before it is handed on, static members, regex subscriptions,
+new partitions, sessions, commits with the member epoch), then real clients:
+confluent-kafka (librdkafka) and Kafka's Java client, six consumers joining and
+leaving a 12-partition topic while a producer writes, with each consumer's
+assignment timeline checked for two owners of one partition and every record
+processed exactly once; an empty classic group taken over by the consumer
+protocol and back; a SIGKILLed broker that resumes the group with the same
+member epochs and assignments.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import socket
+import struct
+import subprocess
+import threading
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable
+from typing import Any
+
+from confluent_kafka import Consumer, Producer
+from confluent_kafka.admin import AdminClient, NewPartitions, NewTopic
+from conftest import ROOT, BrokerProcess, module_broker, recv_exact, unique
+from kio.schema.errors import ErrorCode as E
+
+from odradek.protocol.build import build
+from odradek.protocol.framing import decode_response, encode_request, request_type
+
+ENV = {
+    "ODRADEK_GROUP_INITIAL_REBALANCE_DELAY_MS": "0",
+    "ODRADEK_OFFSETS_TOPIC_NUM_PARTITIONS": "3",
+    "ODRADEK_GROUP_CONSUMER_HEARTBEAT_INTERVAL_MS": "500",
+    "ODRADEK_GROUP_CONSUMER_SESSION_TIMEOUT_MS": "4000",
+}
+JAVA_DIR = ROOT / "tests" / "java"
+JVM_FLAGS = ["-Xmx256m", "-XX:TieredStopAtLevel=1", "-XX:+UseSerialGC"]
+
+cb = module_broker("cb", ENV)
+
+Owned = dict[uuid.UUID, set[int]]
+
+
+# -- raw protocol helpers -----------------------------------------------------------------
+
+
+def call(b: BrokerProcess, api_key: int, version: int, **body: Any) -> Any:
+    host, port = b.bootstrap.split(":")
+    with socket.create_connection((host, int(port)), timeout=15) as s:
+        s.sendall(encode_request(api_key, version, 7, build(request_type(api_key, version), body)))
+        size = struct.unpack(">i", recv_exact(s, 4))[0]
+        return decode_response(recv_exact(s, size), api_key, version)[1]
+
+
+def heartbeat(b: BrokerProcess, group: str, member: str, epoch: int, *, topics: list[str] | None = None,
+              regex: str | None = None, owned: Owned | None = None, instance: str | None = None,
+              assignor: str | None = None, rebalance_ms: int = 30000) -> Any:
+    return call(b, 68, 1, group_id=group, member_id=member, member_epoch=epoch, instance_id=instance,
+                rack_id=None, rebalance_timeout=rebalance_ms, subscribed_topic_names=topics,
+                subscribed_topic_regex=regex, server_assignor=assignor,
+                topic_partitions=None if owned is None else [
+                    {"topic_id": t, "partitions": sorted(ps)} for t, ps in owned.items()])
+
+
+def assigned(resp: Any) -> Owned | None:
+    if resp.assignment is None:
+        return None
+    return {t.topic_id: set(t.partitions) for t in resp.assignment.topic_partitions if t.partitions}
+
+
+def describe(b: BrokerProcess, group: str) -> Any:
+    return call(b, 69, 1, group_ids=[group], include_authorized_operations=False).groups[0]
+
+
+def topic_ids(b: BrokerProcess) -> dict[str, uuid.UUID]:
+    resp = call(b, 3, 12, topics=None, allow_auto_topic_creation=False, include_topic_authorized_operations=False)
+    return {t.name: t.topic_id for t in resp.topics}
+
+
+def make_topic(b: BrokerProcess, partitions: int, name: str | None = None) -> str:
+    name = name or unique("cp")
+    admin = AdminClient({"bootstrap.servers": b.bootstrap})  # kept alive until the result comes
+    admin.create_topics([NewTopic(name, partitions, 1)])[name].result(15)
+    return name
+
+
+def wait_until(check: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+class KeepAlive:
+    """Heartbeats of one member in the background (the session here is 4 s), owning what it has."""
+
+    def __init__(self, b: BrokerProcess, group: str, member: str, epoch: int, owned: Owned) -> None:
+        self.stop = threading.Event()
+
+        def run() -> None:
+            while not self.stop.wait(0.5):
+                heartbeat(b, group, member, epoch, owned=owned)
+
+        self.thread = threading.Thread(target=run, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.stop.set()
+        self.thread.join(10)
+
+
+def total(owned: Owned | None) -> int:
+    return sum(len(ps) for ps in (owned or {}).values())
+
+
+# -- the protocol -------------------------------------------------------------------------
+
+
+def test_join_fencing_and_request_errors(cb: BrokerProcess) -> None:
+    topic = make_topic(cb, 4)
+    group = unique("g")
+    tid = topic_ids(cb)[topic]
+    first = heartbeat(cb, group, "m1", 0, topics=[topic])
+    assert first.error_code == E.none and first.member_epoch == 1 and first.heartbeat_interval.total_seconds() == 0.5
+    assert assigned(first) == {tid: {0, 1, 2, 3}}
+    # a newer epoch than the member's is fenced; an unknown member id is unknown
+    assert heartbeat(cb, group, "m1", 5).error_code == E.fenced_member_epoch
+    assert heartbeat(cb, group, "nobody", 1).error_code == E.unknown_member_id
+    # the same epoch keeps the member; nothing changed, so no assignment is sent
+    same = heartbeat(cb, group, "m1", 1, owned={tid: {0, 1, 2, 3}})
+    assert same.error_code == E.none and same.member_epoch == 1 and same.assignment is None
+    # Kafka's request checks
+    assert heartbeat(cb, group, "", 0, topics=[topic]).error_code == E.invalid_request
+    assert heartbeat(cb, group, "m2", 0, topics=[topic], rebalance_ms=-1).error_code == E.invalid_request
+    assert heartbeat(cb, group, "m2", 0).error_code == E.invalid_request  # no subscription
+    assert heartbeat(cb, group, "m2", 0, topics=[topic], assignor="sticky").error_code == E.unsupported_assignor
+    assert heartbeat(cb, group, "m2", 0, regex="a(?=b)").error_code == E.invalid_regular_expression
+    # leaving (epoch -1) answers epoch -1; the group is empty again
+    assert heartbeat(cb, group, "m1", -1).member_epoch == -1
+    assert describe(cb, group).group_state == "Empty"
+
+
+def test_partition_is_revoked_before_another_member_gets_it(cb: BrokerProcess) -> None:
+    topic = make_topic(cb, 4)
+    group = unique("g")
+    tid = topic_ids(cb)[topic]
+    a = heartbeat(cb, group, "a", 0, topics=[topic])
+    assert assigned(a) == {tid: {0, 1, 2, 3}}
+    b = heartbeat(cb, group, "b", 0, topics=[topic])
+    # b is at the new epoch but gets nothing yet: a still owns everything
+    assert b.member_epoch == 2 and total(assigned(b)) == 0
+    # a is told to keep two partitions (and so revoke two), staying at its epoch until it does
+    a2 = heartbeat(cb, group, "a", 1, owned={tid: {0, 1, 2, 3}})
+    kept = assigned(a2)
+    assert a2.member_epoch == 1 and total(kept) == 2
+    assert total(assigned(heartbeat(cb, group, "b", 2, owned={}))) == 0  # still nothing free
+    state = describe(cb, group)
+    by_member = {m.member_id: m for m in state.members}
+    assert {p for t in by_member["b"].assignment.topic_partitions for p in t.partitions} == set()
+    # a reports that it revoked: it moves to the group's epoch, and b's next heartbeat gets the rest
+    a3 = heartbeat(cb, group, "a", 1, owned=kept)
+    assert a3.member_epoch == 2
+    b3 = heartbeat(cb, group, "b", 2, owned={})
+    got = assigned(b3)
+    assert got is not None and total(got) == 2 and not (got[tid] & (kept or {})[tid])
+    assert describe(cb, group).group_state == "Stable"
+
+
+def test_static_member_takes_its_place_back(cb: BrokerProcess) -> None:
+    topic = make_topic(cb, 2)
+    group = unique("g")
+    tid = topic_ids(cb)[topic]
+    first = heartbeat(cb, group, "s1", 0, topics=[topic], instance="i1")
+    heartbeat(cb, group, "d1", 0, topics=[topic])
+    first = heartbeat(cb, group, "s1", 1, owned=assigned(first), instance="i1")
+    mine = assigned(first) or {tid: set()}
+    # the instance id is in use: another member id cannot take it
+    assert heartbeat(cb, group, "s2", 0, topics=[topic], instance="i1").error_code == E.unreleased_instance_id
+    # a static member leaving for a while (epoch -2) keeps its partitions for its session
+    gone = heartbeat(cb, group, "s1", -2, instance="i1")
+    assert gone.error_code == E.none and gone.member_epoch == -2
+    back = heartbeat(cb, group, "s2", 0, topics=[topic], instance="i1")
+    assert back.error_code == E.none and assigned(back) == mine
+    members = {m.member_id for m in describe(cb, group).members}
+    assert members == {"s2", "d1"}
+
+
+def test_regex_subscription_and_new_partitions_start_a_new_assignment(cb: BrokerProcess) -> None:
+    prefix = unique("rx")
+    one = make_topic(cb, 2, f"{prefix}-one")
+    group = unique("g")
+    first = heartbeat(cb, group, "r", 0, regex=f"{prefix}-.*", assignor="range")
+    ids = topic_ids(cb)
+    assert assigned(first) == {ids[one]: {0, 1}}
+    assert describe(cb, group).assignor_name == "range"
+    two = make_topic(cb, 1, f"{prefix}-two")
+    ids = topic_ids(cb)
+    after = heartbeat(cb, group, "r", first.member_epoch, owned=assigned(first))
+    assert after.member_epoch > first.member_epoch
+    assert assigned(after) == {ids[one]: {0, 1}, ids[two]: {0}}
+    admin = AdminClient({"bootstrap.servers": cb.bootstrap})
+    admin.create_partitions([NewPartitions(one, 3)])[one].result(15)
+    grown = heartbeat(cb, group, "r", after.member_epoch, owned=assigned(after))
+    assert assigned(grown) == {ids[one]: {0, 1, 2}, ids[two]: {0}}
+
+
+def test_member_without_heartbeats_is_removed_after_its_session(cb: BrokerProcess) -> None:
+    topic = make_topic(cb, 2)
+    group = unique("g")
+    heartbeat(cb, group, "quiet", 0, topics=[topic])
+    talker = heartbeat(cb, group, "talker", 0, topics=[topic])
+    epoch, owned = talker.member_epoch, assigned(talker) or {}
+    deadline = time.monotonic() + 30
+    while total(owned) < 2:  # group.consumer.session.timeout.ms is 4 s here
+        assert time.monotonic() < deadline, "the silent member's partitions never came to the other"
+        resp = heartbeat(cb, group, "talker", epoch, owned=owned)
+        assert resp.error_code == E.none
+        epoch = resp.member_epoch
+        owned = assigned(resp) if resp.assignment is not None else owned
+        time.sleep(0.5)
+    assert [m.member_id for m in describe(cb, group).members] == ["talker"]
+    assert heartbeat(cb, group, "quiet", 1).error_code == E.unknown_member_id
+
+
+def test_commits_fetches_and_listings_of_a_consumer_group(cb: BrokerProcess) -> None:
+    topic = make_topic(cb, 1)
+    group = unique("g")
+    m = heartbeat(cb, group, "c1", 0, topics=[topic])
+    alive = KeepAlive(cb, group, "c1", m.member_epoch, assigned(m) or {})
+
+    def commit(epoch: int, member: str = "c1") -> E:
+        resp = call(cb, 8, 9, group_id=group, generation_id_or_member_epoch=epoch, member_id=member,
+                    group_instance_id=None, topics=[{"name": topic, "partitions": [
+                        {"partition_index": 0, "committed_offset": 5, "committed_leader_epoch": -1,
+                         "committed_metadata": None}]}])
+        return resp.topics[0].partitions[0].error_code  # type: ignore[no-any-return]
+
+    assert commit(m.member_epoch) == E.none
+    assert commit(m.member_epoch + 3) == E.stale_member_epoch
+    assert commit(m.member_epoch, member="stranger") == E.unknown_member_id
+    assert commit(-1, member="") == E.unknown_member_id  # an admin commit needs an empty group
+
+    def fetch(member: str | None, epoch: int) -> Any:
+        return call(cb, 9, 9, groups=[{"group_id": group, "member_id": member, "member_epoch": epoch,
+                                       "topics": None}], require_stable=False).groups[0]
+
+    fetched = fetch("c1", m.member_epoch)
+    assert fetched.error_code == E.none and fetched.topics[0].partitions[0].committed_offset == 5
+    assert fetch("c1", m.member_epoch + 1).error_code == E.stale_member_epoch
+    assert fetch(None, -1).error_code == E.none  # an admin's fetch
+    listed = call(cb, 16, 5, states_filter=[], types_filter=["consumer"]).groups
+    assert {(g.group_id, g.group_type, g.protocol_type) for g in listed if g.group_id == group} == {
+        (group, "consumer", "consumer")}
+    assert not [g for g in call(cb, 16, 5, states_filter=[], types_filter=["classic"]).groups if g.group_id == group]
+    classic = call(cb, 15, 5, groups=[group], include_authorized_operations=False).groups[0]
+    assert classic.protocol_type == "consumer" and [x.member_id for x in classic.members] == ["c1"]
+    # the CLI shows the type, the member's epoch and its partitions
+    out = subprocess.run([str(ROOT / ".venv" / "bin" / "odradek"), "group", "-b", cb.bootstrap, "describe", group],
+                         capture_output=True, text=True, timeout=60, check=False, env={"COLUMNS": "250", "PATH": "/usr/bin:/bin"})
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "type consumer" in out.stdout and f"group epoch {m.member_epoch}" in out.stdout
+    row = next(line for line in out.stdout.splitlines() if "c1" in line and "EPOCH" not in line)
+    assert f" {m.member_epoch} " in row and f"{topic}[0]" in row
+    alive.close()
+    heartbeat(cb, group, "c1", -1)
+    assert commit(-1, member="") == E.none  # empty: the admin may commit
+
+
+# -- real clients --------------------------------------------------------------------------
+
+
+def check_timeline(events: list[dict[str, Any]], partitions: int) -> None:
+    """Assigned/revoked/lost events of all consumers, on one clock: a partition is never
+    assigned while another consumer still holds it."""
+    owner: dict[int, int] = {}
+    for e in sorted(events, key=lambda e: (e["t_ms"], e["event"] != "revoked")):
+        for p in e.get("partitions", []):
+            if e["event"] == "assigned":
+                assert p not in owner, f"partition {p} assigned to {e['consumer']} while {owner.get(p)} owns it: {e}"
+                owner[p] = e["consumer"]
+            elif e["event"] in ("revoked", "lost"):
+                assert owner.get(p) == e["consumer"], f"partition {p} revoked from {e['consumer']}, owned by {owner.get(p)}"
+                del owner[p]
+        assert all(0 <= p < partitions for p in owner)
+
+
+def produce_numbered(bootstrap: str, topic: str, count: int, over_s: float) -> None:
+    p = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5})
+    started = time.monotonic()
+    for i in range(count):
+        p.produce(topic, key=str(i).encode(), value=str(i).encode())
+        p.poll(0)
+        wait = started + over_s * (i + 1) / count - time.monotonic()
+        if wait > 0:
+            time.sleep(wait)
+    assert p.flush(30) == 0
+
+
+def test_confluent_consumers_join_and_leave_under_load(cb: BrokerProcess) -> None:
+    topic = make_topic(cb, 12)
+    group = unique("g")
+    count = 3000
+    clock = time.monotonic()
+    events: list[dict[str, Any]] = []
+    processed: list[str] = []
+    lock = threading.Lock()
+    stop_all = threading.Event()
+    # (start, stop) seconds: six consumers join one after another, two leave while the others read
+    schedule = [(0, None), (1, None), (2, 8), (3, None), (4, 10), (5, None)]
+
+    def emit(kind: str, who: int, parts: list[Any]) -> None:
+        with lock:
+            events.append({"event": kind, "consumer": who, "partitions": sorted(tp.partition for tp in parts),
+                           "t_ms": (time.monotonic() - clock) * 1000})
+
+    def run(who: int, start: float, stop: float | None) -> None:
+        time.sleep(start)
+        c = Consumer({"bootstrap.servers": cb.bootstrap, "group.id": group, "group.protocol": "consumer",
+                      "auto.offset.reset": "earliest", "enable.auto.commit": False, "client.id": f"c{who}"})
+
+        def on_revoke(consumer: Any, parts: list[Any]) -> None:
+            if parts:
+                emit("revoked", who, parts)
+
+        def on_assign(consumer: Any, parts: list[Any]) -> None:
+            if parts:
+                emit("assigned", who, parts)
+
+        def on_lost(consumer: Any, parts: list[Any]) -> None:
+            if parts:
+                emit("lost", who, parts)
+
+        c.subscribe([topic], on_assign=on_assign, on_revoke=on_revoke, on_lost=on_lost)
+        try:
+            while not stop_all.is_set() and (stop is None or time.monotonic() - clock < stop):
+                msg = c.poll(0.1)
+                if msg is None or msg.error():
+                    continue
+                c.commit(message=msg, asynchronous=False)
+                with lock:
+                    processed.append(msg.value().decode())
+        finally:
+            c.close()
+
+    threads = [threading.Thread(target=run, args=(i, s, e)) for i, (s, e) in enumerate(schedule)]
+    for t in threads:
+        t.start()
+    produce_numbered(cb.bootstrap, topic, count, 10)
+    wait_until(lambda: len(set(processed)) >= count and time.monotonic() - clock > 11, 90, "every record processed")
+    stop_all.set()
+    for t in threads:
+        t.join(30)
+    check_timeline(events, 12)
+    seen = Counter(processed)
+    assert set(seen) == {str(i) for i in range(count)}
+    assert [v for v, n in seen.items() if n > 1] == []
+    assert {e["consumer"] for e in events if e["event"] == "assigned"} == set(range(6))
+
+
+def run_java_consumers(b: BrokerProcess, topic: str, group: str, protocol: str, records: int,
+                       schedule: str) -> list[dict[str, Any]]:
+    java = shutil.which("java")
+    assert java is not None, "no java on PATH (JDK 17 is needed)"
+    done = subprocess.run([java, *JVM_FLAGS, "-cp", str(JAVA_DIR / "lib" / "*"), str(JAVA_DIR / "Kip848Consumers.java"),
+                           b.bootstrap, topic, group, protocol, str(records), schedule],
+                          capture_output=True, text=True, timeout=240, check=False, cwd=ROOT)
+    assert done.returncode == 0, done.stderr[-4000:]
+    return [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+
+
+def test_java_consumers_join_and_leave_under_load(cb: BrokerProcess) -> None:
+    topic = make_topic(cb, 12)
+    group = unique("g")
+    count = 3000
+    lines = run_java_consumers(cb, topic, group, "consumer", count, "0-,1000-,2000-8000,3000-,4000-10000,5000-")
+    assert [e for e in lines if e["event"] == "error"] == []
+    check_timeline([e for e in lines if e["event"] in ("assigned", "revoked", "lost")], 12)
+    seen = Counter(v for e in lines if e["event"] == "processed" for v in e["values"])
+    assert set(seen) == {str(i) for i in range(count)}
+    assert [v for v, n in seen.items() if n > 1] == []
+    assert {e["consumer"] for e in lines if e["event"] == "assigned"} == set(range(6))
+
+
+def test_classic_group_moves_to_the_consumer_protocol_and_back(cb: BrokerProcess) -> None:
+    topic = make_topic(cb, 2)
+    group = unique("g")
+    produce_numbered(cb.bootstrap, topic, 20, 0)
+
+    def read(protocol: str, n: int) -> list[str]:
+        conf = {"bootstrap.servers": cb.bootstrap, "group.id": group, "group.protocol": protocol,
+                "auto.offset.reset": "earliest", "enable.auto.commit": False}
+        if protocol == "classic":
+            conf["session.timeout.ms"] = 6000
+        c = Consumer(conf)
+        c.subscribe([topic])
+        got: list[str] = []
+        deadline = time.monotonic() + 30
+        while len(got) < n and time.monotonic() < deadline:
+            msg = c.poll(0.2)
+            if msg is not None and not msg.error():
+                got.append(msg.value().decode())
+                c.commit(message=msg, asynchronous=False)
+        c.close()
+        return got
+
+    first = read("classic", 20)
+    assert len(first) == 20
+    types = {g.group_id: g.group_type for g in call(cb, 16, 5, states_filter=[], types_filter=[]).groups}
+    assert types[group] == "classic"
+    # a member of a classic group with members cannot join it with the consumer protocol
+    holder = Consumer({"bootstrap.servers": cb.bootstrap, "group.id": group, "session.timeout.ms": 6000})
+    holder.subscribe([topic])
+    wait_until(lambda: holder.poll(0.2) is None and bool(holder.assignment()), 30, "a classic member")
+    refused = heartbeat(cb, group, "newcomer", 0, topics=[topic])
+    assert refused.error_code == E.group_id_not_found
+    holder.close()
+    # empty again: the consumer protocol takes the group over, from its committed offsets
+    produce_numbered(cb.bootstrap, topic, 10, 0)
+    second = read("consumer", 10)
+    assert sorted(second, key=int) == [str(i) for i in range(10)]  # the new records only (numbers restart)
+    types = {g.group_id: g.group_type for g in call(cb, 16, 5, states_filter=[], types_filter=[]).groups}
+    assert types[group] == "consumer"
+    # and back to classic once it is empty, offsets kept
+    produce_numbered(cb.bootstrap, topic, 5, 0)
+    third = read("classic", 5)
+    assert sorted(third, key=int) == [str(i) for i in range(5)]
+    types = {g.group_id: g.group_type for g in call(cb, 16, 5, states_filter=[], types_filter=[]).groups}
+    assert types[group] == "classic"
+
+
+def test_broker_sigkill_resumes_the_group_with_its_epochs(broker_factory: Any) -> None:
+    b = broker_factory(env=ENV | {"ODRADEK_GROUP_CONSUMER_SESSION_TIMEOUT_MS": "30000"})
+    topic = make_topic(b, 4)
+    group = unique("g")
+    x = heartbeat(b, group, "x", 0, topics=[topic])
+    y = heartbeat(b, group, "y", 0, topics=[topic])
+    x = heartbeat(b, group, "x", x.member_epoch, owned=assigned(x))
+    x = heartbeat(b, group, "x", x.member_epoch, owned=assigned(x))
+    y = heartbeat(b, group, "y", y.member_epoch, owned={})
+    before = describe(b, group)
+    assert before.group_state == "Stable"
+
+    def summary(g: Any) -> dict[str, tuple[int, set[int]]]:
+        return {m.member_id: (m.member_epoch, {p for t in m.assignment.topic_partitions for p in t.partitions})
+                for m in g.members}
+
+    b.kill()
+    b.start()
+    wait_until(lambda: describe(b, group).error_code == E.none, 30, "the group after the restart")
+    after = describe(b, group)
+    assert summary(after) == summary(before)
+    assert (after.group_epoch, after.assignment_epoch, after.group_state) == (
+        before.group_epoch, before.assignment_epoch, "Stable")
+    # the members go on with their epochs, unfenced
+    resumed = heartbeat(b, group, "x", before.group_epoch, owned={topic_ids(b)[topic]: summary(before)["x"][1]})
+    assert resumed.error_code == E.none and resumed.member_epoch == before.group_epoch
