@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+import weakref
 from typing import Any
 
 from kio.schema.errors import ErrorCode
@@ -85,6 +86,24 @@ def _resolve(ctx: RequestContext, topic_data: Any,
         return (topic.name if topic is not None else None), topic_id, topic
     topic = topics.get(topic_data.name)
     return topic_data.name, (topic.topic_id if topic is not None else ZERO_UUID), topic
+
+
+# broker metrics -> topic -> its (bytes in, messages in) counter children: prometheus_client's
+# labels() takes a lock and builds a key on every call, twice a partition of every Produce
+_COUNTERS: weakref.WeakKeyDictionary[Any, dict[str, tuple[Any, Any]]] = weakref.WeakKeyDictionary()
+
+
+def _topic_counters(broker: Any, name: str) -> tuple[Any, Any]:
+    metrics = broker.metrics
+    by_topic = _COUNTERS.get(metrics)
+    if by_topic is None:
+        by_topic = _COUNTERS[metrics] = {}
+    counters = by_topic.get(name)
+    if counters is None:
+        if len(by_topic) > 10_000:  # deleted topics' children: start over
+            by_topic.clear()
+        counters = by_topic[name] = (metrics.bytes_in.labels(name), metrics.messages_in.labels(name))
+    return counters
 
 
 def _is_compacted(cleanup_policy: str) -> bool:
@@ -189,8 +208,9 @@ async def handle(ctx: RequestContext, request: Any) -> Any:
                     entry["current_leader"] = current_leader(ctx, name, index, endpoints)
                 partition_responses.append(entry)
                 continue
-            broker.metrics.bytes_in.labels(name).inc(len(records))
-            broker.metrics.messages_in.labels(name).inc(sum(b.record_count for b in batches))
+            bytes_in, messages_in = _topic_counters(broker, name)
+            bytes_in.inc(len(records))
+            messages_in.inc(sum(b.record_count for b in batches))
             partition_responses.append(
                 {
                     "index": index,
