@@ -215,7 +215,7 @@ class Fetcher:
             "max_bytes": RESPONSE_FETCH_BYTES, "session_epoch": -1,
             "topics": [{"topic": t, "partitions": [
                 {"partition": fs.partition, "current_leader_epoch": fs.leader_epoch,
-                 "fetch_offset": sent[(fs.topic, fs.partition)][1], "log_start_offset": -1,
+                 "fetch_offset": sent[(fs.topic, fs.partition)][1], "log_start_offset": fs.plog.log_start_offset,
                  "last_fetched_epoch": -1, "partition_max_bytes": PARTITION_FETCH_BYTES} for fs in items]}
                 for t, items in by_topic.items()],
         })
@@ -234,7 +234,9 @@ class Fetcher:
                 if p.error_code == ErrorCode.none:
                     if tp in throttled and throttle is not None:
                         throttle.follower.record(len(p.records or b""))
-                    self._apply(state, p.records, p.high_watermark)
+                    self._apply(state, p.records, p.high_watermark, p.log_start_offset)
+                elif p.error_code == ErrorCode.offset_out_of_range and p.log_start_offset > offset_sent:
+                    self._start_at_leader_log_start(state, p.log_start_offset)
                 elif p.error_code == ErrorCode.offset_out_of_range:
                     state.truncated = False  # diverged: ask for the epoch boundary again
                     backoff = True
@@ -243,10 +245,23 @@ class Fetcher:
         if backoff:
             await asyncio.sleep(0.05)
 
-    def _apply(self, fs: FollowState, records: bytes | None, leader_hw: int) -> None:
+    def _apply(self, fs: FollowState, records: bytes | None, leader_hw: int, leader_log_start: int) -> None:
         plog = fs.plog
         if records:
             self.broker.append_as_follower(plog, bytes(records))
         hw = min(leader_hw, plog.log_end_offset)
         plog.high_watermark = max(plog.high_watermark, hw)
         fs.in_sync = plog.log_end_offset >= leader_hw
+        if leader_log_start > plog.log_start_offset:
+            # Kafka's ReplicaFetcherThread: the leader's log start offset (retention, DeleteRecords)
+            # moves the follower's, up to its high watermark; whole segments below it go
+            plog.delete_records_before(leader_log_start)
+
+    def _start_at_leader_log_start(self, fs: FollowState, leader_log_start: int) -> None:
+        """OFFSET_OUT_OF_RANGE below the leader's log start offset (Kafka's AbstractFetcherThread
+        .fetchOffsetAndTruncate): what this replica has is gone on the leader; start empty there."""
+        plog = fs.plog
+        log.info("%s-%d: log end offset %d is below leader %d's log start offset %d; starting over there",
+                 fs.topic, fs.partition, plog.log_end_offset, fs.leader, leader_log_start)
+        plog.truncate_fully_and_start_at(leader_log_start)
+        self.broker.logs.checkpoint()

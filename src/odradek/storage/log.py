@@ -442,6 +442,25 @@ class PartitionLog:
                           [a for a in self.producer_state.aborted if a.last_offset >= last.base_offset])
         self._rebuild_producer_state()
 
+    def truncate_fully_and_start_at(self, offset: int) -> None:
+        """Replication (Kafka's UnifiedLog.truncateFullyAndStartAt): a follower whose log ends
+        below the leader's log start offset drops everything and starts empty at `offset`."""
+        self._ensure_dir()
+        self._dirty = True
+        self._truncations += 1
+        for seg in self.segments:
+            seg.delete()
+        seg = self._new_segment(offset)
+        self.segments = [seg]
+        self._bases = [offset]
+        self.log_start_offset = self.log_end_offset = self.recovery_point = self.high_watermark = offset
+        self.epochs = []
+        self._save_epochs()
+        for snapshot in self.dir.glob("*.snapshot"):
+            snapshot.unlink(missing_ok=True)
+        self.producer_state.truncate()
+        self.producer_state.aborted = []
+
     def delete_records_before(self, offset: int) -> None:
         """DeleteRecords: move the log start offset; whole segments below it go."""
         offset = min(offset, self.high_watermark)

@@ -111,6 +111,16 @@ def _last_modified_ms(seg: Any, now: float) -> float:
         return now
 
 
+def _epoch_error(leader_epoch: int, current: int) -> ErrorCode | None:
+    if current < 0:  # none given
+        return None
+    if current < leader_epoch:
+        return ErrorCode.fenced_leader_epoch
+    if current > leader_epoch:
+        return ErrorCode.unknown_leader_epoch
+    return None
+
+
 async def handle(ctx: RequestContext, request: Any) -> Any:
     broker = ctx.broker
     version = ctx.version
@@ -136,14 +146,12 @@ async def handle(ctx: RequestContext, request: Any) -> Any:
             elif plog is None:
                 error = ErrorCode.unknown_topic_or_partition
             else:
-                error = broker.check_leader(topic.name, p.partition_index)
-            current = getattr(p, "current_leader_epoch", -1)  # v4+: Partition.localLogWithEpochOrThrow's fencing
-            if error is None and current >= 0:
-                leader_epoch = broker.leader_epoch(topic.name, p.partition_index)
-                if current < leader_epoch:
-                    error = ErrorCode.fenced_leader_epoch
-                elif current > leader_epoch:
-                    error = ErrorCode.unknown_leader_epoch
+                # v4+: Partition.localLogWithEpochOrThrow checks the current leader epoch first (a
+                # follower too: FENCED_LEADER_EPOCH tells a client its metadata is stale), then leadership
+                error = _epoch_error(broker.leader_epoch(topic.name, p.partition_index),
+                                     getattr(p, "current_leader_epoch", -1))
+                if error is None:
+                    error = broker.check_leader(topic.name, p.partition_index)
             entry["error_code"] = error if error is not None else ErrorCode.none
             if error is None:
                 assert plog is not None

