@@ -15,6 +15,7 @@ import shutil
 import subprocess
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
@@ -54,6 +55,12 @@ def tool(main: str, *args: str, stdin: str | None = None, expect_exit: int = 0) 
     assert done.returncode == expect_exit, f"{main} {' '.join(args)} exited {done.returncode}:\n" \
         f"{done.stdout[-2000:]}\n{done.stderr[-3000:]}"
     return done.stdout + (done.stderr if expect_exit else "")
+
+
+def tools(*calls: tuple[str, ...]) -> list[str]:
+    """Several tools that do not depend on each other, at once (a JVM start is mostly waiting)."""
+    with ThreadPoolExecutor(len(calls)) as pool:
+        return list(pool.map(lambda call: tool(*call), calls))
 
 
 def create_topic(broker: BrokerProcess, name: str, partitions: int) -> None:
@@ -230,13 +237,16 @@ def test_kafka_transactions_lists_and_describes_an_open_transaction(tbroker: Bro
     p.produce(topic, b"pending", partition=0)
     p.flush(10)
 
-    (listed,) = [r for r in tsv(tool(TRANSACTIONS, *bs, "list"), "TransactionalId") if r["TransactionalId"] == txn_id]
+    listing, description, producers = tools(
+        (TRANSACTIONS, *bs, "list"), (TRANSACTIONS, *bs, "describe", "--transactional-id", txn_id),
+        (TRANSACTIONS, *bs, "describe-producers", "--topic", topic, "--partition", "0"))
+    (listed,) = [r for r in tsv(listing, "TransactionalId") if r["TransactionalId"] == txn_id]
     assert listed["TransactionState"] == "Ongoing"
-    (described,) = tsv(tool(TRANSACTIONS, *bs, "describe", "--transactional-id", txn_id), "CoordinatorId")
+    (described,) = tsv(description, "CoordinatorId")
     assert described["TransactionalId"] == txn_id and described["ProducerId"] == listed["ProducerId"]
     assert described["TransactionState"] == "Ongoing" and described["TopicPartitions"] == f"{topic}-0"
     assert int(described["CurrentTransactionStartTimeMs"]) > 0 and int(described["TransactionDurationMs"]) >= 0
-    (producer,) = tsv(tool(TRANSACTIONS, *bs, "describe-producers", "--topic", topic, "--partition", "0"), "ProducerId")
+    (producer,) = tsv(producers, "ProducerId")
     assert producer["ProducerId"] == listed["ProducerId"]
     assert producer["CurrentTransactionStartOffset"] == "0" and producer["LastSequence"] == "0"
 
@@ -261,9 +271,12 @@ def test_kafka_get_offsets_latest_earliest_and_max_timestamp(tbroker: BrokerProc
     admin = AdminClient({"bootstrap.servers": tbroker.bootstrap})
     admin.delete_records([TopicPartition(topic, 0, 1)])[TopicPartition(topic, 0, 1)].result(10)
 
-    assert tool(GET_OFFSETS, *bs, "--topic", topic).split() == [f"{topic}:0:4", f"{topic}:1:1"]
-    assert tool(GET_OFFSETS, *bs, "--topic", topic, "--time", "-2").split() == [f"{topic}:0:1", f"{topic}:1:0"]
-    assert tool(GET_OFFSETS, *bs, "--topic-partitions", f"{topic}:0", "--time", "-3").split() == [f"{topic}:0:1"]
+    latest, earliest, max_timestamp = tools(
+        (GET_OFFSETS, *bs, "--topic", topic), (GET_OFFSETS, *bs, "--topic", topic, "--time", "-2"),
+        (GET_OFFSETS, *bs, "--topic-partitions", f"{topic}:0", "--time", "-3"))
+    assert latest.split() == [f"{topic}:0:4", f"{topic}:1:1"]
+    assert earliest.split() == [f"{topic}:0:1", f"{topic}:1:0"]
+    assert max_timestamp.split() == [f"{topic}:0:1"]
 
 
 def test_producer_and_consumer_perf_tests_move_every_record(tbroker: BrokerProcess) -> None:
