@@ -951,6 +951,47 @@ def list_groups(t: Table, v: int) -> None:
         assert stable not in listed(types_filter=["consumer"])
 
 
+# -- KIP-848 consumer groups ----------------------------------------------------------------
+
+
+def consumer_join(t: Table, group: str, topic: str, v: int = 1) -> Any:
+    """A KIP-848 member (epoch 0, the client's own member id) subscribed to `topic`."""
+    return t.call(68, v, group_id=group, member_id=str(uuid.uuid4()), member_epoch=0, rebalance_timeout=30000,
+                  subscribed_topic_names=[topic], topic_partitions=[])
+
+
+@case(68)
+def consumer_group_heartbeat(t: Table, v: int) -> None:
+    topic, topic_id, _ = t.partition()
+    group = t.name(f"kip848-v{v}")
+    joined = consumer_join(t, group, topic, v)
+    assert (joined.error_code, joined.member_epoch) == (E.none, 1), joined
+    assert joined.assignment is not None
+    assert [tp.topic_id for tp in joined.assignment.topic_partitions] == [topic_id]
+    member = joined.member_id
+    fenced = t.call(68, v, group_id=group, member_id=member, member_epoch=5, topic_partitions=None)
+    assert fenced.error_code == E.fenced_member_epoch, fenced
+    left = t.call(68, v, group_id=group, member_id=member, member_epoch=-1, topic_partitions=None)
+    assert (left.error_code, left.member_epoch) == (E.none, -1), left
+
+
+@case(69)
+def consumer_group_describe(t: Table, v: int) -> None:
+    topic, topic_id, _ = t.partition()
+    group, missing = t.name(f"kip848-described-v{v}"), t.name("never-joined")
+    joined = consumer_join(t, group, topic)
+    body = t.call(69, v, group_ids=[group, missing], include_authorized_operations=False)
+    found = {g.group_id: g for g in body.groups}
+    g = found[group]
+    assert (g.error_code, g.group_state, g.group_epoch, g.assignment_epoch) == (E.none, "Stable", 1, 1), g
+    (m,) = g.members
+    assert (m.member_id, m.member_epoch, m.client_id, m.subscribed_topic_names) == (
+        joined.member_id, 1, CLIENT_ID, (topic,))
+    assert [(tp.topic_id, tp.topic_name) for tp in m.assignment.topic_partitions] == [(topic_id, topic)]
+    assert found[missing].error_code == E.group_id_not_found
+    t.call(68, 1, group_id=group, member_id=joined.member_id, member_epoch=-1, topic_partitions=None)
+
+
 # -- KIP-932 share groups -------------------------------------------------------------------
 
 
