@@ -258,9 +258,15 @@ public class ShareClient {
         emit("restart", Map.of("done", acked.size()));
     }
 
-    /** ListGroups (share type), DescribeShareGroups, list/alter/delete share group offsets. */
+    /** With a member polling: ListGroups (share type), DescribeShareGroups, listShareGroupOffsets, and
+     *  alterShareGroupOffsets refused while the group has a member. */
     static void admin(String group, String topic) throws Exception {
-        try (Admin admin = admin()) {
+        try (Admin admin = admin(); KafkaShareConsumer<String, String> c = consumer(group, false)) {
+            c.subscribe(List.of(topic));
+            long deadline = System.currentTimeMillis() + 30_000;
+            int got = 0;
+            while (got == 0 && System.currentTimeMillis() < deadline) got += c.poll(Duration.ofMillis(500)).count();
+            c.commitSync();
             List<Map<String, Object>> listed = new ArrayList<>();
             for (GroupListing g : admin.listGroups(ListGroupsOptions.forShareGroups()).all().get()) {
                 listed.add(Map.of("group", g.groupId(), "type", String.valueOf(g.type().orElse(null)),
@@ -273,7 +279,7 @@ public class ShareClient {
                 members.add(m.assignment().topicPartitions().stream().map(TopicPartition::toString).sorted()
                     .collect(Collectors.toList()));
             }
-            emit("admin", Map.of("state", d.groupState().toString(), "members", members));
+            emit("admin", Map.of("state", d.groupState().toString(), "members", members, "got", got));
             emit("admin", Map.of("offsets", offsets(admin, group)));
             try {
                 admin.alterShareGroupOffsets(group, Map.of(new TopicPartition(topic, 0), 0L)).all().get();

@@ -1,0 +1,216 @@
+"""KIP-932 share groups with Kafka's own KafkaShareConsumer and Admin (kafka-clients 4.3.1).
+
+tests/java/ShareClient.java runs one scenario per JVM and prints JSON lines; the assertions
+are here. The broker answers ShareGroupHeartbeat, ShareFetch, ShareAcknowledge and the share
+group offsets APIs; group configs (share.auto.offset.reset, share.isolation.level, lock
+duration, delivery count limit) are set as a user would, with IncrementalAlterConfigs on the
+GROUP resource.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from confluent_kafka import Producer
+from confluent_kafka.admin import AdminClient, NewTopic
+from conftest import ROOT, BrokerProcess, module_broker, unique, wait_for_port
+
+JAVA_DIR = ROOT / "tests" / "java"
+JVM_FLAGS = ["-Xmx256m", "-XX:TieredStopAtLevel=1", "-XX:+UseSerialGC"]
+ENV = {"ODRADEK_OFFSETS_TOPIC_NUM_PARTITIONS": "3", "ODRADEK_SHARE_COORDINATOR_STATE_TOPIC_NUM_PARTITIONS": "3",
+       "ODRADEK_GROUP_SHARE_HEARTBEAT_INTERVAL_MS": "1000", "ODRADEK_TRANSACTION_STATE_LOG_NUM_PARTITIONS": "3"}
+
+sbroker = module_broker("sbroker", ENV)
+
+
+@pytest.fixture(scope="module")
+def classes(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """ShareClient compiled once for the module (a JVM compiling at every start costs seconds)."""
+    javac = shutil.which("javac")
+    assert javac is not None, "no javac on PATH (JDK 17 is needed)"
+    assert any((JAVA_DIR / "lib").glob("kafka-clients-*.jar")), "tests/java/lib is empty (./dev test fills it)"
+    out = tmp_path_factory.mktemp("share-classes")
+    subprocess.run([javac, "-cp", str(JAVA_DIR / "lib" / "*"), "-d", str(out), str(JAVA_DIR / "ShareClient.java")],
+                   check=True, capture_output=True, timeout=120)
+    return out
+
+
+def command(classes: Path, bootstrap: str, *args: str) -> list[str]:
+    java = shutil.which("java")
+    assert java is not None
+    return [java, *JVM_FLAGS, "-cp", f"{classes}:{JAVA_DIR / 'lib' / '*'}", "ShareClient", bootstrap, *args]
+
+
+def run(classes: Path, bootstrap: str, *args: str, timeout: float = 150) -> list[dict[str, Any]]:
+    """One scenario's JSON lines, failing on an exception the Java side printed."""
+    done = subprocess.run(command(classes, bootstrap, *args), capture_output=True, text=True, timeout=timeout,
+                          check=False, cwd=ROOT)
+    assert done.returncode == 0, done.stderr[-4000:]
+    lines = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+    errors = [line["error"] for line in lines if "error" in line]
+    assert not errors, f"{args[0]}: {errors}\n{done.stderr[-3000:]}"
+    assert lines, f"{args[0]} printed nothing: {done.stderr[-3000:]}"
+    return lines
+
+
+def configure(classes: Path, bootstrap: str, group: str, **configs: str) -> dict[str, str]:
+    pairs = ",".join(f"{k.replace('_', '.')}={v}" for k, v in configs.items())
+    (line,) = run(classes, bootstrap, "config", group, pairs, "-")
+    return line["configs"]  # type: ignore[no-any-return]
+
+
+def make_topic(bootstrap: str, partitions: int, values: list[str]) -> str:
+    topic = unique("share")
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    for f in admin.create_topics([NewTopic(topic, partitions, 1)]).values():
+        f.result(30)
+    p = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5})
+    for i, value in enumerate(values):
+        p.produce(topic, value=value.encode(), partition=i % partitions)
+    assert p.flush(30) == 0
+    return topic
+
+
+def test_share_consumers_split_the_records_of_two_partitions(sbroker: BrokerProcess, classes: Path) -> None:
+    values = [f"w-{i}" for i in range(2000)]
+    topic = make_topic(sbroker.bootstrap, 2, values)
+    group = unique("sg-work")
+    assert configure(classes, sbroker.bootstrap, group, share_auto_offset_reset="earliest")[
+        "share.auto.offset.reset"] == "earliest"
+    lines = run(classes, sbroker.bootstrap, "work", group, topic, "8", str(len(values)))
+    summary = next(line for line in lines if "distinct" in line)
+    counts = {line["consumer"]: line["count"] for line in lines if "consumer" in line}
+    assert summary["distinct"] == len(values)  # every record delivered
+    assert summary["duplicates"] == []  # and none twice: nothing was released or timed out
+    assert sum(counts.values()) == len(values)
+    # 8 members on 2 partitions: each partition is shared, more consumers work than there are partitions
+    assert len([c for c in counts.values() if c > 0]) > 2, counts
+
+
+def test_released_records_come_back_rejected_do_not_and_poison_stops_at_the_limit(
+        sbroker: BrokerProcess, classes: Path) -> None:
+    values = [f"accept-{i}" for i in range(10)] + [f"release-{i}" for i in range(5)] + \
+        [f"reject-{i}" for i in range(5)] + [f"poison-{i}" for i in range(2)]
+    topic = make_topic(sbroker.bootstrap, 1, values)
+    group = unique("sg-acks")
+    configure(classes, sbroker.bootstrap, group, share_auto_offset_reset="earliest", share_delivery_count_limit="3")
+    lines = run(classes, sbroker.bootstrap, "acks", group, topic, "4000")
+    assert not [line for line in lines if "ack_error" in line]
+    deliveries: dict[str, list[int]] = {}
+    for line in lines:
+        deliveries.setdefault(line["value"], []).append(line["delivery"])
+    assert set(deliveries) == set(values)
+    for value, counts in deliveries.items():
+        kind = value.split("-")[0]
+        expected = {"accept": [1], "reject": [1], "release": [1, 2], "poison": [1, 2, 3]}[kind]
+        assert counts == expected, (value, counts)  # a poison record is archived after the 3rd delivery
+
+
+def test_a_record_whose_lock_times_out_goes_to_another_consumer(sbroker: BrokerProcess, classes: Path) -> None:
+    values = [f"lock-{i}" for i in range(20)]
+    topic = make_topic(sbroker.bootstrap, 1, values)
+    group = unique("sg-lock")
+    configure(classes, sbroker.bootstrap, group, share_auto_offset_reset="earliest",
+              share_record_lock_duration_ms="2000")
+    lines = run(classes, sbroker.bootstrap, "lock", group, topic, "30000")
+    held = next(line["held"] for line in lines if "held" in line)
+    redelivered = next(line["redelivered"] for line in lines if "redelivered" in line)
+    assert held, "consumer A got nothing"
+    # every record A held past the 2 s lock went to B, as its second delivery
+    assert redelivered == {value: 2 for value in held}
+
+
+def test_read_committed_share_group_skips_aborted_records(sbroker: BrokerProcess, classes: Path) -> None:
+    topic = make_topic(sbroker.bootstrap, 1, [])
+    p = Producer({"bootstrap.servers": sbroker.bootstrap, "transactional.id": unique("share-txn")})
+    p.init_transactions(30)
+    for round_ in range(3):
+        for outcome in ("committed", "aborted"):
+            p.begin_transaction()
+            for i in range(5):
+                p.produce(topic, value=f"accept-{outcome}-{round_}-{i}".encode(), partition=0)
+            p.commit_transaction(30) if outcome == "committed" else p.abort_transaction(30)
+    group = unique("sg-rc")
+    configure(classes, sbroker.bootstrap, group, share_auto_offset_reset="earliest",
+              share_isolation_level="read_committed")
+    lines = run(classes, sbroker.bootstrap, "acks", group, topic, "3000")
+    got = sorted(line["value"] for line in lines if "value" in line)
+    assert got == sorted(f"accept-committed-{r}-{i}" for r in range(3) for i in range(5))
+
+
+def test_admin_lists_describes_and_moves_share_group_offsets(sbroker: BrokerProcess, classes: Path) -> None:
+    topic = make_topic(sbroker.bootstrap, 2, [f"a-{i}" for i in range(100)])
+    group = unique("sg-admin")
+    configure(classes, sbroker.bootstrap, group, share_auto_offset_reset="earliest")
+    lines = run(classes, sbroker.bootstrap, "admin", group, topic)
+    listed = next(line["listed"] for line in lines if "listed" in line)
+    assert {"group": group, "type": "Share", "state": "Stable"} in listed
+    described = next(line for line in lines if "members" in line)
+    assert described["state"] == "Stable"
+    assert described["members"] == [[f"{topic}-0", f"{topic}-1"]]  # the sole member has both partitions
+    offsets = next(line["offsets"] for line in lines if "offsets" in line)
+    assert set(offsets) == {f"{topic}-0", f"{topic}-1"}
+    assert next(line["alter_error"] for line in lines if "alter_error" in line) == "GroupNotEmptyException"
+    # the consumer closed: the group is empty and its offsets move
+    lines = run(classes, sbroker.bootstrap, "offsets", group, topic, "10")
+    altered = next(line["altered"] for line in lines if "altered" in line)
+    assert altered[f"{topic}-0"] == {"start": 10, "lag": 40}  # 50 records on partition 0
+    assert next(line["deleted"] for line in lines if "deleted" in line) == {}
+
+
+@pytest.fixture
+def own_broker(tmp_path: Path) -> Iterator[BrokerProcess]:
+    b = BrokerProcess(tmp_path / "data", env=ENV).start()
+    yield b
+    if b.proc is not None and b.proc.poll() is None:
+        b.kill()
+
+
+def test_acknowledged_records_survive_a_broker_sigkill(own_broker: BrokerProcess, classes: Path) -> None:
+    values = [f"k-{i}" for i in range(3000)]
+    topic = make_topic(own_broker.bootstrap, 2, values)
+    group = unique("sg-kill")
+    configure(classes, own_broker.bootstrap, group, share_auto_offset_reset="earliest")
+    proc = subprocess.Popen(command(classes, own_broker.bootstrap, "restart", group, topic, str(len(values))),
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=ROOT)
+    acked: set[str] = set()
+    redelivered_after_ack: list[str] = []
+    delivered: Counter[str] = Counter()
+    killed = False
+    deadline = time.monotonic() + 150
+    try:
+        assert proc.stdout is not None
+        for raw in proc.stdout:
+            assert time.monotonic() < deadline, "the share consumer did not finish"
+            if not raw.startswith("{"):
+                continue
+            line = json.loads(raw)
+            assert "error" not in line, line
+            if "delivered" in line:
+                redelivered_after_ack += [v for v in line["delivered"] if v in acked]
+                delivered.update(line["delivered"])
+            acked.update(line.get("acked", ()))
+            if not killed and len(acked) >= 1000:
+                own_broker.kill()  # SIGKILL mid-stream: no flush, no clean close
+                killed = True
+                try:
+                    own_broker.start()
+                except TimeoutError:  # a loaded machine: recovery and start-up take longer than start() waits
+                    wait_for_port(own_broker.port, 120, own_broker.proc)
+            if "done" in line:
+                break
+        proc.wait(30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert killed
+    assert acked == set(values)  # none lost
+    assert redelivered_after_ack == []  # no acknowledged record delivered again
