@@ -13,14 +13,18 @@ real brokers and real clients; each fails on the main of commit 1c13748.
 
 from __future__ import annotations
 
+import socket
+import struct
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
-from conftest import unique
+from conftest import recv_exact, unique
 from kio.schema.errors import ErrorCode
-from test_protocol_offsets_apis import call
+
+from odradek.protocol.build import build
+from odradek.protocol.framing import decode_response, encode_request, request_type
 
 if TYPE_CHECKING:
     from cluster_fixtures import Cluster
@@ -31,6 +35,15 @@ pytestmark = pytest.mark.timeout(240)
 
 LIST_OFFSETS = 2
 EARLIEST, LATEST = -2, -1
+
+
+def call(bootstrap: str, api_key: int, version: int, **fields: Any) -> Any:
+    """One kio-built request on a connection of its own, as a client would send it."""
+    host, port = bootstrap.split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        sock.sendall(encode_request(api_key, version, 1, build(request_type(api_key, version), fields)))
+        size = struct.unpack(">i", recv_exact(sock, 4))[0]
+        return decode_response(recv_exact(sock, size), api_key, version)[1]
 
 
 def produce(cluster: Cluster, topic: str, count: int, acks: str = "all", start: int = 0) -> None:
@@ -115,7 +128,7 @@ def list_offsets_error(bootstrap: str, topic: str, current_leader_epoch: int) ->
     fields = {"replica_id": -1, "isolation_level": 0, "timeout": 1000, "topics": [
         {"name": topic, "partitions": [{"partition_index": 0, "timestamp": LATEST,
                                         "current_leader_epoch": current_leader_epoch}]}]}
-    (answer,) = call(bootstrap, LIST_OFFSETS, 7, **fields).topics
+    (answer,) = call(bootstrap, LIST_OFFSETS, 6, **fields).topics
     return ErrorCode(answer.partitions[0].error_code)
 
 
@@ -138,3 +151,66 @@ def test_list_offsets_checks_the_current_leader_epoch(cluster_factory: object) -
     cluster.wait_for("the returned broker following at epoch 1",
                      lambda: list_offsets_error(old.bootstrap, topic, 1) == ErrorCode.not_leader_or_follower)
     assert list_offsets_error(old.bootstrap, topic, 0) == ErrorCode.fenced_leader_epoch
+
+
+FETCH = 1
+
+
+def fetch(bootstrap: str, session_id: int, epoch: int, parts: dict[int, int], topic: str,
+          forget: list[int] | None = None) -> Any:
+    """Fetch v12 (topics by name) of `parts` {partition: fetch offset} in a session."""
+    return call(bootstrap, FETCH, 12, replica_id=-1, max_wait=50, min_bytes=1, max_bytes=1 << 20,
+                isolation_level=0, session_id=session_id, session_epoch=epoch,
+                topics=[{"topic": topic, "partitions": [
+                    {"partition": p, "current_leader_epoch": -1, "fetch_offset": o, "last_fetched_epoch": -1,
+                     "log_start_offset": -1, "partition_max_bytes": 1 << 20} for p, o in parts.items()]}]
+                if parts else [],
+                forgotten_topics_data=[{"topic": topic, "partitions": forget}] if forget else [], rack_id="")
+
+
+def answered(response: Any) -> dict[int, tuple[int, int]]:
+    """{partition: (high watermark, records bytes)} of what a fetch answered."""
+    assert response.error_code == ErrorCode.none, response.error_code
+    return {p.partition_index: (p.high_watermark, len(p.records or b"")) for t in response.responses
+            for p in t.partitions}
+
+
+def test_fetch_sessions_answer_only_what_changed(broker_factory: Any) -> None:
+    b = broker_factory()
+    topic = unique("sessions")
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    admin = AdminClient({"bootstrap.servers": b.bootstrap})
+    admin.create_topics([NewTopic(topic, 3, 1)])[topic].result(15)
+    producer = Producer({"bootstrap.servers": b.bootstrap, "linger.ms": 0})
+
+    def send(partition: int, n: int) -> None:
+        for i in range(n):
+            producer.produce(topic, value=b"%d" % i, partition=partition)
+        assert producer.flush(15) == 0
+
+    send(0, 5)
+    # a full fetch with epoch 0 opens a session and answers every partition
+    full = fetch(b.bootstrap, 0, 0, {0: 0, 1: 0, 2: 0}, topic)
+    assert full.session_id != 0
+    got = answered(full)
+    assert set(got) == {0, 1, 2} and got[0][0] == 5 and got[0][1] > 0
+    sid = full.session_id
+    # incremental: the consumer moved on in partition 0 only; nothing is new anywhere
+    assert answered(fetch(b.bootstrap, sid, 1, {0: 5}, topic)) == {}
+    # records in partition 1: only it is answered, though the request names no partition
+    send(1, 2)
+    got = answered(fetch(b.bootstrap, sid, 2, {}, topic))
+    assert list(got) == [1] and got[1][0] == 2 and got[1][1] > 0
+    # an epoch out of turn, and a session that does not exist, as Kafka's FetchSessionCache answers
+    assert fetch(b.bootstrap, sid, 2, {}, topic).error_code == ErrorCode.invalid_fetch_session_epoch
+    assert fetch(b.bootstrap, sid + 1, 1, {}, topic).error_code == ErrorCode.fetch_session_id_not_found
+    # a forgotten partition is no longer read: new records in it are not answered
+    assert answered(fetch(b.bootstrap, sid, 3, {1: 2}, topic, forget=[2])) == {}
+    send(2, 3)
+    send(1, 1)
+    assert list(answered(fetch(b.bootstrap, sid, 4, {}, topic))) == [1]
+    # epoch -1 closes the session: a full answer without one, and the id is gone
+    closed = fetch(b.bootstrap, sid, -1, {2: 0}, topic)
+    assert closed.session_id == 0 and list(answered(closed)) == [2]
+    assert fetch(b.bootstrap, sid, 5, {}, topic).error_code == ErrorCode.fetch_session_id_not_found

@@ -134,6 +134,9 @@ class BrokerConfig(BaseSettings):
     # matched against consumers' client.rack by RackAwareReplicaSelector
     broker_rack: str | None = None
     replica_selector_class: str | None = None
+    # KIP-227 fetch sessions (Kafka's names and defaults)
+    max_incremental_fetch_session_cache_slots: int = 1000
+    min_incremental_fetch_session_eviction_ms: int = 120000
     controlled_shutdown_enable: bool = True
     controlled_shutdown_max_retries: int = 3
     controlled_shutdown_retry_backoff_ms: int = 5000

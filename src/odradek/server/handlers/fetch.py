@@ -11,7 +11,9 @@ an unknown one), v15 moves the replica id into ReplicaState (KIP-903), v16 adds 
 leader hints of KIP-951; v17's directory id (KIP-853) and v18's high watermark
 (KIP-1166) serve KRaft's own replication, which odradek does not run, and are
 ignored as Kafka's broker ignores them on partition fetches. The current leader
-epoch a fetch carries (v9+) is checked as KIP-320 says.
+epoch a fetch carries (v9+) is checked as KIP-320 says. From v7 a fetch may run in a session
+(KIP-227, server/fetch_sessions.py): incremental fetches send and get only what changed. From
+v11 a consumer's rack_id may get a preferred read replica (KIP-392), and a follower serves it.
 
 Records of file storage leave as file slices: the response frame is encoded by
 kio around a placeholder, and the connection sends the slices with sendfile
@@ -34,6 +36,16 @@ from odradek.protocol.build import ZERO_UUID, timedelta_to_ms
 from odradek.protocol.framing import encode_response
 from odradek.security.authorizer import AclOperation, ResourceType
 from odradek.server.dispatcher import RequestContext
+from odradek.server.fetch_sessions import (
+    FINAL_EPOCH,
+    INITIAL_EPOCH,
+    SESSIONLESS,
+    FetchSession,
+    SessionError,
+    SessionTopic,
+    cache_for,
+    has_records,
+)
 from odradek.server.handlers.metadata import current_leader
 from odradek.storage.log import OffsetOutOfRangeError, PartitionLog
 from odradek.storage.segment import FileSlice
@@ -41,6 +53,7 @@ from odradek.storage.segment import FileSlice
 READ_COMMITTED = 1
 NO_EPOCH = -1  # a fetch without a current leader epoch (before v9, or a client that has none)
 CLIENT_METADATA_VERSION = 11  # KIP-392: rack_id; a follower may serve a consumer from here on
+SESSIONS_VERSION = 7  # KIP-227
 TOPIC_IDS_VERSION = 13  # KIP-516
 REPLICA_STATE_VERSION = 15  # KIP-903
 LEADER_HINTS_VERSION = 16  # KIP-951
@@ -197,18 +210,85 @@ def _read_all(ctx: RequestContext, request: Any, resolved: list[tuple[Any, str |
     return responses, total
 
 
+def _session(ctx: RequestContext, request: Any, is_follower: bool) -> tuple[FetchSession | None, bool]:
+    """KIP-227, Kafka's FetchManager.newContext: (the session, whether this fetch is incremental).
+    Epoch -1 closes a session and fetches without one, epoch 0 (re)starts one with the request's
+    partitions, a higher epoch updates the session with the partitions sent and the forgotten
+    ones. Raises SessionError for an unknown session or an epoch out of turn."""
+    cache = cache_for(ctx.broker)
+    session_id, epoch = request.session_id, request.session_epoch
+    by_id = ctx.version >= TOPIC_IDS_VERSION
+    if epoch in (FINAL_EPOCH, INITIAL_EPOCH):
+        if session_id != SESSIONLESS:
+            cache.remove(session_id)
+        if epoch == FINAL_EPOCH or not request.topics:
+            return None, False
+        session = cache.create(privileged=is_follower)
+        if session is None:  # no room: answered without a session, the client sends full fetches
+            return None, False
+        incremental = False
+    else:
+        session = cache.get(session_id, epoch)
+        session.epoch = epoch + 1
+        incremental = True
+        for forgotten in request.forgotten_topics_data or ():
+            session.forget(forgotten.topic_id if by_id else forgotten.topic, list(forgotten.partitions))
+    for topic in request.topics:
+        for p in topic.partitions:
+            session.add(topic.topic_id if by_id else topic.topic, p)
+    return session, incremental
+
+
+def _session_resolved(ctx: RequestContext, session: FetchSession) -> list[tuple[Any, str | None, uuid.UUID]]:
+    """The session's partitions, shaped as _resolve's answer."""
+    broker = ctx.broker
+    resolved: list[tuple[Any, str | None, uuid.UUID]] = []
+    known = broker.topics()
+    for key, partitions in session.topics():
+        if isinstance(key, uuid.UUID):
+            meta = broker.topic_by_id(key)
+            resolved.append((SessionTopic(meta.name if meta else "", key, partitions),
+                             meta.name if meta is not None else None, key))
+        else:
+            meta = known.get(key)
+            resolved.append((SessionTopic(key, None, partitions), key,
+                             meta.topic_id if meta is not None else ZERO_UUID))
+    return resolved
+
+
+def _answer_session(session: FetchSession, incremental: bool, resolved: list[tuple[Any, str | None, uuid.UUID]],
+                    responses: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Record what this answer tells each partition; an incremental answer keeps only the
+    partitions with something new (CachedPartition.maybeUpdateResponseData)."""
+    out = []
+    answered = []
+    for (topic, _, _), response in zip(resolved, responses, strict=True):
+        kept = []
+        for cached, entry in zip(topic.partitions, response["partitions"], strict=True):
+            if cached.must_respond(entry) or not incremental:
+                kept.append(entry)
+            if has_records(entry):
+                answered.append((topic.topic_id or topic.topic, cached.partition))
+        if kept:
+            out.append({**response, "partitions": kept})
+    session.rotate(answered)
+    return out
+
+
 async def handle(ctx: RequestContext, request: Any) -> Any:
-    if ctx.version >= 7 and request.session_epoch not in (-1, 0):
-        # KIP-227: odradek keeps no fetch sessions, so an incremental fetch names one it never
-        # created; Kafka's FetchSessionCache answers that with FETCH_SESSION_ID_NOT_FOUND and the
-        # client starts over with a full fetch (an empty NONE would read as "nothing changed").
-        return ctx.respond(error_code=ErrorCode.fetch_session_id_not_found, session_id=0, responses=[])
+    is_follower = _replica_id(request, ctx.version) >= 0
+    session, incremental = None, False
+    if ctx.version >= SESSIONS_VERSION:
+        try:
+            session, incremental = _session(ctx, request, is_follower)
+        except SessionError as exc:  # the client starts over with a full fetch
+            return ctx.respond(error_code=exc.code, session_id=SESSIONLESS, responses=[])
+    session_id = session.session_id if session is not None else SESSIONLESS
     deadline = time.monotonic() + timedelta_to_ms(request.max_wait) / 1000.0
     # Fault injection rewrites the response entity, so it gets the records as bytes.
     slices = ctx.connection is not None and ctx.broker.faults is None
-    resolved = _resolve(ctx, request)
+    resolved = _session_resolved(ctx, session) if session is not None else _resolve(ctx, request)
     names = {name for _, name, _ in resolved if name is not None}
-    is_follower = _replica_id(request, ctx.version) >= 0
     denied = _denied(ctx, names, is_follower) if ctx.broker.authorizer is not None else set()
     endpoints: dict[int, dict[str, Any]] = {}
     responses, total = _read_all(ctx, request, resolved, slices, denied, endpoints)
@@ -225,18 +305,20 @@ async def handle(ctx: RequestContext, request: Any) -> Any:
             return None
         endpoints.clear()
         responses, total = _read_all(ctx, request, resolved, slices, denied, endpoints)
+    if session is not None:
+        responses = _answer_session(session, incremental, resolved, responses)
     found = [p for t in responses for p in t["partitions"] if isinstance(p["records"], FileSlice)]
     if not found:
-        return ctx.respond(error_code=ErrorCode.none, session_id=0, responses=responses,
+        return ctx.respond(error_code=ErrorCode.none, session_id=session_id, responses=responses,
                            node_endpoints=list(endpoints.values()))
     assert ctx.connection is not None
-    parts = _frame_around_slices(ctx, responses, found, list(endpoints.values()))
+    parts = _frame_around_slices(ctx, responses, found, list(endpoints.values()), session_id)
     await ctx.connection.send_parts(parts)
     return None  # already sent, in order: the connection handles one request at a time
 
 
 def _frame_around_slices(ctx: RequestContext, responses: list[dict[str, Any]], found: list[dict[str, Any]],
-                         node_endpoints: list[dict[str, Any]]) -> list[bytes | FileSlice]:
+                         node_endpoints: list[dict[str, Any]], session_id: int) -> list[bytes | FileSlice]:
     """The response frame as bytes pieces and the file slices between them.
 
     kio encodes the response with a random 16-byte placeholder for each slice;
@@ -249,7 +331,7 @@ def _frame_around_slices(ctx: RequestContext, responses: list[dict[str, Any]], f
         slices.append(p["records"])
         tokens.append(os.urandom(16))
         p["records"] = tokens[-1]
-    response = ctx.respond(error_code=ErrorCode.none, session_id=0, responses=responses,
+    response = ctx.respond(error_code=ErrorCode.none, session_id=session_id, responses=responses,
                            node_endpoints=node_endpoints)
     frame = encode_response(ctx.header.correlation_id, response)
     flexible = bool(response.__flexible__)
