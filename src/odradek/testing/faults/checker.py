@@ -1,0 +1,213 @@
+"""Reads every worker's log and the topics back, and counts violations of Kafka's guarantees.
+
+Zero is required of: lost (acknowledged, then absent from the log), duplicated (one
+idempotently produced value twice), misplaced (acknowledged at an offset that holds
+something else: the ack came from a deposed leader), order (a producer's records of one
+key out of order), split_brain (acks of two leader epochs interleaving in one partition),
+aborted_read (a read_committed reader sees an aborted record), offsets_backwards (a
+group's committed offset lower than one committed before) and stale_reads (a consumer
+read a record the log no longer holds at that offset).
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+@dataclass
+class Fault:
+    kind: str
+    target: str
+    started: float
+    healed: float
+    recovered: float | None = None  # seconds from heal to the first ack of a record sent after it
+    notes: str = ""
+
+
+@dataclass
+class Report:
+    acked: int = 0
+    unacked: int = 0
+    lost: int = 0
+    duplicated: int = 0
+    misplaced: int = 0
+    order: int = 0
+    split_brain: int = 0
+    aborted_read: int = 0
+    offsets_backwards: int = 0
+    stale_reads: int = 0
+    reads: int = 0
+    txn_committed: int = 0
+    txn_aborted: int = 0
+    txn_duplicates: int = 0
+    examples: dict[str, list[str]] = field(default_factory=lambda: defaultdict(list))
+
+    MUST_BE_ZERO = ("lost", "duplicated", "misplaced", "order", "split_brain", "aborted_read",
+                    "offsets_backwards", "stale_reads")
+
+    def violations(self) -> dict[str, int]:
+        return {k: getattr(self, k) for k in self.MUST_BE_ZERO if getattr(self, k)}
+
+    def note(self, kind: str, text: str) -> None:
+        if len(self.examples[kind]) < 5:
+            self.examples[kind].append(text)
+
+
+def rows(path: Path) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    if not path.exists():
+        return out
+    for line in path.read_text().splitlines():
+        try:
+            out.append(json.loads(line))
+        except json.JSONDecodeError:  # a line torn by a killed worker
+            pass
+    return out
+
+
+def read_topic(bootstrap: str, topic: str, partitions: int, *, committed: bool,
+               timeout: float = 120.0) -> dict[int, dict[int, str]]:
+    """Every record of every partition, offset -> value, up to the high watermark."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    c: Any = Consumer({"bootstrap.servers": bootstrap, "group.id": f"checker-{time.time_ns()}",
+                  "enable.auto.commit": False, "auto.offset.reset": "earliest", "enable.partition.eof": True,
+                  "isolation.level": "read_committed" if committed else "read_uncommitted"})
+    out: dict[int, dict[int, str]] = {p: {} for p in range(partitions)}
+    try:
+        ends = {}
+        for p in range(partitions):
+            _lo, hi = c.get_watermark_offsets(TopicPartition(topic, p), timeout=30)
+            ends[p] = hi
+        c.assign([TopicPartition(topic, p, 0) for p in range(partitions)])
+        eof: set[int] = set()
+        deadline = time.monotonic() + timeout
+        while len(eof) < partitions and time.monotonic() < deadline:
+            for m in c.consume(1000, 0.5):
+                err = m.error()
+                if err is not None:
+                    # _PARTITION_EOF at the high watermark (read_committed may stop at the LSO)
+                    if err.code() == -191 and (m.offset() >= ends[m.partition()] or committed):
+                        eof.add(m.partition())
+                    continue
+                out[m.partition()][m.offset()] = m.value().decode()
+        if len(eof) < partitions:
+            raise TimeoutError(f"reading {topic} back: partitions {set(range(partitions)) - eof} unfinished")
+    finally:
+        c.close()
+    return out
+
+
+def check(workdir: Path, bootstrap: str, topic: str, topic_out: str, partitions: int,
+          faults: list[Fault]) -> Report:
+    r = Report()
+    log = read_topic(bootstrap, topic, partitions, committed=False)
+    where: dict[str, list[tuple[int, int]]] = defaultdict(list)
+    for p, recs in log.items():
+        for o, v in recs.items():
+            where[v].append((p, o))
+    for v, places in where.items():
+        if len(places) > 1:
+            r.duplicated += len(places) - 1
+            r.note("duplicated", f"{v} at {places}")
+    # per producer and key: sequence numbers rise with offsets
+    for p, recs in log.items():
+        last: dict[str, int] = {}
+        for o in sorted(recs):
+            w, seq, _ = recs[o].split(":")
+            key = f"{w}-{int(seq) % 6}"
+            if key in last and int(seq) < last[key]:
+                r.order += 1
+                r.note("order", f"p{p} offset {o}: {recs[o]} after seq {last[key]}")
+            last[key] = max(last.get(key, -1), int(seq))
+    acks: list[dict[str, Any]] = []
+    for f in sorted(workdir.glob("producer-*.jsonl")):
+        for row in rows(f):
+            if row["t"] == "ack":
+                acks.append(row)
+            elif row["t"] == "err":
+                r.unacked += 1
+    r.acked = len(acks)
+    by_offset: dict[tuple[int, int], str] = {}
+    for a in acks:
+        p, o, v = a["p"], a["o"], a["v"]
+        if v not in where:
+            r.lost += 1
+            r.note("lost", f"{v} acked at p{p} offset {o} epoch {a.get('e')}")
+        elif (p, o) not in where[v]:
+            r.misplaced += 1
+            r.note("misplaced", f"{v} acked at p{p} offset {o} epoch {a.get('e')}, found at {where[v]}")
+        prev = by_offset.setdefault((p, o), v)
+        if prev != v:
+            r.split_brain += 1
+            r.note("split_brain", f"p{p} offset {o} acked for {prev} and for {v}")
+    # leader epochs: every ack of epoch e below every ack of a later epoch e' > e
+    per_epoch: dict[int, dict[int, tuple[int, int]]] = defaultdict(dict)
+    for a in acks:
+        e = a.get("e")
+        if e is None or e < 0:
+            continue
+        lo, hi = per_epoch[a["p"]].get(e, (a["o"], a["o"]))
+        per_epoch[a["p"]][e] = (min(lo, a["o"]), max(hi, a["o"]))
+    for p, epochs in per_epoch.items():
+        ordered = sorted(epochs.items())
+        for (e1, (_, hi1)), (e2, (lo2, _)) in itertools.pairwise(ordered):
+            if hi1 >= lo2:
+                r.split_brain += 1
+                r.note("split_brain", f"p{p}: epoch {e1} acked up to offset {hi1}, epoch {e2} from {lo2}")
+    for f in sorted(workdir.glob("consumer-*.jsonl")):
+        best: dict[int, int] = {}
+        for row in rows(f):
+            if row["t"] == "read":
+                r.reads += 1
+                if log.get(row["p"], {}).get(row["o"]) != row["v"]:
+                    r.stale_reads += 1
+                    r.note("stale_reads", f"{f.name}: read {row['v']} at p{row['p']} offset {row['o']}, "
+                                          f"the log holds {log.get(row['p'], {}).get(row['o'])!r}")
+            elif row["t"] in ("commit", "committed"):
+                if row["o"] < best.get(row["p"], -1):
+                    r.offsets_backwards += 1
+                    r.note("offsets_backwards", f"{f.name}: p{row['p']} {row['t']} {row['o']} after "
+                                                f"{best[row['p']]}")
+                best[row["p"]] = max(best.get(row["p"], -1), row["o"])
+    if topic_out:
+        out = read_topic(bootstrap, topic_out, partitions, committed=True)
+        seen: set[str] = set()
+        for p, recs in out.items():
+            for o, v in recs.items():
+                if v.startswith("ABORT:"):
+                    r.aborted_read += 1
+                    r.note("aborted_read", f"{topic_out} p{p} offset {o}: {v}")
+                elif v in seen:
+                    r.txn_duplicates += 1
+                seen.add(v)
+        for f in sorted(workdir.glob("txn-*.jsonl")):
+            for row in rows(f):
+                r.txn_committed += row["t"] == "txn_commit"
+                r.txn_aborted += row["t"] == "txn_abort"
+    # recovery: from each heal to the first ack of a record sent after it
+    sends = sorted((a["sent"], a["at"]) for a in acks)
+    for fault in faults:
+        after = [at for sent, at in sends if sent >= fault.healed]
+        fault.recovered = (min(after) - fault.healed) if after else None
+    return r
+
+
+def table(faults: list[Fault]) -> str:
+    """One row per fault kind: runs, recovery p50 and max."""
+    kinds: dict[str, list[Fault]] = defaultdict(list)
+    for f in faults:
+        kinds[f.kind].append(f)
+    lines = ["| fault | runs | recovered | recovery p50 | recovery max |", "|---|---:|---:|---:|---:|"]
+    for kind, fs in sorted(kinds.items()):
+        rec = sorted(f.recovered for f in fs if f.recovered is not None)
+        p50 = f"{rec[len(rec) // 2]:.1f} s" if rec else "-"
+        mx = f"{rec[-1]:.1f} s" if rec else "-"
+        lines.append(f"| {kind} | {len(fs)} | {len(rec)} | {p50} | {mx} |")
+    return "\n".join(lines)

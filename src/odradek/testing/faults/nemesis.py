@@ -1,0 +1,289 @@
+"""Faults (nemeses) and the loop that applies them one after another under load.
+
+Each nemesis starts a fault and returns a `heal` callable; the runner holds the
+fault for its duration, heals it, waits until the cluster is whole again (every
+broker registered, every partition led with every replica in its ISR) and goes on.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import random
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from odradek.testing.faults.checker import Fault, Report, check
+from odradek.testing.faults.cluster import SESSION_TIMEOUT_MS, FaultCluster
+from odradek.testing.faults.net import run
+
+Heal = Callable[[], None]
+ZK = ["z1", "z2", "z3"]
+
+
+def leaders(c: FaultCluster, topic: str) -> dict[int, int]:
+    from confluent_kafka.admin import AdminClient
+
+    md = AdminClient({"bootstrap.servers": c.bootstrap}).list_topics(topic=topic, timeout=10)
+    return {p: part.leader for p, part in md.topics[topic].partitions.items()}
+
+
+def healthy(c: FaultCluster, topic: str, partitions: int) -> bool:
+    from confluent_kafka.admin import AdminClient
+
+    try:
+        md = AdminClient({"bootstrap.servers": c.bootstrap}).list_topics(topic=topic, timeout=5)
+    except Exception:  # noqa: BLE001 - no broker answers yet
+        return False
+    if len(md.brokers) < len(c.brokers) or topic not in md.topics:
+        return False
+    parts = md.topics[topic].partitions
+    return len(parts) == partitions and all(pt.leader >= 0 and len(pt.isrs) == len(c.brokers) for pt in parts.values())
+
+
+def victim(c: FaultCluster, rng: random.Random, topic: str) -> int:
+    """The leader of a random partition (a random broker when metadata does not answer)."""
+    try:
+        ls = [b for b in leaders(c, topic).values() if b >= 0]
+    except Exception:  # noqa: BLE001
+        ls = []
+    return rng.choice(sorted(ls)) if ls else rng.randrange(len(c.brokers))
+
+
+def fill(path: Path) -> Path:
+    """Write zeros until the filesystem is full; the file is the space to give back."""
+    filler = path / ".filler"
+    chunk = b"\0" * (1 << 20)
+    with open(filler, "wb") as f:
+        try:
+            while True:
+                f.write(chunk)
+                f.flush()
+        except OSError as exc:
+            if exc.errno != errno.ENOSPC:
+                raise
+        with contextlib.suppress(OSError):  # the last bytes, to the block
+            while True:
+                f.write(b"\0" * 4096)
+                f.flush()
+    return filler
+
+
+def partition_leader_minority(c: FaultCluster, rng: random.Random, b: int) -> Heal:
+    """The leader and one ZooKeeper server on one side, the other brokers and ZooKeepers on the other."""
+    me = f"b{b}"
+    zk = rng.choice(ZK)
+    minority = [me, zk]
+    majority = [n for n in c.others(me) if n not in minority]
+    c.net.cut(minority, majority)
+    return c.net.heal
+
+
+def partition_follower_minority(c: FaultCluster, rng: random.Random, b: int) -> Heal:
+    """A follower and one ZooKeeper server cut from the leader's majority."""
+    others = [i for i in range(len(c.brokers)) if i != b]
+    me = f"b{rng.choice(others)}"
+    minority = [me, rng.choice(ZK)]
+    c.net.cut(minority, [n for n in c.others(me) if n not in minority])
+    return c.net.heal
+
+
+def isolate_from_zk(c: FaultCluster, rng: random.Random, b: int) -> Heal:
+    c.net.cut([f"b{b}"], ZK)
+    return c.net.heal
+
+
+def one_way_in(c: FaultCluster, rng: random.Random, b: int) -> Heal:
+    """The leader hears nothing from the other brokers and ZooKeeper; they still hear it."""
+    me = f"b{b}"
+    c.net.drop_from(me, c.others(me))
+    return c.net.heal
+
+
+def one_way_out(c: FaultCluster, rng: random.Random, b: int) -> Heal:
+    """What the leader sends to the other brokers and ZooKeeper is lost; it still hears them."""
+    me = f"b{b}"
+    c.net.drop_to(me, c.others(me))
+    return c.net.heal
+
+
+def pause_leader(c: FaultCluster, rng: random.Random, b: int) -> Heal:
+    """SIGSTOP past the ZooKeeper session timeout: a zombie leader wakes up at SIGCONT."""
+    c.brokers[b].pause()
+    return c.brokers[b].resume
+
+
+def kill_broker(c: FaultCluster, rng: random.Random, b: int) -> Heal:
+    c.brokers[b].kill()
+    return lambda: c.brokers[b].start()
+
+
+def kill_zk(c: FaultCluster, rng: random.Random, b: int) -> Heal:
+    z = rng.choice(c.zks)
+    z.kill()
+    return lambda: z.start()
+
+
+def zk_quorum_loss(c: FaultCluster, rng: random.Random, b: int) -> Heal:
+    zs = rng.sample(c.zks, 2)
+    for z in zs:
+        z.kill()
+
+    def heal() -> None:
+        for z in zs:
+            z.start(wait=False)
+        c.wait_zk_quorum()
+
+    return heal
+
+
+def disk_full(c: FaultCluster, rng: random.Random, b: int) -> Heal:
+    filler = fill(c.brokers[b].data_dir)
+    return lambda: filler.unlink()
+
+
+def read_only(c: FaultCluster, rng: random.Random, b: int) -> Heal:
+    path = str(c.brokers[b].data_dir)
+    run("mount", "-o", "remount,ro", path)
+
+    def heal() -> None:
+        run("mount", "-o", "remount,rw", path)
+
+    return heal
+
+
+def lossy(c: FaultCluster, rng: random.Random, b: int) -> Heal:
+    """20% packet loss both ways and a 512 kbit/s link at the leader (no netem here: no added delay)."""
+    c.net.lossy(f"b{b}", 0.2)
+    c.net.slow(f"b{b}")
+    return c.net.heal
+
+
+NEMESES: dict[str, Callable[[FaultCluster, random.Random, int], Heal]] = {
+    "partition-leader-minority": partition_leader_minority,
+    "partition-follower-minority": partition_follower_minority,
+    "isolate-from-zookeeper": isolate_from_zk,
+    "one-way-in": one_way_in,
+    "one-way-out": one_way_out,
+    "pause-leader": pause_leader,
+    "kill-broker": kill_broker,
+    "kill-zookeeper": kill_zk,
+    "zookeeper-quorum-loss": zk_quorum_loss,
+    "disk-full": disk_full,
+    "read-only-disk": read_only,
+    "packet-loss": lossy,
+}
+
+# How long each fault holds: past the session timeout where a session must expire.
+HOLD = {"pause-leader": 2.5 * SESSION_TIMEOUT_MS / 1000, "zookeeper-quorum-loss": 8.0,
+        "partition-leader-minority": 10.0, "isolate-from-zookeeper": 10.0}
+
+
+class Campaign:
+    """The cluster, the workers, the faults; `run()` returns the checker's report."""
+
+    def __init__(self, workdir: Path, *, seed: int, faults: int, kinds: list[str] | None = None,
+                 partitions: int = 3, producers: int = 2, rate: float = 50.0, hold: float = 6.0,
+                 log: Callable[[str], None] = print) -> None:
+        self.workdir = workdir
+        self.rng = random.Random(seed)
+        self.n_faults = faults
+        self.kinds = kinds or list(NEMESES)
+        self.partitions = partitions
+        self.producers = producers
+        self.rate = rate
+        self.hold = hold
+        self.log = log
+        self.topic, self.topic_out = "faults", "faults-out"
+        self.faults: list[Fault] = []
+        self.workers: list[subprocess.Popen[bytes]] = []
+
+    def _worker(self, c: FaultCluster, kind: str, i: int, client: str, **extra: Any) -> None:
+        cmd = [*c.net.prefix(client), sys.executable, "-m", "odradek.testing.faults.workers", kind,
+               "--bootstrap", c.bootstrap, "--topic", self.topic, "--topic-out", self.topic_out,
+               "--partitions", str(self.partitions), "--out", str(self.workdir / f"{kind}-{i}.jsonl"),
+               "--id", str(i), "--duration", "7200", *[str(x) for kv in extra.items() for x in (f"--{kv[0]}", kv[1])]]
+        with open(self.workdir / f"{kind}-{i}.log", "ab") as log:
+            self.workers.append(subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT))
+
+    def _create_topics(self) -> None:
+        from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
+
+        admin = AdminClient({"bootstrap.servers": self.cluster.bootstrap})
+        cfg = {"min.insync.replicas": "2", "segment.bytes": str(4 << 20)}
+        fs = admin.create_topics([NewTopic(t, self.partitions, 3, config=cfg) for t in (self.topic, self.topic_out)],
+                                 operation_timeout=30)
+        for f in fs.values():
+            f.result(60)
+
+    def wait_healthy(self, timeout: float = 90.0) -> float:
+        started = time.monotonic()
+        while time.monotonic() - started < timeout:
+            if healthy(self.cluster, self.topic, self.partitions):
+                return time.monotonic() - started
+            time.sleep(0.5)
+        raise TimeoutError(f"the cluster is not whole {timeout:.0f} s after the fault healed")
+
+    def run(self) -> Report:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        with FaultCluster(self.workdir / "cluster") as c:
+            self.cluster = c
+            c.start(clients=self.producers + 2)
+            self.log(f"cluster up: brokers {c.bootstrap}, ZooKeeper {c.zk_connect}")
+            self._create_topics()
+            self.wait_healthy()
+            try:
+                for i in range(self.producers):
+                    self._worker(c, "producer", i, f"c{i}", rate=self.rate)
+                self._worker(c, "consumer", 0, f"c{self.producers}")
+                self._worker(c, "txn", 0, f"c{self.producers + 1}")
+                time.sleep(5)
+                for n in range(self.n_faults):
+                    kind = self.rng.choice(self.kinds)
+                    b = victim(c, self.rng, self.topic)
+                    started = time.time()
+                    heal = NEMESES[kind](c, self.rng, b)
+                    try:
+                        time.sleep(HOLD.get(kind, self.hold))
+                    finally:
+                        healed = time.time()
+                        heal()
+                    fault = Fault(kind, f"b{b}", started, healed)
+                    self.faults.append(fault)
+                    try:
+                        whole = self.wait_healthy()
+                    except TimeoutError as exc:
+                        fault.notes = str(exc)
+                        self.log(f"fault {n + 1}: {kind} at b{b}: {exc}")
+                        raise
+                    self.log(f"fault {n + 1}/{self.n_faults}: {kind} at b{b} held {healed - started:.1f} s; "
+                             f"whole again {whole:.1f} s after healing")
+                    time.sleep(self.rng.uniform(1.0, 3.0))
+            finally:
+                c.net.heal()
+                for broker in c.brokers:
+                    if not broker.running:
+                        broker.start()
+                    broker.resume()
+                for w in self.workers:
+                    if w.poll() is None:
+                        w.terminate()
+                for w in self.workers:
+                    try:
+                        w.wait(90)
+                    except subprocess.TimeoutExpired:
+                        w.kill()
+                        w.wait(10)
+            self.wait_healthy()
+            report = check(self.workdir, c.bootstrap, self.topic, self.topic_out, self.partitions, self.faults)
+        return report
+
+
+def main_env_ok() -> None:
+    if os.geteuid() != 0:
+        raise SystemExit("the fault campaign needs root (network namespaces, mounts)")

@@ -1,0 +1,193 @@
+"""Client workloads, each run as its own process inside a client namespace:
+
+    python -m odradek.testing.faults.workers producer|consumer|txn --bootstrap B --topic T --out F
+        --id N --duration S
+
+Each writes one JSON object per line to F (flushed at once) for the checker: what
+was acknowledged (producer), read and committed (consumer), transformed in which
+transaction (txn). A worker stops by itself after --duration seconds or on SIGTERM.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+import threading
+import time
+from typing import IO, Any
+
+from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
+
+stop = threading.Event()
+
+
+class Out:
+    def __init__(self, path: str) -> None:
+        self.f: IO[str] = open(path, "a", buffering=1)  # noqa: SIM115 - closed by close()
+        self.lock = threading.Lock()
+
+    def write(self, **row: Any) -> None:
+        with self.lock:
+            self.f.write(json.dumps(row, separators=(",", ":")) + "\n")
+
+    def close(self) -> None:
+        self.f.close()
+
+
+def producer(args: argparse.Namespace, out: Out) -> None:
+    p: Any = Producer({
+        "bootstrap.servers": args.bootstrap, "acks": "all", "enable.idempotence": True,
+        "linger.ms": 5, "message.timeout.ms": 60000, "request.timeout.ms": 10000,
+        "topic.metadata.refresh.interval.ms": 1000, "retry.backoff.ms": 100, "retry.backoff.max.ms": 500,
+        "socket.connection.setup.timeout.ms": 5000, "reconnect.backoff.max.ms": 1000,
+    })
+
+    def delivered(err: Any, msg: Any) -> None:
+        now = time.time()
+        v = msg.value().decode()
+        sent = float(v.split(":")[2])
+        if err is None:
+            epoch = msg.leader_epoch() if hasattr(msg, "leader_epoch") else None
+            out.write(t="ack", p=msg.partition(), o=msg.offset(), v=v, e=epoch, sent=sent, at=now)
+        else:
+            out.write(t="err", v=v, err=str(err), sent=sent, at=now)
+
+    seq = 0
+    interval = 1.0 / args.rate
+    next_at = time.monotonic()
+    while not stop.is_set():
+        v = f"{args.id}:{seq}:{time.time():.3f}"
+        try:
+            # the key names one partition per (worker, key): per-key order is checked per partition
+            p.produce(args.topic, v.encode(), key=f"{args.id}-{seq % 6}".encode(), on_delivery=delivered)
+            seq += 1
+        except BufferError:
+            pass
+        p.poll(0)
+        next_at += interval
+        delay = next_at - time.monotonic()
+        if delay > 0:
+            p.poll(delay)
+        else:
+            next_at = time.monotonic()
+    p.flush(70)
+    out.write(t="done", sent=seq)
+
+
+def consumer(args: argparse.Namespace, out: Out) -> None:
+    c: Any = Consumer({
+        "bootstrap.servers": args.bootstrap, "group.id": f"faults-group-{args.id}", "enable.auto.commit": False,
+        "auto.offset.reset": "earliest", "session.timeout.ms": 10000, "heartbeat.interval.ms": 1000,
+        "topic.metadata.refresh.interval.ms": 1000, "isolation.level": "read_committed",
+    })
+    c.subscribe([args.topic])
+    last_check = 0.0
+    try:
+        while not stop.is_set():
+            msgs = c.consume(200, 0.5)
+            done: dict[int, int] = {}
+            for m in msgs:
+                if m.error():
+                    continue
+                out.write(t="read", p=m.partition(), o=m.offset(), v=m.value().decode(), at=time.time())
+                done[m.partition()] = m.offset() + 1
+            if done:
+                try:
+                    res = c.commit(offsets=[TopicPartition(args.topic, p, o) for p, o in done.items()],
+                                   asynchronous=False)
+                    for tp in res or []:
+                        if tp.error is None:
+                            out.write(t="commit", p=tp.partition, o=tp.offset, at=time.time())
+                except KafkaException as exc:
+                    out.write(t="commit_err", err=str(exc), at=time.time())
+            if time.monotonic() - last_check > 2:
+                last_check = time.monotonic()
+                try:
+                    parts = [TopicPartition(args.topic, p) for p in range(args.partitions)]
+                    for tp in c.committed(parts, timeout=5):
+                        if tp.error is None and tp.offset >= 0:
+                            out.write(t="committed", p=tp.partition, o=tp.offset, at=time.time())
+                except KafkaException:
+                    pass
+    finally:
+        c.close()
+
+
+def txn(args: argparse.Namespace, out: Out) -> None:
+    """Consume-transform-produce: every record of --topic copied to --topic-out inside a
+    transaction with its input offsets; every 4th transaction writes ABORT records and aborts."""
+    n = 0
+    while not stop.is_set():
+        c: Any = Consumer({
+            "bootstrap.servers": args.bootstrap, "group.id": f"faults-txn-{args.id}", "enable.auto.commit": False,
+            "auto.offset.reset": "earliest", "isolation.level": "read_committed", "session.timeout.ms": 10000,
+            "topic.metadata.refresh.interval.ms": 1000,
+        })
+        p: Any = Producer({
+            "bootstrap.servers": args.bootstrap, "transactional.id": f"faults-txn-{args.id}",
+            "transaction.timeout.ms": 30000, "linger.ms": 5, "topic.metadata.refresh.interval.ms": 1000,
+        })
+        try:
+            p.init_transactions(30)
+            c.subscribe([args.topic])
+            while not stop.is_set():
+                msgs = [m for m in c.consume(100, 0.5) if not m.error()]
+                if not msgs:
+                    continue
+                n += 1
+                abort = n % 4 == 0
+                p.begin_transaction()
+                for m in msgs:
+                    value = ("ABORT:" if abort else "") + m.value().decode()
+                    p.produce(args.topic_out, value.encode(), partition=m.partition())
+                if abort:
+                    p.abort_transaction(30)
+                    out.write(t="txn_abort", n=len(msgs), at=time.time())
+                    # read the same records again in the next transaction
+                    for tp in c.committed(c.assignment(), timeout=10):
+                        c.seek(TopicPartition(args.topic, tp.partition, max(tp.offset, 0)))
+                    continue
+                positions = c.position(c.assignment())
+                p.send_offsets_to_transaction(positions, c.consumer_group_metadata(), 30)
+                p.commit_transaction(30)
+                out.write(t="txn_commit", n=len(msgs), at=time.time())
+        except KafkaException as exc:  # start over from the committed offsets
+            out.write(t="txn_err", err=str(exc), at=time.time())
+            time.sleep(1)
+        finally:
+            try:
+                c.close()
+            except (KafkaException, RuntimeError):
+                pass
+            p.flush(5)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("kind", choices=["producer", "consumer", "txn"])
+    ap.add_argument("--bootstrap", required=True)
+    ap.add_argument("--topic", required=True)
+    ap.add_argument("--topic-out", default="")
+    ap.add_argument("--partitions", type=int, default=3)
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--id", type=int, default=0)
+    ap.add_argument("--rate", type=float, default=100.0)
+    ap.add_argument("--duration", type=float, default=600.0)
+    args = ap.parse_args(argv)
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    timer = threading.Timer(args.duration, stop.set)
+    timer.daemon = True
+    timer.start()
+    out = Out(args.out)
+    try:
+        {"producer": producer, "consumer": consumer, "txn": txn}[args.kind](args, out)
+    finally:
+        out.close()
+        stop.set()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
