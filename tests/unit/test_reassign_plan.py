@@ -88,3 +88,12 @@ def test_rebalance_keeps_random_assignments_valid() -> None:
         counts = rp.load(after, brokers, sizes)
         assert max(counts.replicas.values()) - min(counts.replicas.values()) <= 1
         assert all(len(set(r)) == 2 for r in after.values())
+
+
+def test_rebalance_evens_each_topic_not_only_the_totals() -> None:
+    current = three_broker_topic(6)  # topic t: 18 replicas
+    current.update({("__consumer_offsets", p): [(p + j) % 3 for j in range(3)] for p in range(3)})
+    after = {**current, **rp.rebalance(current, [0, 1, 2, 3, 4], {})}
+    for topic in ("t", "__consumer_offsets"):
+        counts = rp.load({tp: r for tp, r in after.items() if tp[0] == topic}, [0, 1, 2, 3, 4], {})
+        assert max(counts.replicas.values()) - min(counts.replicas.values()) <= 1, (topic, counts)

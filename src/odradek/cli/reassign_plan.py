@@ -4,11 +4,11 @@ Kafka's AlterPartitionReassignments, ListPartitionReassignments, DescribeLogDirs
 IncrementalAlterConfigs, sent over this command's TLS and SASL settings).
 
 The plans are pure functions of the current assignment, the brokers and the partition sizes,
-so they are tested without a cluster. The rebalance evens out, in this order, the number of
-replicas per broker (each broker within one of the mean), then bytes (the largest partitions
-move first, to the broker with the fewest bytes among the least loaded by count), then
-preferred leaders by count (the first replica of each partition, which the controller makes
-leader). It moves as few replicas as that needs.
+so they are tested without a cluster. The rebalance evens out each topic in turn: its
+replicas per broker (within one; the largest partitions move first, to the broker with the
+fewest replicas of the topic, then of all topics, then bytes), then its preferred leaders
+(the first replica of each partition, which the controller makes leader). It moves as few
+replicas as that needs.
 """
 
 from __future__ import annotations
@@ -109,64 +109,71 @@ def load(assignment: Assignment, brokers: Iterable[int], sizes: dict[TopicPartit
 
 
 def rebalance(current: Assignment, brokers: list[int], sizes: dict[TopicPartition, int]) -> Assignment:
-    """An even spread of replicas (count, then bytes) and preferred leaders over `brokers`;
-    replicas on brokers not listed are moved onto listed ones (that is decommission)."""
+    """An even spread over `brokers`, topic by topic (each topic's replicas and preferred
+    leaders within one per broker; ties go to the broker with fewer replicas, then bytes, over
+    all topics); replicas on brokers not listed are moved onto listed ones (decommission)."""
     if not brokers:
         raise ValueError("no brokers to place replicas on")
     plan = {tp: list(r) for tp, r in current.items()}
     for tp, replicas in plan.items():
         if len(set(replicas)) > len(brokers):
             raise ValueError(f"{tp[0]}-{tp[1]} has {len(replicas)} replicas, more than the {len(brokers)} broker(s)")
-    total = sum(len(r) for r in plan.values())
+    for topic in sorted({t for t, _ in plan}):
+        tps = sorted((tp for tp in plan if tp[0] == topic), key=lambda tp: (-sizes.get(tp, 0), tp))
+        _even_replicas(plan, tps, brokers, sizes)
+        _even_leaders(plan, tps, brokers, sizes)
+    return {tp: r for tp, r in plan.items() if r != current[tp]}
+
+
+def _even_replicas(plan: Assignment, tps: list[TopicPartition], brokers: list[int],
+                   sizes: dict[TopicPartition, int]) -> None:
+    """Move replicas of these partitions (largest first) until each broker holds within one."""
+    total = sum(len(plan[tp]) for tp in tps)
     ceiling = -(-total // len(brokers))
-    floor = total // len(brokers)
-    by_size = sorted(plan, key=lambda tp: (-sizes.get(tp, 0), tp))
 
-    def least_loaded(tp: TopicPartition, counts: Load) -> int | None:
-        free = [b for b in brokers if b not in plan[tp]]
-        if not free:
-            return None
-        return min(free, key=lambda b: (counts.replicas[b], counts.bytes[b], b))
+    def rank(b: int) -> tuple[int, int, int, int]:
+        mine, everything = load({tp: plan[tp] for tp in tps}, brokers, sizes), load(plan, brokers, sizes)
+        return mine.replicas[b], everything.replicas[b], everything.bytes[b], b
 
-    # 1. replicas on brokers that are not listed, and above the ceiling, move to the least loaded
-    for tp in by_size:
+    # 1. replicas on brokers that are not listed, or above the ceiling, go to the lowest ranked
+    for tp in tps:
         for i, b in enumerate(plan[tp]):
-            counts = load(plan, brokers, sizes)
-            if b in brokers and counts.replicas[b] <= ceiling:
+            here = load({t: plan[t] for t in tps}, brokers, sizes).replicas
+            if b in brokers and here[b] <= ceiling:
                 continue
-            to = least_loaded(tp, counts)
-            if to is not None and (b not in brokers or counts.replicas[to] < counts.replicas[b] - 1):
+            free = [x for x in brokers if x not in plan[tp]]
+            if not free:
+                continue
+            to = min(free, key=rank)
+            if b not in brokers or here[to] < here[b] - 1:
                 plan[tp][i] = to
-    # 2. brokers below the floor take replicas from the most loaded (count, then bytes)
+    # 2. the lowest ranked broker takes a replica from the highest while they differ by more than one
     for _ in range(total):
-        counts = load(plan, brokers, sizes)
-        low = min(brokers, key=lambda b: (counts.replicas[b], counts.bytes[b], b))
-        high = max(brokers, key=lambda b: (counts.replicas[b], counts.bytes[b], -b))
-        if counts.replicas[low] >= floor and counts.replicas[high] <= ceiling \
-                and counts.replicas[high] - counts.replicas[low] <= 1:
+        low, high = min(brokers, key=rank), max(brokers, key=rank)
+        if rank(high)[0] - rank(low)[0] <= 1:
             break
-        moved = False
-        for tp in by_size:
-            if high in plan[tp] and low not in plan[tp]:
-                plan[tp][plan[tp].index(high)] = low
-                moved = True
-                break
-        if not moved:
+        moving = next((tp for tp in tps if high in plan[tp] and low not in plan[tp]), None)
+        if moving is None:
             break
-    # 3. preferred leaders: the first replica, swapped with another replica of the partition
-    for _ in range(len(plan)):
-        counts = load(plan, brokers, sizes)
-        most = max(brokers, key=lambda b: (counts.leaders[b], -b))
-        fewest = min(brokers, key=lambda b: (counts.leaders[b], b))
-        if counts.leaders[most] - counts.leaders[fewest] <= 1:
+        plan[moving][plan[moving].index(high)] = low
+
+
+def _even_leaders(plan: Assignment, tps: list[TopicPartition], brokers: list[int],
+                  sizes: dict[TopicPartition, int]) -> None:
+    """Preferred leaders (first replicas) within one per broker: swap replicas inside a partition."""
+    for _ in range(len(tps)):
+        mine = load({tp: plan[tp] for tp in tps}, brokers, sizes)
+        everything = load(plan, brokers, sizes)
+        most = max(brokers, key=lambda b: (mine.leaders[b], everything.leaders[b], -b))
+        fewest = min(brokers, key=lambda b: (mine.leaders[b], everything.leaders[b], b))
+        if mine.leaders[most] - mine.leaders[fewest] <= 1:
             break
-        swap = next((tp for tp in by_size if plan[tp][0] == most and fewest in plan[tp]), None)
+        swap = next((tp for tp in tps if plan[tp][0] == most and fewest in plan[tp]), None)
         if swap is None:
             break
         r = plan[swap]
         j = r.index(fewest)
         r[0], r[j] = r[j], r[0]
-    return {tp: r for tp, r in plan.items() if r != current[tp]}
 
 
 def decommission(current: Assignment, brokers: list[int], leaving: int,
