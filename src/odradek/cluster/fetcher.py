@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from kio.schema.errors import ErrorCode
 
+from odradek.cluster.fetch_session import FetchSessionHandler, Position
 from odradek.protocol.build import build
 from odradek.protocol.framing import decode_response, encode_request, request_type
 from odradek.security.client import ClientSecurity, open_connection
@@ -53,6 +54,7 @@ class Fetcher:
         self._correlation = 0
         self._reader: asyncio.StreamReader | None = None
         self._writer: asyncio.StreamWriter | None = None
+        self.session = FetchSessionHandler()  # KIP-227: after the first, fetches send only what moved
 
     @property
     def done(self) -> bool:
@@ -81,6 +83,7 @@ class Fetcher:
         if self._writer is not None:
             self._writer.close()
         self._reader = self._writer = None
+        self.session.reset()
 
     async def _run(self) -> None:
         try:
@@ -206,22 +209,31 @@ class Fetcher:
         if not ready:
             return
         sent = {(fs.topic, fs.partition): (fs, fs.plog.log_end_offset) for fs in ready}
-        by_topic: dict[str, list[FollowState]] = {}
-        for fs in ready:
-            by_topic.setdefault(fs.topic, []).append(fs)
+        wanted: dict[TopicPartition, Position] = {
+            (fs.topic, fs.partition): (fs.plog.log_end_offset, fs.leader_epoch, fs.plog.log_start_offset)
+            for fs in ready}
+        session_id, epoch, changed, forgotten = self.session.build(wanted)
+        by_topic: dict[str, list[dict[str, int]]] = {}
+        for (topic, partition), (offset, leader_epoch, log_start) in changed.items():
+            by_topic.setdefault(topic, []).append(
+                {"partition": partition, "current_leader_epoch": leader_epoch, "fetch_offset": offset,
+                 "log_start_offset": log_start, "last_fetched_epoch": -1, "partition_max_bytes": PARTITION_FETCH_BYTES})
+        gone: dict[str, list[int]] = {}
+        for topic, partition in forgotten:
+            gone.setdefault(topic, []).append(partition)
         wait_ms = self.broker.config.replica_fetch_wait_max_ms
         body = build(request_type(FETCH_KEY, FETCH_VERSION), {
             "replica_id": self.broker.node_id, "max_wait": wait_ms, "min_bytes": 1,
-            "max_bytes": RESPONSE_FETCH_BYTES, "session_epoch": -1,
-            "topics": [{"topic": t, "partitions": [
-                {"partition": fs.partition, "current_leader_epoch": fs.leader_epoch,
-                 "fetch_offset": sent[(fs.topic, fs.partition)][1], "log_start_offset": fs.plog.log_start_offset,
-                 "last_fetched_epoch": -1, "partition_max_bytes": PARTITION_FETCH_BYTES} for fs in items]}
-                for t, items in by_topic.items()],
+            "max_bytes": RESPONSE_FETCH_BYTES, "session_id": session_id, "session_epoch": epoch,
+            "topics": [{"topic": t, "partitions": items} for t, items in by_topic.items()],
+            "forgotten_topics_data": [{"topic": t, "partitions": ps} for t, ps in gone.items()],
         })
         response = await self._call(FETCH_KEY, FETCH_VERSION, body, timeout=wait_ms / 1000.0 + 10.0)
         if self._stopping:  # stopped meanwhile: the logs may be closed
             return
+        if not self.session.handle_response(response, epoch):
+            return  # the leader lost or refused the session: the next fetch is full
+        self.session.sent_request(wanted)
         backoff = False
         for topic in response.responses:
             for p in topic.partitions:
