@@ -42,6 +42,8 @@ ENV = {
 JAVA_DIR = ROOT / "tests" / "java"
 JVM_FLAGS = ["-Xmx256m", "-XX:TieredStopAtLevel=1", "-XX:+UseSerialGC"]
 
+pytest_plugins = ["cluster_fixtures"]  # the zookeeper and cluster_factory fixtures
+
 cb = module_broker("cb", ENV)
 
 Owned = dict[uuid.UUID, set[int]]
@@ -50,7 +52,7 @@ Owned = dict[uuid.UUID, set[int]]
 # -- raw protocol helpers -----------------------------------------------------------------
 
 
-def call(b: BrokerProcess, api_key: int, version: int, **body: Any) -> Any:
+def call(b: Any, api_key: int, version: int, **body: Any) -> Any:
     host, port = b.bootstrap.split(":")
     with socket.create_connection((host, int(port)), timeout=15) as s:
         s.sendall(encode_request(api_key, version, 7, build(request_type(api_key, version), body)))
@@ -58,7 +60,7 @@ def call(b: BrokerProcess, api_key: int, version: int, **body: Any) -> Any:
         return decode_response(recv_exact(s, size), api_key, version)[1]
 
 
-def heartbeat(b: BrokerProcess, group: str, member: str, epoch: int, *, topics: list[str] | None = None,
+def heartbeat(b: Any, group: str, member: str, epoch: int, *, topics: list[str] | None = None,
               regex: str | None = None, owned: Owned | None = None, instance: str | None = None,
               assignor: str | None = None, rebalance_ms: int = 30000) -> Any:
     return call(b, 68, 1, group_id=group, member_id=member, member_epoch=epoch, instance_id=instance,
@@ -74,11 +76,11 @@ def assigned(resp: Any) -> Owned | None:
     return {t.topic_id: set(t.partitions) for t in resp.assignment.topic_partitions if t.partitions}
 
 
-def describe(b: BrokerProcess, group: str) -> Any:
+def describe(b: Any, group: str) -> Any:
     return call(b, 69, 1, group_ids=[group], include_authorized_operations=False).groups[0]
 
 
-def topic_ids(b: BrokerProcess) -> dict[str, uuid.UUID]:
+def topic_ids(b: Any) -> dict[str, uuid.UUID]:
     resp = call(b, 3, 12, topics=None, allow_auto_topic_creation=False, include_topic_authorized_operations=False)
     return {t.name: t.topic_id for t in resp.topics}
 
@@ -462,3 +464,77 @@ def test_broker_sigkill_resumes_the_group_with_its_epochs(broker_factory: Any) -
     # the members go on with their epochs, unfenced
     resumed = heartbeat(b, group, "x", before.group_epoch, owned={topic_ids(b)[topic]: summary(before)["x"][1]})
     assert resumed.error_code == E.none and resumed.member_epoch == before.group_epoch
+
+
+# -- cluster mode: coordinator failover ---------------------------------------------------
+
+
+def coordinator_of(cluster: Any, group: str) -> Any:
+    """The live broker coordinating `group` (FindCoordinator v4), or None."""
+    for b in [b for b in cluster.brokers if b.alive]:
+        try:
+            found = call(b, 10, 4, key_type=0, coordinator_keys=[group]).coordinators[0]
+        except OSError:
+            continue
+        if found.error_code == E.none:
+            return next((c for c in cluster.brokers if c.broker_id == found.node_id and c.alive), None)
+    return None
+
+
+def replicated_state(cluster: Any, group: str) -> dict[str, tuple[int, set[int]]]:
+    """The group's members (epoch, partitions) as the records below the high watermark of its
+    __consumer_offsets partition say: what every in-sync replica has."""
+    from confluent_kafka import OFFSET_BEGINNING, TopicPartition
+
+    from odradek.coordinator.consumer_coordinator import is_consumer_record, replay_consumer_record
+    from odradek.coordinator.consumer_group import ConsumerGroup
+    from odradek.coordinator.group import Group
+    from odradek.coordinator.records import partition_for
+
+    c = Consumer({"bootstrap.servers": cluster.bootstrap, "group.id": unique("reader"), "enable.auto.commit": False})
+    c.assign([TopicPartition("__consumer_offsets", partition_for(group, 3), OFFSET_BEGINNING)])
+    groups: dict[str, Group] = {}
+    try:
+        while (msg := c.poll(1.0)) is not None:
+            if not msg.error() and msg.key() and is_consumer_record(msg.key()):
+                replay_consumer_record(groups, msg.key(), msg.value())
+    finally:
+        c.close()
+    g = groups.get(group)
+    if not isinstance(g, ConsumerGroup):
+        return {}
+    return {m.member_id: (m.member_epoch, {p for ps in m.assigned.values() for p in ps}) for m in g.consumers.values()}
+
+
+def members_of(described: Any) -> dict[str, tuple[int, set[int]]]:
+    return {m.member_id: (m.member_epoch, {p for t in m.assignment.topic_partitions for p in t.partitions})
+            for m in described.members}
+
+
+def test_cluster_coordinator_sigkill_resumes_the_group(cluster_factory: Any) -> None:
+    cluster = cluster_factory(3, env={"ODRADEK_GROUP_CONSUMER_HEARTBEAT_INTERVAL_MS": "500",
+                                      "ODRADEK_GROUP_CONSUMER_SESSION_TIMEOUT_MS": "30000"})
+    topic = unique("cpk")
+    cluster.create_topic(topic, partitions=4)
+    group = unique("g")
+    coord = cluster.wait_for("a coordinator", lambda: coordinator_of(cluster, group))
+    x = heartbeat(coord, group, "x", 0, topics=[topic])
+    y = heartbeat(coord, group, "y", 0, topics=[topic])
+    x = heartbeat(coord, group, "x", x.member_epoch, owned=assigned(x))
+    x = heartbeat(coord, group, "x", x.member_epoch, owned=assigned(x))
+    y = heartbeat(coord, group, "y", y.member_epoch, owned={})
+    before = describe(coord, group)
+    assert before.group_state == "Stable"
+    summary = members_of(before)
+    cluster.wait_for("the group's records on every in-sync replica",
+                     lambda: replicated_state(cluster, group) == summary, timeout=60)
+    coord.kill()
+    new = cluster.wait_for("another coordinator", lambda: (c := coordinator_of(cluster, group)) is not None
+                           and c.broker_id != coord.broker_id and c, timeout=60)
+    after = cluster.wait_for("the group on the new coordinator",
+                             lambda: (g := describe(new, group)).error_code == E.none and g, timeout=60)
+    assert members_of(after) == summary
+    assert (after.group_epoch, after.assignment_epoch) == (before.group_epoch, before.assignment_epoch)
+    tid = topic_ids(new)[topic]
+    resumed = heartbeat(new, group, "x", summary["x"][0], owned={tid: summary["x"][1]})
+    assert resumed.error_code == E.none and resumed.member_epoch == summary["x"][0]
