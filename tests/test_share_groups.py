@@ -22,6 +22,9 @@ import pytest
 from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 from conftest import ROOT, BrokerProcess, module_broker, unique, wait_for_port
+from typer.testing import CliRunner
+
+from odradek.cli.group import group_app
 
 JAVA_DIR = ROOT / "tests" / "java"
 JVM_FLAGS = ["-Xmx256m", "-XX:TieredStopAtLevel=1", "-XX:+UseSerialGC"]
@@ -159,11 +162,29 @@ def test_admin_lists_describes_and_moves_share_group_offsets(sbroker: BrokerProc
     offsets = next(line["offsets"] for line in lines if "offsets" in line)
     assert set(offsets) == {f"{topic}-0", f"{topic}-1"}
     assert next(line["alter_error"] for line in lines if "alter_error" in line) == "GroupNotEmptyException"
+    # odradek group list / describe: the share group, its start offsets and lag (50 records a partition, all read)
+    listed_cli = group_cli(sbroker, "list")
+    assert [group, "Empty", "share"] in cells(listed_cli), listed_cli
+    described_cli = group_cli(sbroker, "describe", group)
+    assert f"group {group}  type share  state Empty" in described_cli
+    rows = [row for row in cells(described_cli) if row[:1] == [topic]]
+    assert rows == [[topic, "0", "50", "0"], [topic, "1", "50", "0"]], described_cli
     # the consumer closed: the group is empty and its offsets move
     lines = run(classes, sbroker.bootstrap, "offsets", group, topic, "10")
     altered = next(line["altered"] for line in lines if "altered" in line)
     assert altered[f"{topic}-0"] == {"start": 10, "lag": 40}  # 50 records on partition 0
     assert next(line["deleted"] for line in lines if "deleted" in line) == {}
+
+
+def cells(table: str) -> list[list[str]]:
+    """The cells of each row of a rich table."""
+    return [[c.strip() for c in line.strip("│").split("│")] for line in table.splitlines() if line.startswith("│")]
+
+
+def group_cli(b: BrokerProcess, *args: str) -> str:
+    result = CliRunner().invoke(group_app, ["--bootstrap-server", b.bootstrap, *args], env={"COLUMNS": "250"})
+    assert result.exit_code == 0, result.output
+    return result.output
 
 
 @pytest.fixture

@@ -122,9 +122,15 @@ def list_groups(
         except KeyError as exc:
             _fail(f"unknown group state {exc.args[0]} (use Stable, Empty, PreparingRebalance, CompletingRebalance, Dead)")
     result = _result(admin.list_consumer_groups(**kwargs), "listing groups")
+    rows = [(g.group_id, _state_name(g.state), "simple" if g.is_simple_consumer_group else "consumer")
+            for g in result.valid]
+    wanted = {s.replace("_", "").replace("-", "").lower() for s in state or ()}
+    listed = {row[0] for row in rows}  # librdkafka lists no share groups (KIP-932): ListGroups v5 does
+    rows += [(g, st, "share") for g, st in _share_group_ids(admin).items()
+             if g not in listed and (not wanted or st.lower() in wanted)]
     table = Table("GROUP", "STATE", "TYPE")
-    for g in sorted(result.valid, key=lambda g: g.group_id):
-        table.add_row(g.group_id, _state_name(g.state), "simple" if g.is_simple_consumer_group else "consumer")
+    for row in sorted(rows):
+        table.add_row(*row)
     _console().print(table)
 
 
@@ -140,6 +146,9 @@ def describe(group: str) -> None:
     from confluent_kafka.admin import OffsetSpec  # type: ignore[attr-defined]  # re-exported without __all__
 
     admin = _admin()
+    if group in _share_group_ids(admin):
+        _describe_share_group(admin, group)
+        return
     desc = _describe(admin, group)
     committed = _committed(admin, group)
     owner: dict[tuple[str, int], Any] = {}
@@ -205,6 +214,69 @@ def _consumer_group(desc: Any, group: str) -> Any:
                        f"describing consumer group {group}")
     found = [g for g in resp.groups if g.group_id == group and g.error_code == 0]
     return found[0] if found else None
+
+
+# -- KIP-932 share groups: librdkafka neither describes them nor tells their type -----------------
+
+
+def _share_group_ids(admin: Any) -> dict[str, str]:
+    """The share groups of every broker's coordinator and their states (ListGroups v5, type "share")."""
+    from odradek.cli.common import Client
+
+    if _State.admin is None:
+        return {}
+    brokers = _result_of(lambda: admin.list_topics(timeout=TIMEOUT_S).brokers.values(), "listing brokers")
+    found: dict[str, str] = {}
+    for b in brokers:
+        resp = Client(f"{b.host}:{b.port}", _State.admin.properties).call(
+            16, 5, {"states_filter": [], "types_filter": ["share"]}, "listing share groups")
+        found.update((g.group_id, g.group_state) for g in resp.groups if g.group_type == "share")
+    return found
+
+
+def _result_of(call: Any, what: str) -> Any:
+    from confluent_kafka import KafkaException
+
+    try:
+        return call()
+    except KafkaException as exc:
+        _fail(f"{what} failed: {exc}")
+
+
+def _describe_share_group(admin: Any, group: str) -> None:
+    """Members and their partitions (ShareGroupDescribe), and per partition the share-partition
+    start offset and the records not yet delivered for good (DescribeShareGroupOffsets v1)."""
+    from odradek.cli.common import Client
+
+    assert _State.admin is not None
+    found = _State.admin.call(10, 4, {"key_type": 0, "coordinator_keys": [group]}, f"finding the coordinator of {group}")
+    node = found.coordinators[0]
+    if node.error_code != 0:
+        _fail(f"finding the coordinator of {group} failed: {node.error_code.name}")
+    client = Client(f"{node.host}:{node.port}", _State.admin.properties)
+    resp = client.call(77, 1, {"group_ids": [group], "include_authorized_operations": False},
+                       f"describing share group {group}")
+    g = resp.groups[0]
+    if g.error_code != 0:
+        _fail(f"describing share group {group} failed: {g.error_code.name}")
+    _console().print(f"group [bold]{group}[/bold]  type [bold]share[/bold]  state [bold]{g.group_state}[/bold]  "
+                     f"group epoch {g.group_epoch}  assignment epoch {g.assignment_epoch}  assignor {g.assignor_name}  "
+                     f"members {len(g.members)}  coordinator {node.node_id}", highlight=False)
+    if g.members:
+        members = Table("MEMBER", "EPOCH", "CLIENT", "HOST", "PARTITIONS")
+        for m in g.members:
+            members.add_row(m.member_id, str(m.member_epoch), m.client_id, m.client_host, _parts(m.assignment))
+        _console().print(members)
+    offsets = client.call(90, 1, {"groups": [{"group_id": group, "topics": None}]},
+                          f"reading the share group offsets of {group}").groups[0]
+    table = Table("TOPIC", "PARTITION", "START OFFSET", "LAG")
+    total = 0
+    for t in sorted(offsets.topics, key=lambda t: t.topic_name):
+        for p in sorted(t.partitions, key=lambda p: p.partition_index):
+            total += max(p.lag, 0)
+            table.add_row(t.topic_name, str(p.partition_index), str(p.start_offset), "-" if p.lag < 0 else str(p.lag))
+    _console().print(table)
+    _console().print(f"total lag {total}", highlight=False)
 
 
 @group_app.command("delete")
