@@ -12,7 +12,9 @@ and rates take turns in --rounds rounds; the figures are over every record of ev
 broker's CPU seconds while the records flowed are given per million records.
 
 Client settings (the same for every broker; librdkafka's defaults otherwise):
-  producer: acks=all (the default), linger.ms=0 (a latency-minded user's; the default is 5)
+  producer: acks=all (the default), linger.ms=0 (a latency-minded user's; the default is 5),
+            queue.buffering.max.messages=2000000 and queue.buffering.max.kbytes=2000000 (a broker
+            falling behind shows as latency rather than a full queue)
   consumer: fetch.wait.max.ms=500 and fetch.min.bytes=1 (the defaults: a fetch returns as soon as
             a record arrives; for the mock cluster fetch.wait.max.ms=0, as it answers a waiting
             fetch only when the wait is over), enable.auto.commit=false; Consumer.poll(0.1), one record a call (consume(n, timeout)
@@ -76,7 +78,8 @@ def produce_at_rate(producer: Producer, topic: str, rate: int, seconds: float, s
 
 def measure(bootstrap: str | None, rate: int, seconds: float, warmup: float, pid: int | None) -> Samples:
     topic = f"latency-{rate}-{time.time_ns()}"
-    producer_conf: dict[str, object] = {"linger.ms": 0}
+    producer_conf: dict[str, object] = {"linger.ms": 0, "queue.buffering.max.messages": 2_000_000,
+                                        "queue.buffering.max.kbytes": 2_000_000}
     mock = bootstrap is None
     if mock:  # the client alone: the mock cluster inside this producer
         producer = Producer({"bootstrap.servers": "", "test.mock.num.brokers": 1, **producer_conf})
@@ -112,7 +115,7 @@ def measure(bootstrap: str | None, rate: int, seconds: float, warmup: float, pid
     unpack = struct.Struct(">q").unpack_from
     poll = consumer.poll
     deadline = time.monotonic() + warmup + seconds + 30
-    while time.monotonic() < deadline and (thread.is_alive() or got < sent[0]):
+    while time.monotonic() < deadline and (thread.is_alive() or (sent and got < sent[0])):
         # poll() hands over one record as soon as it is there; consume(n, timeout) would wait for n
         m = poll(0.1)
         now = time.perf_counter_ns()
