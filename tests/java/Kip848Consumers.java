@@ -1,12 +1,13 @@
 // Several Kafka Java consumers (kafka-clients 4.x) in one group, joining and leaving on a schedule
 // while a producer writes, driven by tests/test_consumer_protocol.py and bench/rebalance_bench.py.
 //
-//   java -cp 'tests/java/lib/*' tests/java/Kip848Consumers.java BOOTSTRAP TOPIC GROUP PROTOCOL RECORDS SCHEDULE
+//   java -cp 'tests/java/lib/*' tests/java/Kip848Consumers.java BOOTSTRAP TOPIC GROUP PROTOCOL RECORDS SCHEDULE [UNTIL]
 //
-// PROTOCOL is group.protocol: "consumer" (KIP-848) or "classic" (then cooperative-sticky).
+// PROTOCOL is group.protocol: "consumer" (KIP-848) or "classic"; every other setting is the
+// client's default (so classic uses Kafka 4's default assignors, range then cooperative-sticky).
 // RECORDS values "0".."RECORDS-1" are produced evenly over the schedule's length (0: none; the
 // topic is then read as it is). SCHEDULE is one "START-STOP" (ms after start; STOP empty: until
-// the end) per consumer, comma separated. Every poll's records are committed synchronously, and
+// the end) per consumer, comma separated; UNTIL (ms) keeps them running at least that long. Every poll's records are committed synchronously, and
 // revoked partitions' offsets in onPartitionsRevoked, so a graceful handover processes nothing twice.
 //
 // Prints JSON lines: {"event": "assigned"|"revoked"|"lost", "consumer": i, "partitions": [...],
@@ -77,6 +78,7 @@ public class Kip848Consumers {
             if (!se[1].isEmpty()) length = Math.max(length, Long.parseLong(se[1]));
         }
         final long produceOver = Math.max(length, 1000);
+        if (args.length > 6) length = Math.max(length, Long.parseLong(args[6]));
         Thread producer = new Thread(() -> produce(bootstrap, topic, records, produceOver));
         producer.start();
         List<Thread> threads = new ArrayList<>();
@@ -127,11 +129,6 @@ public class Kip848Consumers {
         p.put("group.id", group);
         p.put("client.id", "c" + id);
         p.put("group.protocol", protocol);
-        if (protocol.equals("classic")) {
-            p.put("partition.assignment.strategy", "org.apache.kafka.clients.consumer.CooperativeStickyAssignor");
-            p.put("session.timeout.ms", "10000");
-            p.put("heartbeat.interval.ms", "1000");
-        }
         p.put("auto.offset.reset", "earliest");
         p.put("enable.auto.commit", "false");
         p.put("key.deserializer", StringDeserializer.class.getName());
