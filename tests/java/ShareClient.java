@@ -47,6 +47,7 @@ public class ShareClient {
             switch (scenario) {
                 case "config" -> config(args[2], args[3], args[4]);
                 case "work" -> work(args[2], args[3], Integer.parseInt(args[4]), Integer.parseInt(args[5]));
+                case "bench" -> bench(args[2], args[3], Integer.parseInt(args[4]), Integer.parseInt(args[5]));
                 case "acks" -> acks(args[2], args[3], Integer.parseInt(args[4]));
                 case "lock" -> lock(args[2], args[3], Integer.parseInt(args[4]));
                 case "restart" -> restart(args[2], args[3], Integer.parseInt(args[4]));
@@ -151,6 +152,39 @@ public class ShareClient {
         out.put("duplicates", received.entrySet().stream().filter(e -> e.getValue().size() > 1)
             .map(Map.Entry::getKey).limit(20).collect(Collectors.toList()));
         emit("work", out);
+    }
+
+    /** bench/share_bench.py: `consumers` share consumers (implicit acknowledgement, no work per record)
+     *  until `expected` records are delivered; the time from the first record to the last. */
+    static void bench(String group, String topic, int consumers, int expected) throws Exception {
+        AtomicLong total = new AtomicLong();
+        AtomicLong first = new AtomicLong();
+        AtomicLong last = new AtomicLong();
+        List<Thread> threads = new ArrayList<>();
+        long deadline = System.currentTimeMillis() + 300_000;
+        for (int i = 0; i < consumers; i++) {
+            Thread t = new Thread(() -> {
+                try (KafkaShareConsumer<String, String> c = consumer(group, false)) {
+                    c.subscribe(List.of(topic));
+                    while (total.get() < expected && System.currentTimeMillis() < deadline) {
+                        int n = c.poll(Duration.ofMillis(200)).count();
+                        if (n > 0) {
+                            first.compareAndSet(0, System.nanoTime());
+                            if (total.addAndGet(n) >= expected) last.compareAndSet(0, System.nanoTime());
+                        }
+                    }
+                    c.commitSync();
+                } catch (Exception e) {
+                    emit("bench", Map.of("error", e.toString()));
+                }
+            });
+            t.start();
+            threads.add(t);
+        }
+        for (Thread t : threads) t.join();
+        double seconds = (last.get() - first.get()) / 1e9;
+        emit("bench", Map.of("consumers", consumers, "records", total.get(), "seconds", seconds,
+                             "records_per_s", total.get() / Math.max(seconds, 1e-9)));
     }
 
     /** Explicit acknowledgement by the value's prefix: accept-, release- (once), reject-, poison- (always
