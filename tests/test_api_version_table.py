@@ -1098,9 +1098,14 @@ def share_acknowledge(t: Table, v: int) -> None:
             {"topic_id": topic_id, "partitions": [{"partition_index": p, "acknowledgement_batches": [
                 {"first_offset": base, "last_offset": base + 1, "acknowledge_types": types}]}]}])
 
-    body = ack(1, [1])
+    epoch = 1
+    if v >= 2:  # KIP-1222's RENEW: the member keeps its records for another lock duration, then acknowledges them
+        body = ack(epoch, [4])
+        assert (body.error_code, body.responses[0].partitions[0].error_code) == (E.none, E.none)
+        epoch += 1
+    body = ack(epoch, [1])
     assert (body.error_code, body.responses[0].partitions[0].error_code) == (E.none, E.none)
-    body = ack(2, [1])  # acknowledged already: no longer this member's to acknowledge
+    body = ack(epoch + 1, [1])  # acknowledged already: no longer this member's to acknowledge
     assert body.responses[0].partitions[0].error_code == E.invalid_record_state
     assert ack(0, [1]).error_code == E.invalid_share_session_epoch  # a session opens with ShareFetch only
 
