@@ -266,7 +266,7 @@ class PartitionLog:
         first = offset
         position = seg.size
         epoch = self.leader_epoch
-        aborted: list[AbortedTxn] = []
+        written: list[tuple[BatchHeader, int, int]] = []  # producer state follows only a write that happened
         for b in batches:
             if log_append:
                 copy = bytearray(view[b.position : b.position + b.size])
@@ -279,15 +279,14 @@ class PartitionLog:
                 pieces.append(view[b.position + 16 : b.position + b.size])
                 max_ts = b.max_timestamp
             last = offset + b.last_offset_delta
-            entry = state.update(b, offset, control_type(view, b.position) if b.is_control else -1)
-            if entry is not None:
-                aborted.append(entry)
+            written.append((b, offset, control_type(view, b.position) if b.is_control else -1))
             index.append((last, position, b.size, max_ts))
             position += b.size
             offset = last + 1
         if not self.epochs or self.epochs[-1][0] < epoch:
             self.assign_leader_epoch(epoch, first)
-        seg.append(pieces, index, self.config.index_interval_bytes)
+        seg.append(pieces, index, self.config.index_interval_bytes)  # OSError (a full disk): nothing changed
+        aborted = [e for b, at, ctl in written if (e := state.update(b, at, ctl)) is not None]
         self._dirty = True
         self.log_end_offset = offset
         for entry in aborted:
@@ -308,17 +307,16 @@ class PartitionLog:
         seg = self.segments[-1]
         position = seg.size
         index = []
-        aborted: list[AbortedTxn] = []
         for b in batches:
             index.append((b.last_offset, position, b.size, b.max_timestamp))
-            entry = self.producer_state.update(b, b.base_offset, control_type(view, b.position) if b.is_control else -1)
-            if entry is not None:
-                aborted.append(entry)
             position += b.size
             if b.partition_leader_epoch >= 0 and (not self.epochs or self.epochs[-1][0] < b.partition_leader_epoch):
                 self.assign_leader_epoch(b.partition_leader_epoch, b.base_offset)
         seg.append([view[batches[0].position : batches[-1].position + batches[-1].size]], index,
-                   self.config.index_interval_bytes)
+                   self.config.index_interval_bytes)  # OSError (a full disk): producer state unchanged
+        update = self.producer_state.update
+        aborted = [e for b in batches
+                   if (e := update(b, b.base_offset, control_type(view, b.position) if b.is_control else -1))]
         self._dirty = True
         self.log_end_offset = batches[-1].next_offset
         for entry in aborted:

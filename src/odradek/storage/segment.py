@@ -18,6 +18,7 @@ recently used; the indexes are files only at load, flush and close.
 from __future__ import annotations
 
 import bisect
+import contextlib
 import errno
 import logging
 import os
@@ -354,17 +355,22 @@ class LogSegment:
         total = 0
         iov_max = 1000
         fd = self.fd
-        for i in range(0, len(pieces), iov_max):
-            chunk = pieces[i : i + iov_max]
-            want = sum(len(p) for p in chunk)
-            written = os.pwritev(fd, chunk, self.size + total)
-            if written != want:  # a short write: finish it byte-exactly
-                rest = b"".join(bytes(p) for p in chunk)[written:]
-                while rest:
-                    n = os.pwrite(fd, rest, self.size + total + written)
-                    written += n
-                    rest = rest[n:]
-            total += want
+        try:
+            for i in range(0, len(pieces), iov_max):
+                chunk = pieces[i : i + iov_max]
+                want = sum(len(p) for p in chunk)
+                written = os.pwritev(fd, chunk, self.size + total)
+                if written != want:  # a short write: finish it byte-exactly
+                    rest = b"".join(bytes(p) for p in chunk)[written:]
+                    while rest:
+                        n = os.pwrite(fd, rest, self.size + total + written)
+                        written += n
+                        rest = rest[n:]
+                total += want
+        except OSError:  # a full disk, an I/O error: cut what part of it landed, so a restart cannot find it
+            with contextlib.suppress(OSError):
+                os.ftruncate(fd, self.size)
+            raise
         max_so_far = self.max_timestamp
         for last_offset, position, size, max_ts in batches:
             max_so_far = max(max_so_far, max_ts)

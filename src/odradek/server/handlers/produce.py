@@ -202,6 +202,10 @@ async def handle(ctx: RequestContext, request: Any) -> Any:
                 log.info("rejected produce to %s-%d: %s", name, index, exc)
                 partition_responses.append(_error(index, exc.error_code, str(exc)))
                 continue
+            except OSError as exc:  # a full or read-only disk, an I/O error: nothing written, nothing acknowledged
+                log.error("cannot write %s-%d: %s", name, index, exc)
+                partition_responses.append(_error(index, ErrorCode.kafka_storage_error, f"cannot write: {exc}"))
+                continue
             if isinstance(result, ErrorCode):
                 entry = _error(index, result)
                 if result == ErrorCode.not_leader_or_follower and ctx.version >= LEADER_HINTS_VERSION:

@@ -8,7 +8,6 @@ broker registered, every partition led with every replica in its ISR) and goes o
 from __future__ import annotations
 
 import contextlib
-import errno
 import os
 import random
 import subprocess
@@ -58,19 +57,11 @@ def victim(c: FaultCluster, rng: random.Random, topic: str) -> int:
 def fill(path: Path) -> Path:
     """Write zeros until the filesystem is full; the file is the space to give back."""
     filler = path / ".filler"
-    chunk = b"\0" * (1 << 20)
-    with open(filler, "wb") as f:
-        try:
-            while True:
-                f.write(chunk)
-                f.flush()
-        except OSError as exc:
-            if exc.errno != errno.ENOSPC:
-                raise
-        with contextlib.suppress(OSError):  # the last bytes, to the block
-            while True:
-                f.write(b"\0" * 4096)
-                f.flush()
+    with open(filler, "wb", buffering=0) as f:
+        for size in (1 << 20, 4096, 1):  # to the last block
+            with contextlib.suppress(OSError):
+                while f.write(b"\0" * size):
+                    pass
     return filler
 
 
@@ -148,11 +139,19 @@ def disk_full(c: FaultCluster, rng: random.Random, b: int) -> Heal:
 
 
 def read_only(c: FaultCluster, rng: random.Random, b: int) -> Heal:
-    path = str(c.brokers[b].data_dir)
+    """The broker restarted on a data dir that turned read-only. (Linux refuses `mount -o
+    remount,ro` while a process holds files open for writing there, "mount point is busy",
+    so the disk turns read-only while the broker is down: SIGKILL, remount, start.)"""
+    broker = c.brokers[b]
+    path = str(broker.data_dir)
+    broker.kill()
     run("mount", "-o", "remount,ro", path)
+    broker.start(wait=False)
 
     def heal() -> None:
+        broker.kill()
         run("mount", "-o", "remount,rw", path)
+        broker.start()
 
     return heal
 
@@ -188,7 +187,7 @@ class Campaign:
     """The cluster, the workers, the faults; `run()` returns the checker's report."""
 
     def __init__(self, workdir: Path, *, seed: int, faults: int, kinds: list[str] | None = None,
-                 partitions: int = 3, producers: int = 2, rate: float = 50.0, hold: float = 6.0,
+                 partitions: int = 3, producers: int = 2, rate: float = 50.0, hold: float = 6.0, in_order: bool = False,
                  log: Callable[[str], None] = print) -> None:
         self.workdir = workdir
         self.rng = random.Random(seed)
@@ -198,6 +197,7 @@ class Campaign:
         self.producers = producers
         self.rate = rate
         self.hold = hold
+        self.in_order = in_order  # the kinds one after another (else seeded random picks)
         self.log = log
         self.topic, self.topic_out = "faults", "faults-out"
         self.faults: list[Fault] = []
@@ -244,7 +244,7 @@ class Campaign:
                 self._worker(c, "txn", 0, f"c{self.producers + 1}")
                 time.sleep(5)
                 for n in range(self.n_faults):
-                    kind = self.rng.choice(self.kinds)
+                    kind = self.kinds[n % len(self.kinds)] if self.in_order else self.rng.choice(self.kinds)
                     b = victim(c, self.rng, self.topic)
                     started = time.time()
                     heal = NEMESES[kind](c, self.rng, b)
