@@ -60,6 +60,8 @@ class Server:
         self.cleaner: Any = None  # storage.cleaner.LogCleaner when log.cleaner.enable
         self.stopped = asyncio.Event()
         self._broker_closed = False
+        # serve() only (the broker owns its process): gc.freeze again once partitions were added
+        self.freeze_gc = False
 
     async def start(self) -> None:
         from odradek.server.handlers import ROUTES
@@ -119,9 +121,16 @@ class Server:
         loop = asyncio.get_running_loop()
         next_retention = loop.time() + retention_every
         next_checkpoint = loop.time() + CHECKPOINT_INTERVAL_S
+        frozen_partitions = -1
         while True:
             await asyncio.sleep(min(retention_every, CHECKPOINT_INTERVAL_S, 1.0))
             now = loop.time()
+            if self.freeze_gc:
+                partitions = sum(t.partitions for t in self.broker.topics().values())
+                if partitions != frozen_partitions:  # 10,000 partitions' objects made a full
+                    gc.collect(1)  # collection walk 190,000 objects: ~50-200 ms of loop each time
+                    gc.freeze()
+                    frozen_partitions = partitions
             if self.config.metrics_port is not None:
                 self.broker.metrics.refresh(self.broker)
                 self.broker.metrics.connection_count.set(self.limits.count)
@@ -220,17 +229,19 @@ def raise_open_file_limit() -> None:
 async def serve(config: BrokerConfig) -> None:
     raise_open_file_limit()
     server = Server(config)
-    warm_schemas()  # before the listener opens: no client waits for it
+    server.freeze_gc = True
     await server.start()
     # What start-up made (modules, kio's schemas, the logs' state) lives as long as the
     # process: out of the collector's sight, a full collection no longer walks it (27 ms
     # pauses in the middle of requests before). Only here, in the broker's own process.
     gc.freeze()
+    warming = asyncio.get_running_loop().create_task(warm_schemas())
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
+    warming.cancel()
     log.info("shutting down")
     budget = shutdown_budget_s(config)
     try:
@@ -249,10 +260,12 @@ WARM_VERSIONS = 5  # the newest versions of each: what librdkafka (Produce v10, 
 # and the Java client (the newest) ask for
 
 
-def warm_schemas() -> None:
-    """Import the hot APIs' schemas and build their codecs at start-up, before gc.freeze: a
-    client's first Produce imported its schema on the event loop (~35% of the broker's CPU while
-    producing 1,000,000 records, and a 30-100 ms stall in its first requests)."""
+async def warm_schemas() -> None:
+    """Import the hot APIs' schemas and build their codecs right after start-up, one API version
+    a loop iteration (a few ms each), then gc.freeze them: a client's first Produce imported its
+    schema on the event loop (~35% of the broker's CPU in the samples while producing 1,000,000
+    records, and a 30-100 ms stall in its first requests). Not before the listener opens: under
+    load that delayed the start by seconds."""
     from odradek.protocol.framing import warm
     from odradek.server.handlers import ROUTES
 
@@ -265,6 +278,8 @@ def warm_schemas() -> None:
                 warm(api_key, version)
             except Exception:
                 log.debug("no schema for API %d v%d", api_key, version, exc_info=True)
+            await asyncio.sleep(0)
+    gc.freeze()
 
 
 def shutdown_budget_s(config: BrokerConfig) -> float:

@@ -619,7 +619,8 @@ _pending_renames: dict[Path, Path] = {}
 _renames_lock = threading.Lock()
 
 
-def _in_background(job: Callable[[], object]) -> None:
+def in_file_thread(job: Callable[[], object]) -> None:
+    """Run `job` on the process's log file thread, after every job queued before it."""
     global _file_worker
     _jobs.append(job)
     if len(_jobs) == 1:
@@ -643,11 +644,11 @@ def _drain() -> None:
 
 def remove_later(directory: Path) -> None:
     """rmtree in the background (a stop waits for it at exit)."""
-    _in_background(lambda: shutil.rmtree(directory, ignore_errors=True))
+    in_file_thread(lambda: shutil.rmtree(directory, ignore_errors=True))
 
 
 def materialize_later(plog: PartitionLog) -> None:
-    _in_background(plog.materialize)
+    in_file_thread(plog.materialize)
 
 
 def delete_later(directory: Path) -> None:
@@ -662,7 +663,7 @@ def delete_later(directory: Path) -> None:
         settle_rename(directory)
         shutil.rmtree(gone, ignore_errors=True)
 
-    _in_background(job)
+    in_file_thread(job)
 
 
 def settle_rename(directory: Path) -> None:

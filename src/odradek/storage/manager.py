@@ -12,6 +12,7 @@ import asyncio
 import logging
 import os
 import re
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from odradek.storage.log import (
     FlushJob,
     LogConfig,
     PartitionLog,
+    in_file_thread,
     materialize_later,
     remove_later,
 )
@@ -32,6 +34,7 @@ LOG_START_FILE = "log-start-offset-checkpoint"
 CLEAN_SHUTDOWN_FILE = ".kafka_cleanshutdown"
 _PARTITION_DIR = re.compile(r"^(.+)-(\d+)$")
 FLUSH_BATCH = 64
+_CHECKPOINT_LOCK = threading.Lock()
 FLUSH_THREADS = 8
 
 
@@ -53,12 +56,6 @@ def _run_jobs(jobs: list[FlushJob]) -> None:
         job.run()
 
 
-def _write_checkpoints(data_dir: Path, recovery: dict[tuple[str, int], int],
-                       starts: dict[tuple[str, int], int]) -> None:
-    write_checkpoint(data_dir / RECOVERY_POINT_FILE, recovery)
-    write_checkpoint(data_dir / LOG_START_FILE, starts)
-
-
 def write_checkpoint(path: Path, values: dict[tuple[str, int], int]) -> None:
     tmp = path.with_name(path.name + ".tmp")
     body = "".join(f"{t} {p} {o}\n" for (t, p), o in sorted(values.items()))
@@ -77,6 +74,7 @@ class LogManager:
         self._recovery: dict[tuple[str, int], int] = {}
         self._starts: dict[tuple[str, int], int] = {}
         self._clean = True
+        self._checkpoint_queued = False
 
     def open(self) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
@@ -126,6 +124,19 @@ class LogManager:
     def delete_topic(self, topic: str) -> None:
         for key in [k for k in self._logs if k[0] == topic]:
             self._logs.pop(key).delete()
+        self.checkpoint_later()
+
+    def checkpoint_later(self) -> None:
+        """The checkpoint files without the deleted logs, written by the file thread before it
+        makes any log created after this call (a recreated topic must not inherit the old one's
+        log start offset). On the event loop, two files of 10,000 lines each a DeleteTopics
+        held it for seconds while 100 topics were deleted."""
+        if not self._checkpoint_queued:
+            self._checkpoint_queued = True
+            in_file_thread(self._write_queued_checkpoint)
+
+    def _write_queued_checkpoint(self) -> None:
+        self._checkpoint_queued = False  # first: a later checkpoint_later queues another write
         self.checkpoint()
 
     def delete_partition(self, topic: str, partition: int) -> None:
@@ -139,12 +150,13 @@ class LogManager:
         return list(self._logs.values())
 
     def checkpoint(self) -> None:
-        """Record the recovery points and log start offsets (DeleteRecords, a deleted topic).
-        The logs are not flushed here: `flush_in_background` moves the recovery points."""
-        write_checkpoint(self.data_dir / RECOVERY_POINT_FILE,
-                         {k: p.recovery_point for k, p in self._logs.items()})
-        write_checkpoint(self.data_dir / LOG_START_FILE,
-                         {k: p.log_start_offset for k, p in self._logs.items()})
+        """Record the recovery points and log start offsets (DeleteRecords, a deleted topic), from
+        any thread: the values are read and written under one lock, so the last write is the
+        newest. The logs are not flushed here: `flush_in_background` moves the recovery points."""
+        with _CHECKPOINT_LOCK:
+            logs = list(self._logs.items())  # one step under the GIL: the loop may add logs meanwhile
+            write_checkpoint(self.data_dir / RECOVERY_POINT_FILE, {k: p.recovery_point for k, p in logs})
+            write_checkpoint(self.data_dir / LOG_START_FILE, {k: p.log_start_offset for k, p in logs})
 
     def flush_all(self) -> None:
         """Flush every log, then checkpoint (a stop): the fsyncs of FLUSH_BATCH logs at a time
@@ -174,9 +186,7 @@ class LogManager:
                 await asyncio.shield(loop.run_in_executor(None, _run_jobs, jobs))
                 for job in jobs:
                     job.done()
-        recovery = {k: p.recovery_point for k, p in self._logs.items()}
-        starts = {k: p.log_start_offset for k, p in self._logs.items()}
-        await loop.run_in_executor(None, _write_checkpoints, self.data_dir, recovery, starts)
+        await loop.run_in_executor(None, self.checkpoint)
 
     def close(self) -> None:
         self.flush_all()
