@@ -126,13 +126,17 @@ class GroupReader:
             if msg is not None and not msg.error():
                 self.values.add(int(msg.value()))
 
+    def close(self) -> None:
+        if not self._stop.is_set():
+            self._stop.set()
+            self._thread.join(5)
+            self._consumer.close()
+
     def wait_for(self, wanted: set[int], timeout: float = 30.0) -> None:
         deadline = time.monotonic() + timeout
         while not wanted <= self.values and time.monotonic() < deadline:
             time.sleep(0.2)
-        self._stop.set()
-        self._thread.join(5)
-        self._consumer.close()
+        self.close()
         missing = wanted - self.values
         assert not missing, f"the group's consumer did not get {len(missing)} record(s), e.g. {sorted(missing)[:5]}"
 
@@ -205,11 +209,13 @@ def wait_moved(cluster: Cluster, via: ClusterBroker, topic: str, p: int, target:
 
 # -- growing and shrinking under load -----------------------------------------------------------
 
-def test_rebalance_moves_partitions_onto_new_brokers_under_load(cluster_factory: Any, grow: Any) -> None:  # noqa: F811
+def test_rebalance_moves_partitions_onto_new_brokers_under_load(
+        cluster_factory: Any, grow: Any, request: pytest.FixtureRequest) -> None:  # noqa: F811
     cluster = cluster_factory(3)
     cluster.create_topic("grow", 6, 3, MIN_ISR)
     load = Load(cluster.bootstrap, "grow", 6)
     reader = GroupReader(cluster.bootstrap, "grow")
+    request.addfinalizer(reader.close)  # a failed test leaves no consumer polling dead brokers
     time.sleep(1.0)
     grow(cluster, 3, 4)
     out = odradek("cluster", "rebalance", "--yes", "-b", cluster.bootstrap)
