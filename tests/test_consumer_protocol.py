@@ -7,8 +7,10 @@ confluent-kafka (librdkafka) and Kafka's Java client, six consumers joining and
 leaving a 12-partition topic while a producer writes, with each consumer's
 assignment timeline checked for two owners of one partition and every record
 processed exactly once; an empty classic group taken over by the consumer
-protocol and back; a SIGKILLed broker that resumes the group with the same
-member epochs and assignments.
+protocol and back; a classic and a consumer-protocol member in one group at once
+(online upgrade, then downgrade when the consumer-protocol member leaves); a
+SIGKILLed broker, and in cluster mode a SIGKILLed coordinator, that resume the
+group with the same member epochs and assignments.
 """
 
 from __future__ import annotations
@@ -417,14 +419,7 @@ def test_classic_group_moves_to_the_consumer_protocol_and_back(cb: BrokerProcess
     assert len(first) == 20
     types = {g.group_id: g.group_type for g in call(cb, 16, 5, states_filter=[], types_filter=[]).groups}
     assert types[group] == "classic"
-    # a member of a classic group with members cannot join it with the consumer protocol
-    holder = Consumer({"bootstrap.servers": cb.bootstrap, "group.id": group, "session.timeout.ms": 6000})
-    holder.subscribe([topic])
-    wait_until(lambda: holder.poll(0.2) is None and bool(holder.assignment()), 30, "a classic member")
-    refused = heartbeat(cb, group, "newcomer", 0, topics=[topic])
-    assert refused.error_code == E.group_id_not_found
-    holder.close()
-    # empty again: the consumer protocol takes the group over, from its committed offsets
+    # empty: the consumer protocol takes the group over, from its committed offsets
     produce_numbered(cb.bootstrap, topic, 10, 0)
     second = read("consumer", 10)
     assert sorted(second, key=int) == [str(i) for i in range(10)]  # the new records only (numbers restart)
@@ -436,6 +431,80 @@ def test_classic_group_moves_to_the_consumer_protocol_and_back(cb: BrokerProcess
     assert sorted(third, key=int) == [str(i) for i in range(5)]
     types = {g.group_id: g.group_type for g in call(cb, 16, 5, states_filter=[], types_filter=[]).groups}
     assert types[group] == "classic"
+
+
+def test_classic_and_consumer_members_share_a_group_online(cb: BrokerProcess) -> None:
+    """bidirectional migration: a consumer-protocol member joins a Stable classic group (online
+    upgrade; the classic member stays, on JoinGroup/SyncGroup/Heartbeat), then leaves (downgrade)."""
+    topic = make_topic(cb, 6)
+    group = unique("g")
+    clock = time.monotonic()
+    events: list[dict[str, Any]] = []
+    lock = threading.Lock()
+    stop: dict[str, threading.Event] = {"classic": threading.Event(), "consumer": threading.Event()}
+
+    def member(name: str, who: int) -> Consumer:
+        conf: dict[str, Any] = {"bootstrap.servers": cb.bootstrap, "group.id": group, "group.protocol": name,
+                                "auto.offset.reset": "earliest", "client.id": name}
+        if name == "classic":
+            conf.update({"session.timeout.ms": 6000, "heartbeat.interval.ms": 500,
+                         "partition.assignment.strategy": "cooperative-sticky"})
+        c = Consumer(conf)
+
+        def note(kind: str) -> Callable[[Any, list[Any]], None]:
+            def callback(consumer: Any, parts: list[Any]) -> None:
+                if parts:
+                    with lock:
+                        events.append({"event": kind, "consumer": who, "t_ms": (time.monotonic() - clock) * 1000,
+                                       "partitions": sorted(p.partition for p in parts)})
+            return callback
+
+        c.subscribe([topic], on_assign=note("assigned"), on_revoke=note("revoked"), on_lost=note("lost"))
+        return c
+
+    def run(c: Consumer, name: str) -> None:
+        while not stop[name].is_set():
+            c.poll(0.1)
+        c.close()
+
+    def owned_by(who: int) -> set[int]:
+        owned: set[int] = set()
+        with lock:
+            for e in sorted(events, key=lambda e: e["t_ms"]):
+                if e["consumer"] == who:
+                    owned = owned | set(e["partitions"]) if e["event"] == "assigned" else owned - set(e["partitions"])
+        return owned
+
+    def group_type() -> str:
+        return str(next(g.group_type for g in call(cb, 16, 5, states_filter=[], types_filter=[]).groups
+                        if g.group_id == group))
+
+    classic = threading.Thread(target=run, args=(member("classic", 0), "classic"))
+    classic.start()
+    wait_until(lambda: owned_by(0) == set(range(6)), 30, "the classic member owning every partition")
+    assert group_type() == "classic"
+    consumer = threading.Thread(target=run, args=(member("consumer", 1), "consumer"))
+    consumer.start()
+    wait_until(lambda: len(owned_by(1)) == 3 and len(owned_by(0)) == 3, 30, "the partitions shared")
+    assert group_type() == "consumer"
+    described = describe(cb, group)
+    assert sorted((m.client_id, m.member_type) for m in described.members) == [("classic", 0), ("consumer", 1)]
+    stop["consumer"].set()
+    consumer.join(30)
+    wait_until(lambda: owned_by(0) == set(range(6)), 30, "the classic member owning every partition again")
+    assert group_type() == "classic"
+    stop["classic"].set()
+    classic.join(30)
+    check_timeline(events, 6)
+    # a classic group that is not Stable (here: a member that never synced) is not upgraded
+    other = unique("g")
+    first = call(cb, 11, 5, group_id=other, session_timeout=10000, rebalance_timeout=5000, member_id="",
+                 group_instance_id=None, protocol_type="consumer",
+                 protocols=[{"name": "range", "metadata": b"\x00\x00\x00\x00\x00\x00\xff\xff\xff\xff"}])
+    call(cb, 11, 5, group_id=other, session_timeout=10000, rebalance_timeout=5000, member_id=first.member_id,
+         group_instance_id=None, protocol_type="consumer",
+         protocols=[{"name": "range", "metadata": b"\x00\x00\x00\x00\x00\x00\xff\xff\xff\xff"}])
+    assert heartbeat(cb, other, "newcomer", 0, topics=[topic]).error_code == E.group_id_not_found
 
 
 def test_broker_sigkill_resumes_the_group_with_its_epochs(broker_factory: Any) -> None:

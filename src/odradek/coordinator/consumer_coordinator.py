@@ -79,6 +79,15 @@ class ConsumerGroupMixin:
 
     def group_error(self, group_id: str) -> ErrorCode | None: ...  # provided by GroupCoordinator
 
+    def upgrade_online(self, group: Group) -> ConsumerGroup | ErrorCode:  # migration.py
+        return E.group_id_not_found
+
+    def maybe_downgrade(self, group: ConsumerGroup) -> Group | None:  # migration.py
+        return None
+
+    def on_downgraded(self, group: Group) -> None:  # GroupCoordinator: the classic group rebalances
+        return None
+
     _loop: asyncio.AbstractEventLoop | None
 
     @property
@@ -234,7 +243,7 @@ class ConsumerGroupMixin:
         """A new consumer group, or an empty classic group converted to one (Kafka's offline
         upgrade: its committed offsets stay, its classic metadata is tombstoned)."""
         if group is not None and group.members:
-            return E.group_id_not_found
+            return self.upgrade_online(group)  # Kafka's online upgrade, as the migration policy allows
         fresh = ConsumerGroup(group_id, _now_ms())
         if group is not None:
             fresh.offsets = group.offsets
@@ -374,9 +383,21 @@ class ConsumerGroupMixin:
         return HeartbeatResult(written, None, member_id, LEAVE_EPOCH, interval)
 
     def remove_consumer_member(self, group: ConsumerGroup, member_id: str, why: str) -> ErrorCode:
-        """The member goes; the group epoch moves on so the others take over its partitions."""
-        if group.remove_consumer(member_id) is None:
+        """The member goes; the group epoch moves on so the others take over its partitions.
+        When the last member of the consumer protocol goes and classic members remain, the
+        group becomes classic again (the migration policy permitting)."""
+        removed = group.remove_consumer(member_id)
+        if removed is None:
             return E.unknown_member_id
+        if removed.classic is None and group.consumers:
+            tombstones = self._member_tombstones(group.group_id, member_id)
+            if self.store.write(group.group_id, tombstones) != E.none:
+                return E.coordinator_not_available
+            classic = self.maybe_downgrade(group)
+            if classic is not None:
+                log.info("member %s of group %s %s", member_id, group.group_id, why)
+                self.on_downgraded(classic)
+                return E.none
         records = self._member_tombstones(group.group_id, member_id)
         if not self._refresh_subscriptions(group, records):
             self._bump_epoch(group, records)
@@ -394,8 +415,10 @@ class ConsumerGroupMixin:
             if self.group_error(group.group_id) is not None:
                 continue
             for member in list(group.consumers.values()):
+                if self.groups.get(group.group_id) is not group:  # downgraded to classic meanwhile
+                    break
                 if not member.session_deadline:  # restored by a replay (restart or failover): a full session
-                    member.session_deadline = now + session
+                    member.session_deadline = now + (member.classic[0] / 1000 if member.classic else session)
                 elif now >= member.session_deadline:
                     self.remove_consumer_member(group, member.member_id, "has not heartbeated in its session timeout")
                 elif member.revocation_deadline is not None and now >= member.revocation_deadline:

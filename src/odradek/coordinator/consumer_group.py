@@ -56,11 +56,14 @@ class ConsumerMember:
     pending_revocation: Partitions = field(default_factory=dict)
     session_deadline: float = 0.0  # loop time
     revocation_deadline: float | None = None
+    # a member of the classic protocol (JoinGroup/SyncGroup/Heartbeat) inside a consumer group
+    # (KIP-848's online migration): its session timeout and its protocols
+    classic: tuple[int, list[tuple[str, bytes]]] | None = None
 
     def metadata_value(self) -> MemberMetadataValue:
         return MemberMetadataValue(self.instance_id, self.rack_id, self.client_id, self.client_host,
                                    list(self.subscribed_topic_names), self.subscribed_topic_regex,
-                                   self.rebalance_timeout_ms, self.server_assignor)
+                                   self.rebalance_timeout_ms, self.server_assignor, self.classic)
 
     def load_metadata(self, v: MemberMetadataValue) -> None:
         self.instance_id, self.rack_id = v.instance_id, v.rack_id
@@ -68,6 +71,7 @@ class ConsumerMember:
         self.subscribed_topic_names = list(v.subscribed_topic_names)
         self.subscribed_topic_regex = v.subscribed_topic_regex
         self.rebalance_timeout_ms, self.server_assignor = v.rebalance_timeout_ms, v.server_assignor
+        self.classic = v.classic
 
     def assignment_value(self) -> CurrentAssignmentValue:
         return CurrentAssignmentValue(self.member_epoch, self.previous_member_epoch, int(self.state),

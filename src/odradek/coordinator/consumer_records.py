@@ -55,6 +55,9 @@ class MemberMetadataValue:
     subscribed_topic_regex: str | None
     rebalance_timeout_ms: int
     server_assignor: str | None
+    # tagged field 0, ClassicMemberMetadata: (session timeout, [(protocol, metadata)]) of a
+    # member that speaks the classic protocol inside a consumer group; None for the others
+    classic: tuple[int, list[tuple[str, bytes]]] | None = None
 
 
 @dataclass(slots=True)
@@ -150,7 +153,24 @@ def member_metadata_value(v: MemberMetadataValue) -> bytes:
     _cstr(buf, v.subscribed_topic_regex)
     buf.write(struct.pack(">i", v.rebalance_timeout_ms))
     _cstr(buf, v.server_assignor)
-    return _end(buf)
+    if v.classic is None:
+        return _end(buf)
+    body = io.BytesIO()
+    _uvarint(body, 1)  # a tagged nullable struct: present
+    session_ms, protocols = v.classic
+    body.write(struct.pack(">i", session_ms))
+    _uvarint(body, len(protocols) + 1)
+    for name, metadata in protocols:
+        _cstr(body, name)
+        _uvarint(body, len(metadata) + 1)
+        body.write(metadata)
+        _uvarint(body, 0)
+    _uvarint(body, 0)
+    _uvarint(buf, 1)  # one tagged field: tag 0, its size, the struct
+    _uvarint(buf, 0)
+    _uvarint(buf, len(body.getvalue()))
+    buf.write(body.getvalue())
+    return buf.getvalue()
 
 
 def target_member_value(partitions: Partitions) -> bytes:
@@ -259,7 +279,23 @@ def read_member_metadata(data: bytes) -> MemberMetadataValue:
     r.version()
     instance_id, rack_id, client_id, client_host = r.cstr(), r.cstr(), r.cstr() or "", r.cstr() or ""
     names = [r.cstr() or "" for _ in range(max(r.uvarint() - 1, 0))]
-    return MemberMetadataValue(instance_id, rack_id, client_id, client_host, names, r.cstr(), r.num(">i"), r.cstr())
+    value = MemberMetadataValue(instance_id, rack_id, client_id, client_host, names, r.cstr(), r.num(">i"), r.cstr())
+    for _ in range(r.uvarint()):
+        tag, size = r.uvarint(), r.uvarint()
+        if tag != 0:
+            r.take(size)
+            continue
+        if r.uvarint() <= 0:
+            continue
+        session_ms = r.num(">i")
+        protocols = []
+        for _ in range(max(r.uvarint() - 1, 0)):
+            name = r.cstr() or ""
+            protocols.append((name, r.take(max(r.uvarint() - 1, 0))))
+            r.tags()
+        r.tags()
+        value.classic = (session_ms, protocols)
+    return value
 
 
 def read_target_member(data: bytes) -> Partitions:

@@ -17,9 +17,9 @@ from typing import TYPE_CHECKING
 
 from kio.schema.errors import ErrorCode
 
-from odradek.coordinator.consumer_coordinator import ConsumerGroupMixin
 from odradek.coordinator.consumer_group import ConsumerGroup
 from odradek.coordinator.group import Group, GroupState, JoinResult, Member, SyncResult
+from odradek.coordinator.migration import MigrationMixin
 from odradek.coordinator.offsets import OffsetsMixin
 from odradek.coordinator.records import group_key, group_value
 from odradek.coordinator.store import OFFSETS_TOPIC, OffsetsStore
@@ -36,7 +36,7 @@ def now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
-class GroupCoordinator(OffsetsMixin, ConsumerGroupMixin):
+class GroupCoordinator(OffsetsMixin, MigrationMixin):
     """Every group whose __consumer_offsets partition this broker leads (classic groups
     here, KIP-848 consumer groups in consumer_coordinator.py)."""
 
@@ -101,8 +101,11 @@ class GroupCoordinator(OffsetsMixin, ConsumerGroupMixin):
             rebalance_timeout_ms = session_timeout_ms
         group = self.groups.get(group_id)
         if isinstance(group, ConsumerGroup):
-            if group.consumers:  # online migration of a non-empty consumer group is not served
-                return fail(E.inconsistent_group_protocol)
+            if group.consumers:  # a classic member of a consumer group (KIP-848 online migration)
+                fut.set_result(self.classic_join(group, member_id, instance_id, client_id, client_host,
+                                                 session_timeout_ms, rebalance_timeout_ms, protocol_type,
+                                                 protocols, require_known_member_id))
+                return fut
             # an empty consumer group becomes a classic one (Kafka's offline downgrade), offsets kept
             records = self.consumer_group_tombstones(group) if group.stored else []
             if records and self.store.write(group_id, records) != E.none:
@@ -321,6 +324,12 @@ class GroupCoordinator(OffsetsMixin, ConsumerGroupMixin):
             log.info("group %s is empty in generation %d", group.group_id, group.generation)
             self._store_group(group)
 
+    def on_downgraded(self, group: Group) -> None:
+        """A consumer group turned classic again: its members' sessions, and a rebalance."""
+        for member in group.members.values():
+            self._schedule_heartbeat(group, member)
+        self._prepare_rebalance(group, "the group was downgraded to the classic protocol")
+
     def _store_group(self, group: Group) -> ErrorCode:
         return self.store.write(group.group_id, [(group_key(group.group_id), group_value(group.to_value()))])
 
@@ -333,6 +342,9 @@ class GroupCoordinator(OffsetsMixin, ConsumerGroupMixin):
         fut: asyncio.Future[SyncResult] = self.loop.create_future()
         error = self.group_error(group_id)
         group = self.groups.get(group_id)
+        if error is None and isinstance(group, ConsumerGroup):
+            fut.set_result(self.classic_sync(group, generation, member_id))
+            return fut
         if error is None and group is None:
             error = E.unknown_member_id
         if error is None and group is not None:
@@ -383,6 +395,8 @@ class GroupCoordinator(OffsetsMixin, ConsumerGroupMixin):
         group = self.groups.get(group_id)
         if group is None:
             return E.unknown_member_id
+        if isinstance(group, ConsumerGroup):
+            return self.classic_heartbeat(group, generation, member_id)
         if group.is_in(GroupState.DEAD):
             return E.coordinator_not_available
         if group.is_in(GroupState.EMPTY):
@@ -438,6 +452,8 @@ class GroupCoordinator(OffsetsMixin, ConsumerGroupMixin):
         group = self.groups.get(group_id)
         if group is None:
             return E.none, [E.unknown_member_id] * len(members)
+        if isinstance(group, ConsumerGroup):
+            return E.none, self.classic_leave(group, members)
         if group.is_in(GroupState.DEAD):
             return E.coordinator_not_available, [E.coordinator_not_available] * len(members)
         results = []

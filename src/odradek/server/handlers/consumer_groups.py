@@ -19,7 +19,7 @@ from odradek.server.dispatcher import RequestContext
 from odradek.server.handlers.groups import NO_AUTHORIZED_OPERATIONS, coordinator
 from odradek.server.handlers.groups import _client_host as client_host
 
-CONSUMER_MEMBER_TYPE = 1  # ConsumerGroupDescribe v1's MemberType: 0 classic, 1 consumer
+CLASSIC_MEMBER_TYPE, CONSUMER_MEMBER_TYPE = 0, 1  # ConsumerGroupDescribe v1's MemberType
 
 
 def _partitions(topics: Any) -> Partitions | None:
@@ -100,7 +100,7 @@ async def consumer_group_describe(ctx: RequestContext, request: Any) -> Any:
                     "subscribed_topic_regex": m.subscribed_topic_regex,
                     "assignment": _assignment(names, m.assigned),
                     "target_assignment": _assignment(names, group.target.get(m.member_id, {})),
-                    "member_type": CONSUMER_MEMBER_TYPE,
+                    "member_type": CLASSIC_MEMBER_TYPE if m.classic is not None else CONSUMER_MEMBER_TYPE,
                 } for m in group.consumers.values()],
             )
             if request.include_authorized_operations:
