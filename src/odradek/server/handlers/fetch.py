@@ -59,6 +59,9 @@ REPLICA_STATE_VERSION = 15  # KIP-903
 LEADER_HINTS_VERSION = 16  # KIP-951
 # Below this a copy costs less than a duplicated descriptor and a drained socket buffer.
 SENDFILE_MIN_BYTES = 64 * 1024
+# Each slice holds a duplicated descriptor until sent: past this many in one response the records
+# are copied (a fetch of 2,000 partitions must not take 2,000 descriptors beside the open segments)
+MAX_SLICES = 128
 _INT32 = struct.Struct(">i")
 
 
@@ -144,6 +147,7 @@ def _read_all(ctx: RequestContext, request: Any, resolved: list[tuple[Any, str |
     client_rack = getattr(request, "rack_id", None) if not is_follower and select is not None else None
     budget = request.max_bytes
     total = 0
+    sliced = 0
     responses = []
     for topic, name, topic_id in resolved:
         partitions = []
@@ -192,14 +196,16 @@ def _read_all(ctx: RequestContext, request: Any, resolved: list[tuple[Any, str |
             if quota is not None and quota.exceeded():
                 limit = -1  # Kafka's shouldLeaderThrottle: nothing for this replica until the quota refills
             try:
-                data = _read(plog, p.fetch_offset, limit, max_offset, total == 0, slices) if (
-                    limit > 0 or (total == 0 and limit == 0)) else b""
+                data = _read(plog, p.fetch_offset, limit, max_offset, total == 0,
+                             slices and sliced < MAX_SLICES) if (limit > 0 or (total == 0 and limit == 0)) else b""
             except OffsetOutOfRangeError:
                 entry["error_code"] = ErrorCode.offset_out_of_range
                 partitions.append(entry)
                 continue
             entry["error_code"] = ErrorCode.none
             entry["records"] = data
+            if isinstance(data, FileSlice):
+                sliced += 1
             if quota is not None and data:
                 quota.record(len(data))
             if data:
