@@ -37,6 +37,10 @@ def main() -> int:
         campaign = Campaign(workdir, seed=args.seed, faults=args.faults, kinds=kinds,
                             log=lambda s: print(f"[{time.monotonic() - started:7.1f}] {s}", flush=True))
         report = campaign.run()
+        faults = [vars(f) for f in campaign.faults]
+        (Path(args.workdir) if args.workdir else Path.cwd()).joinpath(f"faults-seed{args.seed}.json").write_text(
+            json.dumps({"seed": args.seed, "faults": faults, "report": {k: getattr(report, k) for k in (
+                "acked", "unacked", "reads", *report.MUST_BE_ZERO)}}, indent=1))
     print()
     print(f"seed {args.seed}, {len(campaign.faults)} faults, {time.monotonic() - started:.0f} s")
     print(table(campaign.faults))

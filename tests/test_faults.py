@@ -128,6 +128,66 @@ def test_a_full_disk_answers_storage_error_for_its_partitions_and_recovers(fault
     assert read_partition(c, "disk", 0) == [b"before", b"after"]  # nothing that was refused
 
 
+def test_produce_and_consume_go_on_while_zookeeper_has_no_quorum(fault_cluster: FaultCluster) -> None:
+    """Two of the three ZooKeeper servers SIGKILLed for twice the session timeout: the existing
+    leaders keep acknowledging acks=all writes and serving reads (as Kafka's do), and nothing
+    acknowledged is lost when the quorum is back. The brokers used to stop leading the moment
+    their ZooKeeper connection dropped (the campaign's zookeeper-quorum-loss: no acks at all)."""
+    from confluent_kafka import Consumer, Producer, TopicPartition
+    from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
+
+    c = fault_cluster
+    admin = AdminClient({"bootstrap.servers": c.bootstrap})
+    admin.create_topics([NewTopic("quorum", 1, 3, config={"min.insync.replicas": "2"})],
+                        operation_timeout=30)["quorum"].result(60)
+    acked: list[bytes] = []
+    prod = Producer({"bootstrap.servers": c.bootstrap, "acks": "all", "enable.idempotence": True,
+                     "message.timeout.ms": 60000, "linger.ms": 0})
+
+    def send(value: bytes, within: float) -> float:
+        started = time.monotonic()
+        done: list[Any] = []
+        prod.produce("quorum", value, partition=0, on_delivery=lambda err, msg: done.append(err))
+        prod.flush(within)
+        assert done == [None], f"{value!r} not acknowledged within {within} s: {done}"
+        acked.append(value)
+        return time.monotonic() - started
+
+    deadline = time.monotonic() + 60
+    while True:  # the topic led, its ISR whole
+        md = admin.list_topics("quorum", timeout=10).topics["quorum"].partitions[0]
+        if md.leader >= 0 and len(md.isrs) == 3:
+            break
+        assert time.monotonic() < deadline, md
+        time.sleep(0.5)
+    send(b"before", 30)
+    killed = c.zks[:2]
+    for z in killed:
+        z.kill()
+    try:
+        time.sleep(1.0)
+        hold = 2 * c.env_session_timeout_s
+        started, n, slowest = time.monotonic(), 0, 0.0
+        while time.monotonic() - started < hold:
+            slowest = max(slowest, send(f"no-quorum-{n}".encode(), 5))
+            n += 1
+            time.sleep(0.3)
+        cons = Consumer({"bootstrap.servers": c.bootstrap, "group.id": "quorum-reader", "enable.auto.commit": False})
+        cons.assign([TopicPartition("quorum", 0, 0)])
+        got: list[bytes] = []
+        read_until = time.monotonic() + 10
+        while len(got) < len(acked) and time.monotonic() < read_until:
+            got.extend(m.value() for m in cons.consume(100, 0.5) if not m.error())  # type: ignore[misc]
+        cons.close()
+        assert got == acked, "reads while ZooKeeper has no quorum"
+    finally:
+        for z in killed:
+            z.start(wait=False)
+        c.wait_zk_quorum()
+    send(b"after", 60)
+    assert read_partition(c, "quorum", 0) == acked
+
+
 def test_a_seeded_run_of_faults_keeps_every_guarantee(tmp_path: Path) -> None:
     """A leader paused past its ZooKeeper session, a broker cut from ZooKeeper, a leader's disk
     filling up, ZooKeeper losing quorum: nothing acknowledged lost, no duplicates, no reordering,

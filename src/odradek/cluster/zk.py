@@ -263,6 +263,7 @@ class ZkMetadataStore:
         self.closing = False  # set at shutdown: calls fail at once while ZooKeeper is not connected
         self.seen = _Watched()
         self.controller_changes = 0  # a new /controller holder seen (Kafka's ControllerChange events)
+        self.state_changed_at = 0.0  # time.monotonic() of kazoo's last session state change
         self._lock = threading.Lock()
         self._watched_topics: set[str] = set()
         self._watched_states: set[tuple[str, int]] = set()
@@ -313,7 +314,8 @@ class ZkMetadataStore:
         _stop_client(self.zk, timeout)
 
     def _session_listener(self, state: str) -> None:
-        # Runs on kazoo's connection thread: only hand it over.
+        # Runs on kazoo's connection thread: only hand it over (with when, for cluster/zk_quorum.py).
+        self.state_changed_at = time.monotonic()
         self.post(self.on_session, str(state))
 
     @property

@@ -42,6 +42,7 @@ from odradek.cluster.topic_config import topic_config_value, validate_topic_conf
 from odradek.cluster.zk import BrokerInfo, LeaderAndIsr, ZkError, ZkMetadataStore
 from odradek.cluster.zk_acls import ZkAclStore
 from odradek.cluster.zk_credentials import ZkCredentialStore
+from odradek.cluster.zk_quorum import QuorumLease
 from odradek.config import BrokerConfig
 from odradek.protocol.build import timedelta_to_ms
 from odradek.security.client import inter_broker_security
@@ -72,6 +73,7 @@ class ClusterBroker(Broker):
         self.loop: asyncio.AbstractEventLoop | None = None
         self.zk_ok = False
         self.session_lost = False
+        self.quorum_lease: QuorumLease | None = None  # leading on while ZooKeeper has no quorum
         self.shutting_down = False
         self.registered = False
         self.closed = False
@@ -103,6 +105,7 @@ class ClusterBroker(Broker):
         store.on_topics = self._on_topics
         store.on_brokers = self._on_brokers
         store.on_session = self._on_session
+        self.quorum_lease = QuorumLease(store.hosts, store.session_timeout_s)
         previous = read_meta_properties(self.data_dir).get("cluster.id")
         store.start(self.config.cluster_id or previous)  # a fresh ZooKeeper adopts the logs' cluster id
         self.cluster_id = store.cluster_id
@@ -251,7 +254,12 @@ class ClusterBroker(Broker):
         if self.zk_ok:
             log.warning("ZooKeeper session %s: broker %d stops acting as leader", state.lower(), self.node_id)
         self.zk_ok = False
+        if self.quorum_lease is not None and state != "LOST":  # lead on while the ensemble has no quorum
+            self.quorum_lease.watch(lambda: not self.zk_ok and not self.session_lost and not self.closed,
+                                    lost_at=self.store.state_changed_at)
         if state == "LOST":
+            if self.quorum_lease is not None:
+                self.quorum_lease.end()
             self.session_lost = True
             for tp in list(self.replicas.leaders):
                 if self.replicas.resign(tp):
@@ -553,7 +561,7 @@ class ClusterBroker(Broker):
                       request: Any) -> AppendResult | ErrorCode:
         tp = (plog.topic, plog.partition)
         ls = self.replicas.leaders.get(tp)
-        if ls is None or not self.zk_ok or self.shutting_down:
+        if ls is None or not self._may_lead() or self.shutting_down:
             return ErrorCode.not_leader_or_follower
         min_isr = self._min_isr(plog.topic)
         if acks == -1 and len(ls.state.isr) < min_isr:
@@ -606,8 +614,12 @@ class ClusterBroker(Broker):
         return PartitionState(error, state.leader if error == ErrorCode.none else -1, state.leader_epoch,
                               list(state.isr), offline)
 
+    def _may_lead(self) -> bool:
+        """Connected to ZooKeeper, or cut from an ensemble seen without a quorum (cluster/zk_quorum.py)."""
+        return self.zk_ok or (self.quorum_lease is not None and self.quorum_lease.valid())
+
     def check_leader(self, topic: str, partition: int) -> ErrorCode | None:
-        if (topic, partition) in self.replicas.leaders and self.zk_ok and not self.shutting_down:
+        if (topic, partition) in self.replicas.leaders and self._may_lead() and not self.shutting_down:
             return None
         return ErrorCode.not_leader_or_follower
 
@@ -615,7 +627,7 @@ class ClusterBroker(Broker):
         """The leader serves every fetch; a follower serves consumers that send client metadata
         (Fetch v11+, KIP-392), up to its own high watermark."""
         tp = (topic, partition)
-        if self.zk_ok and (tp in self.replicas.leaders or not leader_only and tp in self.replicas.following):
+        if self._may_lead() and (tp in self.replicas.leaders or not leader_only and tp in self.replicas.following):
             return None
         return ErrorCode.not_leader_or_follower
 

@@ -27,6 +27,7 @@ class Fault:
     started: float
     healed: float
     recovered: float | None = None  # seconds from heal to the first ack of a record sent after it
+    acked_during: int = 0  # records acknowledged while the fault held
     notes: str = ""
 
 
@@ -196,6 +197,7 @@ def check(workdir: Path, bootstrap: str, topic: str, topic_out: str, partitions:
     for fault in faults:
         after = [at for sent, at in sends if sent >= fault.healed]
         fault.recovered = (min(after) - fault.healed) if after else None
+        fault.acked_during = sum(1 for _, at in sends if fault.started <= at < fault.healed)
     return r
 
 
@@ -204,10 +206,13 @@ def table(faults: list[Fault]) -> str:
     kinds: dict[str, list[Fault]] = defaultdict(list)
     for f in faults:
         kinds[f.kind].append(f)
-    lines = ["| fault | runs | recovered | recovery p50 | recovery max |", "|---|---:|---:|---:|---:|"]
+    lines = ["| fault | runs | acks while it held (min per run) | recovery p50 | recovery max |",
+             "|---|---:|---:|---:|---:|"]
     for kind, fs in sorted(kinds.items()):
         rec = sorted(f.recovered for f in fs if f.recovered is not None)
         p50 = f"{rec[len(rec) // 2]:.1f} s" if rec else "-"
         mx = f"{rec[-1]:.1f} s" if rec else "-"
-        lines.append(f"| {kind} | {len(fs)} | {len(rec)} | {p50} | {mx} |")
+        during = min(f.acked_during for f in fs)
+        missing = f" ({len(fs) - len(rec)} never recovered)" if len(rec) < len(fs) else ""
+        lines.append(f"| {kind} | {len(fs)} | {during} | {p50}{missing} | {mx} |")
     return "\n".join(lines)

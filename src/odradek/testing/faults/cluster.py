@@ -168,6 +168,10 @@ class FaultCluster:
         self.close()
 
     @property
+    def env_session_timeout_s(self) -> float:
+        return int(self.env["ODRADEK_ZOOKEEPER_SESSION_TIMEOUT_MS"]) / 1000
+
+    @property
     def bootstrap(self) -> str:
         return ",".join(f"{b.ip}:{BROKER_PORT}" for b in self.brokers)
 
