@@ -1160,6 +1160,57 @@ def delete_share_group_offsets(t: Table, v: int) -> None:
     assert t.call(92, v, group_id=t.name("share-none"), topics=[{"topic_name": topic}]).error_code == E.group_id_not_found
 
 
+def share_state_write(t: Table, v: int, group: str, topic_id: uuid.UUID, p: int, state_epoch: int,
+                      start: int) -> Any:
+    partition = {"partition": p, "state_epoch": state_epoch, "leader_epoch": 0, "start_offset": start,
+                 "state_batches": [{"first_offset": start, "last_offset": start + 1, "delivery_state": 0,
+                                    "delivery_count": 1}]}
+    if v >= 1:
+        partition["delivery_complete_count"] = 0
+    body = t.call(85, v, group_id=group, topics=[{"topic_id": topic_id, "partitions": [partition]}])
+    return body.results[0].partitions[0].error_code
+
+
+def share_state_read(t: Table, group: str, topic_id: uuid.UUID, p: int) -> Any:
+    body = t.call(84, 0, group_id=group, topics=[{"topic_id": topic_id, "partitions": [
+        {"partition": p, "leader_epoch": 0}]}])
+    return body.results[0].partitions[0]
+
+
+@case(84)
+def read_share_group_state(t: Table, v: int) -> None:
+    _, topic_id, p = t.partition()
+    group = t.name(f"share-read-v{v}")
+    none = share_state_read(t, group, topic_id, p)
+    assert (none.error_code, none.start_offset, list(none.state_batches)) == (E.none, -1, [])  # no state yet
+    assert share_state_write(t, 1, group, topic_id, p, 1, 7) == E.none
+    got = t.call(84, v, group_id=group, topics=[{"topic_id": topic_id, "partitions": [
+        {"partition": p, "leader_epoch": 0}]}]).results[0].partitions[0]
+    assert (got.error_code, got.state_epoch, got.start_offset) == (E.none, 1, 7)
+    assert [(b.first_offset, b.last_offset, b.delivery_state, b.delivery_count) for b in got.state_batches] == [
+        (7, 8, 0, 1)]
+
+
+@case(85)
+def write_share_group_state(t: Table, v: int) -> None:
+    _, topic_id, p = t.partition()
+    group = t.name(f"share-write-v{v}")
+    assert share_state_write(t, v, group, topic_id, p, 2, 5) == E.none
+    assert share_state_read(t, group, topic_id, p).start_offset == 5
+    assert share_state_write(t, v, group, topic_id, p, 1, 9) == E.fenced_state_epoch  # an older state epoch
+    assert share_state_read(t, group, topic_id, p).start_offset == 5
+
+
+@case(86)
+def delete_share_group_state(t: Table, v: int) -> None:
+    _, topic_id, p = t.partition()
+    group = t.name(f"share-delete-state-v{v}")
+    assert share_state_write(t, 1, group, topic_id, p, 1, 3) == E.none
+    body = t.call(86, v, group_id=group, topics=[{"topic_id": topic_id, "partitions": [{"partition": p}]}])
+    assert body.results[0].partitions[0].error_code == E.none
+    assert share_state_read(t, group, topic_id, p).start_offset == -1
+
+
 @case(17)
 def sasl_handshake(t: Table, v: int) -> None:
     # on a listener without SASL: Kafka's KafkaApis answers ILLEGAL_SASL_STATE

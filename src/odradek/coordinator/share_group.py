@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 from kio.schema.errors import ErrorCode
 
 from odradek.coordinator.share_partition import SharePartition
+from odradek.coordinator.share_persister import SharePersister
 from odradek.coordinator.share_state import GroupConfigs, ShareStateStore, Snapshot
 
 if TYPE_CHECKING:
@@ -103,31 +104,28 @@ class ShareCoordinator:
     def __init__(self, broker: Broker) -> None:
         self.broker = broker
         self.config = broker.config
-        self.store = ShareStateStore(broker)
+        self.persister = SharePersister(broker)
         self.group_configs = GroupConfigs(broker.config.data_dir)
         self.groups: dict[str, ShareGroup] = {}
         self.partitions: dict[tuple[str, str, int], SharePartition] = {}
-        self.snapshots: dict[tuple[str, uuid.UUID, int], Snapshot] = {}
         self.sessions: dict[tuple[str, str], ShareSession] = {}
         self._sweeper: asyncio.Task[None] | None = None
-        self._loaded = False
+
+    @property
+    def store(self) -> ShareStateStore:
+        """__share_group_state (FindCoordinator's share key type names its partitions)."""
+        return self.persister.store
 
     def start(self) -> list[asyncio.Task[None]]:
         self._sweeper = asyncio.get_running_loop().create_task(self._sweep())
         return [self._sweeper]
 
     async def stop(self) -> None:
-        self.flush()
+        await self.flush()
         if self._sweeper is not None:
             self._sweeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._sweeper
-
-    def _load(self) -> None:
-        """Replay __share_group_state once, on first use (the log manager is open by then)."""
-        if not self._loaded:
-            self._loaded = True
-            self.snapshots = self.store.load()
 
     # -- membership (ShareGroupHeartbeat) -------------------------------------------
 
@@ -210,16 +208,22 @@ class ShareCoordinator:
 
     # -- share partitions ----------------------------------------------------------
 
-    def share_partition(self, group_id: str, topic: str, topic_id: uuid.UUID, partition: int,
-                        log_start: int, high_watermark: int) -> SharePartition:
-        """The group's state of the partition, from __share_group_state or new: a new one starts at
-        share.auto.offset.reset (latest: the high watermark; earliest: the log start)."""
+    async def share_partition(self, group_id: str, topic: str, topic_id: uuid.UUID, partition: int,
+                              log_start: int, high_watermark: int) -> SharePartition | ErrorCode:
+        """The group's state of the partition led here, read from its share coordinator on first
+        use and after a leader change; a new one starts at share.auto.offset.reset (latest: the
+        high watermark; earliest: the log start)."""
         key = (group_id, topic, partition)
+        leader_epoch = self.broker.leader_epoch(topic, partition)
         sp = self.partitions.get(key)
-        if sp is not None and sp.topic_id == topic_id:
+        if sp is not None and sp.topic_id == topic_id and sp.leader_epoch == leader_epoch:
             return sp
-        self._load()
-        snap = self.snapshots.get((group_id, topic_id, partition))
+        error, snap = await self.persister.read((group_id, topic_id, partition))
+        if error:
+            return error
+        sp = self.partitions.get(key)  # another request may have read it meanwhile
+        if sp is not None and sp.topic_id == topic_id and sp.leader_epoch == leader_epoch:
+            return sp
         if snap is not None:
             state_epoch, start, batches = snap
             sp = SharePartition.from_snapshot(group_id, topic, topic_id, partition, max(start, log_start),
@@ -228,6 +232,7 @@ class ShareCoordinator:
             earliest = self.group_configs.get(group_id, "share.auto.offset.reset") == "earliest"
             sp = SharePartition(group_id, topic, topic_id, partition, log_start if earliest else high_watermark)
             sp.dirty = True
+        sp.leader_epoch = leader_epoch
         self.partitions[key] = sp
         return sp
 
@@ -244,57 +249,78 @@ class ShareCoordinator:
                                      self.config.group_share_delivery_count_limit)
 
     def release_member(self, group_id: str, member_id: str) -> None:
+        """The member's records go back; the sweeper writes the state."""
         for (g, topic, partition), sp in self.partitions.items():
             if g == group_id and sp.release_member(member_id, self.delivery_limit(g)):
                 self.broker.purgatory.notify((topic, partition))
-        self.flush()
 
-    def save(self, sp: SharePartition) -> bool:
-        """Write the partition's snapshot when it changed; False when the write failed."""
-        if not sp.dirty:
-            return True
-        snap: Snapshot = (sp.state_epoch, sp.start_offset, sp.state_batches())
-        ok = self.store.save(sp.group_id, sp.topic_id, sp.partition, snap)
-        if ok:
+    async def save(self, sp: SharePartition) -> bool:
+        """Write the partition's snapshot when it changed; False when the write failed. Writes of
+        one partition go one at a time, each with the state as it is when its turn comes."""
+        async with sp.write_lock:
+            if not sp.dirty:
+                return True
+            snap: Snapshot = (sp.state_epoch, sp.start_offset, sp.state_batches())
             sp.dirty = False
-            self.snapshots[(sp.group_id, sp.topic_id, sp.partition)] = snap
-        return ok
+            error = await self.persister.write((sp.group_id, sp.topic_id, sp.partition), snap, sp.leader_epoch)
+            if error == E.fenced_state_epoch:  # altered or deleted meanwhile: read it again at next use
+                log.info("share state of %s %s-%d was changed elsewhere", sp.group_id, sp.topic, sp.partition)
+                self.partitions.pop((sp.group_id, sp.topic, sp.partition), None)
+            if error:
+                sp.dirty = True
+                return False
+            return True
 
-    def flush(self) -> None:
-        for sp in self.partitions.values():
-            self.save(sp)
+    async def flush(self) -> None:
+        for sp in list(self.partitions.values()):
+            await self.save(sp)
 
-    def delete_state(self, group_id: str, topic: str, topic_id: uuid.UUID, partitions: int) -> None:
+    async def delete_state(self, group_id: str, topic: str, topic_id: uuid.UUID, partitions: int) -> ErrorCode:
         """DeleteShareGroupOffsets: the state is gone; the next fetch starts at share.auto.offset.reset."""
-        self._load()
+        error = E.none
         for p in range(partitions):
             self.partitions.pop((group_id, topic, p), None)
-            if self.snapshots.pop((group_id, topic_id, p), None) is not None:
-                self.store.save(group_id, topic_id, p, None)
+            error = await self.persister.delete((group_id, topic_id, p)) or error
+        return error
 
-    def group_state(self, group_id: str) -> dict[tuple[str, uuid.UUID, int], tuple[int, int]]:
-        """(topic, topic id, partition) -> (SPSO, records done past it) for DescribeShareGroupOffsets."""
-        self._load()
-        names = {t.topic_id: n for n, t in self.broker.topics().items()}
+    async def group_state(self, group_id: str, wanted: dict[str, list[int]] | None
+                          ) -> dict[tuple[str, uuid.UUID, int], tuple[int, int]]:
+        """(topic, topic id, partition) -> (SPSO, records done past it) for DescribeShareGroupOffsets;
+        all topics: those the members subscribe to and those with state here."""
+        known = self.broker.topics()
+        names = {t.topic_id: n for n, t in known.items()}
+        if wanted is None:
+            topics = set(self.groups[group_id].subscribed_topics()) if group_id in self.groups else set()
+            topics |= {names[k[1]] for k in self.persister.local_keys(group_id) if k[1] in names}
+            topics |= {t for (g, t, _) in self.partitions if g == group_id}
+            wanted = {t: list(range(known[t].partitions)) for t in topics if t in known}
         out: dict[tuple[str, uuid.UUID, int], tuple[int, int]] = {}
-        for (g, topic_id, p), (_, start, batches) in self.snapshots.items():
-            if g == group_id and topic_id in names:
-                done = sum(b.last_offset - b.first_offset + 1 for b in batches if b.delivery_state in (2, 4))
-                out[(names[topic_id], topic_id, p)] = (start, done)
-        for (g, topic, p), sp in self.partitions.items():
-            if g == group_id:
-                out[(topic, sp.topic_id, p)] = (sp.start_offset, sp.completed_in_flight())
+        for topic, partitions in wanted.items():
+            if topic not in known:
+                continue
+            topic_id = known[topic].topic_id
+            for p in partitions:
+                sp = self.partitions.get((group_id, topic, p))
+                if sp is not None:
+                    out[(topic, topic_id, p)] = (sp.start_offset, sp.completed_in_flight())
+                    continue
+                error, snap = await self.persister.read((group_id, topic_id, p))
+                if not error and snap is not None:
+                    done = sum(b.last_offset - b.first_offset + 1 for b in snap[2] if b.delivery_state in (2, 4))
+                    out[(topic, topic_id, p)] = (snap[1], done)
         return out
 
     def list_groups(self) -> list[tuple[str, str]]:
-        """(group id, state) of every share group with members or stored state (ListGroups)."""
-        self._load()
-        ids = set(self.groups) | {g for g, _, _ in self.snapshots}
+        """(group id, state) of every share group with members or state kept here (ListGroups)."""
+        ids = set(self.groups)
+        if self.persister.store.exists():
+            ids |= {k[0] for k in self.persister.snapshots}
+            ids |= {g for g, _, _ in self.partitions}
         return [(g, self.groups[g].state if g in self.groups else "Empty") for g in sorted(ids)]
 
     def known_group(self, group_id: str) -> bool:
-        self._load()
-        return group_id in self.groups or any(g == group_id for g, _, _ in self.snapshots)
+        return group_id in self.groups or bool(self.persister.local_keys(group_id)) or any(
+            g == group_id for g, _, _ in self.partitions)
 
     async def _sweep(self) -> None:
         """Acquisition locks time out here; a released record wakes the share fetches waiting."""
@@ -306,6 +332,6 @@ class ShareCoordinator:
                     if sp.inflight and sp.expire_locks(now, self.delivery_limit(g)):
                         self.broker.purgatory.notify((topic, partition))
                     if sp.dirty:  # new records acquired, locks expired: one write per sweep
-                        self.save(sp)
+                        await self.save(sp)
             except (OSError, ValueError) as exc:  # a disk or config error must not end the sweeper
                 log.warning("share lock sweep failed: %s", exc)

@@ -14,6 +14,7 @@ snapshot (share_state.py) is what goes to __share_group_state.
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -59,6 +60,8 @@ class SharePartition:
     state_epoch: int = 0
     inflight: dict[int, InFlight] = field(default_factory=dict)
     dirty: bool = False
+    leader_epoch: int = 0
+    write_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     def __post_init__(self) -> None:
         self.end_offset = max(self.end_offset, self.start_offset)

@@ -164,10 +164,12 @@ class ShareStateStore(InternalTopicStore):
             log.warning("share state of %s %s-%d not written: %s", group_id, topic_id, partition, error.name)
         return not error
 
-    def load(self) -> dict[tuple[str, uuid.UUID, int], Snapshot]:
+    def load(self, partitions: list[int] | None = None) -> dict[tuple[str, uuid.UUID, int], Snapshot]:
         """The latest snapshot per share partition, tombstones deleting."""
         out: dict[tuple[str, uuid.UUID, int], Snapshot] = {}
-        for key, value in self.replay():
+        for _partition, pid, _control, key, value in self.replay_events(partitions):
+            if pid >= 0:
+                continue
             parsed = parse_key(key)
             if parsed is None:
                 continue

@@ -29,6 +29,7 @@ from odradek.server.handlers import (
     sasl,
     scram_users,
     share_groups,
+    share_state,
     topics,
     transactions,
 )
@@ -89,4 +90,7 @@ ROUTES: dict[int, Route] = {
     90: Route(share_groups.describe_share_group_offsets, 0, 1),
     91: Route(share_groups.alter_share_group_offsets, 0, 0),
     92: Route(share_groups.delete_share_group_offsets, 0, 0),
+    84: Route(share_state.read_share_group_state, 0, 0),  # the share coordinator's inter-broker RPCs
+    85: Route(share_state.write_share_group_state, 0, 1),
+    86: Route(share_state.delete_share_group_state, 0, 0),
 }

@@ -179,14 +179,14 @@ def _partition_error(ctx: RequestContext, name: str | None, partition: int) -> E
     return ctx.broker.check_fetch(name, partition, False)
 
 
-def _share_partition(ctx: RequestContext, coord: ShareCoordinator, group_id: str, name: str,
-                     topic_id: uuid.UUID, partition: int) -> SharePartition:
+async def _share_partition(ctx: RequestContext, coord: ShareCoordinator, group_id: str, name: str,
+                           topic_id: uuid.UUID, partition: int) -> SharePartition | ErrorCode:
     plog = ctx.broker.partition_log(name, partition)
     assert plog is not None
-    return coord.share_partition(group_id, name, topic_id, partition, plog.log_start_offset, plog.high_watermark)
+    return await coord.share_partition(group_id, name, topic_id, partition, plog.log_start_offset, plog.high_watermark)
 
 
-def _acknowledge(ctx: RequestContext, coord: ShareCoordinator, group_id: str, member_id: str,
+async def _acknowledge(ctx: RequestContext, coord: ShareCoordinator, group_id: str, member_id: str,
                  topics: Any) -> dict[tuple[uuid.UUID, int], ErrorCode]:
     """Every acknowledgement batch of the request; the error per partition (INVALID_RECORD_STATE
     for records this member does not hold). Written to __share_group_state before the answer."""
@@ -204,7 +204,10 @@ def _acknowledge(ctx: RequestContext, coord: ShareCoordinator, group_id: str, me
                 results[key] = error
                 continue
             assert name is not None
-            sp = _share_partition(ctx, coord, group_id, name, key[0], p.partition_index)
+            sp = await _share_partition(ctx, coord, group_id, name, key[0], p.partition_index)
+            if isinstance(sp, ErrorCode):  # the share coordinator cannot be reached
+                results[key] = sp
+                continue
             code = E.none
             released = False
             for batch in p.acknowledgement_batches:
@@ -213,7 +216,7 @@ def _acknowledge(ctx: RequestContext, coord: ShareCoordinator, group_id: str, me
                                                list(batch.acknowledge_types), lock_s, limit, now)
                 except InvalidRecordState:
                     code = E.invalid_record_state
-            if not coord.save(sp):
+            if not await coord.save(sp):
                 code = E.coordinator_not_available
             if released:
                 ctx.broker.purgatory.notify((name, p.partition_index))
@@ -221,14 +224,16 @@ def _acknowledge(ctx: RequestContext, coord: ShareCoordinator, group_id: str, me
     return results
 
 
-def _acquire(ctx: RequestContext, coord: ShareCoordinator, group_id: str, member_id: str, name: str,
+async def _acquire(ctx: RequestContext, coord: ShareCoordinator, group_id: str, member_id: str, name: str,
              topic_id: uuid.UUID, partition: int, max_records: int, budget: int) -> tuple[bytes, list[dict[str, int]]]:
     """Read the partition from the share partition's fetch offset and acquire what is
     deliverable; the bytes sent are cut after the last batch holding an acquired record."""
     broker = ctx.broker
     plog = broker.partition_log(name, partition)
     assert plog is not None
-    sp = _share_partition(ctx, coord, group_id, name, topic_id, partition)
+    sp = await _share_partition(ctx, coord, group_id, name, topic_id, partition)
+    if isinstance(sp, ErrorCode):
+        return b"", []
     if sp.start_offset < plog.log_start_offset:  # retention or DeleteRecords moved the log start past it
         sp.reset(plog.log_start_offset)
     committed = coord.group_configs.get(group_id, "share.isolation.level") == READ_COMMITTED
@@ -274,7 +279,7 @@ async def share_fetch(ctx: RequestContext, request: Any) -> Any:
     for forgotten in request.forgotten_topics_data:
         for index in forgotten.partitions:
             session.partitions.pop((forgotten.topic_id or ZERO_UUID, index), None)
-    acks = _acknowledge(ctx, coord, group_id, member_id, request.topics)
+    acks = await _acknowledge(ctx, coord, group_id, member_id, request.topics)
     entries: dict[tuple[uuid.UUID, int], dict[str, Any]] = {}
     endpoints: dict[int, dict[str, Any]] = {}
 
@@ -294,7 +299,7 @@ async def share_fetch(ctx: RequestContext, request: Any) -> Any:
         deadline = time.monotonic() + timedelta_to_ms(request.max_wait) / 1000
         watched: list[tuple[str, int]] = []
         while True:
-            got = _fetch_round(ctx, coord, group_id, member_id, session, request, entry, endpoints, watched)
+            got = await _fetch_round(ctx, coord, group_id, member_id, session, request, entry, endpoints, watched)
             remaining = deadline - time.monotonic()
             if got or remaining <= 0 or not watched:
                 break
@@ -310,7 +315,7 @@ async def share_fetch(ctx: RequestContext, request: Any) -> Any:
                        node_endpoints=list(endpoints.values()))
 
 
-def _fetch_round(ctx: RequestContext, coord: ShareCoordinator, group_id: str, member_id: str,
+async def _fetch_round(ctx: RequestContext, coord: ShareCoordinator, group_id: str, member_id: str,
                  session: ShareSession, request: Any, entry: Any, endpoints: dict[int, dict[str, Any]],
                  watched: list[tuple[str, int]]) -> bool:
     """One pass over the session's partitions; True when records were acquired (or an error must be told)."""
@@ -332,7 +337,7 @@ def _fetch_round(ctx: RequestContext, coord: ShareCoordinator, group_id: str, me
         watched.append((name, index))
         if left <= 0 or budget <= 0:
             continue
-        data, runs = _acquire(ctx, coord, group_id, member_id, name, topic_id, index, left, budget)
+        data, runs = await _acquire(ctx, coord, group_id, member_id, name, topic_id, index, left, budget)
         if runs:
             e = entry((topic_id, index))
             e["records"] = data
@@ -359,7 +364,7 @@ async def share_acknowledge(ctx: RequestContext, request: Any) -> Any:
     _, error = _session(coord, group_id, member_id, request.share_session_epoch, False)
     if error is not None:
         return fail(error)
-    acks = _acknowledge(ctx, coord, group_id, member_id, request.topics)
+    acks = await _acknowledge(ctx, coord, group_id, member_id, request.topics)
     if request.share_session_epoch == FINAL_EPOCH:
         coord.release_member(group_id, member_id)
     responses: dict[uuid.UUID, list[dict[str, Any]]] = {}
@@ -388,7 +393,8 @@ async def describe_share_group_offsets(ctx: RequestContext, request: Any) -> Any
         elif not coord.known_group(g.group_id):
             out.update(error_code=E.group_id_not_found, error_message=f"Group {g.group_id} not found.")
         else:
-            state = coord.group_state(g.group_id)
+            asked = {t.topic_name: list(t.partitions) for t in g.topics} if g.topics is not None else None
+            state = await coord.group_state(g.group_id, asked)
             wanted = [(t.topic_name, list(t.partitions)) for t in g.topics] if g.topics is not None else \
                 [(n, sorted(p for (tn, _, p) in state if tn == n)) for n in sorted({k[0] for k in state})]
             for name, partitions in wanted:
@@ -440,18 +446,28 @@ async def alter_share_group_offsets(ctx: RequestContext, request: Any) -> Any:
                 row["error_code"] = E.unknown_topic_or_partition
             elif not ctx.authorized(AclOperation.READ, ResourceType.TOPIC, t.topic_name):
                 row["error_code"] = E.topic_authorization_failed
-            elif (plog := ctx.broker.partition_log(t.topic_name, p.partition_index)) is None:
-                row["error_code"] = E.not_leader_or_follower
             else:
-                sp = coord.share_partition(request.group_id, t.topic_name, meta.topic_id, p.partition_index,
-                                           plog.log_start_offset, plog.high_watermark)
-                sp.reset(min(max(p.start_offset, plog.log_start_offset), plog.high_watermark))
-                if not coord.save(sp):
-                    row["error_code"] = E.coordinator_not_available
+                row["error_code"] = await _alter_start_offset(ctx, coord, request.group_id, t.topic_name,
+                                                              meta.topic_id, p.partition_index, p.start_offset)
             rows.append(row)
         responses.append({"topic_name": t.topic_name, "topic_id": meta.topic_id if meta else ZERO_UUID,
                           "partitions": rows})
     return ctx.respond(error_code=E.none, error_message=None, responses=responses)
+
+
+async def _alter_start_offset(ctx: RequestContext, coord: ShareCoordinator, group_id: str, topic: str,
+                              topic_id: uuid.UUID, partition: int, start_offset: int) -> ErrorCode:
+    """A new SPSO with nothing in flight, under a new state epoch: the partition's leader, here or
+    not, finds its next write fenced (FENCED_STATE_EPOCH) and reads the state again."""
+    key = (group_id, topic_id, partition)
+    error, snap = await coord.persister.read(key)
+    if error:
+        return error
+    coord.partitions.pop((group_id, topic, partition), None)
+    plog = ctx.broker.partition_log(topic, partition)
+    if plog is not None:  # led here: the offset is kept within the log
+        start_offset = min(max(start_offset, plog.log_start_offset), plog.high_watermark)
+    return await coord.persister.write(key, ((snap[0] if snap else 0) + 1, start_offset, []), -1)
 
 
 async def delete_share_group_offsets(ctx: RequestContext, request: Any) -> Any:
@@ -470,7 +486,8 @@ async def delete_share_group_offsets(ctx: RequestContext, request: Any) -> Any:
         if meta is None:
             row["error_code"] = E.unknown_topic_or_partition
         else:
-            coord.delete_state(request.group_id, t.topic_name, meta.topic_id, meta.partitions)
+            row["error_code"] = await coord.delete_state(request.group_id, t.topic_name, meta.topic_id,
+                                                         meta.partitions)
         responses.append(row)
     return ctx.respond(error_code=E.none, error_message=None, responses=responses)
 

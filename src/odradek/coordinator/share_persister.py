@@ -1,0 +1,157 @@
+"""SharePersister (Kafka's DefaultStatePersister): where a share partition's state is read and written.
+
+The state of (group, topic id, partition) lives in the __share_group_state partition its
+key hashes to; the leader of that partition is its share coordinator. A share partition
+led here whose state partition is led here too reads and writes it directly; otherwise
+it asks the share coordinator with ReadShareGroupState, WriteShareGroupState and
+DeleteShareGroupState (KIP-932's inter-broker RPCs), as Kafka's brokers do. The share
+coordinator keeps the latest snapshot per key in memory, rebuilt from its replica of the
+partition whenever it becomes the partition's leader (a failover), so a new leader
+serves what the old one wrote.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from typing import TYPE_CHECKING, Any
+
+from kio.schema.errors import ErrorCode
+
+from odradek.coordinator.share_partition import StateBatch
+from odradek.coordinator.share_state import ShareStateStore, Snapshot
+
+if TYPE_CHECKING:
+    from odradek.server.broker import Broker
+
+log = logging.getLogger("odradek.coordinator")
+E = ErrorCode
+READ_STATE, WRITE_STATE, DELETE_STATE = 84, 85, 86
+RPC_TIMEOUT_S = 15.0
+
+Key = tuple[str, uuid.UUID, int]
+
+
+class SharePersister:
+    def __init__(self, broker: Broker) -> None:
+        self.broker = broker
+        self.store = ShareStateStore(broker)
+        self.snapshots: dict[Key, Snapshot] = {}
+        self._loaded: dict[int, int] = {}  # state partition -> the leader epoch its snapshots were read at
+
+    def state_partition(self, key: Key) -> int:
+        return self.store.partition_for(self.store.share_key(*key))
+
+    def _leader(self, key: Key) -> tuple[int, int]:
+        """(the share coordinator's broker id, the state partition) of `key`; -1 when there is none."""
+        if not self.store.ensure_topic():
+            return -1, -1
+        p = self.state_partition(key)
+        return self.broker.leader_of(self.store.topic, p), p
+
+    # -- the share coordinator's side (this broker leads the state partition) -----------------
+
+    def _ensure_loaded(self, p: int) -> None:
+        """Snapshots of state partition `p` as its log holds them, re-read after a leader change."""
+        epoch = self.broker.leader_epoch(self.store.topic, p)
+        if self._loaded.get(p) == epoch:
+            return
+        for key in [k for k in self.snapshots if self.state_partition(k) == p]:
+            del self.snapshots[key]
+        self.snapshots.update(self.store.load([p]))
+        self._loaded[p] = epoch
+
+    def read_local(self, key: Key) -> tuple[ErrorCode, Snapshot | None]:
+        leader, p = self._leader(key)
+        if leader != self.broker.node_id:
+            return E.not_coordinator, None
+        self._ensure_loaded(p)
+        return E.none, self.snapshots.get(key)
+
+    def write_local(self, key: Key, snapshot: Snapshot | None) -> ErrorCode:
+        """A snapshot (None: a tombstone); a write from an older state epoch is FENCED_STATE_EPOCH
+        (the state was altered or deleted since its writer read it)."""
+        leader, p = self._leader(key)
+        if leader != self.broker.node_id:
+            return E.not_coordinator
+        self._ensure_loaded(p)
+        current = self.snapshots.get(key)
+        if snapshot is not None and current is not None and snapshot[0] < current[0]:
+            return E.fenced_state_epoch
+        if not self.store.save(*key, snapshot):
+            return E.coordinator_not_available
+        if snapshot is None:
+            self.snapshots.pop(key, None)
+        else:
+            self.snapshots[key] = snapshot
+        return E.none
+
+    def local_keys(self, group_id: str) -> list[Key]:
+        """The group's keys in state partitions this broker leads."""
+        if not self.store.exists():
+            return []
+        for p in range(self.store.num_partitions):
+            if self.broker.leader_of(self.store.topic, p) == self.broker.node_id:
+                self._ensure_loaded(p)
+        return [k for k in self.snapshots if k[0] == group_id and
+                self.broker.leader_of(self.store.topic, self.state_partition(k)) == self.broker.node_id]
+
+    # -- the share partition leader's side --------------------------------------------------------
+
+    async def read(self, key: Key) -> tuple[ErrorCode, Snapshot | None]:
+        leader, _ = self._leader(key)
+        if leader == self.broker.node_id:
+            return self.read_local(key)
+        if leader < 0:
+            return E.coordinator_not_available, None
+        group, topic_id, partition = key
+        body = {"group_id": group, "topics": [{"topic_id": topic_id, "partitions": [
+            {"partition": partition, "leader_epoch": -1}]}]}
+        resp = await self._call(leader, READ_STATE, 0, body)
+        if resp is None:
+            return E.coordinator_not_available, None
+        r = resp.results[0].partitions[0]
+        if r.error_code:
+            return r.error_code, None
+        if r.start_offset < 0:
+            return E.none, None
+        batches = [StateBatch(b.first_offset, b.last_offset, b.delivery_state, b.delivery_count)
+                   for b in r.state_batches]
+        return E.none, (r.state_epoch, r.start_offset, batches)
+
+    async def write(self, key: Key, snapshot: Snapshot, leader_epoch: int) -> ErrorCode:
+        leader, _ = self._leader(key)
+        if leader == self.broker.node_id:
+            return self.write_local(key, snapshot)
+        if leader < 0:
+            return E.coordinator_not_available
+        group, topic_id, partition = key
+        state_epoch, start, batches = snapshot
+        body = {"group_id": group, "topics": [{"topic_id": topic_id, "partitions": [{
+            "partition": partition, "state_epoch": state_epoch, "leader_epoch": leader_epoch,
+            "start_offset": start, "delivery_complete_count": -1, "state_batches": [
+                {"first_offset": b.first_offset, "last_offset": b.last_offset,
+                 "delivery_state": b.delivery_state, "delivery_count": b.delivery_count} for b in batches]}]}]}
+        resp = await self._call(leader, WRITE_STATE, 1, body)
+        return E.coordinator_not_available if resp is None else resp.results[0].partitions[0].error_code
+
+    async def delete(self, key: Key) -> ErrorCode:
+        leader, _ = self._leader(key)
+        if leader == self.broker.node_id:
+            return self.write_local(key, None)
+        if leader < 0:
+            return E.coordinator_not_available
+        group, topic_id, partition = key
+        body = {"group_id": group, "topics": [{"topic_id": topic_id, "partitions": [{"partition": partition}]}]}
+        resp = await self._call(leader, DELETE_STATE, 0, body)
+        return E.coordinator_not_available if resp is None else resp.results[0].partitions[0].error_code
+
+    async def _call(self, node_id: int, api_key: int, version: int, body: dict[str, Any]) -> Any:
+        call = getattr(self.broker, "call_broker", None)  # cluster mode only: a single broker leads everything
+        if call is None:
+            return None
+        try:
+            return await call(node_id, api_key, version, body, RPC_TIMEOUT_S)
+        except OSError as exc:
+            log.info("share state request %d to broker %d failed: %s", api_key, node_id, exc)
+            return None
