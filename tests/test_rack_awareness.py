@@ -9,6 +9,7 @@ other fetches), and gets every record.
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import time
@@ -16,17 +17,30 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
+import cluster_fixtures
 import pytest
 from cluster_fixtures import FAST_ENV, Cluster, ClusterBroker, ZooKeeper
 from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
 from confluent_kafka.admin import NewPartitions, NewTopic
 from conftest import unique
 
+from odradek.cli.cluster_up import wait_for_port
+
 pytest_plugins = ["cluster_fixtures"]
 
 pytestmark = pytest.mark.timeout(180)
 
 RACKS = {0: "rack-a", 1: "rack-a", 2: "rack-b"}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def patient_start() -> Iterator[None]:
+    """A broker of a loaded 2-core machine may take more than the fixtures' 20 s to listen."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(cluster_fixtures, "wait_for_port", functools.partial(wait_for_port, timeout=90))
+        yield
+
+
 SELECTOR = "org.apache.kafka.common.replica.RackAwareReplicaSelector"
 
 
@@ -36,8 +50,9 @@ def racked(zookeeper: ZooKeeper, tmp_path_factory: pytest.TempPathFactory) -> It
     connect = zookeeper.connect(f"odradek-racks-{time.time_ns()}")
     brokers = []
     for i, rack in RACKS.items():
+        # a 10 s replica lag: a follower of a loaded machine stays in the ISR, so it stays the preferred one
         env = {**FAST_ENV, "ODRADEK_BROKER_RACK": rack, "ODRADEK_REPLICA_SELECTOR_CLASS": SELECTOR,
-               "ODRADEK_METRICS_PORT": "{port2}"}
+               "ODRADEK_METRICS_PORT": "{port2}", "ODRADEK_REPLICA_LAG_TIME_MAX_MS": "10000"}
         brokers.append(ClusterBroker(i, Path(base) / f"broker-{i}", connect, env))
     try:
         for b in brokers:
@@ -53,7 +68,7 @@ def racked(zookeeper: ZooKeeper, tmp_path_factory: pytest.TempPathFactory) -> It
 def bytes_out(broker: ClusterBroker, topic: str) -> float:
     text = urllib.request.urlopen(f"http://127.0.0.1:{broker.port2}/metrics", timeout=5).read().decode()
     found = re.search(rf'^kafka_server_brokertopicmetrics_bytesout_total{{[^}}]*topic="{re.escape(topic)}"[^}}]*}} (\S+)$',
-                      text, re.M)
+                      text, re.MULTILINE)
     return float(found.group(1)) if found else 0.0
 
 
@@ -104,6 +119,7 @@ def test_consumer_fetches_from_the_replica_in_its_rack(racked: Cluster) -> None:
         producer.produce(topic, value=str(i).encode())
     assert producer.flush(60) == 0
     leader, far, near = racked.brokers
+    racked.wait_leader(topic, isr_size=3)
     served_before = bytes_out(near, topic)
     consumer = Consumer({"bootstrap.servers": racked.bootstrap, "group.id": unique("g"), "client.rack": "rack-b",
                          "auto.offset.reset": "earliest", "enable.auto.commit": False,

@@ -16,7 +16,9 @@ flushes and checkpoints the logs before it leaves ZooKeeper.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -85,11 +87,15 @@ class ClusterBroker(Broker):
         self.client_security = inter_broker_security(config, inter_broker_listener(config, self.listeners))
         self.leadership_listeners: list[Callable[[str, int, bool], None]] = [self._coordinator_leadership]
         self._tasks: list[asyncio.Task[Any]] = []
+        self._loop_thread = -1
+        self._creating: set[str] = set()  # internal topics being created aside (see create_topic)
+        self._pid_prefetch: Any = None  # the next producer id block, asked for in the store's executor
 
     # -- lifecycle ---------------------------------------------------------
 
     def open(self) -> None:
         self.loop = asyncio.get_running_loop()
+        self._loop_thread = threading.get_ident()
         loop = self.loop
         assert self.config.zookeeper is not None
 
@@ -128,6 +134,8 @@ class ClusterBroker(Broker):
         self.zk_ok = True
         self._register()
         self.registered = True
+        # the first producer id block now (starting up may wait for ZooKeeper), the next ones aside
+        self._next_pid, self._pid_block_end = store.allocate_producer_id_block(self.node_id, PRODUCER_ID_BLOCK)
         self.broker_configs = DynamicBrokerConfigs(store, self.node_id)
         self.broker_configs.watch(self.throttle.configure)
         self.controller = Controller(store, self.node_id, self.config)
@@ -381,8 +389,25 @@ class ClusterBroker(Broker):
         except PlacementError as exc:
             raise TopicError("invalid_replication_factor", str(exc)) from None
 
+    def topics_changed(self) -> None:
+        """After a topic write of this broker: act on it on the loop, at once or, from the store's
+        executor (server/admin_calls.py), posted before the handler waiting there resumes."""
+        if self._on_loop():
+            self._on_topics()
+        elif self.loop is not None:
+            self.loop.call_soon_threadsafe(self._on_topics)
+
+    def _on_loop(self) -> bool:
+        return threading.get_ident() == self._loop_thread
+
     def create_topic(self, name: str, num_partitions: int = -1, replication_factor: int = -1,
                      configs: dict[str, str] | None = None, *, validate_only: bool = False) -> TopicMetadata | None:
+        if self._on_loop() and not validate_only:
+            # a room creating its topic on first use (the coordinators' ensure_topic) must not wait for
+            # ZooKeeper here: as Kafka's AutoTopicCreationManager, create it aside and answer "not yet"
+            # (FindCoordinator: COORDINATOR_NOT_AVAILABLE, which clients retry)
+            self._create_aside(name, num_partitions, replication_factor, configs)
+            raise TopicError("leader_not_available", f"topic {name!r} is being created")
         validate_topic_name(name)
         if num_partitions == -1:
             num_partitions = self.config.num_partitions
@@ -406,8 +431,24 @@ class ClusterBroker(Broker):
             return None
         topic = self.store.create_topic(name, replicas, checked)
         log.info("created topic %s: %d partition(s), replicas %s", name, num_partitions, replicas)
-        self._on_topics()
+        self.topics_changed()
         return topic
+
+    def _create_aside(self, name: str, num_partitions: int, replication_factor: int,
+                      configs: dict[str, str] | None) -> None:
+        if name in self._creating or self.loop is None:
+            return
+        self._creating.add(name)
+
+        def done(fut: asyncio.Future[TopicMetadata | None]) -> None:
+            self._creating.discard(name)
+            exc = fut.exception()
+            if exc is not None and not (isinstance(exc, TopicError) and exc.code == "topic_already_exists"):
+                log.warning("cannot create topic %s: %s", name, exc)
+
+        fut = self.loop.run_in_executor(self.store.executor, functools.partial(
+            self.create_topic, name, num_partitions, replication_factor, configs))
+        fut.add_done_callback(done)
 
     def create_partitions(self, name: str, count: int, *, validate_only: bool = False) -> None:
         topic = self.topics().get(name)
@@ -424,7 +465,7 @@ class ClusterBroker(Broker):
         if validate_only:
             return
         self.store.add_partitions(name, new)
-        self._on_topics()
+        self.topics_changed()
 
     def create_partitions_assigned(self, name: str, replicas: list[list[int]], *, validate_only: bool = False) -> None:
         """CreatePartitions with a manual assignment, checked by handlers/topics.py."""
@@ -433,14 +474,14 @@ class ClusterBroker(Broker):
             return
         self.store.add_partitions(name, replicas)
         log.info("topic %s: %d partition(s) added, replicas %s (assigned)", name, len(replicas), replicas)
-        self._on_topics()
+        self.topics_changed()
 
     def delete_topic(self, name: str) -> None:
         if name not in self.topics():
             raise TopicError("unknown_topic_or_partition", f"topic {name!r} does not exist")
         self.store.delete_topic(name)
         log.info("deleted topic %s", name)
-        self._on_topics()
+        self.topics_changed()
 
     def create_topic_assigned(self, name: str, replicas: list[list[int]], configs: dict[str, str] | None = None,
                               *, validate_only: bool = False) -> TopicMetadata | None:
@@ -455,7 +496,7 @@ class ClusterBroker(Broker):
             return None
         topic = self.store.create_topic(name, replicas, checked)
         log.info("created topic %s: %d partition(s), replicas %s (assigned)", name, len(replicas), replicas)
-        self._on_topics()
+        self.topics_changed()
         return topic
 
     # -- reassignment and elections (cluster/reassignment.py, cluster/elections.py) --------
@@ -484,11 +525,22 @@ class ClusterBroker(Broker):
 
     def allocate_producer_id(self) -> int:
         """Producer ids must be unique across the cluster: blocks come from ZooKeeper
-        (/latest_producer_id_block, compare-and-set), as in Kafka's ZooKeeper mode."""
+        (/latest_producer_id_block, compare-and-set), as in Kafka's ZooKeeper mode. The next
+        block is asked for in the store's executor once half of the current one is used (as
+        KRaft's RPCProducerIdManager prefetches), so the event loop waits for ZooKeeper only
+        when a whole half block goes before one ZooKeeper write returns."""
         if self._next_pid >= self._pid_block_end:
-            self._next_pid, self._pid_block_end = self.store.allocate_producer_id_block(self.node_id, PRODUCER_ID_BLOCK)
+            fut, self._pid_prefetch = self._pid_prefetch, None
+            if fut is not None and fut.done() and fut.exception() is None:
+                self._next_pid, self._pid_block_end = fut.result()
+            else:
+                self._next_pid, self._pid_block_end = self.store.allocate_producer_id_block(
+                    self.node_id, PRODUCER_ID_BLOCK)
         pid = self._next_pid
         self._next_pid += 1
+        if self._pid_prefetch is None and self._pid_block_end - self._next_pid <= PRODUCER_ID_BLOCK // 2:
+            self._pid_prefetch = self.store.executor.submit(self.store.allocate_producer_id_block, self.node_id,
+                                                            PRODUCER_ID_BLOCK)
         return pid
 
     def node_by_id(self, broker_id: int) -> Node | None:

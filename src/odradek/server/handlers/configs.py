@@ -15,6 +15,7 @@ from odradek.cluster.topic_config import (
     effective_topic_configs,
 )
 from odradek.security.authorizer import AclOperation, ResourceType
+from odradek.server.admin_calls import off_loop
 from odradek.server.dispatcher import RequestContext
 from odradek.server.handlers import share_groups
 
@@ -110,7 +111,7 @@ async def describe_configs(ctx: RequestContext, request: Any) -> Any:
     return ctx.respond(results=results)
 
 
-def _alter(ctx: RequestContext, res: Any, new_configs: dict[str, str] | None, validate_only: bool) -> dict[str, Any]:
+async def _alter(ctx: RequestContext, res: Any, new_configs: dict[str, str] | None, validate_only: bool) -> dict[str, Any]:
     out: dict[str, Any] = {"resource_type": res.resource_type, "resource_name": res.resource_name,
                            "error_code": ErrorCode.none, "error_message": None}
     denied = _denied(ctx, res.resource_type, res.resource_name, AclOperation.ALTER_CONFIGS)
@@ -127,7 +128,9 @@ def _alter(ctx: RequestContext, res: Any, new_configs: dict[str, str] | None, va
         return out
     try:
         assert new_configs is not None
-        ctx.broker.set_topic_configs(res.resource_name, new_configs, validate_only=validate_only)
+        # a ZooKeeper write in cluster mode: off the event loop (server/admin_calls.py)
+        await off_loop(ctx.broker, ctx.broker.set_topic_configs, res.resource_name, new_configs,
+                       validate_only=validate_only)
     except InvalidConfigError as exc:
         out.update(error_code=ErrorCode.invalid_config, error_message=str(exc))
     return out
@@ -207,7 +210,7 @@ async def alter_configs(ctx: RequestContext, request: Any) -> Any:
         _refused(res, error) if error is not None
         else await _alter_broker(ctx, res, {c.name: c.value for c in res.configs}, request.validate_only)
         if res.resource_type == BROKER
-        else _alter(ctx, res, {c.name: c.value for c in res.configs}, request.validate_only)
+        else await _alter(ctx, res, {c.name: c.value for c in res.configs}, request.validate_only)
         for res, error in zip(request.resources, _preprocess(request.resources, False), strict=True)
     ]
     return ctx.respond(responses=responses)
@@ -259,5 +262,5 @@ async def incremental_alter_configs(ctx: RequestContext, request: Any) -> Any:
             refused = share_groups.set_group_configs(ctx, res.resource_name, configs, request.validate_only)
             responses.append(_refused(res, refused) if refused else _refused(res, (ErrorCode.none, "")))
         else:
-            responses.append(_alter(ctx, res, configs, request.validate_only))
+            responses.append(await _alter(ctx, res, configs, request.validate_only))
     return ctx.respond(responses=responses)

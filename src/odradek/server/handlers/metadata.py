@@ -17,6 +17,7 @@ from odradek.cluster.metadata import TopicError, TopicMetadata, validate_topic_n
 from odradek.protocol.build import ZERO_UUID
 from odradek.protocol.framing import EncodedBody, encode_body, response_type
 from odradek.security.authorizer import AclOperation, ResourceType
+from odradek.server.admin_calls import off_loop
 from odradek.server.broker import Broker
 from odradek.server.dispatcher import RequestContext
 
@@ -212,7 +213,7 @@ async def handle(ctx: RequestContext, request: Any) -> Any:
                 except TopicError:
                     entries.append(_error_entry(name, ErrorCode.invalid_topic_exception))
                     continue
-                topic = broker.auto_create(name) if allow_auto else None
+                topic = await off_loop(broker, broker.auto_create, name) if allow_auto else None
             if topic is None:
                 entries.append(_error_entry(name, ErrorCode.unknown_topic_or_partition))
             else:

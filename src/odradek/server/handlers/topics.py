@@ -12,6 +12,7 @@ from odradek.cluster.metadata import TopicError
 from odradek.cluster.topic_config import InvalidConfigError, effective_topic_configs
 from odradek.protocol.build import ZERO_UUID
 from odradek.security.authorizer import AclOperation, ResourceType
+from odradek.server.admin_calls import off_loop
 from odradek.server.dispatcher import RequestContext
 from odradek.server.handlers.configs import CONFIG_SOURCE
 
@@ -93,14 +94,16 @@ async def create_topics(ctx: RequestContext, request: Any) -> Any:
                 raise TopicError("policy_violation", TOO_LARGE)
             configs = {c.name: c.value for c in t.configs}
             assigned = getattr(broker, "create_topic_assigned", None)
+            # ZooKeeper writes in cluster mode: off the event loop (server/admin_calls.py)
             if assignment is not None and assigned is not None:
-                topic = assigned(t.name, assignment, configs, validate_only=request.validate_only)
+                topic = await off_loop(broker, assigned, t.name, assignment, configs,
+                                       validate_only=request.validate_only)
             elif assignment is not None:  # one broker: the only assignment is [its id] everywhere
-                topic = broker.create_topic(t.name, len(assignment), 1, configs, validate_only=request.validate_only)
+                topic = await off_loop(broker, broker.create_topic, t.name, len(assignment), 1, configs,
+                                       validate_only=request.validate_only)
             else:
-                topic = broker.create_topic(
-                    t.name, t.num_partitions, t.replication_factor, configs, validate_only=request.validate_only
-                )
+                topic = await off_loop(broker, broker.create_topic, t.name, t.num_partitions, t.replication_factor,
+                                       configs, validate_only=request.validate_only)
         except (TopicError, InvalidConfigError) as exc:
             code, message = _failure(exc)
             log.info("create topic %s refused: %s", t.name, message)
@@ -130,7 +133,7 @@ async def create_topics(ctx: RequestContext, request: Any) -> Any:
     return ctx.respond(topics=results)
 
 
-def _delete_one(ctx: RequestContext, name: str, topic_id: Any) -> dict[str, Any]:
+async def _delete_one(ctx: RequestContext, name: str, topic_id: Any) -> dict[str, Any]:
     broker = ctx.broker
     entry: dict[str, Any] = {"name": name, "error_code": ErrorCode.none}
     if topic_id is not None:
@@ -148,7 +151,7 @@ def _delete_one(ctx: RequestContext, name: str, topic_id: Any) -> dict[str, Any]
         topic = broker.topics().get(name)
         if topic is not None and topic.internal:
             raise TopicError("invalid_topic_exception", f"internal topic {name} cannot be deleted")
-        broker.delete_topic(name)
+        await off_loop(broker, broker.delete_topic, name)
     except TopicError as exc:
         entry.update(error_code=ErrorCode[exc.code], error_message=str(exc))
     return entry
@@ -164,7 +167,7 @@ async def delete_topics(ctx: RequestContext, request: Any) -> Any:
     if not hasattr(request, "topics"):  # v1-v5: names only
         duplicates = _duplicates(list(request.topic_names))
         results = [_invalid(n, None, DUPLICATE_NAME) for n in sorted(duplicates)]
-        results += [_delete_one(ctx, n, None) for n in dict.fromkeys(request.topic_names) if n not in duplicates]
+        results += [await _delete_one(ctx, n, None) for n in dict.fromkeys(request.topic_names) if n not in duplicates]
         return ctx.respond(responses=results)
     results = []
     names: list[str] = []
@@ -197,7 +200,7 @@ async def delete_topics(ctx: RequestContext, request: Any) -> Any:
             del wanted[name]
         else:
             wanted[name] = None
-    results += [_delete_one(ctx, name, topic_id) for name, topic_id in wanted.items()]
+    results += [await _delete_one(ctx, name, topic_id) for name, topic_id in wanted.items()]
     return ctx.respond(responses=results)
 
 
@@ -253,9 +256,10 @@ async def create_partitions(ctx: RequestContext, request: Any) -> Any:
             if added > 0 and new_partitions + added > MAX_NEW_PARTITIONS:
                 raise TopicError("policy_violation", TOO_LARGE)
             if t.assignments and topic is not None and added > 0:
-                _grow_assigned(ctx.broker, topic, t, request.validate_only)
+                await off_loop(ctx.broker, _grow_assigned, ctx.broker, topic, t, request.validate_only)
             else:
-                ctx.broker.create_partitions(t.name, t.count, validate_only=request.validate_only)
+                await off_loop(ctx.broker, ctx.broker.create_partitions, t.name, t.count,
+                               validate_only=request.validate_only)
             new_partitions += max(added, 0)
         except TopicError as exc:
             entry.update(error_code=ErrorCode[exc.code], error_message=str(exc))
