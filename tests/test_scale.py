@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import datetime
 import os
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +23,8 @@ from confluent_kafka.admin import AdminClient, NewPartitions, NewTopic  # type: 
 from conftest import ROOT, BrokerProcess, wait_for_port
 
 from odradek.config import BrokerConfig
-from odradek.protocol.framing import encode_request, request_type
+from odradek.protocol.build import build
+from odradek.protocol.framing import decode_response, encode_request, request_type
 from odradek.protocol.records import decode_batch, encode_batch, scan_batches
 from odradek.server.broker import Broker
 from odradek.server.dispatcher import Dispatcher
@@ -233,3 +236,49 @@ def test_leader_epochs_not_yet_checkpointed_are_recovered_from_the_batches_after
     crashed = PartitionLog.open(tmp_path / "t-0", "t", 0, LogConfig(), recovery_point=0, clean_shutdown=False)
     assert crashed.epochs == [(3, 0), (5, 1)] and crashed.end_offset_for_epoch(3) == (3, 1)
     assert values(crashed) == [b"a", b"b"]
+
+
+def test_produce_answers_written_directly_are_what_kio_encodes_in_every_version() -> None:
+    from odradek.server.handlers import produce
+
+    async def check() -> None:
+        broker = Broker(BrokerConfig(storage="memory"))
+        broker.open()
+        broker.create_topic("one", 3)
+        broker.create_topic("two", 1)
+        dispatcher = Dispatcher(broker, ROUTES)
+        good = encode_batch([(b"k", b"v" * 100, ())], timestamp_ms=time.time_ns() // 1_000_000)
+        corrupt = good[:-1] + bytes([good[-1] ^ 1])  # a flipped byte: CORRUPT_MESSAGE with a message
+        ids = {name: t.topic_id for name, t in broker.topics().items()}
+        for version in range(ROUTES[0].min_version, ROUTES[0].max_version + 1):
+            cls = request_type(0, version)
+            topic_field = "topic_id" if version >= 13 else "name"
+
+            def topic(name: str, parts: list[tuple[int, bytes]], version: int = version,
+                      topic_field: str = topic_field) -> dict[str, Any]:
+                key: Any = ids.get(name, uuid.uuid4()) if version >= 13 else name
+                return {topic_field: key, "partition_data": [{"index": i, "records": r} for i, r in parts]}
+
+            body = build(cls, transactional_id=None, acks=1, timeout=datetime.timedelta(seconds=5), topic_data=[
+                topic("one", [(0, good), (1, corrupt), (7, good)]), topic("two", [(0, good)]),
+                topic("missing", [(0, good)])])
+            frame = encode_request(0, version, 11, body)[4:]
+            direct = await dispatcher.dispatch(None, frame)
+            writer = produce.encode_response_body
+            produce.encode_response_body = lambda version, responses: None
+            try:
+                by_kio = await dispatcher.dispatch(None, frame)
+            finally:
+                produce.encode_response_body = writer
+            # the same answer but for the offsets the second append got
+            assert direct is not None and by_kio is not None
+            first = decode_response(direct[4:], 0, version)[1]
+            second = decode_response(by_kio[4:], 0, version)[1]
+            assert len(direct) == len(by_kio), f"Produce v{version}"
+            for a, b in zip(first.responses, second.responses, strict=True):
+                for pa, pb in zip(a.partition_responses, b.partition_responses, strict=True):
+                    assert (pa.index, pa.error_code, getattr(pa, "error_message", None)) == (
+                        pb.index, pb.error_code, getattr(pb, "error_message", None))
+                    assert pb.base_offset == (pa.base_offset + 1 if pa.base_offset >= 0 else -1)
+
+    asyncio.run(check())

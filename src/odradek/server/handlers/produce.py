@@ -12,6 +12,7 @@ part 2, v13 topic ids instead of names (KIP-516).
 from __future__ import annotations
 
 import logging
+import struct
 import uuid
 import weakref
 from typing import Any
@@ -20,6 +21,7 @@ from kio.schema.errors import ErrorCode
 
 from odradek.cluster.metadata import TopicMetadata
 from odradek.protocol.build import ZERO_UUID
+from odradek.protocol.framing import EncodedBody
 from odradek.protocol.records import (
     TRANSACTIONAL_BIT,
     BatchHeader,
@@ -230,4 +232,72 @@ async def handle(ctx: RequestContext, request: Any) -> Any:
         responses.append({"name": name or "", "topic_id": topic_id, "partition_responses": partition_responses})
     if acks == 0:
         return None
+    if not endpoints:
+        fast = encode_response_body(ctx.version, responses)
+        if fast is not None:
+            return fast
     return ctx.respond(responses=responses, node_endpoints=list(endpoints.values()))
+
+
+_PARTITION_V5 = struct.Struct(">ihqqq")  # index, error code, base offset, log append time, log start offset
+_PARTITION_V3 = struct.Struct(">ihqq")
+_INT16 = struct.Struct(">h")
+_INT32 = struct.Struct(">i")
+
+
+def _uvarint(n: int) -> bytes:
+    out = bytearray()
+    while n >= 0x80:
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
+def encode_response_body(version: int, responses: list[dict[str, Any]]) -> EncodedBody | None:
+    """The Produce response (v3-13) in wire form, written directly: kio's generic writer was
+    ~45% of the broker's time answering a Produce to 1,000 partitions. None when an entry needs
+    what this writer leaves to kio (record errors, KIP-951 leader hints)."""
+    flexible = version >= 9
+    out: list[bytes] = []
+    append = out.append
+
+    def count(n: int) -> None:
+        append(_uvarint(n + 1) if flexible else _INT32.pack(n))
+
+    def string(value: str | None) -> None:
+        if value is None:
+            append(b"\0" if flexible else b"\xff\xff")
+            return
+        raw = value.encode()
+        append((_uvarint(len(raw) + 1) if flexible else _INT16.pack(len(raw))) + raw)
+
+    count(len(responses))
+    for topic in responses:
+        if version >= TOPIC_IDS_VERSION:
+            append(topic["topic_id"].bytes)
+        else:
+            string(topic["name"])
+        partitions = topic["partition_responses"]
+        count(len(partitions))
+        for p in partitions:
+            if p.get("record_errors") or "current_leader" in p:
+                return None
+            append_time = p.get("log_append_time")
+            append_time = -1 if append_time is None else append_time
+            if version >= 5:
+                append(_PARTITION_V5.pack(p["index"], p["error_code"], p["base_offset"], append_time,
+                                          p["log_start_offset"]))
+            else:
+                append(_PARTITION_V3.pack(p["index"], p["error_code"], p["base_offset"], append_time))
+            if version >= 8:
+                count(0)  # record_errors
+                string(p.get("error_message"))
+            if flexible:
+                append(b"\0")
+        if flexible:
+            append(b"\0")
+    append(_INT32.pack(0))  # throttle_time_ms
+    if flexible:
+        append(b"\0")
+    return EncodedBody(b"".join(out), flexible)
