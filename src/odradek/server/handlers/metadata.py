@@ -63,8 +63,8 @@ def _topic_cache(ctx: RequestContext, request: Any) -> dict[tuple[int, str], tup
     partitions took 130-640 ms to build and encode, on the event loop, for every client's
     periodic refresh (librdkafka's topic.metadata.refresh.interval.ms, 5 minutes) and start."""
     broker = ctx.broker
-    if type(broker).partition_state is not Broker.partition_state:
-        return None
+    if type(broker).partition_state is not Broker.partition_state or broker.faults is not None:
+        return None  # (injected faults rewrite the response entity)
     if ctx.version >= 8 and getattr(request, "include_topic_authorized_operations", False):
         return None
     if not _splice_layout(ctx.version):
