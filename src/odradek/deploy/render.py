@@ -20,6 +20,7 @@ K8S_DIR = Path(__file__).resolve().parent / "k8s"
 RENDERED_DIR = K8S_DIR / "rendered"
 OVERLAYS = ("single", "cluster", "single-external", "cluster-external")
 BROKER_CONTAINER = "odradek"
+RACK_CONTAINER = "rack"
 DEFAULT_IMAGE = "odradek:0.1.0"
 
 Manifest = dict[str, Any]
@@ -53,12 +54,14 @@ def kustomize(overlay: str, kubectl: str | None = None) -> str:
 
 
 def set_image(objects: list[Manifest], image: str) -> None:
-    """Point the broker container of every odradek StatefulSet at `image`."""
+    """Point the broker container of every odradek StatefulSet at `image` (and the cluster
+    overlay's init container that finds the rack, deploy/node_zone.py, which runs the same image)."""
     for obj in objects:
         if obj.get("kind") != "StatefulSet":
             continue
-        for container in obj["spec"]["template"]["spec"].get("containers", []):
-            if container.get("name") == BROKER_CONTAINER:
+        spec = obj["spec"]["template"]["spec"]
+        for container in spec.get("containers", []) + spec.get("initContainers", []):
+            if container.get("name") in (BROKER_CONTAINER, RACK_CONTAINER):
                 container["image"] = image
 
 
