@@ -28,7 +28,7 @@ from odradek.cluster.fetcher import Fetcher
 from odradek.cluster.zk import LeaderAndIsr
 
 if TYPE_CHECKING:
-    from odradek.server.cluster_broker import ClusterBroker
+    from odradek.cluster.host import ReplicaHost
     from odradek.storage.log import PartitionLog
 
 log = logging.getLogger("odradek.replication")
@@ -99,7 +99,7 @@ class FollowState:
 class ReplicaManager:
     """Leader and follower roles of this broker's partitions."""
 
-    def __init__(self, broker: ClusterBroker) -> None:
+    def __init__(self, broker: ReplicaHost) -> None:
         self.broker = broker
         self.node_id = broker.node_id
         self.leaders: dict[TopicPartition, LeaderState] = {}
