@@ -284,11 +284,17 @@ def test_cancelled_reassignment_leaves_the_old_replicas_and_errors_are_kafkas(
     grow(cluster, 3)
     before = list(cluster.partition("cancel").replicas)
     first = cluster.brokers[0]
-    cluster.by_id(3).kill()
+    p = Producer({"bootstrap.servers": cluster.bootstrap, "acks": "all", "linger.ms": 20})
+    for _ in range(1500):
+        p.produce("cancel", os.urandom(1000), partition=0)
+    assert p.flush(30) == 0
     plan = tmp_path / "plan.json"
     plan.write_text(json.dumps({"version": 1, "partitions": [
         {"topic": "cancel", "partition": 0, "replicas": [3, before[0], before[1]]}]}))
-    out = odradek("partitions", "reassign", "--execute", "--reassignment-json-file", str(plan), "-b", first.bootstrap)
+    # 1 kB/s: after its first fetch (up to 1 MiB, as in Kafka the quota is checked before a fetch)
+    # broker 3 cannot catch up with 1.5 MB while the test looks
+    out = odradek("partitions", "reassign", "--execute", "--reassignment-json-file", str(plan), "-b", first.bootstrap,
+                  "--throttle", "1000")
     assert "Successfully started partition reassignments for cancel-0" in out, out
     assert ("cancel", 0) in ongoing(first)
     out = odradek("partitions", "reassign", "--verify", "--reassignment-json-file", str(plan), "-b", first.bootstrap,
@@ -310,6 +316,22 @@ def test_cancelled_reassignment_leaves_the_old_replicas_and_errors_are_kafkas(
     resp = call(b, 45, 1, {"timeout": 30000, "allow_replication_factor_change": False, "topics": [
         {"name": "errors", "partitions": [{"partition_index": 0, "replicas": [0, 1, 2]}]}]})
     assert resp.responses[0].partitions[0].error_code.name == "invalid_replication_factor"
+
+    # the pre-KIP-455 way: a JSON file written to /admin/reassign_partitions, picked up and deleted
+    from kazoo.client import KazooClient
+
+    zk = KazooClient(hosts=first.zookeeper)
+    zk.start(timeout=10)
+    try:
+        errors_1 = list(cluster.partition("errors", 1).replicas)
+        target = [b for b in (0, 1, 2) if b not in errors_1] + errors_1[:1]
+        zk.create("/admin/reassign_partitions", json.dumps({"version": 1, "partitions": [
+            {"topic": "errors", "partition": 1, "replicas": target}]}).encode(), makepath=True)
+        wait_moved(cluster, first, "errors", 1, target)
+        cluster.wait_for("/admin/reassign_partitions deleted", lambda: zk.exists("/admin/reassign_partitions") is None)
+    finally:
+        zk.stop()
+        zk.close()
 
 
 # -- Kafka's own tools ---------------------------------------------------------------------------
