@@ -32,6 +32,7 @@ ENV = {"ODRADEK_OFFSETS_TOPIC_NUM_PARTITIONS": "3", "ODRADEK_SHARE_COORDINATOR_S
        "ODRADEK_GROUP_SHARE_HEARTBEAT_INTERVAL_MS": "1000", "ODRADEK_TRANSACTION_STATE_LOG_NUM_PARTITIONS": "3"}
 
 sbroker = module_broker("sbroker", ENV)
+pytest_plugins = ["cluster_fixtures"]
 
 
 @pytest.fixture(scope="module")
@@ -235,3 +236,58 @@ def test_acknowledged_records_survive_a_broker_sigkill(own_broker: BrokerProcess
     assert killed
     assert acked == set(values)  # none lost
     assert redelivered_after_ack == []  # no acknowledged record delivered again
+
+
+CLUSTER_ENV = {"ODRADEK_SHARE_COORDINATOR_STATE_TOPIC_NUM_PARTITIONS": "1",
+               "ODRADEK_SHARE_COORDINATOR_STATE_TOPIC_REPLICATION_FACTOR": "3",
+               "ODRADEK_OFFSETS_TOPIC_REPLICATION_FACTOR": "3",
+               "ODRADEK_GROUP_SHARE_HEARTBEAT_INTERVAL_MS": "1000"}
+
+
+def test_share_state_survives_its_share_coordinators_sigkill(cluster_factory: Any, classes: Path) -> None:
+    """3 brokers; the leader of __share_group_state (the share coordinator) is SIGKILLed mid-stream:
+    its follower takes the state over, no acknowledged record comes back, none is lost."""
+    cluster = cluster_factory(3, env=CLUSTER_ENV)
+    topic = unique("share-cl")
+    cluster.create_topic(topic, partitions=2, rf=3)
+    values = [f"c-{i}" for i in range(2000)]
+    p = Producer({"bootstrap.servers": cluster.bootstrap, "linger.ms": 5, "acks": "all"})
+    for i, value in enumerate(values):
+        p.produce(topic, value=value.encode(), partition=i % 2)
+    assert p.flush(30) == 0
+    group = unique("sg-cluster")
+    configure(classes, cluster.bootstrap, group, share_auto_offset_reset="earliest",
+              share_record_lock_duration_ms="5000")  # records whose acknowledgement failed come back sooner
+    proc = subprocess.Popen(command(classes, cluster.bootstrap, "restart", group, topic, str(len(values))),
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=ROOT)
+    acked: set[str] = set()
+    redelivered_after_ack: list[str] = []
+    errors: list[str] = []
+    killed = -1
+    deadline = time.monotonic() + 180
+    try:
+        assert proc.stdout is not None
+        for raw in proc.stdout:
+            assert time.monotonic() < deadline, "the share consumer did not finish"
+            if not raw.startswith("{"):
+                continue
+            line = json.loads(raw)
+            assert "error" not in line, line
+            if "delivered" in line:
+                redelivered_after_ack += [v for v in line["delivered"] if v in acked]
+            acked.update(line.get("acked", ()))
+            errors += [str(v) for k, v in line.items() if k.endswith("_error")]
+            if killed < 0 and len(acked) >= 600:
+                killed = cluster.partition("__share_group_state", 0).leader
+                cluster.by_id(killed).kill()
+            if "done" in line:
+                break
+        proc.wait(30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert killed >= 0
+    assert cluster.partition("__share_group_state", 0).leader not in (killed, -1)
+    missing = sorted(set(values) - acked)
+    assert not missing, f"{len(missing)} never acknowledged: {missing[:20]}; errors: {errors[-10:]}"
+    assert redelivered_after_ack == []

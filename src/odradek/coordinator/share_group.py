@@ -105,7 +105,8 @@ class ShareCoordinator:
         self.broker = broker
         self.config = broker.config
         self.persister = SharePersister(broker)
-        self.group_configs = GroupConfigs(broker.config.data_dir)
+        zk_store = getattr(broker, "store", None)  # cluster mode: the ZooKeeper metadata store
+        self.group_configs = GroupConfigs(broker.config.data_dir, zk_store if hasattr(zk_store, "zk") else None)
         self.groups: dict[str, ShareGroup] = {}
         self.partitions: dict[tuple[str, str, int], SharePartition] = {}
         self.sessions: dict[tuple[str, str], ShareSession] = {}

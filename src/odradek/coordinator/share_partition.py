@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from odradek.protocol.records import BatchHeader
 
@@ -198,6 +198,17 @@ class SharePartition:
             self.dirty = True
         self._advance()
         return released
+
+    def checkpoint(self, offsets: Iterable[int]) -> tuple[int, dict[int, InFlight]]:
+        """What `rollback` needs to undo acknowledgements of `offsets`."""
+        return self.start_offset, {o: replace(self.inflight[o]) for o in offsets if o in self.inflight}
+
+    def rollback(self, saved: tuple[int, dict[int, InFlight]]) -> None:
+        """Undo acknowledgements whose state could not be written (Kafka's SharePartition rolls
+        back on a persister error): the records stay acquired, and come back when their lock ends."""
+        start, records = saved
+        self.start_offset = min(self.start_offset, start)
+        self.inflight = dict(sorted({**self.inflight, **records}.items()))
 
     def _release(self, rec: InFlight, limit: int) -> bool:
         """A released or timed-out record is delivered again, unless it reached

@@ -68,9 +68,10 @@ class SharePersister:
         self._ensure_loaded(p)
         return E.none, self.snapshots.get(key)
 
-    def write_local(self, key: Key, snapshot: Snapshot | None) -> ErrorCode:
-        """A snapshot (None: a tombstone); a write from an older state epoch is FENCED_STATE_EPOCH
-        (the state was altered or deleted since its writer read it)."""
+    async def write_local(self, key: Key, snapshot: Snapshot | None) -> ErrorCode:
+        """A snapshot (None: a tombstone), answered once the ISR holds it in cluster mode (as
+        Kafka's coordinators write with acks=all); a write from an older state epoch is
+        FENCED_STATE_EPOCH (the state was altered or deleted since its writer read it)."""
         leader, p = self._leader(key)
         if leader != self.broker.node_id:
             return E.not_coordinator
@@ -84,6 +85,13 @@ class SharePersister:
             self.snapshots.pop(key, None)
         else:
             self.snapshots[key] = snapshot
+        wait = getattr(self.broker, "wait_replicated", None)
+        plog = self.broker.partition_log(self.store.topic, p)
+        if wait is not None and plog is not None:
+            code: ErrorCode = await wait(plog, plog.log_end_offset, RPC_TIMEOUT_S)
+            if code:
+                log.info("share state of %s not replicated: %s", key, code.name)
+                return E.coordinator_not_available
         return E.none
 
     def local_keys(self, group_id: str) -> list[Key]:
@@ -122,7 +130,7 @@ class SharePersister:
     async def write(self, key: Key, snapshot: Snapshot, leader_epoch: int) -> ErrorCode:
         leader, _ = self._leader(key)
         if leader == self.broker.node_id:
-            return self.write_local(key, snapshot)
+            return await self.write_local(key, snapshot)
         if leader < 0:
             return E.coordinator_not_available
         group, topic_id, partition = key
@@ -138,7 +146,7 @@ class SharePersister:
     async def delete(self, key: Key) -> ErrorCode:
         leader, _ = self._leader(key)
         if leader == self.broker.node_id:
-            return self.write_local(key, None)
+            return await self.write_local(key, None)
         if leader < 0:
             return E.coordinator_not_available
         group, topic_id, partition = key

@@ -21,7 +21,7 @@ import time
 import uuid
 from collections.abc import Mapping
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from odradek.coordinator.share_partition import StateBatch
 from odradek.coordinator.store import InternalTopicStore
@@ -29,6 +29,7 @@ from odradek.coordinator.store import InternalTopicStore
 log = logging.getLogger("odradek.coordinator")
 
 SHARE_STATE_TOPIC = "__share_group_state"
+GROUP_CONFIGS_PATH = "/config/groups"
 SHARE_SNAPSHOT_KEY = 0
 SHARE_UPDATE_KEY = 1
 # Group configs a share group takes (GroupConfig in Kafka), with Kafka's defaults.
@@ -184,17 +185,43 @@ class ShareStateStore(InternalTopicStore):
 
 
 class GroupConfigs:
-    """Dynamic configs of GROUP resources (IncrementalAlterConfigs), in group_configs.json."""
+    """Dynamic configs of GROUP resources (IncrementalAlterConfigs): in group_configs.json on a
+    single broker; in cluster mode in ZooKeeper, /config/groups/<group> ({"version": 1, "config":
+    {...}}, as topic configs are kept), watched so that every broker, each a share partition
+    leader, applies the same share.auto.offset.reset and share.isolation.level."""
 
-    def __init__(self, data_dir: Path) -> None:
+    def __init__(self, data_dir: Path, zk_store: Any = None) -> None:
         self.path = data_dir / "group_configs.json"
+        self.zk_store = zk_store
         self.configs: dict[str, dict[str, str]] = {}
+        if zk_store is not None:
+            self._watched: set[str] = set()
+            zk_store.ops.ensure_path(GROUP_CONFIGS_PATH)
+            zk_store.zk.ChildrenWatch(GROUP_CONFIGS_PATH, self._groups_changed)
+            return
         try:
             self.configs = json.loads(self.path.read_text(encoding="utf-8"))
         except FileNotFoundError:
             pass
         except (OSError, ValueError) as exc:
             log.warning("cannot read %s: %s", self.path, exc)
+
+    def _groups_changed(self, children: list[str]) -> None:
+        """ZooKeeper's thread: a DataWatch on each new group's node keeps `configs` current."""
+        for group_id in set(children) - self._watched:
+            self._watched.add(group_id)
+
+            def changed(data: bytes | None, stat: Any, event: Any = None, group_id: str = group_id) -> None:
+                try:
+                    values = json.loads(data).get("config") or {} if data else {}
+                except ValueError:
+                    values = {}
+                if values:
+                    self.configs[group_id] = {str(k): str(v) for k, v in values.items()}
+                else:
+                    self.configs.pop(group_id, None)
+
+            self.zk_store.zk.DataWatch(f"{GROUP_CONFIGS_PATH}/{group_id}", changed)
 
     def get(self, group_id: str, name: str) -> str:
         return self.configs.get(group_id, {}).get(name) or SHARE_GROUP_CONFIGS.get(name, "")
@@ -204,7 +231,26 @@ class GroupConfigs:
             self.configs[group_id] = dict(configs)
         else:
             self.configs.pop(group_id, None)
+        if self.zk_store is not None:  # the watch brings it to the other brokers
+            self.zk_store.executor.submit(self._write_zk, group_id, dict(configs))
+            return
         self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_suffix(".tmp")
         tmp.write_text(json.dumps(self.configs, sort_keys=True), encoding="utf-8")
         os.replace(tmp, self.path)
+
+    def _write_zk(self, group_id: str, configs: dict[str, str]) -> None:
+        from kazoo.exceptions import KazooException, NodeExistsError, NoNodeError  # type: ignore[import-untyped]
+
+        path = f"{GROUP_CONFIGS_PATH}/{group_id}"
+        payload = json.dumps({"version": 1, "config": configs}).encode()
+        try:
+            try:
+                self.zk_store.ops.set(path, payload)
+            except NoNodeError:
+                try:
+                    self.zk_store.ops.create(path, payload, makepath=True)
+                except NodeExistsError:
+                    self.zk_store.ops.set(path, payload)
+        except (KazooException, OSError) as exc:
+            log.warning("configs of group %s not written to ZooKeeper: %s", group_id, exc)

@@ -210,6 +210,7 @@ async def _acknowledge(ctx: RequestContext, coord: ShareCoordinator, group_id: s
                 continue
             code = E.none
             released = False
+            saved = sp.checkpoint(o for b in p.acknowledgement_batches for o in range(b.first_offset, b.last_offset + 1))
             for batch in p.acknowledgement_batches:
                 try:
                     released |= sp.acknowledge(member_id, batch.first_offset, batch.last_offset,
@@ -217,6 +218,7 @@ async def _acknowledge(ctx: RequestContext, coord: ShareCoordinator, group_id: s
                 except InvalidRecordState:
                     code = E.invalid_record_state
             if not await coord.save(sp):
+                sp.rollback(saved)
                 code = E.coordinator_not_available
             if released:
                 ctx.broker.purgatory.notify((name, p.partition_index))

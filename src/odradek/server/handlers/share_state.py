@@ -52,27 +52,25 @@ async def read_share_group_state(ctx: RequestContext, request: Any) -> Any:
 async def write_share_group_state(ctx: RequestContext, request: Any) -> Any:
     persister = share_coordinator(ctx).persister
     allowed = ctx.authorized(AclOperation.CLUSTER_ACTION, ResourceType.CLUSTER)
-
-    def answer(topic_id: Any, p: Any) -> dict[str, Any]:
-        if not allowed:
-            return {"error_code": E.cluster_authorization_failed, "error_message": None}
-        batches = [StateBatch(b.first_offset, b.last_offset, b.delivery_state, b.delivery_count)
-                   for b in p.state_batches]
-        error = persister.write_local((request.group_id, topic_id, p.partition),
-                                      (p.state_epoch, p.start_offset, batches))
-        return {"error_code": error, "error_message": None}
-
-    return ctx.respond(results=_results(request, answer))
+    written: dict[tuple[Any, int], ErrorCode] = {}
+    for t in request.topics:
+        for p in t.partitions:
+            batches = [StateBatch(b.first_offset, b.last_offset, b.delivery_state, b.delivery_count)
+                       for b in p.state_batches]
+            written[(t.topic_id, p.partition)] = E.cluster_authorization_failed if not allowed else \
+                await persister.write_local((request.group_id, t.topic_id, p.partition),
+                                            (p.state_epoch, p.start_offset, batches))
+    return ctx.respond(results=_results(request, lambda topic_id, p: {
+        "error_code": written[(topic_id, p.partition)], "error_message": None}))
 
 
 async def delete_share_group_state(ctx: RequestContext, request: Any) -> Any:
     persister = share_coordinator(ctx).persister
     allowed = ctx.authorized(AclOperation.CLUSTER_ACTION, ResourceType.CLUSTER)
-
-    def answer(topic_id: Any, p: Any) -> dict[str, Any]:
-        if not allowed:
-            return {"error_code": E.cluster_authorization_failed, "error_message": None}
-        return {"error_code": persister.write_local((request.group_id, topic_id, p.partition), None),
-                "error_message": None}
-
-    return ctx.respond(results=_results(request, answer))
+    deleted: dict[tuple[Any, int], ErrorCode] = {}
+    for t in request.topics:
+        for p in t.partitions:
+            deleted[(t.topic_id, p.partition)] = E.cluster_authorization_failed if not allowed else \
+                await persister.write_local((request.group_id, t.topic_id, p.partition), None)
+    return ctx.respond(results=_results(request, lambda topic_id, p: {
+        "error_code": deleted[(topic_id, p.partition)], "error_message": None}))
