@@ -16,7 +16,6 @@ is answered without a session (id 0), and the client keeps sending full fetches.
 
 from __future__ import annotations
 
-import itertools
 import random
 import time
 import uuid
@@ -128,7 +127,6 @@ class FetchSessionCache:
         self.max_slots = max_slots
         self.eviction_s = eviction_ms / 1000.0
         self.sessions: dict[int, FetchSession] = {}
-        self._ids = itertools.count(random.randint(1, 1 << 20))
         self.evictions = 0
 
     def get(self, session_id: int, epoch: int) -> FetchSession:
@@ -149,9 +147,9 @@ class FetchSessionCache:
         """A new session, or None when the cache is full and nothing may be evicted."""
         if len(self.sessions) >= self.max_slots and not self._evict_one(privileged):
             return None
-        while True:
-            session_id = next(self._ids) & 0x7FFFFFFF
-            if session_id != SESSIONLESS and session_id not in self.sessions:
+        while True:  # random, as Kafka's FetchSessionCache.newSessionId: an old client's id is not reused
+            session_id = random.randint(1, 2**31 - 1)
+            if session_id not in self.sessions:
                 break
         session = self.sessions[session_id] = FetchSession(session_id, privileged)
         return session
