@@ -395,7 +395,10 @@ class ClusterBroker(Broker):
         if self._on_loop():
             self._on_topics()
         elif self.loop is not None:
-            self.loop.call_soon_threadsafe(self._on_topics)
+            try:
+                self.loop.call_soon_threadsafe(self._on_topics)
+            except RuntimeError:  # the loop closed meanwhile (a stop): nothing left to act on
+                pass
 
     def _on_loop(self) -> bool:
         return threading.get_ident() == self._loop_thread
