@@ -136,7 +136,7 @@ class Server:
                 self.broker.metrics.connection_count.set(self.limits.count)
                 self.broker.metrics.connections_refused.set(self.limits.refused)
             if now >= next_retention:
-                self.broker.enforce_retention()
+                await self.broker.enforce_retention()
                 next_retention = now + retention_every
             if now >= next_checkpoint:  # fsyncs in a thread: 1,000 written logs held the loop for seconds
                 await self.broker.logs.flush_in_background()

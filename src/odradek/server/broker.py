@@ -55,6 +55,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("odradek.broker")
 
 TopicPartition = tuple[str, int]
+RETENTION_STEP = 500
 PRODUCER_ID_BLOCK = 1000
 
 
@@ -429,9 +430,15 @@ class Broker:
             self.coordinator.complete_txn(producer_id, committed, partition)
         return ErrorCode.none
 
-    def enforce_retention(self) -> None:
+    async def enforce_retention(self) -> None:
+        """Every log's retention, RETENTION_STEP logs a loop iteration (10,000 partitions in one
+        go held the loop every log.retention.check.interval.ms)."""
         now = now_ms()
-        for plog in self.logs.logs():
+        for i, plog in enumerate(self.logs.logs()):
+            if i and i % RETENTION_STEP == 0:
+                await asyncio.sleep(0)
+            if self.logs.get(plog.topic, plog.partition) is not plog:
+                continue  # deleted meanwhile
             try:
                 deleted = enforce_retention(plog, now)
             except OSError as exc:
