@@ -175,6 +175,7 @@ def test_admin_lists_describes_and_moves_share_group_offsets(sbroker: BrokerProc
     altered = next(line["altered"] for line in lines if "altered" in line)
     assert altered[f"{topic}-0"] == {"start": 10, "lag": 40}  # 50 records on partition 0
     assert next(line["deleted"] for line in lines if "deleted" in line) == {}
+    assert group not in next(line["groups_after_delete"] for line in lines if "groups_after_delete" in line)
 
 
 def cells(table: str) -> list[list[str]]:

@@ -332,6 +332,10 @@ public class ShareClient {
             emit("offsets", Map.of("altered", offsets(admin, group)));
             admin.deleteShareGroupOffsets(group, Set.of(topic)).all().get();
             emit("offsets", Map.of("deleted", offsets(admin, group)));
+            admin.deleteShareGroups(List.of(group)).all().get();
+            List<String> left = new ArrayList<>();
+            for (GroupListing g : admin.listGroups(ListGroupsOptions.forShareGroups()).all().get()) left.add(g.groupId());
+            emit("offsets", Map.of("groups_after_delete", left));
         }
     }
 

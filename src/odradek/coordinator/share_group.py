@@ -311,6 +311,19 @@ class ShareCoordinator:
                     out[(topic, topic_id, p)] = (snap[1], done)
         return out
 
+    async def delete_group(self, group_id: str) -> ErrorCode:
+        """DeleteGroups of a share group: only an empty one; its state in every partition goes."""
+        group = self.groups.get(group_id)
+        if group is not None and group.members:
+            return E.non_empty_group
+        error = E.none
+        for topic, topic_id, p in await self.group_state(group_id, None):
+            self.partitions.pop((group_id, topic, p), None)
+            error = await self.persister.delete((group_id, topic_id, p)) or error
+        if not error:
+            self.groups.pop(group_id, None)
+        return error
+
     def list_groups(self) -> list[tuple[str, str]]:
         """(group id, state) of every share group with members or state kept here (ListGroups)."""
         ids = set(self.groups)

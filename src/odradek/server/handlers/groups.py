@@ -261,5 +261,9 @@ async def delete_groups(ctx: RequestContext, request: Any) -> Any:
     names = list(request.groups_names)
     allowed = [g for g in names if ctx.authorized(AclOperation.DELETE, ResourceType.GROUP, g)]
     errors = dict(zip(allowed, coordinator(ctx).delete_groups(allowed), strict=True))
+    share = getattr(ctx.broker, "share_coordinator", None)  # KIP-932: DeleteGroups deletes share groups too
+    for g, error in list(errors.items()):
+        if error == ErrorCode.group_id_not_found and share is not None and share.known_group(g):
+            errors[g] = await share.delete_group(g)
     return ctx.respond(results=[{"group_id": g, "error_code": errors.get(g, ErrorCode.group_authorization_failed)}
                                 for g in names])
