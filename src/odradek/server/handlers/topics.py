@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections import Counter
 from typing import Any
@@ -73,7 +74,9 @@ async def create_topics(ctx: RequestContext, request: Any) -> Any:
     new_partitions = 0
     # KafkaApis: CREATE on the cluster, or on each topic; its configs are shown to DESCRIBE_CONFIGS only
     cluster_create = ctx.authorized(AclOperation.CREATE, ResourceType.CLUSTER)
-    for t in request.topics:
+    for i, t in enumerate(request.topics):
+        if i:  # the loop's other clients between topics (one of 100 partitions: 2-7 ms of the loop here)
+            await asyncio.sleep(0)
         entry: dict[str, Any] = {"name": t.name, "num_partitions": -1, "replication_factor": -1, "configs": None}
         if t.name in duplicates:
             if t.name not in reported:
