@@ -206,6 +206,7 @@ class ShareCoordinator:
         group.epoch += 1
         self._maybe_assign(group)
         self.release_member(group.group_id, member_id)
+        self.sessions.pop((group.group_id, member_id), None)  # its share session on this broker ends too
 
     # -- share partitions ----------------------------------------------------------
 
