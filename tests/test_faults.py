@@ -188,6 +188,65 @@ def test_produce_and_consume_go_on_while_zookeeper_has_no_quorum(fault_cluster: 
     assert read_partition(c, "quorum", 0) == acked
 
 
+def test_a_coordinator_cut_from_zookeeper_acknowledges_no_offset_commit(fault_cluster: FaultCluster) -> None:
+    """Once its ZooKeeper session is suspended a broker may be replaced at any moment: its group
+    coordinator must acknowledge no offset commit from then on (the campaign's zookeeper-quorum-loss:
+    a suspended coordinator went on acknowledging commits, which the newly elected leader of
+    __consumer_offsets did not have; the group's committed offset went backwards)."""
+    import datetime
+
+    from confluent_kafka import Consumer, KafkaException, TopicPartition
+    from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
+
+    c = fault_cluster
+    admin = AdminClient({"bootstrap.servers": c.bootstrap})
+    admin.create_topics([NewTopic("commits", 1, 3)], operation_timeout=30)["commits"].result(60)
+    cons = Consumer({"bootstrap.servers": c.bootstrap, "group.id": "cut-coordinator", "enable.auto.commit": False})
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            cons.commit(offsets=[TopicPartition("commits", 0, 1)], asynchronous=False)
+            break
+        except KafkaException:
+            assert time.monotonic() < deadline
+            time.sleep(0.5)
+    group = admin.describe_consumer_groups(["cut-coordinator"])["cut-coordinator"].result(30)
+    b = group.coordinator.id
+    broker = c.brokers[b]
+    mark = "ZooKeeper session suspended"
+    before = broker.logs().count(mark)
+    acked: list[tuple[float, int]] = []  # (wall clock of the acknowledgement, offset)
+    c.net.cut([f"b{b}"], ["z1", "z2", "z3"])
+    try:
+        deadline = time.monotonic() + 4 * c.env_session_timeout_s
+        while broker.logs().count(mark) == before:
+            assert time.monotonic() < deadline, "the broker never noticed it was cut from ZooKeeper"
+            time.sleep(0.05)
+        line = [x for x in broker.logs().splitlines() if mark in x][-1]
+        suspended_at = datetime.datetime.strptime(line[:23], "%Y-%m-%d %H:%M:%S,%f").replace(
+            tzinfo=datetime.UTC).timestamp()
+        n = 2
+        until = time.time() + c.env_session_timeout_s / 3
+        while time.time() < until:
+            try:
+                res = cons.commit(offsets=[TopicPartition("commits", 0, n)], asynchronous=False)
+                if res and all(tp.error is None for tp in res):
+                    acked.append((time.time(), n))
+            except KafkaException:
+                pass
+            n += 1
+            time.sleep(0.1)
+    finally:
+        c.net.heal()
+    # a new coordinator can only take over once the session expired, a third of a session timeout
+    # after kazoo's suspension at the earliest: an acknowledgement before that came from the cut broker
+    zombie = [(round(at - suspended_at, 2), o) for at, o in acked if at < suspended_at + c.env_session_timeout_s / 3]
+    assert zombie == [], f"commits acknowledged by the coordinator cut from ZooKeeper: {zombie}"
+    committed = cons.committed([TopicPartition("commits", 0)], timeout=60)[0].offset
+    assert committed >= max((o for _, o in acked), default=1)
+    cons.close()
+
+
 def test_a_seeded_run_of_faults_keeps_every_guarantee(tmp_path: Path) -> None:
     """A leader paused past its ZooKeeper session, a broker cut from ZooKeeper, a leader's disk
     filling up, ZooKeeper losing quorum: nothing acknowledged lost, no duplicates, no reordering,

@@ -595,7 +595,7 @@ class ClusterBroker(Broker):
     def append(self, plog: PartitionLog, data: bytes, batches: list[Any]) -> AppendResult:
         """Leader appends only: a follower's log takes the leader's offsets, never its own
         (a room appending on its own, like the coordinator's offset expiry, gets an error)."""
-        if (plog.topic, plog.partition) not in self.replicas.leaders:
+        if (plog.topic, plog.partition) not in self.replicas.leaders or not self._may_lead():
             raise NotLeaderError(f"broker {self.node_id} does not lead {plog.topic}-{plog.partition}")
         return super().append(plog, data, batches)
 
@@ -636,20 +636,27 @@ class ClusterBroker(Broker):
                 return code
         if len(ls.state.isr) < min_isr:
             return ErrorCode.not_enough_replicas_after_append
+        if not self._may_lead():  # cut from ZooKeeper meanwhile: a leader may exist elsewhere, acknowledge nothing
+            return ErrorCode.not_leader_or_follower
         return result
 
     async def wait_replicated(self, plog: PartitionLog, end_offset: int, timeout_s: float) -> ErrorCode:
         """For rooms that append on their own (the group coordinator's commits, Kafka's
         offsets.commit.required.acks=-1): wait until the ISR holds everything below `end_offset`."""
         ls = self.replicas.leaders.get((plog.topic, plog.partition))
-        if ls is None:
+        if ls is None or not self._may_lead():
             return ErrorCode.not_leader_or_follower
-        if plog.high_watermark >= end_offset:
-            return ErrorCode.none
-        try:
-            return await asyncio.wait_for(ls.wait_for(end_offset), timeout_s)
-        except TimeoutError:
-            return ErrorCode.request_timed_out
+        if plog.high_watermark < end_offset:
+            try:
+                code = await asyncio.wait_for(ls.wait_for(end_offset), timeout_s)
+            except TimeoutError:
+                return ErrorCode.request_timed_out
+            if code != ErrorCode.none:
+                return code
+        # The campaign's zookeeper-quorum-loss: a coordinator whose session was suspended went on
+        # acknowledging offset commits (its followers, suspended too, kept fetching) while the
+        # controller elected a new leader without them: the commits were lost.
+        return ErrorCode.none if self._may_lead() else ErrorCode.not_leader_or_follower
 
     def _min_isr(self, topic: str) -> int:
         meta = self.topics().get(topic)
