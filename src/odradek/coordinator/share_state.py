@@ -196,8 +196,7 @@ class GroupConfigs:
         self.configs: dict[str, dict[str, str]] = {}
         if zk_store is not None:
             self._watched: set[str] = set()
-            zk_store.ops.ensure_path(GROUP_CONFIGS_PATH)
-            zk_store.zk.ChildrenWatch(GROUP_CONFIGS_PATH, self._groups_changed)
+            zk_store.executor.submit(self._watch)  # no ZooKeeper call on the event loop
             return
         try:
             self.configs = json.loads(self.path.read_text(encoding="utf-8"))
@@ -205,6 +204,15 @@ class GroupConfigs:
             pass
         except (OSError, ValueError) as exc:
             log.warning("cannot read %s: %s", self.path, exc)
+
+    def _watch(self) -> None:
+        from kazoo.exceptions import KazooException  # type: ignore[import-untyped]
+
+        try:
+            self.zk_store.ops.ensure_path(GROUP_CONFIGS_PATH)
+            self.zk_store.zk.ChildrenWatch(GROUP_CONFIGS_PATH, self._groups_changed)
+        except (KazooException, OSError) as exc:
+            log.warning("group configs not watched in ZooKeeper: %s", exc)
 
     def _groups_changed(self, children: list[str]) -> None:
         """ZooKeeper's thread: a DataWatch on each new group's node keeps `configs` current."""
@@ -240,7 +248,7 @@ class GroupConfigs:
         os.replace(tmp, self.path)
 
     def _write_zk(self, group_id: str, configs: dict[str, str]) -> None:
-        from kazoo.exceptions import KazooException, NodeExistsError, NoNodeError  # type: ignore[import-untyped]
+        from kazoo.exceptions import KazooException, NodeExistsError, NoNodeError
 
         path = f"{GROUP_CONFIGS_PATH}/{group_id}"
         payload = json.dumps({"version": 1, "config": configs}).encode()
