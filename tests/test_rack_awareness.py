@@ -4,7 +4,8 @@ Three real brokers in two racks (0 and 1 in rack-a, 2 in rack-b) on a real ZooKe
 topics created without an assignment get replicas in distinct racks, and a confluent-kafka
 consumer with client.rack=rack-b reads a partition led by broker 0 from broker 2, the
 replica in its rack (broker 2's /metrics counts the bytes it served; a follower serves no
-other fetches), and gets every record.
+other fetches), and gets every record. `odradek cluster decommission` onto a new broker keeps
+the replicas of every partition in both racks.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ from __future__ import annotations
 import functools
 import json
 import re
+import subprocess
+import sys
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -19,7 +22,7 @@ from pathlib import Path
 
 import cluster_fixtures
 import pytest
-from cluster_fixtures import FAST_ENV, Cluster, ClusterBroker, ZooKeeper
+from cluster_fixtures import FAST_ENV, ROOT, Cluster, ClusterBroker, ZooKeeper
 from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
 from confluent_kafka.admin import NewPartitions, NewTopic
 from conftest import unique
@@ -144,3 +147,49 @@ def test_consumer_fetches_from_the_replica_in_its_rack(racked: Cluster) -> None:
     assert served >= total, (served, total)
     assert bytes_out(far, topic) == 0  # the other follower, in rack-a, served nothing
     assert racked.partition(topic).leader == leader.broker_id
+
+
+def test_decommission_onto_a_new_broker_keeps_replicas_in_distinct_racks(racked: Cluster, tmp_path: Path) -> None:
+    """Broker 3 joins in rack-b with nothing on it, then broker 0 (rack-a) is decommissioned: the
+    new broker is the least loaded, but a partition on 0 and 2 takes broker 1, the other broker of
+    rack-a, so that its replicas stay in both racks (rack-unaware, it would get 2 and 3, both rack-b)."""
+    topic = unique("drain")
+    layout = [[0, 2], [2, 0], [1, 2], [0, 2]]
+    fs = racked.admin().create_topics([NewTopic(topic, num_partitions=4, replica_assignment=layout)],
+                                      operation_timeout=10)
+    fs[topic].result(15)
+    for p in range(4):
+        racked.wait_leader(topic, p, isr_size=2)
+    racks = {**RACKS, 3: "rack-b"}
+    new = ClusterBroker(3, tmp_path / "broker-3", racked.brokers[0].zookeeper,
+                        {**FAST_ENV, "ODRADEK_BROKER_RACK": "rack-b", "ODRADEK_REPLICA_LAG_TIME_MAX_MS": "10000"})
+    try:
+        new.start()
+        racked.wait_for("4 live brokers", lambda: len(racked.metadata().brokers) == 4)
+        # --generate over 1 (rack-a), 2 and 3 (rack-b): every partition keeps broker 1, the only one of rack-a
+        topics = tmp_path / "topics.json"
+        topics.write_text(json.dumps({"version": 1, "topics": [{"topic": topic}]}))
+        out = odradek("partitions", "reassign", "--generate", "--topics-to-move-json-file", str(topics),
+                      "--broker-list", "1,2,3", "-b", racked.brokers[1].bootstrap)
+        assert "rack-aware: rack rack-a: 1; rack rack-b: 2,3" in out, out
+        proposed = [json.loads(line) for line in out.splitlines() if line.startswith("{")][1]["partitions"]
+        assert [sorted(racks[b] for b in e["replicas"]) for e in proposed] == [["rack-a", "rack-b"]] * 4, out
+        out = odradek("cluster", "decommission", "0", "--yes", "-b", racked.brokers[1].bootstrap, "--timeout", "90")
+        assert "rack-aware: rack rack-a: 0,1; rack rack-b: 2,3" in out, out
+        assert "broker 0 holds no replicas any more: it can be stopped" in out, out
+        moved = racked.metadata(topic).topics[topic].partitions
+        assert {p: list(moved[p].replicas) for p in range(4)} == {0: [2, 1], 1: [2, 1], 2: [1, 2], 3: [2, 1]}
+        for name, t in racked.metadata().topics.items():  # every topic of the module, __consumer_offsets too
+            for part in t.partitions.values():
+                assert 0 not in part.replicas, (name, part.id, part.replicas)
+                if len(part.replicas) > 1:
+                    assert {racks[b] for b in part.replicas} == {"rack-a", "rack-b"}, (name, part.id, part.replicas)
+    finally:
+        new.kill()
+
+
+def odradek(*args: str) -> str:
+    done = subprocess.run([sys.executable, "-m", "odradek", *args], capture_output=True, text=True, timeout=150,
+                          cwd=ROOT, check=False)
+    assert done.returncode == 0, f"odradek {' '.join(args)} exited {done.returncode}:\n{done.stdout}\n{done.stderr}"
+    return done.stdout + done.stderr

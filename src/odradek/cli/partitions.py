@@ -4,7 +4,8 @@
 They speak Kafka's reassignment APIs (reassign_plan.py), so they drive any Kafka 2.4+ as
 well as odradek. rebalance and decommission print their plan first and run it with --yes
 (or after a yes at the prompt); then they wait until every move is done, showing progress,
-and clear the throttle they set.
+and clear the throttle they set. All three are rack-aware when every broker has a rack
+(broker.rack, read from Metadata), and say which racks they saw.
 """
 
 from __future__ import annotations
@@ -81,10 +82,12 @@ def reassign(
         missing = [t for t in topics if not any(tp[0] == t for tp in current)]
         if missing:
             fail(f"topic(s) {', '.join(missing)} do not exist")
+        racks = rp.broker_racks(client)
         try:
-            proposed = rp.generate(current, brokers)
+            proposed = rp.generate(current, brokers, racks)
         except ValueError as exc:
             fail(str(exc), 2)
+        _say_racks(out, racks, brokers)
         out.print(f"Current partition replica assignment\n{rp.to_json(current)}\n")
         out.print(f"Proposed partition reassignment configuration\n{rp.to_json(proposed)}")
         return
@@ -133,6 +136,12 @@ def reassign(
             out.print(f"Partition {tp[0]}-{tp[1]}: {'no reassignment in progress' if tp not in moving else why}")
         if not moving:
             _clear_throttle(client, out, {t for t, _ in wanted})
+
+
+def _say_racks(out: Console, racks: dict[int, str | None], brokers: list[int]) -> None:
+    line = rp.describe_racks({b: racks.get(b) for b in brokers})
+    if line is not None:
+        out.print(line)
 
 
 def _list(client: Client) -> dict[rp.TopicPartition, tuple[list[int], list[int], list[int]]]:
@@ -236,10 +245,12 @@ def rebalance(
     out = Console(soft_wrap=True, highlight=False)
     current, brokers = rp.current_assignment(client)
     sizes = rp.partition_sizes(client)
+    racks = rp.broker_racks(client)
     try:
-        plan = rp.rebalance(current, brokers, sizes)
+        plan = rp.rebalance(current, brokers, sizes, racks)
     except ValueError as exc:
         fail(f"cannot plan a rebalance: {exc}")
+    _say_racks(out, racks, brokers)
     out.print(f"rebalance over brokers {','.join(map(str, brokers))}: {len(plan)} partition(s) to move")
     if plan:
         _show_plan(out, plan, current, brokers, sizes)
@@ -264,10 +275,12 @@ def decommission(
     if broker not in brokers:
         fail(f"broker {broker} is not in the cluster (brokers: {','.join(map(str, brokers))})")
     sizes = rp.partition_sizes(client)
+    racks = rp.broker_racks(client)
     try:
-        plan = rp.decommission(current, brokers, broker, sizes)
+        plan = rp.decommission(current, brokers, broker, sizes, racks)
     except ValueError as exc:
         fail(f"cannot decommission broker {broker}: {exc}")
+    _say_racks(out, racks, brokers)
     out.print(f"decommission of broker {broker}: {len(plan)} partition(s) to move")
     if plan:
         _show_plan(out, plan, current, brokers, sizes)

@@ -9,21 +9,36 @@ replicas per broker (within one; the largest partitions move first, to the broke
 fewest replicas of the topic, then of all topics, then bytes), then its preferred leaders
 (the first replica of each partition, which the controller makes leader). It moves as few
 replicas as that needs.
+
+Racks (the `rack` of each broker in Metadata, from broker.rack): when every broker has one,
+the plans are rack-aware, as topic creation is (cluster/placement.py). --generate lays each
+topic out with Kafka's rack-aware assignReplicasToBrokers. The rebalance first moves a
+replica that shares a rack with another replica of its partition to a broker in a rack the
+partition does not use yet (while the racks allow), and its balancing moves never leave a
+partition in fewer racks; a replica moved off a broker (rebalance of a gone broker,
+decommission) goes preferably to a rack the partition does not use. Replicas per broker are
+even within one where the racks allow it: with racks of unequal size (two brokers in rack a,
+one in rack b, replication factor 2), the lone broker of rack b holds a replica of every
+partition, as Kafka's placement does. With some brokers without a rack, the plans are
+rack-unaware (as topic creation then is), and the commands say so.
 """
 
 from __future__ import annotations
 
 import json
 import zlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from odradek.cli.common import Client
+from odradek.cluster.placement import assign_replicas, distinct_racks, rack_preferred, start_index
 
 TopicPartition = tuple[str, int]
 Assignment = dict[TopicPartition, list[int]]
+Racks = Mapping[int, str | None]
 
+METADATA = 3
 ALTER_REASSIGNMENTS, LIST_REASSIGNMENTS, DESCRIBE_LOG_DIRS, INCREMENTAL_ALTER_CONFIGS = 45, 46, 35, 44
 BROKER_RESOURCE, TOPIC_RESOURCE = 4, 2
 SET, DELETE = 0, 1
@@ -74,9 +89,20 @@ def topics_to_move(text: str) -> list[str]:
 
 # -- plans ----------------------------------------------------------------------------------
 
-def generate(current: Assignment, brokers: list[int]) -> Assignment:
-    """--generate: each listed topic spread round-robin over `brokers`, keeping its
-    replication factor (Kafka's rack-unaware layout, starting at a broker picked by the name)."""
+def rack_aware(brokers: Iterable[int], racks: Racks | None) -> dict[int, str] | None:
+    """The rack of each of `brokers` when every one has a rack, else None (rack-unaware plans,
+    as topic creation places replicas when only some brokers have broker.rack)."""
+    if not racks:
+        return None
+    out = {b: racks.get(b) for b in brokers}
+    return {b: r for b, r in out.items() if r is not None} if all(r is not None for r in out.values()) else None
+
+
+def generate(current: Assignment, brokers: list[int], racks: Racks | None = None) -> Assignment:
+    """--generate: each listed topic spread over `brokers`, keeping its replication factor,
+    starting at a broker picked by the name. With a rack for every listed broker, Kafka's
+    rack-aware layout (AdminUtils.assignReplicasToBrokers: the replicas of a partition in
+    distinct racks); else Kafka's rack-unaware round robin."""
     if not brokers:
         raise ValueError("the broker list is empty")
     out: Assignment = {}
@@ -84,6 +110,15 @@ def generate(current: Assignment, brokers: list[int]) -> Assignment:
     for (topic, p), replicas in sorted(current.items()):
         if len(replicas) > n:
             raise ValueError(f"{topic} has replication factor {len(replicas)}, more than the {n} broker(s) listed")
+    placed = rack_aware(brokers, racks)
+    if placed is not None:
+        for topic in sorted({t for t, _ in current}):
+            parts = {p: len(r) for (t, p), r in current.items() if t == topic}
+            for rf in sorted(set(parts.values())):
+                layout = assign_replicas(placed, max(parts) + 1, rf, fixed_start=start_index(topic, n))
+                out.update({(topic, p): layout[p] for p, f in parts.items() if f == rf})
+        return out
+    for (topic, p), replicas in sorted(current.items()):
         start = zlib.crc32(topic.encode()) % n
         out[(topic, p)] = [brokers[(start + p + j) % n] for j in range(len(replicas))]
     return out
@@ -108,32 +143,73 @@ def load(assignment: Assignment, brokers: Iterable[int], sizes: dict[TopicPartit
     return result
 
 
-def rebalance(current: Assignment, brokers: list[int], sizes: dict[TopicPartition, int]) -> Assignment:
+def rebalance(current: Assignment, brokers: list[int], sizes: dict[TopicPartition, int],
+              racks: Racks | None = None) -> Assignment:
     """An even spread over `brokers`, topic by topic (each topic's replicas and preferred
     leaders within one per broker; ties go to the broker with fewer replicas, then bytes, over
-    all topics); replicas on brokers not listed are moved onto listed ones (decommission)."""
+    all topics); replicas on brokers not listed are moved onto listed ones (decommission).
+    With a rack for every broker, each partition's replicas in as many distinct racks as the
+    racks allow first (see the module's text)."""
     if not brokers:
         raise ValueError("no brokers to place replicas on")
     plan = {tp: list(r) for tp, r in current.items()}
     for tp, replicas in plan.items():
         if len(set(replicas)) > len(brokers):
             raise ValueError(f"{tp[0]}-{tp[1]} has {len(replicas)} replicas, more than the {len(brokers)} broker(s)")
+    placed = rack_aware(brokers, racks)
     for topic in sorted({t for t, _ in plan}):
         tps = sorted((tp for tp in plan if tp[0] == topic), key=lambda tp: (-sizes.get(tp, 0), tp))
-        _even_replicas(plan, tps, brokers, sizes)
+        if placed is not None:
+            _spread_racks(plan, tps, brokers, sizes, placed)
+        _even_replicas(plan, tps, brokers, sizes, placed)
         _even_leaders(plan, tps, brokers, sizes)
     return {tp: r for tp, r in plan.items() if r != current[tp]}
 
 
+def _ranking(plan: Assignment, tps: list[TopicPartition], brokers: list[int],
+             sizes: dict[TopicPartition, int]) -> dict[int, tuple[int, int, int, int]]:
+    """Each broker's (replicas of these partitions, replicas of all, bytes of all, id): lowest first."""
+    mine, everything = load({tp: plan[tp] for tp in tps}, brokers, sizes), load(plan, brokers, sizes)
+    return {b: (mine.replicas[b], everything.replicas[b], everything.bytes[b], b) for b in brokers}
+
+
+def _targets(replicas: list[int], i: int, free: list[int], racks: Mapping[int, str] | None) -> list[int]:
+    """Of `free`, where replica i may go without leaving the partition in fewer racks, those
+    in a rack the others do not use first; all of `free` without racks."""
+    if racks is None:
+        return free
+    others = replicas[:i] + replicas[i + 1:]
+    now = distinct_racks(replicas, racks)
+    return [b for b in rack_preferred(free, others, racks) if distinct_racks([*others, b], racks) >= now]
+
+
+def _spread_racks(plan: Assignment, tps: list[TopicPartition], brokers: list[int],
+                  sizes: dict[TopicPartition, int], racks: Mapping[int, str]) -> None:
+    """A replica sharing a rack with another replica of its partition moves to the least loaded
+    broker of a rack the partition does not use, while there is one (a follower rather than the
+    preferred leader, the one on the most loaded broker)."""
+    for tp in tps:
+        while True:
+            replicas = plan[tp]
+            now = distinct_racks(replicas, racks)
+            free = [b for b in brokers if b not in replicas]
+            shared = [i for i, b in enumerate(replicas)
+                      if any(racks.get(b) == racks.get(x) for x in replicas if x != b) and racks.get(b) is not None]
+            rank = _ranking(plan, tps, brokers, sizes)
+            moves = [(i, to) for i in shared for to in free
+                     if distinct_racks(replicas[:i] + [to] + replicas[i + 1:], racks) > now]
+            if not moves:
+                break
+            i, to = min(moves, key=lambda m: (m[0] == 0, [-x for x in rank[replicas[m[0]]]], rank[m[1]]))
+            replicas[i] = to
+
+
 def _even_replicas(plan: Assignment, tps: list[TopicPartition], brokers: list[int],
-                   sizes: dict[TopicPartition, int]) -> None:
-    """Move replicas of these partitions (largest first) until each broker holds within one."""
+                   sizes: dict[TopicPartition, int], racks: Mapping[int, str] | None = None) -> None:
+    """Move replicas of these partitions (largest first) until each broker holds within one,
+    never leaving a partition in fewer racks."""
     total = sum(len(plan[tp]) for tp in tps)
     ceiling = -(-total // len(brokers))
-
-    def rank(b: int) -> tuple[int, int, int, int]:
-        mine, everything = load({tp: plan[tp] for tp in tps}, brokers, sizes), load(plan, brokers, sizes)
-        return mine.replicas[b], everything.replicas[b], everything.bytes[b], b
 
     # 1. replicas on brokers that are not listed, or above the ceiling, go to the lowest ranked
     for tp in tps:
@@ -142,20 +218,27 @@ def _even_replicas(plan: Assignment, tps: list[TopicPartition], brokers: list[in
             if b in brokers and here[b] <= ceiling:
                 continue
             free = [x for x in brokers if x not in plan[tp]]
-            if not free:
+            targets = (rack_preferred(free, plan[tp][:i] + plan[tp][i + 1:], racks or {}) if b not in brokers
+                       else _targets(plan[tp], i, free, racks))
+            if not targets:
                 continue
-            to = min(free, key=rank)
+            rank = _ranking(plan, tps, brokers, sizes)
+            to = min(targets, key=lambda x: rank[x])
             if b not in brokers or here[to] < here[b] - 1:
                 plan[tp][i] = to
-    # 2. the lowest ranked broker takes a replica from the highest while they differ by more than one
+    # 2. a broker takes a replica from one holding more than one more, the lowest ranked from
+    # the highest ranked that can give one (without racks that is always the extreme pair)
     for _ in range(total):
-        low, high = min(brokers, key=rank), max(brokers, key=rank)
-        if rank(high)[0] - rank(low)[0] <= 1:
+        rank = _ranking(plan, tps, brokers, sizes)
+        by_rank = sorted(brokers, key=lambda b: rank[b])
+        move = next(((tp, high, low) for high in reversed(by_rank) for low in by_rank
+                     if rank[high][0] - rank[low][0] > 1
+                     for tp in tps if high in plan[tp] and low not in plan[tp]
+                     and _targets(plan[tp], plan[tp].index(high), [low], racks)), None)
+        if move is None:
             break
-        moving = next((tp for tp in tps if high in plan[tp] and low not in plan[tp]), None)
-        if moving is None:
-            break
-        plan[moving][plan[moving].index(high)] = low
+        tp, high, low = move
+        plan[tp][plan[tp].index(high)] = low
 
 
 def _even_leaders(plan: Assignment, tps: list[TopicPartition], brokers: list[int],
@@ -177,10 +260,13 @@ def _even_leaders(plan: Assignment, tps: list[TopicPartition], brokers: list[int
 
 
 def decommission(current: Assignment, brokers: list[int], leaving: int,
-                 sizes: dict[TopicPartition, int]) -> Assignment:
-    """Every replica of `leaving` moved to the least loaded remaining broker; a partition it led
-    gets its next replica as preferred leader (already in sync: leadership moves at once)."""
+                 sizes: dict[TopicPartition, int], racks: Racks | None = None) -> Assignment:
+    """Every replica of `leaving` moved to the least loaded remaining broker (with a rack for
+    every broker, the least loaded of those in a rack the partition does not use, if any); a
+    partition it led gets its next replica as preferred leader (already in sync: leadership
+    moves at once)."""
     remaining = [b for b in brokers if b != leaving]
+    placed = rack_aware(brokers, racks) or {}
     plan: Assignment = {}
     counts = load(current, remaining, sizes)
     for tp in sorted(current, key=lambda tp: (-sizes.get(tp, 0), tp)):
@@ -191,10 +277,11 @@ def decommission(current: Assignment, brokers: list[int], leaving: int,
         if not free:
             raise ValueError(f"{tp[0]}-{tp[1]} has {len(replicas)} replicas and only {len(remaining)} broker(s) "
                              f"would remain")
-        to = min(free, key=lambda b: (counts.replicas[b], counts.bytes[b], b))
+        staying = [b for b in replicas if b != leaving]
+        to = min(rack_preferred(free, staying, placed), key=lambda b: (counts.replicas[b], counts.bytes[b], b))
         counts.replicas[to] += 1
         counts.bytes[to] += sizes.get(tp, 0)
-        plan[tp] = [b for b in replicas if b != leaving] + [to]
+        plan[tp] = [*staying, to]
     return plan
 
 
@@ -210,6 +297,28 @@ def current_assignment(client: Client, topics: list[str] | None = None) -> tuple
         for p in t.partitions.values():
             out[(str(name), int(p.id))] = [int(b) for b in p.replicas]
     return out, sorted(int(b) for b in md.brokers)
+
+
+def broker_racks(client: Client) -> dict[int, str | None]:
+    """Each broker's rack (broker.rack), None for a broker without one: Metadata v1's `rack`
+    (librdkafka's Metadata leaves it out)."""
+    resp = client.call(METADATA, 1, {"topics": []}, "cannot read the brokers' racks")
+    return {int(b.node_id): (str(b.rack) if b.rack else None) for b in resp.brokers}
+
+
+def describe_racks(racks: Racks) -> str | None:
+    """One line for the commands: the racks in use, or why the plan is rack-unaware when some
+    brokers have a rack; None when none has (the commands then say nothing of racks)."""
+    if not any(racks.values()):
+        return None
+    missing = sorted(b for b, r in racks.items() if not r)
+    if missing:
+        return (f"broker(s) {','.join(map(str, missing))} have no rack (broker.rack): placing replicas "
+                "without rack awareness")
+    by_rack: dict[str, list[int]] = {}
+    for b, r in sorted(racks.items()):
+        by_rack.setdefault(str(r), []).append(b)
+    return "rack-aware: " + "; ".join(f"rack {r}: {','.join(map(str, bs))}" for r, bs in sorted(by_rack.items()))
 
 
 def broker_addresses(client: Client) -> dict[int, str]:
