@@ -22,6 +22,7 @@ import traceback
 from dataclasses import dataclass, field
 from typing import Any
 
+from odradek.protocol import legacy
 from odradek.protocol.build import build
 from odradek.protocol.framing import (
     FrameError,
@@ -224,8 +225,11 @@ class HandlerFuzzer:
 
     def _closed(self, frame: bytes, reason: str) -> Outcome:
         try:
-            decode_request(frame)
+            header, request = decode_request(frame)
         except FrameError:
+            return Outcome("refused", reason)
+        if (header.api_key, header.api_version) in legacy.REFUSED and request.acks == 0:
+            # Kafka's answer to an acks=0 Produce it refuses: no response, the connection closed
             return Outcome("refused", reason)
         return Outcome("failed", f"connection closed although the request parses: {reason}")
 
