@@ -955,9 +955,20 @@ def list_groups(t: Table, v: int) -> None:
 
 
 def consumer_join(t: Table, group: str, topic: str, v: int = 1) -> Any:
-    """A KIP-848 member (epoch 0, the client's own member id) subscribed to `topic`."""
-    return t.call(68, v, group_id=group, member_id=str(uuid.uuid4()), member_epoch=0, rebalance_timeout=30000,
-                  subscribed_topic_names=[topic], topic_partitions=[])
+    """A KIP-848 member joining with epoch 0, subscribed to `topic`: from v1 with the client's own
+    member id (KIP-1082), at v0 with none (the broker makes one)."""
+    return t.call(68, v, group_id=group, member_id=str(uuid.uuid4()) if v >= 1 else "", member_epoch=0,
+                  rebalance_timeout=30000, subscribed_topic_names=[topic], topic_partitions=[])
+
+
+def consumer_heartbeat(t: Table, v: int, group: str, member: str, epoch: int,
+                       owned: list[tuple[uuid.UUID, list[int]]] | None = None) -> Any:
+    return t.call(68, v, group_id=group, member_id=member, member_epoch=epoch, topic_partitions=None if owned is None
+                  else [{"topic_id": topic_id, "partitions": partitions} for topic_id, partitions in owned])
+
+
+def every_partition(assignment: Any) -> list[tuple[uuid.UUID, list[int]]]:
+    return [(tp.topic_id, sorted(tp.partitions)) for tp in assignment.topic_partitions]
 
 
 @case(68)
@@ -965,43 +976,80 @@ def consumer_group_heartbeat(t: Table, v: int) -> None:
     topic, topic_id, _ = t.partition()
     group = t.name(f"kip848-v{v}")
     joined = consumer_join(t, group, topic, v)
-    assert (joined.error_code, joined.member_epoch) == (E.none, 1), joined
-    assert joined.assignment is not None
-    assert [tp.topic_id for tp in joined.assignment.topic_partitions] == [topic_id]
-    member = joined.member_id
-    fenced = t.call(68, v, group_id=group, member_id=member, member_epoch=5, topic_partitions=None)
-    assert fenced.error_code == E.fenced_member_epoch, fenced
-    left = t.call(68, v, group_id=group, member_id=member, member_epoch=-1, topic_partitions=None)
-    assert (left.error_code, left.member_epoch) == (E.none, -1), left
+    assert joined.error_code == E.none, joined
+    member, epoch = joined.member_id, joined.member_epoch
+    # a member id (its own from v1), an epoch past 0 (Kafka's first is 2), a heartbeat interval, and the
+    # sole member's assignment: every partition of the subscribed topic
+    assert member and epoch >= 1 and joined.heartbeat_interval.total_seconds() > 0, joined
+    assert every_partition(joined.assignment) == [(topic_id, list(range(PARTITIONS)))], joined
+    # it owns what it was given: nothing changes, no assignment is sent again
+    again = consumer_heartbeat(t, v, group, member, epoch, [(topic_id, list(range(PARTITIONS)))])
+    assert (again.error_code, again.member_id, again.member_epoch, again.assignment) == (E.none, member, epoch, None)
+    # an epoch the coordinator never gave: the member must give up its partitions and rejoin
+    assert consumer_heartbeat(t, v, group, member, epoch + 5).error_code == E.fenced_member_epoch
+    assert consumer_heartbeat(t, v, group, "stranger", epoch).error_code == E.unknown_member_id
+    if v >= 1:  # KIP-1082: the client makes its member id
+        empty = t.call(68, v, group_id=group, member_id="", member_epoch=0, rebalance_timeout=30000,
+                       subscribed_topic_names=[topic], topic_partitions=[])
+        assert empty.error_code == E.invalid_request, empty
+    left = consumer_heartbeat(t, v, group, member, -1)
+    assert (left.error_code, left.member_id, left.member_epoch) == (E.none, member, -1), left
+    assert consumer_heartbeat(t, v, group, member, epoch).error_code == E.unknown_member_id  # gone
 
 
 @case(69)
 def consumer_group_describe(t: Table, v: int) -> None:
     topic, topic_id, _ = t.partition()
-    group, missing = t.name(f"kip848-described-v{v}"), t.name("never-joined")
-    joined = consumer_join(t, group, topic)
-    body = t.call(69, v, group_ids=[group, missing], include_authorized_operations=False)
+    group, missing, classic = t.name(f"kip848-described-v{v}"), t.name("never-joined"), t.name("kip848-classic")
+    joined = consumer_join(t, group, topic, t.top(68))
+    epoch = joined.member_epoch
+    t.join_sync(classic, topic)
+    body = t.call(69, v, group_ids=[group, missing, classic], include_authorized_operations=True)
     found = {g.group_id: g for g in body.groups}
     g = found[group]
-    assert (g.error_code, g.group_state, g.group_epoch, g.assignment_epoch) == (E.none, "Stable", 1, 1), g
+    assert (g.error_code, g.group_state, g.group_epoch, g.assignment_epoch, g.assignor_name) == (
+        E.none, "Stable", epoch, epoch, "uniform"), g
+    assert g.authorized_operations & (1 << READ | 1 << DESCRIBE | 1 << DELETE) == (1 << READ | 1 << DESCRIBE | 1 << DELETE)
     (m,) = g.members
-    assert (m.member_id, m.member_epoch, m.client_id, m.subscribed_topic_names) == (
-        joined.member_id, 1, CLIENT_ID, (topic,))
-    assert [(tp.topic_id, tp.topic_name) for tp in m.assignment.topic_partitions] == [(topic_id, topic)]
+    assert (m.member_id, m.member_epoch, m.client_id, m.client_host, m.instance_id, m.rack_id) == (
+        joined.member_id, epoch, CLIENT_ID, "/127.0.0.1", None, None), m
+    assert tuple(m.subscribed_topic_names) == (topic,)
+    for assignment in (m.assignment, m.target_assignment):  # reconciled: what it has is what it should have
+        assert [(tp.topic_id, tp.topic_name, sorted(tp.partitions)) for tp in assignment.topic_partitions] == [
+            (topic_id, topic, list(range(PARTITIONS)))]
+    if v >= 1:
+        assert m.member_type == 1  # a consumer-protocol member (0: a classic member of a consumer group)
     assert found[missing].error_code == E.group_id_not_found
-    t.call(68, 1, group_id=group, member_id=joined.member_id, member_epoch=-1, topic_partitions=None)
+    assert found[classic].error_code == E.group_id_not_found  # a classic group is not a consumer group
+    consumer_heartbeat(t, t.top(68), group, joined.member_id, -1)
+    (g,) = t.call(69, v, group_ids=[group], include_authorized_operations=False).groups
+    assert (g.error_code, g.group_state, g.members) == (E.none, "Empty", ())
+    assert g.group_epoch > epoch  # the member's leaving is a new group epoch
 
 
 # -- KIP-932 share groups -------------------------------------------------------------------
 
 
-def share_join(t: Table, group: str, topic: str) -> tuple[str, int]:
-    """A share group member subscribed to `topic`: (member id, epoch)."""
+def share_heartbeat(t: Table, group: str, member: str, epoch: int, topics: list[str] | None = None,
+                    v: int = 1) -> Any:
+    return t.call(76, v, group_id=group, member_id=member, member_epoch=epoch, rack_id=None,
+                  subscribed_topic_names=topics)
+
+
+def share_join(t: Table, group: str, topic: str, v: int = 1) -> tuple[str, int, Any]:
+    """A share group member subscribed to `topic`, heartbeating until it is assigned the topic's partitions
+    (Kafka's group coordinator first initializes their share state, a moment after the join): (member id,
+    epoch, the join's answer)."""
     member = str(uuid.uuid4())
-    body = t.call(76, 1, group_id=group, member_id=member, member_epoch=0, rack_id=None,
-                  subscribed_topic_names=[topic])
+    joined = body = share_heartbeat(t, group, member, 0, [topic], v)
     assert (body.error_code, body.member_id) == (E.none, member), body
-    return member, body.member_epoch
+    deadline = time.monotonic() + 10
+    while body.assignment is None or not body.assignment.topic_partitions:
+        assert time.monotonic() < deadline, f"{member} of {group} never assigned: {body}"
+        time.sleep(0.05)
+        body = share_heartbeat(t, group, member, body.member_epoch, None, v)
+        assert body.error_code == E.none, body
+    return member, body.member_epoch, (joined, body)
 
 
 def share_earliest(t: Table, group: str) -> None:
@@ -1027,43 +1075,84 @@ def acquired(body: Any) -> list[tuple[int, int, int]]:
             for topic in body.responses for part in topic.partitions for a in part.acquired_records]
 
 
+def share_acquire(t: Table, v: int, group: str, member: str, topic_id: uuid.UUID, p: int) -> tuple[Any, int]:
+    """ShareFetch from session epoch 0 (which opens the share session), each next one the next epoch, until
+    records are acquired (Kafka's share partition reads its state on the first fetch and may answer it
+    empty): (the answer, the session's next epoch)."""
+    deadline = time.monotonic() + 10
+    for epoch in itertools.count():
+        body = share_fetch_call(t, v, group, member, epoch, topic_id, p)
+        if acquired(body):
+            return body, epoch + 1
+        assert time.monotonic() < deadline, f"nothing acquired: {body}"
+    raise AssertionError  # unreachable
+
+
+def share_ack(t: Table, v: int, group: str, member: str, epoch: int, topic_id: uuid.UUID, p: int,
+              first: int, last: int, types: list[int], **fields: Any) -> Any:
+    """ShareAcknowledge of one batch; the partition's answer."""
+    body = t.call(79, v, fields, group_id=group, member_id=member, share_session_epoch=epoch, topics=[
+        {"topic_id": topic_id, "partitions": [{"partition_index": p, "acknowledgement_batches": [
+            {"first_offset": first, "last_offset": last, "acknowledge_types": types}]}]}])
+    assert body.error_code == E.none, body
+    return body.responses[0].partitions[0]
+
+
+ACCEPT, RELEASE, REJECT, RENEW = 1, 2, 3, 4  # Kafka's AcknowledgeType codes (RENEW: KIP-1222)
+
+
+def share_offsets(t: Table, group: str, topic: str, p: int, v: int = 1) -> Any:
+    """DescribeShareGroupOffsets of one partition: the group's answer."""
+    (described,) = t.call(90, v, groups=[{"group_id": group, "topics": [{"topic_name": topic, "partitions": [p]}]}]).groups
+    return described
+
+
 @case(76)
 def share_group_heartbeat(t: Table, v: int) -> None:
     topic, topic_id, _ = t.partition()
     group = t.name(f"share-hb-v{v}")
-    member = str(uuid.uuid4())
-    body = t.call(76, v, group_id=group, member_id=member, member_epoch=0, rack_id=None, subscribed_topic_names=[topic])
-    assert (body.error_code, body.member_id) == (E.none, member)
-    epoch = body.member_epoch
-    assert epoch > 0 and body.heartbeat_interval.total_seconds() > 0
-    assert [(a.topic_id, sorted(a.partitions)) for a in body.assignment.topic_partitions] == [
-        (topic_id, list(range(PARTITIONS)))]  # a sole member gets every partition
-    body = t.call(76, v, group_id=group, member_id=member, member_epoch=epoch, rack_id=None,
-                  subscribed_topic_names=None)
+    member, epoch, (joined, assigned) = share_join(t, group, topic, v)
+    assert joined.member_epoch >= 1 and joined.heartbeat_interval.total_seconds() > 0, joined
+    assert epoch >= joined.member_epoch
+    # a sole member gets every partition (Kafka's first answer may hold none yet: their share state is
+    # initialized first, and the assignment comes with a later heartbeat)
+    assert every_partition(assigned.assignment) == [(topic_id, list(range(PARTITIONS)))], assigned
+    body = share_heartbeat(t, group, member, epoch, None, v)
     assert (body.error_code, body.member_epoch, body.assignment) == (E.none, epoch, None)  # nothing changed
-    body = t.call(76, v, group_id=group, member_id=member, member_epoch=epoch + 5, rack_id=None,
-                  subscribed_topic_names=None)
-    assert body.error_code == E.fenced_member_epoch
-    body = t.call(76, v, group_id=group, member_id="stranger", member_epoch=1, rack_id=None,
-                  subscribed_topic_names=None)
-    assert body.error_code == E.unknown_member_id
-    body = t.call(76, v, group_id=group, member_id=member, member_epoch=-1, rack_id=None,
-                  subscribed_topic_names=None)
-    assert (body.error_code, body.member_epoch) == (E.none, -1)
+    assert share_heartbeat(t, group, member, epoch + 5, None, v).error_code == E.fenced_member_epoch
+    assert share_heartbeat(t, group, "stranger", epoch, None, v).error_code == E.unknown_member_id
+    assert share_heartbeat(t, group, "", 0, [topic], v).error_code == E.invalid_request  # the client makes its id
+    classic = t.name("share-hb-classic")
+    t.join_sync(classic, topic)
+    assert share_heartbeat(t, classic, str(uuid.uuid4()), 0, [topic], v).error_code == E.group_id_not_found
+    body = share_heartbeat(t, group, member, -1, None, v)
+    assert (body.error_code, body.member_id, body.member_epoch) == (E.none, member, -1)
+    assert share_heartbeat(t, group, member, epoch, None, v).error_code == E.unknown_member_id  # gone
 
 
 @case(77)
 def share_group_describe(t: Table, v: int) -> None:
     topic, topic_id, _ = t.partition()
-    group, missing = t.name(f"share-describe-v{v}"), t.name("share-never")
-    member, epoch = share_join(t, group, topic)
-    body = t.call(77, v, group_ids=[group, missing], include_authorized_operations=False)
-    found, gone = body.groups
-    assert (found.error_code, found.group_state, found.group_epoch) == (E.none, "Stable", epoch)
-    (m,) = found.members
-    assert (m.member_id, m.member_epoch, list(m.subscribed_topic_names)) == (member, epoch, [topic])
-    assert [(a.topic_id, a.topic_name) for a in m.assignment.topic_partitions] == [(topic_id, topic)]
-    assert gone.error_code == E.group_id_not_found
+    group, missing, classic = t.name(f"share-describe-v{v}"), t.name("share-never"), t.name("share-classic")
+    member, epoch, _ = share_join(t, group, topic)
+    t.join_sync(classic, topic)
+    body = t.call(77, v, group_ids=[group, missing, classic], include_authorized_operations=True)
+    found = {g.group_id: g for g in body.groups}  # (Kafka answers in its coordinators' order)
+    g = found[group]
+    assert (g.error_code, g.group_state, g.group_epoch, g.assignment_epoch, g.assignor_name) == (
+        E.none, "Stable", epoch, epoch, "simple"), g
+    assert g.authorized_operations & (1 << READ | 1 << DESCRIBE | 1 << DELETE) == (1 << READ | 1 << DESCRIBE | 1 << DELETE)
+    (m,) = g.members
+    assert (m.member_id, m.member_epoch, m.client_id, m.client_host, m.rack_id, tuple(m.subscribed_topic_names)) == (
+        member, epoch, CLIENT_ID, "/127.0.0.1", None, (topic,)), m
+    assert [(a.topic_id, a.topic_name, sorted(a.partitions)) for a in m.assignment.topic_partitions] == [
+        (topic_id, topic, list(range(PARTITIONS)))]
+    assert found[missing].error_code == E.group_id_not_found
+    assert found[classic].error_code == E.group_id_not_found  # not a share group
+    share_heartbeat(t, group, member, -1)
+    (g,) = t.call(77, v, group_ids=[group], include_authorized_operations=False).groups
+    assert (g.error_code, g.group_state, g.members) == (E.none, "Empty", ())
+    assert g.group_epoch > epoch
 
 
 @case(78)
@@ -1072,14 +1161,21 @@ def share_fetch(t: Table, v: int) -> None:
     group = t.name(f"share-fetch-v{v}")
     share_earliest(t, group)
     base = t.produce(topic, p, batch(b"a", b"b", b"c"))
-    member, _ = share_join(t, group, topic)
-    assert acquired(share_fetch_call(t, v, group, member, 0, topic_id, p)) == [(base, base + 2, 1)]
+    member, _, _ = share_join(t, group, topic)
+    body, epoch = share_acquire(t, v, group, member, topic_id, p)
+    # first delivery: all three acquired by this member, delivered once, the records themselves with them
+    assert acquired(body) == [(base, base + 2, 1)]
+    (part,) = body.responses[0].partitions
+    assert part.error_code == E.none
+    assert [r.value for b in iter_batches(bytes(part.records)) for r in b.records] == [b"a", b"b", b"c"]
+    # a second member gets nothing of what the first holds
+    other, _, _ = share_join(t, group, topic)
+    assert acquired(share_fetch_call(t, v, group, other, 0, topic_id, p)) == []
     # ACCEPT the first, RELEASE the other two: they come back, delivered a second time
-    body = share_fetch_call(t, v, group, member, 1, topic_id, p, [(base, base + 2, [1, 2, 2])])
+    body = share_fetch_call(t, v, group, member, epoch, topic_id, p, [(base, base + 2, [ACCEPT, RELEASE, RELEASE])])
     assert acquired(body) == [(base + 1, base + 2, 2)]
     assert body.responses[0].partitions[0].acknowledge_error_code == E.none
-    body = share_fetch_call(t, v, group, member, 5, topic_id, p)
-    assert body.error_code == E.invalid_share_session_epoch
+    assert share_fetch_call(t, v, group, member, epoch + 5, topic_id, p).error_code == E.invalid_share_session_epoch
     body = share_fetch_call(t, v, group, "not-a-session", 3, topic_id, p)
     assert body.error_code == E.share_session_not_found
 
@@ -1089,25 +1185,26 @@ def share_acknowledge(t: Table, v: int) -> None:
     topic, topic_id, p = t.partition()
     group = t.name(f"share-ack-v{v}")
     share_earliest(t, group)
-    base = t.produce(topic, p, batch(b"a", b"b"))
-    member, _ = share_join(t, group, topic)
-    assert acquired(share_fetch_call(t, v, group, member, 0, topic_id, p)) == [(base, base + 1, 1)]
+    base = t.produce(topic, p, batch(b"a", b"b", b"c"))
+    member, _, _ = share_join(t, group, topic)
+    body, epoch = share_acquire(t, 1, group, member, topic_id, p)
+    assert acquired(body) == [(base, base + 2, 1)]
 
-    def ack(epoch: int, types: list[int]) -> Any:
-        return t.call(79, v, group_id=group, member_id=member, share_session_epoch=epoch, topics=[
-            {"topic_id": topic_id, "partitions": [{"partition_index": p, "acknowledgement_batches": [
-                {"first_offset": base, "last_offset": base + 1, "acknowledge_types": types}]}]}])
-
-    epoch = 1
-    if v >= 2:  # KIP-1222's RENEW: the member keeps its records for another lock duration, then acknowledges them
-        body = ack(epoch, [4])
-        assert (body.error_code, body.responses[0].partitions[0].error_code) == (E.none, E.none)
+    def ack(first: int, last: int, types: list[int], **fields: Any) -> E:
+        nonlocal epoch
+        part = share_ack(t, v, group, member, epoch, topic_id, p, first, last, types, **fields)
         epoch += 1
-    body = ack(epoch, [1])
-    assert (body.error_code, body.responses[0].partitions[0].error_code) == (E.none, E.none)
-    body = ack(epoch + 1, [1])  # acknowledged already: no longer this member's to acknowledge
-    assert body.responses[0].partitions[0].error_code == E.invalid_record_state
-    assert ack(0, [1]).error_code == E.invalid_share_session_epoch  # a session opens with ShareFetch only
+        return part.error_code  # type: ignore[no-any-return]
+
+    if v >= 2:  # KIP-1222's RENEW: the member keeps its records for another lock duration, then acknowledges them
+        assert ack(base, base + 2, [RENEW], is_renew_ack=True) == E.none
+    assert ack(base + 1, base + 1, [ACCEPT]) == E.none
+    assert ack(base + 1, base + 1, [ACCEPT]) == E.invalid_record_state  # acknowledged already
+    assert ack(base, base, [ACCEPT]) == E.none
+    assert ack(base + 2, base + 2, [REJECT]) == E.none  # rejected: never delivered again
+    assert share_offsets(t, group, topic, p).topics[0].partitions[0].lag == 0
+    assert t.call(79, v, group_id=group, member_id=member, share_session_epoch=0, topics=[]).error_code == (
+        E.invalid_share_session_epoch)  # a session opens with ShareFetch only
 
 
 @case(90)
@@ -1116,99 +1213,216 @@ def describe_share_group_offsets(t: Table, v: int) -> None:
     group = t.name(f"share-offsets-v{v}")
     share_earliest(t, group)
     base = t.produce(topic, p, batch(b"a", b"b", b"c"))
-    member, _ = share_join(t, group, topic)
-    assert acquired(share_fetch_call(t, 1, group, member, 0, topic_id, p)) == [(base, base + 2, 1)]
-    share_fetch_call(t, 1, group, member, 1, topic_id, p, [(base, base, [1])])
+    member, _, _ = share_join(t, group, topic)
+    _, epoch = share_acquire(t, 1, group, member, topic_id, p)
+    # the first ACCEPTed (the start offset moves past it), the other two RELEASEd (delivered again later)
+    assert share_ack(t, 1, group, member, epoch, topic_id, p, base, base, [ACCEPT]).error_code == E.none
+    assert share_ack(t, 1, group, member, epoch + 1, topic_id, p, base + 1, base + 2, [RELEASE]).error_code == E.none
+    none = t.name("share-none")
     body = t.call(90, v, groups=[{"group_id": group, "topics": [{"topic_name": topic, "partitions": [p]}]},
-                                 {"group_id": t.name("share-none"), "topics": None}])
-    found, missing = body.groups
-    (part,) = found.topics[0].partitions
-    assert (found.error_code, part.partition_index, part.start_offset) == (E.none, p, base + 1)
+                                 {"group_id": none, "topics": [{"topic_name": topic, "partitions": [p]}]}])
+    found = {g.group_id: g for g in body.groups}
+    g = found[group]
+    assert (g.error_code, [(x.topic_name, x.topic_id) for x in g.topics]) == (E.none, [(topic, topic_id)])
+    (part,) = g.topics[0].partitions
+    assert (part.error_code, part.partition_index, part.start_offset) == (E.none, p, base + 1)
     if v >= 1:
-        assert part.lag == 2
-    assert missing.error_code == E.group_id_not_found
+        assert part.lag == 2  # two records not yet consumed
+    # every topic of the group: null topics
+    (every,) = t.call(90, v, groups=[{"group_id": group, "topics": None}]).groups
+    assert [(x.topic_name, [y.partition_index for y in x.partitions if y.start_offset >= 0]) for x in every.topics] \
+        == [(topic, [p])]
 
 
 @case(91)
 def alter_share_group_offsets(t: Table, v: int) -> None:
     topic, topic_id, p = t.partition()
-    group = t.name(f"share-alter-v{v}")
+    group, classic = t.name(f"share-alter-v{v}"), t.name("share-alter-classic")
     t.produce(topic, p, batch(b"a", b"b", b"c"))
-    member, _ = share_join(t, group, topic)
+    member, _, _ = share_join(t, group, topic)
 
-    def alter(offset: int) -> Any:
-        return t.call(91, v, group_id=group, topics=[{"topic_name": topic, "partitions": [
+    def alter(offset: int, name: str = topic, g: str = group) -> Any:
+        return t.call(91, v, group_id=g, topics=[{"topic_name": name, "partitions": [
             {"partition_index": p, "start_offset": offset}]}])
 
     assert alter(1).error_code == E.non_empty_group  # offsets move only in an empty group
-    t.call(76, 1, group_id=group, member_id=member, member_epoch=-1, rack_id=None, subscribed_topic_names=None)
+    share_heartbeat(t, group, member, -1)
     body = alter(1)
-    assert (body.error_code, body.responses[0].partitions[0].error_code) == (E.none, E.none)
-    described = t.call(90, 1, groups=[{"group_id": group, "topics": [{"topic_name": topic, "partitions": [p]}]}])
-    assert described.groups[0].topics[0].partitions[0].start_offset == 1
+    assert (body.error_code, [(r.topic_name, r.topic_id, [(x.partition_index, x.error_code) for x in r.partitions])
+                              for r in body.responses]) == (E.none, [(topic, topic_id, [(p, E.none)])])
+    assert share_offsets(t, group, topic, p).topics[0].partitions[0].start_offset == 1
+    body = alter(0, UNKNOWN_TOPIC)
+    assert [(x.partition_index, x.error_code) for x in body.responses[0].partitions] == [
+        (p, E.unknown_topic_or_partition)]
+    t.join_sync(classic, topic)
+    assert alter(0, topic, classic).error_code == E.group_id_not_found  # not a share group
+    # a member joining now gets the records from offset 1 on
+    member, _, _ = share_join(t, group, topic)
+    body, _ = share_acquire(t, 1, group, member, topic_id, p)
+    assert acquired(body) == [(1, 2, 1)]
 
 
 @case(92)
 def delete_share_group_offsets(t: Table, v: int) -> None:
-    topic, _, p = t.partition()
+    topic, topic_id, p = t.partition()
     group = t.name(f"share-delete-v{v}")
     t.call(91, 0, group_id=group, topics=[{"topic_name": topic, "partitions": [{"partition_index": p, "start_offset": 0}]}])
-    body = t.call(92, v, group_id=group, topics=[{"topic_name": topic}])
-    assert (body.error_code, [(r.topic_name, r.error_code) for r in body.responses]) == (E.none, [(topic, E.none)])
+    body = t.call(92, v, group_id=group, topics=[{"topic_name": topic}, {"topic_name": UNKNOWN_TOPIC}])
+    assert body.error_code == E.none, body
+    assert [(r.topic_name, r.error_code) for r in body.responses] == [
+        (topic, E.none), (UNKNOWN_TOPIC, E.unknown_topic_or_partition)]
+    assert body.responses[0].topic_id == topic_id
     described = t.call(90, 1, groups=[{"group_id": group, "topics": None}])
     assert list(described.groups[0].topics) == []
     assert t.call(92, v, group_id=t.name("share-none"), topics=[{"topic_name": topic}]).error_code == E.group_id_not_found
+    member, _, _ = share_join(t, group, topic)
+    assert t.call(92, v, group_id=group, topics=[{"topic_name": topic}]).error_code == E.non_empty_group
+    share_heartbeat(t, group, member, -1)
+
+
+# the share coordinator's inter-broker RPCs: CLUSTER_ACTION on the cluster (the table's super users have it)
 
 
 def share_state_write(t: Table, v: int, group: str, topic_id: uuid.UUID, p: int, state_epoch: int,
-                      start: int) -> Any:
+                      start: int, w: Wire | None = None) -> Any:
     partition = {"partition": p, "state_epoch": state_epoch, "leader_epoch": 0, "start_offset": start,
                  "state_batches": [{"first_offset": start, "last_offset": start + 1, "delivery_state": 0,
                                     "delivery_count": 1}]}
     if v >= 1:
         partition["delivery_complete_count"] = 0
-    body = t.call(85, v, group_id=group, topics=[{"topic_id": topic_id, "partitions": [partition]}])
+    body = (w or t.wire).call(85, v, group_id=group, topics=[{"topic_id": topic_id, "partitions": [partition]}])
     return body.results[0].partitions[0].error_code
 
 
-def share_state_read(t: Table, group: str, topic_id: uuid.UUID, p: int) -> Any:
-    body = t.call(84, 0, group_id=group, topics=[{"topic_id": topic_id, "partitions": [
+def share_state_read(t: Table, group: str, topic_id: uuid.UUID, p: int, v: int = 0, w: Wire | None = None) -> Any:
+    body = (w or t.wire).call(84, v, group_id=group, topics=[{"topic_id": topic_id, "partitions": [
         {"partition": p, "leader_epoch": 0}]}])
     return body.results[0].partitions[0]
+
+
+def share_state_of(t: Table, topic: str) -> tuple[str, uuid.UUID, int, int]:
+    """A share group whose state of one partition of `topic` the group coordinator has initialized (a member
+    was assigned it), the member gone: (group, topic id, partition, state epoch)."""
+    topic_id = t.topic_id(topic)
+    group = t.name("share-state")
+    member, _, _ = share_join(t, group, topic)
+    share_heartbeat(t, group, member, -1)
+    state = share_state_read(t, group, topic_id, 0)
+    assert (state.error_code, state.start_offset, state.state_batches) == (E.none, -1, ()), state
+    return group, topic_id, 0, state.state_epoch
+
+
+def not_super_user(t: Table) -> Wire:
+    """A connection logged in as a SCRAM user who is no super user and has no ACL."""
+    user, password = t.name("plain-user"), "plain-secret-5c2a"
+    upsert_scram_user(t, user, password)
+    t.eventually(lambda: logs_in(t, user, password), bool)
+    w = sasl_wire(t)
+    assert scram_login(w, user, password).error_code == E.none
+    return w
+
+
+def share_state_topic(t: Table) -> str:
+    name = t.name("share-state-topic")
+    t.create_topic(name, 1)
+    return name
 
 
 @case(84)
 def read_share_group_state(t: Table, v: int) -> None:
     _, topic_id, p = t.partition()
-    group = t.name(f"share-read-v{v}")
-    none = share_state_read(t, group, topic_id, p)
-    assert (none.error_code, none.start_offset, list(none.state_batches)) == (E.none, -1, [])  # no state yet
-    assert share_state_write(t, 1, group, topic_id, p, 1, 7) == E.none
-    got = t.call(84, v, group_id=group, topics=[{"topic_id": topic_id, "partitions": [
-        {"partition": p, "leader_epoch": 0}]}]).results[0].partitions[0]
-    assert (got.error_code, got.state_epoch, got.start_offset) == (E.none, 1, 7)
+    group, topic_id, p, state_epoch = share_state_of(t, share_state_topic(t))
+    assert share_state_write(t, 1, group, topic_id, p, state_epoch, 7) == E.none
+    got = share_state_read(t, group, topic_id, p, v)
+    assert (got.error_code, got.state_epoch, got.start_offset) == (E.none, state_epoch, 7)
     assert [(b.first_offset, b.last_offset, b.delivery_state, b.delivery_count) for b in got.state_batches] == [
         (7, 8, 0, 1)]
+    w = not_super_user(t)
+    try:
+        assert share_state_read(t, group, topic_id, p, v, w).error_code == E.cluster_authorization_failed
+    finally:
+        w.close()
 
 
 @case(85)
 def write_share_group_state(t: Table, v: int) -> None:
     _, topic_id, p = t.partition()
-    group = t.name(f"share-write-v{v}")
-    assert share_state_write(t, v, group, topic_id, p, 2, 5) == E.none
+    group, topic_id, p, state_epoch = share_state_of(t, share_state_topic(t))
+    assert share_state_write(t, v, group, topic_id, p, state_epoch, 5) == E.none
     assert share_state_read(t, group, topic_id, p).start_offset == 5
-    assert share_state_write(t, v, group, topic_id, p, 1, 9) == E.fenced_state_epoch  # an older state epoch
+    assert share_state_write(t, v, group, topic_id, p, state_epoch - 1, 9) == E.fenced_state_epoch  # an older one
+    assert share_state_read(t, group, topic_id, p).start_offset == 5
+    w = not_super_user(t)
+    try:
+        assert share_state_write(t, v, group, topic_id, p, state_epoch, 9, w) == E.cluster_authorization_failed
+    finally:
+        w.close()
     assert share_state_read(t, group, topic_id, p).start_offset == 5
 
 
 @case(86)
 def delete_share_group_state(t: Table, v: int) -> None:
+    group, topic_id, p, state_epoch = share_state_of(t, share_state_topic(t))
+    assert share_state_write(t, 1, group, topic_id, p, state_epoch, 3) == E.none
+
+    def delete(w: Wire) -> E:
+        body = w.call(86, v, group_id=group, topics=[{"topic_id": topic_id, "partitions": [{"partition": p}]}])
+        return body.results[0].partitions[0].error_code  # type: ignore[no-any-return]
+
+    w = not_super_user(t)
+    try:
+        assert delete(w) == E.cluster_authorization_failed
+    finally:
+        w.close()
+    assert share_state_read(t, group, topic_id, p).start_offset == 3
+    assert delete(t.wire) == E.none
+
+
+@case(83)
+def initialize_share_group_state(t: Table, v: int) -> None:
     _, topic_id, p = t.partition()
-    group = t.name(f"share-delete-state-v{v}")
-    assert share_state_write(t, 1, group, topic_id, p, 1, 3) == E.none
-    body = t.call(86, v, group_id=group, topics=[{"topic_id": topic_id, "partitions": [{"partition": p}]}])
-    assert body.results[0].partitions[0].error_code == E.none
-    assert share_state_read(t, group, topic_id, p).start_offset == -1
+    group = t.name(f"share-init-v{v}")
+
+    def initialize(state_epoch: int, start: int, w: Wire | None = None) -> E:
+        body = (w or t.wire).call(83, v, group_id=group, topics=[{"topic_id": topic_id, "partitions": [
+            {"partition": p, "state_epoch": state_epoch, "start_offset": start}]}])
+        return body.results[0].partitions[0].error_code  # type: ignore[no-any-return]
+
+    assert initialize(1, 5) == E.none
+    got = share_state_read(t, group, topic_id, p)
+    assert (got.error_code, got.state_epoch, got.start_offset, got.state_batches) == (E.none, 1, 5, ())
+    assert share_state_write(t, 1, group, topic_id, p, 1, 7) == E.none
+    assert initialize(2, 3) == E.none  # a newer state epoch starts the partition's state over
+    got = share_state_read(t, group, topic_id, p)
+    assert (got.state_epoch, got.start_offset, got.state_batches) == (2, 3, ())
+    w = not_super_user(t)
+    try:
+        assert initialize(3, 0, w) == E.cluster_authorization_failed
+    finally:
+        w.close()
+
+
+@case(87)
+def read_share_group_state_summary(t: Table, v: int) -> None:
+    group, topic_id, p, state_epoch = share_state_of(t, share_state_topic(t))
+
+    def summary(g: str = group, w: Wire | None = None) -> Any:
+        body = (w or t.wire).call(87, v, group_id=g, topics=[{"topic_id": topic_id, "partitions": [
+            {"partition": p, "leader_epoch": 0}]}])
+        return body.results[0].partitions[0]
+
+    assert share_state_write(t, 1, group, topic_id, p, state_epoch, 7) == E.none
+    got = summary()
+    assert (got.error_code, got.state_epoch, got.start_offset) == (E.none, state_epoch, 7)
+    if v >= 1:
+        assert got.delivery_complete_count == 0
+    nothing = summary(t.name("share-uninitialized"))
+    assert (nothing.error_code, nothing.start_offset) == (E.none, -1)
+    w = not_super_user(t)
+    try:
+        assert summary(group, w).error_code == E.cluster_authorization_failed
+    finally:
+        w.close()
 
 
 @case(17)
