@@ -34,6 +34,7 @@ unknown topic stays unknown.
 
 from __future__ import annotations
 
+import base64
 import datetime
 import hashlib
 import itertools
@@ -371,6 +372,11 @@ def txn_batch(pid: int, epoch: int, *values: bytes, sequence: int = 0) -> bytes:
 
 def ms(value: datetime.datetime | None) -> int:
     return datetime_to_ms(value)
+
+
+def kafka_uuid(value: uuid.UUID) -> str:
+    """Kafka's Uuid.toString: URL-safe base64 of the 16 bytes, unpadded."""
+    return base64.urlsafe_b64encode(value.bytes).decode().rstrip("=")
 
 
 # -- the broker --------------------------------------------------------------------------
@@ -783,8 +789,9 @@ def find_coordinator(t: Table, v: int) -> None:
         body = t.call(10, v, key_type=1, coordinator_keys=[txn])
         assert [(c.key, c.error_code, (c.node_id, c.host, c.port)) for c in body.coordinators] == [
             (txn, E.none, here)]
-        if v >= 6:  # KIP-932's share key type: the __share_group_state partition of group:topicId:partition
-            share = f"{group}:{uuid.uuid4()}:0"
+        if v >= 6:  # KIP-932's share key type: the __share_group_state partition of group:topicId:partition,
+            # the topic id as Kafka's Uuid.toString writes it (SharePartitionKey)
+            share = f"{group}:{kafka_uuid(uuid.uuid4())}:0"
             body = t.call(10, v, key_type=2, coordinator_keys=[share, "no-colons"])
             assert [(c.key, c.error_code, c.node_id) for c in body.coordinators] == [
                 (share, E.none, t.node_id), ("no-colons", E.invalid_request, -1)]
