@@ -792,7 +792,9 @@ def find_coordinator(t: Table, v: int) -> None:
         if v >= 6:  # KIP-932's share key type: the __share_group_state partition of group:topicId:partition,
             # the topic id as Kafka's Uuid.toString writes it (SharePartitionKey)
             share = f"{group}:{kafka_uuid(uuid.uuid4())}:0"
-            body = t.call(10, v, key_type=2, coordinator_keys=[share, "no-colons"])
+            # (a fresh Kafka creates __share_group_state on the first ask: COORDINATOR_NOT_AVAILABLE until then)
+            body = t.eventually(lambda: t.call(10, v, key_type=2, coordinator_keys=[share, "no-colons"]),
+                                lambda x: x.coordinators[0].error_code not in RETRIABLE, timeout=30)
             assert [(c.key, c.error_code, c.node_id) for c in body.coordinators] == [
                 (share, E.none, t.node_id), ("no-colons", E.invalid_request, -1)]
         return
