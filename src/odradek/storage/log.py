@@ -240,10 +240,14 @@ class PartitionLog:
         if active.size == 0:
             return
         active.flush()
+        if self._epochs_dirty:  # the recovery point moves: the epochs up to it are kept with it
+            self._save_epochs()
         self.recovery_point = self.log_end_offset
         self._dirty = False
         self.producer_state.snapshot(self.log_end_offset)
         seg = self._new_segment(self.log_end_offset)
+        for path in (seg.index_path, seg.time_index_path):  # Kafka's layout: every segment has both
+            path.touch()
         self.segments.append(seg)
         self._bases.append(seg.base_offset)
 
