@@ -1292,6 +1292,21 @@ def delete_share_group_offsets(t: Table, v: int) -> None:
 # the share coordinator's inter-broker RPCs: CLUSTER_ACTION on the cluster (the table's super users have it)
 
 
+def share_state_rpc(t: Table, w: Wire | None, api_key: int, v: int, group: str, topic_id: uuid.UUID,
+                    partition: dict[str, Any]) -> Any:
+    """One share coordinator RPC about one share partition: the partition's result. Asked again while the
+    share coordinator is not ready, after a FindCoordinator of the share key (which makes a fresh Kafka
+    create __share_group_state), as Kafka's persister does."""
+    def ask() -> Any:
+        body = (w or t.wire).call(api_key, v, group_id=group, topics=[{"topic_id": topic_id, "partitions": [partition]}])
+        result = body.results[0].partitions[0]
+        if result.error_code in RETRIABLE:
+            t.call(10, 6, key_type=2, coordinator_keys=[f"{group}:{kafka_uuid(topic_id)}:{partition['partition']}"])
+        return result
+
+    return t.eventually(ask, lambda r: r.error_code not in RETRIABLE, timeout=30)
+
+
 def share_state_write(t: Table, v: int, group: str, topic_id: uuid.UUID, p: int, state_epoch: int,
                       start: int, w: Wire | None = None) -> Any:
     partition = {"partition": p, "state_epoch": state_epoch, "leader_epoch": 0, "start_offset": start,
@@ -1299,14 +1314,11 @@ def share_state_write(t: Table, v: int, group: str, topic_id: uuid.UUID, p: int,
                                     "delivery_count": 1}]}
     if v >= 1:
         partition["delivery_complete_count"] = 0
-    body = (w or t.wire).call(85, v, group_id=group, topics=[{"topic_id": topic_id, "partitions": [partition]}])
-    return body.results[0].partitions[0].error_code
+    return share_state_rpc(t, w, 85, v, group, topic_id, partition).error_code
 
 
 def share_state_read(t: Table, group: str, topic_id: uuid.UUID, p: int, v: int = 0, w: Wire | None = None) -> Any:
-    body = (w or t.wire).call(84, v, group_id=group, topics=[{"topic_id": topic_id, "partitions": [
-        {"partition": p, "leader_epoch": 0}]}])
-    return body.results[0].partitions[0]
+    return share_state_rpc(t, w, 84, v, group, topic_id, {"partition": p, "leader_epoch": 0})
 
 
 def share_state_of(t: Table, topic: str) -> tuple[str, uuid.UUID, int, int]:
@@ -1375,8 +1387,7 @@ def delete_share_group_state(t: Table, v: int) -> None:
     assert share_state_write(t, 1, group, topic_id, p, state_epoch, 3) == E.none
 
     def delete(w: Wire) -> E:
-        body = w.call(86, v, group_id=group, topics=[{"topic_id": topic_id, "partitions": [{"partition": p}]}])
-        return body.results[0].partitions[0].error_code  # type: ignore[no-any-return]
+        return share_state_rpc(t, w, 86, v, group, topic_id, {"partition": p}).error_code  # type: ignore[no-any-return]
 
     w = not_super_user(t)
     try:
@@ -1393,9 +1404,8 @@ def initialize_share_group_state(t: Table, v: int) -> None:
     group = t.name(f"share-init-v{v}")
 
     def initialize(state_epoch: int, start: int, w: Wire | None = None) -> E:
-        body = (w or t.wire).call(83, v, group_id=group, topics=[{"topic_id": topic_id, "partitions": [
-            {"partition": p, "state_epoch": state_epoch, "start_offset": start}]}])
-        return body.results[0].partitions[0].error_code  # type: ignore[no-any-return]
+        return share_state_rpc(t, w, 83, v, group, topic_id, {  # type: ignore[no-any-return]
+            "partition": p, "state_epoch": state_epoch, "start_offset": start}).error_code
 
     assert initialize(1, 5) == E.none
     got = share_state_read(t, group, topic_id, p)
@@ -1416,9 +1426,7 @@ def read_share_group_state_summary(t: Table, v: int) -> None:
     group, topic_id, p, state_epoch = share_state_of(t, share_state_topic(t))
 
     def summary(g: str = group, w: Wire | None = None) -> Any:
-        body = (w or t.wire).call(87, v, group_id=g, topics=[{"topic_id": topic_id, "partitions": [
-            {"partition": p, "leader_epoch": 0}]}])
-        return body.results[0].partitions[0]
+        return share_state_rpc(t, w, 87, v, g, topic_id, {"partition": p, "leader_epoch": 0})
 
     assert share_state_write(t, 1, group, topic_id, p, state_epoch, 7) == E.none
     got = summary()
