@@ -1069,10 +1069,11 @@ def share_earliest(t: Table, group: str) -> None:
 
 
 def share_fetch_call(t: Table, v: int, group: str, member: str, epoch: int, topic_id: uuid.UUID, p: int,
-                     acks: list[tuple[int, int, list[int]]] | None = None) -> Any:
-    return t.call(78, v, group_id=group, member_id=member, share_session_epoch=epoch,
+                     acks: list[tuple[int, int, list[int]]] | None = None, max_records: int = 500,
+                     **fields: Any) -> Any:
+    return t.call(78, v, fields, group_id=group, member_id=member, share_session_epoch=epoch,
                   max_wait=datetime.timedelta(milliseconds=200), min_bytes=1, max_bytes=1 << 20,
-                  max_records=500, batch_size=500, topics=[{"topic_id": topic_id, "partitions": [
+                  max_records=max_records, batch_size=max_records, topics=[{"topic_id": topic_id, "partitions": [
                       {"partition_index": p, "acknowledgement_batches": [
                           {"first_offset": f, "last_offset": last, "acknowledge_types": types}
                           for f, last, types in acks or []]}]}], forgotten_topics_data=[])
@@ -1084,13 +1085,14 @@ def acquired(body: Any) -> list[tuple[int, int, int]]:
             for topic in body.responses for part in topic.partitions for a in part.acquired_records]
 
 
-def share_acquire(t: Table, v: int, group: str, member: str, topic_id: uuid.UUID, p: int) -> tuple[Any, int]:
+def share_acquire(t: Table, v: int, group: str, member: str, topic_id: uuid.UUID, p: int,
+                  **fields: Any) -> tuple[Any, int]:
     """ShareFetch from session epoch 0 (which opens the share session), each next one the next epoch, until
     records are acquired (Kafka's share partition reads its state on the first fetch and may answer it
     empty): (the answer, the session's next epoch)."""
     deadline = time.monotonic() + 10
     for epoch in itertools.count():
-        body = share_fetch_call(t, v, group, member, epoch, topic_id, p)
+        body = share_fetch_call(t, v, group, member, epoch, topic_id, p, **fields)
         if acquired(body):
             return body, epoch + 1
         assert time.monotonic() < deadline, f"nothing acquired: {body}"
@@ -1171,10 +1173,17 @@ def share_fetch(t: Table, v: int) -> None:
     share_earliest(t, group)
     base = t.produce(topic, p, batch(b"a", b"b", b"c"))
     member, _, _ = share_join(t, group, topic)
-    body, epoch = share_acquire(t, v, group, member, topic_id, p)
-    # first delivery: all three acquired by this member, delivered once, the records themselves with them
-    assert acquired(body) == [(base, base + 2, 1)]
-    (part,) = body.responses[0].partitions
+    if v >= 2:  # the record_limit acquire mode: no more than max_records, though the batch holds three
+        body, epoch = share_acquire(t, v, group, member, topic_id, p, max_records=1, share_acquire_mode=1)
+        assert acquired(body) == [(base, base, 1)]
+        rest = share_fetch_call(t, v, group, member, epoch, topic_id, p, max_records=2, share_acquire_mode=1)
+        assert acquired(rest) == [(base + 1, base + 2, 1)]
+        epoch += 1
+    else:
+        body, epoch = share_acquire(t, v, group, member, topic_id, p)
+        # first delivery: all three acquired by this member, delivered once
+        assert acquired(body) == [(base, base + 2, 1)]
+    (part,) = body.responses[0].partitions  # the records themselves come with them
     assert part.error_code == E.none
     assert [r.value for b in iter_batches(bytes(part.records)) for r in b.records] == [b"a", b"b", b"c"]
     # a second member gets nothing of what the first holds
