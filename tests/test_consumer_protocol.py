@@ -15,6 +15,7 @@ group with the same member epochs and assignments.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import socket
@@ -27,11 +28,12 @@ from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
-from confluent_kafka import Consumer, Producer
+from confluent_kafka import Consumer, KafkaException, Producer
 from confluent_kafka.admin import AdminClient, NewPartitions, NewTopic
 from conftest import ROOT, BrokerProcess, module_broker, recv_exact, unique
 from kio.schema.errors import ErrorCode as E
 
+from odradek.coordinator.records import assigned_partitions
 from odradek.protocol.build import build
 from odradek.protocol.framing import decode_response, encode_request, request_type
 
@@ -265,7 +267,12 @@ def test_commits_fetches_and_listings_of_a_consumer_group(cb: BrokerProcess) -> 
         (group, "consumer", "consumer")}
     assert not [g for g in call(cb, 16, 5, states_filter=[], types_filter=["classic"]).groups if g.group_id == group]
     classic = call(cb, 15, 5, groups=[group], include_authorized_operations=False).groups[0]
-    assert classic.protocol_type == "consumer" and [x.member_id for x in classic.members] == ["c1"]
+    assert (classic.protocol_type, classic.protocol_data) == ("consumer", "uniform")
+    assert [x.member_id for x in classic.members] == ["c1"]
+    assert assigned_partitions(classic.members[0].member_assignment) == {topic: [0]}
+    # offsets of a topic the group's members subscribe to cannot be deleted
+    deleted = call(cb, 47, 0, group_id=group, topics=[{"name": topic, "partitions": [{"partition_index": 0}]}])
+    assert deleted.topics[0].partitions[0].error_code == E.group_subscribed_to_topic
     # the CLI shows the type, the member's epoch and its partitions
     out = subprocess.run([str(ROOT / ".venv" / "bin" / "odradek"), "group", "-b", cb.bootstrap, "describe", group],
                          capture_output=True, text=True, timeout=60, check=False, env={"COLUMNS": "250", "PATH": "/usr/bin:/bin"})
@@ -332,6 +339,8 @@ def test_confluent_consumers_join_and_leave_under_load(cb: BrokerProcess) -> Non
 
         def on_revoke(consumer: Any, parts: list[Any]) -> None:
             if parts:
+                with contextlib.suppress(KafkaException):  # _NO_OFFSET: nothing read since the last commit
+                    consumer.commit(asynchronous=False)  # what was processed, before the partitions go
                 emit("revoked", who, parts)
 
         def on_assign(consumer: Any, parts: list[Any]) -> None:
@@ -345,23 +354,25 @@ def test_confluent_consumers_join_and_leave_under_load(cb: BrokerProcess) -> Non
         c.subscribe([topic], on_assign=on_assign, on_revoke=on_revoke, on_lost=on_lost)
         try:
             while not stop_all.is_set() and (stop is None or time.monotonic() - clock < stop):
-                msg = c.poll(0.1)
-                if msg is None or msg.error():
-                    continue
-                c.commit(message=msg, asynchronous=False)
-                with lock:
-                    processed.append(msg.value().decode())
+                batch = [m for m in c.consume(200, 0.1) if not m.error()]
+                if batch:
+                    with lock:
+                        processed.extend(m.value().decode() for m in batch)
+                    c.commit(asynchronous=False)
         finally:
             c.close()
 
-    threads = [threading.Thread(target=run, args=(i, s, e)) for i, (s, e) in enumerate(schedule)]
+    threads = [threading.Thread(target=run, args=(i, s, e), daemon=True) for i, (s, e) in enumerate(schedule)]
     for t in threads:
         t.start()
-    produce_numbered(cb.bootstrap, topic, count, 10)
-    wait_until(lambda: len(set(processed)) >= count and time.monotonic() - clock > 11, 90, "every record processed")
-    stop_all.set()
-    for t in threads:
-        t.join(30)
+    try:
+        produce_numbered(cb.bootstrap, topic, count, 10)
+        wait_until(lambda: len(set(processed)) >= count and time.monotonic() - clock > 11, 120,
+                   "every record processed")
+    finally:
+        stop_all.set()
+        for t in threads:
+            t.join(30)
     check_timeline(events, 12)
     seen = Counter(processed)
     assert set(seen) == {str(i) for i in range(count)}
@@ -479,22 +490,28 @@ def test_classic_and_consumer_members_share_a_group_online(cb: BrokerProcess) ->
         return str(next(g.group_type for g in call(cb, 16, 5, states_filter=[], types_filter=[]).groups
                         if g.group_id == group))
 
-    classic = threading.Thread(target=run, args=(member("classic", 0), "classic"))
+    classic = threading.Thread(target=run, args=(member("classic", 0), "classic"), daemon=True)
+    consumer: threading.Thread | None = None
     classic.start()
-    wait_until(lambda: owned_by(0) == set(range(6)), 30, "the classic member owning every partition")
-    assert group_type() == "classic"
-    consumer = threading.Thread(target=run, args=(member("consumer", 1), "consumer"))
-    consumer.start()
-    wait_until(lambda: len(owned_by(1)) == 3 and len(owned_by(0)) == 3, 30, "the partitions shared")
-    assert group_type() == "consumer"
-    described = describe(cb, group)
-    assert sorted((m.client_id, m.member_type) for m in described.members) == [("classic", 0), ("consumer", 1)]
-    stop["consumer"].set()
-    consumer.join(30)
-    wait_until(lambda: owned_by(0) == set(range(6)), 30, "the classic member owning every partition again")
-    assert group_type() == "classic"
-    stop["classic"].set()
-    classic.join(30)
+    try:
+        wait_until(lambda: owned_by(0) == set(range(6)), 60, "the classic member owning every partition")
+        assert group_type() == "classic"
+        # made only now: a subscribed consumer joins in the background even before its first poll
+        consumer = threading.Thread(target=run, args=(member("consumer", 1), "consumer"), daemon=True)
+        consumer.start()
+        wait_until(lambda: len(owned_by(1)) == 3 and len(owned_by(0)) == 3, 60, "the partitions shared")
+        assert group_type() == "consumer"
+        described = describe(cb, group)
+        assert sorted((m.client_id, m.member_type) for m in described.members) == [("classic", 0), ("consumer", 1)]
+        stop["consumer"].set()
+        consumer.join(30)
+        wait_until(lambda: owned_by(0) == set(range(6)), 60, "the classic member owning every partition again")
+        assert group_type() == "classic"
+    finally:
+        for name, thread in (("consumer", consumer), ("classic", classic)):
+            stop[name].set()
+            if thread is not None and thread.is_alive():
+                thread.join(30)
     check_timeline(events, 6)
     # a classic group that is not Stable (here: a member that never synced) is not upgraded
     other = unique("g")

@@ -10,6 +10,7 @@ still pending revocation), so two members never own a partition at once.
 
 from __future__ import annotations
 
+import struct
 import uuid
 from dataclasses import dataclass, field
 from enum import IntEnum
@@ -226,18 +227,40 @@ class ConsumerGroup(Group):
 
     def describe(self) -> dict[str, Any]:
         """Classic DescribeGroups' view of a consumer group, as Kafka gives it: protocol type
-        "consumer", no protocol data, members without classic metadata."""
+        "consumer", the assignor as protocol data, each member's subscription and assigned
+        partitions in the classic consumer protocol's encoding (tools that only speak
+        DescribeGroups, such as lag monitors, see who owns what)."""
+        names = {tid: name for name, (tid, _) in self.subscription_metadata.items()}
         return {
             "group_id": self.group_id,
             "group_state": self.state.value,
             "protocol_type": "consumer",
-            "protocol_data": "",
+            "protocol_data": self.assignor_name,
             "members": [
                 {"member_id": m.member_id, "group_instance_id": m.instance_id, "client_id": m.client_id,
-                 "client_host": m.client_host, "member_metadata": b"", "member_assignment": b""}
+                 "client_host": m.client_host,
+                 "member_metadata": _subscription(m.subscribed_topic_names),
+                 "member_assignment": encode_assignment({names[t]: ps for t, ps in m.assigned.items() if t in names})}
                 for m in self.consumers.values()
             ],
         }
+
+
+def _subscription(topics: list[str]) -> bytes:
+    """ConsumerProtocolSubscription v0: [topic], no user data."""
+    out = struct.pack(">hi", 0, len(topics))
+    for t in topics:
+        out += struct.pack(">h", len(t.encode())) + t.encode()
+    return out + struct.pack(">i", -1)
+
+
+def encode_assignment(partitions: dict[str, set[int]] | dict[str, list[int]]) -> bytes:
+    """ConsumerProtocolAssignment v0: [topic, [partition]], no user data."""
+    out = struct.pack(">hi", 0, len(partitions))
+    for topic, parts in sorted(partitions.items()):
+        out += struct.pack(">h", len(topic.encode())) + topic.encode() + struct.pack(">i", len(parts))
+        out += b"".join(struct.pack(">i", p) for p in sorted(parts))
+    return out + struct.pack(">i", -1)
 
 
 def _owns_any(owned: Partitions | None, partitions: Partitions) -> bool:

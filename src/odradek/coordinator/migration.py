@@ -18,7 +18,6 @@ bidirectional; bidirectional by default):
 from __future__ import annotations
 
 import logging
-import struct
 import time
 import uuid
 
@@ -32,6 +31,7 @@ from odradek.coordinator.consumer_group import (
     MemberState,
     Partitions,
     copy,
+    encode_assignment,
     same,
 )
 from odradek.coordinator.group import Group, GroupState, JoinResult, Member, SyncResult
@@ -61,16 +61,6 @@ def parse_subscription(data: bytes) -> tuple[list[str], dict[str, set[int]]]:
     except (RecordFormatError, UnicodeDecodeError):
         pass
     return topics, owned
-
-
-def encode_assignment(partitions: dict[str, list[int]]) -> bytes:
-    """ConsumerProtocolAssignment v0: [topic, [partition]], no user data."""
-    out = struct.pack(">hi", 0, len(partitions))
-    for topic, parts in sorted(partitions.items()):
-        data = topic.encode()
-        out += struct.pack(">h", len(data)) + data + struct.pack(">i", len(parts))
-        out += b"".join(struct.pack(">i", p) for p in sorted(parts))
-    return out + struct.pack(">i", -1)
 
 
 class MigrationMixin(ConsumerGroupMixin):

@@ -251,6 +251,8 @@ class OffsetsMixin:
                 return E.non_empty_group, {}
             for m in group.members.values():
                 subscribed |= subscribed_topics(group.protocol_type or "", m.metadata(group.protocol_name))
+            if isinstance(group, ConsumerGroup):  # the topics its members' subscriptions resolve to
+                subscribed |= set(group.subscription_metadata)
         results: dict[tuple[str, int], ErrorCode] = {}
         doomed: dict[tuple[str, int], None] = {}  # ordered, and a partition listed twice once
         for t, ps in wanted:
