@@ -1,7 +1,7 @@
 """Rebalance time, classic vs KIP-848 consumer protocol, with Kafka's Java client, in one run.
 
     .venv/bin/python bench/rebalance_bench.py [--members 10] [--partitions 20] [--rounds 1]
-        [--bootstrap HOST:PORT]
+        [--bootstrap HOST:PORT] [--kafka]
 
 For each protocol (group.protocol=classic, then consumer) on its own topic and group:
 `--members` consumers start at once (tests/java/Kip848Consumers.java, one JVM, every
@@ -16,6 +16,11 @@ Without --bootstrap it starts its own `odradek serve` with Kafka's defaults
 (group.initial.rebalance.delay.ms 3000, group.consumer.heartbeat.interval.ms 5000,
 group.consumer.session.timeout.ms 45000), so both protocols are measured with the
 settings a user gets.
+
+--kafka runs each round against Apache Kafka 4.3.1 too (one KRaft combined node from
+tests/java/lib, odradek.testing.kafka_reference.KafkaReference, every setting at its default
+but the internal topics' replication factor of 1; Kafka 4.3 serves the consumer protocol by
+default) and prints odradek / Kafka for each figure.
 """
 
 from __future__ import annotations
@@ -38,6 +43,7 @@ ROOT = Path(__file__).resolve().parent.parent
 JAVA_DIR = ROOT / "tests" / "java"
 LEAVE_AT_MS = 45_000  # the leaving member closes then: every join has settled by far
 RUN_UNTIL_MS = 75_000
+KAFKA = "kafka-4.3.1"
 
 
 def free_port() -> int:
@@ -109,29 +115,49 @@ def main() -> None:
     parser.add_argument("--partitions", type=int, default=20)
     parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--bootstrap")
+    parser.add_argument("--kafka", action="store_true", help="also run each round against Apache Kafka 4.3.1")
     args = parser.parse_args()
     proc = None
     tmp = None
+    kafka = None
     bootstrap = args.bootstrap
     if bootstrap is None:
         tmp = tempfile.TemporaryDirectory(prefix="rebalance-bench-")
         proc, bootstrap = start_broker(Path(tmp.name) / "data")
+    brokers = {"odradek": bootstrap}
+    results: dict[tuple[str, str], list[tuple[float, float]]] = {}
     try:
+        if args.kafka:
+            sys.path.insert(0, str(ROOT / "src"))
+            from odradek.testing.kafka_reference import KafkaReference
+            kafka = KafkaReference().start()
+            brokers[KAFKA] = kafka.bootstrap
         print(f"# {platform.node()} {platform.machine()}, {args.members} Java consumers (kafka-clients "
               f"{next(JAVA_DIR.joinpath('lib').glob('kafka-clients-*.jar')).stem.split('-')[-1]}), "
-              f"{args.partitions} partitions, Kafka's default settings, broker {bootstrap}")
-        print(f"{'protocol':<10} {'round':>5} {'join s':>8} {'leave s':>8}")
+              f"{args.partitions} partitions, default settings, brokers "
+              + ", ".join(f"{name} {address}" for name, address in brokers.items()))
+        print(f"{'broker':<12} {'protocol':<10} {'round':>5} {'join s':>8} {'leave s':>8}")
         for r in range(args.rounds):
+            for name, address in brokers.items():
+                for protocol in ("classic", "consumer"):
+                    join_ms, leave_ms = run(address, protocol, args.members, args.partitions)
+                    results.setdefault((name, protocol), []).append((join_ms, leave_ms))
+                    print(f"{name:<12} {protocol:<10} {r + 1:>5} {join_ms / 1000:>8.2f} {leave_ms / 1000:>8.2f}",
+                          flush=True)
+        if kafka is not None:
             for protocol in ("classic", "consumer"):
-                join_ms, leave_ms = run(bootstrap, protocol, args.members, args.partitions)
-                print(f"{protocol:<10} {r + 1:>5} {join_ms / 1000:>8.2f} {leave_ms / 1000:>8.2f}", flush=True)
+                o, k = results[("odradek", protocol)], results[(KAFKA, protocol)]
+                join = sum(j for j, _ in o) / sum(j for j, _ in k)
+                leave = sum(v for _, v in o) / sum(v for _, v in k)
+                print(f"odradek / Kafka, {protocol}: join {join:.2f}, leave {leave:.2f}")
     finally:
+        if kafka is not None:
+            kafka.cleanup()
         if proc is not None:
             proc.terminate()
             proc.wait(30)
         if tmp is not None:
             tmp.cleanup()
-
 
 if __name__ == "__main__":
     main()
