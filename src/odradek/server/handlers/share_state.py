@@ -36,6 +36,9 @@ async def read_share_group_state(ctx: RequestContext, request: Any) -> Any:
         if not allowed:
             out["error_code"] = E.cluster_authorization_failed
             return out
+        if topic_id is None:  # the zero uuid: no topic (Kafka's share coordinator: INVALID_REQUEST)
+            out["error_code"] = E.invalid_request
+            return out
         error, snap = persister.read_local((request.group_id, topic_id, p.partition))
         if error:
             out["error_code"] = error
@@ -58,7 +61,7 @@ async def write_share_group_state(ctx: RequestContext, request: Any) -> Any:
             batches = [StateBatch(b.first_offset, b.last_offset, b.delivery_state, b.delivery_count)
                        for b in p.state_batches]
             written[(t.topic_id, p.partition)] = E.cluster_authorization_failed if not allowed else \
-                await persister.write_local((request.group_id, t.topic_id, p.partition),
+                E.invalid_request if t.topic_id is None else await persister.write_local((request.group_id, t.topic_id, p.partition),
                                             (p.state_epoch, p.start_offset, batches))
     return ctx.respond(results=_results(request, lambda topic_id, p: {
         "error_code": written[(topic_id, p.partition)], "error_message": None}))
@@ -71,6 +74,6 @@ async def delete_share_group_state(ctx: RequestContext, request: Any) -> Any:
     for t in request.topics:
         for p in t.partitions:
             deleted[(t.topic_id, p.partition)] = E.cluster_authorization_failed if not allowed else \
-                await persister.write_local((request.group_id, t.topic_id, p.partition), None)
+                E.invalid_request if t.topic_id is None else await persister.write_local((request.group_id, t.topic_id, p.partition), None)
     return ctx.respond(results=_results(request, lambda topic_id, p: {
         "error_code": deleted[(topic_id, p.partition)], "error_message": None}))
