@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import socket
 import struct
+import time
 import uuid
 from typing import Any
 
@@ -258,15 +259,23 @@ def test_api_versions_v4_reports_supported_and_finalized_features(offsets_broker
         assert old.error_code == ErrorCode.none and len(old.api_keys) == len(response.api_keys)
 
 
-def test_find_coordinator_v6_refuses_the_share_key_type_as_kafka_without_share_groups(
+def test_find_coordinator_v6_finds_the_share_coordinator_and_v5_refuses_its_key_type(
         offsets_broker: BrokerProcess) -> None:
     bootstrap, group = offsets_broker.bootstrap, unique("g")
     (found,) = call(bootstrap, 10, 6, key_type=0, coordinator_keys=[group]).coordinators
     assert (found.error_code, found.node_id, found.port) == (ErrorCode.none, 0, offsets_broker.port)
     share_key = f"{group}:{uuid.uuid4()}:0"
-    for version in (5, 6):
-        (share,) = call(bootstrap, 10, version, key_type=2, coordinator_keys=[share_key]).coordinators
-        assert (share.error_code, share.node_id) == (ErrorCode.invalid_request, -1)
+    (share,) = call(bootstrap, 10, 5, key_type=2, coordinator_keys=[share_key]).coordinators
+    assert (share.error_code, share.node_id) == (ErrorCode.invalid_request, -1)  # the share key type is v6+
+    deadline = time.monotonic() + 30
+    while True:  # KIP-932: the leader of the key's __share_group_state partition, once that topic exists
+        (share,) = call(bootstrap, 10, 6, key_type=2, coordinator_keys=[share_key]).coordinators
+        if share.error_code != ErrorCode.coordinator_not_available or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert (share.error_code, share.node_id, share.port) == (ErrorCode.none, 0, offsets_broker.port)
+    (bad,) = call(bootstrap, 10, 6, key_type=2, coordinator_keys=[group]).coordinators
+    assert bad.error_code == ErrorCode.invalid_request  # not "group:topicId:partition"
     (unknown,) = call(bootstrap, 10, 6, key_type=3, coordinator_keys=[group]).coordinators
     assert unknown.error_code == ErrorCode.invalid_request
     v0 = call(bootstrap, 10, 0, key=group)
