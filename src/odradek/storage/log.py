@@ -646,6 +646,13 @@ def _drain() -> None:
         _jobs.popleft()
 
 
+def wait_for_file_jobs() -> None:
+    """Block until every job queued so far is done (a stopping broker: a restart in the same
+    process, or the next test's broker in the same data dir, must not race its file work)."""
+    if _file_worker is not None:
+        _file_worker.submit(lambda: None).result()  # runs after the drain that holds the queued jobs
+
+
 def remove_later(directory: Path) -> None:
     """rmtree in the background (a stop waits for it at exit)."""
     in_file_thread(lambda: shutil.rmtree(directory, ignore_errors=True))

@@ -24,6 +24,7 @@ from odradek.storage.log import (
     in_file_thread,
     materialize_later,
     remove_later,
+    wait_for_file_jobs,
 )
 from odradek.storage.segment import OPEN_SEGMENTS, open_segment_capacity
 
@@ -189,6 +190,7 @@ class LogManager:
         await loop.run_in_executor(None, self.checkpoint)
 
     def close(self) -> None:
+        wait_for_file_jobs()
         self.flush_all()
         for plog in self._logs.values():
             plog.close()
