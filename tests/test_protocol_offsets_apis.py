@@ -10,6 +10,7 @@ ApiVersions v4 reports the feature levels of server/features.py.
 
 from __future__ import annotations
 
+import base64
 import socket
 import struct
 import time
@@ -264,7 +265,8 @@ def test_find_coordinator_v6_finds_the_share_coordinator_and_v5_refuses_its_key_
     bootstrap, group = offsets_broker.bootstrap, unique("g")
     (found,) = call(bootstrap, 10, 6, key_type=0, coordinator_keys=[group]).coordinators
     assert (found.error_code, found.node_id, found.port) == (ErrorCode.none, 0, offsets_broker.port)
-    share_key = f"{group}:{uuid.uuid4()}:0"
+    topic_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()  # Kafka's Uuid.toString
+    share_key = f"{group}:{topic_id}:0"
     (share,) = call(bootstrap, 10, 5, key_type=2, coordinator_keys=[share_key]).coordinators
     assert (share.error_code, share.node_id) == (ErrorCode.invalid_request, -1)  # the share key type is v6+
     deadline = time.monotonic() + 30
