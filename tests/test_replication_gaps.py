@@ -104,7 +104,12 @@ def test_followers_learn_the_leaders_log_start_offset(cluster_factory: object) -
 
     # a follower that was down while the leader deleted past its log end starts over there
     topic2 = unique("behind")
-    cluster.create_topic(topic2, rf=2, configs={"segment.bytes": "2048"})
+    # the killed leader may have been the controller: CreateTopics waits for the next one (its
+    # ZooKeeper session to expire), longer than create_topic's 15 s on a loaded machine
+    from confluent_kafka.admin import NewTopic
+    fs = cluster.admin().create_topics([NewTopic(topic2, 1, 2, config={"segment.bytes": "2048"})],
+                                       operation_timeout=30)
+    fs[topic2].result(60)
     part = cluster.wait_leader(topic2, isr_size=2)
     follower = cluster.by_id(next(b for b in part.replicas if b != part.leader))
     produce(cluster, topic2, 100)
