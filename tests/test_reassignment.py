@@ -422,8 +422,9 @@ def test_throttled_move_takes_as_long_as_the_throttle_says(cluster_factory: Any,
     took = time.monotonic() - started
     size = call(cluster.by_id(3), 35, 4, {"topics": None}).results[0].topics[0].partitions[0].partition_size
     assert size > 3_000_000
-    # one second of burst, then the rate: ~3 MB at 600 kB/s cannot take less than ~4 s
-    assert took >= (size - rate) / rate * 0.9, f"{size} bytes moved in {took:.1f} s at {rate} B/s"
+    # one second of burst, then the rate; the quota is checked before each fetch, so one fetch
+    # (replica.fetch.max.bytes, 1 MiB) may overshoot it, as in Kafka: ~3 MB at 600 kB/s >= ~2 s
+    assert took >= (size - rate - 1_048_576) / rate * 0.9, f"{size} bytes moved in {took:.1f} s at {rate} B/s"
     configs = call(cluster.by_id(3), 32, 4, {"resources": [
         {"resource_type": 4, "resource_name": "3", "configuration_keys": ["follower.replication.throttled.rate"]}],
         "include_synonyms": False, "include_documentation": False}).results[0].configs
