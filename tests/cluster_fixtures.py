@@ -136,11 +136,20 @@ class Cluster:
         return self.brokers[broker_id]
 
     def admin(self) -> Any:
-        """One AdminClient kept alive (a collected client fails its pending futures)."""
+        """One AdminClient kept alive (a collected client fails its pending futures), its metadata
+        refreshed first: librdkafka waits for the controller it knows from its last metadata, and
+        after a test killed that broker it would wait for it until the request timed out."""
         from confluent_kafka.admin import AdminClient
 
         if getattr(self, "_admin", None) is None:
             self._admin = AdminClient({"bootstrap.servers": self.bootstrap})
+        elif any(not b.alive for b in self.brokers):
+            from confluent_kafka import KafkaException
+
+            try:
+                self._admin.list_topics(timeout=10)
+            except KafkaException:  # no broker answered in time: the caller's own request will tell
+                pass
         return self._admin
 
     def metadata(self, topic: str | None = None, via: ClusterBroker | None = None) -> Any:

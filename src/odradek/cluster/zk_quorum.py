@@ -21,10 +21,13 @@ the round, no quorum that existed at that start outlived it, so:
 
 from __future__ import annotations
 
+import logging
 import socket
 import threading
 import time
 from collections.abc import Callable
+
+log = logging.getLogger("odradek.cluster")
 
 # fractions of the session timeout
 LEASE = 0.6  # leading on after the start of a round that saw no quorum
@@ -69,7 +72,7 @@ class QuorumLease:
         self.servers = parse_hosts(hosts)
         self.session_timeout_s = session_timeout_s
         self.until = 0.0
-        self._thread: threading.Thread | None = None
+        self._generation = 0  # one per connection loss; a newer loss supersedes an older loss's rounds
 
     def valid(self) -> bool:
         return time.monotonic() < self.until
@@ -93,28 +96,40 @@ class QuorumLease:
 
     def watch(self, disconnected: Callable[[], bool], lost_at: float) -> None:
         """From the connection's loss (time.monotonic() when kazoo saw it), rounds while
-        `disconnected()` (a daemon thread)."""
-        if self._thread is not None and self._thread.is_alive():
-            return
+        `disconnected()` (a daemon thread). A loss seen again before the rounds of an earlier one
+        noticed the reconnection between them starts over from the new loss."""
+        self._generation += 1
+        generation = self._generation
         t_s = self.session_timeout_s
+
+        def current() -> bool:
+            return self._generation == generation and disconnected()
 
         def loop() -> None:
             previous = lost_at - ROUND * t_s  # the first round must start within FIRST of the loss
-            gap = FIRST + ROUND
-            while disconnected():
+            gap, leading = FIRST + ROUND, False
+            while current():
                 started = time.monotonic()
                 if started - previous > gap * t_s:  # too late to rule out an expiry: no lease until reconnected
+                    log.warning("ZooKeeper unreachable and its quorum not seen lost in time (%.2f s after the "
+                                "last round): acting as leader only when the session is back", started - previous)
                     break
                 if self.round():  # (a round that sees a quorum leaves the lease already given as it is)
                     self.until = max(self.until, started + LEASE * t_s)
                     previous, gap = started, GAP
+                    if not leading:
+                        log.warning("ZooKeeper has no quorum (a majority of its servers down): "
+                                    "leading on while no new leader can be elected")
+                        leading = True
+                # until the first lease, rounds follow closely: the servers of a lost quorum seldom go
+                # down at the same instant, and the first lease must come within FIRST of the loss
+                time.sleep(t_s / 8 if leading else t_s / 40)
+            while current():  # wait for the reconnection (or the session's loss) to end the lease
                 time.sleep(t_s / 8)
-            while disconnected():  # wait for the reconnection (or the session's loss) to end the lease
-                time.sleep(t_s / 8)
-            self.until = 0.0
+            if self._generation == generation:
+                self.until = 0.0
 
-        self._thread = threading.Thread(target=loop, name="odradek-zk-quorum", daemon=True)
-        self._thread.start()
+        threading.Thread(target=loop, name="odradek-zk-quorum", daemon=True).start()
 
     def end(self) -> None:
         self.until = 0.0
