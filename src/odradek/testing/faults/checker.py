@@ -3,14 +3,19 @@
 Zero is required of: lost (acknowledged, then absent from the log), duplicated (one
 idempotently produced value twice), misplaced (acknowledged at an offset that holds
 something else: the ack came from a deposed leader), order (a producer's records of one
-key out of order), split_brain (acks of two leader epochs interleaving in one partition),
+key out of order), split_brain (two leaders acknowledging at once: acks of two leader epochs
+interleaving in one partition, or an ack of an older epoch for a record sent after an ack of
+a newer one; the epochs are read from the log, see split_brain()),
 aborted_read (a read_committed reader sees an aborted record), offsets_backwards (a
-group's committed offset lower than one committed before) and stale_reads (a consumer
-read a record the log no longer holds at that offset).
+group's committed offset lower than one committed before), stale_reads (a consumer
+read a record the log no longer holds at that offset) and stale_leaders (after a fault
+healed, a broker other than ZooKeeper's leader still acting as a partition's leader, or
+ZooKeeper's leader not acting as one; nemesis.stale_leaders).
 """
 
 from __future__ import annotations
 
+import bisect
 import itertools
 import json
 import time
@@ -43,14 +48,16 @@ class Report:
     aborted_read: int = 0
     offsets_backwards: int = 0
     stale_reads: int = 0
+    stale_leaders: int = 0
     reads: int = 0
+    epochs_checked: int = 0  # acks whose leader epoch the split-brain checks had from the log
     txn_committed: int = 0
     txn_aborted: int = 0
     txn_duplicates: int = 0
     examples: dict[str, list[str]] = field(default_factory=lambda: defaultdict(list))
 
     MUST_BE_ZERO = ("lost", "duplicated", "misplaced", "order", "split_brain", "aborted_read",
-                    "offsets_backwards", "stale_reads")
+                    "offsets_backwards", "stale_reads", "stale_leaders")
 
     def violations(self) -> dict[str, int]:
         return {k: getattr(self, k) for k in self.MUST_BE_ZERO if getattr(self, k)}
@@ -72,9 +79,11 @@ def rows(path: Path) -> list[dict[str, Any]]:
     return out
 
 
-def read_topic(bootstrap: str, topic: str, partitions: int, *, committed: bool,
-               timeout: float = 120.0) -> dict[int, dict[int, str]]:
-    """Every record of every partition, offset -> value, up to the high watermark."""
+def read_topic(bootstrap: str, topic: str, partitions: int, *, committed: bool, timeout: float = 120.0,
+               epochs: dict[int, dict[int, int]] | None = None) -> dict[int, dict[int, str]]:
+    """Every record of every partition, offset -> value, up to the high watermark; `epochs`, when
+    given, gets offset -> the partition leader epoch of the record's batch in the log (what the
+    leader that appended it stamped there; librdkafka reports it for fetched records only)."""
     from confluent_kafka import Consumer, TopicPartition
 
     c: Any = Consumer({"bootstrap.servers": bootstrap, "group.id": f"checker-{time.time_ns()}",
@@ -98,6 +107,8 @@ def read_topic(bootstrap: str, topic: str, partitions: int, *, committed: bool,
                         eof.add(m.partition())
                     continue
                 out[m.partition()][m.offset()] = m.value().decode()
+                if epochs is not None:
+                    epochs.setdefault(m.partition(), {})[m.offset()] = m.leader_epoch()
         if len(eof) < partitions:
             raise TimeoutError(f"reading {topic} back: partitions {set(range(partitions)) - eof} unfinished")
     finally:
@@ -108,7 +119,8 @@ def read_topic(bootstrap: str, topic: str, partitions: int, *, committed: bool,
 def check(workdir: Path, bootstrap: str, topic: str, topic_out: str, partitions: int,
           faults: list[Fault]) -> Report:
     r = Report()
-    log = read_topic(bootstrap, topic, partitions, committed=False)
+    log_epochs: dict[int, dict[int, int]] = {}
+    log = read_topic(bootstrap, topic, partitions, committed=False, epochs=log_epochs)
     where: dict[str, list[tuple[int, int]]] = defaultdict(list)
     for p, recs in log.items():
         for o, v in recs.items():
@@ -148,20 +160,7 @@ def check(workdir: Path, bootstrap: str, topic: str, topic_out: str, partitions:
         if prev != v:
             r.split_brain += 1
             r.note("split_brain", f"p{p} offset {o} acked for {prev} and for {v}")
-    # leader epochs: every ack of epoch e below every ack of a later epoch e' > e
-    per_epoch: dict[int, dict[int, tuple[int, int]]] = defaultdict(dict)
-    for a in acks:
-        e = a.get("e")
-        if e is None or e < 0:
-            continue
-        lo, hi = per_epoch[a["p"]].get(e, (a["o"], a["o"]))
-        per_epoch[a["p"]][e] = (min(lo, a["o"]), max(hi, a["o"]))
-    for p, epochs in per_epoch.items():
-        ordered = sorted(epochs.items())
-        for (e1, (_, hi1)), (e2, (lo2, _)) in itertools.pairwise(ordered):
-            if hi1 >= lo2:
-                r.split_brain += 1
-                r.note("split_brain", f"p{p}: epoch {e1} acked up to offset {hi1}, epoch {e2} from {lo2}")
+    split_brain(r, acks, log_epochs)
     for f in sorted(workdir.glob("consumer-*.jsonl")):
         best: dict[int, int] = {}
         for row in rows(f):
@@ -199,6 +198,46 @@ def check(workdir: Path, bootstrap: str, topic: str, topic_out: str, partitions:
         fault.recovered = (min(after) - fault.healed) if after else None
         fault.acked_during = sum(1 for _, at in sends if fault.started <= at < fault.healed)
     return r
+
+
+def split_brain(r: Report, acks: list[dict[str, Any]], log_epochs: dict[int, dict[int, int]]) -> None:
+    """Two leaders acknowledging writes for one partition at once. Each acknowledged record found
+    at its offset gets the leader epoch its batch has in the log (the epoch of the leader that
+    appended it; librdkafka reports none for produced records, so the producer's ack carries -1).
+    Within a partition, (a) every ack of epoch e lies below every ack of a later epoch, and (b) no
+    record sent after an ack of epoch e' > e was received is acknowledged in epoch e: by then the
+    leader of e' had committed that ack with a quorum of the ISR, so a leader of e that still
+    appended and acknowledged later was a second leader (the clients share this machine's clock)."""
+    per_epoch: dict[int, dict[int, tuple[int, int]]] = defaultdict(dict)
+    timeline: dict[int, list[tuple[float, int, str]]] = defaultdict(list)  # p -> (acked at, epoch, value)
+    for a in acks:
+        p, o = a["p"], a["o"]
+        e = log_epochs.get(p, {}).get(o, -1)
+        a["e"] = e
+        if e is None or e < 0:
+            continue
+        r.epochs_checked += 1
+        lo, hi = per_epoch[p].get(e, (o, o))
+        per_epoch[p][e] = (min(lo, o), max(hi, o))
+        timeline[p].append((a["at"], e, a["v"]))
+    for p, epochs in per_epoch.items():
+        ordered = sorted(epochs.items())
+        for (e1, (_, hi1)), (e2, (lo2, _)) in itertools.pairwise(ordered):
+            if hi1 >= lo2:
+                r.split_brain += 1
+                r.note("split_brain", f"p{p}: epoch {e1} acked up to offset {hi1}, epoch {e2} from {lo2}")
+    for p, events in timeline.items():
+        events.sort()
+        ats = [at for at, _, _ in events]
+        newest: list[int] = list(itertools.accumulate((e for _, e, _ in events), max))
+        for a in acks:
+            if a["p"] != p or a["e"] is None or a["e"] < 0:
+                continue
+            i = bisect.bisect_left(ats, a["sent"])  # the acks received before this record was sent
+            if i and newest[i - 1] > a["e"]:
+                r.split_brain += 1
+                r.note("split_brain", f"p{p}: {a['v']} acknowledged in epoch {a['e']} at offset {a['o']}, "
+                                      f"sent after an ack of epoch {newest[i - 1]} was received")
 
 
 def table(faults: list[Fault]) -> str:

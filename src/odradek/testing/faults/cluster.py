@@ -16,7 +16,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Self
+from typing import Any, Self
 
 from odradek.testing.faults.net import Net, run
 
@@ -25,6 +25,7 @@ BROKER_PORT = 9092
 ZK_PORT = 2181
 
 SESSION_TIMEOUT_MS = 4000
+CHROOT = "/odradek"
 BROKER_ENV = {
     "PYTHONUNBUFFERED": "1",
     "ODRADEK_ZOOKEEPER_SESSION_TIMEOUT_MS": str(SESSION_TIMEOUT_MS),
@@ -34,6 +35,20 @@ BROKER_ENV = {
     "ODRADEK_OFFSETS_TOPIC_NUM_PARTITIONS": "3",
     "ODRADEK_TRANSACTION_STATE_LOG_NUM_PARTITIONS": "3",
 }
+
+
+def zk_session_password(session_id: int) -> bytes:
+    """ZooKeeperServer.generatePasswd: 16 bytes of java.util.Random(session id ^ 0xB3415C00)."""
+    mult, mask = 0x5DEECE66D, (1 << 48) - 1
+    seed = ((session_id ^ 0xB3415C00) ^ mult) & mask
+    out = bytearray()
+    while len(out) < 16:  # Random.nextBytes: each nextInt() gives 4 bytes, low byte first
+        seed = (seed * mult + 0xB) & mask
+        rnd = seed >> 16
+        for _ in range(4):
+            out.append(rnd & 0xFF)
+            rnd >>= 8
+    return bytes(out)
 
 
 def wait_port(host: str, port: int, timeout: float = 60.0, proc: subprocess.Popen[bytes] | None = None) -> None:
@@ -189,7 +204,7 @@ class FaultCluster:
         for z in self.zks:
             wait_port(z.ip, z.port, proc=z.proc)
         self.wait_zk_quorum()
-        chroot = "/odradek"
+        chroot = CHROOT
         for i in range(self.n_brokers):
             node = self.net.add(f"b{i}", 21 + i)
             data = self.state / f"broker-{i}" / "data"
@@ -229,6 +244,47 @@ class FaultCluster:
                 return
             time.sleep(0.3)
         raise TimeoutError("the ZooKeeper ensemble formed no quorum")
+
+    # -- ZooKeeper sessions ----------------------------------------------------
+
+    def zk_client(self, timeout: float = 15.0) -> Any:
+        """A kazoo client of the ensemble under the brokers' chroot (the caller stops it)."""
+        from kazoo.client import KazooClient  # type: ignore[import-untyped]
+
+        zk = KazooClient(hosts=self.zk_connect + CHROOT, timeout=timeout)
+        zk.start(timeout=timeout)
+        return zk
+
+    def broker_session(self, broker_id: int) -> int:
+        """The id of the ZooKeeper session that holds /brokers/ids/<id> (0: not registered)."""
+        from kazoo.exceptions import NoNodeError  # type: ignore[import-untyped]
+
+        zk = self.zk_client()
+        try:
+            return int(zk.get(f"/brokers/ids/{broker_id}")[1].ephemeralOwner)
+        except NoNodeError:
+            return 0
+        finally:
+            zk.stop()
+            zk.close()
+
+    def expire_session(self, session_id: int) -> None:
+        """End a session at ZooKeeper while its owner stays connected, as its expiry would: a
+        second client takes the session over (ZooKeeper closes the owner's connection) and closes
+        it (ZooKeeper deletes its ephemeral nodes); the owner's reconnection is told SESSION_EXPIRED.
+        The session's password is ZooKeeper's own derivation from its id (Kazoo's and ZooKeeper's
+        test harnesses do the same with the owner's client object, which a broker process keeps)."""
+        from kazoo.client import KazooClient
+
+        zk = KazooClient(hosts=self.zk_connect, client_id=(session_id, zk_session_password(session_id)),
+                         timeout=self.env_session_timeout_s, connection_retry={"max_tries": 3})
+        zk.start(timeout=15)
+        try:
+            if zk.client_id is None or zk.client_id[0] != session_id:
+                raise RuntimeError(f"ZooKeeper did not give session 0x{session_id:x} to the expirer")
+        finally:
+            zk.stop()  # closeSession: the session ends, its ephemeral nodes go
+            zk.close()
 
     def broker_node(self, broker_id: int) -> str:
         return f"b{broker_id}"

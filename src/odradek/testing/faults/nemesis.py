@@ -133,6 +133,97 @@ def zk_quorum_loss(c: FaultCluster, rng: random.Random, b: int) -> Heal:
     return heal
 
 
+def expire_zk_session(c: FaultCluster, rng: random.Random, b: int) -> Heal:
+    """ZooKeeper ends the broker's session while every network path stays whole (the fault
+    isolate-from-zookeeper reaches expiry by a cut, after a suspension): its registration and a
+    /controller it held go at once and the controller moves its leaderships, while the broker is
+    told SESSION_EXPIRED at its next reconnection. It must resign what it led, start a new session,
+    register again and follow the leaders elected meanwhile; the heal waits for the new registration."""
+    session = c.broker_session(b)
+    if session:
+        c.expire_session(session)
+
+    def heal() -> None:
+        deadline = time.monotonic() + 6 * c.env_session_timeout_s
+        while True:
+            now = c.broker_session(b)
+            if now and now != session:
+                return
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"broker {b} did not register again after its session 0x{session:x} expired")
+            time.sleep(0.2)
+
+    return heal
+
+
+def leadership_claims(c: FaultCluster, topic: str, partitions: int) -> dict[int, list[int]]:
+    """For each partition, the brokers whose replica manager answers as its leader now: a Produce of
+    no records is refused INVALID_RECORD by the leader and NOT_LEADER_OR_FOLLOWER by the others
+    (the leadership check comes first), so nothing is written. Metadata would not do: it answers
+    from the broker's copy of ZooKeeper's state, not from what the broker acts as."""
+    import datetime
+    import socket
+    import struct
+
+    from kio.schema.errors import ErrorCode
+    from kio.static.primitive import Records
+
+    from odradek.protocol.build import build
+    from odradek.protocol.framing import decode_response, encode_request, request_type
+
+    body = build(request_type(0, 9), acks=-1, timeout=datetime.timedelta(seconds=5), topic_data=[
+        {"name": topic, "partition_data": [{"index": p, "records": Records(b"")} for p in range(partitions)]}])
+    frame = encode_request(0, 9, 1, body, client_id="fault-checker")
+    claims: dict[int, list[int]] = {p: [] for p in range(partitions)}
+    for broker in c.brokers:
+        if not broker.running or broker.paused:
+            continue
+        try:
+            with socket.create_connection((broker.ip, broker.port), timeout=5) as s:
+                s.settimeout(10)
+                s.sendall(frame)
+                data = b""
+                while len(data) < 4 or len(data) < 4 + struct.unpack(">i", data[:4])[0]:
+                    chunk = s.recv(65536)
+                    if not chunk:
+                        raise ConnectionError("closed")
+                    data += chunk
+        except OSError:
+            continue
+        response = decode_response(data[4:], 0, 9)[1]
+        for t in response.responses:
+            for part in t.partition_responses:
+                if part.error_code != ErrorCode.not_leader_or_follower:
+                    claims[part.index].append(broker.broker_id)
+    return claims
+
+
+def zk_leaders(c: FaultCluster, topic: str, partitions: int) -> dict[int, int]:
+    """Each partition's leader as ZooKeeper's state znode has it."""
+    import json
+
+    zk = c.zk_client()
+    try:
+        return {p: int(json.loads(zk.get(f"/brokers/topics/{topic}/partitions/{p}/state")[0])["leader"])
+                for p in range(partitions)}
+    finally:
+        zk.stop()
+        zk.close()
+
+
+def stale_leaders(c: FaultCluster, topic: str, partitions: int, within: float = 10.0) -> list[str]:
+    """After a heal: partitions whose brokers, for `within` seconds, do not agree that ZooKeeper's
+    leader alone leads them (a deposed leader still acting as one, or the elected one not yet)."""
+    deadline = time.monotonic() + within
+    while True:
+        zk, claims = zk_leaders(c, topic, partitions), leadership_claims(c, topic, partitions)
+        wrong = [f"p{p}: ZooKeeper's leader {zk[p]}, acting as leader {claims[p]}" for p in range(partitions)
+                 if claims[p] != [zk[p]]]
+        if not wrong or time.monotonic() > deadline:
+            return wrong
+        time.sleep(0.5)
+
+
 def disk_full(c: FaultCluster, rng: random.Random, b: int) -> Heal:
     filler = fill(c.brokers[b].data_dir)
     return lambda: filler.unlink()
@@ -167,6 +258,7 @@ NEMESES: dict[str, Callable[[FaultCluster, random.Random, int], Heal]] = {
     "partition-leader-minority": partition_leader_minority,
     "partition-follower-minority": partition_follower_minority,
     "isolate-from-zookeeper": isolate_from_zk,
+    "zookeeper-session-expiry": expire_zk_session,
     "one-way-in": one_way_in,
     "one-way-out": one_way_out,
     "pause-leader": pause_leader,
@@ -202,6 +294,7 @@ class Campaign:
         self.topic, self.topic_out = "faults", "faults-out"
         self.faults: list[Fault] = []
         self.workers: list[subprocess.Popen[bytes]] = []
+        self.stale: list[str] = []  # leadership claims that disagreed with ZooKeeper after a heal
 
     def _worker(self, c: FaultCluster, kind: str, i: int, client: str, **extra: Any) -> None:
         cmd = [*c.net.prefix(client), sys.executable, "-m", "odradek.testing.faults.workers", kind,
@@ -261,8 +354,10 @@ class Campaign:
                         fault.notes = str(exc)
                         self.log(f"fault {n + 1}: {kind} at b{b}: {exc}")
                         raise
+                    wrong = stale_leaders(c, self.topic, self.partitions)
+                    self.stale += [f"after {kind} at b{b}: {w}" for w in wrong]
                     self.log(f"fault {n + 1}/{self.n_faults}: {kind} at b{b} held {healed - started:.1f} s; "
-                             f"whole again {whole:.1f} s after healing")
+                             f"whole again {whole:.1f} s after healing" + (f"; LEADERS DISAGREE {wrong}" if wrong else ""))
                     time.sleep(self.rng.uniform(1.0, 3.0))
             finally:
                 c.net.heal()
@@ -281,6 +376,9 @@ class Campaign:
                         w.wait(10)
             self.wait_healthy()
             report = check(self.workdir, c.bootstrap, self.topic, self.topic_out, self.partitions, self.faults)
+            report.stale_leaders = len(self.stale)
+            for claim in self.stale:
+                report.note("stale_leaders", claim)
         return report
 
 
