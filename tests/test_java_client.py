@@ -1,17 +1,18 @@
 """Kafka's own Java client (org.apache.kafka:kafka-clients 4.3.1) against a real `odradek serve`.
 
-Three single-file Java programs under tests/java (JavaClientProducer, JavaClientConsumer,
-JavaClientAdmin) run scenarios against the module's broker and print one JSON line per result;
-the assertions are made here on what they print, and where it matters on what the broker holds
-(read back with librdkafka, or the segment files themselves). Each program runs once for the
-module with all its scenarios (a JVM start and compile is the slow part), and each test checks
-its scenario's lines. The AdminClient's security scenario (SCRAM users, ACLs) runs against a
+Three Java programs under tests/java (JavaClientProducer, JavaClientConsumer, JavaClientAdmin,
+each extending ClientScenarios), compiled together once, run scenarios against the module's
+broker and print one JSON line per result; the assertions are made here on what they print, and
+where it matters on what the broker holds (read back with librdkafka, or the segment files
+themselves). Each program runs once for the module with all its scenarios (a JVM start is the
+slow part), and each test checks its scenario's lines. The AdminClient's security scenario (SCRAM users, ACLs) runs against a
 second broker with a SASL_PLAINTEXT listener and the AclAuthorizer.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import struct
 import subprocess
@@ -41,15 +42,29 @@ jbroker = module_broker("jbroker", ENV)
 Lines = dict[str, list[dict[str, Any]]]
 
 
-def run_java(program: str, bootstrap: str, prefix: str, *scenarios: str, system: dict[str, str] | None = None,
-             timeout: float = 240) -> Lines:
-    """Runs tests/java/<program>.java with the scenarios; its JSON lines grouped by scenario."""
+@pytest.fixture(scope="session")
+def java_classes(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """tests/java/ClientScenarios.java and the three programs, compiled once; the class directory."""
+    javac = shutil.which("javac")
+    assert javac is not None, "no javac on PATH (JDK 17 is needed)"
+    assert any((JAVA_DIR / "lib").glob("kafka-clients-*.jar")), "tests/java/lib is empty (./dev test fills it)"
+    classes = tmp_path_factory.mktemp("java-client-classes")
+    sources = [JAVA_DIR / "ClientScenarios.java", *sorted(JAVA_DIR.glob("JavaClient*.java"))]
+    done = subprocess.run([javac, *(f"-J{flag}" for flag in JVM_FLAGS), "-cp", str(JAVA_DIR / "lib" / "*"),
+                           "-d", str(classes), *map(str, sources)],
+                          capture_output=True, text=True, timeout=240, check=False, cwd=ROOT)
+    assert done.returncode == 0, done.stderr[-4000:]
+    return classes
+
+
+def run_java(classes: Path, program: str, bootstrap: str, prefix: str, *scenarios: str,
+             system: dict[str, str] | None = None, timeout: float = 240) -> Lines:
+    """Runs the compiled <program> (see java_classes) with the scenarios; its JSON lines grouped by scenario."""
     java = shutil.which("java")
     assert java is not None, "no java on PATH (JDK 17 is needed)"
-    assert any((JAVA_DIR / "lib").glob("kafka-clients-*.jar")), "tests/java/lib is empty (./dev test fills it)"
     props = [f"-D{key}={value}" for key, value in (system or {}).items()]
-    done = subprocess.run([java, *JVM_FLAGS, *props, "-cp", str(JAVA_DIR / "lib" / "*"),
-                           str(JAVA_DIR / f"{program}.java"), bootstrap, prefix, *scenarios],
+    done = subprocess.run([java, *JVM_FLAGS, *props, "-cp", f"{classes}{os.pathsep}{JAVA_DIR / 'lib' / '*'}",
+                           program, bootstrap, prefix, *scenarios],
                           capture_output=True, text=True, timeout=timeout, check=False, cwd=ROOT)
     assert done.returncode == 0, done.stderr[-4000:]
     lines: Lines = defaultdict(list)
@@ -111,8 +126,8 @@ def batch_codecs(data_dir: Path, topic: str) -> list[int]:
 # -- the producer ------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def produced(jbroker: BrokerProcess) -> Lines:
-    return run_java("JavaClientProducer", jbroker.bootstrap, unique("jp"),
+def produced(jbroker: BrokerProcess, java_classes: Path) -> Lines:
+    return run_java(java_classes, "JavaClientProducer", jbroker.bootstrap, unique("jp"),
                     "acks", "idempotence", "compression", "headers", "partitioner", "transactions")
 
 
@@ -198,8 +213,8 @@ def test_java_transaction_with_send_offsets_is_seen_only_when_committed(
 # -- the consumer ------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def consumed(jbroker: BrokerProcess) -> Lines:
-    return run_java("JavaClientConsumer", jbroker.bootstrap, unique("jc"),
+def consumed(jbroker: BrokerProcess, java_classes: Path) -> Lines:
+    return run_java(java_classes, "JavaClientConsumer", jbroker.bootstrap, unique("jc"),
                     "commit", "seek", "pause", "cooperative", "static")
 
 
@@ -269,8 +284,8 @@ def test_java_static_member_back_within_the_session_keeps_its_partitions(consume
 # -- the AdminClient ---------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def administered(jbroker: BrokerProcess) -> Lines:
-    return run_java("JavaClientAdmin", jbroker.bootstrap, unique("ja"),
+def administered(jbroker: BrokerProcess, java_classes: Path) -> Lines:
+    return run_java(java_classes, "JavaClientAdmin", jbroker.bootstrap, unique("ja"),
                     "topics", "configs", "cluster", "groups", "records", "transactions")
 
 
@@ -399,11 +414,12 @@ def secured(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrokerProcess]
         b.stop()
 
 
-def test_java_admin_scram_users_and_acls_decide_who_writes(secured: BrokerProcess, tmp_path: Path) -> None:
+def test_java_admin_scram_users_and_acls_decide_who_writes(secured: BrokerProcess, tmp_path: Path,
+                                                           java_classes: Path) -> None:
     admin_config, alice_config = tmp_path / "admin.properties", tmp_path / "alice.properties"
     admin_config.write_text(login("PLAIN", "plain.PlainLoginModule", "admin", ADMIN_PASSWORD))
     alice_config.write_text(login("SCRAM-SHA-512", "scram.ScramLoginModule", "alice", ALICE_PASSWORD))
-    lines = run_java("JavaClientAdmin", f"127.0.0.1:{secured.sasl_port}", unique("js"), "security",  # type: ignore[attr-defined]
+    lines = run_java(java_classes, "JavaClientAdmin", f"127.0.0.1:{secured.sasl_port}", unique("js"), "security",  # type: ignore[attr-defined]
                      system={"admin.config": str(admin_config), "alice.config": str(alice_config)})
     (line,) = scenario(lines, "security")
     assert line["credentials"] == ["SCRAM_SHA_256:4096", "SCRAM_SHA_512:8192"]

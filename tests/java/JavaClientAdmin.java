@@ -1,8 +1,9 @@
 // Kafka's Java AdminClient (kafka-clients) against odradek, driven by tests/test_java_client.py.
 //
-//   java -cp 'tests/java/lib/*' tests/java/JavaClientAdmin.java BOOTSTRAP PREFIX SCENARIO...
+//   java -cp "OUT:tests/java/lib/*" JavaClientAdmin BOOTSTRAP PREFIX SCENARIO...
 //
-// Each scenario makes its own topics and groups (named PREFIX-...) and prints JSON lines
+// (OUT holds this file compiled with ClientScenarios.java, which runs the scenarios.) Each
+// scenario makes its own topics and groups (named PREFIX-...) and prints JSON lines
 // {"scenario": ..., ...}; a scenario that throws prints {"scenario": ..., "error": ...} and the
 // next one still runs. The "security" scenario runs against a SASL broker with an authorizer:
 // -Dadmin.config=FILE (a super user's client properties) and -Dalice.config=FILE (alice's SCRAM
@@ -10,11 +11,9 @@
 //
 // Scenarios: topics, configs, cluster, groups, records, transactions, security.
 
-import com.fasterxml.jackson.databind.ObjectMapper;
 import java.io.FileReader;
 import java.time.Duration;
 import java.util.ArrayList;
-import java.util.Arrays;
 import java.util.Collection;
 import java.util.LinkedHashMap;
 import java.util.List;
@@ -61,57 +60,16 @@ import org.apache.kafka.common.resource.PatternType;
 import org.apache.kafka.common.resource.ResourcePattern;
 import org.apache.kafka.common.resource.ResourcePatternFilter;
 import org.apache.kafka.common.resource.ResourceType;
-import org.apache.kafka.common.serialization.StringDeserializer;
-import org.apache.kafka.common.serialization.StringSerializer;
 
-public class JavaClientAdmin {
-    static final ObjectMapper JSON = new ObjectMapper();
-    static String bootstrap;
-    static String prefix;
-
+public class JavaClientAdmin extends ClientScenarios {
     public static void main(String[] args) throws Exception {
-        bootstrap = args[0];
-        prefix = args[1];
-        for (String scenario : Arrays.copyOfRange(args, 2, args.length)) {
-            long started = System.nanoTime();
-            try {
-                switch (scenario) {
-                    case "topics" -> topics();
-                    case "configs" -> configs();
-                    case "cluster" -> cluster();
-                    case "groups" -> groups();
-                    case "records" -> records();
-                    case "transactions" -> transactions();
-                    case "security" -> security();
-                    default -> throw new IllegalArgumentException("unknown scenario " + scenario);
-                }
-            } catch (Exception e) {
-                emit(scenario, "error", e.toString());
-            }
-            System.err.printf("%s: %d ms%n", scenario, (System.nanoTime() - started) / 1_000_000);
-        }
+        runScenarios(args, Map.of("topics", JavaClientAdmin::topics, "configs", JavaClientAdmin::configs,
+                "cluster", JavaClientAdmin::cluster, "groups", JavaClientAdmin::groups,
+                "records", JavaClientAdmin::records, "transactions", JavaClientAdmin::transactions,
+                "security", JavaClientAdmin::security));
     }
 
     // -- helpers -------------------------------------------------------------------------
-
-    static void emit(String scenario, Object... keyValues) throws Exception {
-        Map<String, Object> line = new LinkedHashMap<>();
-        line.put("scenario", scenario);
-        for (int i = 0; i < keyValues.length; i += 2) {
-            line.put((String) keyValues[i], keyValues[i + 1]);
-        }
-        System.out.println(JSON.writeValueAsString(line));
-        System.out.flush();
-    }
-
-    static Properties props(Object... keyValues) {
-        Properties p = new Properties();
-        p.put("bootstrap.servers", bootstrap);
-        for (int i = 0; i < keyValues.length; i += 2) {
-            p.put(keyValues[i], keyValues[i + 1]);
-        }
-        return p;
-    }
 
     static Properties load(String systemProperty) throws Exception {
         Properties p = props();
@@ -119,17 +77,6 @@ public class JavaClientAdmin {
             p.load(reader);
         }
         return p;
-    }
-
-    static KafkaProducer<String, String> producer(Properties base, Object... keyValues) {
-        Properties p = new Properties();
-        p.putAll(base);
-        for (int i = 0; i < keyValues.length; i += 2) {
-            p.put(keyValues[i], keyValues[i + 1]);
-        }
-        p.put("key.serializer", StringSerializer.class.getName());
-        p.put("value.serializer", StringSerializer.class.getName());
-        return new KafkaProducer<>(p);
     }
 
     static void produce(String topic, int partitions, int perPartition) throws Exception {
@@ -152,10 +99,6 @@ public class JavaClientAdmin {
         } catch (Exception e) {
             return e.getClass().getSimpleName();
         }
-    }
-
-    interface ThrowingRunnable {
-        void run() throws Exception;
     }
 
     static Map<String, Object> entry(ConfigEntry e) {
@@ -284,10 +227,8 @@ public class JavaClientAdmin {
         try (Admin admin = Admin.create(props())) {
             admin.createTopics(List.of(new NewTopic(topic, 2, (short) 1))).all().get();
             produce(topic, 2, 5);
-            Properties cp = props("group.id", group, "auto.offset.reset", "earliest", "enable.auto.commit", "false",
-                    "key.deserializer", StringDeserializer.class.getName(),
-                    "value.deserializer", StringDeserializer.class.getName());
-            try (KafkaConsumer<String, String> c = new KafkaConsumer<>(cp)) {
+            try (KafkaConsumer<String, String> c = consumer(props(), "group.id", group, "auto.offset.reset", "earliest",
+                    "enable.auto.commit", "false")) {
                 c.subscribe(List.of(topic));
                 int got = 0;
                 long deadline = System.currentTimeMillis() + 20_000;
@@ -348,11 +289,9 @@ public class JavaClientAdmin {
                         .partitionResult(tp).get();
                 offsets.put(spec.getKey(), info.offset());
             }
-            Properties cp = props("group.id", prefix + "-records-reader", "auto.offset.reset", "earliest",
-                    "key.deserializer", StringDeserializer.class.getName(),
-                    "value.deserializer", StringDeserializer.class.getName());
             long first = -1;
-            try (KafkaConsumer<String, String> c = new KafkaConsumer<>(cp)) {
+            try (KafkaConsumer<String, String> c = consumer(props(), "group.id", prefix + "-records-reader",
+                    "auto.offset.reset", "earliest")) {
                 c.assign(List.of(tp));
                 long deadline = System.currentTimeMillis() + 20_000;
                 while (first < 0 && System.currentTimeMillis() < deadline) {
@@ -473,18 +412,14 @@ public class JavaClientAdmin {
 
             String aliceAllowed = aliceSends(alice, allowed);
             String aliceDenied = aliceSends(alice, denied);
-            Properties alice256 = new Properties();
-            alice256.putAll(alice);
-            alice256.put("sasl.mechanism", "SCRAM-SHA-256");
-            alice256.put("sasl.jaas.config", alice.getProperty("sasl.jaas.config"));
+            Properties alice256 = with(alice, "sasl.mechanism", "SCRAM-SHA-256");
             String alice256Allowed = aliceSends(alice256, allowed);
             String aliceDescribesAcls;
             try (Admin asAlice = Admin.create(alice)) {
                 aliceDescribesAcls = outcome(() -> asAlice.describeAcls(AclBindingFilter.ANY).values().get());
             }
-            Properties wrong = new Properties();
-            wrong.putAll(alice);
-            wrong.put("sasl.jaas.config", alice.getProperty("sasl.jaas.config").replace(password, "wrong-" + password));
+            Properties wrong = with(alice, "sasl.jaas.config",
+                    alice.getProperty("sasl.jaas.config").replace(password, "wrong-" + password));
             String wrongPassword = aliceSends(wrong, allowed);
 
             List<String> deleted = bindings(admin.deleteAcls(List.of(aliceFilter)).all().get());

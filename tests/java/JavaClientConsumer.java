@@ -1,24 +1,21 @@
 // Kafka's Java consumer (kafka-clients, the classic group protocol) against odradek, driven by
 // tests/test_java_client.py.
 //
-//   java -cp 'tests/java/lib/*' tests/java/JavaClientConsumer.java BOOTSTRAP PREFIX SCENARIO...
+//   java -cp "OUT:tests/java/lib/*" JavaClientConsumer BOOTSTRAP PREFIX SCENARIO...
 //
-// Each scenario makes its own topics and groups (named PREFIX-...), produces what it reads, and
+// (OUT holds this file compiled with ClientScenarios.java, which runs the scenarios.) Each
+// scenario makes its own topics and groups (named PREFIX-...), produces what it reads, and
 // prints JSON lines {"scenario": ..., ...}; a scenario that throws prints {"scenario": ...,
 // "error": ...} and the next one still runs.
 //
 // Scenarios: commit, seek, pause, cooperative, static.
 
-import com.fasterxml.jackson.databind.ObjectMapper;
 import java.time.Duration;
 import java.util.ArrayList;
 import java.util.Arrays;
 import java.util.Collection;
-import java.util.HashMap;
-import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
-import java.util.Properties;
 import java.util.Set;
 import java.util.TreeMap;
 import java.util.TreeSet;
@@ -27,7 +24,6 @@ import java.util.concurrent.atomic.AtomicReference;
 import java.util.function.BooleanSupplier;
 import org.apache.kafka.clients.admin.Admin;
 import org.apache.kafka.clients.admin.ConsumerGroupDescription;
-import org.apache.kafka.clients.admin.NewTopic;
 import org.apache.kafka.clients.consumer.ConsumerRebalanceListener;
 import org.apache.kafka.clients.consumer.ConsumerRecord;
 import org.apache.kafka.clients.consumer.KafkaConsumer;
@@ -37,75 +33,25 @@ import org.apache.kafka.clients.producer.KafkaProducer;
 import org.apache.kafka.clients.producer.ProducerRecord;
 import org.apache.kafka.common.TopicPartition;
 import org.apache.kafka.common.errors.WakeupException;
-import org.apache.kafka.common.serialization.StringDeserializer;
-import org.apache.kafka.common.serialization.StringSerializer;
 
-public class JavaClientConsumer {
-    static final ObjectMapper JSON = new ObjectMapper();
-    static String bootstrap;
-    static String prefix;
-
+public class JavaClientConsumer extends ClientScenarios {
     public static void main(String[] args) throws Exception {
-        bootstrap = args[0];
-        prefix = args[1];
-        for (String scenario : Arrays.copyOfRange(args, 2, args.length)) {
-            long started = System.nanoTime();
-            try {
-                switch (scenario) {
-                    case "commit" -> commit();
-                    case "seek" -> seek();
-                    case "pause" -> pause();
-                    case "cooperative" -> cooperative();
-                    case "static" -> staticMembership();
-                    default -> throw new IllegalArgumentException("unknown scenario " + scenario);
-                }
-            } catch (Exception e) {
-                emit(scenario, "error", e.toString());
-            }
-            System.err.printf("%s: %d ms%n", scenario, (System.nanoTime() - started) / 1_000_000);
-        }
+        runScenarios(args, Map.of("commit", JavaClientConsumer::commit, "seek", JavaClientConsumer::seek,
+                "pause", JavaClientConsumer::pause, "cooperative", JavaClientConsumer::cooperative,
+                "static", JavaClientConsumer::staticMembership));
     }
 
     // -- helpers -------------------------------------------------------------------------
 
-    static void emit(String scenario, Object... keyValues) throws Exception {
-        Map<String, Object> line = new LinkedHashMap<>();
-        line.put("scenario", scenario);
-        for (int i = 0; i < keyValues.length; i += 2) {
-            line.put((String) keyValues[i], keyValues[i + 1]);
-        }
-        System.out.println(JSON.writeValueAsString(line));
-        System.out.flush();
-    }
-
-    static Properties props(Object... keyValues) {
-        Properties p = new Properties();
-        p.put("bootstrap.servers", bootstrap);
-        for (int i = 0; i < keyValues.length; i += 2) {
-            p.put(keyValues[i], keyValues[i + 1]);
-        }
-        return p;
-    }
-
     static KafkaConsumer<String, String> consumer(String group, Object... keyValues) {
-        Properties p = props("group.id", group, "auto.offset.reset", "earliest", "enable.auto.commit", "false");
-        for (int i = 0; i < keyValues.length; i += 2) {
-            p.put(keyValues[i], keyValues[i + 1]);
-        }
-        p.put("key.deserializer", StringDeserializer.class.getName());
-        p.put("value.deserializer", StringDeserializer.class.getName());
-        return new KafkaConsumer<>(p);
+        return consumer(props("group.id", group, "auto.offset.reset", "earliest", "enable.auto.commit", "false"),
+                keyValues);
     }
 
     /** A topic with `perPartition` records "p<partition>-<i>" in each partition, timestamps given by `timestamp`. */
     static String topicWithRecords(String suffix, int partitions, int perPartition, long baseTimestamp) throws Exception {
-        String topic = prefix + "-" + suffix;
-        try (Admin admin = Admin.create(props())) {
-            admin.createTopics(List.of(new NewTopic(topic, partitions, (short) 1))).all().get();
-        }
-        Properties p = props("key.serializer", StringSerializer.class.getName(),
-                "value.serializer", StringSerializer.class.getName(), "linger.ms", 5);
-        try (KafkaProducer<String, String> producer = new KafkaProducer<>(p)) {
+        String topic = createTopic(suffix, partitions);
+        try (KafkaProducer<String, String> producer = producer(props(), "linger.ms", 5)) {
             for (int i = 0; i < perPartition; i++) {
                 for (int part = 0; part < partitions; part++) {
                     Long ts = baseTimestamp > 0 ? baseTimestamp + i * 1000L : null;
@@ -114,14 +60,6 @@ public class JavaClientConsumer {
             }
         }
         return topic;
-    }
-
-    static List<TopicPartition> partitions(String topic, int n) {
-        List<TopicPartition> out = new ArrayList<>();
-        for (int p = 0; p < n; p++) {
-            out.add(new TopicPartition(topic, p));
-        }
-        return out;
     }
 
     static void waitFor(String what, BooleanSupplier condition) throws Exception {
@@ -144,14 +82,6 @@ public class JavaClientConsumer {
             }
         }
         return got;
-    }
-
-    static List<String> values(List<ConsumerRecord<String, String>> records) {
-        List<String> out = new ArrayList<>();
-        for (ConsumerRecord<String, String> r : records) {
-            out.add(r.value());
-        }
-        return out;
     }
 
     static Map<Integer, Long> committed(KafkaConsumer<String, String> c, String topic, int n) {
@@ -219,17 +149,23 @@ public class JavaClientConsumer {
 
         @Override
         public void onPartitionsAssigned(Collection<TopicPartition> partitions) {
-            events.add(List.of("assigned", numbers(partitions)));
-            Set<Integer> now = new TreeSet<>(owned.get());
-            now.addAll(numbers(partitions));
-            owned.set(now);
+            told("assigned", partitions, true);
         }
 
         @Override
         public void onPartitionsRevoked(Collection<TopicPartition> partitions) {
-            events.add(List.of("revoked", numbers(partitions)));
+            told("revoked", partitions, false);
+        }
+
+        /** Records the event, and the partitions as now owned (`assigned`) or no longer. */
+        void told(String event, Collection<TopicPartition> partitions, boolean assigned) {
+            events.add(List.of(event, numbers(partitions)));
             Set<Integer> now = new TreeSet<>(owned.get());
-            now.removeAll(numbers(partitions));
+            if (assigned) {
+                now.addAll(numbers(partitions));
+            } else {
+                now.removeAll(numbers(partitions));
+            }
             owned.set(now);
         }
 
@@ -276,9 +212,7 @@ public class JavaClientConsumer {
             emit("commit", "topic", topic, "firstRead", first.size(), "afterSync", afterSync, "metadata", metadata,
                     "asyncCallback", callback.get(), "afterAsync", committed(c, topic, 3));
         }
-        Properties p = props("key.serializer", StringSerializer.class.getName(),
-                "value.serializer", StringSerializer.class.getName());
-        try (KafkaProducer<String, String> producer = new KafkaProducer<>(p)) {
+        try (KafkaProducer<String, String> producer = producer(props())) {
             for (int part = 0; part < 3; part++) {
                 producer.send(new ProducerRecord<>(topic, part, "later", "later-" + part));
             }

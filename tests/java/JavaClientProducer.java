@@ -1,14 +1,14 @@
 // Kafka's Java producer (kafka-clients) against odradek, driven by tests/test_java_client.py.
 //
-//   java -cp 'tests/java/lib/*' tests/java/JavaClientProducer.java BOOTSTRAP PREFIX SCENARIO...
+//   java -cp "OUT:tests/java/lib/*" JavaClientProducer BOOTSTRAP PREFIX SCENARIO...
 //
-// Each scenario makes its own topics (named PREFIX-...), runs, and prints JSON lines
+// (OUT holds this file compiled with ClientScenarios.java, which runs the scenarios.) Each
+// scenario makes its own topics (named PREFIX-...), runs, and prints JSON lines
 // {"scenario": ..., ...}; a scenario that throws prints {"scenario": ..., "error": ...} and the
 // next one still runs. The test asserts on what is printed (and reads the topics itself).
 //
 // Scenarios: acks, idempotence, compression, headers, partitioner, transactions.
 
-import com.fasterxml.jackson.databind.ObjectMapper;
 import java.nio.charset.StandardCharsets;
 import java.time.Duration;
 import java.util.ArrayList;
@@ -17,10 +17,8 @@ import java.util.HashMap;
 import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
-import java.util.Properties;
 import java.util.concurrent.Future;
 import org.apache.kafka.clients.admin.Admin;
-import org.apache.kafka.clients.admin.NewTopic;
 import org.apache.kafka.clients.admin.ProducerState;
 import org.apache.kafka.clients.admin.TransactionListing;
 import org.apache.kafka.clients.consumer.ConsumerRecord;
@@ -34,89 +32,28 @@ import org.apache.kafka.common.Cluster;
 import org.apache.kafka.common.TopicPartition;
 import org.apache.kafka.common.header.Header;
 import org.apache.kafka.common.header.internals.RecordHeaders;
-import org.apache.kafka.common.serialization.StringDeserializer;
-import org.apache.kafka.common.serialization.StringSerializer;
 
-public class JavaClientProducer {
-    static final ObjectMapper JSON = new ObjectMapper();
-    static String bootstrap;
-    static String prefix;
-
+public class JavaClientProducer extends ClientScenarios {
     public static void main(String[] args) throws Exception {
-        bootstrap = args[0];
-        prefix = args[1];
-        for (String scenario : Arrays.copyOfRange(args, 2, args.length)) {
-            long started = System.nanoTime();
-            try {
-                switch (scenario) {
-                    case "acks" -> acks();
-                    case "idempotence" -> idempotence();
-                    case "compression" -> compression();
-                    case "headers" -> headers();
-                    case "partitioner" -> partitioner();
-                    case "transactions" -> transactions();
-                    default -> throw new IllegalArgumentException("unknown scenario " + scenario);
-                }
-            } catch (Exception e) {
-                emit(scenario, "error", e.toString());
-            }
-            System.err.printf("%s: %d ms%n", scenario, (System.nanoTime() - started) / 1_000_000);
-        }
+        runScenarios(args, Map.of("acks", JavaClientProducer::acks, "idempotence", JavaClientProducer::idempotence,
+                "compression", JavaClientProducer::compression, "headers", JavaClientProducer::headers,
+                "partitioner", JavaClientProducer::partitioner, "transactions", JavaClientProducer::transactions));
     }
 
     // -- helpers -------------------------------------------------------------------------
 
-    static void emit(String scenario, Object... keyValues) throws Exception {
-        Map<String, Object> line = new LinkedHashMap<>();
-        line.put("scenario", scenario);
-        for (int i = 0; i < keyValues.length; i += 2) {
-            line.put((String) keyValues[i], keyValues[i + 1]);
-        }
-        System.out.println(JSON.writeValueAsString(line));
-        System.out.flush();
-    }
-
-    static Properties props(Object... keyValues) {
-        Properties p = new Properties();
-        p.put("bootstrap.servers", bootstrap);
-        for (int i = 0; i < keyValues.length; i += 2) {
-            p.put(keyValues[i], keyValues[i + 1]);
-        }
-        return p;
-    }
-
     static KafkaProducer<String, String> producer(Object... keyValues) {
-        Properties p = props(keyValues);
-        p.put("key.serializer", StringSerializer.class.getName());
-        p.put("value.serializer", StringSerializer.class.getName());
-        return new KafkaProducer<>(p);
+        return producer(props(), keyValues);
     }
 
     static KafkaConsumer<String, String> consumer(Object... keyValues) {
-        Properties p = props("group.id", prefix + "-reader-" + System.nanoTime(), "auto.offset.reset", "earliest",
-                "enable.auto.commit", "false");
-        for (int i = 0; i < keyValues.length; i += 2) {
-            p.put(keyValues[i], keyValues[i + 1]);
-        }
-        p.put("key.deserializer", StringDeserializer.class.getName());
-        p.put("value.deserializer", StringDeserializer.class.getName());
-        return new KafkaConsumer<>(p);
-    }
-
-    static String createTopic(String suffix, int partitions) throws Exception {
-        String topic = prefix + "-" + suffix;
-        try (Admin admin = Admin.create(props())) {
-            admin.createTopics(List.of(new NewTopic(topic, partitions, (short) 1))).all().get();
-        }
-        return topic;
+        return consumer(props("group.id", prefix + "-reader-" + System.nanoTime(), "auto.offset.reset", "earliest",
+                "enable.auto.commit", "false"), keyValues);
     }
 
     /** Everything in `partitions` of `topic` up to their end offsets (as this consumer's isolation sees them). */
     static List<ConsumerRecord<String, String>> readAll(KafkaConsumer<String, String> c, String topic, int partitions) {
-        List<TopicPartition> tps = new ArrayList<>();
-        for (int p = 0; p < partitions; p++) {
-            tps.add(new TopicPartition(topic, p));
-        }
+        List<TopicPartition> tps = partitions(topic, partitions);
         c.assign(tps);
         c.seekToBeginning(tps);
         Map<TopicPartition, Long> ends = c.endOffsets(tps);
@@ -135,14 +72,6 @@ public class JavaClientProducer {
             }
         }
         return got;
-    }
-
-    static List<String> values(List<ConsumerRecord<String, String>> records) {
-        List<String> out = new ArrayList<>();
-        for (ConsumerRecord<String, String> r : records) {
-            out.add(r.value());
-        }
-        return out;
     }
 
     static List<Long> offsets(List<Future<RecordMetadata>> sent) throws Exception {
