@@ -797,6 +797,9 @@ def find_coordinator(t: Table, v: int) -> None:
                                 lambda x: x.coordinators[0].error_code not in RETRIABLE, timeout=30)
             assert [(c.key, c.error_code, c.node_id) for c in body.coordinators] == [
                 (share, E.none, t.node_id), ("no-colons", E.invalid_request, -1)]
+            malformed = [f"{group}:{uuid.uuid4()}:0", f"{group}:{kafka_uuid(uuid.uuid4())}:x"]  # not Kafka's forms
+            body = t.call(10, v, key_type=2, coordinator_keys=malformed)
+            assert [(c.key, c.error_code) for c in body.coordinators] == [(k, E.invalid_request) for k in malformed]
         return
     body = t.call(10, v, key=group, key_type=0)
     assert (body.error_code, (body.node_id, body.host, body.port)) == (E.none, here)
@@ -997,6 +1000,8 @@ def consumer_group_heartbeat(t: Table, v: int) -> None:
     # an epoch the coordinator never gave: the member must give up its partitions and rejoin
     assert consumer_heartbeat(t, v, group, member, epoch + 5).error_code == E.fenced_member_epoch
     assert consumer_heartbeat(t, v, group, "stranger", epoch).error_code == E.unknown_member_id
+    # a group that does not exist is created only by a join (epoch 0)
+    assert consumer_heartbeat(t, v, t.name("kip848-none"), member, 1).error_code == E.group_id_not_found
     if v >= 1:  # KIP-1082: the client makes its member id
         empty = t.call(68, v, group_id=group, member_id="", member_epoch=0, rebalance_timeout=30000,
                        subscribed_topic_names=[topic], topic_partitions=[])
@@ -1132,6 +1137,8 @@ def share_group_heartbeat(t: Table, v: int) -> None:
     assert (body.error_code, body.member_epoch, body.assignment) == (E.none, epoch, None)  # nothing changed
     assert share_heartbeat(t, group, member, epoch + 5, None, v).error_code == E.fenced_member_epoch
     assert share_heartbeat(t, group, "stranger", epoch, None, v).error_code == E.unknown_member_id
+    # a group that does not exist is created only by a join (epoch 0)
+    assert share_heartbeat(t, t.name("share-hb-none"), member, 1, None, v).error_code == E.group_id_not_found
     assert share_heartbeat(t, group, "", 0, [topic], v).error_code == E.invalid_request  # the client makes its id
     classic = t.name("share-hb-classic")
     t.join_sync(classic, topic)
@@ -1215,6 +1222,7 @@ def share_acknowledge(t: Table, v: int) -> None:
         return part.error_code  # type: ignore[no-any-return]
 
     if v >= 2:  # KIP-1222's RENEW: the member keeps its records for another lock duration, then acknowledges them
+        assert ack(base, base + 2, [RENEW]) == E.invalid_request  # a RENEW in a request not flagged is_renew_ack
         assert ack(base, base + 2, [RENEW], is_renew_ack=True) == E.none
     assert ack(base + 1, base + 1, [ACCEPT]) == E.none
     assert ack(base + 1, base + 1, [ACCEPT]) == E.invalid_record_state  # acknowledged already
@@ -1246,6 +1254,10 @@ def describe_share_group_offsets(t: Table, v: int) -> None:
     assert (part.error_code, part.partition_index, part.start_offset) == (E.none, p, base + 1)
     if v >= 1:
         assert part.lag == 2  # two records not yet consumed
+    # a group never heard of has no offsets: -1 for each partition asked about, no error (Kafka's answer)
+    nothing = found[none]
+    assert nothing.error_code == E.none, nothing
+    assert [(x.partition_index, x.start_offset) for x in nothing.topics[0].partitions] == [(p, -1)]
     # every topic of the group: null topics
     (every,) = t.call(90, v, groups=[{"group_id": group, "topics": None}]).groups
     assert [(x.topic_name, [y.partition_index for y in x.partitions if y.start_offset >= 0]) for x in every.topics] \
@@ -1361,6 +1373,8 @@ def share_state_topic(t: Table) -> str:
 @case(84)
 def read_share_group_state(t: Table, v: int) -> None:
     _, topic_id, p = t.partition()
+    # a share partition whose state was never initialized (InitializeShareGroupState) is no read's
+    assert share_state_read(t, t.name("share-uninitialized"), topic_id, p, v).error_code == E.invalid_request
     group, topic_id, p, state_epoch = share_state_of(t, share_state_topic(t))
     assert share_state_write(t, 1, group, topic_id, p, state_epoch, 7) == E.none
     got = share_state_read(t, group, topic_id, p, v)
@@ -1377,7 +1391,10 @@ def read_share_group_state(t: Table, v: int) -> None:
 @case(85)
 def write_share_group_state(t: Table, v: int) -> None:
     _, topic_id, p = t.partition()
+    assert share_state_write(t, v, t.name("share-uninitialized"), topic_id, p, 0, 5) == E.invalid_request
     group, topic_id, p, state_epoch = share_state_of(t, share_state_topic(t))
+    # the state epoch the group coordinator initialized the state with fences an older writer already
+    assert share_state_write(t, v, group, topic_id, p, state_epoch - 1, 5) == E.fenced_state_epoch
     assert share_state_write(t, v, group, topic_id, p, state_epoch, 5) == E.none
     assert share_state_read(t, group, topic_id, p).start_offset == 5
     assert share_state_write(t, v, group, topic_id, p, state_epoch - 1, 9) == E.fenced_state_epoch  # an older one
@@ -1405,6 +1422,7 @@ def delete_share_group_state(t: Table, v: int) -> None:
         w.close()
     assert share_state_read(t, group, topic_id, p).start_offset == 3
     assert delete(t.wire) == E.none
+    assert share_state_read(t, group, topic_id, p).error_code == E.invalid_request  # no state any more
 
 
 @case(83)

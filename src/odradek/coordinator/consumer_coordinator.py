@@ -134,15 +134,16 @@ class ConsumerGroupMixin:
             return fail(E.invalid_regular_expression, f"SubscribedTopicRegex {topic_regex!r} is not a valid regular expression")
 
         group = self.groups.get(group_id)
+        # Kafka's getOrMaybeCreateConsumerGroup: only a join (epoch 0) makes a group; a leave or
+        # any other epoch to a group that does not exist, or is no consumer group, is GROUP_ID_NOT_FOUND
+        if not isinstance(group, ConsumerGroup) and member_epoch != 0:
+            return fail(E.group_id_not_found, f"Consumer group {group_id} not found." if group is None
+                        else f"Group {group_id} is not a consumer group.")
         if member_epoch in (LEAVE_EPOCH, STATIC_LEAVE_EPOCH):
-            if not isinstance(group, ConsumerGroup):
-                return fail(E.unknown_member_id, f"member {member_id} is not in group {group_id}")
+            assert isinstance(group, ConsumerGroup)
             return self._consumer_leave(group, member_id, member_epoch, instance_id, interval)
 
         if group is None or not isinstance(group, ConsumerGroup):
-            if member_epoch != 0:
-                return fail(E.unknown_member_id if group is None or not group.members else E.group_id_not_found,
-                            f"member {member_id} is not in group {group_id}")
             converted = self._consumer_group_for_join(group_id, group)
             if isinstance(converted, ErrorCode):
                 return fail(converted, f"group {group_id} is a classic group with members; "

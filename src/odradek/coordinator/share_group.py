@@ -7,7 +7,10 @@ broker, in the spirit of Kafka's SimpleAssignor: with no more members than
 partitions each partition goes to one member, with more members each member gets
 one partition and a partition is shared. Membership lives in memory (members
 rejoin after a restart); the share partitions' state goes to __share_group_state
-(share_state.py), which is what must not be lost.
+(share_state.py), which is what must not be lost. As Kafka's group coordinator, a
+partition is assigned only once its state is initialized (InitializeShareGroupState,
+state epoch the group epoch, start offset -1 so that its leader applies
+share.auto.offset.reset).
 """
 
 from __future__ import annotations
@@ -56,6 +59,8 @@ class ShareGroup:
     assignment_epoch: int = 0
     members: dict[str, ShareMember] = field(default_factory=dict)
     metadata: tuple[tuple[str, int], ...] = ()
+    initialized: set[tuple[uuid.UUID, int]] = field(default_factory=set)  # share partitions with state
+    init_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     @property
     def state(self) -> str:
@@ -130,11 +135,15 @@ class ShareCoordinator:
 
     # -- membership (ShareGroupHeartbeat) -------------------------------------------
 
-    def heartbeat(self, group_id: str, member_id: str, member_epoch: int, rack_id: str | None,
-                  subscribed: list[str] | None, client_id: str, client_host: str) -> HeartbeatResult:
+    async def heartbeat(self, group_id: str, member_id: str, member_epoch: int, rack_id: str | None,
+                        subscribed: list[str] | None, client_id: str, client_host: str) -> HeartbeatResult:
         if not member_id:
             return HeartbeatResult(E.invalid_request, "MemberId can't be empty.")
         group = self.groups.get(group_id)
+        # Kafka: only a join (epoch 0) makes a group. A group this broker has no members of but
+        # state of (a restart, a coordinator failover: membership lives in memory) exists still.
+        if group is None and member_epoch != 0 and not self.known_group(group_id, anywhere=True):
+            return HeartbeatResult(E.group_id_not_found, f"Group {group_id} not found.")
         if member_epoch == LEAVE_EPOCH:
             if group is not None and member_id in group.members:
                 self._remove(group, member_id)
@@ -163,6 +172,9 @@ class ShareCoordinator:
             member.rack_id = rack_id
         self._schedule_session(group, member)
         self._maybe_assign(group)
+        error = await self._initialize(group, member.assignment)
+        if error:
+            return HeartbeatResult(error, "The share partitions' state could not be initialized.")
         if member.epoch != group.epoch:
             member.epoch = group.epoch
             return HeartbeatResult(E.none, member_epoch=member.epoch, assignment=member.assignment)
@@ -186,6 +198,26 @@ class ShareCoordinator:
         for member_id, assignment in assign(list(group.members.values()), topics).items():
             group.members[member_id].assignment = assignment
         group.assignment_epoch = group.epoch
+
+    async def _initialize(self, group: ShareGroup, assignment: Assignment) -> ErrorCode:
+        """The state of each partition of `assignment` initialized before the member is given it: read
+        from the share coordinator the first time (a state kept from before a restart stays), else
+        initialized with the group epoch as state epoch and start offset -1."""
+        async with group.init_lock:
+            for topic_id, partitions in assignment.items():
+                for p in partitions:
+                    if (topic_id, p) in group.initialized:
+                        continue
+                    key = (group.group_id, topic_id, p)
+                    error, _ = await self.persister.read(key)
+                    if error == E.invalid_request:  # never initialized, or deleted
+                        error = await self.persister.initialize(key, max(group.epoch, 1), -1)
+                    if error:
+                        log.info("share group %s: state of %s-%d not initialized: %s", group.group_id, topic_id, p,
+                                 error.name)
+                        return error
+                    group.initialized.add((topic_id, p))
+        return E.none
 
     def _schedule_session(self, group: ShareGroup, member: ShareMember) -> None:
         if member.session is not None:
@@ -213,8 +245,9 @@ class ShareCoordinator:
     async def share_partition(self, group_id: str, topic: str, topic_id: uuid.UUID, partition: int,
                               log_start: int, high_watermark: int) -> SharePartition | ErrorCode:
         """The group's state of the partition led here, read from its share coordinator on first
-        use and after a leader change; a new one starts at share.auto.offset.reset (latest: the
-        high watermark; earliest: the log start)."""
+        use and after a leader change; one initialized without a start offset starts at
+        share.auto.offset.reset (latest: the high watermark; earliest: the log start). A state
+        the group coordinator never initialized is INVALID_REQUEST (Kafka's share coordinator)."""
         key = (group_id, topic, partition)
         leader_epoch = self.broker.leader_epoch(topic, partition)
         sp = self.partitions.get(key)
@@ -226,13 +259,15 @@ class ShareCoordinator:
         sp = self.partitions.get(key)  # another request may have read it meanwhile
         if sp is not None and sp.topic_id == topic_id and sp.leader_epoch == leader_epoch:
             return sp
-        if snap is not None:
-            state_epoch, start, batches = snap
+        assert snap is not None
+        state_epoch, start, batches = snap
+        if start >= 0:
             sp = SharePartition.from_snapshot(group_id, topic, topic_id, partition, max(start, log_start),
                                               state_epoch, batches)
-        else:
+        else:  # initialized without a start offset
             earliest = self.group_configs.get(group_id, "share.auto.offset.reset") == "earliest"
-            sp = SharePartition(group_id, topic, topic_id, partition, log_start if earliest else high_watermark)
+            sp = SharePartition(group_id, topic, topic_id, partition, log_start if earliest else high_watermark,
+                                state_epoch=state_epoch)
             sp.dirty = True
         sp.leader_epoch = leader_epoch
         self.partitions[key] = sp
@@ -280,8 +315,11 @@ class ShareCoordinator:
     async def delete_state(self, group_id: str, topic: str, topic_id: uuid.UUID, partitions: int) -> ErrorCode:
         """DeleteShareGroupOffsets: the state is gone; the next fetch starts at share.auto.offset.reset."""
         error = E.none
+        group = self.groups.get(group_id)
         for p in range(partitions):
             self.partitions.pop((group_id, topic, p), None)
+            if group is not None:
+                group.initialized.discard((topic_id, p))
             error = await self.persister.delete((group_id, topic_id, p)) or error
         return error
 
@@ -307,7 +345,7 @@ class ShareCoordinator:
                     out[(topic, topic_id, p)] = (sp.start_offset, sp.completed_in_flight())
                     continue
                 error, snap = await self.persister.read((group_id, topic_id, p))
-                if not error and snap is not None:
+                if not error and snap is not None:  # a start offset of -1: initialized only
                     done = sum(b.last_offset - b.first_offset + 1 for b in snap[2] if b.delivery_state in (2, 4))
                     out[(topic, topic_id, p)] = (snap[1], done)
         return out
@@ -333,9 +371,11 @@ class ShareCoordinator:
             ids |= {g for g, _, _ in self.partitions}
         return [(g, self.groups[g].state if g in self.groups else "Empty") for g in sorted(ids)]
 
-    def known_group(self, group_id: str) -> bool:
+    def known_group(self, group_id: str, anywhere: bool = False) -> bool:
+        """A group with members or state here (`anywhere`: in any replica of __share_group_state here,
+        led or not)."""
         return group_id in self.groups or bool(self.persister.local_keys(group_id)) or any(
-            g == group_id for g, _, _ in self.partitions)
+            g == group_id for g, _, _ in self.partitions) or (anywhere and self.persister.has_state(group_id))
 
     async def _sweep(self) -> None:
         """Acquisition locks time out here; a released record wakes the share fetches waiting."""

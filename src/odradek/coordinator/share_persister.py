@@ -3,8 +3,13 @@
 The state of (group, topic id, partition) lives in the __share_group_state partition its
 key hashes to; the leader of that partition is its share coordinator. A share partition
 led here whose state partition is led here too reads and writes it directly; otherwise
-it asks the share coordinator with ReadShareGroupState, WriteShareGroupState and
-DeleteShareGroupState (KIP-932's inter-broker RPCs), as Kafka's brokers do. The share
+it asks the share coordinator with InitializeShareGroupState, ReadShareGroupState,
+WriteShareGroupState and DeleteShareGroupState (KIP-932's inter-broker RPCs), as Kafka's
+brokers do. As in Kafka's ShareCoordinatorShard, a share partition's state exists once the
+group coordinator has initialized it (when it first assigns the partition, or
+AlterShareGroupOffsets); a read or write of state never initialized, or deleted since, is
+INVALID_REQUEST, and a write or initialization older than the state epoch kept is
+FENCED_STATE_EPOCH. The share
 coordinator keeps the latest snapshot per key in memory, rebuilt from its replica of the
 partition whenever it becomes the partition's leader (a failover), so a new leader
 serves what the old one wrote.
@@ -26,7 +31,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("odradek.coordinator")
 E = ErrorCode
-READ_STATE, WRITE_STATE, DELETE_STATE = 84, 85, 86
+INITIALIZE_STATE, READ_STATE, WRITE_STATE, DELETE_STATE = 83, 84, 85, 86
+UNINITIALIZED_READ = "Read operation on uninitialized share partition not allowed."
+UNINITIALIZED_WRITE = "Write operation on uninitialized share partition not allowed."
 RPC_TIMEOUT_S = 15.0
 
 Key = tuple[str, uuid.UUID, int]
@@ -61,22 +68,40 @@ class SharePersister:
         self.snapshots.update(self.store.load([p]))
         self._loaded[p] = epoch
 
-    def read_local(self, key: Key) -> tuple[ErrorCode, Snapshot | None]:
+    def summary_local(self, key: Key) -> tuple[ErrorCode, Snapshot | None]:
+        """The state kept of `key`, None when it was never initialized (ReadShareGroupStateSummary)."""
         leader, p = self._leader(key)
         if leader != self.broker.node_id:
             return E.not_coordinator, None
         self._ensure_loaded(p)
         return E.none, self.snapshots.get(key)
 
-    async def write_local(self, key: Key, snapshot: Snapshot | None) -> ErrorCode:
+    def read_local(self, key: Key) -> tuple[ErrorCode, Snapshot | None]:
+        """The state of `key`; INVALID_REQUEST when it was never initialized."""
+        error, snap = self.summary_local(key)
+        if not error and snap is None:
+            return E.invalid_request, None
+        return error, snap
+
+    async def initialize_local(self, key: Key, state_epoch: int, start_offset: int) -> ErrorCode:
+        """InitializeShareGroupState: the state starts over at `start_offset` (-1: the share partition
+        leader applies share.auto.offset.reset) with nothing in flight, unless a newer state epoch is kept."""
+        return await self.write_local(key, (state_epoch, start_offset, []), initialize=True)
+
+    async def write_local(self, key: Key, snapshot: Snapshot | None, initialize: bool = False) -> ErrorCode:
         """A snapshot (None: a tombstone), answered once the ISR holds it in cluster mode (as
-        Kafka's coordinators write with acks=all); a write from an older state epoch is
-        FENCED_STATE_EPOCH (the state was altered or deleted since its writer read it)."""
+        Kafka's coordinators write with acks=all); a write to a state never initialized is
+        INVALID_REQUEST, and one from an older state epoch FENCED_STATE_EPOCH (the state was
+        initialized, altered or deleted since its writer read it)."""
         leader, p = self._leader(key)
         if leader != self.broker.node_id:
             return E.not_coordinator
         self._ensure_loaded(p)
         current = self.snapshots.get(key)
+        if current is None and snapshot is None:  # Kafka: "Attempted to delete non-existent share partition"
+            return E.none
+        if current is None and not initialize:
+            return E.invalid_request
         if snapshot is not None and current is not None and snapshot[0] < current[0]:
             return E.fenced_state_epoch
         if not self.store.save(*key, snapshot):
@@ -107,6 +132,8 @@ class SharePersister:
     # -- the share partition leader's side --------------------------------------------------------
 
     async def read(self, key: Key) -> tuple[ErrorCode, Snapshot | None]:
+        """The state of `key`: INVALID_REQUEST when it was never initialized; a start offset of -1 when
+        it was initialized without one."""
         leader, _ = self._leader(key)
         if leader == self.broker.node_id:
             return self.read_local(key)
@@ -121,11 +148,31 @@ class SharePersister:
         r = resp.results[0].partitions[0]
         if r.error_code:
             return r.error_code, None
-        if r.start_offset < 0:
-            return E.none, None
         batches = [StateBatch(b.first_offset, b.last_offset, b.delivery_state, b.delivery_count)
                    for b in r.state_batches]
         return E.none, (r.state_epoch, r.start_offset, batches)
+
+    async def initialize(self, key: Key, state_epoch: int, start_offset: int) -> ErrorCode:
+        leader, _ = self._leader(key)
+        if leader == self.broker.node_id:
+            return await self.initialize_local(key, state_epoch, start_offset)
+        if leader < 0:
+            return E.coordinator_not_available
+        group, topic_id, partition = key
+        body = {"group_id": group, "topics": [{"topic_id": topic_id, "partitions": [
+            {"partition": partition, "state_epoch": state_epoch, "start_offset": start_offset}]}]}
+        resp = await self._call(leader, INITIALIZE_STATE, 0, body)
+        return E.coordinator_not_available if resp is None else resp.results[0].partitions[0].error_code
+
+    def has_state(self, group_id: str) -> bool:
+        """Whether any state of the group is kept in a replica of __share_group_state here, led or
+        not (a share group outlives its members: after a restart or a coordinator failover its
+        members find it by its state)."""
+        if any(k[0] == group_id for k in self.snapshots):
+            return True
+        if not self.store.exists():
+            return False
+        return any(k[0] == group_id for k in self.store.load())
 
     async def write(self, key: Key, snapshot: Snapshot, leader_epoch: int) -> ErrorCode:
         leader, _ = self._leader(key)

@@ -13,9 +13,11 @@ the data directory (group_configs.json).
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 import os
+import re
 import struct
 import time
 import uuid
@@ -46,6 +48,34 @@ _INT_CONFIGS = {"share.record.lock.duration.ms": 1000, "share.session.timeout.ms
                 "share.heartbeat.interval.ms": 1, "share.delivery.count.limit": 2}
 
 _I16 = struct.Struct(">h")
+_KAFKA_UUID = re.compile(r"[A-Za-z0-9_-]{22}(==)?")
+_JAVA_INT = re.compile(r"[+-]?[0-9]+")
+
+
+def kafka_uuid(value: uuid.UUID) -> str:
+    """Kafka's Uuid.toString: URL-safe base64 of the 16 bytes, unpadded."""
+    return base64.urlsafe_b64encode(value.bytes).decode().rstrip("=")
+
+
+def parse_share_key(key: str) -> tuple[str, uuid.UUID, int] | str:
+    """Kafka's SharePartitionKey.getInstance(String): `group:topicId:partition`, the topic id as
+    Uuid.toString writes it (base64), the group what precedes the last two colons (it may hold
+    colons); (group, topic id, partition), or why Kafka refuses the key."""
+    tokens = key.split(":")
+    while tokens and not tokens[-1]:  # Java's String.split drops trailing empty strings
+        tokens.pop()
+    if not key:
+        return "Share partition key cannot be empty"
+    if len(tokens) < 3:
+        return f"Invalid key format: expected - groupId:topicId:partition, found - {key}"
+    group, topic_id, partition = ":".join(tokens[:-2]), tokens[-2], tokens[-1]
+    if not group.strip():
+        return "GroupId must not be empty"
+    if not _KAFKA_UUID.fullmatch(topic_id):
+        return f"Invalid topic ID: {topic_id}"
+    if not _JAVA_INT.fullmatch(partition) or not -(2**31) <= int(partition) < 2**31:
+        return f"Invalid partition: {partition}"
+    return group, uuid.UUID(bytes=base64.urlsafe_b64decode(topic_id[:22] + "==")), int(partition)
 
 
 def validate_group_config(name: str, value: str) -> str | None:
@@ -150,8 +180,9 @@ class ShareStateStore(InternalTopicStore):
 
     @staticmethod
     def share_key(group_id: str, topic_id: uuid.UUID, partition: int) -> str:
-        """Kafka's SharePartitionKey as the share coordinator hashes it: group:topicId:partition."""
-        return f"{group_id}:{topic_id}:{partition}"
+        """Kafka's SharePartitionKey.asCoordinatorKey, which the share coordinator hashes:
+        group:topicId:partition, the topic id in Kafka's base64 form."""
+        return f"{group_id}:{kafka_uuid(topic_id)}:{partition}"
 
     def save(self, group_id: str, topic_id: uuid.UUID, partition: int, snapshot: Snapshot | None) -> bool:
         key = snapshot_key(group_id, topic_id, partition)

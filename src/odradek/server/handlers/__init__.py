@@ -93,4 +93,6 @@ ROUTES: dict[int, Route] = {
     84: Route(share_state.read_share_group_state, 0, 0),  # the share coordinator's inter-broker RPCs
     85: Route(share_state.write_share_group_state, 0, 1),
     86: Route(share_state.delete_share_group_state, 0, 0),
+    83: Route(share_state.initialize_share_group_state, 0, 0),
+    87: Route(share_state.read_share_group_state_summary, 0, 1),  # v1: delivery_complete_count (KIP-1226)
 }

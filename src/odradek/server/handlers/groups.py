@@ -14,6 +14,7 @@ from kio.schema.errors import ErrorCode
 
 from odradek.coordinator import GroupCoordinator
 from odradek.coordinator.consumer_group import ConsumerGroup
+from odradek.coordinator.share_state import parse_share_key
 from odradek.protocol.build import timedelta_to_ms
 from odradek.security.authorizer import AclOperation, ResourceType
 from odradek.server import app
@@ -76,14 +77,16 @@ def _locate(ctx: RequestContext, key: str, key_type: int) -> dict[str, Any]:
         if ctx.version >= 6 and not ctx.authorized(AclOperation.CLUSTER_ACTION, ResourceType.CLUSTER):
             entry.update(error_code=ErrorCode.cluster_authorization_failed, error_message="Cluster authorization failed.")
             return entry
-        if ctx.version < 6 or share is None or key.count(":") != 2:
-            entry.update(error_code=ErrorCode.invalid_request, error_message=f"invalid share coordinator key {key!r}")
+        parsed = parse_share_key(key)  # Kafka's SharePartitionKey: group:base64 topic id:partition
+        if ctx.version < 6 or share is None or isinstance(parsed, str):
+            entry.update(error_code=ErrorCode.invalid_request,
+                         error_message=parsed if isinstance(parsed, str) else f"invalid share coordinator key {key!r}")
             return entry
         if not share.store.ensure_topic():
             entry.update(error_code=ErrorCode.coordinator_not_available,
                          error_message="__share_group_state is not available")
             return entry
-        leader = broker.leader_of(share.store.topic, share.store.partition_for(key))
+        leader = broker.leader_of(share.store.topic, share.store.partition_for(share.store.share_key(*parsed)))
     elif key_type == GROUP_KEY:
         coord = coordinator(ctx)
         if not coord.store.ensure_topic():

@@ -16,7 +16,7 @@ from typing import Any
 from kio.schema.errors import ErrorCode
 
 from odradek.coordinator.share_group import ShareCoordinator, ShareSession
-from odradek.coordinator.share_partition import InvalidRecordState, SharePartition
+from odradek.coordinator.share_partition import RENEW, InvalidRecordState, SharePartition
 from odradek.coordinator.share_state import SHARE_GROUP_CONFIGS, validate_group_config
 from odradek.protocol.build import ZERO_UUID, timedelta_to_ms
 from odradek.protocol.records import scan_batches
@@ -88,7 +88,7 @@ async def share_group_heartbeat(ctx: RequestContext, request: Any) -> Any:
         return fail(error)
     peer = ctx.connection.peer if ctx.connection is not None else ""
     coord = share_coordinator(ctx)
-    result = coord.heartbeat(request.group_id, request.member_id, request.member_epoch, request.rack_id,
+    result = await coord.heartbeat(request.group_id, request.member_id, request.member_epoch, request.rack_id,
                              subscribed, ctx.header.client_id or "", "/" + peer.rsplit(":", 1)[0] if peer else "")
     if result.error:
         return fail(result.error, result.message)
@@ -187,9 +187,10 @@ async def _share_partition(ctx: RequestContext, coord: ShareCoordinator, group_i
 
 
 async def _acknowledge(ctx: RequestContext, coord: ShareCoordinator, group_id: str, member_id: str,
-                 topics: Any) -> dict[tuple[uuid.UUID, int], ErrorCode]:
+                 topics: Any, is_renew_ack: bool) -> dict[tuple[uuid.UUID, int], ErrorCode]:
     """Every acknowledgement batch of the request; the error per partition (INVALID_RECORD_STATE
-    for records this member does not hold). Written to __share_group_state before the answer."""
+    for records this member does not hold; INVALID_REQUEST for a RENEW in a request not flagged
+    is_renew_ack, as Kafka's KafkaApis validates). Written to __share_group_state before the answer."""
     results: dict[tuple[uuid.UUID, int], ErrorCode] = {}
     now = time.monotonic()
     lock_s, limit = coord.lock_s(group_id), coord.delivery_limit(group_id)
@@ -200,6 +201,9 @@ async def _acknowledge(ctx: RequestContext, coord: ShareCoordinator, group_id: s
                 continue
             key = (topic.topic_id or ZERO_UUID, p.partition_index)
             error = _partition_error(ctx, name, p.partition_index)
+            if error is None and not is_renew_ack and any(RENEW in b.acknowledge_types
+                                                          for b in p.acknowledgement_batches):
+                error = E.invalid_request
             if error is not None:
                 results[key] = error
                 continue
@@ -281,7 +285,8 @@ async def share_fetch(ctx: RequestContext, request: Any) -> Any:
     for forgotten in request.forgotten_topics_data:
         for index in forgotten.partitions:
             session.partitions.pop((forgotten.topic_id or ZERO_UUID, index), None)
-    acks = await _acknowledge(ctx, coord, group_id, member_id, request.topics)
+    acks = await _acknowledge(ctx, coord, group_id, member_id, request.topics,
+                              getattr(request, "is_renew_ack", False))
     entries: dict[tuple[uuid.UUID, int], dict[str, Any]] = {}
     endpoints: dict[int, dict[str, Any]] = {}
 
@@ -366,7 +371,8 @@ async def share_acknowledge(ctx: RequestContext, request: Any) -> Any:
     _, error = _session(coord, group_id, member_id, request.share_session_epoch, False)
     if error is not None:
         return fail(error)
-    acks = await _acknowledge(ctx, coord, group_id, member_id, request.topics)
+    acks = await _acknowledge(ctx, coord, group_id, member_id, request.topics,
+                              getattr(request, "is_renew_ack", False))
     if request.share_session_epoch == FINAL_EPOCH:
         coord.release_member(group_id, member_id)
     responses: dict[uuid.UUID, list[dict[str, Any]]] = {}
@@ -392,7 +398,9 @@ async def describe_share_group_offsets(ctx: RequestContext, request: Any) -> Any
             out["error_code"] = E.group_authorization_failed
         elif error is not None:
             out["error_code"] = error
-        elif not coord.known_group(g.group_id):
+        elif g.topics is None and not coord.known_group(g.group_id):
+            # (partitions named: Kafka asks the share coordinator of each, and a group it never heard of
+            # has none, so -1 per partition and no error)
             out.update(error_code=E.group_id_not_found, error_message=f"Group {g.group_id} not found.")
         else:
             asked = {t.topic_name: list(t.partitions) for t in g.topics} if g.topics is not None else None
@@ -411,7 +419,7 @@ async def describe_share_group_offsets(ctx: RequestContext, request: Any) -> Any
                         start, done = state[(name, meta.topic_id, p)]
                         plog = ctx.broker.partition_log(name, p)
                         row.update(start_offset=start, leader_epoch=ctx.broker.leader_epoch(name, p))
-                        if plog is not None:  # KIP-1226: records after the SPSO not yet delivered for good
+                        if plog is not None and start >= 0:  # KIP-1226: records after the SPSO not yet delivered for good
                             row["lag"] = max(plog.high_watermark - start - done, 0)
                     rows.append(row)
                 out["topics"].append({"topic_name": name, "topic_id": meta.topic_id if meta else ZERO_UUID,
@@ -463,13 +471,18 @@ async def _alter_start_offset(ctx: RequestContext, coord: ShareCoordinator, grou
     not, finds its next write fenced (FENCED_STATE_EPOCH) and reads the state again."""
     key = (group_id, topic_id, partition)
     error, snap = await coord.persister.read(key)
-    if error:
+    if error and error != E.invalid_request:  # (INVALID_REQUEST: never initialized)
         return error
     coord.partitions.pop((group_id, topic, partition), None)
     plog = ctx.broker.partition_log(topic, partition)
     if plog is not None:  # led here: the offset is kept within the log
         start_offset = min(max(start_offset, plog.log_start_offset), plog.high_watermark)
-    return await coord.persister.write(key, ((snap[0] if snap else 0) + 1, start_offset, []), -1)
+    group = coord.groups.get(group_id)
+    state_epoch = max(snap[0] if snap else 0, group.epoch if group else 0) + 1
+    error = await coord.persister.initialize(key, state_epoch, start_offset)
+    if not error and group is not None:
+        group.initialized.add((topic_id, partition))
+    return error
 
 
 async def delete_share_group_offsets(ctx: RequestContext, request: Any) -> Any:

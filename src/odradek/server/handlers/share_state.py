@@ -1,9 +1,13 @@
-"""The share coordinator's inter-broker APIs (KIP-932): ReadShareGroupState,
-WriteShareGroupState, DeleteShareGroupState.
+"""The share coordinator's inter-broker APIs (KIP-932): InitializeShareGroupState,
+ReadShareGroupState, WriteShareGroupState, DeleteShareGroupState, ReadShareGroupStateSummary.
 
-A share partition's leader asks the leader of the __share_group_state partition its key
-hashes to (coordinator/share_persister.py); these handlers are that leader's side. They
-need CLUSTER_ACTION on the cluster, as Kafka's KafkaApis asks of them.
+A share partition's leader, or a share group's coordinator, asks the leader of the
+__share_group_state partition its key hashes to (coordinator/share_persister.py); these
+handlers are that leader's side. They need CLUSTER_ACTION on the cluster, as Kafka's
+KafkaApis asks of them. As Kafka's ShareCoordinatorShard: the group coordinator
+initializes a share partition's state (InitializeShareGroupState) before any read or
+write of it, which are INVALID_REQUEST until then; the summary of a state never
+initialized is a start offset of -1, no error.
 """
 
 from __future__ import annotations
@@ -13,11 +17,13 @@ from typing import Any
 from kio.schema.errors import ErrorCode
 
 from odradek.coordinator.share_partition import StateBatch
+from odradek.coordinator.share_persister import UNINITIALIZED_READ, UNINITIALIZED_WRITE
 from odradek.security.authorizer import AclOperation, ResourceType
 from odradek.server.dispatcher import RequestContext
 from odradek.server.handlers.share_groups import share_coordinator
 
 E = ErrorCode
+DELIVERED = (2, 4)  # a state batch's delivery state: ACKNOWLEDGED, ARCHIVED
 
 
 def _results(request: Any, answer: Any) -> list[dict[str, Any]]:
@@ -41,8 +47,8 @@ async def read_share_group_state(ctx: RequestContext, request: Any) -> Any:
             return out
         error, snap = persister.read_local((request.group_id, topic_id, p.partition))
         if error:
-            out["error_code"] = error
-        elif snap is not None:  # no state yet: start offset -1, as Kafka's share coordinator answers
+            out.update(error_code=error, error_message=UNINITIALIZED_READ if error == E.invalid_request else None)
+        elif snap is not None:
             state_epoch, start, batches = snap
             out.update(state_epoch=state_epoch, start_offset=start, state_batches=[
                 {"first_offset": b.first_offset, "last_offset": b.last_offset, "delivery_state": b.delivery_state,
@@ -64,7 +70,8 @@ async def write_share_group_state(ctx: RequestContext, request: Any) -> Any:
                 E.invalid_request if t.topic_id is None else await persister.write_local((request.group_id, t.topic_id, p.partition),
                                             (p.state_epoch, p.start_offset, batches))
     return ctx.respond(results=_results(request, lambda topic_id, p: {
-        "error_code": written[(topic_id, p.partition)], "error_message": None}))
+        "error_code": written[(topic_id, p.partition)],
+        "error_message": UNINITIALIZED_WRITE if written[(topic_id, p.partition)] == E.invalid_request else None}))
 
 
 async def delete_share_group_state(ctx: RequestContext, request: Any) -> Any:
@@ -77,3 +84,48 @@ async def delete_share_group_state(ctx: RequestContext, request: Any) -> Any:
                 E.invalid_request if t.topic_id is None else await persister.write_local((request.group_id, t.topic_id, p.partition), None)
     return ctx.respond(results=_results(request, lambda topic_id, p: {
         "error_code": deleted[(topic_id, p.partition)], "error_message": None}))
+
+
+async def initialize_share_group_state(ctx: RequestContext, request: Any) -> Any:
+    persister = share_coordinator(ctx).persister
+    allowed = ctx.authorized(AclOperation.CLUSTER_ACTION, ResourceType.CLUSTER)
+    done: dict[tuple[Any, int], ErrorCode] = {}
+    for t in request.topics:
+        for p in t.partitions:
+            done[(t.topic_id, p.partition)] = E.cluster_authorization_failed if not allowed else \
+                E.invalid_request if t.topic_id is None or p.partition < 0 else \
+                await persister.initialize_local((request.group_id, t.topic_id, p.partition), p.state_epoch,
+                                                 p.start_offset)
+    return ctx.respond(results=_results(request, lambda topic_id, p: {
+        "error_code": done[(topic_id, p.partition)], "error_message": None}))
+
+
+async def read_share_group_state_summary(ctx: RequestContext, request: Any) -> Any:
+    """The state epoch, start offset and (v1, KIP-1226) how many records past it are delivered for
+    good (acknowledged or archived); -1 as start offset of a state never initialized."""
+    persister = share_coordinator(ctx).persister
+    allowed = ctx.authorized(AclOperation.CLUSTER_ACTION, ResourceType.CLUSTER)
+
+    def answer(topic_id: Any, p: Any) -> dict[str, Any]:
+        out: dict[str, Any] = {"error_code": E.none, "error_message": None, "state_epoch": 0, "leader_epoch": -1,
+                               "start_offset": -1}
+        if ctx.version >= 1:
+            out["delivery_complete_count"] = -1
+        if not allowed:
+            out["error_code"] = E.cluster_authorization_failed
+            return out
+        if topic_id is None or p.partition < 0:
+            out["error_code"] = E.invalid_request
+            return out
+        error, snap = persister.summary_local((request.group_id, topic_id, p.partition))
+        if error:
+            out["error_code"] = error
+        elif snap is not None:
+            state_epoch, start, batches = snap
+            out.update(state_epoch=state_epoch, leader_epoch=0, start_offset=start)
+            if ctx.version >= 1:
+                out["delivery_complete_count"] = sum(b.last_offset - b.first_offset + 1 for b in batches
+                                                     if b.delivery_state in DELIVERED)
+        return out
+
+    return ctx.respond(results=_results(request, answer))
