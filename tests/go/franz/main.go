@@ -11,7 +11,6 @@ package main
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"maps"
@@ -24,11 +23,13 @@ import (
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
+
+	"odradek/tests/go/internal/prog"
 )
 
 func main() {
 	if len(os.Args) < 4 {
-		fail(errors.New("usage: franz admin|produce|group|txn BOOTSTRAP ARGS..."))
+		prog.Fail(errors.New("usage: franz admin|produce|group|txn BOOTSTRAP ARGS..."))
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 45*time.Second)
 	defer cancel()
@@ -39,35 +40,18 @@ func main() {
 	case "admin":
 		out, err = admin(ctx, boot, args[0])
 	case "produce":
-		out, err = produce(ctx, boot, args[0], atoi(args[1]))
+		out, err = produce(ctx, boot, args[0], prog.Atoi(args[1]))
 	case "group":
-		out, err = group(ctx, boot, args[0], args[1], atoi(args[2]))
+		out, err = group(ctx, boot, args[0], args[1], prog.Atoi(args[2]))
 	case "txn":
-		out, err = txn(ctx, boot, args[0], args[1], args[2], atoi(args[3]))
+		out, err = txn(ctx, boot, args[0], args[1], args[2], prog.Atoi(args[3]))
 	default:
 		err = fmt.Errorf("unknown sub-command %q", os.Args[1])
 	}
 	if err != nil {
-		fail(err)
+		prog.Fail(err)
 	}
-	line, err := json.Marshal(out)
-	if err != nil {
-		fail(err)
-	}
-	fmt.Println(string(line))
-}
-
-func fail(err error) {
-	fmt.Fprintln(os.Stderr, "franz:", err)
-	os.Exit(1)
-}
-
-func atoi(s string) int {
-	n, err := strconv.Atoi(s)
-	if err != nil {
-		fail(err)
-	}
-	return n
+	prog.Print(out)
 }
 
 // written counts the requests every client of this process wrote, by API name.

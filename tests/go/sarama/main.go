@@ -11,7 +11,6 @@ package main
 import (
 	"context"
 	"encoding/binary"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log"
@@ -23,11 +22,13 @@ import (
 	"time"
 
 	"github.com/IBM/sarama"
+
+	"odradek/tests/go/internal/prog"
 )
 
 func main() {
 	if len(os.Args) < 5 {
-		fail(errors.New("usage: sarama admin|produce|group VERSION BOOTSTRAP ARGS..."))
+		prog.Fail(errors.New("usage: sarama admin|produce|group VERSION BOOTSTRAP ARGS..."))
 	}
 	if os.Getenv("GO_CLIENT_LOG") != "" { // Sarama's log on stderr
 		sarama.Logger = log.New(os.Stderr, "[sarama] ", log.Lmicroseconds)
@@ -40,7 +41,7 @@ func main() {
 	default:
 		version, err := sarama.ParseKafkaVersion(v)
 		if err != nil {
-			fail(err)
+			prog.Fail(err)
 		}
 		cfg.Version = version
 	}
@@ -62,9 +63,9 @@ func main() {
 		case "admin":
 			out, err = admin(cfg, boot, args[0])
 		case "produce":
-			out, err = produce(cfg, boot, args[0], atoi(args[1]))
+			out, err = produce(cfg, boot, args[0], prog.Atoi(args[1]))
 		case "group":
-			out, err = group(cfg, boot, args[0], args[1], atoi(args[2]))
+			out, err = group(cfg, boot, args[0], args[1], prog.Atoi(args[2]))
 		default:
 			err = fmt.Errorf("unknown sub-command %q", os.Args[1])
 		}
@@ -75,16 +76,12 @@ func main() {
 		err = errors.New("timed out after 45 s")
 	}
 	if err != nil {
-		fail(err)
+		prog.Fail(err)
 	}
 	if m, ok := out.(map[string]any); ok {
 		m["request_versions"] = sent.seen()
 	}
-	line, err := json.Marshal(out)
-	if err != nil {
-		fail(err)
-	}
-	fmt.Println(string(line))
+	prog.Print(out)
 }
 
 // sent holds the (API key, version) of every request frame written to a broker.
@@ -145,19 +142,6 @@ func (c *recordingConn) Write(b []byte) (int, error) {
 		c.pending = c.pending[4+size:]
 	}
 	return c.Conn.Write(b)
-}
-
-func fail(err error) {
-	fmt.Fprintln(os.Stderr, "sarama:", err)
-	os.Exit(1)
-}
-
-func atoi(s string) int {
-	n, err := strconv.Atoi(s)
-	if err != nil {
-		fail(err)
-	}
-	return n
 }
 
 func admin(cfg *sarama.Config, boot []string, topic string) (any, error) {
