@@ -128,6 +128,55 @@ def test_a_full_disk_answers_storage_error_for_its_partitions_and_recovers(fault
     assert read_partition(c, "disk", 0) == [b"before", b"after"]  # nothing that was refused
 
 
+def test_an_idempotent_producer_keeps_its_epoch_through_a_full_disk(fault_cluster: FaultCluster) -> None:
+    """The campaign's disk-full during a leadership move wrote an idempotent producer's records
+    twice: the batch the full disk refused was answered KAFKA_STORAGE_ERROR, but the batches in
+    flight behind it OUT_OF_ORDER_SEQUENCE_NUMBER (a gap after the unwritten one), on which
+    librdkafka bumps the producer's epoch and renumbers everything unacknowledged, in every
+    partition (KIP-360): a batch an old leader elsewhere had written but not acknowledged was sent
+    again under new numbers. Kafka answers KAFKA_STORAGE_ERROR for a log it cannot write, so the
+    producer retries with the same numbers; here too, and the epoch stays."""
+    from confluent_kafka import Producer
+    from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
+
+    c = fault_cluster
+    broker = c.brokers[2]
+    admin = AdminClient({"bootstrap.servers": c.bootstrap})
+    admin.create_topics([NewTopic("gap", num_partitions=1, replica_assignment=[[2]])],
+                        operation_timeout=30)["gap"].result(60)
+    errors: list[Any] = []
+    prod = Producer({"bootstrap.servers": c.bootstrap, "acks": "all", "enable.idempotence": True,
+                     "linger.ms": 0, "batch.num.messages": 1, "max.in.flight": 5, "message.timeout.ms": 60000,
+                     "retry.backoff.ms": 100, "retry.backoff.max.ms": 300})
+
+    def delivered(err: Any, msg: Any) -> None:
+        if err is not None:
+            errors.append(err)
+
+    deadline = time.monotonic() + 30
+    while True:  # the first write makes the producer id known to the log
+        prod.produce("gap", b"before", partition=0, on_delivery=delivered)
+        prod.flush(20)
+        if not errors:
+            break
+        assert time.monotonic() < deadline, errors
+        errors.clear()
+    filler = fill(broker.data_dir)
+    try:
+        for i in range(20):  # one batch each (a page each), five in flight: the first refused, the others behind it
+            prod.produce("gap", f"gap-{i}".encode() + b"." * 5000, partition=0, on_delivery=delivered)
+        prod.poll(3)
+    finally:
+        filler.unlink()
+    assert prod.flush(60) == 0 and errors == []
+    values = read_partition(c, "gap", 0)
+    assert values[1:] == [f"gap-{i}".encode() + b"." * 5000 for i in range(20)]
+    data = b"".join(p.read_bytes() for p in sorted((broker.data_dir / "gap-0").glob("*.log")))
+    epochs = {(h.producer_id, h.producer_epoch) for h in scan_batches(data)[0]}
+    assert len(epochs) == 1, f"the producer's epoch was bumped: {sorted(epochs)}"
+    assert "rejected produce to gap-0" not in broker.logs()  # no OUT_OF_ORDER_SEQUENCE_NUMBER
+
+
 def test_produce_and_consume_go_on_while_zookeeper_has_no_quorum(fault_cluster: FaultCluster) -> None:
     """Two of the three ZooKeeper servers SIGKILLed for twice the session timeout: the existing
     leaders keep acknowledging acks=all writes and serving reads (as Kafka's do), and nothing

@@ -178,9 +178,33 @@ def call(broker: ClusterBroker, api_key: int, version: int, body: dict[str, Any]
     return asyncio.run(ask())
 
 
-def reassign(broker: ClusterBroker, topic: str, targets: dict[int, list[int] | None]) -> dict[int, str]:
-    resp = call(broker, 45, 0, {"timeout": 30000, "topics": [{"name": topic, "partitions": [
-        {"partition_index": p, "replicas": r} for p, r in targets.items()]}]})
+def call_port(port: int, api_key: int, version: int, body: dict[str, Any], timeout: float = 10.0) -> Any:
+    async def ask() -> Any:
+        peer = PeerConnection("127.0.0.1", port, "test")
+        try:
+            return await peer.call(api_key, version, body, timeout)
+        finally:
+            peer.close()
+
+    return asyncio.run(ask())
+
+
+def controller_port(via: ClusterBroker) -> int:
+    md = call(via, 3, 1, {"topics": []})
+    return next(b.port for b in md.brokers if b.node_id == md.controller_id)
+
+
+def reassign(via: ClusterBroker, topic: str, targets: dict[int, list[int] | None]) -> dict[int, str]:
+    """AlterPartitionReassignments to the controller `via` names, as the admin clients send it
+    (another broker answers NOT_CONTROLLER); asked again while the controller moves."""
+    body = {"timeout": 30000, "topics": [{"name": topic, "partitions": [
+        {"partition_index": p, "replicas": r} for p, r in targets.items()]}]}
+    for _ in range(40):
+        resp = call_port(controller_port(via), 45, 0, body)
+        if resp.error_code.name != "not_controller":
+            break
+        time.sleep(0.25)
+    assert resp.error_code.name == "none", resp
     return {p.partition_index: p.error_code.name for t in resp.responses for p in t.partitions}
 
 
@@ -334,6 +358,201 @@ def test_cancelled_reassignment_leaves_the_old_replicas_and_errors_are_kafkas(
         zk.close()
 
 
+# -- only the controller, fenced by its epoch ------------------------------------------------------
+
+def leader_and_epoch(via: ClusterBroker, topic: str, p: int = 0) -> tuple[int, int, list[int]]:
+    """(leader, leader epoch, isr) from Metadata v9."""
+    md = call(via, 3, 9, {"topics": [{"name": topic}], "allow_auto_topic_creation": False,
+                          "include_cluster_authorized_operations": False,
+                          "include_topic_authorized_operations": False})
+    part = next(x for x in md.topics[0].partitions if x.partition_index == p)
+    return part.leader_id, part.leader_epoch, sorted(part.isr_nodes)
+
+
+def end_offsets_for_epochs(leader: ClusterBroker, topic: str, epochs: list[int]) -> list[tuple[str, int, int]]:
+    """OffsetForLeaderEpoch v3 as a consumer asks it: (error, epoch, end offset) of each epoch."""
+    resp = call(leader, 23, 3, {"replica_id": -1, "topics": [{"topic": topic, "partitions": [
+        {"partition": 0, "current_leader_epoch": -1, "leader_epoch": e} for e in epochs]}]})
+    return [(x.error_code.name, x.leader_epoch, x.end_offset) for x in resp.topics[0].partitions]
+
+
+def test_removing_replicas_bumps_the_leader_epoch_and_only_the_controller_reassigns(
+        cluster_factory: Any, tmp_path: Path) -> None:  # noqa: F811
+    from confluent_kafka import ElectionType
+    from confluent_kafka.admin import AdminClient
+
+    cluster = cluster_factory(3, env={"ODRADEK_AUTO_LEADER_REBALANCE_ENABLE": "false"})
+    cluster.create_topic("fence", 1, 3, MIN_ISR)
+    part = cluster.wait_leader("fence", isr_size=3)
+    controller = cluster.metadata().controller_id
+    other = next(b for b in cluster.brokers if b.broker_id != controller)
+    # another broker refuses the controller's calls with Kafka's NOT_CONTROLLER (top level for
+    # AlterPartitionReassignments, each partition for ElectLeaders) and changes nothing
+    refused = call(other, 45, 0, {"timeout": 30000, "topics": [{"name": "fence", "partitions": [
+        {"partition_index": 0, "replicas": [part.leader]}]}]})
+    assert (refused.error_code.name, refused.responses) == ("not_controller", ())
+    elected = call(other, 43, 2, {"election_type": 0, "topic_partitions": [{"topic": "fence", "partitions": [0]}]})
+    assert [(r.partition_id, r.error_code.name) for t in elected.replica_election_results
+            for r in t.partition_result] == [(0, "not_controller")]
+    assert not ongoing(other)
+    # librdkafka's admin client, bootstrapped on that broker, sends ElectLeaders to the controller
+    admin = AdminClient({"bootstrap.servers": other.bootstrap})
+    answers = admin.elect_leaders(ElectionType.PREFERRED, [TopicPartition("fence", 0)]).result(30)
+    (error,) = answers.values()
+    assert error is not None and error.name() == "ELECTION_NOT_NEEDED", error
+
+    leader = cluster.by_id(part.leader)
+    p = Producer({"bootstrap.servers": cluster.bootstrap, "acks": "all", "enable.idempotence": True})
+    for i in range(10):
+        p.produce("fence", str(i).encode(), partition=0)
+    assert p.flush(30) == 0
+    before, epoch, isr = leader_and_epoch(other, "fence")
+    assert before == leader.broker_id and len(isr) == 3
+    removed = next(b for b in isr if b != before)
+    target = [before, *[b for b in isr if b not in (before, removed)]]
+    plan = tmp_path / "plan.json"
+    plan.write_text(json.dumps({"version": 1, "partitions": [{"topic": "fence", "partition": 0, "replicas": target}]}))
+    # odradek's CLI through the non-controller: it finds the controller as the admin clients do
+    out = odradek("partitions", "reassign", "--execute", "--reassignment-json-file", str(plan), "-b", other.bootstrap)
+    assert "Successfully started partition reassignments for fence-0" in out, out
+    wait_moved(cluster, other, "fence", 0, target)
+    # the leader stayed, the ISR shrank: one more leader epoch, starting at the log end (Kafka's
+    # controller bumps it when replicas leave the assignment, so the removed follower is fenced)
+    cluster.wait_for("the new epoch on the leader", lambda: leader_and_epoch(leader, "fence")[1] == epoch + 1)
+    assert leader_and_epoch(other, "fence") == (before, epoch + 1, sorted(target))
+    for i in range(10, 15):
+        p.produce("fence", str(i).encode(), partition=0)
+    assert p.flush(30) == 0
+    assert end_offsets_for_epochs(leader, "fence", [epoch, epoch + 1]) == [
+        ("none", epoch, 10), ("none", epoch + 1, 15)]
+    stale = call(leader, 1, 12, {"replica_id": removed, "max_wait": 0, "min_bytes": 1, "max_bytes": 1 << 20,
+                                 "isolation_level": 0, "session_id": 0, "session_epoch": -1, "topics": [
+                                     {"topic": "fence", "partitions": [
+                                         {"partition": 0, "current_leader_epoch": epoch, "fetch_offset": 10,
+                                          "last_fetched_epoch": -1, "log_start_offset": -1,
+                                          "partition_max_bytes": 1 << 20}]}],
+                                 "forgotten_topics_data": [], "rack_id": ""})
+    assert stale.responses[0].partitions[0].error_code.name == "fenced_leader_epoch"
+    assert [int(v) for _, v in read_all(other.bootstrap, "fence", 1)[0]] == list(range(15))
+
+
+def test_a_controller_deposed_while_paused_writes_nothing(cluster_factory: Any) -> None:  # noqa: F811
+    from confluent_kafka import ElectionType
+    from confluent_kafka.admin import AdminClient
+    from kazoo.client import KazooClient
+
+    cluster = cluster_factory(3)
+    cluster.create_topic("paused", 1, 3, MIN_ISR)
+    cluster.wait_leader("paused", isr_size=3)
+    old = cluster.by_id(cluster.metadata().controller_id)
+    others = [b for b in cluster.brokers if b is not old]
+    zk = KazooClient(hosts=old.zookeeper)
+    zk.start(timeout=10)
+    try:
+        old_epoch = int(zk.get("/controller_epoch")[0])
+        old.pause()  # longer than the 2 s session: another broker becomes the controller
+        cluster.wait_for("a new controller", lambda: json.loads(zk.get("/controller")[0])["brokerid"] != old.broker_id)
+        cluster.wait_for("the paused broker out of the ISR", lambda: old.broker_id not in json.loads(
+            zk.get("/brokers/topics/paused/partitions/0/state")[0])["isr"])
+        new_epoch = int(zk.get("/controller_epoch")[0])
+        assert new_epoch > old_epoch
+        topic_before = zk.get("/brokers/topics/paused")
+        state = json.loads(zk.get("/brokers/topics/paused/partitions/0/state")[0])
+        # requests that reach the old controller while it sleeps: it reads them when it wakes up
+        answers: dict[str, Any] = {}
+        survivors = [b for b in state["isr"] if b != state["leader"]][:1]
+        move = {"timeout": 30000, "topics": [{"name": "paused", "partitions": [
+            {"partition_index": 0, "replicas": [state["leader"], *survivors]}]}]}
+        elect = {"election_type": 1, "topic_partitions": [{"topic": "paused", "partitions": [0]}]}
+        asking = [threading.Thread(target=lambda: answers.__setitem__("move", call_port(old.port, 45, 0, move, 60))),
+                  threading.Thread(target=lambda: answers.__setitem__("elect", call_port(old.port, 43, 2, elect, 60)))]
+        for t in asking:
+            t.start()
+        time.sleep(0.5)
+        old.resume()
+        for t in asking:
+            t.join(60)
+        assert answers["move"].error_code.name == "not_controller", answers["move"]
+        assert [r.error_code.name for t in answers["elect"].replica_election_results for r in t.partition_result] == \
+            ["not_controller"]
+        time.sleep(2.0)  # the old controller's threads run on: nothing of theirs may land
+        topic_after = zk.get("/brokers/topics/paused")
+        assert (topic_after[0], topic_after[1].version) == (topic_before[0], topic_before[1].version)
+        now = json.loads(zk.get("/brokers/topics/paused/partitions/0/state")[0])
+        # the leader may take the woken broker back into the ISR; the leadership stays the new controller's
+        assert (now["leader"], now["leader_epoch"], now["controller_epoch"]) == \
+            (state["leader"], state["leader_epoch"], new_epoch)
+        assert int(zk.get("/controller_epoch")[0]) == new_epoch
+        assert json.loads(zk.get("/controller")[0])["brokerid"] != old.broker_id
+    finally:
+        zk.stop()
+        zk.close()
+    assert not ongoing(old)
+    # the admin clients bootstrapped on the woken broker reach the new controller
+    admin = AdminClient({"bootstrap.servers": old.bootstrap})
+    answer = admin.elect_leaders(ElectionType.PREFERRED, [TopicPartition("paused", 0)]).result(30)
+    (error,) = answer.values()
+    assert error is None or error.name() in ("ELECTION_NOT_NEEDED", "PREFERRED_LEADER_NOT_AVAILABLE"), error
+    assert reassign(old, "paused", {0: [b.broker_id for b in others]}) == {0: "none"}
+    wait_moved(cluster, others[0], "paused", 0, [b.broker_id for b in others])
+
+
+def test_every_write_of_a_deposed_controller_is_refused_by_the_epoch_fence(zookeeper: Any) -> None:  # noqa: F811
+    """The paused controller's case made exact: controller A is deposed while it still believes it
+    is the controller (it slept through its session's end), and each kind of write it makes
+    (partition state, reassignment, election, /admin/reassign_partitions) is refused by the check
+    of /controller_epoch's zkVersion in the same ZooKeeper transaction; nothing of it lands."""
+    from odradek.cluster.controller import Controller
+    from odradek.cluster.elections import UNCLEAN, elect
+    from odradek.cluster.reassignment import REASSIGN_PATH
+    from odradek.cluster.reassignment import reassign as reassign_call
+    from odradek.cluster.zk import ControllerMoved, LeaderAndIsr, ZkMetadataStore
+    from odradek.config import BrokerConfig
+
+    connect = zookeeper.connect(f"fence-{time.time_ns()}")
+    stores = [ZkMetadataStore(connect, 2000) for _ in range(2)]
+    try:
+        for store in stores:
+            store.start()
+            store.ops.create(f"/brokers/ids/{stores.index(store)}", b"{}", ephemeral=True)
+        a = Controller(stores[0], 0, BrokerConfig())  # not started: no thread acts on the events
+        a._try_become_controller()
+        assert a.active and a.epoch == 1
+        stores[0].create_topic("t", [[0, 1]], {})
+        fence = a.fence()
+        assert fence is not None
+        # A's session ends (here: /controller deleted) and B takes over, while A sleeps on
+        stores[1].ops.delete("/controller")
+        b = Controller(stores[1], 1, BrokerConfig())
+        b._try_become_controller()
+        assert b.active and b.epoch == 2 and a.active
+        zk = stores[1].ops
+        topic_before = zk.get("/brokers/topics/t")
+        state_before = zk.get("/brokers/topics/t/partitions/0/state")
+        # A wakes up and acts on what it knew
+        with pytest.raises(ControllerMoved):
+            reassign_call(stores[0], "t", {0: [1]}, {0, 1}, fence=fence)
+        with pytest.raises(ControllerMoved):
+            elect(stores[0], "t", 0, UNCLEAN, {1}, fence=fence, controller_epoch=a.epoch)
+        with pytest.raises(ControllerMoved):
+            stores[0].write_state("t", 0, LeaderAndIsr(1, 5, (1,), a.epoch, state_before[1].version), fence=fence)
+        zk.create(REASSIGN_PATH, json.dumps({"version": 1, "partitions": [
+            {"topic": "t", "partition": 0, "replicas": [1]}]}).encode(), makepath=True)
+        a._write("t", 0, LeaderAndIsr(1, 5, (1,), a.epoch, state_before[1].version), "a stale decision")
+        assert not a.active  # the refusal told A it is no longer the controller
+        a.active = True
+        a.reassignments.pick_up_legacy()
+        assert not a.active
+        assert zk.get("/brokers/topics/t") == topic_before
+        assert zk.get("/brokers/topics/t/partitions/0/state") == state_before
+        assert zk.exists(REASSIGN_PATH) is not None  # left for the new controller
+        # the new controller's writes go through
+        assert reassign_call(stores[1], "t", {0: [1, 0]}, {0, 1}, fence=b.fence()) == {0: None}
+    finally:
+        for store in stores:
+            store.stop()
+
+
 # -- Kafka's own tools ---------------------------------------------------------------------------
 
 def kafka_tool(main: str, *args: str) -> str:
@@ -349,7 +568,10 @@ def kafka_tool(main: str, *args: str) -> str:
 
 def test_kafka_tools_create_with_replica_assignment_and_reassign(cluster_factory: Any, tmp_path: Path) -> None:  # noqa: F811
     cluster = cluster_factory(3)
-    bootstrap = cluster.brokers[0].bootstrap
+    # a broker that is not the controller: Kafka's admin client sends AlterPartitionReassignments
+    # and ElectLeaders on to the controller named in Metadata
+    controller = cluster.metadata().controller_id
+    bootstrap = next(b for b in cluster.brokers if b.broker_id != controller).bootstrap
     kafka_tool("org.apache.kafka.tools.TopicCommand", "--bootstrap-server", bootstrap, "--create", "--topic", "manual",
                "--replica-assignment", "0:1,1:2")
     cluster.wait_for("manual on every broker", lambda: all(

@@ -26,6 +26,7 @@ rack-unaware (as topic creation then is), and the commands say so.
 from __future__ import annotations
 
 import json
+import time
 import zlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -42,6 +43,7 @@ METADATA = 3
 ALTER_REASSIGNMENTS, LIST_REASSIGNMENTS, DESCRIBE_LOG_DIRS, INCREMENTAL_ALTER_CONFIGS = 45, 46, 35, 44
 BROKER_RESOURCE, TOPIC_RESOURCE = 4, 2
 SET, DELETE = 0, 1
+NOT_CONTROLLER_RETRIES = 20
 THROTTLE_RATES = ("leader.replication.throttled.rate", "follower.replication.throttled.rate")
 THROTTLE_REPLICAS = ("leader.replication.throttled.replicas", "follower.replication.throttled.replicas")
 
@@ -343,13 +345,27 @@ def partition_sizes(client: Client) -> dict[TopicPartition, int]:
     return sizes
 
 
+def controller(client: Client) -> Client:
+    """The controller named by Metadata (fresh, not librdkafka's cached one); the bootstrap
+    broker when there is none."""
+    resp = client.call(METADATA, 1, {"topics": []}, "cannot find the controller")
+    for b in resp.brokers:
+        if b.node_id == resp.controller_id:
+            return _at(client, f"{b.host}:{b.port}")
+    return client
+
+
 def alter(client: Client, moves: dict[TopicPartition, list[int] | None]) -> dict[TopicPartition, str]:
     """AlterPartitionReassignments; the partitions refused, with Kafka's message."""
     by_topic: dict[str, list[dict[str, Any]]] = {}
     for (t, p), replicas in sorted(moves.items()):
         by_topic.setdefault(t, []).append({"partition_index": p, "replicas": replicas})
-    resp = client.call(ALTER_REASSIGNMENTS, 0, {"timeout": 30000, "topics": [
-        {"name": t, "partitions": parts} for t, parts in by_topic.items()]}, "cannot start the reassignment")
+    body = {"timeout": 30000, "topics": [{"name": t, "partitions": parts} for t, parts in by_topic.items()]}
+    for _ in range(NOT_CONTROLLER_RETRIES):  # only the controller carries it out, as in Kafka
+        resp = controller(client).call(ALTER_REASSIGNMENTS, 0, body, "cannot start the reassignment")
+        if resp.error_code.name != "not_controller":
+            break
+        time.sleep(0.5)  # Kafka's admin client: refresh the metadata, send to the new controller
     if resp.error_code.value != 0:
         raise ValueError(f"{resp.error_code.name}: {resp.error_message or ''}".strip())
     return {(t.name, p.partition_index): f"{p.error_code.name} ({p.error_message})"

@@ -27,7 +27,13 @@ from kazoo.protocol.states import KazooState  # type: ignore[import-untyped]
 
 from odradek.cluster.reassignment import Reassignments
 from odradek.cluster.topic_config import topic_config_value
-from odradek.cluster.zk import LeaderAndIsr, ZkMetadataStore
+from odradek.cluster.zk import (
+    CONTROLLER_EPOCH_PATH,
+    ControllerMoved,
+    Fence,
+    LeaderAndIsr,
+    ZkMetadataStore,
+)
 
 log = logging.getLogger("odradek.controller")
 
@@ -63,6 +69,17 @@ class Controller:
         zk.add_listener(lambda state: self._events.put(("session", state)))
         self.reassignments.watch()
         self._thread.start()
+
+    def fence(self) -> Fence | None:
+        """What fences this controller's writes (the zkVersion of /controller_epoch it wrote),
+        or None when it is not the active controller."""
+        return (CONTROLLER_EPOCH_PATH, self._epoch_zk_version) if self.active else None
+
+    def fenced(self, exc: Exception) -> None:
+        """A write of this controller was refused by the fence: a newer controller exists."""
+        if self.active:
+            log.warning("broker %d is fenced as controller (epoch %d): %s", self.broker_id, self.epoch, exc)
+        self.active = False
 
     def stop(self, timeout: float = STOP_TIMEOUT_S) -> None:
         """Bounded: a thread still in a ZooKeeper call (itself bounded) is left behind, a daemon."""
@@ -142,19 +159,22 @@ class Controller:
             if json.loads(raw).get("brokerid") != self.broker_id or stat.ephemeralOwner != self.store.session_id:
                 return
             # our seat survived a suspended session: keep it, with the epoch it had
-            raw, stat = zk.get("/controller_epoch")
+            raw, stat = zk.get(CONTROLLER_EPOCH_PATH)
             self.epoch, self._epoch_zk_version = int(raw), stat.version
             self._live = {int(c) for c in zk.get_children("/brokers/ids")}
             self.active = True
             self._elect_leaders()
             return
+        # the version this write leaves is the fence of every write of this controller (a later
+        # read could see a newer controller's)
         try:
-            raw, stat = zk.get("/controller_epoch")
-            zk.set("/controller_epoch", str(int(raw or b"0") + 1).encode(), version=stat.version)
+            raw, stat = zk.get(CONTROLLER_EPOCH_PATH)
+            epoch = int(raw or b"0") + 1
+            stat = zk.set(CONTROLLER_EPOCH_PATH, str(epoch).encode(), version=stat.version)
+            self.epoch, self._epoch_zk_version = epoch, stat.version
         except NoNodeError:
-            zk.create("/controller_epoch", b"1")
-        raw, stat = zk.get("/controller_epoch")
-        self.epoch, self._epoch_zk_version = int(raw), stat.version
+            zk.create(CONTROLLER_EPOCH_PATH, b"1")
+            self.epoch, self._epoch_zk_version = 1, 0
         self._live = {int(c) for c in zk.get_children("/brokers/ids")}
         self.active = True
         log.info("broker %d is the controller (controller epoch %d)", self.broker_id, self.epoch)
@@ -176,15 +196,16 @@ class Controller:
         return out
 
     def _write(self, topic: str, p: int, new: LeaderAndIsr, why: str) -> None:
-        if self._stopping:
+        fence = self.fence()
+        if self._stopping or fence is None:
             return
-        written = self.store.write_state(topic, p, new, fence=("/controller_epoch", self._epoch_zk_version))
+        try:
+            written = self.store.write_state(topic, p, new, fence=fence)
+        except ControllerMoved as exc:  # deposed meanwhile (a pause longer than the session): write nothing
+            self.fenced(exc)
+            return
         if written is None:
-            # lost a CAS (the leader changed the ISR meanwhile) or fenced; re-read and retry
-            if self.store.controller_epoch() != self.epoch:
-                log.info("broker %d is fenced as controller by a newer controller epoch", self.broker_id)
-                self.active = False
-                return
+            # lost a CAS (the leader changed the ISR meanwhile); re-read and retry
             fresh = self.store.read_state(topic, p)
             if fresh is not None:
                 self._fresh[(topic, p)] = fresh

@@ -10,6 +10,12 @@ ISR it moves leadership into TRS if needed, drops the removing replicas from the
 writes "partitions" = TRS with nothing adding or removing; the removed brokers delete their
 logs. Everything lives in ZooKeeper, so a new controller picks up where the last one stopped.
 
+Only the active controller writes these (AlterPartitionReassignments elsewhere is answered
+NOT_CONTROLLER), each write a transaction that also checks the zkVersion of /controller_epoch
+(`fence`), as Kafka's ZooKeeper-mode controller does: a controller deposed while paused
+(SIGSTOP, a long GC) writes nothing when it wakes up. Dropping the removing replicas from the
+ISR bumps the leader epoch, as Kafka does, so the removed followers are fenced.
+
 Cancelling makes the original replicas the target again (Kafka's cancel: reassignTo(ORS)),
 the adding replicas becoming removing ones. /admin/reassign_partitions, the pre-2.4 way that
 Kafka's ZooKeeper-mode controller still reads, is applied the same way and then deleted.
@@ -22,10 +28,10 @@ import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from kazoo.exceptions import BadVersionError, NoNodeError  # type: ignore[import-untyped]
+from kazoo.exceptions import NoNodeError  # type: ignore[import-untyped]
 
 from odradek.cluster.metadata import TopicError, TopicMetadata
-from odradek.cluster.zk import LeaderAndIsr, ZkMetadataStore, topic_path
+from odradek.cluster.zk import ControllerMoved, Fence, LeaderAndIsr, ZkMetadataStore, topic_path
 
 if TYPE_CHECKING:
     from odradek.cluster.controller import Controller
@@ -99,8 +105,9 @@ def plan(meta: TopicMetadata | None, p: int, target: list[int] | None, live: set
 
 # -- ZooKeeper writes (blocking: the store's executor or the controller's thread) -----------
 
-def write_moves(store: ZkMetadataStore, topic: str, moves: dict[int, Move | None]) -> None:
-    """Compare-and-set the topic znode with these partitions' assignments (None: leave as is)."""
+def write_moves(store: ZkMetadataStore, topic: str, moves: dict[int, Move | None], fence: Fence) -> None:
+    """Compare-and-set the topic znode with these partitions' assignments (None: leave as is),
+    fenced by the controller epoch (ControllerMoved when a newer controller exists)."""
     for _ in range(CAS_ATTEMPTS):
         try:
             raw, stat = store.ops.get(topic_path(topic))
@@ -122,8 +129,10 @@ def write_moves(store: ZkMetadataStore, topic: str, moves: dict[int, Move | None
         d["adding_replicas"], d["removing_replicas"] = adding, removing
         raw = json.dumps(d).encode()
         try:
-            store.ops.set(topic_path(topic), raw, version=stat.version)
-        except BadVersionError:
+            written = store.fenced_set(topic_path(topic), raw, stat.version, fence)
+        except NoNodeError:
+            raise TopicError("unknown_topic_or_partition", f"topic {topic!r} does not exist") from None
+        if written is None:
             continue  # another writer (an ISR change does not touch this znode; a config change does)
         # this broker answers from what it wrote, before its watch brings it back (as create_topic does)
         meta = store._parse_topic(topic, raw, store.ops.get)
@@ -134,8 +143,9 @@ def write_moves(store: ZkMetadataStore, topic: str, moves: dict[int, Move | None
 
 
 def reassign(store: ZkMetadataStore, topic: str, targets: dict[int, list[int] | None], live: set[int],
-             allow_replication_factor_change: bool = True) -> dict[int, TopicError | None]:
-    """AlterPartitionReassignments for one topic: each partition's answer (None: accepted)."""
+             allow_replication_factor_change: bool = True, *, fence: Fence) -> dict[int, TopicError | None]:
+    """AlterPartitionReassignments for one topic, by the controller whose `fence` this is: each
+    partition's answer (None: accepted); raises ControllerMoved when it is fenced."""
     try:
         raw, _ = store.ops.get(topic_path(topic))
         meta: TopicMetadata | None = store._parse_topic(topic, raw, store.ops.get)
@@ -149,9 +159,13 @@ def reassign(store: ZkMetadataStore, topic: str, targets: dict[int, list[int] | 
             results[p] = None
         except TopicError as exc:
             results[p] = exc
+    if not any(moves.values()):
+        store.check_fence(fence)  # a deposed controller answers nothing but NOT_CONTROLLER
     if moves:
         try:
-            write_moves(store, topic, moves)
+            write_moves(store, topic, moves, fence)
+        except ControllerMoved:
+            raise
         except TopicError as exc:
             for p in moves:
                 results[p] = exc
@@ -194,14 +208,18 @@ class Reassignments:
             log.warning("ignoring an unreadable %s: %s", REASSIGN_PATH, exc)
             by_topic = {}
         live = set(self.controller._live)
-        for topic, targets in by_topic.items():
-            for p, error in reassign(self.store, topic, targets, live).items():
-                if error is not None:
-                    log.warning("%s-%d: reassignment from %s refused: %s", topic, p, REASSIGN_PATH, error)
+        fence = self.controller.fence()
+        if fence is None:
+            return
         try:
-            self.store.ops.delete(REASSIGN_PATH, version=stat.version)
-        except (NoNodeError, BadVersionError):
-            pass  # rewritten meanwhile: the watch brings it again
+            for topic, targets in by_topic.items():
+                for p, error in reassign(self.store, topic, targets, live, fence=fence).items():
+                    if error is not None:
+                        log.warning("%s-%d: reassignment from %s refused: %s", topic, p, REASSIGN_PATH, error)
+            # rewritten meanwhile (False): the watch brings it again
+            self.store.fenced_delete(REASSIGN_PATH, stat.version, fence)
+        except ControllerMoved as exc:
+            self.controller.fenced(exc)
 
     def step(self) -> None:
         """One pass over the partitions being moved (Kafka's onPartitionReassignment, steps
@@ -230,14 +248,22 @@ class Reassignments:
                                                          state.zk_version), "reassignment moves the leader")
                     continue
                 if any(b in state.isr for b in move.removing):
+                    # a new leader epoch, as Kafka's controller gives one when replicas leave the
+                    # assignment: a removed follower still fetching at the old epoch is fenced
                     isr = tuple(b for b in state.isr if b not in move.removing)
-                    ctl._write(name, p, LeaderAndIsr(state.leader, state.leader_epoch, isr, ctl.epoch,
+                    ctl._write(name, p, LeaderAndIsr(state.leader, state.leader_epoch + 1, isr, ctl.epoch,
                                                      state.zk_version), "reassignment removes replicas")
                     continue
                 finished.setdefault(name, {})[p] = Move(target, [], [])
         for name, moves in finished.items():
+            fence = ctl.fence()
+            if fence is None:
+                break
             try:
-                write_moves(self.store, name, moves)
+                write_moves(self.store, name, moves, fence)
+            except ControllerMoved as exc:
+                ctl.fenced(exc)
+                break
             except TopicError as exc:
                 log.warning("completing the reassignment of %s: %s", name, exc)
                 continue

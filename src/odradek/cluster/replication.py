@@ -125,6 +125,15 @@ class ReplicaManager:
                 current.replicas = replicas
                 self.advance_high_watermark(current)
             return False
+        if current is not None and state.leader_epoch > current.state.leader_epoch:
+            # still the leader, at a new epoch (a reassignment dropped replicas from the ISR): the
+            # new epoch starts at the log end; pending acks=all produces and the followers stay
+            plog.assign_leader_epoch(state.leader_epoch, plog.log_end_offset)
+            current.state, current.replicas, current.epoch_start_offset = state, replicas, plog.log_end_offset
+            log.info("%s-%d: leader with epoch %d, isr %s", plog.topic, plog.partition, state.leader_epoch,
+                     list(state.isr))
+            self.advance_high_watermark(current)
+            return False
         self.stop_following(tp)
         if current is not None:
             current.fail_all(ErrorCode.not_leader_or_follower)

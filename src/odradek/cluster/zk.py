@@ -61,8 +61,21 @@ RECONNECT_MAX_DELAY_S = 1.0  # kazoo's reconnection backoff caps at this (its de
 EXECUTOR_GRACE_S = 1.0  # calls in flight at stop() may finish while still connected
 
 
+CONTROLLER_EPOCH_PATH = "/controller_epoch"
+Fence = tuple[str, int]  # (path, version) checked in the same transaction as a write
+
+
 class ZkError(ConnectionError):
     """ZooKeeper is unreachable or refused a write; one sentence for the log."""
+
+
+class ControllerMoved(TopicError):
+    """A controller's write refused because /controller_epoch moved on (a newer controller),
+    or a controller's call asked of a broker that is not the controller: Kafka's
+    ControllerMovedException, answered NOT_CONTROLLER."""
+
+    def __init__(self, message: str = "this broker is no longer the controller") -> None:
+        super().__init__("not_controller", message)
 
 
 class DaemonExecutor(Executor):
@@ -573,23 +586,48 @@ class ZkMetadataStore:
         return LeaderAndIsr.from_json(raw, stat.version)
 
     def write_state(self, topic: str, partition: int, state: LeaderAndIsr,
-                    fence: tuple[str, int] | None = None) -> LeaderAndIsr | None:
+                    fence: Fence | None = None) -> LeaderAndIsr | None:
         """Compare-and-set on the state znode version; `fence` adds a check op (the
         controller's /controller_epoch version) so a stale controller cannot write.
-        Returns the state as written, or None when the CAS lost."""
-        try:
-            if fence is None:
+        Returns the state as written, None when the CAS lost; ControllerMoved when fenced."""
+        if fence is None:
+            try:
                 stat = self.ops.set(state_path(topic, partition), state.to_json(), version=state.zk_version)
-                return _with_version(state, stat.version)
-            tx = self.zk.transaction()
-            tx.check(fence[0], fence[1])
-            tx.set_data(state_path(topic, partition), state.to_json(), version=state.zk_version)
-            results = self.ops.commit(tx)
-        except (BadVersionError, NoNodeError):
-            return None
-        if any(isinstance(r, Exception) for r in results):
-            return None
-        return _with_version(state, results[1].version)
+            except (BadVersionError, NoNodeError):
+                return None
+            return _with_version(state, stat.version)
+        stat = self.fenced_set(state_path(topic, partition), state.to_json(), state.zk_version, fence)
+        return None if stat is None else _with_version(state, stat.version)
+
+    def fenced_set(self, path: str, value: bytes, version: int, fence: Fence) -> Any:
+        """Set `path` at `version` in one transaction with the check of `fence` (Kafka's
+        ZooKeeper-mode controller: a multi-op with a check of /controller_epoch's zkVersion).
+        The new stat, None when `path` changed meanwhile; ControllerMoved when fenced."""
+        tx = self.zk.transaction()
+        tx.check(fence[0], fence[1])
+        tx.set_data(path, value, version=version)
+        results = self._fenced_commit(tx, fence)
+        return None if isinstance(results[1], Exception) else results[1]
+
+    def fenced_delete(self, path: str, version: int, fence: Fence) -> bool:
+        """Delete `path` at `version`, fenced as fenced_set; False when it changed or is gone."""
+        tx = self.zk.transaction()
+        tx.check(fence[0], fence[1])
+        tx.delete(path, version=version)
+        return not isinstance(self._fenced_commit(tx, fence)[1], Exception)
+
+    def check_fence(self, fence: Fence) -> None:
+        """ControllerMoved unless `fence` still holds: for a controller's answers that write nothing."""
+        stat = self.ops.exists(fence[0])
+        if stat is None or stat.version != fence[1]:
+            raise ControllerMoved(f"{fence[0]} is no longer at version {fence[1]}: a newer controller was elected")
+
+    def _fenced_commit(self, tx: Any, fence: Fence) -> list[Any]:
+        results = self.ops.commit(tx)
+        if isinstance(results[0], Exception) and not _is_rollback(results[0]):
+            raise ControllerMoved(f"{fence[0]} is no longer at version {fence[1]}: a newer controller "
+                                  f"was elected ({type(results[0]).__name__})")
+        return results
 
 
 def _client(hosts: str, session_timeout_s: float) -> KazooClient:

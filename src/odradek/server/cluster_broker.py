@@ -7,6 +7,10 @@ leads at which epoch; this broker leads, follows, or does nothing accordingly.
 ZooKeeper events arrive on kazoo's thread and are handed to the event loop with
 call_soon_threadsafe; ZooKeeper writes run in the store's executor.
 
+Beside it: the admin writes (topics, partitions, configs, reassignments, elections) in
+server/cluster_topics.py, its base class; the controlled shutdown in server/cluster_shutdown.py;
+the group coordinator's failover in server/cluster_groups.py.
+
 Shutdown ends whether or not ZooKeeper answers: the controlled shutdown makes at
 most controlled.shutdown.max.retries attempts within max.retries x
 controlled.shutdown.retry.backoff.ms, every ZooKeeper call is bounded, and close()
@@ -16,54 +20,42 @@ flushes and checkpoints the logs before it leaves ZooKeeper.
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 import threading
 from collections.abc import Callable
 from typing import Any
 
-from kazoo.exceptions import KazooException  # type: ignore[import-untyped]
 from kio.schema.errors import ErrorCode
 
 from odradek.cluster.controller import Controller
-from odradek.cluster.elections import elect
-from odradek.cluster.metadata import (
-    NotLeaderError,
-    TopicError,
-    TopicMetadata,
-    ensure_meta_properties,
-    read_meta_properties,
-    validate_topic_name,
-)
+from odradek.cluster.metadata import NotLeaderError, ensure_meta_properties, read_meta_properties
 from odradek.cluster.peer import PeerConnection
-from odradek.cluster.placement import PlacementError, assign_replicas, start_index
-from odradek.cluster.reassignment import reassign
 from odradek.cluster.replication import ReplicaManager
 from odradek.cluster.throttle import DynamicBrokerConfigs, Quota, ReplicationThrottle
-from odradek.cluster.topic_config import topic_config_value, validate_topic_configs
+from odradek.cluster.topic_config import topic_config_value
 from odradek.cluster.zk import BrokerInfo, LeaderAndIsr, ZkError, ZkMetadataStore
 from odradek.cluster.zk_acls import ZkAclStore
 from odradek.cluster.zk_credentials import ZkCredentialStore
 from odradek.cluster.zk_quorum import QuorumLease
 from odradek.config import BrokerConfig
+from odradek.coordinator.store import OFFSETS_TOPIC
 from odradek.protocol.build import timedelta_to_ms
 from odradek.security.client import inter_broker_security
 from odradek.security.listeners import inter_broker_listener
-from odradek.server.broker import PRODUCER_ID_BLOCK, Broker, Node, PartitionState
+from odradek.server.broker import PRODUCER_ID_BLOCK, Node, PartitionState
+from odradek.server.cluster_groups import offsets_partition_moved
+from odradek.server.cluster_shutdown import controlled_shutdown
+from odradek.server.cluster_topics import ClusterTopicAdmin
 from odradek.storage.log import AppendResult, PartitionLog
 from odradek.storage.manager import LogManager
 
 log = logging.getLogger("odradek.cluster")
 
-OFFSETS_TOPIC = "__consumer_offsets"
-INTERNAL_TOPIC_RF = {OFFSETS_TOPIC: "offsets_topic_replication_factor",
-                     "__transaction_state": "transaction_state_log_replication_factor"}
-CONTROLLED_SHUTDOWN_WAIT_S = 3.0  # at most (and at most half the controlled shutdown's time)
 WRITE_TXN_MARKERS_KEY = 27
 RACK_AWARE_SELECTOR = "org.apache.kafka.common.replica.RackAwareReplicaSelector"
 
 
-class ClusterBroker(Broker):
+class ClusterBroker(ClusterTopicAdmin):
     """One broker of a ZooKeeper-coordinated cluster."""
 
     def __init__(self, config: BrokerConfig, *, faults: Any = None) -> None:
@@ -172,78 +164,9 @@ class ClusterBroker(Broker):
                 peer.close()
 
     async def controlled_shutdown(self) -> None:
-        """SIGTERM: hand every leadership to another ISR member and leave the ISRs
-        (Kafka's controlled.shutdown.enable), so clients move on without errors.
+        """SIGTERM: hand the leaderships over and leave the ISRs (server/cluster_shutdown.py)."""
+        await controlled_shutdown(self)
 
-        As in Kafka, at most controlled.shutdown.max.retries attempts, each in its share of
-        max.retries x controlled.shutdown.retry.backoff.ms (a failed one waits out its share);
-        then the broker stops all the same: its logs are flushed and checkpointed, and the
-        controller moves what it led once its ZooKeeper session ends."""
-        retries = max(0, self.config.controlled_shutdown_max_retries)
-        if not self.config.controlled_shutdown_enable or retries == 0:
-            await self.replicas.close()
-            return
-        self.shutting_down = True
-        self.store.closing = True  # from now on a call to a disconnected ZooKeeper fails at once
-        loop = asyncio.get_running_loop()
-        started = loop.time()
-        budget = retries * max(0, self.config.controlled_shutdown_retry_backoff_ms) / 1000.0
-        deadline = started + budget
-        try:
-            # let the followers fetch what was appended, so pending acks=all produces complete
-            wait_until = started + min(CONTROLLED_SHUTDOWN_WAIT_S, budget / 2)
-            while loop.time() < wait_until and any(
-                    ls.plog.high_watermark < ls.plog.log_end_offset and len(ls.state.isr) > 1
-                    for ls in self.replicas.leaders.values()):
-                await asyncio.sleep(0.02)
-            first = loop.time()
-            slot = max(0.0, deadline - first) / retries
-            moved = [0]
-            for attempt in range(1, retries + 1):
-                slot_end = first + attempt * slot
-                try:
-                    await asyncio.wait_for(self._move_leaderships(moved), max(0.0, slot_end - loop.time()))
-                except (ZkError, KazooException, TimeoutError) as exc:
-                    log.warning("controlled shutdown attempt %d of %d failed: %s", attempt, retries,
-                                str(exc) or type(exc).__name__)
-                    if attempt < retries:
-                        await asyncio.sleep(max(0.0, slot_end - loop.time()))
-                    continue
-                log.info("controlled shutdown: moved %d leadership(s) away from broker %d", moved[0], self.node_id)
-                return
-            log.warning("controlled shutdown of broker %d failed after %d attempt(s) in %.1f s (moved %d "
-                        "leadership(s)); stopping without it: the logs are flushed, the controller moves the "
-                        "rest once this broker's ZooKeeper session ends",
-                        self.node_id, retries, loop.time() - started, moved[0])
-        finally:
-            await self.replicas.close()
-
-    async def _move_leaderships(self, moved: list[int]) -> None:
-        """One attempt of the controlled shutdown; raises when ZooKeeper does not answer.
-        `moved` counts the leaderships moved, over the attempts."""
-        store = self.store
-        if not store.connected:
-            raise ZkError("ZooKeeper is not connected")
-        loop = asyncio.get_running_loop()
-        mine = [key for key, s in store.seen.states.items() if self.node_id in s.isr or s.leader == self.node_id]
-        for (topic, p) in mine:
-            for _ in range(5):
-                state = await loop.run_in_executor(store.executor, store.read_state, topic, p)
-                if state is None or self.node_id not in state.isr and state.leader != self.node_id:
-                    break
-                others = [b for b in state.isr if b != self.node_id and b in self.nodes]
-                if state.leader == self.node_id:
-                    if not others:
-                        break  # the only in-sync replica: Kafka leaves such a partition offline-to-be
-                    new = LeaderAndIsr(others[0], state.leader_epoch + 1, tuple(others),
-                                       state.controller_epoch, state.zk_version)
-                else:
-                    rest = tuple(b for b in state.isr if b != self.node_id)
-                    new = LeaderAndIsr(state.leader, state.leader_epoch, rest, state.controller_epoch,
-                                       state.zk_version)
-                if await loop.run_in_executor(store.executor, store.write_state, topic, p, new, None) is not None:
-                    moved[0] += state.leader == self.node_id
-                    break
 
     # -- ZooKeeper events (on the loop) ---------------------------------------
 
@@ -375,154 +298,6 @@ class ClusterBroker(Broker):
     def _coordinator_leadership(self, topic: str, p: int, is_leader: bool) -> None:
         if topic == OFFSETS_TOPIC and self.coordinator is not None:
             offsets_partition_moved(self, p, is_leader)
-
-    # -- topics ------------------------------------------------------------
-
-    def _assign(self, num_partitions: int, replication_factor: int, *, start: int,
-                first: int = 0) -> list[list[int]]:
-        """Kafka's AdminUtils.assignReplicasToBrokers over the live brokers, rack-aware when
-        every broker has broker.rack (cluster/placement.py)."""
-        brokers = {b: n.rack for b, n in self.nodes.items()} or {self.node_id: self.config.broker_rack}
-        try:
-            return assign_replicas(brokers, num_partitions, replication_factor, fixed_start=start,
-                                   first_partition=first)
-        except PlacementError as exc:
-            raise TopicError("invalid_replication_factor", str(exc)) from None
-
-    def topics_changed(self) -> None:
-        """After a topic write of this broker: act on it on the loop, at once or, from the store's
-        executor (server/admin_calls.py), posted before the handler waiting there resumes."""
-        if self._on_loop():
-            self._on_topics()
-        elif self.loop is not None:
-            try:
-                self.loop.call_soon_threadsafe(self._on_topics)
-            except RuntimeError:  # the loop closed meanwhile (a stop): nothing left to act on
-                pass
-
-    def _on_loop(self) -> bool:
-        return threading.get_ident() == self._loop_thread
-
-    def create_topic(self, name: str, num_partitions: int = -1, replication_factor: int = -1,
-                     configs: dict[str, str] | None = None, *, validate_only: bool = False) -> TopicMetadata | None:
-        if self._on_loop() and not validate_only:
-            # a room creating its topic on first use (the coordinators' ensure_topic) must not wait for
-            # ZooKeeper here: as Kafka's AutoTopicCreationManager, create it aside and answer "not yet"
-            # (FindCoordinator: COORDINATOR_NOT_AVAILABLE, which clients retry)
-            self._create_aside(name, num_partitions, replication_factor, configs)
-            raise TopicError("leader_not_available", f"topic {name!r} is being created")
-        validate_topic_name(name)
-        if num_partitions == -1:
-            num_partitions = self.config.num_partitions
-        if replication_factor == -1:
-            replication_factor = self.config.default_replication_factor
-        internal_rf = INTERNAL_TOPIC_RF.get(name)
-        if internal_rf is not None and internal_rf not in self.config.model_fields_set:
-            # Kafka's default for its internal topics is 3; unless configured, take what the cluster has
-            replication_factor = max(1, min(3, len(self.nodes)))
-        if num_partitions <= 0:
-            raise TopicError("invalid_partitions", "number of partitions must be larger than 0")
-        if replication_factor <= 0:
-            raise TopicError("invalid_replication_factor", "replication factor must be larger than 0")
-        checked = validate_topic_configs(configs or {})
-        if name in self.topics():
-            raise TopicError("topic_already_exists", f"Topic '{name}' already exists.")  # Kafka's words
-        self.check_partition_limit(num_partitions)
-        # spread the preferred leaders of different topics (Kafka: a random start)
-        replicas = self._assign(num_partitions, replication_factor, start=start_index(name, len(self.nodes)))
-        if validate_only:
-            return None
-        topic = self.store.create_topic(name, replicas, checked)
-        log.info("created topic %s: %d partition(s), replicas %s", name, num_partitions, replicas)
-        self.topics_changed()
-        return topic
-
-    def _create_aside(self, name: str, num_partitions: int, replication_factor: int,
-                      configs: dict[str, str] | None) -> None:
-        if name in self._creating or self.loop is None:
-            return
-        self._creating.add(name)
-
-        def done(fut: asyncio.Future[TopicMetadata | None]) -> None:
-            self._creating.discard(name)
-            exc = fut.exception()
-            if exc is not None and not (isinstance(exc, TopicError) and exc.code == "topic_already_exists"):
-                log.warning("cannot create topic %s: %s", name, exc)
-
-        fut = self.loop.run_in_executor(self.store.executor, functools.partial(
-            self.create_topic, name, num_partitions, replication_factor, configs))
-        fut.add_done_callback(done)
-
-    def create_partitions(self, name: str, count: int, *, validate_only: bool = False) -> None:
-        topic = self.topics().get(name)
-        if topic is None:
-            raise TopicError("unknown_topic_or_partition", f"topic {name!r} does not exist")
-        if count <= topic.partitions:
-            raise TopicError("invalid_partitions",
-                             f"topic currently has {topic.partitions} partitions, {count} would not be an increase")
-        self.check_partition_limit(count - topic.partitions)
-        # AdminZkClient.createPartitions: start at partition 0's first replica, go on from its count
-        ids = sorted(self.nodes)
-        start = next((i for i, b in enumerate(ids) if b >= topic.replicas[0][0]), 0)
-        new = self._assign(count - topic.partitions, len(topic.replicas[0]), start=start, first=topic.partitions)
-        if validate_only:
-            return
-        self.store.add_partitions(name, new)
-        self.topics_changed()
-
-    def create_partitions_assigned(self, name: str, replicas: list[list[int]], *, validate_only: bool = False) -> None:
-        """CreatePartitions with a manual assignment, checked by handlers/topics.py."""
-        self.check_partition_limit(len(replicas))
-        if validate_only:
-            return
-        self.store.add_partitions(name, replicas)
-        log.info("topic %s: %d partition(s) added, replicas %s (assigned)", name, len(replicas), replicas)
-        self.topics_changed()
-
-    def delete_topic(self, name: str) -> None:
-        if name not in self.topics():
-            raise TopicError("unknown_topic_or_partition", f"topic {name!r} does not exist")
-        self.store.delete_topic(name)
-        log.info("deleted topic %s", name)
-        self.topics_changed()
-
-    def create_topic_assigned(self, name: str, replicas: list[list[int]], configs: dict[str, str] | None = None,
-                              *, validate_only: bool = False) -> TopicMetadata | None:
-        """CreateTopics with a manual replica assignment (kafka-topics --replica-assignment),
-        already checked against the live brokers (handlers/topics.py)."""
-        validate_topic_name(name)
-        checked = validate_topic_configs(configs or {})
-        if name in self.topics():
-            raise TopicError("topic_already_exists", f"Topic '{name}' already exists.")  # Kafka's words
-        self.check_partition_limit(len(replicas))
-        if validate_only:
-            return None
-        topic = self.store.create_topic(name, replicas, checked)
-        log.info("created topic %s: %d partition(s), replicas %s (assigned)", name, len(replicas), replicas)
-        self.topics_changed()
-        return topic
-
-    # -- reassignment and elections (cluster/reassignment.py, cluster/elections.py) --------
-
-    async def reassign_partitions(self, topic: str, targets: dict[int, list[int] | None],
-                                  allow_replication_factor_change: bool = True) -> dict[int, TopicError | None]:
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self.store.executor, reassign, self.store, topic, targets,
-                                          set(self.nodes), allow_replication_factor_change)
-
-    async def broker_dynamic_configs(self, name: str) -> dict[str, str]:
-        """The dynamic configs of broker `name` ("": the cluster-wide defaults), from ZooKeeper."""
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self.store.executor, self.broker_configs.read, name)
-
-    async def set_broker_configs(self, name: str, configs: dict[str, str]) -> None:
-        loop = asyncio.get_running_loop()
-        await loop.run_in_executor(self.store.executor, self.broker_configs.write, name, configs)
-        log.info("dynamic configs of broker %s: %s", name or "<default>", configs)
-
-    async def elect_leader(self, topic: str, p: int, election_type: int) -> None:
-        loop = asyncio.get_running_loop()
-        await loop.run_in_executor(self.store.executor, elect, self.store, topic, p, election_type, set(self.nodes))
 
     # -- partitions --------------------------------------------------------
 
@@ -737,38 +512,3 @@ class ClusterBroker(Broker):
         if state.leader == self.node_id and (topic, partition) not in self.replicas.leaders:
             return -1  # not (yet) acting as leader
         return state.leader
-
-
-def offsets_partition_moved(broker: ClusterBroker, partition: int, is_leader: bool) -> None:
-    """Group coordinator failover: the coordinator of a group is the leader of its
-    __consumer_offsets partition. On gaining a partition, replay it (the groups
-    of the partitions led already stay as they are, live); on losing one, forget
-    its groups, so that the new leader's copy is the only one answering."""
-    coord = broker.coordinator
-    groups = getattr(coord, "groups", None)
-    if groups is None:
-        return
-    partition_for = coord.partition_for
-    if not is_leader:
-        for gid in [g for g in groups if partition_for(g) == partition]:
-            del groups[gid]
-        return
-    live = dict(groups)
-    groups.clear()
-    coord.load()  # replays all of __consumer_offsets into coord.groups
-    loaded = dict(groups)
-    groups.clear()
-    led = {p for (t, p) in broker.replicas.leaders if t == OFFSETS_TOPIC}
-    for gid, group in loaded.items():
-        if partition_for(gid) == partition:
-            groups[gid] = group
-            schedule = getattr(coord, "_schedule_heartbeat", None)
-            if schedule is not None:
-                for member in group.members.values():
-                    schedule(group, member)
-    for gid, group in live.items():
-        if partition_for(gid) in led and partition_for(gid) != partition:
-            groups[gid] = group
-    count = sum(1 for g in groups if partition_for(g) == partition)
-    if count:
-        log.info("group coordinator: %s-%d brought %d group(s)", OFFSETS_TOPIC, partition, count)

@@ -2,7 +2,10 @@
 
 Needs ALTER on the cluster. Asked for every partition (null topics), Kafka answers only the
 partitions that had an election or an error, not those whose leader is already right
-(KafkaApis.handleElectLeaders). The single-node broker leads everything it has: every
+(KafkaApis.handleElectLeaders). In cluster mode only the active controller elects
+(cluster/elections.py, its writes fenced by the controller epoch); any other broker answers
+NOT_CONTROLLER for each partition asked, as Kafka's ZooKeeper-mode controller does (the admin
+clients send ElectLeaders to the controller named in Metadata). The single-node broker leads everything it has: every
 partition answers ELECTION_NOT_NEEDED, as a one-broker Kafka would.
 """
 

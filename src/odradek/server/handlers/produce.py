@@ -108,6 +108,17 @@ def _topic_counters(broker: Any, name: str) -> tuple[Any, Any]:
     return counters
 
 
+# Logs whose last append failed for storage (a full or read-only disk, an I/O error), until one
+# succeeds. Kafka takes such a log dir offline and answers KAFKA_STORAGE_ERROR for all of its
+# partitions; here the next append tries again (the space may be back), but a batch that follows
+# one the disk refused is answered KAFKA_STORAGE_ERROR too, not OUT_OF_ORDER_SEQUENCE_NUMBER: to an
+# idempotent producer the sequence gap means "bump the epoch and renumber what is unacknowledged"
+# (librdkafka, KIP-360), and a batch of another partition that an old leader had written but not
+# acknowledged is then sent again under new numbers: written twice (the fault campaign's disk-full
+# during a leadership move). KAFKA_STORAGE_ERROR is retried with the same sequence numbers.
+_UNWRITABLE: weakref.WeakSet[Any] = weakref.WeakSet()
+
+
 def _is_compacted(cleanup_policy: str) -> bool:
     return "compact" in (part.strip() for part in cleanup_policy.split(","))
 
@@ -198,16 +209,25 @@ async def handle(ctx: RequestContext, request: Any) -> Any:
                 if txn_error is not None:
                     partition_responses.append(_error(index, txn_error))
                     continue
+            end_before = plog.log_end_offset
             try:
                 result = await broker.produce(plog, records, batches, acks, request)
             except InvalidRecordError as exc:  # producer state: fenced epoch, sequence gap
+                if exc.error_code == ErrorCode.out_of_order_sequence_number and plog in _UNWRITABLE:
+                    log.info("refused produce to %s-%d while its disk refuses writes: %s", name, index, exc)
+                    partition_responses.append(_error(index, ErrorCode.kafka_storage_error,
+                                                      f"the log cannot be written ({exc})"))
+                    continue
                 log.info("rejected produce to %s-%d: %s", name, index, exc)
                 partition_responses.append(_error(index, exc.error_code, str(exc)))
                 continue
             except OSError as exc:  # a full or read-only disk, an I/O error: nothing written, nothing acknowledged
                 log.error("cannot write %s-%d: %s", name, index, exc)
+                _UNWRITABLE.add(plog)
                 partition_responses.append(_error(index, ErrorCode.kafka_storage_error, f"cannot write: {exc}"))
                 continue
+            if plog.log_end_offset != end_before:  # an append went through: the disk takes writes again
+                _UNWRITABLE.discard(plog)
             if isinstance(result, ErrorCode):
                 entry = _error(index, result)
                 if result == ErrorCode.not_leader_or_follower and ctx.version >= LEADER_HINTS_VERSION:

@@ -1,9 +1,12 @@
 """AlterPartitionReassignments and ListPartitionReassignments (KIP-455).
 
-Both need ALTER / DESCRIBE on the cluster (KafkaApis). In cluster mode the broker that
-gets the request writes the new assignment into ZooKeeper (cluster/reassignment.py) and
-the controller drives it to its end; Kafka's admin client sends these to the controller,
-but any broker here answers the same. The single-node broker has one broker to place
+Both need ALTER / DESCRIBE on the cluster (KafkaApis). In cluster mode only the active
+controller carries out AlterPartitionReassignments: it writes the new assignment into
+ZooKeeper, fenced by its controller epoch (cluster/reassignment.py), and drives it to its end;
+any other broker answers NOT_CONTROLLER at the top level, as Kafka's ZooKeeper-mode
+KafkaController does, and the admin clients (which send it to the controller named in
+Metadata) refresh their metadata and resend it there. ListPartitionReassignments only reads
+what every broker watches, so any broker answers it. The single-node broker has one broker to place
 replicas on: a reassignment to [its id] is already done, anything else is refused with
 Kafka's INVALID_REPLICA_ASSIGNMENT, and there is never one to list or cancel.
 """
@@ -33,7 +36,11 @@ async def alter_partition_reassignments(ctx: RequestContext, request: Any) -> An
         targets: dict[int, list[int] | None] = {
             p.partition_index: (list(p.replicas) if p.replicas is not None else None) for p in t.partitions}
         if reassign is not None:
-            results: dict[int, TopicError | None] = await reassign(t.name, targets, allow)
+            try:
+                results: dict[int, TopicError | None] = await reassign(t.name, targets, allow)
+            except TopicError as exc:  # ControllerMoved: not (or no longer) the controller
+                return ctx.respond(throttle_time=0, error_code=ErrorCode[exc.code], error_message=str(exc),
+                                   responses=[])
         else:
             results = {}
             meta = broker.topics().get(t.name)
