@@ -172,29 +172,17 @@ func admin(ctx context.Context, boot, topic string) (any, error) {
 
 	// IncrementalAlterConfigs (set and delete), then the legacy AlterConfigs (the whole state)
 	segment := "1048576"
-	incr, err := adm.AlterTopicConfigs(ctx, []kadm.AlterConfig{
-		{Op: kadm.SetConfig, Name: "segment.bytes", Value: &segment},
-		{Op: kadm.DeleteConfig, Name: "retention.ms"},
-	}, topic)
-	if err == nil {
-		_, err = incr.On(topic, nil)
-	}
-	if err != nil {
-		return nil, fmt.Errorf("incremental alter configs: %w", err)
-	}
-	afterIncr, err := topicConfigsOnce(ctx, adm, topic, "segment.bytes", segment)
+	afterIncr, err := alterTopicConfigs(ctx, adm, topic, "incremental alter configs", adm.AlterTopicConfigs,
+		[]kadm.AlterConfig{
+			{Op: kadm.SetConfig, Name: "segment.bytes", Value: &segment},
+			{Op: kadm.DeleteConfig, Name: "retention.ms"},
+		}, "segment.bytes", segment)
 	if err != nil {
 		return nil, err
 	}
 	cleanup := "compact"
-	state, err := adm.AlterTopicConfigsState(ctx, []kadm.AlterConfig{{Name: "cleanup.policy", Value: &cleanup}}, topic)
-	if err == nil {
-		_, err = state.On(topic, nil)
-	}
-	if err != nil {
-		return nil, fmt.Errorf("alter configs: %w", err)
-	}
-	afterState, err := topicConfigsOnce(ctx, adm, topic, "cleanup.policy", cleanup)
+	afterState, err := alterTopicConfigs(ctx, adm, topic, "alter configs", adm.AlterTopicConfigsState,
+		[]kadm.AlterConfig{{Name: "cleanup.policy", Value: &cleanup}}, "cleanup.policy", cleanup)
 	if err != nil {
 		return nil, err
 	}
@@ -220,6 +208,22 @@ func admin(ctx context.Context, boot, topic string) (any, error) {
 		}
 	}
 	return o, nil
+}
+
+// alterTopicConfigs sends configs for topic through alter (kadm's AlterTopicConfigs or
+// AlterTopicConfigsState; what names it in an error) and reads the topic's configs back once key
+// has value.
+func alterTopicConfigs(ctx context.Context, adm *kadm.Client, topic, what string,
+	alter func(context.Context, []kadm.AlterConfig, ...string) (kadm.AlterConfigsResponses, error),
+	configs []kadm.AlterConfig, key, value string) (map[string][2]string, error) {
+	resps, err := alter(ctx, configs, topic)
+	if err == nil {
+		_, err = resps.On(topic, nil)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", what, err)
+	}
+	return topicConfigsOnce(ctx, adm, topic, key, value)
 }
 
 // topicConfigsOnce is topicConfigs once key shows value: Kafka's brokers apply a config change
@@ -325,13 +329,6 @@ func produce(ctx context.Context, boot, topic string, n int) (any, error) {
 	return map[string]any{"records": out, "producers": producers}, nil
 }
 
-type consumed struct {
-	Member    int    `json:"member"`
-	Value     string `json:"value"`
-	Partition int32  `json:"partition"`
-	Offset    int64  `json:"offset"`
-}
-
 // member is one consumer of the group with the partitions it holds now (kgo's cooperative-sticky
 // balancer adds and revokes partitions incrementally).
 type member struct {
@@ -408,7 +405,7 @@ func group(ctx context.Context, boot, topic, groupID string, n int) (any, error)
 	}
 
 	var mu sync.Mutex
-	var got []consumed
+	var got []prog.Consumed
 	var wg sync.WaitGroup
 	errs := make([]error, len(members))
 	pollCtx, stopPolling := context.WithCancel(ctx)
@@ -424,7 +421,7 @@ func group(ctx context.Context, boot, topic, groupID string, n int) (any, error)
 				}
 				mu.Lock()
 				fs.EachRecord(func(r *kgo.Record) {
-					got = append(got, consumed{i, string(r.Value), r.Partition, r.Offset})
+					got = append(got, prog.Consumed{Member: i, Value: string(r.Value), Partition: r.Partition, Offset: r.Offset})
 				})
 				if len(got) >= n {
 					stopPolling()
@@ -499,13 +496,15 @@ func group(ctx context.Context, boot, topic, groupID string, n int) (any, error)
 	if err := produceValues(ctx, boot, topic, "w", n); err != nil {
 		return nil, err
 	}
-	var alone []consumed
+	var alone []prog.Consumed
 	for len(alone) < n {
 		fs := members[0].cl.PollFetches(ctx)
 		if err := fs.Err0(); err != nil {
 			return nil, fmt.Errorf("member 0 alone, after %d records: %w", len(alone), err)
 		}
-		fs.EachRecord(func(r *kgo.Record) { alone = append(alone, consumed{0, string(r.Value), r.Partition, r.Offset}) })
+		fs.EachRecord(func(r *kgo.Record) {
+			alone = append(alone, prog.Consumed{Member: 0, Value: string(r.Value), Partition: r.Partition, Offset: r.Offset})
+		})
 	}
 	if err := members[0].cl.CommitUncommittedOffsets(ctx); err != nil {
 		return nil, fmt.Errorf("commit: %w", err)

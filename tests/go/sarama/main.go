@@ -249,13 +249,6 @@ func produce(cfg *sarama.Config, boot []string, topic string, n int) (any, error
 	return map[string]any{"records": out}, nil
 }
 
-type consumed struct {
-	Member    int    `json:"member"`
-	Value     string `json:"value"`
-	Partition int32  `json:"partition"`
-	Offset    int64  `json:"offset"`
-}
-
 // member is a ConsumerGroupHandler: it remembers its session (generation, claims) and hands every
 // message to the shared list, marking it for the commit.
 type member struct {
@@ -263,7 +256,7 @@ type member struct {
 	topic   string
 	mu      sync.Mutex
 	session sarama.ConsumerGroupSession
-	sink    func(consumed)
+	sink    func(prog.Consumed)
 }
 
 func (m *member) Setup(s sarama.ConsumerGroupSession) error {
@@ -287,7 +280,7 @@ func (m *member) ConsumeClaim(s sarama.ConsumerGroupSession, claim sarama.Consum
 			if !ok {
 				return nil
 			}
-			m.sink(consumed{m.id, string(msg.Value), msg.Partition, msg.Offset})
+			m.sink(prog.Consumed{Member: m.id, Value: string(msg.Value), Partition: msg.Partition, Offset: msg.Offset})
 			s.MarkMessage(msg, "")
 		case <-s.Context().Done():
 			return nil
@@ -323,9 +316,9 @@ func group(cfg *sarama.Config, boot []string, topic, groupID string, n int) (any
 	}
 
 	var mu sync.Mutex
-	var got []consumed
+	var got []prog.Consumed
 	reached := make(chan struct{})
-	sink := func(c consumed) {
+	sink := func(c prog.Consumed) {
 		mu.Lock()
 		defer mu.Unlock()
 		got = append(got, c)

@@ -33,3 +33,11 @@ func Print(out any) {
 	}
 	fmt.Println(string(line))
 }
+
+// Consumed is a record a group member read, as the programs print it.
+type Consumed struct {
+	Member    int    `json:"member"`
+	Value     string `json:"value"`
+	Partition int32  `json:"partition"`
+	Offset    int64  `json:"offset"`
+}
