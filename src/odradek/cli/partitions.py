@@ -11,6 +11,7 @@ and clear the throttle they set. All three are rack-aware when every broker has 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
 
@@ -33,6 +34,8 @@ partitions_app = typer.Typer(no_args_is_help=True, help="Partitions: reassign (l
 ThrottleOption = typer.Option(
     "--throttle", min=1, help="Replication throttle in bytes/s for the moving replicas "
     "(leader/follower.replication.throttled.rate); cleared when the moves are done.")
+YesOption = typer.Option("--yes", "-y", help="Move without asking.")
+TimeoutOption = typer.Option("--timeout", help="Seconds to wait for the moves.")
 
 
 def _read(path: Path, what: str) -> str:
@@ -232,10 +235,29 @@ def _run(client: Client, out: Console, plan: rp.Assignment, current: rp.Assignme
         _clear_throttle(client, out, {t for t, _ in plan})
 
 
+def _plan_and_move(client: Client, out: Console, current: rp.Assignment, brokers: list[int],
+                   planner: Callable[[dict[rp.TopicPartition, int], dict[int, str | None]], rp.Assignment],
+                   cannot: str, headline: str, throttle: int | None, yes: bool, timeout: float) -> rp.Assignment:
+    """Plans with the partitions' sizes and the brokers' racks (`cannot ...: why` if the planner
+    refuses), shows the plan after `headline` and moves (_run); the plan."""
+    sizes = rp.partition_sizes(client)
+    racks = rp.broker_racks(client)
+    try:
+        plan = planner(sizes, racks)
+    except ValueError as exc:
+        fail(f"{cannot}: {exc}")
+    _say_racks(out, racks, brokers)
+    out.print(f"{headline}: {len(plan)} partition(s) to move")
+    if plan:
+        _show_plan(out, plan, current, brokers, sizes)
+    _run(client, out, plan, current, throttle, yes, timeout)
+    return plan
+
+
 def rebalance(
-    yes: Annotated[bool, typer.Option("--yes", "-y", help="Move without asking.")] = False,
+    yes: Annotated[bool, YesOption] = False,
     throttle: Annotated[int | None, ThrottleOption] = None,
-    timeout: Annotated[float, typer.Option("--timeout", help="Seconds to wait for the moves.")] = 600.0,
+    timeout: Annotated[float, TimeoutOption] = 600.0,
     bootstrap: str = BootstrapOption,
     command_config: Path | None = CommandConfigOption,
     client_property: list[str] | None = ClientPropertyOption,
@@ -244,26 +266,19 @@ def rebalance(
     client = connect(bootstrap, command_config, client_property)
     out = Console(soft_wrap=True, highlight=False)
     current, brokers = rp.current_assignment(client)
-    sizes = rp.partition_sizes(client)
-    racks = rp.broker_racks(client)
-    try:
-        plan = rp.rebalance(current, brokers, sizes, racks)
-    except ValueError as exc:
-        fail(f"cannot plan a rebalance: {exc}")
-    _say_racks(out, racks, brokers)
-    out.print(f"rebalance over brokers {','.join(map(str, brokers))}: {len(plan)} partition(s) to move")
-    if plan:
-        _show_plan(out, plan, current, brokers, sizes)
-    _run(client, out, plan, current, throttle, yes, timeout)
+    plan = _plan_and_move(client, out, current, brokers,
+                          lambda sizes, racks: rp.rebalance(current, brokers, sizes, racks),
+                          "cannot plan a rebalance", f"rebalance over brokers {','.join(map(str, brokers))}",
+                          throttle, yes, timeout)
     if plan:
         out.print("rebalance complete")
 
 
 def decommission(
     broker: Annotated[int, typer.Argument(help="The id of the broker to empty.")],
-    yes: Annotated[bool, typer.Option("--yes", "-y", help="Move without asking.")] = False,
+    yes: Annotated[bool, YesOption] = False,
     throttle: Annotated[int | None, ThrottleOption] = None,
-    timeout: Annotated[float, typer.Option("--timeout", help="Seconds to wait for the moves.")] = 600.0,
+    timeout: Annotated[float, TimeoutOption] = 600.0,
     bootstrap: str = BootstrapOption,
     command_config: Path | None = CommandConfigOption,
     client_property: list[str] | None = ClientPropertyOption,
@@ -274,17 +289,10 @@ def decommission(
     current, brokers = rp.current_assignment(client)
     if broker not in brokers:
         fail(f"broker {broker} is not in the cluster (brokers: {','.join(map(str, brokers))})")
-    sizes = rp.partition_sizes(client)
-    racks = rp.broker_racks(client)
-    try:
-        plan = rp.decommission(current, brokers, broker, sizes, racks)
-    except ValueError as exc:
-        fail(f"cannot decommission broker {broker}: {exc}")
-    _say_racks(out, racks, brokers)
-    out.print(f"decommission of broker {broker}: {len(plan)} partition(s) to move")
-    if plan:
-        _show_plan(out, plan, current, brokers, sizes)
-    _run(client, out, plan, current, throttle, yes, timeout)
+    _plan_and_move(client, out, current, brokers,
+                   lambda sizes, racks: rp.decommission(current, brokers, broker, sizes, racks),
+                   f"cannot decommission broker {broker}", f"decommission of broker {broker}",
+                   throttle, yes, timeout)
     deadline = time.monotonic() + 30
     while True:  # the final assignment is written; wait until no replica and no leadership is left
         md = client.metadata()
