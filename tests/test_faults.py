@@ -66,6 +66,37 @@ def test_a_write_the_full_disk_refused_is_not_remembered_as_written(small_disk: 
     plog.close()
 
 
+def test_a_truncation_on_a_full_disk_forgets_the_cut_batches_sequence_numbers(small_disk: Path) -> None:
+    """A follower whose disk was full truncated its log to a new leader's, but writing the
+    leader-epoch checkpoint failed (ENOSPC) before the producer state was rebuilt: the state kept
+    the sequence numbers of the batch just cut, so as the next leader it would have answered the
+    producer's retry of that batch as a duplicate at an offset it no longer held (acknowledged,
+    never written)."""
+
+    def batch(seq: int, offset: int, value: bytes) -> bytes:
+        return encode_batch([(b"k", value, ())], base_offset=offset, producer_id=7, producer_epoch=0,
+                            base_sequence=seq, partition_leader_epoch=0)
+
+    plog = PartitionLog.open(small_disk / "t-0", "t", 0, LogConfig())
+    data = batch(0, 0, b"a") + batch(1, 1, b"b") + batch(2, 2, b"c")  # offset 2: not on the new leader
+    plog.append_as_follower(data, scan_batches(data)[0])
+    filler = fill(small_disk)
+    try:
+        with pytest.raises(OSError):  # the checkpoint: the truncation itself is done
+            plog.truncate_to(2)
+        assert plog.log_end_offset == 2
+        assert plog.producer_state.producers[7].last_seq == 1
+    finally:
+        filler.unlink()
+    plog.assign_leader_epoch(1, 2)  # leader now; the producer retries its unacknowledged batch
+    plog.leader_epoch = 1
+    retry = idempotent(7, 2, b"c")
+    result = plog.append(retry, scan_batches(retry)[0], now_ms=int(time.time() * 1000))
+    assert (result.base_offset, plog.log_end_offset) == (2, 3)
+    assert read_values(plog) == [(0, b"a"), (1, b"b"), (2, b"c")]
+    plog.close()
+
+
 def read_values(plog: PartitionLog) -> list[tuple[int, bytes | None]]:
     out = []
     data = plog.read(0, 1 << 20)

@@ -393,12 +393,13 @@ class PartitionLog:
         return self.epochs[-1][0], self.log_end_offset
 
     def _save_epochs(self) -> None:
-        self._epochs_dirty = False
+        self._epochs_dirty = True  # until written: a full disk's refusal leaves it to the next flush
         path = self.dir / LEADER_EPOCH_FILE
         tmp = path.with_suffix(".tmp")
         entries = "".join(f"{e} {s}\n" for e, s in self.epochs)
         tmp.write_text(f"0\n{len(self.epochs)}\n{entries}")
         os.replace(tmp, path)
+        self._epochs_dirty = False
 
     def _load_epochs(self) -> None:
         path = self.dir / LEADER_EPOCH_FILE
@@ -427,22 +428,31 @@ class PartitionLog:
             self.segments.pop().delete()
             self._bases.pop()
         seg = self.segments[-1]
+        refused: OSError | None = None
         if seg.base_offset >= offset:
             seg.delete()
             self.segments[-1] = self._new_segment(max(offset, self.log_start_offset))
             self._bases[-1] = self.segments[-1].base_offset
         else:
-            seg.truncate_to(offset)
+            try:
+                seg.truncate_to(offset)
+            except OSError as exc:  # its index files rewritten on a full disk: the batches are cut all the same
+                # (a new error: the caught one's frames hold the index buffer, which must be resizable again)
+                refused = OSError(exc.errno, f"truncating {seg.log_path.name}: {exc.strerror}")
         self.log_end_offset = max(self.segments[-1].next_offset, self.segments[-1].base_offset)
         self.high_watermark = min(self.high_watermark, self.log_end_offset)
         self.recovery_point = min(self.recovery_point, self.log_end_offset)
         self.epochs = [(e, s) for e, s in self.epochs if s < self.log_end_offset]
-        self._save_epochs()
         self.producer_state.drop_aborted(from_offset=self.log_end_offset)
+        # the producer state before the files below: a full disk refusing them left the state with
+        # the cut batches' sequence numbers (a retry of them was answered as a duplicate, unwritten)
+        self._rebuild_producer_state()
+        self._save_epochs()
         last = self.segments[-1]
         txn_index.rewrite(txn_index.index_path(last.log_path),
                           [a for a in self.producer_state.aborted if a.last_offset >= last.base_offset])
-        self._rebuild_producer_state()
+        if refused is not None:
+            raise refused
 
     def truncate_fully_and_start_at(self, offset: int) -> None:
         """Replication (Kafka's UnifiedLog.truncateFullyAndStartAt): a follower whose log ends
