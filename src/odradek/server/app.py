@@ -139,8 +139,11 @@ class Server:
                 await self.broker.enforce_retention()
                 next_retention = now + retention_every
             if now >= next_checkpoint:  # fsyncs in a thread: 1,000 written logs held the loop for seconds
-                await self.broker.logs.flush_in_background()
                 next_checkpoint = loop.time() + CHECKPOINT_INTERVAL_S
+                try:
+                    await self.broker.logs.flush_in_background()
+                except OSError as exc:  # a full disk refusing a checkpoint: this task must live on
+                    log.error("cannot flush and checkpoint the logs: %s", exc)
 
     def disconnect_all(self) -> None:
         for conn in list(self.connections):
