@@ -188,6 +188,16 @@ def _op(fn: Callable[..., Any], *names: str) -> Handler:
     return handler
 
 
+def _delete(fn: Callable[..., Any], name: str) -> Handler:
+    """A DELETE route calling fn(session, the path parameter `name`) in the thread pool; it
+    answers {"deleted": that parameter}."""
+    async def handler(request: web.Request) -> web.Response:
+        console = _console(request)
+        await console.run(fn, console.session(request), request.match_info[name])
+        return web.json_response({"deleted": request.match_info[name]})
+    return handler
+
+
 async def get_topic(request: web.Request) -> web.Response:
     console = _console(request)
     session = console.session(request)
@@ -209,12 +219,6 @@ async def create_topic(request: web.Request) -> web.Response:
                       _int(body.get("replication_factor"), "the replication factor", -1),
                       {str(k): str(v) for k, v in configs.items()})
     return web.json_response({"created": name})
-
-
-async def delete_topic(request: web.Request) -> web.Response:
-    console = _console(request)
-    await console.run(topics.delete_topic, console.session(request), request.match_info["name"])
-    return web.json_response({"deleted": request.match_info["name"]})
 
 
 async def alter_config(request: web.Request) -> web.Response:
@@ -252,12 +256,6 @@ async def produce(request: web.Request) -> web.Response:
         None if key is None else str(key), None if value is None else str(value),
         [(str(k), str(v)) for k, v in headers if str(k)])
     return web.json_response(result)
-
-
-async def delete_group(request: web.Request) -> web.Response:
-    console = _console(request)
-    await console.run(groups.delete_group, console.session(request), request.match_info["group"])
-    return web.json_response({"deleted": request.match_info["group"]})
 
 
 async def reset_offsets(request: web.Request) -> web.Response:
@@ -338,13 +336,13 @@ def make_app(console: Console) -> web.Application:
     r.add_get("/api/topics", _op(topics.list_topics))
     r.add_post("/api/topics", create_topic)
     r.add_get("/api/topics/{name}", get_topic)
-    r.add_delete("/api/topics/{name}", delete_topic)
+    r.add_delete("/api/topics/{name}", _delete(topics.delete_topic, "name"))
     r.add_post("/api/topics/{name}/configs", alter_config)
     r.add_get("/api/topics/{name}/messages", get_messages)
     r.add_post("/api/topics/{name}/produce", produce)
     r.add_get("/api/groups", _op(groups.list_groups))
     r.add_get("/api/groups/{group}", _op(groups.describe_group, "group"))
-    r.add_delete("/api/groups/{group}", delete_group)
+    r.add_delete("/api/groups/{group}", _delete(groups.delete_group, "group"))
     r.add_post("/api/groups/{group}/reset", reset_offsets)
     r.add_get("/api/transactions", list_transactions)
     r.add_get("/api/transactions/{id}", describe_transaction)
