@@ -8,16 +8,8 @@ import crc32c
 import pytest
 from kio.schema.errors import ErrorCode
 
+from odradek.protocol import framing
 from odradek.protocol.build import build
-from odradek.protocol.framing import (
-    FrameError,
-    decode_request,
-    decode_response,
-    encode_request,
-    encode_response,
-    request_type,
-    response_type,
-)
 from odradek.protocol.records import (
     InvalidRecordError,
     decode_batch,
@@ -93,17 +85,17 @@ def test_log_append_time_rewrites_the_crc() -> None:
 
 
 def test_request_framing_round_trip_and_truncation() -> None:
-    body = build(request_type(3, 12), topics=[{"name": "t"}], allow_auto_topic_creation=True)
-    frame = encode_request(3, 12, 99, body)
-    header, parsed = decode_request(frame[4:])
+    body = build(framing.request_type(3, 12), topics=[{"name": "t"}], allow_auto_topic_creation=True)
+    frame = framing.encode_request(3, 12, 99, body)
+    header, parsed = framing.decode_request(frame[4:])
     assert header.correlation_id == 99 and parsed.topics[0].name == "t"
-    with pytest.raises(FrameError):
-        decode_request(frame[4:14])
+    with pytest.raises(framing.FrameError):
+        framing.decode_request(frame[4:14])
 
 
 def test_response_builder_fills_defaults_and_drops_unknown_fields() -> None:
-    resp = build(response_type(0, 3), responses=[{"name": "t", "partition_responses": [
+    resp = build(framing.response_type(0, 3), responses=[{"name": "t", "partition_responses": [
         {"index": 0, "error_code": 0, "base_offset": 5, "record_errors": [], "not_in_v3": 1}]}])
-    cid, back = decode_response(encode_response(1, resp)[4:], 0, 3)
+    cid, back = framing.decode_response(framing.encode_response(1, resp)[4:], 0, 3)
     part = back.responses[0].partition_responses[0]
     assert cid == 1 and part.base_offset == 5 and part.error_code == ErrorCode.none
