@@ -29,11 +29,10 @@ def elect(store: ZkMetadataStore, topic: str, p: int, election_type: int, live: 
     """Blocking (the store's executor); raises TopicError with Kafka's code when nothing was
     elected (ControllerMoved when the controller whose `fence` this is was deposed)."""
     meta = store.seen.topics.get(topic)
-    if meta is None or not 0 <= p < meta.partitions:
-        raise TopicError("unknown_topic_or_partition", "The partition does not exist.")
-    replicas = meta.replicas[p]
     try:
-        _elect(store, topic, p, election_type, live, replicas, fence, controller_epoch)
+        if meta is None or not 0 <= p < meta.partitions:
+            raise TopicError("unknown_topic_or_partition", "The partition does not exist.")
+        _elect(store, topic, p, election_type, live, meta.replicas[p], fence, controller_epoch)
     except ControllerMoved:
         raise
     except TopicError:

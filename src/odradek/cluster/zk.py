@@ -21,24 +21,26 @@ so the store's calls go through `ops`, which gives up after the session timeout,
 and at once once the store is `closing` and ZooKeeper is not connected. The
 executor's threads are daemons, kazoo reconnects at most a second apart (its
 default backs off to an hour), and `stop()` gives up on a kazoo that does not
-close in `STOP_TIMEOUT_S`: a broker shutting down with its ZooKeeper gone exits.
+close in `STOP_TIMEOUT_S`: a broker shutting down with its ZooKeeper gone exits
+(the plumbing: cluster/zk_client.py).
+
+Every write of the controller is fenced: one transaction with a check of /controller_epoch's
+zkVersion (`fenced_set`, `fenced_delete`, `write_state(fence=...)`), so a controller deposed
+while it was paused writes nothing (ControllerMoved).
 """
 
 from __future__ import annotations
 
-import atexit
 import json
 import logging
-import queue
 import threading
 import time
 import uuid
 from collections.abc import Callable
-from concurrent.futures import Executor, Future
 from dataclasses import dataclass, field
 from typing import Any
 
-from kazoo.client import KazooClient, KazooState  # type: ignore[import-untyped]
+from kazoo.client import KazooState  # type: ignore[import-untyped]
 from kazoo.exceptions import (  # type: ignore[import-untyped]
     BadVersionError,
     KazooException,
@@ -47,26 +49,29 @@ from kazoo.exceptions import (  # type: ignore[import-untyped]
 )
 from kazoo.handlers.threading import KazooTimeoutError  # type: ignore[import-untyped]
 from kazoo.protocol.states import WatchedEvent  # type: ignore[import-untyped]
-from kazoo.retry import KazooRetry  # type: ignore[import-untyped]
 
+from odradek.cluster import zk_client
 from odradek.cluster.metadata import TopicError, TopicMetadata, check_collision
+from odradek.cluster.zk_client import (
+    EXECUTOR_GRACE_S,
+    STOP_TIMEOUT_S,
+    BoundedOps,
+    DaemonExecutor,
+    is_rollback,
+    new_client,
+    split_connect,
+    stop_client,
+)
+
+ZkError = zk_client.ZkError  # raised by the store's calls; importers take it from here
 
 log = logging.getLogger("odradek.zk")
 logging.getLogger("kazoo.client").setLevel(logging.WARNING)  # one line per connection state is noise
 
 Post = Callable[..., None]
 
-STOP_TIMEOUT_S = 3.0  # closing the kazoo client; past it the client is left to its daemon threads
-RECONNECT_MAX_DELAY_S = 1.0  # kazoo's reconnection backoff caps at this (its default: 3600 s)
-EXECUTOR_GRACE_S = 1.0  # calls in flight at stop() may finish while still connected
-
-
 CONTROLLER_EPOCH_PATH = "/controller_epoch"
 Fence = tuple[str, int]  # (path, version) checked in the same transaction as a write
-
-
-class ZkError(ConnectionError):
-    """ZooKeeper is unreachable or refused a write; one sentence for the log."""
 
 
 class ControllerMoved(TopicError):
@@ -76,59 +81,6 @@ class ControllerMoved(TopicError):
 
     def __init__(self, message: str = "this broker is no longer the controller") -> None:
         super().__init__("not_controller", message)
-
-
-class DaemonExecutor(Executor):
-    """A few daemon worker threads for blocking ZooKeeper calls.
-
-    Not a ThreadPoolExecutor: the interpreter joins those threads at exit, so one call
-    waiting on a ZooKeeper that is gone would keep a stopped broker's process alive."""
-
-    def __init__(self, workers: int, name: str) -> None:
-        self._queue: queue.SimpleQueue[tuple[Future[Any], Callable[..., Any], tuple[Any, ...],
-                                             dict[str, Any]] | None] = queue.SimpleQueue()
-        self._closed = False
-        self._threads = [threading.Thread(target=self._work, name=f"{name}-{i}", daemon=True)
-                         for i in range(workers)]
-        for t in self._threads:
-            t.start()
-
-    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
-        if self._closed:
-            raise ZkError("the ZooKeeper client is closed")
-        fut: Future[Any] = Future()
-        self._queue.put((fut, fn, args, kwargs))
-        return fut
-
-    def _work(self) -> None:
-        while (item := self._queue.get()) is not None:
-            fut, fn, args, kwargs = item
-            if not fut.set_running_or_notify_cancel():
-                continue
-            try:
-                result = fn(*args, **kwargs)
-            except BaseException as exc:  # noqa: BLE001 - handed to the caller, as ThreadPoolExecutor does
-                fut.set_exception(exc)
-            else:
-                fut.set_result(result)
-
-    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False, timeout: float | None = None) -> None:
-        """Stop taking calls; with `wait`, give the running ones up to `timeout` seconds."""
-        self._closed = True
-        if cancel_futures:
-            while True:
-                try:
-                    item = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if item is not None:
-                    item[0].cancel()
-        for _ in self._threads:
-            self._queue.put(None)
-        if wait:
-            deadline = None if timeout is None else time.monotonic() + timeout
-            for t in self._threads:
-                t.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,71 +130,6 @@ class LeaderAndIsr:
                    int(d.get("controller_epoch", 0)), zk_version)
 
 
-class BoundedOps:
-    """kazoo's blocking calls, each waiting at most the store's `op_timeout_s` for its answer.
-
-    kazoo's own (zk.get, zk.set, ...) queue a request made while disconnected until the
-    connection is back, however long that takes. Watches keep using those (on kazoo's
-    threads, they should wait for the reconnection); every other caller uses these."""
-
-    def __init__(self, store: ZkMetadataStore) -> None:
-        self.store = store
-
-    def _wait(self, start: Callable[[], Any], what: str) -> Any:
-        store = self.store
-        if store.closing and not store.connected:
-            raise ZkError(f"ZooKeeper is not connected ({what})")
-        result = start()
-        try:
-            return result.get(timeout=store.op_timeout_s)
-        except KazooTimeoutError:
-            raise ZkError(f"no answer from ZooKeeper within {store.op_timeout_s:.1f} s ({what})") from None
-
-    def get(self, path: str) -> tuple[bytes, Any]:
-        return self._wait(lambda: self.store.zk.get_async(path), f"get {path}")  # type: ignore[no-any-return]
-
-    def exists(self, path: str) -> Any:
-        return self._wait(lambda: self.store.zk.exists_async(path), f"exists {path}")
-
-    def get_children(self, path: str) -> list[str]:
-        return self._wait(lambda: self.store.zk.get_children_async(path), f"children of {path}")  # type: ignore[no-any-return]
-
-    def set(self, path: str, value: bytes, version: int = -1) -> Any:
-        return self._wait(lambda: self.store.zk.set_async(path, value, version), f"set {path}")
-
-    def create(self, path: str, value: bytes = b"", *, ephemeral: bool = False, makepath: bool = False,
-               sequence: bool = False) -> str:
-        return self._wait(lambda: self.store.zk.create_async(path, value, ephemeral=ephemeral,  # type: ignore[no-any-return]
-                                                             sequence=sequence, makepath=makepath),
-                          f"create {path}")
-
-    def ensure_path(self, path: str) -> None:
-        self._wait(lambda: self.store.zk.ensure_path_async(path), f"ensure {path}")
-
-    def delete(self, path: str, *, recursive: bool = False, version: int = -1) -> None:
-        if recursive:
-            try:
-                children = self.get_children(path)
-            except NoNodeError:
-                return
-            for child in children:
-                self.delete(f"{path}/{child}", recursive=True)
-        try:
-            self._wait(lambda: self.store.zk.delete_async(path, version), f"delete {path}")
-        except NoNodeError:
-            if not recursive:
-                raise
-
-    def commit(self, tx: Any) -> list[Any]:
-        return self._wait(tx.commit_async, "transaction")  # type: ignore[no-any-return]
-
-
-def split_connect(connect: str) -> tuple[str, str]:
-    """`host:port[,host:port]/chroot` -> (hosts, chroot or '')."""
-    hosts, slash, chroot = connect.partition("/")
-    return hosts, ("/" + chroot.strip("/")) if slash and chroot.strip("/") else ""
-
-
 def topic_path(topic: str) -> str:
     return f"/brokers/topics/{topic}"
 
@@ -271,7 +158,7 @@ class ZkMetadataStore:
         self.op_timeout_s = self.session_timeout_s
         self.post: Post = post or (lambda fn, *a: fn(*a))
         self.cluster_id = ""
-        self.zk = _client(self.hosts + self.chroot, self.session_timeout_s)
+        self.zk = new_client(self.hosts + self.chroot, self.session_timeout_s)
         self.ops = BoundedOps(self)
         self.closing = False  # set at shutdown: calls fail at once while ZooKeeper is not connected
         self.seen = _Watched()
@@ -295,14 +182,14 @@ class ZkMetadataStore:
     def start(self, cluster_id: str | None = None) -> None:
         """Connect (creating the chroot), read or write /cluster/id, start the watches."""
         if self.chroot:
-            root = _client(self.hosts, self.session_timeout_s)
+            root = new_client(self.hosts, self.session_timeout_s)
             try:
                 root.start(timeout=10)
                 root.ensure_path_async(self.chroot).get(timeout=self.op_timeout_s)
             except (KazooException, KazooTimeoutError, OSError) as exc:
                 raise ZkError(f"cannot reach ZooKeeper at {self.hosts}: {exc!r}") from None
             finally:
-                _stop_client(root, STOP_TIMEOUT_S)
+                stop_client(root, STOP_TIMEOUT_S)
         try:
             self.zk.start(timeout=10)
         except (KazooException, KazooTimeoutError, OSError) as exc:
@@ -324,7 +211,7 @@ class ZkMetadataStore:
         """Close the session in bounded time, whether or not ZooKeeper answers."""
         self.closing = True
         self.executor.shutdown(wait=True, cancel_futures=True, timeout=EXECUTOR_GRACE_S if self.connected else 0.0)
-        _stop_client(self.zk, timeout)
+        stop_client(self.zk, timeout)
 
     def _session_listener(self, state: str) -> None:
         # Runs on kazoo's connection thread: only hand it over (with when, for cluster/zk_quorum.py).
@@ -505,7 +392,7 @@ class ZkMetadataStore:
                 raise TopicError("topic_already_exists", f"Topic '{name}' already exists.")  # Kafka's words
             if isinstance(r, BadVersionError):
                 raise TopicError("concurrent_transactions", f"topic {name!r} changed concurrently; retry")
-            if isinstance(r, Exception) and not _is_rollback(r):
+            if isinstance(r, Exception) and not is_rollback(r):
                 raise TopicError("unknown_server_error", f"ZooKeeper refused the change of {name!r}: {r!r}")
 
     @staticmethod
@@ -624,47 +511,14 @@ class ZkMetadataStore:
 
     def _fenced_commit(self, tx: Any, fence: Fence) -> list[Any]:
         results = self.ops.commit(tx)
-        if isinstance(results[0], Exception) and not _is_rollback(results[0]):
+        if isinstance(results[0], Exception) and not is_rollback(results[0]):
             raise ControllerMoved(f"{fence[0]} is no longer at version {fence[1]}: a newer controller "
                                   f"was elected ({type(results[0]).__name__})")
         return results
 
 
-def _client(hosts: str, session_timeout_s: float) -> KazooClient:
-    """Reconnection tries forever but at most RECONNECT_MAX_DELAY_S apart; the command retry
-    (kazoo's watches use it) likewise."""
-    def retry() -> KazooRetry:
-        return KazooRetry(max_tries=-1, delay=0.1, backoff=2, max_delay=RECONNECT_MAX_DELAY_S)
-
-    return KazooClient(hosts=hosts, timeout=session_timeout_s, connection_retry=retry(), command_retry=retry())
-
-
-def _stop_client(client: KazooClient, timeout: float) -> None:
-    """kazoo's stop() joins its connection thread without a timeout (a connect attempt to a
-    host that drops packets lasts up to the session timeout): run it aside, wait `timeout`."""
-    def stop() -> None:
-        try:
-            client.stop()
-            client.close()
-        except Exception as exc:  # noqa: BLE001 - kazoo's close() raises a bare Exception when not stopped
-            log.debug("closing the ZooKeeper client: %r", exc)
-
-    t = threading.Thread(target=stop, name="odradek-zk-stop", daemon=True)
-    t.start()
-    t.join(timeout)
-    if t.is_alive():
-        # kazoo's handler also stops at exit (atexit, joining its threads without a timeout,
-        # under the lock the thread above may hold): it must not hold the process either
-        atexit.unregister(client.handler.stop)
-        log.warning("the ZooKeeper client did not close within %.1f s; leaving it", timeout)
-
-
 def _with_version(state: LeaderAndIsr, version: int) -> LeaderAndIsr:
     return LeaderAndIsr(state.leader, state.leader_epoch, state.isr, state.controller_epoch, version)
-
-
-def _is_rollback(exc: Exception) -> bool:
-    return type(exc).__name__ in ("RolledBackError", "RuntimeInconsistency")
 
 
 def _new_cluster_id() -> str:

@@ -46,11 +46,12 @@ async def handle(ctx: RequestContext, request: Any) -> Any:
         for p in partitions:
             meta = topics.get(name)
             try:
-                if meta is None or not 0 <= p < meta.partitions:
+                if elect is not None:  # cluster mode: the controller checks the partition too
+                    await elect(name, p, election_type)
+                elif meta is None or not 0 <= p < meta.partitions:
                     raise TopicError("unknown_topic_or_partition", "The partition does not exist.")
-                if elect is None:
+                else:
                     raise TopicError("election_not_needed", "Leader election not needed for topic partition.")
-                await elect(name, p, election_type)
                 error, message = ErrorCode.none, None
             except TopicError as exc:
                 error, message = ErrorCode[exc.code], str(exc)
