@@ -38,18 +38,13 @@ from pathlib import Path
 from typing import Any
 
 from confluent_kafka.admin import AdminClient, NewTopic
+from produce_consume import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 JAVA_DIR = ROOT / "tests" / "java"
 LEAVE_AT_MS = 45_000  # the leaving member closes then: every join has settled by far
 RUN_UNTIL_MS = 75_000
 KAFKA = "kafka-4.3.1"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def start_broker(data_dir: Path) -> tuple[subprocess.Popen[bytes], str]:
