@@ -8,8 +8,9 @@ ZooKeeper events arrive on kazoo's thread and are handed to the event loop with
 call_soon_threadsafe; ZooKeeper writes run in the store's executor.
 
 Beside it: the admin writes (topics, partitions, configs, reassignments, elections) in
-server/cluster_topics.py, its base class; the controlled shutdown in server/cluster_shutdown.py;
-the group coordinator's failover in server/cluster_groups.py.
+server/cluster_topics.py and the requests to other brokers in server/cluster_peers.py, its base
+classes; the controlled shutdown in server/cluster_shutdown.py; the group coordinator's failover
+in server/cluster_groups.py.
 
 Shutdown ends whether or not ZooKeeper answers: the controlled shutdown makes at
 most controlled.shutdown.max.retries attempts within max.retries x
@@ -44,6 +45,7 @@ from odradek.security.client import inter_broker_security
 from odradek.security.listeners import inter_broker_listener
 from odradek.server.broker import PRODUCER_ID_BLOCK, Node, PartitionState
 from odradek.server.cluster_groups import offsets_partition_moved
+from odradek.server.cluster_peers import ClusterPeers
 from odradek.server.cluster_shutdown import controlled_shutdown
 from odradek.server.cluster_topics import ClusterTopicAdmin
 from odradek.storage.log import AppendResult, PartitionLog
@@ -51,11 +53,10 @@ from odradek.storage.manager import LogManager
 
 log = logging.getLogger("odradek.cluster")
 
-WRITE_TXN_MARKERS_KEY = 27
 RACK_AWARE_SELECTOR = "org.apache.kafka.common.replica.RackAwareReplicaSelector"
 
 
-class ClusterBroker(ClusterTopicAdmin):
+class ClusterBroker(ClusterTopicAdmin, ClusterPeers):
     """One broker of a ZooKeeper-coordinated cluster."""
 
     def __init__(self, config: BrokerConfig, *, faults: Any = None) -> None:
@@ -323,49 +324,6 @@ class ClusterBroker(ClusterTopicAdmin):
 
     def node_by_id(self, broker_id: int) -> Node | None:
         return self.nodes.get(broker_id)
-
-    async def write_txn_marker(self, topic: str, partition: int, producer_id: int, producer_epoch: int,
-                               committed: bool, coordinator_epoch: int, transaction_version: int = 0) -> ErrorCode:
-        """Local leader: append (and wait for the ISR); otherwise WriteTxnMarkers to the leader."""
-        if (topic, partition) in self.replicas.leaders:
-            return await super().write_txn_marker(topic, partition, producer_id, producer_epoch, committed,
-                                                  coordinator_epoch, transaction_version)
-        state = self._state(topic, partition)
-        node = self.nodes.get(state.leader) if state is not None else None
-        if node is None or node.node_id == self.node_id:
-            return ErrorCode.not_leader_or_follower
-        peer = self._peer(node, "txn")
-        body = {"markers": [{"producer_id": producer_id, "producer_epoch": producer_epoch,
-                             "transaction_result": committed, "coordinator_epoch": coordinator_epoch,
-                             "transaction_version": transaction_version,
-                             "topics": [{"name": topic, "partition_indexes": [partition]}]}]}
-        try:
-            resp = await peer.call(WRITE_TXN_MARKERS_KEY, 2, body, timeout=30.0)
-        except (OSError, asyncio.IncompleteReadError, TimeoutError) as exc:
-            log.info("WriteTxnMarkers to broker %d failed: %r", node.node_id, exc)
-            return ErrorCode.not_leader_or_follower
-        return resp.markers[0].topics[0].partitions[0].error_code  # type: ignore[no-any-return]
-
-    def _peer(self, node: Node, purpose: str) -> PeerConnection:
-        """One kept connection per other broker and purpose (requests on one are sent one at a time)."""
-        peer = self._peers.get((node.node_id, purpose))
-        if peer is None or (peer.host, peer.port) != (node.host, node.port):
-            peer = self._peers[(node.node_id, purpose)] = PeerConnection(
-                node.host, node.port, f"broker-{self.node_id}-{purpose}", self.client_security
-            )
-        return peer
-
-    async def call_broker(self, node_id: int, api_key: int, version: int, body: dict[str, Any],
-                          timeout: float) -> Any:
-        """A request to another broker (AddPartitionsToTxn v4+ to a transaction coordinator,
-        Kafka's AddPartitionsToTxnManager); OSError when it cannot be reached or answer."""
-        node = self.nodes.get(node_id)
-        if node is None or node_id == self.node_id:
-            raise OSError(f"broker {node_id} is not a live peer")
-        try:
-            return await self._peer(node, "verify").call(api_key, version, body, timeout=timeout)
-        except (asyncio.IncompleteReadError, TimeoutError) as exc:
-            raise OSError(f"broker {node_id} did not answer: {exc!r}") from exc
 
     def append(self, plog: PartitionLog, data: bytes, batches: list[Any]) -> AppendResult:
         """Leader appends only: a follower's log takes the leader's offsets, never its own
