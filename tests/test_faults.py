@@ -351,12 +351,12 @@ def test_a_seeded_run_of_faults_keeps_every_guarantee(tmp_path: Path) -> None:
     session ZooKeeper expires (it must register again and follow the leaders elected meanwhile),
     ZooKeeper losing quorum: nothing acknowledged lost, no duplicates, no reordering, no split
     brain, no aborted or stale reads, committed offsets never going backwards, and after each heal
-    only ZooKeeper's leader acting as a partition's leader.
-
-    A full disk is left to the two tests above and to bench/fault_campaign.py: with leadership
-    moving meanwhile, the idempotent producer's retries after KAFKA_STORAGE_ERROR were written twice
-    in 1 of 4 runs (issue 18, still open: Kafka takes the log dir offline and moves leadership away)."""
-    kinds = ["pause-leader", "isolate-from-zookeeper", "zookeeper-session-expiry", "zookeeper-quorum-loss"]
+    only ZooKeeper's leader acting as a partition's leader. Then a leader's disk fills up: with
+    leadership moving meanwhile, an idempotent producer's records were written twice in 1 of 4 runs
+    (a sequence gap behind the refused batch made librdkafka bump its epoch; see
+    test_an_idempotent_producer_keeps_its_epoch_through_a_full_disk).
+    """
+    kinds = ["pause-leader", "isolate-from-zookeeper", "zookeeper-session-expiry", "zookeeper-quorum-loss", "disk-full"]
     lines: list[str] = []
     campaign = Campaign(tmp_path, seed=18, faults=len(kinds), kinds=kinds, in_order=True, hold=5.0,
                         log=lines.append)
