@@ -253,7 +253,7 @@ class ShareCoordinator:
         sp = self.partitions.get(key)
         if sp is not None and sp.topic_id == topic_id and sp.leader_epoch == leader_epoch:
             return sp
-        error, snap = await self.persister.read((group_id, topic_id, partition))
+        error, snap = await self.persister.read((group_id, topic_id, partition), leader_epoch)
         if error:
             return error
         sp = self.partitions.get(key)  # another request may have read it meanwhile
@@ -300,7 +300,9 @@ class ShareCoordinator:
             snap: Snapshot = (sp.state_epoch, sp.start_offset, sp.state_batches())
             sp.dirty = False
             error = await self.persister.write((sp.group_id, sp.topic_id, sp.partition), snap, sp.leader_epoch)
-            if error == E.fenced_state_epoch:  # altered or deleted meanwhile: read it again at next use
+            if error in (E.fenced_state_epoch, E.fenced_leader_epoch, E.invalid_request):
+                # altered, deleted (no state: INVALID_REQUEST) or read by a newer leader meanwhile:
+                # read it again at next use
                 log.info("share state of %s %s-%d was changed elsewhere", sp.group_id, sp.topic, sp.partition)
                 self.partitions.pop((sp.group_id, sp.topic, sp.partition), None)
             if error:

@@ -39,11 +39,21 @@ RPC_TIMEOUT_S = 15.0
 Key = tuple[str, uuid.UUID, int]
 
 
+def delivered(batches: list[StateBatch]) -> int:
+    """Records of the state batches delivered for good (ACKNOWLEDGED, ARCHIVED)."""
+    return sum(b.last_offset - b.first_offset + 1 for b in batches if b.delivery_state in (2, 4))
+
+
 class SharePersister:
     def __init__(self, broker: Broker) -> None:
         self.broker = broker
         self.store = ShareStateStore(broker)
         self.snapshots: dict[Key, Snapshot] = {}
+        # Kafka's ShareCoordinatorShard keeps apart the leader epoch that fences a share partition
+        # leader's reads and writes (leaderEpochMap) and the one of the latest record (shown by the
+        # summary, which an initialization sets to 0); and the summary's delivery complete count
+        self.leader_epochs: dict[Key, int] = {}
+        self.shown: dict[Key, tuple[int, int]] = {}  # (record leader epoch, delivery complete count)
         self._loaded: dict[int, int] = {}  # state partition -> the leader epoch its snapshots were read at
 
     def state_partition(self, key: Key) -> int:
@@ -65,7 +75,13 @@ class SharePersister:
             return
         for key in [k for k in self.snapshots if self.state_partition(k) == p]:
             del self.snapshots[key]
-        self.snapshots.update(self.store.load([p]))
+            self.leader_epochs.pop(key, None)
+            self.shown.pop(key, None)
+        leader_epochs: dict[Key, int] = {}
+        loaded = self.store.load([p], leader_epochs)
+        self.snapshots.update(loaded)
+        self.leader_epochs.update(leader_epochs)
+        self.shown.update({k: (leader_epochs.get(k, 0), delivered(snap[2])) for k, snap in loaded.items()})
         self._loaded[p] = epoch
 
     def summary_local(self, key: Key) -> tuple[ErrorCode, Snapshot | None]:
@@ -76,23 +92,34 @@ class SharePersister:
         self._ensure_loaded(p)
         return E.none, self.snapshots.get(key)
 
-    def read_local(self, key: Key) -> tuple[ErrorCode, Snapshot | None]:
-        """The state of `key`; INVALID_REQUEST when it was never initialized."""
+    def read_local(self, key: Key, leader_epoch: int = -1) -> tuple[ErrorCode, Snapshot | None]:
+        """The state of `key`; INVALID_REQUEST when it was never initialized. A share partition
+        leader's epoch older than one seen is FENCED_LEADER_EPOCH; a newer one is kept (-1: none)."""
         error, snap = self.summary_local(key)
-        if not error and snap is None:
-            return E.invalid_request, None
-        return error, snap
+        if error or snap is None:
+            return error or E.invalid_request, None
+        if leader_epoch >= 0:
+            seen = self.leader_epochs.get(key, 0)
+            if seen > leader_epoch:
+                return E.fenced_leader_epoch, None
+            if leader_epoch > seen:  # Kafka writes the state again with the new leader epoch
+                self.store.save(*key, snap, leader_epoch)
+                self.leader_epochs[key] = leader_epoch
+                self.shown[key] = (leader_epoch, self.shown.get(key, (0, -1))[1])
+        return E.none, snap
 
     async def initialize_local(self, key: Key, state_epoch: int, start_offset: int) -> ErrorCode:
         """InitializeShareGroupState: the state starts over at `start_offset` (-1: the share partition
         leader applies share.auto.offset.reset) with nothing in flight, unless a newer state epoch is kept."""
         return await self.write_local(key, (state_epoch, start_offset, []), initialize=True)
 
-    async def write_local(self, key: Key, snapshot: Snapshot | None, initialize: bool = False) -> ErrorCode:
+    async def write_local(self, key: Key, snapshot: Snapshot | None, leader_epoch: int = -1, *,
+                          initialize: bool = False, delivery_complete: int = -1) -> ErrorCode:
         """A snapshot (None: a tombstone), answered once the ISR holds it in cluster mode (as
         Kafka's coordinators write with acks=all); a write to a state never initialized is
-        INVALID_REQUEST, and one from an older state epoch FENCED_STATE_EPOCH (the state was
-        initialized, altered or deleted since its writer read it)."""
+        INVALID_REQUEST, one from an older state epoch FENCED_STATE_EPOCH (the state was
+        initialized, altered or deleted since its writer read it), one from a share partition
+        leader older than one seen FENCED_LEADER_EPOCH (-1: no leader epoch to check)."""
         leader, p = self._leader(key)
         if leader != self.broker.node_id:
             return E.not_coordinator
@@ -102,14 +129,24 @@ class SharePersister:
             return E.none
         if current is None and not initialize:
             return E.invalid_request
+        if not initialize and snapshot is not None and leader_epoch >= 0 and \
+                self.leader_epochs.get(key, 0) > leader_epoch:
+            return E.fenced_leader_epoch
         if snapshot is not None and current is not None and snapshot[0] < current[0]:
             return E.fenced_state_epoch
-        if not self.store.save(*key, snapshot):
+        shown = 0 if initialize else leader_epoch if leader_epoch >= 0 else self.shown.get(key, (0, -1))[0]
+        if not self.store.save(*key, snapshot, shown):
             return E.coordinator_not_available
         if snapshot is None:
             self.snapshots.pop(key, None)
+            self.leader_epochs.pop(key, None)
+            self.shown.pop(key, None)
         else:
             self.snapshots[key] = snapshot
+            if leader_epoch >= 0 and not initialize:
+                self.leader_epochs[key] = leader_epoch
+            self.shown[key] = (shown, 0 if initialize else delivery_complete if delivery_complete >= 0
+                               else delivered(snapshot[2]))
         wait = getattr(self.broker, "wait_replicated", None)
         plog = self.broker.partition_log(self.store.topic, p)
         if wait is not None and plog is not None:
@@ -131,17 +168,17 @@ class SharePersister:
 
     # -- the share partition leader's side --------------------------------------------------------
 
-    async def read(self, key: Key) -> tuple[ErrorCode, Snapshot | None]:
+    async def read(self, key: Key, leader_epoch: int = -1) -> tuple[ErrorCode, Snapshot | None]:
         """The state of `key`: INVALID_REQUEST when it was never initialized; a start offset of -1 when
-        it was initialized without one."""
+        it was initialized without one. `leader_epoch`: the share partition leader's (-1: not its leader)."""
         leader, _ = self._leader(key)
         if leader == self.broker.node_id:
-            return self.read_local(key)
+            return self.read_local(key, leader_epoch)
         if leader < 0:
             return E.coordinator_not_available, None
         group, topic_id, partition = key
         body = {"group_id": group, "topics": [{"topic_id": topic_id, "partitions": [
-            {"partition": partition, "leader_epoch": -1}]}]}
+            {"partition": partition, "leader_epoch": leader_epoch}]}]}
         resp = await self._call(leader, READ_STATE, 0, body)
         if resp is None:
             return E.coordinator_not_available, None
@@ -177,14 +214,14 @@ class SharePersister:
     async def write(self, key: Key, snapshot: Snapshot, leader_epoch: int) -> ErrorCode:
         leader, _ = self._leader(key)
         if leader == self.broker.node_id:
-            return await self.write_local(key, snapshot)
+            return await self.write_local(key, snapshot, leader_epoch)
         if leader < 0:
             return E.coordinator_not_available
         group, topic_id, partition = key
         state_epoch, start, batches = snapshot
         body = {"group_id": group, "topics": [{"topic_id": topic_id, "partitions": [{
             "partition": partition, "state_epoch": state_epoch, "leader_epoch": leader_epoch,
-            "start_offset": start, "delivery_complete_count": -1, "state_batches": [
+            "start_offset": start, "delivery_complete_count": delivered(batches), "state_batches": [
                 {"first_offset": b.first_offset, "last_offset": b.last_offset,
                  "delivery_state": b.delivery_state, "delivery_count": b.delivery_count} for b in batches]}]}]}
         resp = await self._call(leader, WRITE_STATE, 1, body)

@@ -147,6 +147,11 @@ def parse_key(key: bytes) -> tuple[str, uuid.UUID, int] | None:
     return group, topic_id, partition
 
 
+def snapshot_leader_epoch(value: bytes) -> int:
+    """The LeaderEpoch of a ShareSnapshotValue v0."""
+    return int(struct.unpack_from(">i", value, 8)[0])
+
+
 def parse_snapshot(value: bytes) -> tuple[int, int, list[StateBatch]]:
     """(state epoch, start offset, state batches) of a ShareSnapshotValue v0."""
     _epoch, state_epoch, _leader, start, _create, _write = struct.unpack_from(">Hiiqqq", value, 2)
@@ -184,20 +189,24 @@ class ShareStateStore(InternalTopicStore):
         group:topicId:partition, the topic id in Kafka's base64 form."""
         return f"{group_id}:{kafka_uuid(topic_id)}:{partition}"
 
-    def save(self, group_id: str, topic_id: uuid.UUID, partition: int, snapshot: Snapshot | None) -> bool:
+    def save(self, group_id: str, topic_id: uuid.UUID, partition: int, snapshot: Snapshot | None,
+             leader_epoch: int = 0) -> bool:
         key = snapshot_key(group_id, topic_id, partition)
         value = None
         if snapshot is not None:
             state_epoch, start, batches = snapshot
             now = time.time_ns() // 1_000_000
-            value = snapshot_value(state_epoch, 0, start, batches, now, now)
+            value = snapshot_value(state_epoch, leader_epoch, start, batches, now, now)
         error = self.write(self.share_key(group_id, topic_id, partition), [(key, value)])
         if error:
             log.warning("share state of %s %s-%d not written: %s", group_id, topic_id, partition, error.name)
         return not error
 
-    def load(self, partitions: list[int] | None = None) -> dict[tuple[str, uuid.UUID, int], Snapshot]:
-        """The latest snapshot per share partition, tombstones deleting."""
+    def load(self, partitions: list[int] | None = None,
+             leader_epochs: dict[tuple[str, uuid.UUID, int], int] | None = None,
+             ) -> dict[tuple[str, uuid.UUID, int], Snapshot]:
+        """The latest snapshot per share partition, tombstones deleting (and the leader epoch each
+        was written with into `leader_epochs`)."""
         out: dict[tuple[str, uuid.UUID, int], Snapshot] = {}
         for _partition, pid, _control, key, value in self.replay_events(partitions):
             if pid >= 0:
@@ -210,6 +219,8 @@ class ShareStateStore(InternalTopicStore):
             elif _I16.unpack_from(key, 0)[0] == SHARE_SNAPSHOT_KEY:
                 try:
                     out[parsed] = parse_snapshot(value)
+                    if leader_epochs is not None:
+                        leader_epochs[parsed] = snapshot_leader_epoch(value)
                 except (struct.error, IndexError) as exc:
                     log.warning("unreadable share snapshot for %s: %s", parsed, exc)
         return out

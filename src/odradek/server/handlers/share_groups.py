@@ -398,24 +398,19 @@ async def describe_share_group_offsets(ctx: RequestContext, request: Any) -> Any
             out["error_code"] = E.group_authorization_failed
         elif error is not None:
             out["error_code"] = error
-        elif g.topics is None and not coord.known_group(g.group_id):
-            # (partitions named: Kafka asks the share coordinator of each, and a group it never heard of
-            # has none, so -1 per partition and no error)
-            out.update(error_code=E.group_id_not_found, error_message=f"Group {g.group_id} not found.")
-        else:
+        else:  # as Kafka: a group never heard of, a topic or partition unknown: start offset -1, no error
             asked = {t.topic_name: list(t.partitions) for t in g.topics} if g.topics is not None else None
             state = await coord.group_state(g.group_id, asked)
             wanted = [(t.topic_name, list(t.partitions)) for t in g.topics] if g.topics is not None else \
                 [(n, sorted(p for (tn, _, p) in state if tn == n)) for n in sorted({k[0] for k in state})]
+            wanted.sort(key=lambda x: x[0] not in known)  # Kafka answers the unknown topics last
             for name, partitions in wanted:
                 meta = known.get(name)
                 rows = []
                 for p in partitions:
-                    row: dict[str, Any] = {"partition_index": p, "start_offset": -1, "leader_epoch": -1, "lag": -1,
+                    row: dict[str, Any] = {"partition_index": p, "start_offset": -1, "leader_epoch": 0, "lag": -1,
                                            "error_code": E.none, "error_message": None}
-                    if meta is None or not 0 <= p < meta.partitions:
-                        row["error_code"] = E.unknown_topic_or_partition
-                    elif (name, meta.topic_id, p) in state:
+                    if meta is not None and (name, meta.topic_id, p) in state:
                         start, done = state[(name, meta.topic_id, p)]
                         plog = ctx.broker.partition_log(name, p)
                         row.update(start_offset=start, leader_epoch=ctx.broker.leader_epoch(name, p))

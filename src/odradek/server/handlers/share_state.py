@@ -23,7 +23,13 @@ from odradek.server.dispatcher import RequestContext
 from odradek.server.handlers.share_groups import share_coordinator
 
 E = ErrorCode
-DELIVERED = (2, 4)  # a state batch's delivery state: ACKNOWLEDGED, ARCHIVED
+
+
+def _unknown(ctx: RequestContext, topic_id: Any, partition: int) -> ErrorCode | None:
+    """UNKNOWN_TOPIC_OR_PARTITION for a partition the metadata does not have (Kafka's share
+    coordinator: "Topic/TopicPartition not found in metadata image")."""
+    meta = ctx.broker.topic_by_id(topic_id)
+    return None if meta is not None and 0 <= partition < meta.partitions else E.unknown_topic_or_partition
 
 
 def _results(request: Any, answer: Any) -> list[dict[str, Any]]:
@@ -45,7 +51,7 @@ async def read_share_group_state(ctx: RequestContext, request: Any) -> Any:
         if topic_id is None:  # the zero uuid: no topic (Kafka's share coordinator: INVALID_REQUEST)
             out["error_code"] = E.invalid_request
             return out
-        error, snap = persister.read_local((request.group_id, topic_id, p.partition))
+        error, snap = persister.read_local((request.group_id, topic_id, p.partition), p.leader_epoch)
         if error:
             out.update(error_code=error, error_message=UNINITIALIZED_READ if error == E.invalid_request else None)
         elif snap is not None:
@@ -67,8 +73,9 @@ async def write_share_group_state(ctx: RequestContext, request: Any) -> Any:
             batches = [StateBatch(b.first_offset, b.last_offset, b.delivery_state, b.delivery_count)
                        for b in p.state_batches]
             written[(t.topic_id, p.partition)] = E.cluster_authorization_failed if not allowed else \
-                E.invalid_request if t.topic_id is None else await persister.write_local((request.group_id, t.topic_id, p.partition),
-                                            (p.state_epoch, p.start_offset, batches))
+                E.invalid_request if t.topic_id is None else await persister.write_local(
+                    (request.group_id, t.topic_id, p.partition), (p.state_epoch, p.start_offset, batches),
+                    p.leader_epoch, delivery_complete=getattr(p, "delivery_complete_count", -1))
     return ctx.respond(results=_results(request, lambda topic_id, p: {
         "error_code": written[(topic_id, p.partition)],
         "error_message": UNINITIALIZED_WRITE if written[(topic_id, p.partition)] == E.invalid_request else None}))
@@ -81,7 +88,8 @@ async def delete_share_group_state(ctx: RequestContext, request: Any) -> Any:
     for t in request.topics:
         for p in t.partitions:
             deleted[(t.topic_id, p.partition)] = E.cluster_authorization_failed if not allowed else \
-                E.invalid_request if t.topic_id is None else await persister.write_local((request.group_id, t.topic_id, p.partition), None)
+                E.invalid_request if t.topic_id is None else _unknown(ctx, t.topic_id, p.partition) or \
+                await persister.write_local((request.group_id, t.topic_id, p.partition), None)
     return ctx.respond(results=_results(request, lambda topic_id, p: {
         "error_code": deleted[(topic_id, p.partition)], "error_message": None}))
 
@@ -94,20 +102,21 @@ async def initialize_share_group_state(ctx: RequestContext, request: Any) -> Any
         for p in t.partitions:
             done[(t.topic_id, p.partition)] = E.cluster_authorization_failed if not allowed else \
                 E.invalid_request if t.topic_id is None or p.partition < 0 else \
-                await persister.initialize_local((request.group_id, t.topic_id, p.partition), p.state_epoch,
+                _unknown(ctx, t.topic_id, p.partition) or await persister.initialize_local((request.group_id, t.topic_id, p.partition), p.state_epoch,
                                                  p.start_offset)
     return ctx.respond(results=_results(request, lambda topic_id, p: {
         "error_code": done[(topic_id, p.partition)], "error_message": None}))
 
 
 async def read_share_group_state_summary(ctx: RequestContext, request: Any) -> Any:
-    """The state epoch, start offset and (v1, KIP-1226) how many records past it are delivered for
-    good (acknowledged or archived); -1 as start offset of a state never initialized."""
+    """The state epoch, the leader epoch of its latest record, the start offset and (v1, KIP-1226)
+    how many records past it are delivered for good (acknowledged or archived, as the share partition
+    leader counted them); -1 as start offset of a state never initialized. No leader epoch fences it."""
     persister = share_coordinator(ctx).persister
     allowed = ctx.authorized(AclOperation.CLUSTER_ACTION, ResourceType.CLUSTER)
 
     def answer(topic_id: Any, p: Any) -> dict[str, Any]:
-        out: dict[str, Any] = {"error_code": E.none, "error_message": None, "state_epoch": 0, "leader_epoch": -1,
+        out: dict[str, Any] = {"error_code": E.none, "error_message": None, "state_epoch": 0, "leader_epoch": 0,
                                "start_offset": -1}
         if ctx.version >= 1:
             out["delivery_complete_count"] = -1
@@ -117,15 +126,20 @@ async def read_share_group_state_summary(ctx: RequestContext, request: Any) -> A
         if topic_id is None or p.partition < 0:
             out["error_code"] = E.invalid_request
             return out
-        error, snap = persister.summary_local((request.group_id, topic_id, p.partition))
+        unknown = _unknown(ctx, topic_id, p.partition)
+        if unknown:  # (Kafka answers start offset 0 then)
+            out.update(error_code=unknown, error_message="This server does not host this topic-partition.",
+                       start_offset=0)
+            return out
+        key = (request.group_id, topic_id, p.partition)
+        error, snap = persister.summary_local(key)
         if error:
             out["error_code"] = error
         elif snap is not None:
-            state_epoch, start, batches = snap
-            out.update(state_epoch=state_epoch, leader_epoch=0, start_offset=start)
+            leader_epoch, delivered = persister.shown.get(key, (0, -1))
+            out.update(state_epoch=snap[0], leader_epoch=leader_epoch, start_offset=snap[1])
             if ctx.version >= 1:
-                out["delivery_complete_count"] = sum(b.last_offset - b.first_offset + 1 for b in batches
-                                                     if b.delivery_state in DELIVERED)
+                out["delivery_complete_count"] = delivered
         return out
 
     return ctx.respond(results=_results(request, answer))
