@@ -40,14 +40,16 @@ def main() -> int:
         faults = [vars(f) for f in campaign.faults]
         (Path(args.workdir) if args.workdir else Path.cwd()).joinpath(f"faults-seed{args.seed}.json").write_text(
             json.dumps({"seed": args.seed, "faults": faults, "report": {k: getattr(report, k) for k in (
-                "acked", "unacked", "reads", *report.MUST_BE_ZERO)}}, indent=1))
+                "acked", "unacked", "reads", "epochs_checked", "txn_committed", "txn_aborted", "txn_duplicates", "txn_reread",
+                *report.MUST_BE_ZERO)}}, indent=1))
     print()
     print(f"seed {args.seed}, {len(campaign.faults)} faults, {time.monotonic() - started:.0f} s")
     print(table(campaign.faults))
     print()
     print(f"acknowledged {report.acked}, unacknowledged (timed out) {report.unacked}, consumer reads {report.reads}, "
           f"transactions committed {report.txn_committed} aborted {report.txn_aborted}, "
-          f"records copied twice by the transactional loop {report.txn_duplicates}")
+          f"records copied twice by the transactional loop {report.txn_duplicates} (input read again by a "
+          f"committed transaction after an earlier committed one had committed offsets past it: {report.txn_reread})")
     for k in report.MUST_BE_ZERO:
         print(f"  {k}: {getattr(report, k)}")
     for k, ex in report.examples.items():

@@ -54,6 +54,7 @@ class Report:
     txn_committed: int = 0
     txn_aborted: int = 0
     txn_duplicates: int = 0
+    txn_reread: int = 0  # input records copied again by a committed transaction (see check())
     examples: dict[str, list[str]] = field(default_factory=lambda: defaultdict(list))
 
     MUST_BE_ZERO = ("lost", "duplicated", "misplaced", "order", "split_brain", "aborted_read",
@@ -178,19 +179,47 @@ def check(workdir: Path, bootstrap: str, topic: str, topic_out: str, partitions:
                 best[row["p"]] = max(best.get(row["p"], -1), row["o"])
     if topic_out:
         out = read_topic(bootstrap, topic_out, partitions, committed=True)
-        seen: set[str] = set()
+        txns: dict[str, str] = {}  # "<worker>.<transaction>" -> what its worker logged of it
+        for f in sorted(workdir.glob("txn-*.jsonl")):
+            wid = f.stem.split("-", 1)[1]
+            for row in rows(f):
+                if "txn" in row and row["t"] in ("txn_commit", "txn_abort", "txn_err"):
+                    txns.setdefault(f"{wid}.{row['txn']}", row["t"][4:])
+        copies: dict[str, list[str]] = defaultdict(list)  # input record -> the transactions that copied it
         for p, recs in out.items():
             for o, v in recs.items():
                 if v.startswith("ABORT:"):
                     r.aborted_read += 1
                     r.note("aborted_read", f"{topic_out} p{p} offset {o}: {v}")
-                elif v in seen:
-                    r.txn_duplicates += 1
-                seen.add(v)
+                    continue
+                tag, _, record = v.rpartition("|")
+                if tag and txns.get(tag) == "abort":  # a transaction its worker aborted, read as committed
+                    r.aborted_read += 1
+                    r.note("aborted_read", f"{topic_out} p{p} offset {o}: {v} (transaction aborted)")
+                copies[record].append(tag)
+        for record, tags in copies.items():
+            if len(tags) > 1:
+                r.txn_duplicates += len(tags) - 1
+                fates = sorted(txns.get(t, "unlogged") for t in tags)
+                kind = "txn_duplicates_committed" if all(x == "commit" for x in fates) else "txn_duplicates_uncertain"
+                r.note(kind, f"{record} copied by {tags} ({', '.join(fates)})")
         for f in sorted(workdir.glob("txn-*.jsonl")):
+            covered: dict[str, int] = {}  # partition -> the highest offset a committed transaction committed
             for row in rows(f):
                 r.txn_committed += row["t"] == "txn_commit"
                 r.txn_aborted += row["t"] == "txn_abort"
+                if row["t"] != "txn_commit" or "first" not in row:
+                    continue
+                # a committed transaction that read input an earlier committed one had already
+                # committed offsets past: the loop restarted from committed offsets lower than
+                # those (lost transactional offset commits, or read before their marker)
+                for p, first in row["first"].items():
+                    if first < covered.get(p, -1):
+                        r.txn_reread += covered[p] - first
+                        r.note("txn_reread", f"{f.name}: transaction committed at {row['at']:.3f} read p{p} from "
+                                             f"{first}, a committed one had committed offset {covered[p]}")
+                for p, o in row["to"].items():
+                    covered[p] = max(covered.get(p, -1), o)
     # recovery: from each heal to the first ack of a record sent after it
     sends = sorted((a["sent"], a["at"]) for a in acks)
     for fault in faults:

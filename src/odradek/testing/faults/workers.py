@@ -117,7 +117,8 @@ def consumer(args: argparse.Namespace, out: Out) -> None:
 
 def txn(args: argparse.Namespace, out: Out) -> None:
     """Consume-transform-produce: every record of --topic copied to --topic-out inside a
-    transaction with its input offsets; every 4th transaction writes ABORT records and aborts."""
+    transaction with its input offsets, as `<id>.<transaction number>|<record>`; every 4th
+    transaction writes ABORT records and aborts."""
     n = 0
     while not stop.is_set():
         c: Any = Consumer({
@@ -139,22 +140,29 @@ def txn(args: argparse.Namespace, out: Out) -> None:
                 n += 1
                 abort = n % 4 == 0
                 p.begin_transaction()
-                for m in msgs:
-                    value = ("ABORT:" if abort else "") + m.value().decode()
+                for m in msgs:  # tagged with the transaction: the checker tells whose copy it reads
+                    value = ("ABORT:" if abort else "") + f"{args.id}.{n}|" + m.value().decode()
                     p.produce(args.topic_out, value.encode(), partition=m.partition())
                 if abort:
                     p.abort_transaction(30)
-                    out.write(t="txn_abort", n=len(msgs), at=time.time())
+                    out.write(t="txn_abort", n=len(msgs), txn=n, at=time.time())
                     # read the same records again in the next transaction
                     for tp in c.committed(c.assignment(), timeout=10):
                         c.seek(TopicPartition(args.topic, tp.partition, max(tp.offset, 0)))
                     continue
                 positions = c.position(c.assignment())
+                first: dict[int, int] = {}
+                for m in msgs:
+                    first.setdefault(m.partition(), m.offset())
+                began = time.time()
                 p.send_offsets_to_transaction(positions, c.consumer_group_metadata(), 30)
                 p.commit_transaction(30)
-                out.write(t="txn_commit", n=len(msgs), at=time.time())
+                # the input it copied (first offset read per partition) and the offsets it committed
+                out.write(t="txn_commit", n=len(msgs), txn=n, at=time.time(), began=began,
+                          first={str(k): v for k, v in first.items()},
+                          to={str(tp.partition): tp.offset for tp in positions if tp.offset >= 0})
         except KafkaException as exc:  # start over from the committed offsets
-            out.write(t="txn_err", err=str(exc), at=time.time())
+            out.write(t="txn_err", err=str(exc), at=time.time(), txn=n)
             time.sleep(1)
         finally:
             try:
