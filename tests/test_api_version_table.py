@@ -1002,6 +1002,7 @@ def consumer_group_heartbeat(t: Table, v: int) -> None:
     assert consumer_heartbeat(t, v, group, "stranger", epoch).error_code == E.unknown_member_id
     # a group that does not exist is created only by a join (epoch 0)
     assert consumer_heartbeat(t, v, t.name("kip848-none"), member, 1).error_code == E.group_id_not_found
+    assert consumer_heartbeat(t, v, t.name("kip848-none"), member, -1).error_code == E.group_id_not_found  # a leave
     if v >= 1:  # KIP-1082: the client makes its member id
         empty = t.call(68, v, group_id=group, member_id="", member_epoch=0, rebalance_timeout=30000,
                        subscribed_topic_names=[topic], topic_partitions=[])
@@ -1139,6 +1140,7 @@ def share_group_heartbeat(t: Table, v: int) -> None:
     assert share_heartbeat(t, group, "stranger", epoch, None, v).error_code == E.unknown_member_id
     # a group that does not exist is created only by a join (epoch 0)
     assert share_heartbeat(t, t.name("share-hb-none"), member, 1, None, v).error_code == E.group_id_not_found
+    assert share_heartbeat(t, t.name("share-hb-none"), member, -1, None, v).error_code == E.group_id_not_found
     assert share_heartbeat(t, group, "", 0, [topic], v).error_code == E.invalid_request  # the client makes its id
     classic = t.name("share-hb-classic")
     t.join_sync(classic, topic)
@@ -1258,6 +1260,14 @@ def describe_share_group_offsets(t: Table, v: int) -> None:
     nothing = found[none]
     assert nothing.error_code == E.none, nothing
     assert [(x.partition_index, x.start_offset) for x in nothing.topics[0].partitions] == [(p, -1)]
+    (nothing,) = t.call(90, v, groups=[{"group_id": none, "topics": None}]).groups
+    assert (nothing.error_code, nothing.topics) == (E.none, ())
+    # a topic that does not exist: -1 too, no error; Kafka answers the unknown topic last (a partition
+    # beyond the topic's is left out: Kafka 4.3.1 never answers it when it also lacks a state of the group)
+    (unknown,) = t.call(90, v, groups=[{"group_id": group, "topics": [
+        {"topic_name": UNKNOWN_TOPIC, "partitions": [0]}, {"topic_name": topic, "partitions": [p]}]}]).groups
+    assert [(x.topic_name, [(y.partition_index, y.start_offset, y.error_code) for y in x.partitions])
+            for x in unknown.topics] == [(topic, [(p, base + 1, E.none)]), (UNKNOWN_TOPIC, [(0, -1, E.none)])]
     # every topic of the group: null topics
     (every,) = t.call(90, v, groups=[{"group_id": group, "topics": None}]).groups
     assert [(x.topic_name, [y.partition_index for y in x.partitions if y.start_offset >= 0]) for x in every.topics] \
@@ -1329,8 +1339,8 @@ def share_state_rpc(t: Table, w: Wire | None, api_key: int, v: int, group: str, 
 
 
 def share_state_write(t: Table, v: int, group: str, topic_id: uuid.UUID, p: int, state_epoch: int,
-                      start: int, w: Wire | None = None) -> Any:
-    partition = {"partition": p, "state_epoch": state_epoch, "leader_epoch": 0, "start_offset": start,
+                      start: int, w: Wire | None = None, leader_epoch: int = 0) -> Any:
+    partition = {"partition": p, "state_epoch": state_epoch, "leader_epoch": leader_epoch, "start_offset": start,
                  "state_batches": [{"first_offset": start, "last_offset": start + 1, "delivery_state": 0,
                                     "delivery_count": 1}]}
     if v >= 1:
@@ -1338,8 +1348,17 @@ def share_state_write(t: Table, v: int, group: str, topic_id: uuid.UUID, p: int,
     return share_state_rpc(t, w, 85, v, group, topic_id, partition).error_code
 
 
-def share_state_read(t: Table, group: str, topic_id: uuid.UUID, p: int, v: int = 0, w: Wire | None = None) -> Any:
-    return share_state_rpc(t, w, 84, v, group, topic_id, {"partition": p, "leader_epoch": 0})
+def share_state_read(t: Table, group: str, topic_id: uuid.UUID, p: int, v: int = 0, w: Wire | None = None,
+                     leader_epoch: int = 0) -> Any:
+    return share_state_rpc(t, w, 84, v, group, topic_id, {"partition": p, "leader_epoch": leader_epoch})
+
+
+def share_state_initialized(t: Table, topic_id: uuid.UUID, p: int, state_epoch: int = 1, start: int = 0) -> str:
+    """A group whose state of the partition InitializeShareGroupState made (no member, no leader read it)."""
+    group = t.name("share-initialized")
+    assert share_state_rpc(t, None, 83, 0, group, topic_id, {
+        "partition": p, "state_epoch": state_epoch, "start_offset": start}).error_code == E.none
+    return group
 
 
 def share_state_of(t: Table, topic: str) -> tuple[str, uuid.UUID, int, int]:
@@ -1386,6 +1405,12 @@ def read_share_group_state(t: Table, v: int) -> None:
         assert share_state_read(t, group, topic_id, p, v, w).error_code == E.cluster_authorization_failed
     finally:
         w.close()
+    # a share partition leader's epoch: a newer one is kept, an older one fenced, -1 checks nothing
+    fenced = share_state_initialized(t, topic_id, p)
+    assert share_state_rpc(t, None, 84, v, fenced, topic_id, {"partition": p, "leader_epoch": 4}).error_code == E.none
+    assert share_state_rpc(t, None, 84, v, fenced, topic_id, {"partition": p, "leader_epoch": 2}).error_code == (
+        E.fenced_leader_epoch)
+    assert share_state_rpc(t, None, 84, v, fenced, topic_id, {"partition": p, "leader_epoch": -1}).error_code == E.none
 
 
 @case(85)
@@ -1405,6 +1430,11 @@ def write_share_group_state(t: Table, v: int) -> None:
     finally:
         w.close()
     assert share_state_read(t, group, topic_id, p).start_offset == 5
+    # a write of an older share partition leader than a read saw is FENCED_LEADER_EPOCH
+    fenced = share_state_initialized(t, topic_id, p)
+    assert share_state_read(t, fenced, topic_id, p, leader_epoch=3).error_code == E.none
+    assert share_state_write(t, v, fenced, topic_id, p, 1, 5, leader_epoch=2) == E.fenced_leader_epoch
+    assert share_state_write(t, v, fenced, topic_id, p, 1, 5, leader_epoch=3) == E.none
 
 
 @case(86)
@@ -1423,6 +1453,9 @@ def delete_share_group_state(t: Table, v: int) -> None:
     assert share_state_read(t, group, topic_id, p).start_offset == 3
     assert delete(t.wire) == E.none
     assert share_state_read(t, group, topic_id, p).error_code == E.invalid_request  # no state any more
+    assert delete(t.wire) == E.none  # nothing to delete is no error
+    unknown = share_state_rpc(t, None, 86, v, group, uuid.uuid4(), {"partition": p})
+    assert unknown.error_code == E.unknown_topic_or_partition  # a topic the metadata lacks
 
 
 @case(83)
@@ -1441,6 +1474,11 @@ def initialize_share_group_state(t: Table, v: int) -> None:
     assert initialize(2, 3) == E.none  # a newer state epoch starts the partition's state over
     got = share_state_read(t, group, topic_id, p)
     assert (got.state_epoch, got.start_offset, got.state_batches) == (2, 3, ())
+    assert initialize(1, 4) == E.fenced_state_epoch  # older than the state epoch kept
+    assert share_state_read(t, group, topic_id, p).start_offset == 3
+    for other_topic, other_p in ((uuid.uuid4(), p), (topic_id, PARTITIONS)):  # not in the metadata
+        assert share_state_rpc(t, None, 83, v, group, other_topic, {
+            "partition": other_p, "state_epoch": 5, "start_offset": 0}).error_code == E.unknown_topic_or_partition
     w = not_super_user(t)
     try:
         assert initialize(3, 0, w) == E.cluster_authorization_failed
@@ -1461,7 +1499,22 @@ def read_share_group_state_summary(t: Table, v: int) -> None:
     if v >= 1:
         assert got.delivery_complete_count == 0
     nothing = summary(t.name("share-uninitialized"))
-    assert (nothing.error_code, nothing.start_offset) == (E.none, -1)
+    assert (nothing.error_code, nothing.state_epoch, nothing.leader_epoch, nothing.start_offset) == (E.none, 0, 0, -1)
+    if v >= 1:
+        assert nothing.delivery_complete_count == -1
+    # the leader epoch of the latest record: a read's newer one, an initialization's 0; no summary is fenced
+    fresh = share_state_initialized(t, topic_id, p, 3, 5)
+    assert share_state_read(t, fresh, topic_id, p, leader_epoch=4).error_code == E.none
+    got = summary(fresh)
+    assert (got.error_code, got.state_epoch, got.leader_epoch, got.start_offset) == (E.none, 3, 4, 5)
+    assert share_state_rpc(t, None, 83, 0, fresh, topic_id, {"partition": p, "state_epoch": 3, "start_offset": 8}
+                           ).error_code == E.none
+    got = summary(fresh)
+    assert (got.error_code, got.state_epoch, got.leader_epoch, got.start_offset) == (E.none, 3, 0, 8)
+    if v >= 1:
+        assert got.delivery_complete_count == 0
+    absent = share_state_rpc(t, None, 87, v, group, uuid.uuid4(), {"partition": p, "leader_epoch": 0})
+    assert absent.error_code == E.unknown_topic_or_partition
     w = not_super_user(t)
     try:
         assert summary(group, w).error_code == E.cluster_authorization_failed
