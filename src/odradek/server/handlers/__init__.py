@@ -29,6 +29,7 @@ from odradek.server.handlers import (
     sasl,
     scram_users,
     share_groups,
+    share_offsets,
     share_state,
     topics,
     transactions,
@@ -87,9 +88,9 @@ ROUTES: dict[int, Route] = {
     77: Route(share_groups.share_group_describe, 1, 1),
     78: Route(share_groups.share_fetch, 1, 2),  # v2: RENEW acknowledgements (KIP-1222)
     79: Route(share_groups.share_acknowledge, 1, 2),
-    90: Route(share_groups.describe_share_group_offsets, 0, 1),
-    91: Route(share_groups.alter_share_group_offsets, 0, 0),
-    92: Route(share_groups.delete_share_group_offsets, 0, 0),
+    90: Route(share_offsets.describe_share_group_offsets, 0, 1),
+    91: Route(share_offsets.alter_share_group_offsets, 0, 0),
+    92: Route(share_offsets.delete_share_group_offsets, 0, 0),
     84: Route(share_state.read_share_group_state, 0, 0),  # the share coordinator's inter-broker RPCs
     85: Route(share_state.write_share_group_state, 0, 1),
     86: Route(share_state.delete_share_group_state, 0, 0),
