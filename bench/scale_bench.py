@@ -15,6 +15,13 @@ One `odradek serve` subprocess (file storage, a fresh data dir), then, in order:
 Throughout, the broker logs every event-loop stall over 5 ms (event.loop.stall.threshold.ms=5);
 each phase prints how many there were and the longest.
 
+`--produce-only` measures step 4 alone, --rounds times on one fresh broker holding just the one
+partition and the --spread partitions (--spread-topics topics), the two shapes taking turns after
+a first run of each that is not counted: each
+round's msg/s, the broker's CPU seconds per million records of each shape (from /proc/PID/stat:
+utime + stime while the producer ran) and the client's (this process), the ratio many / one, and
+the medians over the rounds.
+
 `--connections N` measures connections instead: --active raw connections each send Produce v9
 requests (one 100 B record, acks=1) in turn at --rate requests a second in all, and the time from
 send to answer is recorded, first alone, then while N more connections are held open idle (each
@@ -22,6 +29,8 @@ sent one ApiVersions first, so the broker has set it up); RSS per idle connectio
 
     .venv/bin/python bench/scale_bench.py [--topics 100] [--partitions 100] [--per-request 10]
         [--spread 1000] [--records 200000] [--nofile N]
+    .venv/bin/python bench/scale_bench.py --produce-only [--spread 1000] [--spread-topics 10] [--records 200000]
+        [--rounds 5]
     .venv/bin/python bench/scale_bench.py --connections 10000 [--active 100] [--rate 2000] [--seconds 10]
 """
 from __future__ import annotations
@@ -149,8 +158,11 @@ def metadata_all(port: int) -> tuple[float, int, int]:
     return took, len(decode_response(data, 3, 12)[1].topics), size
 
 
-def produce(port: int, targets: list[tuple[str, int]], records: int) -> float:
-    """msg/s of `records` 100 B records, acks=1, round robin over `targets`."""
+def produce(port: int, targets: list[tuple[str, int]], records: int, pid: int | None = None,
+            client_cpu: list[float] | None = None) -> tuple[float, float]:
+    """(msg/s, the broker's CPU seconds meanwhile: of process `pid`, else 0) of `records` 100 B records,
+    acks=1, round robin over `targets`; the client's own CPU seconds (this process: the Python caller
+    and librdkafka's threads) are appended to `client_cpu`."""
     p = Producer({"bootstrap.servers": f"127.0.0.1:{port}", "acks": 1, "linger.ms": 5,
                   "batch.size": 1_000_000, "queue.buffering.max.messages": 2_000_000,
                   "queue.buffering.max.kbytes": 2_000_000})
@@ -159,6 +171,8 @@ def produce(port: int, targets: list[tuple[str, int]], records: int) -> float:
         p.produce(topic, payload, partition=part)
     p.flush(60)
     n = len(targets)
+    cpu0 = proc_cpu_seconds(pid) if pid is not None else 0.0
+    own0 = time.process_time()
     started = time.perf_counter()
     for i in range(records):
         topic, part = targets[i % n]
@@ -169,10 +183,13 @@ def produce(port: int, targets: list[tuple[str, int]], records: int) -> float:
             p.produce(topic, payload, partition=part)
     remaining = p.flush(120)
     took = time.perf_counter() - started
+    cpu = proc_cpu_seconds(pid) - cpu0 if pid is not None else 0.0
+    if client_cpu is not None:
+        client_cpu.append(time.process_time() - own0)
     del p
     if remaining:
         raise RuntimeError(f"{remaining} records not delivered")
-    return records / took
+    return records / took, cpu
 
 
 async def active_clients(port: int, topic: str, active: int, rate: int, seconds: float) -> list[float]:
@@ -251,6 +268,46 @@ def connections(args: argparse.Namespace) -> None:
         b.stop()
 
 
+def produce_only(args: argparse.Namespace) -> None:
+    """One partition against --spread partitions, in turns: msg/s and broker CPU per million records."""
+    topics = max(args.spread_topics, 1)
+    per_topic = -(-args.spread // topics)
+    print(f"load average {os.getloadavg()[0]:.1f}; {args.records:,} x 100 B, acks=1, linger.ms=5: one partition "
+          f"against {args.spread:,} ({topics} topics of {per_topic}), {args.rounds} rounds")
+    with tempfile.TemporaryDirectory(prefix="scale-produce-") as tmp:
+        b = Broker(Path(tmp) / "data", args.nofile)
+        b.start()
+        assert b.proc is not None
+        admin = AdminClient({"bootstrap.servers": f"127.0.0.1:{b.port}"})
+        names = [f"spread-{i:03d}" for i in range(topics)]
+        for f in admin.create_topics([NewTopic(n, per_topic, 1) for n in names] + [NewTopic("single", 1, 1)]).values():
+            f.result(60)
+        del admin
+        spread = [(names[i // per_topic], i % per_topic) for i in range(args.spread)]
+        for targets in ([("single", 0)], spread):  # a first run of each shape, not counted (first writes, imports)
+            produce(b.port, targets, args.records // 4)
+        b.stalls()
+        per_m = args.records / 1e6
+        singles: list[tuple[float, float, float]] = []  # msg/s, broker CPU s/M, client CPU s/M
+        manys: list[tuple[float, float, float]] = []
+        for r in range(args.rounds):
+            row = []
+            for shape, targets, out in (("one", [("single", 0)], singles), ("many", spread, manys)):
+                own: list[float] = []
+                rate, cpu = produce(b.port, targets, args.records, b.proc.pid, own)
+                out.append((rate, cpu / per_m, own[0] / per_m))
+                row.append(f"{shape} {rate:,.0f} msg/s (CPU s/M: broker {out[-1][1]:.2f}, client {out[-1][2]:.2f})")
+            print(f"round {r + 1}: {', '.join(row)}: {manys[-1][0] / singles[-1][0]:.0%}; {stalls_line(b)}")
+        one = [statistics.median(x[i] for x in singles) for i in (0, 1, 2)]
+        many = [statistics.median(x[i] for x in manys) for i in (0, 1, 2)]
+        ratios = sorted(m[0] / s[0] for s, m in zip(singles, manys, strict=True))
+        print(f"median: one partition {one[0]:,.0f} msg/s (CPU s/M: broker {one[1]:.2f}, client {one[2]:.2f}); "
+              f"{args.spread:,} partitions {many[0]:,.0f} msg/s (broker {many[1]:.2f}, client {many[2]:.2f}); "
+              f"ratio {many[0] / one[0]:.0%} (rounds {ratios[0]:.0%}-{ratios[-1]:.0%}); "
+              f"load average {os.getloadavg()[0]:.1f}")
+        b.stop()
+
+
 def stalls_line(b: Broker) -> str:
     count, longest = b.stalls()
     return f"loop stalls > 5 ms: {count}, longest {longest} ms"
@@ -263,6 +320,9 @@ def main() -> None:
     ap.add_argument("--per-request", type=int, default=10, help="topics per CreateTopics / DeleteTopics")
     ap.add_argument("--spread", type=int, default=1000, help="partitions produced to at once")
     ap.add_argument("--records", type=int, default=200_000)
+    ap.add_argument("--produce-only", action="store_true", help="only one partition against --spread, in rounds")
+    ap.add_argument("--spread-topics", type=int, default=10, help="--produce-only: topics the spread covers")
+    ap.add_argument("--rounds", type=int, default=5, help="--produce-only: rounds of both shapes")
     ap.add_argument("--metadata-runs", type=int, default=20)
     ap.add_argument("--nofile", type=int, help="the broker's RLIMIT_NOFILE (soft and hard)")
     ap.add_argument("--connections", type=int, help="measure N idle connections beside --active ones instead")
@@ -272,6 +332,9 @@ def main() -> None:
     args = ap.parse_args()
     if args.connections:
         connections(args)
+        return
+    if args.produce_only:
+        produce_only(args)
         return
     total = args.topics * args.partitions
     print(f"load average {os.getloadavg()[0]:.1f}; {args.topics} topics x {args.partitions} partitions = {total:,}")
@@ -311,14 +374,11 @@ def main() -> None:
         one = "scale-single"
         admin.create_topics([NewTopic(one, 1, 1)])[one].result(60)
         spread = [(names[i // args.partitions], i % args.partitions) for i in range(min(args.spread, total))]
-        cpu0 = proc_cpu_seconds(b.proc.pid)  # type: ignore[union-attr]
-        single = produce(b.port, [(one, 0)], args.records)
-        cpu1 = proc_cpu_seconds(b.proc.pid)  # type: ignore[union-attr]
-        many = produce(b.port, spread, args.records)
-        cpu2 = proc_cpu_seconds(b.proc.pid)  # type: ignore[union-attr]
+        single, cpu1 = produce(b.port, [(one, 0)], args.records, b.proc.pid)  # type: ignore[union-attr]
+        many, cpu2 = produce(b.port, spread, args.records, b.proc.pid)  # type: ignore[union-attr]
         print(f"produce {args.records:,} x 100 B, acks=1: one partition {single:,.0f} msg/s "
-              f"(broker CPU {cpu1 - cpu0:.2f} s), {len(spread):,} partitions {many:,.0f} msg/s "
-              f"(broker CPU {cpu2 - cpu1:.2f} s): {many / single:.0%}; {stalls_line(b)}; "
+              f"(broker CPU {cpu1:.2f} s), {len(spread):,} partitions {many:,.0f} msg/s "
+              f"(broker CPU {cpu2:.2f} s): {many / single:.0%}; {stalls_line(b)}; "
               f"{b.open_files()} open files")
 
         del admin  # its reconnection attempts while the broker restarts are noise

@@ -8,6 +8,12 @@ when the socket's send buffer is full, so no client can make the broker's
 memory grow past its own frame. A connection's task starts with its first
 request: ten thousand idle connections cost a socket and this object each.
 Fetch responses may carry file slices, which go out with os.sendfile.
+
+While more requests of the connection are already queued, their answers are gathered and
+written together (one send for a pipelined burst: librdkafka sends one Produce a partition, and
+each answer's own send on loopback was ~40% of the broker's time producing to 1,000
+partitions); they go out once nothing of this connection is left to do at once, the task
+waits, or they reach COALESCE_BYTES / COALESCE_RESPONSES.
 """
 
 from __future__ import annotations
@@ -34,6 +40,8 @@ log = logging.getLogger("odradek.connection")
 
 _SIZE = struct.Struct(">i")
 MAX_QUEUED_REQUESTS = 64
+COALESCE_BYTES = 256 * 1024  # answers held back for one write, at most
+COALESCE_RESPONSES = 16
 
 
 class Connection(asyncio.Protocol):
@@ -64,6 +72,9 @@ class Connection(asyncio.Protocol):
         self._can_write = asyncio.Event()
         self._can_write.set()
         self._reading_paused = False
+        self._unsent: list[bytes] = []  # answers gathered for one write (see the module's docstring)
+        self._unsent_bytes = 0
+        self._flush_scheduled = False
         self._admitted = False
         self._closed = False
         self._worker: asyncio.Task[None] | None = None
@@ -110,6 +121,8 @@ class Connection(asyncio.Protocol):
             self.limits.release(self)
         self._frames.clear()
         self._buffer = bytearray()
+        self._unsent.clear()
+        self._unsent_bytes = 0
         if self._worker is not None and self._worker is not asyncio.current_task():
             self._worker.cancel()  # nobody is left to answer (a parked fetch or join ends here)
         self._wakeup.set()
@@ -223,9 +236,40 @@ class Connection(asyncio.Protocol):
             del frame
             self.last_active = time.monotonic()
             if response is not None and not self._closed and self.transport is not None:
-                self.transport.write(response)
-                if not self._can_write.is_set():
-                    await self._can_write.wait()
+                self._respond(response)
+            if not self._can_write.is_set():
+                self.flush_unsent()
+                await self._can_write.wait()
+
+    def _respond(self, response: bytes) -> None:
+        """Write `response`, or hold it back while more requests are queued (one write for the burst)."""
+        unsent = self._unsent
+        if self._frames and len(unsent) + 1 < COALESCE_RESPONSES and self._unsent_bytes + len(response) < COALESCE_BYTES:
+            unsent.append(response)
+            self._unsent_bytes += len(response)
+            if not self._flush_scheduled:  # written when this task next waits, at the latest
+                self._flush_scheduled = True
+                asyncio.get_running_loop().call_soon(self.flush_unsent)
+            return
+        if unsent:
+            unsent.append(response)
+            response = b"".join(unsent)
+            unsent.clear()
+            self._unsent_bytes = 0
+        assert self.transport is not None
+        self.transport.write(response)
+
+    def flush_unsent(self) -> None:
+        """Write the answers held back, if any (before anything else is written, and when the task waits)."""
+        self._flush_scheduled = False
+        unsent = self._unsent
+        if not unsent:
+            return
+        data = unsent[0] if len(unsent) == 1 else b"".join(unsent)
+        unsent.clear()
+        self._unsent_bytes = 0
+        if not self._closed and self.transport is not None:
+            self.transport.write(data)
 
     async def send_parts(self, parts: list[bytes | FileSlice]) -> None:
         """Write one response made of bytes and file slices, in order.
@@ -234,6 +278,7 @@ class Connection(asyncio.Protocol):
         transport's own buffer must be empty; the waits for a writable socket use a
         duplicate of its descriptor (the transport keeps its own registration).
         """
+        self.flush_unsent()  # the answers before this one first
         transport = self.transport
         if self.listener is not None and self.listener.tls:
             await self._send_parts_tls(parts)
@@ -325,6 +370,7 @@ class Connection(asyncio.Protocol):
         """Drop the connection; `reason` becomes one log line."""
         if reason:
             log.warning("closing connection from %s: %s", self.peer, reason)
+        self.flush_unsent()  # answered before the close: written before it
         self._closed = True
         self._wakeup.set()
         if self.transport is not None:

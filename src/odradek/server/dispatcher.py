@@ -10,6 +10,7 @@ request that cannot be parsed, closes the connection after one log line.
 from __future__ import annotations
 
 import logging
+import struct
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -18,11 +19,12 @@ from typing import TYPE_CHECKING, Any
 from kio.schema.api_versions.v0.response import ApiVersionsResponse as ApiVersionsResponseV0
 from kio.schema.errors import ErrorCode
 
-from odradek.protocol import legacy
+from odradek.protocol import legacy, produce_request
 from odradek.protocol.apis import ApiRange, api_name
 from odradek.protocol.build import build
 from odradek.protocol.framing import (
     API_VERSIONS_KEY,
+    EncodedBody,
     FrameError,
     RequestHeader,
     decode_request,
@@ -49,6 +51,7 @@ SASL_HANDSHAKE_KEY = 17
 SASL_AUTHENTICATE_KEY = 36
 _BEFORE_AUTHENTICATION = frozenset({API_VERSIONS_KEY, SASL_HANDSHAKE_KEY, SASL_AUTHENTICATE_KEY})
 _LOCAL_SESSION = Session()
+_SIZE_AND_ID = struct.Struct(">ii")  # a response frame's size prefix and correlation id
 
 Handler = Callable[["RequestContext", Any], Awaitable[Any]]
 
@@ -173,10 +176,7 @@ class Dispatcher:
                 f"unsupported version {api_version} of {api_name(api_key)} "
                 f"(supported {route.min_version}-{route.max_version})"
             )
-        try:
-            header, request = decode_request(frame)
-        except FrameError as exc:
-            raise CloseConnection(str(exc)) from None
+        header, request = self._decode(frame, api_key, api_version, correlation_id)
         ctx = RequestContext(self.broker, header, connection)
         counter, total_time = self._metrics.get(api_key) or self._metric_children(api_key)
         counter.inc()
@@ -186,9 +186,15 @@ class Dispatcher:
                 response = await faults.intercept(ctx, request, route.handler)
             else:
                 response = await route.handler(ctx, request)
-            encoded = None if response is None else encode_response(
-                correlation_id, response, header_v0=api_key == API_VERSIONS_KEY
-            )
+            if response is None:
+                encoded = None
+            elif type(response) is EncodedBody and api_key != API_VERSIONS_KEY:  # already wire form (Produce)
+                data = response.data
+                flexible = response.__flexible__
+                encoded = b"".join((_SIZE_AND_ID.pack(len(data) + (5 if flexible else 4), correlation_id),
+                                    b"\0" if flexible else b"", data))
+            else:
+                encoded = encode_response(correlation_id, response, header_v0=api_key == API_VERSIONS_KEY)
         except CloseConnection:
             raise
         except Exception as exc:  # noqa: BLE001 - a handler's bug costs one connection, not the broker
@@ -198,6 +204,24 @@ class Dispatcher:
         if self.slowest is None or elapsed_ms > self.slowest[0]:
             self.slowest = (elapsed_ms, f"{api_name(api_key)} v{api_version}")
         return encoded
+
+    @staticmethod
+    def _decode(frame: bytes, api_key: int, api_version: int, correlation_id: int) -> tuple[RequestHeader, Any]:
+        """The request's header and body: a Produce on its short path when it may take it
+        (protocol/produce_request.py), anything else, or anything the short path's reader
+        raises on, by the generic decode and its errors."""
+        if api_key == produce_request.PRODUCE_KEY and type(frame) is bytes:
+            body = produce_request.check(frame, api_version)
+            if body is not None:
+                try:
+                    return produce_request.decode(frame, api_version, correlation_id, body)
+                except BaseException as exc:  # kio's errors, a Rust panic (pyo3's PanicException) included
+                    if not isinstance(exc, Exception) and type(exc).__name__ != "PanicException":
+                        raise
+        try:
+            return decode_request(frame)
+        except FrameError as exc:
+            raise CloseConnection(str(exc)) from None
 
     def _metric_children(self, api_key: int) -> tuple[Any, Any]:
         metrics, name = self.broker.metrics, api_name(api_key)

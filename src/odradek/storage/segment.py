@@ -35,6 +35,7 @@ _INDEX_ENTRY = struct.Struct(">ii")
 _TIME_ENTRY = struct.Struct(">qi")
 _BASE_AND_LENGTH = struct.Struct(">qi")
 SCAN_CHUNK = 8 * 1024 * 1024
+_IOV_MAX = 1000  # pieces a pwritev takes at once (Linux allows 1024)
 DEFAULT_OPEN_SEGMENTS = 1024
 
 
@@ -350,34 +351,50 @@ class LogSegment:
         self.bytes_since_index += size
 
     def append(self, pieces: list[memoryview | bytes], batches: list[tuple[int, int, int, int]],
-               index_interval: int) -> None:
-        """Write batches; `batches` holds (last_offset, position-in-segment, size, max_timestamp)."""
-        total = 0
-        iov_max = 1000
+               index_interval: int, nbytes: int = -1) -> None:
+        """Write batches; `batches` holds (last_offset, position-in-segment, size, max_timestamp);
+        `nbytes`, when known, is the pieces' total length."""
         fd = self.fd
+        size = self.size
         try:
-            for i in range(0, len(pieces), iov_max):
-                chunk = pieces[i : i + iov_max]
-                want = sum(len(p) for p in chunk)
-                written = os.pwritev(fd, chunk, self.size + total)
-                if written != want:  # a short write: finish it byte-exactly
-                    rest = b"".join(bytes(p) for p in chunk)[written:]
-                    while rest:
-                        n = os.pwrite(fd, rest, self.size + total + written)
-                        written += n
-                        rest = rest[n:]
-                total += want
+            if nbytes >= 0 and len(pieces) <= _IOV_MAX:  # the usual case: one call
+                written = os.pwritev(fd, pieces, size)
+                if written != nbytes:
+                    self._finish_short_write(fd, pieces, written, size)
+                total = nbytes
+            else:
+                total = 0
+                for i in range(0, len(pieces), _IOV_MAX):
+                    chunk = pieces[i : i + _IOV_MAX]
+                    want = sum(len(p) for p in chunk)
+                    written = os.pwritev(fd, chunk, size + total)
+                    if written != want:
+                        self._finish_short_write(fd, chunk, written, size + total)
+                    total += want
         except OSError:  # a full disk, an I/O error: cut what part of it landed, so a restart cannot find it
             with contextlib.suppress(OSError):
-                os.ftruncate(fd, self.size)
+                os.ftruncate(fd, size)
             raise
         max_so_far = self.max_timestamp
-        for last_offset, position, size, max_ts in batches:
+        for last_offset, position, length, max_ts in batches:
             max_so_far = max(max_so_far, max_ts)
-            self._maybe_index(last_offset, position, size, max_so_far, index_interval)
+            if self.bytes_since_index >= index_interval or not self.index_offsets:
+                self._maybe_index(last_offset, position, length, max_so_far, index_interval)
+            else:  # what _maybe_index does between index entries
+                self.bytes_since_index += length
         self.max_timestamp = max_so_far
-        self.next_offset = batches[-1][0] + 1 if batches else self.next_offset
-        self.size += total
+        if batches:
+            self.next_offset = batches[-1][0] + 1
+        self.size = size + total
+
+    @staticmethod
+    def _finish_short_write(fd: int, pieces: list[memoryview | bytes], written: int, at: int) -> None:
+        """A short pwritev: write the rest byte-exactly."""
+        rest = b"".join(bytes(p) for p in pieces)[written:]
+        while rest:
+            n = os.pwrite(fd, rest, at + written)
+            written += n
+            rest = rest[n:]
 
     # -- reading ---------------------------------------------------------------
 
