@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 import sys
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Annotated, Any
 
 import typer
@@ -20,12 +20,12 @@ from rich.console import Console
 from rich.table import Table
 
 from odradek.cli.common import (
-    BootstrapOption,
+    OPTION_GROUP,
     Client,
-    ClientPropertyOption,
-    CommandConfigOption,
-    connect,
+    Connection,
+    OptionGroup,
     fail,
+    with_option_groups,
 )
 
 acl_app = typer.Typer(no_args_is_help=True, help="ACLs: create, list, delete (like kafka-acls.sh / rpk acl).")
@@ -103,6 +103,7 @@ def _table(bindings: list[Any]) -> Table:
 
 
 @acl_app.command()
+@with_option_groups
 def create(
     allow_principal: Annotated[list[str] | None, typer.Option(
         "--allow-principal", help="User:NAME to allow (repeatable)")] = None,
@@ -118,9 +119,7 @@ def create(
     resource_pattern_type: Annotated[str, typer.Option(
         "--resource-pattern-type", help="literal (the name, or * for every one) or prefixed")] = "literal",
     host: Annotated[list[str] | None, typer.Option("--host", help="client host the ACL applies to (default *)")] = None,
-    bootstrap: str = BootstrapOption,
-    command_config: Path | None = CommandConfigOption,
-    client_property: list[str] | None = ClientPropertyOption,
+    connection: Connection = OPTION_GROUP,
 ) -> None:
     """Create ACLs: every principal x host x operation x resource given."""
     # confluent_kafka.admin re-exports these without __all__, so strict mypy calls them private
@@ -154,7 +153,7 @@ def create(
                 for op in operations:
                     bindings.append(AclBinding(ResourceType[kind], name, kind_pattern, _principal(principal), h,
                                                op, permission))
-    client = connect(bootstrap, command_config, client_property)
+    client = connection.client()
     futures = client.admin().create_acls(bindings)
     for binding in bindings:
         client.result(futures[binding], "cannot create the ACL")
@@ -162,9 +161,7 @@ def create(
     Console(stderr=True, highlight=False).print(f"created {len(bindings)} ACL(s)")
 
 
-def _filters(topic: list[str] | None, group: list[str] | None, cluster: bool, txn: list[str] | None,
-             pattern_type: str, principal: str | None, host: str | None, operation: str | None,
-             permission: str | None) -> list[Any]:
+def _filters(f: AclFilter) -> list[Any]:
     from confluent_kafka.admin import (  # type: ignore[attr-defined]  # re-exported without __all__
         AclBindingFilter,
         AclOperation,
@@ -172,18 +169,19 @@ def _filters(topic: list[str] | None, group: list[str] | None, cluster: bool, tx
         ResourceType,
     )
 
-    pattern = _pattern(pattern_type, ("any", "match", "literal", "prefixed"))
-    op = _operation(operation) if operation else AclOperation.ANY
-    if permission is None:
+    pattern = _pattern(f.resource_pattern_type, ("any", "match", "literal", "prefixed"))
+    op = _operation(f.operation) if f.operation else AclOperation.ANY
+    if f.permission is None:
         perm = AclPermissionType.ANY
-    elif permission.lower() in ("allow", "deny"):
-        perm = AclPermissionType[permission.upper()]
+    elif f.permission.lower() in ("allow", "deny"):
+        perm = AclPermissionType[f.permission.upper()]
     else:
-        fail(f"--permission must be allow or deny, not {permission!r}", 2)
-    who = _principal(principal) if principal else None
-    resources: list[tuple[Any, str | None]] = [(ResourceType[k], n) for k, n in _resources(topic, group, cluster, txn)]
+        fail(f"--permission must be allow or deny, not {f.permission!r}", 2)
+    who = _principal(f.principal) if f.principal else None
+    resources: list[tuple[Any, str | None]] = [
+        (ResourceType[k], n) for k, n in _resources(f.topic, f.group, f.cluster, f.transactional_id)]
     # None matches anything (confluent-kafka's documented filter), though its annotations say str
-    return [AclBindingFilter(kind, name, pattern, who, host, op, perm)  # type: ignore[arg-type]
+    return [AclBindingFilter(kind, name, pattern, who, f.host, op, perm)  # type: ignore[arg-type]
             for kind, name in resources or [(ResourceType.ANY, None)]]
 
 
@@ -217,51 +215,39 @@ PatternFilterOpt = Annotated[str, typer.Option(
     "--resource-pattern-type", help="any, match (every ACL that applies to the names), literal or prefixed")]
 
 
+@dataclass(frozen=True)
+class AclFilter(OptionGroup):
+    """The options of `acl list` and `acl delete`: what is left out matches anything."""
+
+    topic: TopicOpt = None
+    group: GroupOpt = None
+    cluster: ClusterOpt = False
+    transactional_id: TxnOpt = None
+    resource_pattern_type: PatternFilterOpt = "any"
+    principal: PrincipalFilterOpt = None
+    host: HostFilterOpt = None
+    operation: OperationFilterOpt = None
+    permission: PermissionFilterOpt = None
+
+
 @acl_app.command("list")
-def list_acls(
-    topic: TopicOpt = None,
-    group: GroupOpt = None,
-    cluster: ClusterOpt = False,
-    transactional_id: TxnOpt = None,
-    resource_pattern_type: PatternFilterOpt = "any",
-    principal: PrincipalFilterOpt = None,
-    host: HostFilterOpt = None,
-    operation: OperationFilterOpt = None,
-    permission: PermissionFilterOpt = None,
-    bootstrap: str = BootstrapOption,
-    command_config: Path | None = CommandConfigOption,
-    client_property: list[str] | None = ClientPropertyOption,
-) -> None:
+@with_option_groups
+def list_acls(acls: AclFilter = OPTION_GROUP, connection: Connection = OPTION_GROUP) -> None:
     """List the ACLs that match the filters (all of them without any)."""
-    filters = _filters(topic, group, cluster, transactional_id, resource_pattern_type, principal, host, operation,
-                       permission)
-    client = connect(bootstrap, command_config, client_property)
+    filters = _filters(acls)
+    client = connection.client()
     Console().print(_table(_matching(client, filters)))
 
 
 @acl_app.command()
-def delete(
-    topic: TopicOpt = None,
-    group: GroupOpt = None,
-    cluster: ClusterOpt = False,
-    transactional_id: TxnOpt = None,
-    resource_pattern_type: PatternFilterOpt = "any",
-    principal: PrincipalFilterOpt = None,
-    host: HostFilterOpt = None,
-    operation: OperationFilterOpt = None,
-    permission: PermissionFilterOpt = None,
-    yes: YesOpt = False,
-    bootstrap: str = BootstrapOption,
-    command_config: Path | None = CommandConfigOption,
-    client_property: list[str] | None = ClientPropertyOption,
-) -> None:
+@with_option_groups
+def delete(acls: AclFilter = OPTION_GROUP, yes: YesOpt = False, connection: Connection = OPTION_GROUP) -> None:
     """Delete the ACLs that match the filters; shows them and asks first unless --yes."""
-    if not (topic or group or cluster or transactional_id or principal):
+    if not (acls.topic or acls.group or acls.cluster or acls.transactional_id or acls.principal):
         fail("name what to delete: a resource (--topic, --group, --cluster, --transactional-id) "
              "or --principal", 2)
-    filters = _filters(topic, group, cluster, transactional_id, resource_pattern_type, principal, host, operation,
-                       permission)
-    client = connect(bootstrap, command_config, client_property)
+    filters = _filters(acls)
+    client = connection.client()
     matching = _matching(client, filters)
     if not matching:
         Console(stderr=True, highlight=False).print("no ACL matches; nothing deleted")

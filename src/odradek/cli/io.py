@@ -11,15 +11,18 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from odradek.cli.common import (
+    OPTION_GROUP,
     TIMEOUT_S,
     BootstrapOption,
     Client,
     ClientPropertyOption,
     CommandConfigOption,
+    Connection,
     connect,
     error_text,
     fail,
     stderr,
+    with_option_groups,
 )
 
 if TYPE_CHECKING:
@@ -28,6 +31,7 @@ if TYPE_CHECKING:
 CODECS = ("none", "gzip", "snappy", "lz4", "zstd")
 
 
+@with_option_groups
 def produce(
     topic: str,
     key_separator: Annotated[str | None, typer.Option("--key-separator", "-K", help="split key and value at the first SEP")] = None,
@@ -35,9 +39,7 @@ def produce(
     header: Annotated[list[str] | None, typer.Option("--header", "-H", help="k=v, repeatable")] = None,
     acks: Annotated[str, typer.Option("--acks", help="0, 1 or all")] = "all",
     compression: Annotated[str, typer.Option("--compression", "-z")] = "none",
-    bootstrap: str = BootstrapOption,
-    command_config: Path | None = CommandConfigOption,
-    client_property: list[str] | None = ClientPropertyOption,
+    connection: Connection = OPTION_GROUP,
 ) -> None:
     """Produce one record per line of standard input."""
     if compression not in CODECS:
@@ -48,7 +50,7 @@ def produce(
         if not sep or not k:
             fail(f"--header {h!r} is not k=v", 2)
         headers.append((k, v.encode()))
-    client = connect(bootstrap, command_config, client_property)
+    client = connection.client()
     producer = client.producer(acks=acks, **{"compression.codec": compression,
                                              "message.timeout.ms": int(TIMEOUT_S * 1000)})
     errors: list[str] = []
@@ -118,6 +120,7 @@ def _render(fmt: str, msg: Message) -> str:
     return "".join(out)
 
 
+@with_option_groups
 def consume(
     topic: str,
     from_beginning: Annotated[bool, typer.Option("--from-beginning", help="start at the earliest offset")] = False,
@@ -127,9 +130,7 @@ def consume(
     group: Annotated[str | None, typer.Option("--group", "-g", help="consume as a member of this group (commits)")] = None,
     fmt: Annotated[str, typer.Option("--format", "-f", help="%k %v %o %p %t %T %h, \\n \\t")] = "%v\\n",
     timeout: Annotated[float | None, typer.Option("--timeout", help="exit after this many idle seconds")] = None,
-    bootstrap: str = BootstrapOption,
-    command_config: Path | None = CommandConfigOption,
-    client_property: list[str] | None = ClientPropertyOption,
+    connection: Connection = OPTION_GROUP,
 ) -> None:
     """Print records of a topic."""
     from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, KafkaError, TopicPartition
@@ -144,7 +145,7 @@ def consume(
         start = int(offset)
     else:
         fail(f"--offset must be a number, earliest or latest, not {offset!r}", 2)
-    client = connect(bootstrap, command_config, client_property)
+    client = connection.client()
     known = sorted(p.id for p in client.describe_topic(topic).partitions)
     if partition is not None and partition not in known:
         fail(f"topic {topic} has no partition {partition}")

@@ -20,14 +20,7 @@ from rich.console import Console
 from rich.table import Table
 
 from odradek.cli import reassign_plan as rp
-from odradek.cli.common import (
-    BootstrapOption,
-    Client,
-    ClientPropertyOption,
-    CommandConfigOption,
-    connect,
-    fail,
-)
+from odradek.cli.common import OPTION_GROUP, Client, Connection, fail, with_option_groups
 
 partitions_app = typer.Typer(no_args_is_help=True, help="Partitions: reassign (like kafka-reassign-partitions.sh).")
 
@@ -50,6 +43,7 @@ def _names(tps: object) -> str:
 
 
 @partitions_app.command("reassign")
+@with_option_groups
 def reassign(
     generate: Annotated[bool, typer.Option("--generate", help="Propose an assignment of the topics over --broker-list.")] = False,
     execute: Annotated[bool, typer.Option("--execute", help="Start the reassignment of --reassignment-json-file.")] = False,
@@ -61,16 +55,14 @@ def reassign(
         "--topics-to-move-json-file", help='{"version":1,"topics":[{"topic":"foo"}]} (with --generate)')] = None,
     broker_list: Annotated[str | None, typer.Option("--broker-list", help="e.g. 0,1,2 (with --generate)")] = None,
     throttle: Annotated[int | None, ThrottleOption] = None,
-    bootstrap: str = BootstrapOption,
-    command_config: Path | None = CommandConfigOption,
-    client_property: list[str] | None = ClientPropertyOption,
+    connection: Connection = OPTION_GROUP,
 ) -> None:
     """Move partitions between brokers: --generate a plan, --execute it, --verify, --cancel."""
     actions = [n for n, on in (("--generate", generate), ("--execute", execute), ("--verify", verify),
                                ("--cancel", cancel)) if on]
     if len(actions) != 1:
         fail("give exactly one of --generate, --execute, --verify or --cancel", 2)
-    client = connect(bootstrap, command_config, client_property)
+    client = connection.client()
     out = Console(soft_wrap=True, highlight=False)
     if generate:
         if topics_to_move_json_file is None or not broker_list:
@@ -254,16 +246,15 @@ def _plan_and_move(client: Client, out: Console, current: rp.Assignment, brokers
     return plan
 
 
+@with_option_groups
 def rebalance(
     yes: Annotated[bool, YesOption] = False,
     throttle: Annotated[int | None, ThrottleOption] = None,
     timeout: Annotated[float, TimeoutOption] = 600.0,
-    bootstrap: str = BootstrapOption,
-    command_config: Path | None = CommandConfigOption,
-    client_property: list[str] | None = ClientPropertyOption,
+    connection: Connection = OPTION_GROUP,
 ) -> None:
     """Spread replicas and leaders evenly over the brokers (count, then bytes): plan, then move."""
-    client = connect(bootstrap, command_config, client_property)
+    client = connection.client()
     out = Console(soft_wrap=True, highlight=False)
     current, brokers = rp.current_assignment(client)
     plan = _plan_and_move(client, out, current, brokers,
@@ -274,17 +265,16 @@ def rebalance(
         out.print("rebalance complete")
 
 
+@with_option_groups
 def decommission(
     broker: Annotated[int, typer.Argument(help="The id of the broker to empty.")],
     yes: Annotated[bool, YesOption] = False,
     throttle: Annotated[int | None, ThrottleOption] = None,
     timeout: Annotated[float, TimeoutOption] = 600.0,
-    bootstrap: str = BootstrapOption,
-    command_config: Path | None = CommandConfigOption,
-    client_property: list[str] | None = ClientPropertyOption,
+    connection: Connection = OPTION_GROUP,
 ) -> None:
     """Move every replica off BROKER, then say when it can be stopped."""
-    client = connect(bootstrap, command_config, client_property)
+    client = connection.client()
     out = Console(soft_wrap=True, highlight=False)
     current, brokers = rp.current_assignment(client)
     if broker not in brokers:

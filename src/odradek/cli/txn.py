@@ -12,7 +12,6 @@ import asyncio
 import ssl
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -21,14 +20,13 @@ from rich.console import Console
 from rich.table import Table
 
 from odradek.cli.common import (
+    OPTION_GROUP,
     TIMEOUT_S,
-    BootstrapOption,
     Client,
-    ClientPropertyOption,
-    CommandConfigOption,
-    connect,
+    Connection,
     fail,
     stderr,
+    with_option_groups,
 )
 from odradek.cluster.peer import PeerConnection
 from odradek.protocol.build import datetime_to_ms, timedelta_to_ms
@@ -185,17 +183,16 @@ def _state_name(text: str) -> str:
 
 
 @txn_app.command("list")
+@with_option_groups
 def list_transactions(
     state: Annotated[list[str] | None, typer.Option("--state", help="Only transactions in this state "
                                                        "(repeatable), e.g. Ongoing.")] = None,
     producer_id: Annotated[list[int] | None, typer.Option("--producer-id", help="Only this producer id "
                                                              "(repeatable).")] = None,
-    bootstrap: str = BootstrapOption,
-    command_config: Path | None = CommandConfigOption,
-    client_property: list[str] | None = ClientPropertyOption,
+    connection: Connection = OPTION_GROUP,
 ) -> None:
     """The transactions every broker of the cluster coordinates (ListTransactions to each)."""
-    client = connect(bootstrap, command_config, client_property)
+    client = connection.client()
     rows = asyncio.run(_list(client, [_state_name(s) for s in state or []], list(producer_id or [])))
     table = Table("TransactionalId", "Coordinator", "ProducerId", "TransactionState")
     table.columns[0].overflow = "fold"
@@ -205,14 +202,13 @@ def list_transactions(
 
 
 @txn_app.command("describe")
+@with_option_groups
 def describe(
     transactional_id: str,
-    bootstrap: str = BootstrapOption,
-    command_config: Path | None = CommandConfigOption,
-    client_property: list[str] | None = ClientPropertyOption,
+    connection: Connection = OPTION_GROUP,
 ) -> None:
     """State, producer id and epoch, timeout, start time and partitions of one transactional id."""
-    client = connect(bootstrap, command_config, client_property)
+    client = connection.client()
     coordinator_id, state = asyncio.run(_describe(client, transactional_id))
     start_ms = datetime_to_ms(state.transaction_start_time)
     partitions = [f"{t.topic}-{p}" for t in state.topics for p in t.partitions]

@@ -9,21 +9,13 @@ is read from --password, --password-stdin or a prompt and never printed.
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from odradek.cli.common import (
-    BootstrapOption,
-    Client,
-    ClientPropertyOption,
-    CommandConfigOption,
-    connect,
-    fail,
-)
+from odradek.cli.common import OPTION_GROUP, Client, Connection, fail, with_option_groups
 
 user_app = typer.Typer(no_args_is_help=True, help="SCRAM users: create, update, list, delete.")
 
@@ -113,54 +105,41 @@ def _upsert(client: Client, name: str, secret: str, mechanism: str, iterations: 
     client.result(futures[name], f"cannot {what} SCRAM user {name}")
 
 
-@user_app.command()
-def create(
+def create_or_update(
+    ctx: typer.Context,
     name: str,
     password: PasswordOpt = None,
     password_stdin: PasswordStdinOpt = False,
     mechanism: MechanismOpt = "SCRAM-SHA-512",
     iterations: IterationsOpt = 8192,
-    bootstrap: str = BootstrapOption,
-    command_config: Path | None = CommandConfigOption,
-    client_property: list[str] | None = ClientPropertyOption,
+    connection: Connection = OPTION_GROUP,
 ) -> None:
-    """Create a SCRAM user (refused when it already has a credential of this mechanism)."""
+    """`user create` and `user update`: one command under two names, create refusing a user that
+    already has a credential of this mechanism."""
     mech = _mechanism_name(_mechanism(mechanism))
     secret = _password(password, password_stdin)
-    client = connect(bootstrap, command_config, client_property)
-    if mech in _existing(client, name):
-        fail(f"user {name} already has a {mech} credential; `odradek user update` changes its password")
-    _upsert(client, name, secret, mech, iterations, "create")
-    Console().print(f"created {mech} user [bold]{name}[/]")
+    client = connection.client()
+    if ctx.info_name == "create":
+        if mech in _existing(client, name):
+            fail(f"user {name} already has a {mech} credential; `odradek user update` changes its password")
+        _upsert(client, name, secret, mech, iterations, "create")
+        Console().print(f"created {mech} user [bold]{name}[/]")
+    else:
+        _upsert(client, name, secret, mech, iterations, "update")
+        Console().print(f"updated the {mech} password of [bold]{name}[/]")
 
 
-@user_app.command()
-def update(
-    name: str,
-    password: PasswordOpt = None,
-    password_stdin: PasswordStdinOpt = False,
-    mechanism: MechanismOpt = "SCRAM-SHA-512",
-    iterations: IterationsOpt = 8192,
-    bootstrap: str = BootstrapOption,
-    command_config: Path | None = CommandConfigOption,
-    client_property: list[str] | None = ClientPropertyOption,
-) -> None:
-    """Set a SCRAM user's password (created when missing, as kafka-configs.sh --alter does)."""
-    mech = _mechanism_name(_mechanism(mechanism))
-    secret = _password(password, password_stdin)
-    client = connect(bootstrap, command_config, client_property)
-    _upsert(client, name, secret, mech, iterations, "update")
-    Console().print(f"updated the {mech} password of [bold]{name}[/]")
+user_app.command("create", help="Create a SCRAM user (refused when it already has a credential of this mechanism).")(
+    with_option_groups(create_or_update))
+user_app.command("update", help="Set a SCRAM user's password (created when missing, as kafka-configs.sh --alter does).")(
+    with_option_groups(create_or_update))
 
 
 @user_app.command("list")
-def list_users(
-    bootstrap: str = BootstrapOption,
-    command_config: Path | None = CommandConfigOption,
-    client_property: list[str] | None = ClientPropertyOption,
-) -> None:
+@with_option_groups
+def list_users(connection: Connection = OPTION_GROUP) -> None:
     """Users with a SCRAM credential, their mechanisms and iteration counts."""
-    client = connect(bootstrap, command_config, client_property)
+    client = connection.client()
     table = Table("USER", "MECHANISM", "ITERATIONS")
     for name, credentials in sorted(_describe(client, None, "cannot list SCRAM users").items()):
         for mechanism, iterations in credentials:
@@ -169,18 +148,17 @@ def list_users(
 
 
 @user_app.command()
+@with_option_groups
 def delete(
     name: str,
     mechanism: Annotated[str | None, typer.Option(
         "--mechanism", help="only this mechanism's credential (default: all of the user's)")] = None,
-    bootstrap: str = BootstrapOption,
-    command_config: Path | None = CommandConfigOption,
-    client_property: list[str] | None = ClientPropertyOption,
+    connection: Connection = OPTION_GROUP,
 ) -> None:
     """Delete a SCRAM user's credentials (its ACLs stay; `odradek acl delete --principal User:NAME`)."""
     from confluent_kafka.admin import UserScramCredentialDeletion  # type: ignore[attr-defined]  # no __all__
 
-    client = connect(bootstrap, command_config, client_property)
+    client = connection.client()
     have = _existing(client, name)
     wanted = [_mechanism_name(_mechanism(mechanism))] if mechanism else have
     missing = [m for m in wanted if m not in have]
