@@ -134,27 +134,42 @@ def up(
     procs = []
     for i in range(brokers):
         port = first_port + i
-        with open(state_dir / f"broker-{i}.log", "ab") as log:  # the child keeps its own descriptor
-            proc = subprocess.Popen(broker_command(i, port, state_dir / f"broker-{i}", connect), stdout=log,
-                                    stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        proc = _start_broker(state_dir, i, port, connect, env)
         pids[f"broker-{i}"] = proc.pid
-        (state_dir / f"broker-{i}.pid").write_text(f"{proc.pid}\n")
         procs.append((i, port, proc))
     (state_dir / "cluster.json").write_text(json.dumps({"zookeeper": connect, "pids": pids,
                                                         "bootstrap": [f"127.0.0.1:{p}" for _, p, _ in procs]}))
-    for i, port, proc in procs:
+    bootstrap = ",".join(f"127.0.0.1:{p}" for _, p, _ in procs)
+    _wait_started(state_dir, procs, bootstrap, brokers,
+                  f"the brokers listen, but not all {brokers} registered with a controller within 30 s "
+                  f"(see the logs in {state_dir})")
+    typer.echo(f"cluster up: ZooKeeper {connect}, {brokers} broker(s); bootstrap servers {bootstrap}")
+    typer.echo(f"state, logs and pids in {state_dir}; stop with `odradek cluster down --dir {state_dir}`")
+
+
+def _start_broker(state_dir: Path, i: int, port: int, zookeeper: str,
+                  env: dict[str, str]) -> subprocess.Popen[bytes]:
+    """Broker i in the background on `port`, its output in broker-i.log and its pid in broker-i.pid."""
+    with open(state_dir / f"broker-{i}.log", "ab") as log:  # the child keeps its own descriptor
+        proc = subprocess.Popen(broker_command(i, port, state_dir / f"broker-{i}", zookeeper), stdout=log,
+                                stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    (state_dir / f"broker-{i}.pid").write_text(f"{proc.pid}\n")
+    return proc
+
+
+def _wait_started(state_dir: Path, started: list[tuple[int, int, subprocess.Popen[bytes]]], bootstrap: str,
+                  brokers: int, unregistered: str) -> None:
+    """Exit 1 with a sentence unless each started broker (i, port, process) listens and all
+    `brokers` registered with a controller within 30 s (else `unregistered` is the sentence)."""
+    for i, port, proc in started:
         try:
             wait_for_port(port, proc=proc)
         except (RuntimeError, TimeoutError) as exc:
             typer.echo(f"broker {i} did not start: {exc} (see {state_dir / f'broker-{i}.log'})")
             raise typer.Exit(1) from None
-    bootstrap = ",".join(f"127.0.0.1:{p}" for _, p, _ in procs)
     if not _wait_registered(bootstrap, brokers, timeout=30.0):
-        typer.echo(f"the brokers listen, but not all {brokers} registered with a controller within 30 s "
-                   f"(see the logs in {state_dir})")
+        typer.echo(unregistered)
         raise typer.Exit(1)
-    typer.echo(f"cluster up: ZooKeeper {connect}, {brokers} broker(s); bootstrap servers {bootstrap}")
-    typer.echo(f"state, logs and pids in {state_dir}; stop with `odradek cluster down --dir {state_dir}`")
 
 
 def _grow(state_dir: Path, state: ClusterState, brokers: int, first_port: int) -> None:
@@ -171,24 +186,14 @@ def _grow(state_dir: Path, state: ClusterState, brokers: int, first_port: int) -
     added = []
     for i in range(len(running), brokers):
         port = base + i
-        with open(state_dir / f"broker-{i}.log", "ab") as log:  # the child keeps its own descriptor
-            proc = subprocess.Popen(broker_command(i, port, state_dir / f"broker-{i}", state["zookeeper"]), stdout=log,
-                                    stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        proc = _start_broker(state_dir, i, port, state["zookeeper"], env)
         state["pids"][f"broker-{i}"] = proc.pid
         state["bootstrap"].append(f"127.0.0.1:{port}")
-        (state_dir / f"broker-{i}.pid").write_text(f"{proc.pid}\n")
         added.append((i, port, proc))
     (state_dir / "cluster.json").write_text(json.dumps(state))
-    for i, port, proc in added:
-        try:
-            wait_for_port(port, proc=proc)
-        except (RuntimeError, TimeoutError) as exc:
-            typer.echo(f"broker {i} did not start: {exc} (see {state_dir / f'broker-{i}.log'})")
-            raise typer.Exit(1) from None
     bootstrap = ",".join(state["bootstrap"])
-    if not _wait_registered(bootstrap, brokers, timeout=30.0):
-        typer.echo(f"the new brokers listen, but not all {brokers} registered within 30 s (see the logs in {state_dir})")
-        raise typer.Exit(1)
+    _wait_started(state_dir, added, bootstrap, brokers,
+                  f"the new brokers listen, but not all {brokers} registered within 30 s (see the logs in {state_dir})")
     typer.echo(f"added broker(s) {', '.join(str(i) for i, _, _ in added)}: the cluster has {brokers} broker(s); "
                f"bootstrap servers {bootstrap}")
     typer.echo("they hold no partitions yet: `odradek cluster rebalance` moves some onto them")

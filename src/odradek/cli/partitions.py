@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
 
@@ -20,7 +21,14 @@ from rich.console import Console
 from rich.table import Table
 
 from odradek.cli import reassign_plan as rp
-from odradek.cli.common import OPTION_GROUP, Client, Connection, fail, with_option_groups
+from odradek.cli.common import (
+    OPTION_GROUP,
+    Client,
+    Connection,
+    OptionGroup,
+    fail,
+    with_option_groups,
+)
 
 partitions_app = typer.Typer(no_args_is_help=True, help="Partitions: reassign (like kafka-reassign-partitions.sh).")
 
@@ -199,12 +207,22 @@ def _bytes(n: int) -> str:
     return str(n)
 
 
-def _run(client: Client, out: Console, plan: rp.Assignment, current: rp.Assignment, throttle: int | None,
-         yes: bool, timeout: float) -> None:
+@dataclass(frozen=True)
+class Moves(OptionGroup):
+    """How `cluster rebalance` and `cluster decommission` move: after a yes (or --yes), throttled
+    (or not), waited for up to --timeout."""
+
+    yes: Annotated[bool, YesOption] = False
+    throttle: Annotated[int | None, ThrottleOption] = None
+    timeout: Annotated[float, TimeoutOption] = 600.0
+
+
+def _run(client: Client, out: Console, plan: rp.Assignment, current: rp.Assignment, moves: Moves) -> None:
+    throttle, timeout = moves.throttle, moves.timeout
     if not plan:
         out.print("nothing to move: the replicas are already spread evenly")
         return
-    if not yes and not typer.confirm(f"move {len(plan)} partition(s)?", default=False):
+    if not moves.yes and not typer.confirm(f"move {len(plan)} partition(s)?", default=False):
         out.print("nothing moved; run again with --yes to move without asking")
         raise typer.Exit(1)
     if _list(client):
@@ -227,9 +245,17 @@ def _run(client: Client, out: Console, plan: rp.Assignment, current: rp.Assignme
         _clear_throttle(client, out, {t for t, _ in plan})
 
 
+def _current(connection: Connection) -> tuple[Client, Console, rp.Assignment, list[int]]:
+    """The command's client and output; the cluster's current assignment and its brokers."""
+    client = connection.client()
+    out = Console(soft_wrap=True, highlight=False)
+    current, brokers = rp.current_assignment(client)
+    return client, out, current, brokers
+
+
 def _plan_and_move(client: Client, out: Console, current: rp.Assignment, brokers: list[int],
                    planner: Callable[[dict[rp.TopicPartition, int], dict[int, str | None]], rp.Assignment],
-                   cannot: str, headline: str, throttle: int | None, yes: bool, timeout: float) -> rp.Assignment:
+                   cannot: str, headline: str, moves: Moves) -> rp.Assignment:
     """Plans with the partitions' sizes and the brokers' racks (`cannot ...: why` if the planner
     refuses), shows the plan after `headline` and moves (_run); the plan."""
     sizes = rp.partition_sizes(client)
@@ -242,25 +268,17 @@ def _plan_and_move(client: Client, out: Console, current: rp.Assignment, brokers
     out.print(f"{headline}: {len(plan)} partition(s) to move")
     if plan:
         _show_plan(out, plan, current, brokers, sizes)
-    _run(client, out, plan, current, throttle, yes, timeout)
+    _run(client, out, plan, current, moves)
     return plan
 
 
 @with_option_groups
-def rebalance(
-    yes: Annotated[bool, YesOption] = False,
-    throttle: Annotated[int | None, ThrottleOption] = None,
-    timeout: Annotated[float, TimeoutOption] = 600.0,
-    connection: Connection = OPTION_GROUP,
-) -> None:
+def rebalance(moves: Moves = OPTION_GROUP, connection: Connection = OPTION_GROUP) -> None:
     """Spread replicas and leaders evenly over the brokers (count, then bytes): plan, then move."""
-    client = connection.client()
-    out = Console(soft_wrap=True, highlight=False)
-    current, brokers = rp.current_assignment(client)
+    client, out, current, brokers = _current(connection)
     plan = _plan_and_move(client, out, current, brokers,
                           lambda sizes, racks: rp.rebalance(current, brokers, sizes, racks),
-                          "cannot plan a rebalance", f"rebalance over brokers {','.join(map(str, brokers))}",
-                          throttle, yes, timeout)
+                          "cannot plan a rebalance", f"rebalance over brokers {','.join(map(str, brokers))}", moves)
     if plan:
         out.print("rebalance complete")
 
@@ -268,21 +286,16 @@ def rebalance(
 @with_option_groups
 def decommission(
     broker: Annotated[int, typer.Argument(help="The id of the broker to empty.")],
-    yes: Annotated[bool, YesOption] = False,
-    throttle: Annotated[int | None, ThrottleOption] = None,
-    timeout: Annotated[float, TimeoutOption] = 600.0,
+    moves: Moves = OPTION_GROUP,
     connection: Connection = OPTION_GROUP,
 ) -> None:
     """Move every replica off BROKER, then say when it can be stopped."""
-    client = connection.client()
-    out = Console(soft_wrap=True, highlight=False)
-    current, brokers = rp.current_assignment(client)
+    client, out, current, brokers = _current(connection)
     if broker not in brokers:
         fail(f"broker {broker} is not in the cluster (brokers: {','.join(map(str, brokers))})")
     _plan_and_move(client, out, current, brokers,
                    lambda sizes, racks: rp.decommission(current, brokers, broker, sizes, racks),
-                   f"cannot decommission broker {broker}", f"decommission of broker {broker}",
-                   throttle, yes, timeout)
+                   f"cannot decommission broker {broker}", f"decommission of broker {broker}", moves)
     deadline = time.monotonic() + 30
     while True:  # the final assignment is written; wait until no replica and no leadership is left
         md = client.metadata()
