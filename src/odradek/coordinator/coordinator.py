@@ -112,7 +112,7 @@ class GroupCoordinator(OffsetsMixin, MigrationMixin):
                 return fail(E.coordinator_not_available)
             log.info("group %s: empty consumer group converted to a classic group", group_id)
             classic = self.groups[group_id] = Group(group_id, now_ms())
-            classic.offsets = group.offsets
+            classic.offsets, classic.offset_positions = group.offsets, group.offset_positions
             group = classic
         if group is None:
             if member_id:

@@ -115,6 +115,9 @@ class Group:
         self.static_members: dict[str, str] = {}  # group.instance.id -> member id
         self.pending_members: dict[str, asyncio.TimerHandle] = {}  # KIP-394 ids handed out
         self.offsets: dict[tuple[str, int], OffsetValue] = {}
+        # (topic, partition) -> log end offset of the commit now in `offsets`, for commits answered
+        # once replicated: an older commit whose wait ends later does not undo a newer one
+        self.offset_positions: dict[tuple[str, int], int] = {}
         self.join_timer: asyncio.TimerHandle | None = None
         self.initial_delay_remaining_ms: int | None = None  # set while in the initial delayed join
         self.new_member_added = False

@@ -1,8 +1,11 @@
 """Committed offsets: OffsetCommit/OffsetFetch/OffsetDelete rules, replay, expiry.
 
 A commit is validated against the group (generation, member, static instance)
-as Kafka does, written to __consumer_offsets, and only then visible to
-OffsetFetch. On start the topic is replayed; every
+as Kafka does, written to __consumer_offsets, and answered and made visible to
+OffsetFetch only once every in-sync replica holds it (Kafka's
+offsets.commit.required.acks=-1, offsets.commit.timeout.ms): a commit answered
+NONE survives the coordinator's failover, as the next leader of the group's
+partition replays it. On start the topic is replayed; every
 offsets.retention.check.interval.ms the offsets of groups that have been Empty
 for offsets.retention.minutes are deleted with tombstones (KIP-211).
 
@@ -18,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -49,11 +53,13 @@ from odradek.protocol.records import CONTROL_COMMIT
 if TYPE_CHECKING:
     from odradek.coordinator.store import OffsetsStore
     from odradek.server.broker import Broker
+    from odradek.storage.log import PartitionLog
 
 log = logging.getLogger("odradek.coordinator")
 
 E = ErrorCode
 OFFSET_METADATA_MAX_BYTES = 4096  # offset.metadata.max.bytes
+OFFSETS_COMMIT_TIMEOUT_MS = 5000  # offsets.commit.timeout.ms
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,38 +132,94 @@ class OffsetsMixin:
                 accepted.append((c, OffsetValue(c.offset, c.leader_epoch, c.metadata or "", now)))
         return results, accepted
 
-    def commit(self, group_id: str, generation: int, member_id: str, instance_id: str | None,
-               commits: list[Commit]) -> list[ErrorCode]:
-        """One error per commit, in order."""
+    async def _write_replicated(self, group_id: str, records: list[tuple[bytes, bytes | None]], *,
+                                producer_id: int = -1, producer_epoch: int = -1) -> tuple[ErrorCode, int]:
+        """Append to the group's partition and wait until every in-sync replica holds the
+        records (a ClusterBroker's wait_replicated; a single broker has no replicas to wait
+        for). (error, the log end offset just after the records), the error as Kafka's
+        coordinators answer it.
+
+        Issue 18 (the fault campaign): commits were answered once the coordinator had
+        appended them; a coordinator cut from its followers a moment later acknowledged
+        commits that the next leader of the partition never had, and OffsetFetch read the
+        group's offsets 2-3 s later lower than acknowledged ones."""
+        written = self.store.write(group_id, records, producer_id=producer_id, producer_epoch=producer_epoch)
+        if written != E.none:
+            return written, -1
+        plog = self.broker.partition_log(self.store.topic, self.store.partition_for(group_id))
+        if plog is None:
+            return E.not_coordinator, -1
+        end = plog.log_end_offset  # no await since the append: these records end here
+        wait: Callable[[PartitionLog, int, float], Awaitable[ErrorCode]] | None = getattr(
+            self.broker, "wait_replicated", None)
+        if wait is None:
+            return E.none, end
+        timeout_ms = getattr(self.broker.config, "offsets_commit_timeout_ms", OFFSETS_COMMIT_TIMEOUT_MS)
+        code = await wait(plog, end, timeout_ms / 1000)
+        if code != E.none:
+            log.info("offsets of group %s not replicated to %s-%d: %s", group_id, self.store.topic,
+                     self.store.partition_for(group_id), code.name)
+        return _coordinator_error(code), end
+
+    def _validate_offset_commit(self, group_id: str, generation: int, member_id: str, instance_id: str | None,
+                                commits: list[Commit]) -> tuple[list[ErrorCode], list[tuple[Commit, OffsetValue]]]:
+        """OffsetCommit's checks: one error per commit, and the commits to write."""
         error = self.group_error(group_id)
-        group = self.groups.get(group_id)
         if error is None:
-            error = self._validate_commit(group, generation, member_id, instance_id)
+            error = self._validate_commit(self.groups.get(group_id), generation, member_id, instance_id)
         if error is not None:
-            return [error] * len(commits)
-        now = _now_ms()
-        results, accepted = self._accept(commits, now)
-        if not accepted:
-            return results
-        written = self.store.write(
-            group_id, [(offset_key(group_id, c.topic, c.partition), offset_value(v)) for c, v in accepted]
-        )
+            return [error] * len(commits), []
+        return self._accept(commits, _now_ms())
+
+    def _apply_offset_commit(self, group_id: str, member_id: str, results: list[ErrorCode],
+                             accepted: list[tuple[Commit, OffsetValue]], written: ErrorCode,
+                             position: int) -> list[ErrorCode]:
+        """The written commits become the group's offsets (visible to OffsetFetch)."""
         if written != E.none:
             return [written if r == E.none else r for r in results]
+        group = self.groups.get(group_id)  # may be another object than at validation (a conversion)
         if group is None:
-            group = self.groups[group_id] = Group(group_id, now)
+            group = self.groups[group_id] = Group(group_id, _now_ms())
         for c, v in accepted:
-            group.offsets[(c.topic, c.partition)] = v
+            # commits of one partition become visible in log order, whichever replicated wait ends first
+            if position > group.offset_positions.get((c.topic, c.partition), -1):
+                group.offsets[(c.topic, c.partition)] = v
+                group.offset_positions[(c.topic, c.partition)] = position
         member = group.members.get(member_id)
         if member is not None:
             self._schedule_heartbeat(group, member)
         return results
 
+    async def commit_replicated(self, group_id: str, generation: int, member_id: str, instance_id: str | None,
+                                commits: list[Commit]) -> list[ErrorCode]:
+        """OffsetCommit: one error per commit, in order; NONE only once the ISR holds the commit."""
+        results, accepted = self._validate_offset_commit(group_id, generation, member_id, instance_id, commits)
+        if not accepted:
+            return results
+        written, position = await self._write_replicated(
+            group_id, [(offset_key(group_id, c.topic, c.partition), offset_value(v)) for c, v in accepted])
+        if written == E.none:
+            written = self.group_error(group_id) or E.none  # the partition moved while the ISR caught up
+        return self._apply_offset_commit(group_id, member_id, results, accepted, written, position)
+
+    def commit(self, group_id: str, generation: int, member_id: str, instance_id: str | None,
+               commits: list[Commit]) -> list[ErrorCode]:
+        """Deprecated (issue 18): answers once this broker appended the commit, before its
+        followers have it, so a failover can lose an acknowledged commit; the OffsetCommit
+        handler awaits commit_replicated. Kept only until every caller does."""
+        results, accepted = self._validate_offset_commit(group_id, generation, member_id, instance_id, commits)
+        if not accepted:
+            return results
+        written = self.store.write(
+            group_id, [(offset_key(group_id, c.topic, c.partition), offset_value(v)) for c, v in accepted])
+        plog = self.broker.partition_log(self.store.topic, self.store.partition_for(group_id))
+        position = plog.log_end_offset if plog is not None else -1
+        return self._apply_offset_commit(group_id, member_id, results, accepted, written, position)
+
     # -- TxnOffsetCommit -------------------------------------------------------------
 
-    def txn_commit(self, group_id: str, producer_id: int, producer_epoch: int, generation: int, member_id: str,
-                   instance_id: str | None, commits: list[Commit]) -> list[ErrorCode]:
-        """Offsets sent in a transaction: written now, visible when the transaction commits."""
+    def _validate_txn_commit(self, group_id: str, generation: int, member_id: str, instance_id: str | None,
+                             commits: list[Commit]) -> tuple[list[ErrorCode], list[tuple[Commit, OffsetValue]]]:
         error = self.group_error(group_id)
         group = self.groups.get(group_id)
         if error is None and group is not None:
@@ -172,23 +234,45 @@ class OffsetsMixin:
             elif generation >= 0 and generation != group.generation:
                 error = E.illegal_generation
         if error is not None:
-            return [error] * len(commits)
-        now = _now_ms()
-        results, accepted = self._accept(commits, now)
-        if not accepted:
-            return results
-        written = self.store.write(
-            group_id, [(offset_key(group_id, c.topic, c.partition), offset_value(v)) for c, v in accepted],
-            producer_id=producer_id, producer_epoch=producer_epoch,
-        )
+            return [error] * len(commits), []
+        return self._accept(commits, _now_ms())
+
+    def _pend_txn_commit(self, group_id: str, producer_id: int, results: list[ErrorCode],
+                         accepted: list[tuple[Commit, OffsetValue]], written: ErrorCode) -> list[ErrorCode]:
         if written != E.none:
             return [written if r == E.none else r for r in results]
-        if group is None:
-            self.groups[group_id] = Group(group_id, now)
+        if group_id not in self.groups:
+            self.groups[group_id] = Group(group_id, _now_ms())
         pending = self.txn_offsets.setdefault(producer_id, {}).setdefault(group_id, {})
         for c, v in accepted:
             pending[(c.topic, c.partition)] = v
         return results
+
+    async def txn_commit_replicated(self, group_id: str, producer_id: int, producer_epoch: int, generation: int,
+                                    member_id: str, instance_id: str | None,
+                                    commits: list[Commit]) -> list[ErrorCode]:
+        """TxnOffsetCommit: offsets written (and replicated) now, visible when the transaction commits."""
+        results, accepted = self._validate_txn_commit(group_id, generation, member_id, instance_id, commits)
+        if not accepted:
+            return results
+        written, _ = await self._write_replicated(
+            group_id, [(offset_key(group_id, c.topic, c.partition), offset_value(v)) for c, v in accepted],
+            producer_id=producer_id, producer_epoch=producer_epoch)
+        if written == E.none:
+            written = self.group_error(group_id) or E.none
+        return self._pend_txn_commit(group_id, producer_id, results, accepted, written)
+
+    def txn_commit(self, group_id: str, producer_id: int, producer_epoch: int, generation: int, member_id: str,
+                   instance_id: str | None, commits: list[Commit]) -> list[ErrorCode]:
+        """Deprecated (issue 18), as commit: answers before the followers have the offsets; the
+        TxnOffsetCommit handler awaits txn_commit_replicated."""
+        results, accepted = self._validate_txn_commit(group_id, generation, member_id, instance_id, commits)
+        if not accepted:
+            return results
+        written = self.store.write(
+            group_id, [(offset_key(group_id, c.topic, c.partition), offset_value(v)) for c, v in accepted],
+            producer_id=producer_id, producer_epoch=producer_epoch)
+        return self._pend_txn_commit(group_id, producer_id, results, accepted, written)
 
     def complete_txn(self, producer_id: int, committed: bool, offsets_partition: int) -> None:
         """A transaction marker reached __consumer_offsets-`offsets_partition`: resolve the
@@ -405,6 +489,16 @@ class OffsetsMixin:
                 self.expire_offsets()
             except Exception:
                 log.exception("offset expiry failed")
+
+
+def _coordinator_error(code: ErrorCode) -> ErrorCode:
+    """Kafka's GroupCoordinatorService.normalizeException for a write that failed."""
+    if code in (E.not_leader_or_follower, E.kafka_storage_error):
+        return E.not_coordinator
+    if code in (E.request_timed_out, E.not_enough_replicas, E.not_enough_replicas_after_append,
+                E.unknown_topic_or_partition):
+        return E.coordinator_not_available
+    return code
 
 
 def consumer_commit_error(group: ConsumerGroup, member_epoch: int, member_id: str,
