@@ -13,8 +13,13 @@ A local ZooKeeper and four `odradek serve --zookeeper` brokers on 127.0.0.1. Top
 
     .venv/bin/python bench/reassign_bench.py [--mb 200] [--throttle 20000000] [--seconds 8]
 
-Prints one table; the clients' figures are records/s and MB/s of 1 KiB records, and the
-share of the baseline they kept during each move.
+  4. the clients alone again (the host's speed drifts: the share kept is of the mean of the
+     two baselines).
+
+Prints one table; the clients' figures are records/s of 1 KiB records, the share of the
+baseline the producer kept during each move, the producer's acknowledgement latency (p50 and
+p99) and the CPU each process used meanwhile (% of one core: brokers 0-3, ZooKeeper, this
+process with both clients).
 """
 
 from __future__ import annotations
@@ -30,7 +35,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from confluent_kafka import Consumer, Producer
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]  # re-exported without __all__
@@ -59,6 +64,7 @@ class Clients:
         self.bootstrap = bootstrap
         self.produced = 0
         self.consumed = 0
+        self.latencies: list[float] = []
         self._stop = threading.Event()
 
     def _produce(self) -> None:
@@ -69,6 +75,7 @@ class Clients:
         def delivered(err: Any, msg: Any) -> None:
             if err is None:
                 self.produced += 1
+                self.latencies.append(msg.latency())
 
         while not self._stop.is_set():
             try:
@@ -88,8 +95,8 @@ class Clients:
                     self.consumed += 1
         c.close()
 
-    def run_while(self, done: Any, at_least: float) -> tuple[float, float, float]:
-        """Run until done() and at_least seconds: (seconds, produced/s, consumed/s)."""
+    def run_while(self, done: Any, at_least: float, pids: list[int]) -> Phase:
+        """Run until done() and at_least seconds."""
         self._stop.clear()
         self.produced = self.consumed = 0
         threads = [threading.Thread(target=self._produce), threading.Thread(target=self._consume)]
@@ -97,14 +104,49 @@ class Clients:
             t.start()
         time.sleep(1.0)  # the consumer joins its group
         p0, c0, start = self.produced, self.consumed, time.monotonic()
+        l0 = len(self.latencies)
+        cpu0 = cpu_seconds(pids)
         while not (done() and time.monotonic() - start >= at_least):
             time.sleep(0.1)
         took = time.monotonic() - start
         p1, c1 = self.produced, self.consumed
+        cpu = [(b - a) / took for a, b in zip(cpu0, cpu_seconds(pids), strict=True)]
+        lat = sorted(self.latencies[l0:])
         self._stop.set()
         for t in threads:
             t.join(60)
-        return took, (p1 - p0) / took, (c1 - c0) / took
+        self.latencies.clear()
+        p50 = lat[len(lat) // 2] if lat else float("nan")
+        p99 = lat[int(len(lat) * 0.99)] if lat else float("nan")
+        return Phase(took, (p1 - p0) / took, (c1 - c0) / took, p50, p99, cpu)
+
+
+class Phase(NamedTuple):
+    seconds: float
+    produced: float  # records/s
+    consumed: float
+    p50: float  # acknowledgement latency, s
+    p99: float
+    cpu: list[float]  # share of one core, per pid
+
+
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pids: list[int]) -> list[float]:
+    """utime + stime of each process (0 for this process: os.times, all its threads)."""
+    out = []
+    for pid in pids:
+        if pid == 0:
+            t = os.times()
+            out.append(t.user + t.system)
+            continue
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            out.append((int(fields[11]) + int(fields[12])) / _TICK)
+        except OSError:
+            out.append(0.0)
+    return out
 
 
 def main() -> None:
@@ -157,9 +199,10 @@ def main() -> None:
                     for part in t.partitions:
                         sizes[part.partition_index] = max(sizes.get(part.partition_index, 0), part.partition_size)
         clients = Clients(bootstrap)
-        _, base_p, base_c = clients.run_while(lambda: True, args.seconds)
+        pids = [p.pid for p in procs[1:]] + [procs[0].pid, 0]
+        base1 = clients.run_while(lambda: True, args.seconds, pids)
 
-        def move(targets: dict[int, list[int]], throttle: int | None) -> tuple[float, float, float, int]:
+        def move(targets: dict[int, list[int]], throttle: int | None) -> tuple[float, Phase, int]:
             moved_bytes = sum(sizes[p] for p in targets)
             plan = work / "plan.json"
             plan.write_text(json.dumps({"version": 1, "partitions": [
@@ -180,24 +223,31 @@ def main() -> None:
                 finished.append(time.monotonic())
                 return True
 
-            _, prod, cons = clients.run_while(done, 0.0)
+            phase = clients.run_while(done, 0.0, pids)
             took = finished[0] - started
             subprocess.run([sys.executable, "-m", "odradek", "partitions", "reassign", "--verify",
                             "--reassignment-json-file", str(plan), "-b", bootstrap], check=False, capture_output=True)
-            return took, prod, cons, moved_bytes
+            return took, phase, moved_bytes
 
         onto_3 = {p: [3, r[1]] for p, r in home.items()}
-        rows: list[tuple[str, float, float | None, float, float]] = [("clients alone", args.seconds, None, base_p, base_c)]
-        took, prod, cons, moved = move(onto_3, None)
-        rows.append(("move, no throttle", took, moved / took / 1e6, prod, cons))
-        took, prod, cons, moved = move(home, args.throttle)
-        rows.append((f"move, throttle {args.throttle / 1e6:g} MB/s", took, moved / took / 1e6, prod, cons))
-        print(f"\n{args.mb} MB in {args.partitions} partitions of RF 2, one replica each moved (4 brokers, one host)")
-        print(f"{'':28} {'seconds':>8} {'move MB/s':>10} {'produce/s':>10} {'consume/s':>10} {'kept':>6}")
-        for name, secs, mbs, prod, cons in rows:
-            kept = f"{prod / base_p:.0%}" if base_p else "-"
-            print(f"{name:28} {secs:8.1f} {'-' if mbs is None else f'{mbs:.1f}':>10} {prod:10.0f} {cons:10.0f} "
-                  f"{kept:>6}")
+        rows: list[tuple[str, float, float | None, Phase]] = [("clients alone", args.seconds, None, base1)]
+        took, phase, moved = move(onto_3, None)
+        rows.append(("move, no throttle", took, moved / took / 1e6, phase))
+        took, phase, moved = move(home, args.throttle)
+        rows.append((f"move, throttle {args.throttle / 1e6:g} MB/s", took, moved / took / 1e6, phase))
+        time.sleep(2.0)
+        base2 = clients.run_while(lambda: True, args.seconds, pids)
+        rows.append(("clients alone, after", args.seconds, None, base2))
+        base_p = (base1.produced + base2.produced) / 2
+        print(f"\n{args.mb} MB in {args.partitions} partitions of RF 2, one replica each moved (4 brokers, one host); "
+              f"load average {os.getloadavg()[0]:.2f}")
+        print(f"{'':28} {'seconds':>8} {'move MB/s':>10} {'produce/s':>10} {'consume/s':>10} {'kept':>6} "
+              f"{'ack p50 ms':>10} {'ack p99 ms':>10}  CPU % (b0 b1 b2 b3 zk clients)")
+        for name, secs, mbs, ph in rows:
+            kept = f"{ph.produced / base_p:.0%}" if base_p else "-"
+            print(f"{name:28} {secs:8.1f} {'-' if mbs is None else f'{mbs:.1f}':>10} {ph.produced:10.0f} "
+                  f"{ph.consumed:10.0f} {kept:>6} {ph.p50 * 1000:10.1f} {ph.p99 * 1000:10.1f}  "
+                  + " ".join(f"{c:.0%}" for c in ph.cpu))
     finally:
         for proc in procs[1:]:
             proc.terminate()
