@@ -268,6 +268,21 @@ def connections(args: argparse.Namespace) -> None:
         b.stop()
 
 
+def wait_idle(pid: int, timeout: float = 120.0) -> float:
+    """Wait until process `pid` uses under 5% of a CPU for 0.5 s (a new partition's directory and
+    file are made by the broker's file thread after CreateTopics answered: 1,000 of them took
+    seconds of this machine's CPU, which the first figures measured); the seconds waited."""
+    started = time.perf_counter()
+    last = proc_cpu_seconds(pid)
+    while time.perf_counter() - started < timeout:
+        time.sleep(0.5)
+        now = proc_cpu_seconds(pid)
+        if now - last < 0.025:
+            break
+        last = now
+    return time.perf_counter() - started
+
+
 def produce_only(args: argparse.Namespace) -> None:
     """One partition against --spread partitions, in turns: msg/s and broker CPU per million records."""
     topics = max(args.spread_topics, 1)
@@ -284,8 +299,10 @@ def produce_only(args: argparse.Namespace) -> None:
             f.result(60)
         del admin
         spread = [(names[i // per_topic], i % per_topic) for i in range(args.spread)]
+        wait_idle(b.proc.pid)
         for targets in ([("single", 0)], spread):  # a first run of each shape, not counted (first writes, imports)
             produce(b.port, targets, args.records // 4)
+        wait_idle(b.proc.pid)
         b.stalls()
         per_m = args.records / 1e6
         singles: list[tuple[float, float, float]] = []  # msg/s, broker CPU s/M, client CPU s/M

@@ -40,7 +40,7 @@ class _Unusual(Exception):
     """Something the short path leaves to the generic one."""
 
 
-def _uvarint(buf: bytes, pos: int) -> tuple[int, int]:
+def _uvarint(buf: bytes | memoryview, pos: int) -> tuple[int, int]:
     byte = buf[pos]
     if byte < 0x80:
         return byte, pos + 1
@@ -54,7 +54,7 @@ def _uvarint(buf: bytes, pos: int) -> tuple[int, int]:
     raise _Unusual
 
 
-def check(buf: bytes, version: int) -> int | None:
+def check(buf: bytes | memoryview, version: int) -> int | None:
     """Where the body starts when the short path may decode this Produce frame, else None."""
     if not MIN_VERSION <= version <= MAX_VERSION:
         return None
@@ -64,7 +64,7 @@ def check(buf: bytes, version: int) -> int | None:
         return None
 
 
-def _walk(buf: bytes, version: int) -> int | None:
+def _walk(buf: bytes | memoryview, version: int) -> int | None:
     end = len(buf)
     flexible = version >= FLEXIBLE_VERSION
     # header: api key, version, correlation id, then client id (a legacy nullable string)
@@ -150,7 +150,7 @@ def _walk(buf: bytes, version: int) -> int | None:
     return body if pos <= end else None
 
 
-def decode(buf: bytes, api_version: int, correlation_id: int, body: int) -> tuple[RequestHeader, Any]:
+def decode(buf: bytes | memoryview, api_version: int, correlation_id: int, body: int) -> tuple[RequestHeader, Any]:
     """Header and body of a frame `check` accepted (kio's readers; anything they raise, the
     caller answers by decoding the frame on the generic path)."""
     reader = _READERS.get(api_version)

@@ -42,6 +42,15 @@ _SIZE = struct.Struct(">i")
 MAX_QUEUED_REQUESTS = 64
 COALESCE_BYTES = 256 * 1024  # answers held back for one write, at most
 COALESCE_RESPONSES = 16
+# A frame this large that arrives in pieces keeps the received chunks as they are and joins them
+# once whole (one copy; a growing buffer, then bytes of its slice, copied a 600 KB Produce three
+# or four times); nothing is allocated ahead of the bytes received (a client announcing 90 MB and
+# sending a byte at a time holds its bytes only). A whole frame this large inside one received
+# chunk is used in place, as a read-only view of it. Copies and the page faults of their fresh
+# memory were ~20% of the broker's CPU producing 1,000,000 records to one partition.
+GATHER_FRAME = 64 * 1024
+VIEW_FRAME = 16 * 1024
+_SMALL_PIECE = 4096  # pieces smaller than this are appended to one buffer, not kept apart
 
 
 class Connection(asyncio.Protocol):
@@ -66,7 +75,9 @@ class Connection(asyncio.Protocol):
         self.last_active = time.monotonic()
         self.busy_since: float | None = None
         self._buffer = bytearray()
-        self._frames: deque[bytes] = deque()
+        self._pieces: list[bytes | bytearray | memoryview] | None = None  # a large frame arriving (GATHER_FRAME)
+        self._missing = 0  # its bytes still to come
+        self._frames: deque[bytes | memoryview] = deque()
         self._queued_bytes = 0
         self._wakeup = asyncio.Event()
         self._can_write = asyncio.Event()
@@ -121,6 +132,7 @@ class Connection(asyncio.Protocol):
             self.limits.release(self)
         self._frames.clear()
         self._buffer = bytearray()
+        self._pieces = None
         self._unsent.clear()
         self._unsent_bytes = 0
         if self._worker is not None and self._worker is not asyncio.current_task():
@@ -134,20 +146,41 @@ class Connection(asyncio.Protocol):
     def resume_writing(self) -> None:
         self._can_write.set()
 
-    def data_received(self, data: bytes) -> None:
+    def data_received(self, data: bytes | memoryview) -> None:
         if self._closed:
             return
+        added = 0
+        if type(data) is not bytes and not (isinstance(data, memoryview) and data.readonly):
+            data = bytes(data)  # kept below as received: it must not change under us
+        pieces = self._pieces
+        if pieces is not None:  # the rest of a large frame first
+            missing = self._missing
+            piece = data if len(data) <= missing else memoryview(data)[:missing]
+            last = pieces[-1]
+            if len(piece) < _SMALL_PIECE and type(last) is bytearray:
+                last += piece
+            else:
+                pieces.append(bytearray(piece) if len(piece) < _SMALL_PIECE else piece)
+            if len(data) < missing:
+                self._missing = missing - len(data)
+                return
+            self._pieces = None
+            frame = b"".join(pieces)  # the one copy of the frame
+            self._frames.append(frame)
+            self._queued_bytes += len(frame)
+            added = 1
+            data = memoryview(data)[missing:]
         buf = self._buffer
-        # frames are cut from `data` itself when nothing was left over: one copy of each frame,
-        # not three (into the buffer, a bytearray slice, bytes of it) - 100 MB a million records
-        src: bytes | bytearray = data
+        # frames are cut from `data` itself when nothing was left over: one copy of each frame at
+        # most, not three (into the buffer, a bytearray slice, bytes of it) - 100 MB a million records
+        src: bytes | bytearray | memoryview = data
         if buf:
             buf += data
             src = buf
+        in_place = src is not buf and (type(src) is bytes or (isinstance(src, memoryview) and src.readonly))
         view = memoryview(src)
         pos = 0
         end = len(src)
-        added = 0
         # a raw SASL token (after SaslHandshake v0) may be shorter than a request header
         low = 0 if getattr(self.session.sasl_state, "raw", False) else 8
         try:
@@ -159,8 +192,16 @@ class Connection(asyncio.Protocol):
                     )
                     return
                 if end - pos - 4 < size:
+                    if size >= GATHER_FRAME:  # gathered from the pieces as they come
+                        # a view of `data` itself, or a copy (no view of the buffer may outlive this loop)
+                        self._pieces = [view[pos + 4 : end] if in_place else bytearray(view[pos + 4 : end])]
+                        self._missing = size - (end - pos - 4)
+                        pos = end
                     break
-                self._frames.append(bytes(view[pos + 4 : pos + 4 + size]))
+                if in_place and size >= VIEW_FRAME:
+                    self._frames.append(view[pos + 4 : pos + 4 + size])  # read-only: `data` is immutable
+                else:
+                    self._frames.append(bytes(view[pos + 4 : pos + 4 + size]))
                 self._queued_bytes += size
                 added += 1
                 pos += 4 + size
@@ -221,7 +262,7 @@ class Connection(asyncio.Protocol):
                 if getattr(self.session.sasl_state, "raw", False):  # a token after SaslHandshake v0
                     from odradek.server.handlers.sasl import raw_token
 
-                    response = await raw_token(self, frame)
+                    response = await raw_token(self, bytes(frame))
                 else:
                     response = await self.dispatcher.dispatch(self, frame)
             except CloseConnection as exc:

@@ -145,7 +145,7 @@ class Dispatcher:
     def api_ranges(self) -> list[ApiRange]:
         return [ApiRange(k, r.min_version, r.max_version) for k, r in sorted(self.routes.items())]
 
-    async def dispatch(self, connection: Connection | None, frame: bytes) -> bytes | None:
+    async def dispatch(self, connection: Connection | None, frame: bytes | memoryview) -> bytes | None:
         """Handle one request frame; returns the response frame, or None (acks=0)."""
         started = time.perf_counter()
         try:
@@ -206,11 +206,14 @@ class Dispatcher:
         return encoded
 
     @staticmethod
-    def _decode(frame: bytes, api_key: int, api_version: int, correlation_id: int) -> tuple[RequestHeader, Any]:
+    def _decode(frame: bytes | memoryview, api_key: int, api_version: int,
+                correlation_id: int) -> tuple[RequestHeader, Any]:
         """The request's header and body: a Produce on its short path when it may take it
-        (protocol/produce_request.py), anything else, or anything the short path's reader
-        raises on, by the generic decode and its errors."""
-        if api_key == produce_request.PRODUCE_KEY and type(frame) is bytes:
+        (protocol/produce_request.py; a large frame is a read-only view, which kio's readers take
+        as they are), anything else, or anything the short path's reader raises on, by the
+        generic decode and its errors."""
+        if api_key == produce_request.PRODUCE_KEY and (type(frame) is bytes or (
+                isinstance(frame, memoryview) and frame.readonly)):
             body = produce_request.check(frame, api_version)
             if body is not None:
                 try:
@@ -228,7 +231,7 @@ class Dispatcher:
         children = self._metrics[api_key] = (metrics.requests.labels(name), metrics.request_time_ms.labels(name))
         return children
 
-    def _refused_legacy_version(self, frame: bytes) -> bytes:
+    def _refused_legacy_version(self, frame: bytes | memoryview) -> bytes:
         """Produce v0-2 (message formats v0/v1): parsed and answered with UNSUPPORTED_VERSION per
         partition, as Kafka 4 does (KAFKA-18659); acks=0 gets no answer, so the connection closes."""
         try:
