@@ -19,14 +19,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from odradek.cli.common import (
-    OPTION_GROUP,
-    Client,
-    Connection,
-    OptionGroup,
-    fail,
-    with_option_groups,
-)
+from odradek.cli.common import Client, fail
+from odradek.cli.options import OPTION_GROUP, Connection, OptionGroup, with_option_groups
 
 acl_app = typer.Typer(no_args_is_help=True, help="ACLs: create, list, delete (like kafka-acls.sh / rpk acl).")
 

@@ -9,18 +9,13 @@ never a traceback, and never a password.
 
 from __future__ import annotations
 
-import dataclasses
-import functools
-import inspect
 import logging
 import threading
 import time
-import typing
-from collections.abc import Callable
 from concurrent.futures import CancelledError
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NoReturn, TypeVar
+from typing import Any, NoReturn
 
 import typer
 from rich.console import Console
@@ -37,7 +32,6 @@ from odradek.cli.client_config import (
 DEFAULT_BOOTSTRAP = "127.0.0.1:9092"
 TIMEOUT_S = 10.0
 WAIT_SLICE_S = 0.2  # how often a wait looks for a refused login
-R = TypeVar("R")
 
 BootstrapOption = typer.Option(DEFAULT_BOOTSTRAP, "--bootstrap-server", "-b", envvar="ODRADEK_BOOTSTRAP_SERVER",
                                help="HOST:PORT of any broker.")
@@ -314,55 +308,6 @@ def connect(bootstrap: str, command_config: Path | None = None, properties: list
     if named and bootstrap == DEFAULT_BOOTSTRAP:
         bootstrap = named
     return Client(bootstrap, props)
-
-
-class OptionGroup:
-    """Base of a dataclass of options that several commands take. A command decorated with
-    `with_option_groups` declares one parameter of the dataclass's type (default OPTION_GROUP);
-    Typer sees the dataclass's fields, in that parameter's place, as the command's options, and
-    the command gets them as one instance."""
-
-
-OPTION_GROUP: Any = object()  # the default of an OptionGroup parameter; never seen by a command
-
-
-def with_option_groups(command: Callable[..., R]) -> Callable[..., R]:
-    """The command with each OptionGroup parameter spread into its fields (see OptionGroup)."""
-    signature = inspect.signature(command, eval_str=True)
-    groups: dict[str, Any] = {}  # parameter name -> its OptionGroup dataclass
-    params: list[inspect.Parameter] = []
-    for param in signature.parameters.values():
-        group = param.annotation
-        if not (isinstance(group, type) and issubclass(group, OptionGroup)):
-            params.append(param)
-            continue
-        groups[param.name] = group
-        hints = typing.get_type_hints(group, include_extras=True)
-        params += [inspect.Parameter(f.name, param.kind, default=f.default, annotation=hints[f.name])
-                   for f in dataclasses.fields(groups[param.name])]
-
-    @functools.wraps(command)
-    def run(**options: Any) -> R:
-        for name, group in groups.items():
-            options[name] = group(**{f.name: options.pop(f.name) for f in dataclasses.fields(group)})
-        return command(**options)
-
-    run.__signature__ = signature.replace(parameters=params)  # type: ignore[attr-defined]
-    run.__annotations__ = {p.name: p.annotation for p in params} | {"return": signature.return_annotation}
-    return run
-
-
-@dataclass(frozen=True)
-class Connection(OptionGroup):
-    """--bootstrap-server, --command-config and -X: how a command reaches the cluster."""
-
-    bootstrap: str = BootstrapOption
-    command_config: Path | None = CommandConfigOption
-    client_property: list[str] | None = ClientPropertyOption
-
-    def client(self) -> Client:
-        """connect() of these options."""
-        return connect(self.bootstrap, self.command_config, self.client_property)
 
 
 def parse_pairs(items: list[str], what: str) -> dict[str, str]:

@@ -11,19 +11,17 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from odradek.cli.common import (
-    OPTION_GROUP,
     TIMEOUT_S,
     BootstrapOption,
     Client,
     ClientPropertyOption,
     CommandConfigOption,
-    Connection,
     connect,
     error_text,
     fail,
     stderr,
-    with_option_groups,
 )
+from odradek.cli.options import OPTION_GROUP, Connection, with_option_groups
 
 if TYPE_CHECKING:
     from confluent_kafka import KafkaError, Message

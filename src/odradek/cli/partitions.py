@@ -21,14 +21,8 @@ from rich.console import Console
 from rich.table import Table
 
 from odradek.cli import reassign_plan as rp
-from odradek.cli.common import (
-    OPTION_GROUP,
-    Client,
-    Connection,
-    OptionGroup,
-    fail,
-    with_option_groups,
-)
+from odradek.cli.common import Client, fail
+from odradek.cli.options import OPTION_GROUP, Connection, OptionGroup, with_option_groups
 
 partitions_app = typer.Typer(no_args_is_help=True, help="Partitions: reassign (like kafka-reassign-partitions.sh).")
 

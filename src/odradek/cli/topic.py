@@ -12,7 +12,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from odradek.cli.common import OPTION_GROUP, Connection, fail, parse_pairs, with_option_groups
+from odradek.cli.common import fail, parse_pairs
+from odradek.cli.options import OPTION_GROUP, Connection, with_option_groups
 
 topic_app = typer.Typer(no_args_is_help=True, help="Topics: create, list, describe, delete, configs.")
 SOURCES = {0: "unknown", 1: "topic", 2: "dynamic broker", 3: "dynamic default broker", 4: "static broker",

@@ -19,15 +19,8 @@ from kio.schema.errors import ErrorCode
 from rich.console import Console
 from rich.table import Table
 
-from odradek.cli.common import (
-    OPTION_GROUP,
-    TIMEOUT_S,
-    Client,
-    Connection,
-    fail,
-    stderr,
-    with_option_groups,
-)
+from odradek.cli.common import TIMEOUT_S, Client, fail, stderr
+from odradek.cli.options import OPTION_GROUP, Connection, with_option_groups
 from odradek.cluster.peer import PeerConnection
 from odradek.protocol.build import datetime_to_ms, timedelta_to_ms
 from odradek.security.client import LoginFailed

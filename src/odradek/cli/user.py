@@ -15,7 +15,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from odradek.cli.common import OPTION_GROUP, Client, Connection, fail, with_option_groups
+from odradek.cli.common import Client, fail
+from odradek.cli.options import OPTION_GROUP, Connection, with_option_groups
 
 user_app = typer.Typer(no_args_is_help=True, help="SCRAM users: create, update, list, delete.")
 
