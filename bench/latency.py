@@ -50,6 +50,7 @@ from produce_consume import free_port, proc_cpu_seconds, stop, wait_port
 KAFKA = "Apache Kafka 4.3.1"
 SIZE = 100
 STALL = re.compile(r"the event loop stalled for (\d+) ms; (.*)")
+RAN = re.compile(r"; its thread ran (\d+) ms of the (\d+) ms since the tick before")
 
 
 class StallLog:
@@ -239,9 +240,14 @@ def main() -> None:
               f"{s.percentile(0.999):8.2f} {max(s.latencies_ns) / 1e6:8.2f} {cpu} {s.lost}")
     for (name, rate), s in results.items():
         if name == "odradek":
-            named = collections.Counter(re.sub(r"\d+ ms", "N ms", what) for _, what in s.stalls)
+            # the monitor says how long the loop's thread ran of each late tick: mostly its own work,
+            # or mostly waiting for a CPU (a machine busier than its cores)
+            ran = [RAN.search(what) for _, what in s.stalls]
+            own = sum(1 for m in ran if m is not None and int(m.group(1)) >= 0.5 * int(m.group(2)))
+            named = collections.Counter(re.sub(r"\d+ ms", "N ms", RAN.sub("", what)) for _, what in s.stalls)
             print(f"odradek at {rate:,} msg/s: {len(s.stalls)} event-loop stalls over 5 ms, longest "
-                  f"{max((ms for ms, _ in s.stalls), default=0)} ms"
+                  f"{max((ms for ms, _ in s.stalls), default=0)} ms; in {own} of them the loop's thread ran at "
+                  f"least half the late tick (its own work), in the others it mostly waited for a CPU"
                   + "".join(f"\n  {n} x {what}" for what, n in named.most_common(5)))
     if args.kafka:
         for rate in rates:
