@@ -314,6 +314,16 @@ class Campaign:
         for f in fs.values():
             f.result(60)
 
+    def _wait_for_acks(self, timeout: float = 60.0) -> None:
+        """Until every producer has had an acknowledgement (at most `timeout` seconds), then 2 s more."""
+        deadline = time.monotonic() + timeout
+        files = [self.workdir / f"producer-{i}.jsonl" for i in range(self.producers)]
+        while time.monotonic() < deadline:
+            if all(f.exists() and '"t":"ack"' in f.read_text() for f in files):
+                break
+            time.sleep(0.5)
+        time.sleep(2)
+
     def wait_healthy(self, timeout: float = 90.0) -> float:
         started = time.monotonic()
         while time.monotonic() - started < timeout:
@@ -335,7 +345,7 @@ class Campaign:
                     self._worker(c, "producer", i, f"c{i}", rate=self.rate)
                 self._worker(c, "consumer", 0, f"c{self.producers}")
                 self._worker(c, "txn", 0, f"c{self.producers + 1}")
-                time.sleep(5)
+                self._wait_for_acks()  # a fault before the producers run measures their start, not the fault
                 for n in range(self.n_faults):
                     kind = self.kinds[n % len(self.kinds)] if self.in_order else self.rng.choice(self.kinds)
                     b = victim(c, self.rng, self.topic)
