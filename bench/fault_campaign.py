@@ -3,8 +3,9 @@ a network namespace of its own, each broker's data dir on a 64 MB tmpfs; idempot
 acks=all producers (RF 3, min.insync.replicas 2), a consumer group committing offsets
 and a transactional consume-transform-produce loop run while seeded faults follow one
 another (partitions, one-way cuts, a paused leader, SIGKILLs of brokers and ZooKeeper
-servers, quorum loss, a full or read-only disk, packet loss). Afterwards the checker
-reads everything back. Needs root.
+servers, quorum loss, a leader's ZooKeeper session expired, a full or read-only disk, packet
+loss). Afterwards the checker reads everything back (and after each heal, every broker is asked
+which partitions it leads). Needs root.
 
     .venv/bin/python bench/fault_campaign.py --seed 1 --faults 100 [--kinds pause-leader,disk-full]
 """
