@@ -116,7 +116,8 @@ def _topic_counters(broker: Any, name: str) -> tuple[Any, Any]:
 # (librdkafka, KIP-360), and a batch of another partition that an old leader had written but not
 # acknowledged is then sent again under new numbers: written twice (the fault campaign's disk-full
 # during a leadership move). KAFKA_STORAGE_ERROR is retried with the same sequence numbers.
-_UNWRITABLE: weakref.WeakSet[Any] = weakref.WeakSet()
+# Each log maps to its leader epoch at the failure: a later leadership starts afresh.
+_UNWRITABLE: weakref.WeakKeyDictionary[Any, int] = weakref.WeakKeyDictionary()
 
 
 def _is_compacted(cleanup_policy: str) -> bool:
@@ -213,7 +214,8 @@ async def handle(ctx: RequestContext, request: Any) -> Any:
             try:
                 result = await broker.produce(plog, records, batches, acks, request)
             except InvalidRecordError as exc:  # producer state: fenced epoch, sequence gap
-                if exc.error_code == ErrorCode.out_of_order_sequence_number and plog in _UNWRITABLE:
+                if exc.error_code == ErrorCode.out_of_order_sequence_number and \
+                        _UNWRITABLE.get(plog) == plog.leader_epoch:
                     log.info("refused produce to %s-%d while its disk refuses writes: %s", name, index, exc)
                     partition_responses.append(_error(index, ErrorCode.kafka_storage_error,
                                                       f"the log cannot be written ({exc})"))
@@ -223,11 +225,11 @@ async def handle(ctx: RequestContext, request: Any) -> Any:
                 continue
             except OSError as exc:  # a full or read-only disk, an I/O error: nothing written, nothing acknowledged
                 log.error("cannot write %s-%d: %s", name, index, exc)
-                _UNWRITABLE.add(plog)
+                _UNWRITABLE[plog] = plog.leader_epoch
                 partition_responses.append(_error(index, ErrorCode.kafka_storage_error, f"cannot write: {exc}"))
                 continue
             if plog.log_end_offset != end_before:  # an append went through: the disk takes writes again
-                _UNWRITABLE.discard(plog)
+                _UNWRITABLE.pop(plog, None)
             if isinstance(result, ErrorCode):
                 entry = _error(index, result)
                 if result == ErrorCode.not_leader_or_follower and ctx.version >= LEADER_HINTS_VERSION:
