@@ -169,7 +169,10 @@ def txn(args: argparse.Namespace, out: Out) -> None:
                 c.close()
             except (KafkaException, RuntimeError):
                 pass
-            p.flush(5)
+            try:
+                p.flush(5)
+            except KafkaException:  # a fenced producer raises its fatal error again: start over with a new one
+                pass
 
 
 def main(argv: list[str] | None = None) -> int:
