@@ -8,8 +8,10 @@ handlers reach it through `RequestContext.broker`.
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import logging
 import os
+import sys
 import time
 import uuid
 from collections import defaultdict
@@ -61,6 +63,43 @@ PRODUCER_ID_BLOCK = 1000
 
 def now_ms() -> int:
     return time.time_ns() // 1_000_000
+
+
+# glibc's mallopt: allocations below this come from the heap, and freed heap memory up to that
+# is kept for the next allocations instead of going back to the system
+_M_TRIM_THRESHOLD = -1
+_M_MMAP_THRESHOLD = -3
+LARGE_ALLOCATION = 8 * 1024 * 1024
+FREED_MEMORY_KEPT = 32 * 1024 * 1024
+_allocator_tuned = False
+
+
+def keep_freed_memory() -> None:
+    """Let glibc's malloc reuse freed buffers of a few hundred KB instead of mapping fresh ones.
+
+    Each Produce of a batched producer is a frame of ~100 KB-1 MB, its records and a few buffers
+    of that size, freed when it is answered. glibc maps every allocation over its threshold
+    (128 KB, adjusted upwards as such blocks are freed) and gives freed memory at the top of its
+    heap back beyond twice that: each request's buffers were fresh pages, faulted in and zeroed,
+    then unmapped (page faults, clear_page and unmap_page_range were ~20% of perf's samples of the
+    broker writing 650 KB Produce requests; with these settings its CPU a million records went
+    from 0.185 to 0.114 s in alternating runs). Process-wide, once; MALLOC_MMAP_THRESHOLD_ or
+    MALLOC_TRIM_THRESHOLD_ in the environment (the operator's own choice) leave it alone."""
+    global _allocator_tuned
+    if _allocator_tuned:
+        return
+    _allocator_tuned = True
+    if not sys.platform.startswith("linux") or "MALLOC_MMAP_THRESHOLD_" in os.environ \
+            or "MALLOC_TRIM_THRESHOLD_" in os.environ:
+        return
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):  # not glibc
+        return
+    mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
+    mallopt.restype = ctypes.c_int
+    mallopt(_M_MMAP_THRESHOLD, LARGE_ALLOCATION)
+    mallopt(_M_TRIM_THRESHOLD, FREED_MEMORY_KEPT)
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,6 +170,7 @@ class Broker:
     """Single-node broker services; cluster mode layers replication on top."""
 
     def __init__(self, config: BrokerConfig, *, faults: Faults | None = None) -> None:
+        keep_freed_memory()
         self.config = config
         self.node_id = max(config.broker_id, 0)
         self.listeners = parse_listeners(config)
