@@ -202,20 +202,6 @@ class OffsetsMixin:
             written = self.group_error(group_id) or E.none  # the partition moved while the ISR caught up
         return self._apply_offset_commit(group_id, member_id, results, accepted, written, position)
 
-    def commit(self, group_id: str, generation: int, member_id: str, instance_id: str | None,
-               commits: list[Commit]) -> list[ErrorCode]:
-        """Deprecated (issue 18): answers once this broker appended the commit, before its
-        followers have it, so a failover can lose an acknowledged commit; the OffsetCommit
-        handler awaits commit_replicated. Kept only until every caller does."""
-        results, accepted = self._validate_offset_commit(group_id, generation, member_id, instance_id, commits)
-        if not accepted:
-            return results
-        written = self.store.write(
-            group_id, [(offset_key(group_id, c.topic, c.partition), offset_value(v)) for c, v in accepted])
-        plog = self.broker.partition_log(self.store.topic, self.store.partition_for(group_id))
-        position = plog.log_end_offset if plog is not None else -1
-        return self._apply_offset_commit(group_id, member_id, results, accepted, written, position)
-
     # -- TxnOffsetCommit -------------------------------------------------------------
 
     def _validate_txn_commit(self, group_id: str, generation: int, member_id: str, instance_id: str | None,
@@ -260,18 +246,6 @@ class OffsetsMixin:
             producer_id=producer_id, producer_epoch=producer_epoch)
         if written == E.none:
             written = self.group_error(group_id) or E.none
-        return self._pend_txn_commit(group_id, producer_id, results, accepted, written)
-
-    def txn_commit(self, group_id: str, producer_id: int, producer_epoch: int, generation: int, member_id: str,
-                   instance_id: str | None, commits: list[Commit]) -> list[ErrorCode]:
-        """Deprecated (issue 18), as commit: answers before the followers have the offsets; the
-        TxnOffsetCommit handler awaits txn_commit_replicated."""
-        results, accepted = self._validate_txn_commit(group_id, generation, member_id, instance_id, commits)
-        if not accepted:
-            return results
-        written = self.store.write(
-            group_id, [(offset_key(group_id, c.topic, c.partition), offset_value(v)) for c, v in accepted],
-            producer_id=producer_id, producer_epoch=producer_epoch)
         return self._pend_txn_commit(group_id, producer_id, results, accepted, written)
 
     def complete_txn(self, producer_id: int, committed: bool, offsets_partition: int) -> None:

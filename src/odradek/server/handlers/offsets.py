@@ -45,7 +45,7 @@ async def offset_commit(ctx: RequestContext, request: Any) -> Any:
         for p in t.partitions
     ]
     # v0 commits carry no generation: a simple (group-less) commit, as generation -1 says
-    errors = iter(coordinator(ctx).commit(
+    errors = iter(await coordinator(ctx).commit_replicated(
         request.group_id, getattr(request, "generation_id_or_member_epoch", -1),
         getattr(request, "member_id", ""), getattr(request, "group_instance_id", None), commits,
     ) if commits else ())

@@ -180,7 +180,7 @@ async def txn_offset_commit(ctx: RequestContext, request: Any) -> Any:
     if unverified is not None:
         refused, denied = unverified, {t.name for t in request.topics}
         commits = []
-    errors = iter(coordinator(ctx).txn_commit(
+    errors = iter(await coordinator(ctx).txn_commit_replicated(
         request.group_id, request.producer_id, request.producer_epoch, getattr(request, "generation_id", -1),
         getattr(request, "member_id", ""), getattr(request, "group_instance_id", None), commits) if commits else ())
     return ctx.respond(topics=[
