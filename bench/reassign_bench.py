@@ -18,8 +18,10 @@ A local ZooKeeper and four `odradek serve --zookeeper` brokers on 127.0.0.1. Top
 
 Prints one table; the clients' figures are records/s of 1 KiB records, the share of the
 baseline the producer kept during each move, the producer's acknowledgement latency (p50 and
-p99) and the CPU each process used meanwhile (% of one core: brokers 0-3, ZooKeeper, this
-process with both clients).
+p99; mostly its own queue when it runs at full speed), the latency of a probe producing one
+record at a time on its own connection, to each partition in turn (the replication an acks=all
+record waits for), and the CPU each process used meanwhile (% of one core: brokers 0-3,
+ZooKeeper, this process with the clients).
 """
 
 from __future__ import annotations
@@ -65,6 +67,7 @@ class Clients:
         self.produced = 0
         self.consumed = 0
         self.latencies: list[float] = []
+        self.probes: list[float] = []
         self._stop = threading.Event()
 
     def _produce(self) -> None:
@@ -85,6 +88,21 @@ class Clients:
             p.poll(0)
         p.flush(30)
 
+    def _probe(self) -> None:
+        """One record at a time (acks=all) on its own connection: the replication latency an
+        acknowledgement waits for, without the queue of the producer running at full speed."""
+        p = Producer({"bootstrap.servers": self.bootstrap, "acks": "all", "linger.ms": 0})
+        acked: list[float] = []
+        n = 0
+        while not self._stop.is_set():
+            started = time.monotonic()
+            n += 1
+            p.produce("clients", b"probe", partition=n % 3, on_delivery=lambda err, msg: acked.append(time.monotonic()))
+            p.flush(30)
+            if acked:
+                self.probes.append(acked.pop() - started)
+            time.sleep(0.02)
+
     def _consume(self) -> None:
         c = Consumer({"bootstrap.servers": self.bootstrap, "group.id": f"bench-{time.time_ns()}",
                       "auto.offset.reset": "latest"})
@@ -99,12 +117,13 @@ class Clients:
         """Run until done() and at_least seconds."""
         self._stop.clear()
         self.produced = self.consumed = 0
-        threads = [threading.Thread(target=self._produce), threading.Thread(target=self._consume)]
+        threads = [threading.Thread(target=self._produce), threading.Thread(target=self._consume),
+                   threading.Thread(target=self._probe)]
         for t in threads:
             t.start()
         time.sleep(1.0)  # the consumer joins its group
         p0, c0, start = self.produced, self.consumed, time.monotonic()
-        l0 = len(self.latencies)
+        l0, q0 = len(self.latencies), len(self.probes)
         cpu0 = cpu_seconds(pids)
         while not (done() and time.monotonic() - start >= at_least):
             time.sleep(0.1)
@@ -112,13 +131,18 @@ class Clients:
         p1, c1 = self.produced, self.consumed
         cpu = [(b - a) / took for a, b in zip(cpu0, cpu_seconds(pids), strict=True)]
         lat = sorted(self.latencies[l0:])
+        probes = sorted(self.probes[q0:])
         self._stop.set()
         for t in threads:
             t.join(60)
         self.latencies.clear()
-        p50 = lat[len(lat) // 2] if lat else float("nan")
-        p99 = lat[int(len(lat) * 0.99)] if lat else float("nan")
-        return Phase(took, (p1 - p0) / took, (c1 - c0) / took, p50, p99, cpu)
+        self.probes.clear()
+        return Phase(took, (p1 - p0) / took, (c1 - c0) / took, _pct(lat, 0.5), _pct(lat, 0.99), _pct(probes, 0.5),
+                     _pct(probes, 0.99), cpu)
+
+
+def _pct(values: list[float], q: float) -> float:
+    return values[min(int(len(values) * q), len(values) - 1)] if values else float("nan")
 
 
 class Phase(NamedTuple):
@@ -127,6 +151,8 @@ class Phase(NamedTuple):
     consumed: float
     p50: float  # acknowledgement latency, s
     p99: float
+    probe_p50: float  # one record at a time, s
+    probe_p99: float
     cpu: list[float]  # share of one core, per pid
 
 
@@ -170,7 +196,7 @@ def main() -> None:
                                                              f"127.0.0.1:{zk_port}/bench"),
                                               stdout=log, stderr=subprocess.STDOUT, env=env))
         for port in ports:
-            wait_for_port(port)
+            wait_for_port(port, 90)
         bootstrap = ",".join(f"127.0.0.1:{p}" for p in ports)
         admin = AdminClient({"bootstrap.servers": bootstrap})
         deadline = time.monotonic() + 30
@@ -242,11 +268,12 @@ def main() -> None:
         print(f"\n{args.mb} MB in {args.partitions} partitions of RF 2, one replica each moved (4 brokers, one host); "
               f"load average {os.getloadavg()[0]:.2f}")
         print(f"{'':28} {'seconds':>8} {'move MB/s':>10} {'produce/s':>10} {'consume/s':>10} {'kept':>6} "
-              f"{'ack p50 ms':>10} {'ack p99 ms':>10}  CPU % (b0 b1 b2 b3 zk clients)")
+              f"{'ack p50 ms':>10} {'ack p99 ms':>10} {'probe p50/p99 ms':>16}  CPU % (b0 b1 b2 b3 zk clients)")
         for name, secs, mbs, ph in rows:
             kept = f"{ph.produced / base_p:.0%}" if base_p else "-"
             print(f"{name:28} {secs:8.1f} {'-' if mbs is None else f'{mbs:.1f}':>10} {ph.produced:10.0f} "
-                  f"{ph.consumed:10.0f} {kept:>6} {ph.p50 * 1000:10.1f} {ph.p99 * 1000:10.1f}  "
+                  f"{ph.consumed:10.0f} {kept:>6} {ph.p50 * 1000:10.1f} {ph.p99 * 1000:10.1f} "
+                  f"{f'{ph.probe_p50 * 1000:.1f}/{ph.probe_p99 * 1000:.1f}':>16}  "
                   + " ".join(f"{c:.0%}" for c in ph.cpu))
     finally:
         for proc in procs[1:]:
