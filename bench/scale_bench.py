@@ -22,6 +22,12 @@ round's msg/s, the broker's CPU seconds per million records of each shape (from 
 utime + stime while the producer ran) and the client's (this process), the ratio many / one, and
 the medians over the rounds.
 
+`--raw-produce` measures the broker alone: pre-encoded Produce v10 requests (one partition each,
+--batch records of 100 B, round robin over --spread partitions, or one partition with --spread 1)
+sent over one raw socket with --in-flight unanswered at most, --requests of them a round, --rounds
+rounds: the broker's CPU per request and per million records (no client CPU beside it to compete
+with; librdkafka sends one Produce a partition, so this is what 1,000 partitions cost per request).
+
 `--connections N` measures connections instead: --active raw connections each send Produce v9
 requests (one 100 B record, acks=1) in turn at --rate requests a second in all, and the time from
 send to answer is recorded, first alone, then while N more connections are held open idle (each
@@ -31,6 +37,8 @@ sent one ApiVersions first, so the broker has set it up); RSS per idle connectio
         [--spread 1000] [--records 200000] [--nofile N]
     .venv/bin/python bench/scale_bench.py --produce-only [--spread 1000] [--spread-topics 10] [--records 200000]
         [--rounds 5]
+    .venv/bin/python bench/scale_bench.py --raw-produce [--spread 1000] [--batch 25] [--in-flight 20]
+        [--requests 10000] [--rounds 5]
     .venv/bin/python bench/scale_bench.py --connections 10000 [--active 100] [--rate 2000] [--seconds 10]
 """
 from __future__ import annotations
@@ -325,6 +333,73 @@ def produce_only(args: argparse.Namespace) -> None:
         b.stop()
 
 
+def raw_produce_frames(targets: list[tuple[str, int]], records: int) -> list[bytes]:
+    """One Produce v10 frame (acks=1, one batch of `records` 100 B records) for each target."""
+    batch = encode_batch([(None, b"x" * 100, ())] * records, timestamp_ms=int(time.time() * 1000))
+    cls = request_type(0, 10)
+    return [encode_request(0, 10, i, build(cls, transactional_id=None, acks=1, timeout=datetime.timedelta(seconds=30),
+                                           topic_data=[{"name": t, "partition_data": [{"index": p, "records": batch}]}]),
+                           client_id="scale-bench")
+            for i, (t, p) in enumerate(targets)]
+
+
+def raw_produce_run(port: int, frames: list[bytes], requests: int, in_flight: int) -> float:
+    """Seconds to have `requests` of `frames` (in turn) answered, at most `in_flight` unanswered."""
+    with socket.create_connection(("127.0.0.1", port), timeout=60) as s:
+        s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sent = answered = 0
+        buf = bytearray()
+        started = time.perf_counter()
+        while answered < requests:
+            while sent < requests and sent - answered < in_flight:
+                s.sendall(frames[sent % len(frames)])
+                sent += 1
+            data = s.recv(1 << 20)
+            if not data:
+                raise ConnectionError("the broker closed the connection")
+            buf += data
+            while len(buf) >= 4:
+                size = struct.unpack_from(">i", buf)[0]
+                if len(buf) < 4 + size:
+                    break
+                del buf[:4 + size]
+                answered += 1
+        return time.perf_counter() - started
+
+
+def raw_produce(args: argparse.Namespace) -> None:
+    """The broker's CPU per Produce request from a raw socket, in rounds."""
+    topics = max(args.spread_topics, 1)
+    per_topic = -(-args.spread // topics)
+    print(f"load average {os.getloadavg()[0]:.1f}; Produce v10 of {args.batch} x 100 B records to one of "
+          f"{args.spread:,} partitions each, {args.in_flight} in flight, {args.requests:,} a round")
+    with tempfile.TemporaryDirectory(prefix="scale-raw-") as tmp:
+        b = Broker(Path(tmp) / "data", args.nofile)
+        b.start()
+        assert b.proc is not None
+        admin = AdminClient({"bootstrap.servers": f"127.0.0.1:{b.port}"})
+        names = [f"spread-{i:03d}" for i in range(topics)]
+        for f in admin.create_topics([NewTopic(n, per_topic, 1) for n in names]).values():
+            f.result(60)
+        del admin
+        frames = raw_produce_frames([(names[i // per_topic], i % per_topic) for i in range(args.spread)], args.batch)
+        wait_idle(b.proc.pid)
+        raw_produce_run(b.port, frames, min(args.requests, 2000), args.in_flight)  # first writes, imports
+        wait_idle(b.proc.pid)
+        per_request = []
+        for r in range(args.rounds):
+            cpu0 = proc_cpu_seconds(b.proc.pid)
+            took = raw_produce_run(b.port, frames, args.requests, args.in_flight)
+            cpu = proc_cpu_seconds(b.proc.pid) - cpu0
+            per_request.append(cpu / args.requests * 1e6)
+            print(f"round {r + 1}: {args.requests / took:,.0f} requests/s, broker CPU {per_request[-1]:.0f} us a "
+                  f"request, {per_request[-1] / args.batch:.3f} s a million records; {stalls_line(b)}")
+        median = statistics.median(per_request)
+        print(f"median: broker CPU {median:.0f} us a request ({min(per_request):.0f}-{max(per_request):.0f}), "
+              f"{median / args.batch:.3f} s a million records; load average {os.getloadavg()[0]:.1f}")
+        b.stop()
+
+
 def stalls_line(b: Broker) -> str:
     count, longest = b.stalls()
     return f"loop stalls > 5 ms: {count}, longest {longest} ms"
@@ -339,7 +414,11 @@ def main() -> None:
     ap.add_argument("--records", type=int, default=200_000)
     ap.add_argument("--produce-only", action="store_true", help="only one partition against --spread, in rounds")
     ap.add_argument("--spread-topics", type=int, default=10, help="--produce-only: topics the spread covers")
-    ap.add_argument("--rounds", type=int, default=5, help="--produce-only: rounds of both shapes")
+    ap.add_argument("--rounds", type=int, default=5, help="--produce-only, --raw-produce: rounds")
+    ap.add_argument("--raw-produce", action="store_true", help="the broker's CPU per Produce from a raw socket")
+    ap.add_argument("--batch", type=int, default=25, help="--raw-produce: records a request")
+    ap.add_argument("--in-flight", type=int, default=20, help="--raw-produce: requests unanswered at most")
+    ap.add_argument("--requests", type=int, default=10_000, help="--raw-produce: requests a round")
     ap.add_argument("--metadata-runs", type=int, default=20)
     ap.add_argument("--nofile", type=int, help="the broker's RLIMIT_NOFILE (soft and hard)")
     ap.add_argument("--connections", type=int, help="measure N idle connections beside --active ones instead")
@@ -352,6 +431,9 @@ def main() -> None:
         return
     if args.produce_only:
         produce_only(args)
+        return
+    if args.raw_produce:
+        raw_produce(args)
         return
     total = args.topics * args.partitions
     print(f"load average {os.getloadavg()[0]:.1f}; {args.topics} topics x {args.partitions} partitions = {total:,}")
