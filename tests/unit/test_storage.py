@@ -238,3 +238,20 @@ def test_flush_syncs_only_logs_written_since_the_last_flush(tmp_path: Path, monk
     reopened.flush()  # after an unclean start the recovered tail is synced once
     assert synced and reopened.recovery_point == 1
     reopened.close()
+
+
+def test_an_epoch_older_than_every_known_one_ends_where_the_first_starts(tmp_path: Path) -> None:
+    """OffsetForLeaderEpoch as Kafka's LeaderEpochFileCache.endOffsetFor: a replica that led at
+    epoch 0 and comes back to a leader whose history starts at epoch 2 truncates to that epoch's
+    start, instead of keeping records the leader never had (failover_bench: a SIGKILLed leader
+    kept 3 such records and never rejoined the ISR)."""
+    plog = PartitionLog.open(tmp_path / "t-0", "t", 0, LogConfig())
+    plog.leader_epoch = 2
+    append(plog, [(b"k", b"v")] * 3)
+    plog.leader_epoch = 4
+    append(plog, [(b"k", b"w")])
+    assert plog.epochs == [(2, 0), (4, 3)]
+    assert plog.end_offset_for_epoch(0) == (0, 0)
+    assert plog.end_offset_for_epoch(3) == (2, 3)
+    assert plog.end_offset_for_epoch(4) == (4, 4)
+    plog.close()

@@ -401,9 +401,14 @@ class PartitionLog:
         return self.epochs[-1][0] if self.epochs else -1
 
     def end_offset_for_epoch(self, epoch: int) -> tuple[int, int]:
-        """OffsetForLeaderEpoch: the largest epoch <= `epoch` and the offset where it ends."""
-        if not self.epochs or epoch < self.epochs[0][0]:
+        """OffsetForLeaderEpoch: the largest epoch <= `epoch` and the offset where it ends. An
+        epoch older than every one known ends where the first known one starts (Kafka's
+        LeaderEpochFileCache.endOffsetFor): a replica back from an older epoch truncates there
+        instead of keeping records the leader never had."""
+        if not self.epochs:
             return -1, -1
+        if epoch < self.epochs[0][0]:
+            return epoch, self.epochs[0][1]
         for i, (e, _start) in enumerate(self.epochs):
             if e > epoch:
                 prev = self.epochs[i - 1][0]
