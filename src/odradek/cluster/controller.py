@@ -42,6 +42,8 @@ log = logging.getLogger("odradek.controller")
 REBALANCE_INTERVAL_S = 2.0
 REASSIGNMENT_INTERVAL_S = 0.2  # while partitions move, the controller looks at them this often
 STOP_TIMEOUT_S = 2.0
+SHRINK = "dead follower left the ISR"
+WRITE_BATCH = 100  # partition states in one ZooKeeper transaction (each ~150 bytes of jute.maxbuffer's 1 MiB)
 
 
 class Controller:
@@ -215,8 +217,45 @@ class Controller:
         log.info("%s-%d: leader %d epoch %d isr %s (%s)", topic, p, new.leader, new.leader_epoch,
                  list(new.isr), why)
 
+    def _write_all(self, writes: list[tuple[str, int, LeaderAndIsr, str]]) -> None:
+        """The state writes of many partitions, WRITE_BATCH to a ZooKeeper transaction: a broker's
+        failure with 1,000 partitions was 1,000 round trips one after another (4-29 s beyond the
+        session timeout in bench/failover_bench.py). A write whose partition changed meanwhile
+        (a leader's own ISR change) leaves its batch for _write's re-read and retry, and the rest
+        of the batch goes again."""
+        for i in range(0, len(writes), WRITE_BATCH):
+            pending = writes[i:i + WRITE_BATCH]
+            while pending:
+                fence = self.fence()
+                if self._stopping or fence is None:
+                    return
+                if len(pending) == 1:
+                    self._write(*pending[0])
+                    break
+                try:
+                    result = self.store.write_states([(topic, p, new) for topic, p, new, _why in pending], fence)
+                except ControllerMoved as exc:
+                    self.fenced(exc)
+                    return
+                if isinstance(result, int):
+                    self._write(*pending[result])
+                    pending = pending[:result] + pending[result + 1:]
+                    continue
+                for (topic, p, new, why), state in zip(pending, result, strict=True):
+                    self._fresh[(topic, p)] = state
+                    log.info("%s-%d: leader %d epoch %d isr %s (%s)", topic, p, new.leader, new.leader_epoch,
+                             list(new.isr), why)
+                break
+
     def _elect_leaders(self) -> None:
         """Partitions whose leader is gone get a new one; dead followers leave the ISR."""
+        writes: list[tuple[str, int, LeaderAndIsr, str]] = []
+        self._plan_elections(writes)
+        # the partitions without a leader first: the ISR shrinks of the others can wait a little
+        writes.sort(key=lambda w: w[3] == SHRINK)
+        self._write_all(writes)
+
+    def _plan_elections(self, writes: list[tuple[str, int, LeaderAndIsr, str]]) -> None:
         live = self._live
         topics = self.store.seen.topics
         for (topic, p), state in self._states():
@@ -227,8 +266,8 @@ class Controller:
             if state.leader in live:
                 isr = tuple(b for b in state.isr if b in live)
                 if isr != state.isr and state.leader in isr:
-                    self._write(topic, p, LeaderAndIsr(state.leader, state.leader_epoch, isr, self.epoch,
-                                                       state.zk_version), "dead follower left the ISR")
+                    writes.append((topic, p, LeaderAndIsr(state.leader, state.leader_epoch, isr, self.epoch,
+                                                          state.zk_version), SHRINK))
                 continue
             candidates = [b for b in replicas if b in state.isr and b in live]
             why = "leader lost"
@@ -241,11 +280,11 @@ class Controller:
                 if leader not in isr:
                     isr = (leader, *isr)
                 new = LeaderAndIsr(leader, state.leader_epoch + 1, isr, self.epoch, state.zk_version)
-                self._write(topic, p, new, why)
+                writes.append((topic, p, new, why))
             elif state.leader != -1:
                 # No live in-sync replica: offline until one returns (Kafka keeps the last ISR).
                 new = LeaderAndIsr(-1, state.leader_epoch + 1, state.isr, self.epoch, state.zk_version)
-                self._write(topic, p, new, "offline: no live in-sync replica")
+                writes.append((topic, p, new, "offline: no live in-sync replica"))
 
     def _rebalance_preferred(self) -> None:
         topics = self.store.seen.topics

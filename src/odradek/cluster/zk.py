@@ -486,6 +486,20 @@ class ZkMetadataStore:
         stat = self.fenced_set(state_path(topic, partition), state.to_json(), state.zk_version, fence)
         return None if stat is None else _with_version(state, stat.version)
 
+    def write_states(self, writes: list[tuple[str, int, LeaderAndIsr]], fence: Fence) -> list[LeaderAndIsr] | int:
+        """Several partitions' states in one transaction, each a compare-and-set on its znode's
+        version, fenced as write_state: the states as written, in order, or the index of a write
+        whose partition changed meanwhile (then none is written); ControllerMoved when fenced."""
+        tx = self.zk.transaction()
+        tx.check(fence[0], fence[1])
+        for topic, partition, state in writes:
+            tx.set_data(state_path(topic, partition), state.to_json(), version=state.zk_version)
+        results = self._fenced_commit(tx, fence)[1:]
+        failed = [i for i, r in enumerate(results) if isinstance(r, Exception)]
+        if failed:
+            return next((i for i in failed if not is_rollback(results[i])), failed[0])
+        return [_with_version(state, stat.version) for (_t, _p, state), stat in zip(writes, results, strict=True)]
+
     def fenced_set(self, path: str, value: bytes, version: int, fence: Fence) -> Any:
         """Set `path` at `version` in one transaction with the check of `fence` (Kafka's
         ZooKeeper-mode controller: a multi-op with a check of /controller_epoch's zkVersion).
