@@ -58,7 +58,7 @@ class Report:
     examples: dict[str, list[str]] = field(default_factory=lambda: defaultdict(list))
 
     MUST_BE_ZERO = ("lost", "duplicated", "misplaced", "order", "split_brain", "aborted_read",
-                    "offsets_backwards", "stale_reads", "stale_leaders")
+                    "offsets_backwards", "stale_reads", "stale_leaders", "txn_reread")
 
     def violations(self) -> dict[str, int]:
         return {k: getattr(self, k) for k in self.MUST_BE_ZERO if getattr(self, k)}
