@@ -45,11 +45,12 @@ FAST_ENV = {
 class LocalCluster:
     """ZooKeeper + n brokers in `state_dir`; brokers can be killed and restarted."""
 
-    def __init__(self, state_dir: Path, n: int = 3, env: dict[str, str] | None = None) -> None:
+    def __init__(self, state_dir: Path, n: int = 3, env: dict[str, str] | None = None,
+                 base_env: dict[str, str] = FAST_ENV, chroot: str = "odradek") -> None:
         self.state_dir = state_dir
         self.zk = start_zookeeper(state_dir, zk_port := free_port())
-        self.connect = f"127.0.0.1:{zk_port}/odradek"
-        self.env = {**os.environ, **FAST_ENV, **(env or {})}
+        self.connect = f"127.0.0.1:{zk_port}/{chroot}"
+        self.env = {**os.environ, **base_env, **(env or {})}
         self.ports = [free_port() for _ in range(n)]
         self.procs: list[subprocess.Popen[bytes] | None] = [None] * n
         for i in range(n):
@@ -59,23 +60,28 @@ class LocalCluster:
     def bootstrap(self) -> str:
         return ",".join(f"127.0.0.1:{p}" for p in self.ports)
 
+    def log_path(self, i: int) -> Path:
+        return self.state_dir / f"broker-{i}.log"
+
     def start(self, i: int) -> None:
-        log = open(self.state_dir / f"broker-{i}.log", "ab")
-        self.procs[i] = subprocess.Popen(
-            broker_command(i, self.ports[i], self.state_dir / f"broker-{i}", self.connect),
-            stdout=log, stderr=subprocess.STDOUT, env=self.env, cwd=ROOT)
-        log.close()
-        wait_for_port(self.ports[i], proc=self.procs[i])
+        with open(self.log_path(i), "ab") as log:
+            self.procs[i] = subprocess.Popen(
+                broker_command(i, self.ports[i], self.state_dir / f"broker-{i}", self.connect),
+                stdout=log, stderr=subprocess.STDOUT, env=self.env, cwd=ROOT)
+        wait_for_port(self.ports[i], 60, proc=self.procs[i])
 
     def alive(self, i: int) -> bool:
         p = self.procs[i]
         return p is not None and p.poll() is None
 
-    def kill(self, i: int) -> None:
+    def kill(self, i: int) -> float:
+        """SIGKILL broker i (if running); the wall-clock time of the signal."""
         p = self.procs[i]
+        at = time.time()
         if p is not None and p.poll() is None:
             p.send_signal(signal.SIGKILL)
             p.wait(10)
+        return at
 
     def partition(self, topic: str, p: int = 0) -> Any:
         for i in range(len(self.ports)):

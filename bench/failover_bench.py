@@ -25,10 +25,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime
-import os
 import re
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -38,10 +36,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+from cluster_bench import LocalCluster
 from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]  # re-exported without __all__
 
-from odradek.cli.cluster_up import broker_command, free_port, start_zookeeper, wait_for_port
 from odradek.cluster.peer import PeerConnection
 
 METADATA_KEY, METADATA_VERSION = 3, 12
@@ -49,51 +47,12 @@ ELECTION = re.compile(r"^(\S+ \S+) INFO odradek\.controller: \S+: leader (-?\d+)
 CONTROLLER = re.compile(r"^(\S+ \S+) INFO odradek\.controller: broker (\d+) is the controller")
 
 
-class Cluster:
+class Cluster(LocalCluster):
+    """bench/cluster_bench.py's cluster with Kafka's timings but the ZooKeeper session's."""
+
     def __init__(self, work: Path, n: int, session_timeout_ms: int) -> None:
-        self.work = work
-        self.zk = start_zookeeper(work, zk_port := free_port())
-        self.connect = f"127.0.0.1:{zk_port}/failover"
-        self.env = {**os.environ, "PYTHONUNBUFFERED": "1",
-                    "ODRADEK_ZOOKEEPER_SESSION_TIMEOUT_MS": str(session_timeout_ms)}
-        self.ports = [free_port() for _ in range(n)]
-        self.procs: list[subprocess.Popen[bytes] | None] = [None] * n
-        for i in range(n):
-            self.start(i)
-
-    @property
-    def bootstrap(self) -> str:
-        return ",".join(f"127.0.0.1:{p}" for p in self.ports)
-
-    def log_path(self, i: int) -> Path:
-        return self.work / f"broker-{i}.log"
-
-    def start(self, i: int) -> None:
-        with open(self.log_path(i), "ab") as log:
-            self.procs[i] = subprocess.Popen(broker_command(i, self.ports[i], self.work / f"broker-{i}", self.connect),
-                                             stdout=log, stderr=subprocess.STDOUT, env=self.env)
-        wait_for_port(self.ports[i], 60, proc=self.procs[i])
-
-    def alive(self, i: int) -> bool:
-        p = self.procs[i]
-        return p is not None and p.poll() is None
-
-    def kill(self, i: int) -> float:
-        """SIGKILL broker i; the wall-clock time of the signal."""
-        p = self.procs[i]
-        assert p is not None
-        at = time.time()
-        p.send_signal(signal.SIGKILL)
-        p.wait(10)
-        return at
-
-    def stop(self) -> None:
-        for p in self.procs:
-            if p is not None and p.poll() is None:
-                p.send_signal(signal.SIGKILL)
-                p.wait(10)
-        self.zk.kill()
-        self.zk.wait(10)
+        super().__init__(work, n, env={"ODRADEK_ZOOKEEPER_SESSION_TIMEOUT_MS": str(session_timeout_ms)},
+                         base_env={"PYTHONUNBUFFERED": "1"}, chroot="failover")
 
 
 class MetadataPoller:
