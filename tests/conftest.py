@@ -28,6 +28,23 @@ from typing import Any
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
+JAVA_DIR = ROOT / "tests" / "java"
+JVM_FLAGS = ["-Xmx256m", "-XX:TieredStopAtLevel=1", "-XX:+UseSerialGC"]
+
+
+def compile_java(sources: list[Path], out: Path) -> Path:
+    """javac `sources` against Kafka's jars in tests/java/lib (./dev test fills it) into `out`,
+    once for the tests that run them (a JVM compiling at every start costs seconds)."""
+    import shutil
+
+    javac = shutil.which("javac")
+    assert javac is not None, "no javac on PATH (JDK 17 is needed)"
+    assert any((JAVA_DIR / "lib").glob("kafka-clients-*.jar")), "tests/java/lib is empty (./dev test fills it)"
+    done = subprocess.run([javac, *(f"-J{flag}" for flag in JVM_FLAGS), "-cp", str(JAVA_DIR / "lib" / "*"),
+                           "-d", str(out), *map(str, sources)],
+                          capture_output=True, text=True, timeout=240, check=False, cwd=ROOT)
+    assert done.returncode == 0, done.stderr[-4000:]
+    return out
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

@@ -24,13 +24,20 @@ from typing import Any
 
 import pytest
 from confluent_kafka import Consumer, KafkaError, TopicPartition
-from conftest import ROOT, BrokerProcess, free_port, module_broker, unique
+from conftest import (
+    JAVA_DIR,
+    JVM_FLAGS,
+    ROOT,
+    BrokerProcess,
+    compile_java,
+    free_port,
+    module_broker,
+    unique,
+)
 from kafka.partitioner.default import murmur2  # kafka-python's copy of the Java client's hash
 
-JAVA_DIR = ROOT / "tests" / "java"
 # A small heap, and C1 only: these JVMs live seconds, and C2's compiler threads would cost more
 # CPU than they save on a busy machine.
-JVM_FLAGS = ["-Xmx256m", "-XX:TieredStopAtLevel=1", "-XX:+UseSerialGC"]
 ENV = {"ODRADEK_GROUP_INITIAL_REBALANCE_DELAY_MS": "0", "ODRADEK_OFFSETS_TOPIC_NUM_PARTITIONS": "3",
        "ODRADEK_TRANSACTION_STATE_LOG_NUM_PARTITIONS": "3"}
 CODEC_IDS = {"gzip": 1, "snappy": 2, "lz4": 3, "zstd": 4}  # a record batch's attributes & 7
@@ -45,16 +52,8 @@ Lines = dict[str, list[dict[str, Any]]]
 @pytest.fixture(scope="session")
 def java_classes(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """tests/java/ClientScenarios.java and the three programs, compiled once; the class directory."""
-    javac = shutil.which("javac")
-    assert javac is not None, "no javac on PATH (JDK 17 is needed)"
-    assert any((JAVA_DIR / "lib").glob("kafka-clients-*.jar")), "tests/java/lib is empty (./dev test fills it)"
-    classes = tmp_path_factory.mktemp("java-client-classes")
-    sources = [JAVA_DIR / "ClientScenarios.java", *sorted(JAVA_DIR.glob("JavaClient*.java"))]
-    done = subprocess.run([javac, *(f"-J{flag}" for flag in JVM_FLAGS), "-cp", str(JAVA_DIR / "lib" / "*"),
-                           "-d", str(classes), *map(str, sources)],
-                          capture_output=True, text=True, timeout=240, check=False, cwd=ROOT)
-    assert done.returncode == 0, done.stderr[-4000:]
-    return classes
+    return compile_java([JAVA_DIR / "ClientScenarios.java", *sorted(JAVA_DIR.glob("JavaClient*.java"))],
+                        tmp_path_factory.mktemp("java-client-classes"))
 
 
 def run_java(classes: Path, program: str, bootstrap: str, prefix: str, *scenarios: str,

@@ -21,13 +21,20 @@ from typing import Any
 import pytest
 from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, NewTopic
-from conftest import ROOT, BrokerProcess, module_broker, unique, wait_for_port
+from conftest import (
+    JAVA_DIR,
+    JVM_FLAGS,
+    ROOT,
+    BrokerProcess,
+    compile_java,
+    module_broker,
+    unique,
+    wait_for_port,
+)
 from typer.testing import CliRunner
 
 from odradek.cli.group import group_app
 
-JAVA_DIR = ROOT / "tests" / "java"
-JVM_FLAGS = ["-Xmx256m", "-XX:TieredStopAtLevel=1", "-XX:+UseSerialGC"]
 ENV = {"ODRADEK_OFFSETS_TOPIC_NUM_PARTITIONS": "3", "ODRADEK_SHARE_COORDINATOR_STATE_TOPIC_NUM_PARTITIONS": "3",
        "ODRADEK_GROUP_SHARE_HEARTBEAT_INTERVAL_MS": "1000", "ODRADEK_TRANSACTION_STATE_LOG_NUM_PARTITIONS": "3"}
 
@@ -37,14 +44,8 @@ pytest_plugins = ["cluster_fixtures"]
 
 @pytest.fixture(scope="module")
 def classes(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """ShareClient compiled once for the module (a JVM compiling at every start costs seconds)."""
-    javac = shutil.which("javac")
-    assert javac is not None, "no javac on PATH (JDK 17 is needed)"
-    assert any((JAVA_DIR / "lib").glob("kafka-clients-*.jar")), "tests/java/lib is empty (./dev test fills it)"
-    out = tmp_path_factory.mktemp("share-classes")
-    subprocess.run([javac, "-cp", str(JAVA_DIR / "lib" / "*"), "-d", str(out), str(JAVA_DIR / "ShareClient.java")],
-                   check=True, capture_output=True, timeout=120)
-    return out
+    """ShareClient compiled once for the module."""
+    return compile_java([JAVA_DIR / "ShareClient.java"], tmp_path_factory.mktemp("share-classes"))
 
 
 def command(classes: Path, bootstrap: str, *args: str) -> list[str]:
