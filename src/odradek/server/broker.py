@@ -246,6 +246,9 @@ class Broker:
                 self.logs.get_or_create(topic.name, p, cfg)
 
     def close(self) -> None:
+        wait_synced = getattr(self.metadata, "wait_synced", None)  # topics.json's write on its own thread
+        if wait_synced is not None:  # before a restart in this process reads the file
+            wait_synced()
         self.logs.close()
 
     # -- topics ------------------------------------------------------------

@@ -1,0 +1,72 @@
+"""An answered CreateTopics (or DeleteTopics) is on disk: topics.json is written off the event
+loop (issue 20), and the answer waits for that write, so a SIGKILL right after it loses nothing,
+however many clients created topics at once."""
+
+from __future__ import annotations
+
+import threading
+
+from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic  # type: ignore[attr-defined]
+from conftest import unique
+
+
+def topics_on(bootstrap: str) -> dict[str, int]:
+    md = AdminClient({"bootstrap.servers": bootstrap}).list_topics(timeout=15)
+    return {name: len(t.partitions) for name, t in md.topics.items() if t.error is None}
+
+
+def test_created_topics_survive_a_sigkill_right_after_the_answer(broker_factory) -> None:  # type: ignore[no-untyped-def]
+    b = broker_factory(name="created")
+    admin = AdminClient({"bootstrap.servers": b.bootstrap})
+    names = [unique("answered") for _ in range(5)]
+    futures = admin.create_topics([NewTopic(n, 3 + i, 1, config={"retention.ms": str(1000 + i)})
+                                   for i, n in enumerate(names)], request_timeout=30)
+    for f in futures.values():
+        f.result(30)
+    b.kill()  # no stop, no flush: whatever the answer promised must already be in the files
+    b.start()
+    topics = topics_on(b.bootstrap)
+    assert {n: topics.get(n) for n in names} == {n: 3 + i for i, n in enumerate(names)}
+    admin = AdminClient({"bootstrap.servers": b.bootstrap})
+    res = ConfigResource("topic", names[-1])
+    assert admin.describe_configs([res])[res].result(15)["retention.ms"].value == "1004"
+
+    gone = names[0]
+    admin.delete_topics([gone], request_timeout=30)[gone].result(30)
+    b.kill()
+    b.start()
+    topics = topics_on(b.bootstrap)
+    assert gone not in topics
+    assert all(topics.get(n) == 3 + i for i, n in enumerate(names) if n != gone)
+
+
+def test_concurrent_create_topics_all_survive_a_sigkill(broker_factory) -> None:  # type: ignore[no-untyped-def]
+    b = broker_factory(name="concurrent")
+    clients, per_client = 6, 4
+    wanted = {unique(f"c{c}t{t}"): 1 + (c + t) % 4 for c in range(clients) for t in range(per_client)}
+    names = list(wanted)
+    start = threading.Barrier(clients)
+    errors: list[BaseException] = []
+
+    def create(c: int) -> None:
+        admin = AdminClient({"bootstrap.servers": b.bootstrap})
+        admin.list_topics(timeout=15)  # connected before the barrier: the requests meet at the broker
+        start.wait(30)
+        mine = names[c * per_client:(c + 1) * per_client]
+        try:  # one request a topic, each client's in flight beside the others'
+            futures = [admin.create_topics([NewTopic(n, wanted[n], 1)], request_timeout=30)[n] for n in mine]
+            for f in futures:
+                f.result(30)
+        except Exception as exc:  # noqa: BLE001 - handed to the test's thread, which fails with it
+            errors.append(exc)
+
+    threads = [threading.Thread(target=create, args=(c,)) for c in range(clients)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not errors, errors
+    b.kill()
+    b.start()
+    topics = topics_on(b.bootstrap)
+    assert {n: topics.get(n) for n in names} == wanted
