@@ -87,6 +87,9 @@ class PartitionLog:
         self._snapshot_at = -1  # the log end offset the newest producer snapshot covers, if unchanged since
         self._files_lock: threading.Lock | None = None  # a created log whose files may not exist yet
         self._epochs_dirty = False  # leader-epoch-checkpoint is behind self.epochs
+        self._epochs_lock = threading.Lock()  # the file: written by the loop and by a flush's thread
+        self._epochs_taken = 0  # copies of self.epochs taken to be written, numbered in order
+        self._epochs_saved = 0  # the number of the copy the file holds (an older one is never written)
         self._truncations = 0  # a flush in the background moves the recovery point only if this held
         self._flushing: FlushJob | None = None
         self._deleted = False
@@ -417,12 +420,30 @@ class PartitionLog:
 
     def _save_epochs(self) -> None:
         self._epochs_dirty = True  # until written: a full disk's refusal leaves it to the next flush
-        path = self.dir / LEADER_EPOCH_FILE
-        tmp = path.with_suffix(".tmp")
-        entries = "".join(f"{e} {s}\n" for e, s in self.epochs)
-        tmp.write_text(f"0\n{len(self.epochs)}\n{entries}")
-        os.replace(tmp, path)
+        self._write_epochs(*self._take_epochs(), sync=False)
         self._epochs_dirty = False
+
+    def _take_epochs(self) -> tuple[list[tuple[int, int]], int]:
+        """On the event loop: a copy of the leader epochs to write, and its number."""
+        self._epochs_taken += 1
+        return list(self.epochs), self._epochs_taken
+
+    def _write_epochs(self, epochs: list[tuple[int, int]], taken: int, *, sync: bool) -> None:
+        """Write leader-epoch-checkpoint from any thread, unless a newer copy is there already
+        (a flush thread's copy must not overwrite what a truncation wrote on the loop since)."""
+        with self._epochs_lock:
+            if taken <= self._epochs_saved or self._deleted:
+                return
+            path = self.dir / LEADER_EPOCH_FILE
+            tmp = path.with_suffix(".tmp")
+            entries = "".join(f"{e} {s}\n" for e, s in epochs)
+            with open(tmp, "w") as f:
+                f.write(f"0\n{len(epochs)}\n{entries}")
+                if sync:
+                    f.flush()
+                    os.fsync(f.fileno())
+            os.replace(tmp, path)
+            self._epochs_saved = taken
 
     def _load_epochs(self) -> None:
         path = self.dir / LEADER_EPOCH_FILE
@@ -567,17 +588,24 @@ class PartitionLog:
         self._dirty = False
 
     def begin_flush(self) -> FlushJob | None:
-        """On the event loop: what a flush in the background must fsync (None for a clean log).
-        The descriptors are duplicates (an eviction may close the segment's own meanwhile)."""
-        if self._epochs_dirty:
-            self._save_epochs()
-        if not self._dirty:
-            self.recovery_point = self.log_end_offset
-            return None
+        """On the event loop: what a flush in the background must write and fsync (None for a
+        clean log), no file written here: the leader epochs go as a copy, the index entries stay
+        the segments' (taken under their lock by the thread, in order with the loop's own index
+        writes), the logs' descriptors are duplicates (an eviction may close the segment's own
+        meanwhile). Appends go on meanwhile: the thread fsyncs at least what was written before
+        this call, and the recovery point moves only that far (`done`)."""
         job = FlushJob(self, self.log_end_offset, self._truncations)
+        if self._epochs_dirty:
+            job.epochs = self._take_epochs()
+            self._epochs_dirty = False
+        if not self._dirty:
+            if job.epochs is None:
+                self.recovery_point = self.log_end_offset
+                return None
+            return job  # the epochs alone; the recovery point moves once they are written
         for seg in self.segments[-2:]:
             job.fds.append(os.dup(seg.fd))
-            job.paths += seg.write_index_entries()
+            job.segments.append(seg)
         self._dirty = False
         self._flushing = job  # until done: a stop meanwhile flushes on its own thread (flush)
         return job
@@ -606,22 +634,34 @@ class PartitionLog:
 
 
 class FlushJob:
-    """A log's fsyncs, run by a thread (`run`), then its recovery point moved on the loop (`done`)."""
+    """A log's file work, run by a thread (`run`): its leader epochs written, its segments' new
+    index entries appended, all fsynced; then its recovery point moved on the loop (`done`)."""
 
-    __slots__ = ("fds", "log", "log_end_offset", "paths", "truncations")
+    __slots__ = ("epochs", "epochs_failed", "failed", "fds", "log", "log_end_offset", "segments", "truncations")
 
     def __init__(self, plog: PartitionLog, log_end_offset: int, truncations: int) -> None:
         self.log = plog
         self.log_end_offset = log_end_offset
         self.truncations = truncations
+        self.epochs: tuple[list[tuple[int, int]], int] | None = None  # a copy to write, and its number
         self.fds: list[int] = []
-        self.paths: list[Path] = []
+        self.segments: list[LogSegment] = []
+        self.failed = False  # an OSError (a full disk): the recovery point stays, the next flush retries
+        self.epochs_failed = False
 
     def run(self) -> None:
         try:
+            if self.epochs is not None:
+                try:
+                    self.log._write_epochs(*self.epochs, sync=True)
+                except OSError as exc:
+                    self.epochs_failed = True
+                    log.warning("%s-%d: writing %s failed: %s", self.log.topic, self.log.partition,
+                                LEADER_EPOCH_FILE, exc)
+            paths = [p for seg in self.segments for p in seg.write_index_entries()]
             for fd in self.fds:
                 os.fsync(fd)
-            for path in self.paths:
+            for path in paths:
                 try:
                     fd = os.open(path, os.O_RDONLY)
                 except FileNotFoundError:  # deleted meanwhile
@@ -630,6 +670,9 @@ class FlushJob:
                     os.fsync(fd)
                 finally:
                     os.close(fd)
+        except OSError as exc:
+            self.failed = True
+            log.warning("%s-%d: flush failed: %s", self.log.topic, self.log.partition, exc)
         finally:
             for fd in self.fds:
                 os.close(fd)
@@ -639,7 +682,11 @@ class FlushJob:
         plog = self.log
         if plog._flushing is self:
             plog._flushing = None
-        if plog._truncations == self.truncations:
+        if self.epochs_failed:
+            plog._epochs_dirty = True
+        if self.failed:
+            plog._dirty = True
+        elif plog._truncations == self.truncations:
             plog.recovery_point = max(plog.recovery_point, min(self.log_end_offset, plog.log_end_offset))
         else:  # truncated meanwhile: what was synced may be gone; the next flush decides
             plog._dirty = True

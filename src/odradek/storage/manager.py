@@ -147,7 +147,7 @@ class LogManager:
         plog = self._logs.pop((topic, partition), None)
         if plog is not None:
             plog.delete()
-            self.checkpoint()
+            self.checkpoint_later()  # as delete_topic: two files of every log's line, off the loop
 
     def logs(self) -> list[PartitionLog]:
         return list(self._logs.values())
@@ -177,13 +177,12 @@ class LogManager:
         self.checkpoint()
 
     async def flush_in_background(self) -> None:
-        """The periodic flush: fsyncs in a thread, FLUSH_BATCH logs at a time (bounded duplicate
-        descriptors), the event loop free between batches; then the checkpoint files, also in
-        the thread. On the loop, 1,000 written partitions' fsyncs held it for seconds.
-
-        What begin_flush still does on the loop (a log's new index entries and leader epochs
-        written out, its first time creating those files) took 73-100 ms a batch of 64 freshly
-        written logs here, each batch a stall: a batch also ends once FLUSH_SLICE_S of it has
+        """The periodic flush: its file work in a thread, FLUSH_BATCH logs at a time (bounded
+        duplicate descriptors), the event loop free between batches; then the checkpoint files,
+        also in the thread. On the loop, 1,000 written partitions' fsyncs held it for seconds,
+        and the index entries and leader epochs written there 73-100 ms a batch of 64 freshly
+        written logs: the thread writes those too now (FlushJob), and begin_flush only takes
+        copies and duplicate descriptors. A batch still ends once FLUSH_SLICE_S of it has
         passed, so the loop is let go at least that often."""
         loop = asyncio.get_running_loop()
         logs = list(self._logs.values())

@@ -5,8 +5,11 @@
 12-byte entries (timestamp i64, relative offset i32), both sparse: one entry per
 `index.interval.bytes` of log. Kafka preallocates and mmaps them; here they are
 mirrored in memory lists, their new entries written out when the segment is
-flushed or closed, and rebuilt from the log when missing or inconsistent (a
-crash may leave an index short of its last entries: it is sparse, so still right).
+flushed (by the flush's thread) or closed, and rebuilt from the log when missing or
+inconsistent (a crash may leave an index short of its last entries: it is sparse, so
+still right). Every write of the index files and of the entries waiting for one holds
+the segment's `index_lock`, so a flush thread's append can neither reorder entries nor
+land after a rebuild or a deletion made on the event loop.
 
 File descriptors open lazily and are bounded: a segment's `.log` opens on first
 use and joins `OPEN_SEGMENTS`, a process-wide LRU that closes the least recently
@@ -24,6 +27,7 @@ import logging
 import os
 import resource
 import struct
+import threading
 from collections import OrderedDict
 from pathlib import Path
 
@@ -153,6 +157,7 @@ class LogSegment:
         self.recovered_epochs: list[tuple[int, int]] = []  # (leader epoch, start offset) seen by a verified load
         self._index_pending = bytearray()  # entries not yet in the .index / .timeindex files
         self._time_pending = bytearray()
+        self.index_lock = threading.RLock()  # the index files and the pending entries (see the module)
 
     __hash__ = object.__hash__  # by identity: a key of OPEN_SEGMENTS
 
@@ -300,6 +305,10 @@ class LogSegment:
         return True
 
     def _rebuild_indexes(self, headers: list[BatchHeader]) -> None:
+        with self.index_lock:  # a flush thread's append of older entries must not follow the rewrite
+            self._rebuild_indexes_locked(headers)
+
+    def _rebuild_indexes_locked(self, headers: list[BatchHeader]) -> None:
         self.index_offsets, self.index_positions = [], []
         self.time_stamps, self.time_offsets = [], []
         self.bytes_since_index = 0
@@ -316,24 +325,30 @@ class LogSegment:
         log.info("%s: rebuilt offset and time indexes (%d entries)", self.log_path.name, len(self.index_offsets))
 
     def write_index_entries(self) -> list[Path]:
-        """Append the new entries to the index files, unsynced; the files, to fsync elsewhere."""
-        self._write_index_entries(sync=False)
-        return [self.index_path, self.time_index_path] if self.index_offsets else []
+        """Append the new entries to the index files, unsynced; the files, to fsync elsewhere.
+        From any thread (a flush's): the entries are taken and written under `index_lock`."""
+        with self.index_lock:
+            if self._deleted:
+                return []
+            self._write_index_entries(sync=False)
+            return [self.index_path, self.time_index_path] if self.index_offsets else []
 
     def _write_index_entries(self, *, sync: bool) -> None:
         """Append the entries made since the last write to the index files (fsynced when `sync`)."""
-        for path, pending in ((self.index_path, self._index_pending), (self.time_index_path, self._time_pending)):
-            if not pending and not sync:
-                continue
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-            try:
-                if pending:
-                    os.write(fd, pending)
-                    pending.clear()
-                if sync:
-                    os.fsync(fd)
-            finally:
-                os.close(fd)
+        with self.index_lock:
+            for path, pending in ((self.index_path, self._index_pending),
+                                  (self.time_index_path, self._time_pending)):
+                if not pending and not sync:
+                    continue
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+                try:
+                    if pending:
+                        os.write(fd, pending)
+                        pending.clear()
+                    if sync:
+                        os.fsync(fd)
+                finally:
+                    os.close(fd)
 
     # -- appending -------------------------------------------------------------
 
@@ -342,11 +357,12 @@ class LogSegment:
         if self.bytes_since_index >= interval or not self.index_offsets:
             self.index_offsets.append(last_offset)
             self.index_positions.append(position)
-            self._index_pending += _INDEX_ENTRY.pack(last_offset - self.base_offset, position)
-            if not self.time_stamps or max_ts > self.time_stamps[-1]:
-                self.time_stamps.append(max_ts)
-                self.time_offsets.append(last_offset)
-                self._time_pending += _TIME_ENTRY.pack(max_ts, last_offset - self.base_offset)
+            with self.index_lock:  # a flush thread may be taking the pending entries (once an entry's interval)
+                self._index_pending += _INDEX_ENTRY.pack(last_offset - self.base_offset, position)
+                if not self.time_stamps or max_ts > self.time_stamps[-1]:
+                    self.time_stamps.append(max_ts)
+                    self.time_offsets.append(last_offset)
+                    self._time_pending += _TIME_ENTRY.pack(max_ts, last_offset - self.base_offset)
             self.bytes_since_index = 0
         self.bytes_since_index += size
 
@@ -517,16 +533,18 @@ class LogSegment:
 
     def close(self) -> None:
         """Write out the new index entries and close the file (a broker stop, a swap)."""
-        if self._index_pending or self._time_pending:
-            self._write_index_entries(sync=False)
+        with self.index_lock:
+            if self._index_pending or self._time_pending:
+                self._write_index_entries(sync=False)
         OPEN_SEGMENTS.discard(self)
         self.close_file()
 
     def delete_handles(self) -> None:
         """Forget the segment's descriptor and unwritten index entries (its files are going)."""
-        self._deleted = True
-        self._index_pending.clear()
-        self._time_pending.clear()
+        with self.index_lock:  # a flush thread's write of them is over, or sees the deletion
+            self._deleted = True
+            self._index_pending.clear()
+            self._time_pending.clear()
         self.close()
 
     def delete(self) -> None:
