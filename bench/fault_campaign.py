@@ -4,7 +4,7 @@ acks=all producers (RF 3, min.insync.replicas 2), a consumer group committing of
 and a transactional consume-transform-produce loop run while seeded faults follow one
 another (partitions, one-way cuts, a paused leader, SIGKILLs of brokers and ZooKeeper
 servers, quorum loss, a leader's ZooKeeper session expired, a full or read-only disk, packet
-loss). Afterwards the checker reads everything back (and after each heal, every broker is asked
+loss, 200 ms of delay with 5% loss at a leader). Afterwards the checker reads everything back (and after each heal, every broker is asked
 which partitions it leads). Needs root.
 
     .venv/bin/python bench/fault_campaign.py --seed 1 --faults 100 [--kinds pause-leader,disk-full]
@@ -42,6 +42,7 @@ def main() -> int:
         (Path(args.workdir) if args.workdir else Path.cwd()).joinpath(f"faults-seed{args.seed}.json").write_text(
             json.dumps({"seed": args.seed, "faults": faults, "report": {k: getattr(report, k) for k in (
                 "acked", "unacked", "reads", "epochs_checked", "txn_committed", "txn_aborted", "txn_duplicates", "txn_reread",
+                "txn_fenced",
                 *report.MUST_BE_ZERO)}}, indent=1))
     print()
     print(f"seed {args.seed}, {len(campaign.faults)} faults, {time.monotonic() - started:.0f} s")
@@ -50,7 +51,8 @@ def main() -> int:
     print(f"acknowledged {report.acked}, unacknowledged (timed out) {report.unacked}, consumer reads {report.reads}, "
           f"transactions committed {report.txn_committed} aborted {report.txn_aborted}, "
           f"records copied twice by the transactional loop {report.txn_duplicates} (input read again by a "
-          f"committed transaction after an earlier committed one had committed offsets past it: {report.txn_reread})")
+          f"committed transaction after an earlier committed one had committed offsets past it: {report.txn_reread}), "
+          f"transactional producer fenced {report.txn_fenced} (each explained below, or counted as unexplained)")
     for k in report.MUST_BE_ZERO:
         print(f"  {k}: {getattr(report, k)}")
     for k, ex in report.examples.items():

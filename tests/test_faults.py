@@ -10,7 +10,12 @@ faults of different kinds, and the storage behaviour it led to.
 from __future__ import annotations
 
 import errno
+import os
+import signal
+import socket
+import statistics
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,7 +28,7 @@ from odradek.storage.log import LogConfig, PartitionLog
 from odradek.testing.faults.checker import Report, split_brain, table
 from odradek.testing.faults.cluster import FaultCluster
 from odradek.testing.faults.nemesis import Campaign, fill
-from odradek.testing.faults.net import netns_works, run
+from odradek.testing.faults.net import Net, netns_works, run
 
 
 def test_network_namespaces_work_here() -> None:
@@ -333,6 +338,119 @@ def test_a_coordinator_cut_from_zookeeper_acknowledges_no_offset_commit(fault_cl
             time.sleep(0.5)
     assert committed >= max((o for _, o in acked), default=1)
     cons.close()
+
+
+def round_trips(ip: str, port: int, n: int = 7) -> list[float]:
+    """TCP connects to ip:port, in milliseconds (SYN there, SYN-ACK back: one round trip each)."""
+    out = []
+    for _ in range(n):
+        started = time.monotonic()
+        with socket.create_connection((ip, port), timeout=15):
+            out.append((time.monotonic() - started) * 1000)
+    return [round(x, 1) for x in out]
+
+
+def test_a_delay_line_holds_both_ways_and_a_dead_one_lets_packets_pass() -> None:
+    """net.delay (no netem in this kernel): a round trip to the node takes 2 x 200 ms more while
+    its delay line runs, and nothing more once healed; a delay line that dies (SIGKILL) leaves the
+    node reachable at once (`--queue-bypass`), so a crashed one never turns into a partition."""
+    net = Net()
+    listener = None
+    try:
+        net.create()
+        ip = net.add("a", 1).ip
+        listener = subprocess.Popen([*net.prefix("a"), sys.executable, "-c", (
+            "import socket\ns = socket.create_server(('0.0.0.0', 7000), backlog=64)\n"
+            "for _ in range(200):\n    s.accept()[0].close()")])
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                before = round_trips(ip, 7000)
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "the listener never came up"
+                time.sleep(0.2)
+        net.delay("a", 200.0, 20.0)
+        during = round_trips(ip, 7000)
+        net.heal()
+        healed = round_trips(ip, 7000)
+        stats = net.delay_stats["a"]
+        net.delay("a", 200.0, 20.0)
+        os.kill(net.delays["a"].pid, signal.SIGKILL)
+        net.delays["a"].wait(10)
+        killed = round_trips(ip, 7000)
+    finally:
+        if listener is not None:
+            listener.kill()
+            listener.wait(10)
+        net.close()
+    assert statistics.median(before) < 50, before
+    assert min(during) >= 2 * (200 - 20), during
+    assert statistics.median(healed) < 50, healed
+    assert statistics.median(killed) < 50, killed
+    # every packet held was let go, in a process that exited on its own at the heal
+    assert stats["held"] >= 2 * 7 and stats["released"] == stats["held"] and stats["returncode"] == 0, stats
+
+
+def test_a_leader_200_ms_away_with_loss_acknowledges_late_but_loses_nothing(fault_cluster: FaultCluster) -> None:
+    """The campaign's delay-loss at a partition's leader: 200 ms (+- 20) each way and 5% loss each
+    way. A round trip to it takes >= 360 ms more, to the other brokers not; acks=all acknowledgements
+    come no sooner than a round trip, and every acknowledged record is read back once, in order.
+    Once healed, round trips are back to normal."""
+    from confluent_kafka import Producer
+    from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
+
+    c = fault_cluster
+    admin = AdminClient({"bootstrap.servers": c.bootstrap})
+    admin.create_topics([NewTopic("delayed", 1, 3, config={"min.insync.replicas": "2"})],
+                        operation_timeout=30)["delayed"].result(60)
+    deadline = time.monotonic() + 60
+    while True:
+        md = admin.list_topics("delayed", timeout=10).topics["delayed"].partitions[0]
+        if md.leader >= 0 and len(md.isrs) == 3:
+            break
+        assert time.monotonic() < deadline, md
+        time.sleep(0.5)
+    leader, other = c.brokers[md.leader], c.brokers[(md.leader + 1) % len(c.brokers)]
+    prod = Producer({"bootstrap.servers": c.bootstrap, "acks": "all", "enable.idempotence": True,
+                     "linger.ms": 0, "message.timeout.ms": 60000})
+    acked: list[bytes] = []
+    errors: list[Any] = []
+
+    def send(value: bytes) -> float:
+        started = time.monotonic()
+        done: list[Any] = []
+        prod.produce("delayed", value, partition=0, on_delivery=lambda err, msg: done.append(err))
+        prod.flush(60)
+        if done == [None]:
+            acked.append(value)
+        else:
+            errors.append((value, done))
+        return (time.monotonic() - started) * 1000
+
+    for i in range(5):
+        send(f"before-{i}".encode())
+    before = round_trips(leader.ip, leader.port)
+    c.net.lossy(leader.name, 0.05)
+    c.net.delay(leader.name, 200.0, 20.0, seed=18)
+    try:
+        during = round_trips(leader.ip, leader.port)
+        elsewhere = round_trips(other.ip, other.port)
+        latencies = [send(f"delayed-{i}".encode()) for i in range(20)]
+    finally:
+        c.net.heal()
+    stats = c.net.delay_stats[leader.name]
+    after = round_trips(leader.ip, leader.port)
+    for i in range(5):
+        send(f"after-{i}".encode())
+    assert statistics.median(before) < 50, before
+    assert min(during) >= 2 * (200 - 20), during
+    assert statistics.median(elsewhere) < 50, elsewhere
+    assert min(latencies) >= 2 * (200 - 20), latencies
+    assert statistics.median(after) < 50, after
+    assert stats["held"] > 0 and stats["released"] == stats["held"] and stats["returncode"] == 0, stats
+    assert errors == []
+    assert read_partition(c, "delayed", 0) == acked
 
 
 def test_the_split_brain_check_takes_leader_epochs_from_the_log() -> None:

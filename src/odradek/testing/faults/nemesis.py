@@ -254,6 +254,14 @@ def lossy(c: FaultCluster, rng: random.Random, b: int) -> Heal:
     return c.net.heal
 
 
+def delay_loss(c: FaultCluster, rng: random.Random, b: int) -> Heal:
+    """Every packet to and from the leader waits 200 ms (+- 20 ms), so its round trips take 400 ms
+    more, and 5% of them are lost each way: a delay line on NFQUEUE in its namespace (net.delay)."""
+    c.net.lossy(f"b{b}", 0.05)
+    c.net.delay(f"b{b}", 200.0, 20.0, seed=rng.randrange(1 << 30))
+    return c.net.heal
+
+
 NEMESES: dict[str, Callable[[FaultCluster, random.Random, int], Heal]] = {
     "partition-leader-minority": partition_leader_minority,
     "partition-follower-minority": partition_follower_minority,
@@ -268,11 +276,13 @@ NEMESES: dict[str, Callable[[FaultCluster, random.Random, int], Heal]] = {
     "disk-full": disk_full,
     "read-only-disk": read_only,
     "packet-loss": lossy,
+    "delay-loss": delay_loss,
 }
 
 # How long each fault holds: past the session timeout where a session must expire.
 HOLD = {"pause-leader": 2.5 * SESSION_TIMEOUT_MS / 1000, "zookeeper-quorum-loss": 8.0,
-        "partition-leader-minority": 10.0, "isolate-from-zookeeper": 10.0}
+        "partition-leader-minority": 10.0, "isolate-from-zookeeper": 10.0,
+        "delay-loss": 2.5 * SESSION_TIMEOUT_MS / 1000}  # ZooKeeper pings, ISR and fetches slowed for a while
 
 
 class Campaign:

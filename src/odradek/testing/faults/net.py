@@ -8,15 +8,24 @@ kernel drops the packets, connections hang until their timeouts.
 
 This kernel has no sch_netem (`tc qdisc ... netem` answers "Specified qdisc
 kind is unknown" and there is no /lib/modules to load it from), so loss is the
-iptables `statistic` match and a slow link is a `tbf` rate limit; there is no
-pure added delay.
+iptables `statistic` match, a slow link is a `tbf` rate limit, and an added delay
+is NFQUEUE: iptables rules in the node's namespace queue its packets (both ways) to
+a delay line process running in that namespace (odradek.testing.faults.delay),
+which holds each for the delay before accepting it.
 """
 
 from __future__ import annotations
 
+import json
 import random
+import select
 import subprocess
+import sys
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+DELAY_LINE = Path(__file__).with_name("delay.py")  # run as a script: it imports nothing of odradek's
 
 
 def run(*cmd: str, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -58,6 +67,8 @@ class Net:
     subnet: int = field(default_factory=lambda: random.randrange(1, 250))
     nodes: dict[str, Node] = field(default_factory=dict)
     created: bool = False
+    delays: dict[str, subprocess.Popen[str]] = field(default_factory=dict)  # delay lines running, by node
+    delay_stats: dict[str, dict[str, Any]] = field(default_factory=dict)  # the last summary of each node's
 
     @property
     def bridge(self) -> str:
@@ -122,12 +133,54 @@ class Net:
         self.exec(name, "tc", "qdisc", "add", "dev", "eth0", "root", "tbf", "rate", rate, "burst", "16kbit",
                   "latency", "200ms")
 
+    def delay(self, name: str, ms: float = 200.0, jitter_ms: float = 20.0, max_held: int = 4096,
+              seed: int = 0) -> None:
+        """Every packet `name` sends or receives on its link waits `ms` (+- `jitter_ms`), so a round
+        trip to it takes 2 * `ms` more: a delay line process in its namespace, then the rules that
+        feed it (`--queue-bypass`: packets pass while no delay line listens)."""
+        if name in self.delays:
+            raise RuntimeError(f"{name} already has a delay line")
+        proc = subprocess.Popen(
+            [*self.prefix(name), sys.executable, str(DELAY_LINE), "--delay-ms", str(ms),
+             "--jitter-ms", str(jitter_ms), "--max-held", str(max_held), "--seed", str(seed)],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+        self.delays[name] = proc
+        assert proc.stdout is not None
+        readable, _, _ = select.select([proc.stdout], [], [], 30)
+        line = proc.stdout.readline() if readable else ""
+        if line.strip() != "ready":
+            self._stop_delay(name)
+            raise RuntimeError(f"the delay line in {name} did not start: {line!r} {self.delay_stats.get(name)}")
+        for chain, flag in (("INPUT", "-s"), ("OUTPUT", "-d")):
+            self.exec(name, "iptables", "-A", chain, flag, f"10.201.{self.subnet}.0/24", "-j", "NFQUEUE",
+                      "--queue-num", "0", "--queue-bypass")
+
+    def _stop_delay(self, name: str) -> None:
+        """SIGTERM: the delay line releases what it holds and prints its summary."""
+        proc = self.delays.pop(name)
+        if proc.poll() is None:
+            proc.terminate()
+        try:
+            out, err = proc.communicate(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            out, err = proc.communicate(timeout=10)
+        last = (out or "").strip().splitlines()[-1:] or [""]
+        try:
+            self.delay_stats[name] = {**json.loads(last[0]), "returncode": proc.returncode}
+        except json.JSONDecodeError:
+            self.delay_stats[name] = {"returncode": proc.returncode, "stderr": (err or "")[-2000:]}
+
     def heal(self) -> None:
         for name in self.nodes:
             self.exec(name, "iptables", "-F", check=False)
             self.exec(name, "tc", "qdisc", "del", "dev", "eth0", "root", check=False)
+        for name in list(self.delays):  # after the rules: nothing is queued any more
+            self._stop_delay(name)
 
     def close(self) -> None:
+        for name in list(self.delays):
+            self._stop_delay(name)
         for node in list(self.nodes.values()):
             run("ip", "link", "del", node.veth, check=False)
             run("ip", "netns", "del", node.ns, check=False)
