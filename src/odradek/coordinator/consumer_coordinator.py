@@ -39,6 +39,7 @@ from odradek.coordinator.consumer_replay import (
 )
 from odradek.coordinator.group import Group
 from odradek.coordinator.records import group_key
+from odradek.coordinator.store import OFFSETS_COMMIT_TIMEOUT_MS
 
 if TYPE_CHECKING:
     from odradek.coordinator.store import OffsetsStore
@@ -117,7 +118,7 @@ class ConsumerGroupMixin:
 
     # -- ConsumerGroupHeartbeat ------------------------------------------------------
 
-    def consumer_heartbeat(
+    async def consumer_heartbeat(
         self, group_id: str, member_id: str, member_epoch: int, instance_id: str | None, rack_id: str | None,
         rebalance_timeout_ms: int, topic_names: list[str] | None, topic_regex: str | None,
         server_assignor: str | None, owned: Partitions | None, client_id: str, client_host: str,
@@ -214,11 +215,16 @@ class ConsumerGroupMixin:
             member.revocation_deadline = None
         if member.member_epoch != before_epoch or not same(member.assigned, before_assigned) or changed:
             records.append(self._current_record(group, member))
-        written = self.store.write(group_id, records) if records else E.none
-        if written != E.none:
-            return fail(written)
-        group.stored = True
         group.refresh_state(_now_ms())
+        if records:
+            # Kafka's CoordinatorRuntime: the change is applied and appended at once, and answered
+            # only once the ISR (at least min.insync.replicas) holds it; a member never acts on an
+            # epoch or assignment the next coordinator may not know (issue 18)
+            group.stored = True
+            written, _ = await self.store.write_replicated(
+                group_id, records, OFFSETS_COMMIT_TIMEOUT_MS, refuse_below_min_isr=False)
+            if written != E.none:
+                return fail(written)
         send = (member_epoch == 0 or member.member_epoch != before_epoch
                 or not same(member.assigned, before_assigned)
                 or (owned is not None and not same(owned, member.assigned)))

@@ -47,6 +47,7 @@ class GroupCoordinator(OffsetsMixin, MigrationMixin):
         self.groups: dict[str, Group] = {}
         self.txn_offsets = {}
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._writes: set[asyncio.Task[None]] = set()  # SyncGroup's assignments being written
 
     @property
     def loop(self) -> asyncio.AbstractEventLoop:
@@ -375,16 +376,42 @@ class GroupCoordinator(OffsetsMixin, MigrationMixin):
         if member_id == group.leader_id:
             for m in group.members.values():
                 m.assignment = assignments.get(m.member_id, b"")
-            stored = self._store_group(group)
-            if stored != E.none:
-                self._prepare_rebalance(group, "the group metadata could not be stored")
-                member.complete_sync(SyncResult(stored))
-                return fut
-            group.transition(GroupState.STABLE, now_ms())
-            log.info("group %s is stable in generation %d", group_id, group.generation)
-            for m in group.members.values():
-                m.complete_sync(SyncResult(E.none, group.protocol_type, group.protocol_name, m.assignment))
+            task = self.loop.create_task(self._store_assignment(group, member_id))
+            self._writes.add(task)
+            task.add_done_callback(self._writes.discard)
         return fut
+
+    async def _store_assignment(self, group: Group, leader_id: str) -> None:
+        """The leader's assignment is written with the group (Kafka's storeGroup, acks=-1) and
+        the members are answered only once the ISR holds it: an assignment answered before would
+        be unknown to the next coordinator (issue 18). On failure every waiting member gets the
+        error and the group rebalances, as Kafka's resetAndPropagateAssignmentWithError."""
+        generation = group.generation
+        try:
+            error, _ = await self._write_replicated(group.group_id, [(group_key(group.group_id),
+                                                                      group_value(group.to_value()))])
+        except Exception:  # a background task: the members parked in SyncGroup must be answered
+            log.exception("storing the assignment of group %s failed", group.group_id)
+            error = E.unknown_server_error
+        if error == E.none:
+            error = self.group_error(group.group_id) or E.none  # the partition moved meanwhile
+        if self.groups.get(group.group_id) is group and not (
+                group.is_in(GroupState.COMPLETING_REBALANCE) and group.generation == generation):
+            return  # a member joined or left meanwhile: that rebalance answered the parked SyncGroups
+        if error != E.none:
+            log.info("group %s: the assignment of generation %d not stored: %s", group.group_id, generation,
+                     error.name)
+            for m in group.members.values():
+                m.assignment = b""
+                m.complete_sync(SyncResult(error))
+            if self.groups.get(group.group_id) is group:
+                self._prepare_rebalance(group, f"error {error.name} when storing the group assignment during "
+                                               f"SyncGroup (member {leader_id})")
+            return
+        group.transition(GroupState.STABLE, now_ms())
+        log.info("group %s is stable in generation %d", group.group_id, group.generation)
+        for m in group.members.values():
+            m.complete_sync(SyncResult(E.none, group.protocol_type, group.protocol_name, m.assignment))
 
     # -- Heartbeat and sessions ------------------------------------------------
 

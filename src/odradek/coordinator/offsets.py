@@ -21,7 +21,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -48,18 +47,17 @@ from odradek.coordinator.records import (
     read_offset_value,
     subscribed_topics,
 )
+from odradek.coordinator.store import OFFSETS_COMMIT_TIMEOUT_MS
 from odradek.protocol.records import CONTROL_COMMIT
 
 if TYPE_CHECKING:
     from odradek.coordinator.store import OffsetsStore
     from odradek.server.broker import Broker
-    from odradek.storage.log import PartitionLog
 
 log = logging.getLogger("odradek.coordinator")
 
 E = ErrorCode
 OFFSET_METADATA_MAX_BYTES = 4096  # offset.metadata.max.bytes
-OFFSETS_COMMIT_TIMEOUT_MS = 5000  # offsets.commit.timeout.ms
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,33 +131,21 @@ class OffsetsMixin:
         return results, accepted
 
     async def _write_replicated(self, group_id: str, records: list[tuple[bytes, bytes | None]], *,
-                                producer_id: int = -1, producer_epoch: int = -1) -> tuple[ErrorCode, int]:
-        """Append to the group's partition and wait until every in-sync replica holds the
-        records (a ClusterBroker's wait_replicated; a single broker has no replicas to wait
-        for). (error, the log end offset just after the records), the error as Kafka's
-        coordinators answer it.
+                                producer_id: int = -1, producer_epoch: int = -1,
+                                refuse_below_min_isr: bool = True) -> tuple[ErrorCode, int]:
+        """Append to the group's partition as Kafka's coordinator does (acks=-1): refused while
+        its ISR is below min.insync.replicas, answered once every in-sync replica holds the records
+        (store.write_replicated). (error as Kafka's coordinators answer it, the log end offset just
+        after the records).
 
         Issue 18 (the fault campaign): commits were answered once the coordinator had
         appended them; a coordinator cut from its followers a moment later acknowledged
         commits that the next leader of the partition never had, and OffsetFetch read the
         group's offsets 2-3 s later lower than acknowledged ones."""
-        written = self.store.write(group_id, records, producer_id=producer_id, producer_epoch=producer_epoch)
-        if written != E.none:
-            return written, -1
-        plog = self.broker.partition_log(self.store.topic, self.store.partition_for(group_id))
-        if plog is None:
-            return E.not_coordinator, -1
-        end = plog.log_end_offset  # no await since the append: these records end here
-        wait: Callable[[PartitionLog, int, float], Awaitable[ErrorCode]] | None = getattr(
-            self.broker, "wait_replicated", None)
-        if wait is None:
-            return E.none, end
         timeout_ms = getattr(self.broker.config, "offsets_commit_timeout_ms", OFFSETS_COMMIT_TIMEOUT_MS)
-        code = await wait(plog, end, timeout_ms / 1000)
-        if code != E.none:
-            log.info("offsets of group %s not replicated to %s-%d: %s", group_id, self.store.topic,
-                     self.store.partition_for(group_id), code.name)
-        return _coordinator_error(code), end
+        return await self.store.write_replicated(group_id, records, timeout_ms, producer_id=producer_id,
+                                                 producer_epoch=producer_epoch,
+                                                 refuse_below_min_isr=refuse_below_min_isr)
 
     def _validate_offset_commit(self, group_id: str, generation: int, member_id: str, instance_id: str | None,
                                 commits: list[Commit]) -> tuple[list[ErrorCode], list[tuple[Commit, OffsetValue]]]:
@@ -463,16 +449,6 @@ class OffsetsMixin:
                 self.expire_offsets()
             except Exception:
                 log.exception("offset expiry failed")
-
-
-def _coordinator_error(code: ErrorCode) -> ErrorCode:
-    """Kafka's GroupCoordinatorService.normalizeException for a write that failed."""
-    if code in (E.not_leader_or_follower, E.kafka_storage_error):
-        return E.not_coordinator
-    if code in (E.request_timed_out, E.not_enough_replicas, E.not_enough_replicas_after_append,
-                E.unknown_topic_or_partition):
-        return E.coordinator_not_available
-    return code
 
 
 def consumer_commit_error(group: ConsumerGroup, member_epoch: int, member_id: str,

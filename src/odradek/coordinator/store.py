@@ -7,6 +7,11 @@ deleting. The topic is created on first use, compacted, like Kafka does. The
 transaction coordinator keeps its state the same way in __transaction_state
 (InternalTopicStore is shared); offsets committed inside a transaction are
 written as transactional batches and resolved by the markers that follow them.
+
+A coordinator's write is acknowledged as Kafka's (offsets.commit.required.acks=-1,
+TransactionLog.EnforcedRequiredAcks): refused while the partition's ISR is smaller than
+its min.insync.replicas, answered once every in-sync replica holds it
+(write_replicated), and its errors become the coordinator's (coordinator_error).
 """
 
 from __future__ import annotations
@@ -14,7 +19,7 @@ from __future__ import annotations
 import logging
 import struct
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, ClassVar
 
 import crc32c
@@ -29,10 +34,12 @@ from odradek.protocol.records import control_type
 
 if TYPE_CHECKING:
     from odradek.server.broker import Broker
+    from odradek.storage.log import PartitionLog
 
 log = logging.getLogger("odradek.coordinator")
 
 OFFSETS_TOPIC = "__consumer_offsets"
+OFFSETS_COMMIT_TIMEOUT_MS = 5000  # offsets.commit.timeout.ms: every group coordinator write waits this long
 OFFSETS_TOPIC_CONFIGS = {"cleanup.policy": "compact", "segment.bytes": "104857600"}
 _READ_CHUNK = 1 << 20
 _CONTROL_BIT = 0x20
@@ -146,6 +153,43 @@ class InternalTopicStore:
             return ErrorCode.coordinator_not_available
         return ErrorCode.none
 
+    async def write_replicated(self, key: str, records: list[tuple[bytes, bytes | None]], timeout_ms: int, *,
+                               producer_id: int = -1, producer_epoch: int = -1,
+                               refuse_below_min_isr: bool = True) -> tuple[ErrorCode, int]:
+        """Append records to the partition of `key` as an acks=-1 produce: refused while the ISR
+        is smaller than min.insync.replicas, answered once every in-sync replica holds them and the
+        ISR still has min.insync.replicas (a single broker has neither). (error as the coordinators
+        answer it, the log end offset just after the records). `refuse_below_min_isr=False` appends
+        whatever the ISR and fails only the answer, as Kafka's CoordinatorRuntime does (its writes are
+        acks=1 and wait for the high watermark): for state already applied in memory."""
+        if not records:
+            return ErrorCode.none, -1
+        if not self.ensure_topic():
+            return ErrorCode.coordinator_not_available, -1
+        plog = self.broker.partition_log(self.topic, self.partition_for(key))
+        if plog is None:
+            return ErrorCode.not_coordinator, -1
+        min_isr_error: Callable[[PartitionLog], ErrorCode | None] | None = getattr(self.broker, "min_isr_error", None)
+        if refuse_below_min_isr and min_isr_error is not None:
+            refused = min_isr_error(plog)
+            if refused is not None:
+                log.info("write to %s-%d for %s refused: %s", self.topic, plog.partition, key, refused.name)
+                return coordinator_error(refused), -1
+        written = self.write(key, records, producer_id=producer_id, producer_epoch=producer_epoch)
+        if written != ErrorCode.none:
+            return written, -1
+        end = plog.log_end_offset  # no await since the append: these records end here
+        wait: Callable[[PartitionLog, int, float], Awaitable[ErrorCode]] | None = getattr(
+            self.broker, "wait_replicated", None)
+        if wait is None:
+            return ErrorCode.none, end
+        code = await wait(plog, end, timeout_ms / 1000)
+        if code == ErrorCode.none and min_isr_error is not None and min_isr_error(plog) is not None:
+            code = ErrorCode.not_enough_replicas_after_append
+        if code != ErrorCode.none:
+            log.info("write to %s-%d for %s not acknowledged: %s", self.topic, plog.partition, key, code.name)
+        return coordinator_error(code), end
+
     def replay(self) -> Iterator[tuple[bytes, bytes | None]]:
         """Every key/value of the topic (non-transactional batches), partition by partition, in log order."""
         for _partition, _pid, _control, key, value in self.replay_events():
@@ -185,6 +229,19 @@ class InternalTopicStore:
                 if next_offset <= offset:
                     break
                 offset = next_offset
+
+
+def coordinator_error(code: ErrorCode) -> ErrorCode:
+    """A failed coordinator write as the client sees it: Kafka's TransactionStateManager and
+    GroupMetadataManager.storeGroup mappings (CoordinatorOperationExceptionHelper in the new runtime)."""
+    if code in (ErrorCode.not_leader_or_follower, ErrorCode.kafka_storage_error):
+        return ErrorCode.not_coordinator
+    if code in (ErrorCode.request_timed_out, ErrorCode.not_enough_replicas,
+                ErrorCode.not_enough_replicas_after_append, ErrorCode.unknown_topic_or_partition):
+        return ErrorCode.coordinator_not_available
+    if code in (ErrorCode.message_too_large, ErrorCode.record_list_too_large):
+        return ErrorCode.unknown_server_error
+    return code
 
 
 def _batches(data: bytes) -> Iterator[tuple[int, int, int, int, list[tuple[int, bytes | None, bytes | None]]]]:

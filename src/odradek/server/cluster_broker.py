@@ -391,6 +391,15 @@ class ClusterBroker(ClusterTopicAdmin, ClusterPeers):
         # controller elected a new leader without them: the commits were lost.
         return ErrorCode.none if self._may_lead() else ErrorCode.not_leader_or_follower
 
+    def min_isr_error(self, plog: PartitionLog) -> ErrorCode | None:
+        """NOT_ENOUGH_REPLICAS while the partition's ISR is smaller than min.insync.replicas (the
+        topic's, else the broker's), produce's acks=-1 rule (Kafka's Partition.appendRecordsToLeader)
+        for the coordinators' own writes to __consumer_offsets and __transaction_state."""
+        ls = self.replicas.leaders.get((plog.topic, plog.partition))
+        if ls is None:
+            return ErrorCode.not_leader_or_follower
+        return ErrorCode.not_enough_replicas if len(ls.state.isr) < self._min_isr(plog.topic) else None
+
     def _min_isr(self, topic: str) -> int:
         meta = self.topics().get(topic)
         return int(topic_config_value("min.insync.replicas", meta.configs if meta else {}, self.config))

@@ -45,7 +45,7 @@ async def consumer_group_heartbeat(ctx: RequestContext, request: Any) -> Any:
     if denied:
         return refuse(ErrorCode.topic_authorization_failed, f"Topic authorization failed: {', '.join(sorted(denied))}")
     rebalance = timedelta_to_ms(request.rebalance_timeout)
-    result = coordinator(ctx).consumer_heartbeat(
+    result = await coordinator(ctx).consumer_heartbeat(
         group_id=request.group_id, member_id=request.member_id, member_epoch=request.member_epoch,
         instance_id=request.instance_id, rack_id=request.rack_id, rebalance_timeout_ms=rebalance,
         topic_names=list(names) if names is not None else None, topic_regex=request.subscribed_topic_regex,

@@ -1,0 +1,231 @@
+"""Issue 18: the coordinators' own writes are acknowledged as Kafka's are (acks=-1).
+
+Kafka's group coordinator appends to __consumer_offsets with
+offsets.commit.required.acks=-1 and its transaction coordinator to
+__transaction_state with acks=-1: while the partition's ISR is smaller than its
+min.insync.replicas the append fails with NOT_ENOUGH_REPLICAS, which the
+coordinators answer as COORDINATOR_NOT_AVAILABLE (GroupMetadataManager.storeGroup,
+TransactionStateManager, CoordinatorOperationExceptionHelper); and a SyncGroup is
+answered only once the group's assignment is held by the ISR, so no member acts on
+an assignment the next coordinator does not know.
+
+Real ZooKeeper, real brokers; the followers are SIGSTOPped (test_fault_offsets.py's
+way) so the coordinator is left alone, and the requests are kio-built over TCP so
+that the error each one gets is the one checked; confluent-kafka shows the client
+side (a transactional producer retries and succeeds once the followers are back).
+"""
+
+from __future__ import annotations
+
+import socket
+import struct
+import time
+import uuid
+from typing import TYPE_CHECKING, Any
+
+import pytest
+from confluent_kafka import Consumer, TopicPartition
+from conftest import recv_exact, unique
+from kio.schema.errors import ErrorCode as E
+
+from odradek.coordinator.records import partition_for
+from odradek.protocol.build import build
+from odradek.protocol.framing import decode_response, encode_request, request_type
+
+if TYPE_CHECKING:
+    from cluster_fixtures import Cluster, ClusterBroker
+
+pytest_plugins = ["cluster_fixtures"]  # the zookeeper and cluster_factory fixtures
+
+pytestmark = pytest.mark.timeout(150)
+
+PARTITIONS = 3  # of __consumer_offsets (cluster_fixtures.FAST_ENV) and of __transaction_state here
+MIN_ISR = {
+    "ODRADEK_MIN_INSYNC_REPLICAS": "2",  # the broker's default: the internal topics set none of their own
+    "ODRADEK_OFFSETS_TOPIC_REPLICATION_FACTOR": "3",
+    "ODRADEK_TRANSACTION_STATE_LOG_REPLICATION_FACTOR": "3",
+    "ODRADEK_TRANSACTION_STATE_LOG_NUM_PARTITIONS": str(PARTITIONS),
+}
+
+
+def call(bootstrap: str, api_key: int, version: int, **body: Any) -> Any:
+    """One request on its own connection."""
+    host, port = bootstrap.split(":")
+    with socket.create_connection((host, int(port)), timeout=20) as s:
+        s.sendall(encode_request(api_key, version, 7, build(request_type(api_key, version), body)))
+        size = struct.unpack(">i", recv_exact(s, 4))[0]
+        return decode_response(recv_exact(s, size), api_key, version)[1]
+
+
+def subscription(topic: str) -> bytes:
+    """ConsumerProtocolSubscription v0 of one topic."""
+    return struct.pack(">hih", 0, 1, len(topic)) + topic.encode() + struct.pack(">i", -1)
+
+
+def join(bootstrap: str, group: str, topic: str) -> Any:
+    """JoinGroup v5 of one new member (KIP-394: the second request carries the id it was given)."""
+    body = {"group_id": group, "session_timeout": 60000, "rebalance_timeout": 60000, "group_instance_id": None,
+            "protocol_type": "consumer", "protocols": [{"name": "range", "metadata": subscription(topic)}]}
+    first = call(bootstrap, 11, 5, member_id="", **body)
+    assert first.error_code == E.member_id_required
+    return call(bootstrap, 11, 5, member_id=first.member_id, **body)
+
+
+def sync_body(group: str, joined: Any) -> dict[str, Any]:
+    return {"group_id": group, "generation_id": joined.generation_id, "member_id": joined.member_id,
+            "group_instance_id": None, "assignments": [{"member_id": joined.member_id, "assignment": b"mine"}]}
+
+
+def commit(bootstrap: str, group: str, topic: str, offset: int) -> E:
+    """OffsetCommit v8 of a simple consumer (generation -1), topic-0."""
+    response = call(bootstrap, 8, 8, group_id=group, generation_id_or_member_epoch=-1, member_id="",
+                    group_instance_id=None, topics=[{"name": topic, "partitions": [
+                        {"partition_index": 0, "committed_offset": offset, "committed_leader_epoch": -1,
+                         "committed_metadata": ""}]}])
+    return E(response.topics[0].partitions[0].error_code)
+
+
+def committed(bootstrap: str, group: str, topic: str) -> int:
+    response = call(bootstrap, 9, 7, group_id=group, topics=[{"name": topic, "partition_indexes": [0]}],
+                    require_stable=False)
+    assert response.error_code == E.none
+    return int(response.topics[0].partitions[0].committed_offset)
+
+
+def coordinator_of(cluster: Cluster, key: str, key_type: int) -> ClusterBroker:
+    """FindCoordinator (group 0, transaction 1) from a live broker; the first one creates the topic."""
+    def find() -> ClusterBroker | None:
+        via = next(b for b in cluster.brokers if b.alive)
+        entry = call(via.bootstrap, 10, 4, key_type=key_type, coordinator_keys=[key]).coordinators[0]
+        return cluster.by_id(int(entry.node_id)) if entry.error_code == E.none else None
+
+    found: ClusterBroker = cluster.wait_for(f"the coordinator of {key}", find, timeout=60)
+    return found
+
+
+def isolate(cluster: Cluster, topic: str, partition: int, leader: ClusterBroker) -> list[ClusterBroker]:
+    """SIGSTOP the partition's followers and wait until its leader has shrunk the ISR to itself."""
+    state = cluster.wait_leader(topic, partition, isr_size=3, timeout=30)
+    assert state.leader == leader.broker_id, f"broker {leader.broker_id} leads {topic}-{partition}"
+    followers = [cluster.by_id(b) for b in state.replicas if b != leader.broker_id]
+    for f in followers:
+        f.pause()
+    cluster.wait_for(f"the ISR of {topic}-{partition} shrunk to its leader", lambda: list(
+        cluster.partition(topic, partition, via=leader).isrs) == [leader.broker_id], timeout=30)
+    return followers
+
+
+def rejoin(cluster: Cluster, topic: str, partition: int, leader: ClusterBroker, followers: list[ClusterBroker]) -> None:
+    """SIGCONT the followers and wait until the leader has them in the ISR again."""
+    for f in followers:
+        f.resume()
+    cluster.wait_for(f"the ISR of {topic}-{partition} back to min.insync.replicas", lambda: len(
+        cluster.partition(topic, partition, via=leader).isrs) >= 2, timeout=60)
+
+
+def test_offset_commit_and_sync_group_refused_while_the_offsets_isr_is_below_min_isr(cluster_factory: Any) -> None:
+    cluster: Cluster = cluster_factory(3, env=MIN_ISR)
+    topic, group = unique("mi"), unique("mi-group")
+    part = partition_for(group, PARTITIONS)
+    # a classic group (its members run a generation) and a KIP-848 consumer group in the same partition
+    members = next(m for m in (f"{group}-members-{i}" for i in range(1000)) if partition_for(m, PARTITIONS) == part)
+    consumers = next(m for m in (f"{group}-kip848-{i}" for i in range(1000)) if partition_for(m, PARTITIONS) == part)
+    cluster.create_topic(topic)
+    coordinator = coordinator_of(cluster, group, 0)
+    assert commit(coordinator.bootstrap, group, topic, 10) == E.none
+
+    followers = isolate(cluster, "__consumer_offsets", part, coordinator)
+    # NOT_ENOUGH_REPLICAS before the append, answered as Kafka's coordinator does; nothing to read back
+    assert commit(coordinator.bootstrap, group, topic, 20) == E.coordinator_not_available
+    assert committed(coordinator.bootstrap, group, topic) == 10
+    # the leader's SyncGroup: its assignment cannot be stored, so no member is told it
+    joined = join(coordinator.bootstrap, members, topic)
+    assert joined.error_code == E.none and joined.leader == joined.member_id
+    synced = call(coordinator.bootstrap, 14, 3, **sync_body(members, joined))
+    assert synced.error_code == E.coordinator_not_available and synced.assignment == b""
+    # and the group rebalances (Kafka's resetAndPropagateAssignmentWithError)
+    beat = call(coordinator.bootstrap, 12, 3, group_id=members, generation_id=joined.generation_id,
+                member_id=joined.member_id, group_instance_id=None)
+    assert beat.error_code == E.rebalance_in_progress
+
+    # a KIP-848 member's join: the group's new epoch and assignment are written and not answered
+    # (Kafka's CoordinatorRuntime waits for the high watermark, which stays below min ISR)
+    member = str(uuid.uuid4())
+    heartbeat = call(coordinator.bootstrap, 68, 1, group_id=consumers, member_id=member, member_epoch=0,
+                     rebalance_timeout=30000, subscribed_topic_names=[topic], topic_partitions=[])
+    assert heartbeat.error_code == E.coordinator_not_available and heartbeat.assignment is None, heartbeat
+
+    rejoin(cluster, "__consumer_offsets", part, coordinator, followers)
+    assert commit(coordinator.bootstrap, group, topic, 20) == E.none
+    assert committed(coordinator.bootstrap, group, topic) == 20
+    # a real consumer commits again as well
+    c = Consumer({"bootstrap.servers": cluster.bootstrap, "group.id": group, "enable.auto.commit": False})
+    try:
+        c.commit(offsets=[TopicPartition(topic, 0, 30)], asynchronous=False)
+    finally:
+        c.close()
+    assert committed(coordinator.bootstrap, group, topic) == 30
+    again = call(coordinator.bootstrap, 11, 5, group_id=members, session_timeout=60000, rebalance_timeout=60000,
+                 member_id=joined.member_id, group_instance_id=None, protocol_type="consumer",
+                 protocols=[{"name": "range", "metadata": subscription(topic)}])
+    assert again.error_code == E.none and again.generation_id > joined.generation_id
+    synced = call(coordinator.bootstrap, 14, 3, **sync_body(members, again))
+    assert synced.error_code == E.none and synced.assignment == b"mine"
+    # the KIP-848 member joins again (epoch 0, as a client does after COORDINATOR_NOT_AVAILABLE on its join)
+    heartbeat = call(coordinator.bootstrap, 68, 1, group_id=consumers, member_id=member, member_epoch=0,
+                     rebalance_timeout=30000, subscribed_topic_names=[topic], topic_partitions=[])
+    assert heartbeat.error_code == E.none and heartbeat.member_epoch > 0, heartbeat
+    assert [list(tp.partitions) for tp in heartbeat.assignment.topic_partitions] == [[0]]
+
+
+def test_sync_group_is_answered_only_once_the_isr_holds_the_assignment(cluster_factory: Any) -> None:
+    # the followers stay SIGSTOPped for about 2 s: an 8 s session keeps them registered and a 15 s
+    # replica lag in the ISR, so the write waits for them and the next coordinator is one of them
+    cluster: Cluster = cluster_factory(3, env={"ODRADEK_ZOOKEEPER_SESSION_TIMEOUT_MS": "8000",
+                                               "ODRADEK_REPLICA_LAG_TIME_MAX_MS": "15000"})
+    topic, group = unique("sg"), unique("sg-group")
+    cluster.create_topic(topic)
+    coordinator = coordinator_of(cluster, group, 0)
+    part = partition_for(group, PARTITIONS)
+    state = cluster.wait_leader("__consumer_offsets", part, isr_size=3, timeout=30)
+    followers = [cluster.by_id(b) for b in state.replicas if b != coordinator.broker_id]
+    joined = join(coordinator.bootstrap, group, topic)
+    assert joined.error_code == E.none and joined.leader == joined.member_id
+
+    for f in followers:
+        f.pause()
+    time.sleep(0.5)  # the followers' parked fetches come back empty first
+    host, port = coordinator.bootstrap.split(":")
+    answer: Any = None
+    with socket.create_connection((host, int(port)), timeout=20) as s:
+        s.sendall(encode_request(14, 3, 9, build(request_type(14, 3), sync_body(group, joined))))
+        s.settimeout(1.5)
+        try:
+            size = struct.unpack(">i", recv_exact(s, 4))[0]
+            answer = decode_response(recv_exact(s, size), 14, 3)[1]
+        except TimeoutError:  # still waiting for the followers, as Kafka's storeGroup does
+            pass
+        coordinator.kill()  # before the followers could fetch the group's assignment
+    for f in followers:
+        f.resume()
+
+    cluster.wait_leader("__consumer_offsets", part, not_in=(coordinator.broker_id,), timeout=60)
+
+    def described() -> Any:
+        new = coordinator_of(cluster, group, 0)
+        found = call(new.bootstrap, 15, 5, groups=[group], include_authorized_operations=False).groups[0]
+        return found if found.error_code == E.none else None
+
+    seen = cluster.wait_for("the new coordinator describing the group", described, timeout=60)
+    told = {m.member_id: m.member_assignment for m in seen.members}
+    assert answer is None or answer.error_code != E.none or (
+        seen.group_state == "Stable" and told.get(joined.member_id) == answer.assignment), (
+        f"SyncGroup answered {answer} (generation {joined.generation_id}) by the SIGKILLed coordinator; "
+        f"the next coordinator knows the group as {seen.group_state} with {told}")
+    # the group goes on at the new coordinator
+    new = coordinator_of(cluster, group, 0)
+    again = join(new.bootstrap, group, topic)
+    assert again.error_code == E.none
+    synced = call(new.bootstrap, 14, 3, **sync_body(group, again))
+    assert synced.error_code == E.none and synced.assignment == b"mine"
+
