@@ -125,12 +125,22 @@ class TransactionCoordinator:
             return E.concurrent_transactions
         return None
 
+    @staticmethod
+    def _fence(meta: TxnMetadata | None, api: str, producer_id: int, producer_epoch: int,
+               fenced: ErrorCode) -> ErrorCode:
+        """The fenced answer, logged: a producer fenced without a new instance is a finding."""
+        log.info("%s of transaction %s: producer %d epoch %d fenced (%s); the coordinator has %s", api,
+                 meta.transactional_id if meta else "?", producer_id, producer_epoch, fenced.name,
+                 f"producer {meta.producer_id} epoch {meta.producer_epoch} (last {meta.last_producer_epoch}) "
+                 f"{meta.state.value}" if meta else "nothing")
+        return fenced
+
     def _check_producer(self, meta: TxnMetadata | None, producer_id: int, producer_epoch: int,
-                        fenced: ErrorCode) -> ErrorCode | None:
+                        fenced: ErrorCode, api: str = "AddPartitionsToTxn") -> ErrorCode | None:
         if meta is None or meta.producer_id != producer_id:
             return E.invalid_producer_id_mapping
         if producer_epoch != meta.producer_epoch:
-            return fenced
+            return self._fence(meta, api, producer_id, producer_epoch, fenced)
         if meta.state in PREPARING:
             return E.concurrent_transactions
         return None
@@ -181,12 +191,14 @@ class TransactionCoordinator:
         if meta is None:
             fresh = TxnMetadata(transactional_id, self.broker.allocate_producer_id(), 0, timeout_ms)
             error = await self._locked(transactional_id, self._persist(fresh))
+            if error == E.none:
+                self._initialized(fresh, producer_id, producer_epoch)
             return (error, fresh.producer_id, 0) if error == E.none else (error, -1, -1)
         # KIP-360: only the current instance may re-initialize with its id (or one that retries
         # across the move to a new id when its epochs ran out)
         if producer_id >= 0 and not (producer_id == meta.producer_id or (
                 producer_id == meta.prev_producer_id and producer_epoch >= MAX_EPOCH - 1)):
-            return fenced, -1, -1
+            return self._fence(meta, "InitProducerId", producer_id, producer_epoch, fenced), -1, -1
         if meta.state in PREPARING:
             return E.concurrent_transactions, -1, -1
         if meta.state == S.ONGOING:
@@ -206,10 +218,19 @@ class TransactionCoordinator:
         elif producer_epoch == meta.last_producer_epoch:
             bumped = replace(meta)  # a retry of a bump that succeeded: the same epoch again
         else:
-            return fenced, -1, -1
+            return self._fence(meta, "InitProducerId", producer_id, producer_epoch, fenced), -1, -1
         bumped = replace(bumped, state=S.EMPTY, partitions=set(), timeout_ms=timeout_ms, start_ms=-1)
         error = await self._locked(transactional_id, self._persist(bumped))
+        if error == E.none:
+            self._initialized(bumped, producer_id, producer_epoch)
         return (error, bumped.producer_id, bumped.producer_epoch) if error == E.none else (error, -1, -1)
+
+    @staticmethod
+    def _initialized(meta: TxnMetadata, producer_id: int, producer_epoch: int) -> None:
+        """Kafka logs each InitProducerId at INFO too: the epoch a fenced producer lost to."""
+        log.info("InitProducerId of transaction %s: producer %d epoch %d (%s)", meta.transactional_id,
+                 meta.producer_id, meta.producer_epoch, "a new instance" if producer_id < 0
+                 else f"the instance of producer {producer_id} epoch {producer_epoch}")
 
     async def _locked(self, transactional_id: str, work: Awaitable[ErrorCode]) -> ErrorCode:
         self.busy.add(transactional_id)
@@ -256,7 +277,8 @@ class TransactionCoordinator:
             if meta is None or meta.producer_id != producer_id:
                 error = E.invalid_producer_id_mapping
             elif meta.producer_epoch != producer_epoch:
-                error = E.producer_fenced
+                error = self._fence(meta, "AddPartitionsToTxn (verify)", producer_id, producer_epoch,
+                                    E.producer_fenced)
             elif meta.state in (S.PREPARE_COMMIT, S.PREPARE_ABORT):
                 error = E.concurrent_transactions
         if error is not None:
@@ -290,7 +312,7 @@ class TransactionCoordinator:
                 and meta.state == (S.COMPLETE_COMMIT if committed else S.COMPLETE_ABORT):
             return E.none, -1, -1
         if error is None:
-            error = self._check_producer(meta, producer_id, producer_epoch, fenced)
+            error = self._check_producer(meta, producer_id, producer_epoch, fenced, "EndTxn")
         if error is not None:
             return error, -1, -1
         assert meta is not None
@@ -320,7 +342,7 @@ class TransactionCoordinator:
         else:
             valid = retry_on_bump or retry_on_overflow or producer_epoch == meta.producer_epoch
         if not valid:
-            return fenced, -1, -1
+            return self._fence(meta, "EndTxn", producer_id, producer_epoch, fenced), -1, -1
         retry = retry_on_bump or retry_on_overflow
         if meta.state in (S.COMPLETE_COMMIT, S.COMPLETE_ABORT):
             if retry:  # the same outcome again is success, and answers the epoch already given
@@ -524,7 +546,8 @@ class TransactionCoordinator:
         for meta in list(self.txns.values()):
             if meta.state == S.ONGOING and now - meta.start_ms > meta.timeout_ms and meta.transactional_id not in self.busy \
                     and self.partition_for(meta.transactional_id) not in self.loading:
-                await self._safely(meta.transactional_id, self._abort_with_fence(meta, "transaction.timeout.ms passed"))
+                why = f"transaction.timeout.ms passed (open {now - meta.start_ms} ms, timeout {meta.timeout_ms} ms)"
+                await self._safely(meta.transactional_id, self._abort_with_fence(meta, why))
 
     async def expire_ids(self) -> None:
         """transactional.id.expiration.ms: an id idle that long is forgotten (a tombstone)."""

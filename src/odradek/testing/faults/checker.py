@@ -6,7 +6,9 @@ something else: the ack came from a deposed leader), order (a producer's records
 key out of order), split_brain (two leaders acknowledging at once: acks of two leader epochs
 interleaving in one partition, or an ack of an older epoch for a record sent after an ack of
 a newer one; the epochs are read from the log, see split_brain()),
-aborted_read (a read_committed reader sees an aborted record), offsets_backwards (a
+aborted_read (a read_committed reader sees an aborted record), txn_fenced_unexplained (the
+transactional loop's producer fenced with no transaction of its id aborted by its coordinator
+for passing transaction.timeout.ms since the loop's last start: see fencings()), offsets_backwards (a
 group's committed offset lower than one committed before), stale_reads (a consumer
 read a record the log no longer holds at that offset) and stale_leaders (after a fault
 healed, a broker other than ZooKeeper's leader still acting as a partition's leader, or
@@ -18,6 +20,7 @@ from __future__ import annotations
 import bisect
 import itertools
 import json
+import re
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -55,10 +58,13 @@ class Report:
     txn_aborted: int = 0
     txn_duplicates: int = 0
     txn_reread: int = 0  # input records copied again by a committed transaction (see check())
+    txn_fenced: int = 0  # the transactional loop's producer fenced (a fatal error: it started a new one)
+    txn_fenced_unexplained: int = 0
     examples: dict[str, list[str]] = field(default_factory=lambda: defaultdict(list))
 
     MUST_BE_ZERO = ("lost", "duplicated", "misplaced", "order", "split_brain", "aborted_read",
-                    "offsets_backwards", "stale_reads", "stale_leaders", "txn_reread")
+                    "offsets_backwards", "stale_reads", "stale_leaders", "txn_reread",
+                    "txn_fenced_unexplained")
 
     def violations(self) -> dict[str, int]:
         return {k: getattr(self, k) for k in self.MUST_BE_ZERO if getattr(self, k)}
@@ -183,7 +189,7 @@ def check(workdir: Path, bootstrap: str, topic: str, topic_out: str, partitions:
         for f in sorted(workdir.glob("txn-*.jsonl")):
             wid = f.stem.split("-", 1)[1]
             for row in rows(f):
-                if "txn" in row and row["t"] in ("txn_commit", "txn_abort", "txn_err"):
+                if "txn" in row and row["t"] in ("txn_commit", "txn_abort", "txn_err", "txn_fenced"):
                     txns.setdefault(f"{wid}.{row['txn']}", row["t"][4:])
         copies: dict[str, list[str]] = defaultdict(list)  # input record -> the transactions that copied it
         for p, recs in out.items():
@@ -220,6 +226,7 @@ def check(workdir: Path, bootstrap: str, topic: str, topic_out: str, partitions:
                                              f"{first}, a committed one had committed offset {covered[p]}")
                 for p, o in row["to"].items():
                     covered[p] = max(covered.get(p, -1), o)
+        fencings(r, workdir)
     # recovery: from each heal to the first ack of a record sent after it
     sends = sorted((a["sent"], a["at"]) for a in acks)
     for fault in faults:
@@ -227,6 +234,64 @@ def check(workdir: Path, bootstrap: str, topic: str, topic_out: str, partitions:
         fault.recovered = (min(after) - fault.healed) if after else None
         fault.acked_during = sum(1 for _, at in sends if fault.started <= at < fault.healed)
     return r
+
+
+BROKER_ABORT = re.compile(r"^(\S+ \S+) INFO odradek\.transactions: aborting transaction (\S+) of producer (\d+) "
+                          r"epoch (\d+): (.*)$")
+BROKER_INIT = re.compile(r"^(\S+ \S+) INFO odradek\.transactions: InitProducerId of transaction (\S+): producer (\d+) "
+                         r"epoch (\d+) \(a new instance\)$")
+
+
+def _log_time(stamp: str) -> float:
+    """A broker log line's `2026-12-02 04:55:04,082` (this machine's local time) as a Unix time."""
+    return time.mktime(time.strptime(stamp[:19], "%Y-%m-%d %H:%M:%S")) + int(stamp[20:23]) / 1000
+
+
+def fencings(r: Report, workdir: Path) -> None:
+    """Each time the transactional loop's producer was fenced (`txn_fenced`, a fatal error), why:
+    Kafka fences a transactional producer only for a newer InitProducerId with its id, or
+    when the coordinator aborted its transaction for passing transaction.timeout.ms (the abort
+    bumps the epoch). So since the loop's previous start the brokers' logs must show such an
+    abort of that id (or the loop's own clock saw the transaction open longer than the timeout),
+    or an InitProducerId of a new instance after the loop's own; otherwise it is unexplained."""
+    aborts: list[tuple[float, str, str]] = []  # (when, transactional id, the coordinator's reason)
+    inits: list[tuple[float, str, str]] = []  # InitProducerId of a new instance: (when, id, what it got)
+    for f in sorted(workdir.glob("cluster/broker-*/*.log")):
+        for line in f.read_text(errors="replace").splitlines():
+            m = BROKER_ABORT.match(line)
+            if m is not None and "transaction.timeout.ms" in m.group(5):
+                reason = f"{f.parent.name} aborted producer {m.group(3)} epoch {m.group(4)} at {m.group(1)[11:]}: {m.group(5)}"
+                aborts.append((_log_time(m.group(1)), m.group(2), reason))
+            m = BROKER_INIT.match(line)
+            if m is not None:
+                inits.append((_log_time(m.group(1)), m.group(2),
+                              f"producer {m.group(3)} epoch {m.group(4)} at {m.group(1)[11:]} ({f.parent.name})"))
+    for f in sorted(workdir.glob("txn-*.jsonl")):
+        tid = f"faults-txn-{f.stem.split('-', 1)[1]}"
+        since = 0.0  # the loop's last (re)start
+        for row in rows(f):
+            if row["t"] == "txn_fenced":
+                r.txn_fenced += 1
+                why = [reason for when, t, reason in aborts if t == tid and since <= when <= row["at"]]
+                # the loop's own producer made one; a second one is another instance (an earlier one's late request)
+                newer = [got for when, t, got in inits if t == tid and since <= when <= row["at"]][1:]
+                opened = row.get("open_s")
+                if why:
+                    reason = why[-1]
+                elif newer:
+                    reason = f"another instance's InitProducerId took the epoch: {newer[-1]}"
+                elif opened is not None and opened > row.get("timeout_s", float("inf")):
+                    reason = f"its transaction was open {opened:.1f} s, past transaction.timeout.ms"
+                else:
+                    r.txn_fenced_unexplained += 1
+                    r.note("txn_fenced_unexplained", f"{f.name}: transaction {row['txn']} at {row['at']:.3f}, "
+                                                     f"open {opened} s: {row['code']}: {row['err']}")
+                    reason = ""
+                if reason:
+                    r.note("txn_fenced", f"{f.name}: transaction {row['txn']} ({row['code']}, open {opened} s): "
+                                         f"{reason}")
+            if row["t"] in ("txn_fenced", "txn_err"):
+                since = row["at"]
 
 
 def split_brain(r: Report, acks: list[dict[str, Any]], log_epochs: dict[int, dict[int, int]]) -> None:

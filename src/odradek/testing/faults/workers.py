@@ -115,10 +115,34 @@ def consumer(args: argparse.Namespace, out: Out) -> None:
         c.close()
 
 
+TXN_TIMEOUT_MS = 30000
+
+
+def committed_offsets(c: Any, topic: str) -> None:
+    """Seek the consumer back to its group's committed offsets (retried while the group
+    coordinator moves: NOT_COORDINATOR, COORDINATOR_LOAD_IN_PROGRESS)."""
+    for attempt in range(10):
+        try:
+            for tp in c.committed(c.assignment(), timeout=10):
+                c.seek(TopicPartition(topic, tp.partition, max(tp.offset, 0)))
+            return
+        except KafkaException:
+            if attempt == 9:
+                raise
+            time.sleep(0.5)
+
+
 def txn(args: argparse.Namespace, out: Out) -> None:
     """Consume-transform-produce: every record of --topic copied to --topic-out inside a
     transaction with its input offsets, as `<id>.<transaction number>|<record>`; every 4th
-    transaction writes ABORT records and aborts."""
+    transaction writes ABORT records and aborts.
+
+    Errors are handled as a Kafka application must: a retriable one (a timed-out commit)
+    is retried, an abortable one (txn_requires_abort) aborts the transaction and reads its
+    input again, a fatal one (the producer fenced: its epoch was bumped by the coordinator,
+    e.g. on aborting a transaction open past transaction.timeout.ms) ends this producer and
+    starts a new one (InitProducerId). Each fatal error is logged as `txn_fenced` with how
+    long the transaction had been open, for the checker to explain."""
     n = 0
     while not stop.is_set():
         c: Any = Consumer({
@@ -128,8 +152,9 @@ def txn(args: argparse.Namespace, out: Out) -> None:
         })
         p: Any = Producer({
             "bootstrap.servers": args.bootstrap, "transactional.id": f"faults-txn-{args.id}",
-            "transaction.timeout.ms": 30000, "linger.ms": 5, "topic.metadata.refresh.interval.ms": 1000,
+            "transaction.timeout.ms": TXN_TIMEOUT_MS, "linger.ms": 5, "topic.metadata.refresh.interval.ms": 1000,
         })
+        opened = 0.0  # when the current transaction's first record was produced (0: none open)
         try:
             p.init_transactions(30)
             c.subscribe([args.topic])
@@ -140,29 +165,52 @@ def txn(args: argparse.Namespace, out: Out) -> None:
                 n += 1
                 abort = n % 4 == 0
                 p.begin_transaction()
-                for m in msgs:  # tagged with the transaction: the checker tells whose copy it reads
-                    value = ("ABORT:" if abort else "") + f"{args.id}.{n}|" + m.value().decode()
-                    p.produce(args.topic_out, value.encode(), partition=m.partition())
-                if abort:
+                opened = time.time()
+                try:
+                    for m in msgs:  # tagged with the transaction: the checker tells whose copy it reads
+                        value = ("ABORT:" if abort else "") + f"{args.id}.{n}|" + m.value().decode()
+                        p.produce(args.topic_out, value.encode(), partition=m.partition())
+                    if abort:
+                        p.abort_transaction(30)
+                        out.write(t="txn_abort", n=len(msgs), txn=n, at=time.time())
+                        opened = 0.0
+                        committed_offsets(c, args.topic)  # read the same records again in the next transaction
+                        continue
+                    positions = c.position(c.assignment())
+                    first: dict[int, int] = {}
+                    for m in msgs:
+                        first.setdefault(m.partition(), m.offset())
+                    began = time.time()
+                    p.send_offsets_to_transaction(positions, c.consumer_group_metadata(), 30)
+                    for attempt in range(3):  # a timed-out commit is retried (its outcome is unknown until then)
+                        try:
+                            p.commit_transaction(30)
+                            break
+                        except KafkaException as exc:
+                            if not exc.args[0].retriable() or attempt == 2:
+                                raise
+                    opened = 0.0
+                    # the input it copied (first offset read per partition) and the offsets it committed
+                    out.write(t="txn_commit", n=len(msgs), txn=n, at=time.time(), began=began,
+                              first={str(k): v for k, v in first.items()},
+                              to={str(tp.partition): tp.offset for tp in positions if tp.offset >= 0})
+                except KafkaException as exc:
+                    e = exc.args[0]
+                    if e.fatal() or not e.txn_requires_abort():
+                        raise
+                    # abortable (e.g. the group coordinator no longer knows the member): abort, read again
                     p.abort_transaction(30)
-                    out.write(t="txn_abort", n=len(msgs), txn=n, at=time.time())
-                    # read the same records again in the next transaction
-                    for tp in c.committed(c.assignment(), timeout=10):
-                        c.seek(TopicPartition(args.topic, tp.partition, max(tp.offset, 0)))
-                    continue
-                positions = c.position(c.assignment())
-                first: dict[int, int] = {}
-                for m in msgs:
-                    first.setdefault(m.partition(), m.offset())
-                began = time.time()
-                p.send_offsets_to_transaction(positions, c.consumer_group_metadata(), 30)
-                p.commit_transaction(30)
-                # the input it copied (first offset read per partition) and the offsets it committed
-                out.write(t="txn_commit", n=len(msgs), txn=n, at=time.time(), began=began,
-                          first={str(k): v for k, v in first.items()},
-                          to={str(tp.partition): tp.offset for tp in positions if tp.offset >= 0})
-        except KafkaException as exc:  # start over from the committed offsets
-            out.write(t="txn_err", err=str(exc), at=time.time(), txn=n)
+                    out.write(t="txn_abort", n=len(msgs), txn=n, at=time.time(), after=e.name())
+                    opened = 0.0
+                    committed_offsets(c, args.topic)
+        except KafkaException as exc:  # start over with a new producer and consumer from the committed offsets
+            e = exc.args[0]
+            now = time.time()
+            if e.fatal():
+                out.write(t="txn_fenced", err=str(exc), code=e.name(), at=now, txn=n,
+                          open_s=round(now - opened, 3) if opened else None, timeout_s=TXN_TIMEOUT_MS / 1000)
+            else:
+                out.write(t="txn_err", err=str(exc), code=e.name(), retriable=e.retriable(), at=now, txn=n)
             time.sleep(1)
         finally:
             try:
