@@ -5,7 +5,10 @@ What a user does on the pages: create a topic (and read the one-sentence answer 
 invalid name), produce a record with key, value and headers, find it again by offset and by
 key, edit a topic config, watch a group's lag fall while a consumer runs, reset the group's
 offsets after their preview, and log in over SASL as a principal whose ACLs deny a topic.
-The screenshots of the README's "Console" section (docs/console/*.png) are taken here.
+The screenshots of the README's "Console" section (docs/console/*.png) are taken here: into a
+temporary directory, or into the directory ODRADEK_CONSOLE_SCREENSHOTS names (relative to the
+repository), so `ODRADEK_CONSOLE_SCREENSHOTS=docs/console pytest tests/test_console.py` refreshes
+the README's and a plain run leaves the tree as it was.
 Tests marked kafka_behaviour run against Apache Kafka too (`pytest --kafka`): the console
 speaks only the Kafka protocol, so its pages must work there as well.
 """
@@ -13,6 +16,7 @@ speaks only the Kafka protocol, so its pages must work there as well.
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -42,7 +46,6 @@ from confluent_kafka.admin import (
 from conftest import ROOT, BrokerProcess, free_port, module_broker, unique, wait_for_port
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
-SHOTS = ROOT / "docs" / "console"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 FAST = {"ODRADEK_GROUP_INITIAL_REBALANCE_DELAY_MS": "0", "ODRADEK_OFFSETS_TOPIC_NUM_PARTITIONS": "3"}
@@ -100,20 +103,23 @@ def page(browser: Browser) -> Iterator[Page]:
 
 
 @pytest.fixture(scope="module", autouse=True)
-def _screenshots_of_odradek(request: pytest.FixtureRequest) -> None:
-    """The README shows odradek's pages: a run against Apache Kafka (--kafka) keeps them."""
-    SHOOT["on"] = not request.config.getoption("--kafka")
+def _screenshot_dir(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Where shot() writes: ODRADEK_CONSOLE_SCREENSHOTS, else a temporary directory. The README
+    shows odradek's pages: a run against Apache Kafka (--kafka) writes to a temporary one always."""
+    wanted = os.environ.get("ODRADEK_CONSOLE_SCREENSHOTS")
+    if wanted and not request.config.getoption("--kafka"):
+        SHOTS["dir"] = ROOT / wanted
+    else:
+        SHOTS["dir"] = tmp_path_factory.mktemp("console-screenshots")
 
 
-SHOOT = {"on": True}
+SHOTS: dict[str, Path] = {}
 
 
 def shot(page: Page, name: str) -> None:
-    if not SHOOT["on"]:
-        return
     page.evaluate("window.scrollTo(0, 0)")
-    SHOTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(SHOTS / f"{name}.png"))
+    SHOTS["dir"].mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SHOTS["dir"] / f"{name}.png"))
 
 
 def admin(bootstrap: str) -> AdminClient:
