@@ -108,7 +108,13 @@ class TransactionCoordinator:
         return partition_for(transactional_id, self.store.num_partitions)
 
     def owns(self, transactional_id: str) -> bool:
-        return self.broker.leader_of(TRANSACTION_STATE_TOPIC, self.partition_for(transactional_id)) == self.broker.node_id
+        """This broker leads the id's __transaction_state partition and may act as its leader. One cut
+        from ZooKeeper (its session suspended) may have been replaced already and hold older state than
+        the new coordinator: it answers NOT_COORDINATOR, as a deposed Kafka coordinator does, rather than
+        fencing a producer (INVALID_PRODUCER_EPOCH / PRODUCER_FENCED, fatal to it) from that state."""
+        p = self.partition_for(transactional_id)
+        return self.broker.leader_of(TRANSACTION_STATE_TOPIC, p) == self.broker.node_id \
+            and self.broker.check_leader(TRANSACTION_STATE_TOPIC, p) is None
 
     def id_error(self, transactional_id: str | None, pending_ok: bool = False) -> ErrorCode | None:
         """NOT_COORDINATOR, COORDINATOR_LOAD_IN_PROGRESS or CONCURRENT_TRANSACTIONS before any work
@@ -545,7 +551,7 @@ class TransactionCoordinator:
         now = now_ms()
         for meta in list(self.txns.values()):
             if meta.state == S.ONGOING and now - meta.start_ms > meta.timeout_ms and meta.transactional_id not in self.busy \
-                    and self.partition_for(meta.transactional_id) not in self.loading:
+                    and self.partition_for(meta.transactional_id) not in self.loading and self.owns(meta.transactional_id):
                 why = f"transaction.timeout.ms passed (open {now - meta.start_ms} ms, timeout {meta.timeout_ms} ms)"
                 await self._safely(meta.transactional_id, self._abort_with_fence(meta, why))
 
