@@ -31,7 +31,10 @@ with; librdkafka sends one Produce a partition, so this is what 1,000 partitions
 `--connections N` measures connections instead: --active raw connections each send Produce v9
 requests (one 100 B record, acks=1) in turn at --rate requests a second in all, and the time from
 send to answer is recorded, first alone, then while N more connections are held open idle (each
-sent one ApiVersions first, so the broker has set it up); RSS per idle connection.
+sent one ApiVersions first, so the broker has set it up), --churn of them closed and reopened a
+second meanwhile (reconnecting clients: the garbage collector's full collections follow new
+objects); RSS per idle connection, and each phase's stalls over 5 ms: how many were the broker's
+own work (its loop's thread ran at least half the late tick) and how many ran a full collection.
 
     .venv/bin/python bench/scale_bench.py [--topics 100] [--partitions 100] [--per-request 10]
         [--spread 1000] [--records 200000] [--nofile N]
@@ -40,6 +43,7 @@ sent one ApiVersions first, so the broker has set it up); RSS per idle connectio
     .venv/bin/python bench/scale_bench.py --raw-produce [--spread 1000] [--batch 25] [--in-flight 20]
         [--requests 10000] [--rounds 5]
     .venv/bin/python bench/scale_bench.py --connections 10000 [--active 100] [--rate 2000] [--seconds 10]
+        [--churn 0]
 """
 from __future__ import annotations
 
@@ -238,10 +242,28 @@ def percentiles(values: list[float]) -> str:
 
 
 def connections(args: argparse.Namespace) -> None:
+    """--active connections' Produce latency alone, then beside --connections idle ones (with --churn of
+    them closed and reopened a second meanwhile, as reconnecting clients do); the broker's stalls over
+    5 ms of each phase, how many were its own work (its loop's thread ran at least half the late tick,
+    not a process waiting for a CPU) and how many ran a full garbage collection."""
+    import threading
+
+    stall = re.compile(r"the event loop stalled for (\d+) ms; (.*?)its thread ran (\d+) ms of the (\d+) ms")
+    seen = [0]
+
+    def stalls_of_phase(b: Broker) -> str:
+        text = b.log_path.read_text(errors="replace")
+        new, seen[0] = text[seen[0]:], len(text)
+        found = [(int(m.group(1)), m.group(2), int(m.group(3)), int(m.group(4))) for m in stall.finditer(new)]
+        own = [ms for ms, _, ran, elapsed in found if ran >= 0.5 * elapsed]
+        full_gc = sum(1 for _, what, _, _ in found if "generation 2" in what)
+        return (f"loop stalls > 5 ms: {len(found)}, longest {max((f[0] for f in found), default=0)} ms; its own "
+                f"work in {len(own)} (longest {max(own, default=0)} ms), a full collection in {full_gc}")
+
     _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     print(f"load average {os.getloadavg()[0]:.1f}; {args.active} active connections, {args.rate} Produce/s in all, "
-          f"{args.connections:,} idle")
+          f"{args.connections:,} idle, {args.churn} of them reopened a second while the active ones run beside them")
     with tempfile.TemporaryDirectory(prefix="conn-bench-") as tmp:
         b = Broker(Path(tmp) / "data", None)
         b.start()
@@ -249,28 +271,54 @@ def connections(args: argparse.Namespace) -> None:
         admin.create_topics([NewTopic("active", 1, 1)])["active"].result(30)
         del admin
         asyncio.run(active_clients(b.port, "active", args.active, args.rate, 1.0))  # warm-up
-        b.stalls()
+        stalls_of_phase(b)
         alone = asyncio.run(active_clients(b.port, "active", args.active, args.rate, args.seconds))
-        print(f"{args.active} active alone: {percentiles(alone)}; {stalls_line(b)}")
+        print(f"{args.active} active alone: {percentiles(alone)}; {stalls_of_phase(b)}")
+        time.sleep(1)
         rss0 = b.rss_mb()
         hello = encode_request(18, 3, 1, request_type(18, 3)(client_software_name="idle",
                                                               client_software_version="1"))
+
+        def open_idle() -> socket.socket:
+            s = socket.create_connection(("127.0.0.1", b.port), timeout=30)
+            s.sendall(hello)
+            return s
+
         held = []
         started = time.perf_counter()
         for _ in range(args.connections):
-            s = socket.create_connection(("127.0.0.1", b.port), timeout=30)
-            s.sendall(hello)
-            held.append(s)
+            held.append(open_idle())
         for s in held:
             recv(s, struct.unpack(">i", recv(s, 4))[0])
         took = time.perf_counter() - started
-        time.sleep(1)
+        time.sleep(2)
         rss1 = b.rss_mb()
         print(f"{args.connections:,} idle connections opened (each answered one ApiVersions) in {took:.1f} s: "
               f"RSS {rss0:.0f} -> {rss1:.0f} MB ({(rss1 - rss0) * 1024 / args.connections:.1f} KB each), "
-              f"{b.open_files():,} open files; {stalls_line(b)}")
+              f"{b.open_files():,} open files; {stalls_of_phase(b)}")
+        done = threading.Event()
+        reopened = [0]
+
+        def churn() -> None:  # close the oldest idle connection and open a new one, --churn a second
+            if not args.churn:
+                return
+            next_at = time.perf_counter()
+            while not done.is_set():
+                next_at += 1 / args.churn
+                held.pop(0).close()
+                s = open_idle()
+                recv(s, struct.unpack(">i", recv(s, 4))[0])
+                held.append(s)
+                reopened[0] += 1
+                done.wait(max(next_at - time.perf_counter(), 0))
+
+        churner = threading.Thread(target=churn, daemon=True)
+        churner.start()
         beside = asyncio.run(active_clients(b.port, "active", args.active, args.rate, args.seconds))
-        print(f"{args.active} active beside {args.connections:,} idle: {percentiles(beside)}; {stalls_line(b)}")
+        done.set()
+        churner.join(30)
+        print(f"{args.active} active beside {args.connections:,} idle ({reopened[0]:,} reopened meanwhile): "
+              f"{percentiles(beside)}; {stalls_of_phase(b)}; RSS {b.rss_mb():.0f} MB")
         for s in held:
             s.close()
         b.stop()
@@ -425,6 +473,7 @@ def main() -> None:
     ap.add_argument("--active", type=int, default=100)
     ap.add_argument("--rate", type=int, default=2000, help="Produce requests a second of the active connections")
     ap.add_argument("--seconds", type=float, default=10.0)
+    ap.add_argument("--churn", type=int, default=0, help="--connections: idle ones reopened a second beside the active")
     args = ap.parse_args()
     if args.connections:
         connections(args)
