@@ -39,6 +39,14 @@ CreateTopics), so the client alone is not measured in this mode.
         [--broker-warmup 10] [--tansu PATH] [--kafka] [--stall-log PATH]
     .venv/bin/python bench/latency.py --clients 50 [--rates 400] [--processes 4] [--group] [--seconds 10]
         [--rounds 1] [--broker-warmup 5]
+
+`--probe N` measures the broker's own share instead, with no client library: N times (at the first
+--rates, default 1,000 a second) a Fetch waits at the log end on one raw connection, one record is
+produced on another, and the time from sending the Produce to the whole Fetch answer is taken, an
+ApiVersions round trip on a third connection beside it (the machine's scheduling and loopback
+alone); --rounds fresh brokers.
+
+    .venv/bin/python bench/latency.py --probe 2000 [--rates 1000] [--rounds 2]
 """
 from __future__ import annotations
 
@@ -117,6 +125,15 @@ def produce_at_rate(producer: Producer, topic: str, rate: int, seconds: float, s
         time.sleep(0.0002)
     producer.flush(30)
     sent.append(count)
+
+
+def spread(values: list[float]) -> str:
+    ordered = sorted(values)
+
+    def q(p: float) -> float:
+        return ordered[min(len(ordered) - 1, int(p * len(ordered)))]
+
+    return f"p50 {q(0.5):.3f} / p99 {q(0.99):.3f} / p99.9 {q(0.999):.3f} / max {ordered[-1]:.3f} ms"
 
 
 def measure(bootstrap: str | None, rate: int, seconds: float, warmup: float, pid: int | None) -> Samples:
@@ -357,6 +374,76 @@ def measure_clients(bootstrap: str, clients: int, rate: int, seconds: float, war
     return samples
 
 
+def probe(bootstrap: str, count: int, rate: int) -> tuple[list[float], list[float]]:
+    """The broker's own share of a record's trip, without a client library: a Fetch v12 (min_bytes 1,
+    max_wait 500 ms) waits on one raw connection at the log end of a fresh one-partition topic, a
+    Produce v9 of one 100 B record (acks=1) goes on another, and the time from sending the Produce
+    to the whole Fetch answer is taken; `count` of them, `rate` a second. Beside each, an ApiVersions
+    round trip on a third connection: what the machine's scheduling and loopback cost alone.
+    Returns (produce-to-fetch ms, ApiVersions ms)."""
+    import datetime
+    import socket
+
+    from odradek.protocol.build import build
+    from odradek.protocol.framing import encode_request, request_type
+    from odradek.protocol.records import encode_batch
+
+    host, port = bootstrap.rsplit(":", 1)
+    topic = f"probe-{time.time_ns()}"
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    admin.create_topics([NewTopic(topic, 1, 1)])[topic].result(30)
+    del admin
+
+    def connect() -> socket.socket:
+        s = socket.create_connection((host, int(port)), timeout=10)
+        s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        return s
+
+    def answer(s: socket.socket) -> None:
+        size = struct.unpack(">i", s.recv(4, socket.MSG_WAITALL))[0]
+        if len(s.recv(size, socket.MSG_WAITALL)) != size:
+            raise ConnectionError("short answer")
+
+    def fetch_frame(offset: int) -> bytes:
+        body = build(request_type(1, 12), replica_id=-1, max_wait=datetime.timedelta(milliseconds=500),
+                     min_bytes=1, max_bytes=1 << 20, isolation_level=0, session_id=0, session_epoch=-1,
+                     topics=[{"topic": topic, "partitions": [{
+                         "partition": 0, "current_leader_epoch": -1, "fetch_offset": offset,
+                         "last_fetched_epoch": -1, "log_start_offset": -1, "partition_max_bytes": 1 << 20}]}],
+                     forgotten_topics_data=[], rack_id="")
+        return encode_request(1, 12, offset, body, client_id="probe")
+
+    batch = encode_batch([(None, b"x" * SIZE, ())], timestamp_ms=int(time.time() * 1000))
+    produce_frame = encode_request(0, 9, 1, build(
+        request_type(0, 9), transactional_id=None, acks=1, timeout=datetime.timedelta(seconds=10),
+        topic_data=[{"name": topic, "partition_data": [{"index": 0, "records": batch}]}]), client_id="probe")
+    hello = encode_request(18, 3, 1, request_type(18, 3)(client_software_name="probe", client_software_version="1"))
+    fetcher, producer, other = connect(), connect(), connect()
+    trips: list[float] = []
+    round_trips: list[float] = []
+    interval = 1 / rate
+    next_at = time.perf_counter()
+    for offset in range(count + 20):  # the first 20 (first requests of their kind) left out
+        fetcher.sendall(fetch_frame(offset))
+        time.sleep(0.001)  # the Fetch is read and parked
+        started = time.perf_counter()
+        producer.sendall(produce_frame)
+        answer(fetcher)
+        took = time.perf_counter() - started
+        answer(producer)
+        started = time.perf_counter()
+        other.sendall(hello)
+        answer(other)
+        if offset >= 20:
+            trips.append(took * 1e3)
+            round_trips.append((time.perf_counter() - started) * 1e3)
+        next_at += interval
+        time.sleep(max(next_at - time.perf_counter(), 0))
+    for s in (fetcher, producer, other):
+        s.close()
+    return trips, round_trips
+
+
 @contextmanager
 def broker(name: str, tansu: str | None,
            stall_log: str | None = None) -> Iterator[tuple[str | None, int | None, StallLog | None]]:
@@ -411,7 +498,22 @@ def main() -> None:
                     help="N producers and N consumers over 2N partitions instead of one of each")
     ap.add_argument("--processes", type=int, default=4, help="--clients: worker processes the clients share")
     ap.add_argument("--group", action="store_true", help="--clients: the consumers are one consumer group")
+    ap.add_argument("--probe", type=int, default=0,
+                    help="N raw-socket probes of the broker's own produce-to-fetch time instead, at the first rate")
     args = ap.parse_args()
+    if args.probe:
+        rate = int((args.rates or "1000").split(",")[0])
+        for r in range(args.rounds):
+            with broker("odradek", None, args.stall_log) as (bootstrap, _, stalls):
+                assert bootstrap is not None and stalls is not None
+                probe(bootstrap, 200, rate)  # warm-up
+                stalls.take()
+                trips, round_trips = probe(bootstrap, args.probe, rate)
+                taken = stalls.take()
+            print(f"round {r + 1}, load average {os.getloadavg()[0]:.1f}: Produce sent -> waiting Fetch answered "
+                  f"{spread(trips)}; ApiVersions round trip beside it {spread(round_trips)}; "
+                  f"{len(taken)} stalls over 5 ms, longest {max((ms for ms, _ in taken), default=0)} ms")
+        return
     clients = args.clients
     rates = [int(r) for r in (args.rates or ("400" if clients else "1000,20000")).split(",")]
     names = ([] if clients else ["client alone (mock)"]) + ["odradek"] + (
