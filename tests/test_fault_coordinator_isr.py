@@ -24,7 +24,7 @@ import uuid
 from typing import TYPE_CHECKING, Any
 
 import pytest
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 from conftest import recv_exact, unique
 from kio.schema.errors import ErrorCode as E
 
@@ -90,6 +90,25 @@ def committed(bootstrap: str, group: str, topic: str) -> int:
                     require_stable=False)
     assert response.error_code == E.none
     return int(response.topics[0].partitions[0].committed_offset)
+
+
+def init_producer_id(bootstrap: str, transactional_id: str) -> tuple[E, int, int]:
+    response = call(bootstrap, 22, 4, transactional_id=transactional_id, transaction_timeout=10000,
+                    producer_id=-1, producer_epoch=-1)
+    return E(response.error_code), int(response.producer_id), int(response.producer_epoch)
+
+
+def add_partition(bootstrap: str, transactional_id: str, producer: tuple[int, int], topic: str, partition: int) -> E:
+    response = call(bootstrap, 24, 3, v3_and_below_transactional_id=transactional_id,
+                    v3_and_below_producer_id=producer[0], v3_and_below_producer_epoch=producer[1],
+                    v3_and_below_topics=[{"name": topic, "partitions": [partition]}])
+    return E(response.results_by_topic_v3_and_below[0].results_by_partition[0].partition_error_code)
+
+
+def end_txn(bootstrap: str, transactional_id: str, producer: tuple[int, int]) -> E:
+    response = call(bootstrap, 26, 3, transactional_id=transactional_id, producer_id=producer[0],
+                    producer_epoch=producer[1], committed=True)
+    return E(response.error_code)
 
 
 def coordinator_of(cluster: Cluster, key: str, key_type: int) -> ClusterBroker:
@@ -229,3 +248,35 @@ def test_sync_group_is_answered_only_once_the_isr_holds_the_assignment(cluster_f
     synced = call(new.bootstrap, 14, 3, **sync_body(group, again))
     assert synced.error_code == E.none and synced.assignment == b"mine"
 
+
+def test_transaction_coordinator_refuses_writes_while_its_isr_is_below_min_isr(cluster_factory: Any) -> None:
+    cluster: Cluster = cluster_factory(3, env=MIN_ISR)
+    topic, tid = unique("tx"), unique("tx-id")
+    cluster.create_topic(topic, partitions=2)
+    # __transaction_state is created by the first FindCoordinator of a transactional id
+    coordinator = coordinator_of(cluster, tid, 1)
+    error, *producer = init_producer_id(coordinator.bootstrap, tid)
+    assert error == E.none
+    pid_epoch = (producer[0], producer[1])
+    assert add_partition(coordinator.bootstrap, tid, pid_epoch, topic, 0) == E.none
+    part = partition_for(tid, PARTITIONS)
+    # a librdkafka producer's own transactional id, in the same partition (its InitProducerId retries
+    # go on after init_transactions times out, and must not fence the raw producer's transaction)
+    client_tid = next(t for t in (f"{tid}-client-{i}" for i in range(1000)) if partition_for(t, PARTITIONS) == part)
+
+    # each state change of the transaction is refused: Kafka's TransactionStateManager answers
+    # NOT_ENOUGH_REPLICAS as COORDINATOR_NOT_AVAILABLE, which every client retries
+    followers = isolate(cluster, "__transaction_state", part, coordinator)
+    assert add_partition(coordinator.bootstrap, tid, pid_epoch, topic, 1) == E.coordinator_not_available
+    assert end_txn(coordinator.bootstrap, tid, pid_epoch) == E.coordinator_not_available
+    assert init_producer_id(coordinator.bootstrap, tid)[0] == E.coordinator_not_available
+    p = Producer({"bootstrap.servers": coordinator.bootstrap, "transactional.id": client_tid, "linger.ms": 0})
+    with pytest.raises(KafkaException):  # librdkafka retries COORDINATOR_NOT_AVAILABLE until its timeout
+        p.init_transactions(5)
+
+    rejoin(cluster, "__transaction_state", part, coordinator, followers)
+    assert end_txn(coordinator.bootstrap, tid, pid_epoch) == E.none  # the retried EndTxn
+    p.init_transactions(60)  # librdkafka: a timed-out init_transactions may be called again
+    p.begin_transaction()
+    p.produce(topic, b"after", partition=1)
+    p.commit_transaction(60)

@@ -28,7 +28,7 @@ import asyncio
 import logging
 import re
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Iterable, Mapping
 from dataclasses import replace
 from typing import TYPE_CHECKING, ClassVar
 
@@ -48,7 +48,6 @@ from odradek.server.features import finalized_level
 
 if TYPE_CHECKING:
     from odradek.server.broker import Broker
-    from odradek.storage.log import PartitionLog
 
 log = logging.getLogger("odradek.transactions")
 
@@ -161,26 +160,17 @@ class TransactionCoordinator:
         if old is not None and new is not old:  # Kafka: every transition remembers the id it came from
             new.prev_producer_id = old.producer_id
         version = 1 if self.transaction_version >= 1 else 0  # Kafka's TransactionVersion.transactionLogValueVersion
-        error = self.store.write(new.transactional_id, [(txn_key(new.transactional_id), txn_value(new, version))])
-        if error == E.none:
-            error = await self._replicated(new.transactional_id)
+        # issue 18 (group coordinator helper's edit): acks=-1 as Kafka's TransactionStateManager, refused
+        # below min.insync.replicas, answered once the ISR holds it; errors mapped as Kafka's (NOT_ENOUGH_REPLICAS,
+        # REQUEST_TIMED_OUT -> COORDINATOR_NOT_AVAILABLE, NOT_LEADER_OR_FOLLOWER -> NOT_COORDINATOR)
+        error, _ = await self.store.write_replicated(
+            new.transactional_id, [(txn_key(new.transactional_id), txn_value(new, version))],
+            int(REPLICATION_TIMEOUT_S * 1000))
         if error != E.none:
             log.warning("could not write the state of transaction %s: %s", new.transactional_id, error.name)
-            return E.not_coordinator if error == E.not_leader_or_follower else error
+            return error
         self.txns[new.transactional_id] = new
         return E.none
-
-    async def _replicated(self, transactional_id: str) -> ErrorCode:
-        # only a ClusterBroker has replicas to wait for
-        wait: Callable[[PartitionLog, int, float], Awaitable[ErrorCode]] | None = getattr(
-            self.broker, "wait_replicated", None
-        )
-        if wait is None:
-            return E.none
-        plog = self.broker.partition_log(TRANSACTION_STATE_TOPIC, self.partition_for(transactional_id))
-        if plog is None:
-            return E.not_coordinator
-        return await wait(plog, plog.log_end_offset, REPLICATION_TIMEOUT_S)
 
     # -- InitProducerId ----------------------------------------------------------
 
