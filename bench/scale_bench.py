@@ -20,7 +20,11 @@ partition and the --spread partitions (--spread-topics topics), the two shapes t
 a first run of each that is not counted: each
 round's msg/s, the broker's CPU seconds per million records of each shape (from /proc/PID/stat:
 utime + stime while the producer ran) and the client's (this process), the ratio many / one, and
-the medians over the rounds.
+the medians over the rounds. Other brokers take their turn in every round beside it, each first
+in turn: --before-src DIR (odradek from another tree's src/, e.g. `git archive <commit> src | tar
+-x -C DIR/..`), --mock (librdkafka's mock cluster inside this process: the client alone, the
+ceiling the client leaves; its topics have 4 partitions, so its spread is --spread / 4 topics) and
+--kafka (Apache Kafka 4.3.1, bench/kafka_ref.py).
 
 `--raw-produce` measures the broker alone: pre-encoded Produce v10 requests (one partition each,
 --batch records of 100 B, round robin over --spread partitions, or one partition with --spread 1)
@@ -39,7 +43,7 @@ own work (its loop's thread ran at least half the late tick) and how many ran a 
     .venv/bin/python bench/scale_bench.py [--topics 100] [--partitions 100] [--per-request 10]
         [--spread 1000] [--records 200000] [--nofile N]
     .venv/bin/python bench/scale_bench.py --produce-only [--spread 1000] [--spread-topics 10] [--records 200000]
-        [--rounds 5]
+        [--rounds 5] [--before-src DIR] [--mock] [--kafka]
     .venv/bin/python bench/scale_bench.py --raw-produce [--spread 1000] [--batch 25] [--in-flight 20]
         [--requests 10000] [--rounds 5]
     .venv/bin/python bench/scale_bench.py --connections 10000 [--active 100] [--rate 2000] [--seconds 10]
@@ -61,6 +65,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from contextlib import ExitStack
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from confluent_kafka import Producer
@@ -77,17 +83,20 @@ LIMITED = ("import resource, runpy, sys; n = int(sys.argv[1]); resource.setrlimi
 
 
 class Broker:
-    def __init__(self, data_dir: Path, nofile: int | None) -> None:
+    def __init__(self, data_dir: Path, nofile: int | None, src: Path | None = None) -> None:
         self.data_dir = data_dir
         self.port = free_port()
         self.log_path = data_dir.parent / "broker.log"
         self.nofile = nofile
+        self.src = src  # another tree's src/ (PYTHONPATH before the installed odradek), e.g. an earlier commit's
         self.proc: subprocess.Popen[bytes] | None = None
         self._log_seen = 0
 
     def start(self) -> float:
         """Seconds from exec to the first answered ApiVersions."""
         env = {**os.environ, "ODRADEK_EVENT_LOOP_STALL_THRESHOLD_MS": "5"}
+        if self.src is not None:
+            env["PYTHONPATH"] = os.pathsep.join(filter(None, (str(self.src), env.get("PYTHONPATH"))))
         # RLIMIT_NOFILE set in the child itself: `python -c LIMITED N serve ...`
         limited = ["-c", LIMITED, str(self.nofile)] if self.nofile is not None else ["-m", "odradek"]
         log = open(self.log_path, "ab")  # noqa: SIM115 - the child keeps it
@@ -170,12 +179,13 @@ def metadata_all(port: int) -> tuple[float, int, int]:
     return took, len(decode_response(data, 3, 12)[1].topics), size
 
 
-def produce(port: int, targets: list[tuple[str, int]], records: int, pid: int | None = None,
+def produce(bootstrap: int | str, targets: list[tuple[str, int]], records: int, pid: int | None = None,
             client_cpu: list[float] | None = None) -> tuple[float, float]:
     """(msg/s, the broker's CPU seconds meanwhile: of process `pid`, else 0) of `records` 100 B records,
     acks=1, round robin over `targets`; the client's own CPU seconds (this process: the Python caller
-    and librdkafka's threads) are appended to `client_cpu`."""
-    p = Producer({"bootstrap.servers": f"127.0.0.1:{port}", "acks": 1, "linger.ms": 5,
+    and librdkafka's threads) are appended to `client_cpu`. `bootstrap`: host:port, or a port on 127.0.0.1."""
+    address = f"127.0.0.1:{bootstrap}" if isinstance(bootstrap, int) else bootstrap
+    p = Producer({"bootstrap.servers": address, "acks": 1, "linger.ms": 5,
                   "batch.size": 1_000_000, "queue.buffering.max.messages": 2_000_000,
                   "queue.buffering.max.kbytes": 2_000_000})
     payload = b"x" * 100
@@ -339,46 +349,107 @@ def wait_idle(pid: int, timeout: float = 120.0) -> float:
     return time.perf_counter() - started
 
 
+@dataclass
+class Target:
+    """A broker the --produce-only rounds produce to: its one partition and its spread."""
+
+    label: str
+    bootstrap: str
+    pid: int | None  # its CPU is measured when it is a process of its own
+    single: list[tuple[str, int]]
+    spread: list[tuple[str, int]]
+    broker: Broker | None = None  # an odradek: its stalls are counted
+    singles: list[tuple[float, float, float]] = field(default_factory=list)  # msg/s, broker CPU s/M, client CPU s/M
+    manys: list[tuple[float, float, float]] = field(default_factory=list)
+
+
+def odradek_target(label: str, tmp: Path, args: argparse.Namespace, names: list[str], per_topic: int,
+                   src: Path | None) -> Target:
+    tmp.mkdir()
+    b = Broker(tmp / "data", args.nofile, src)
+    b.start()
+    assert b.proc is not None
+    create_spread(f"127.0.0.1:{b.port}", names, per_topic)
+    spread = [(names[i // per_topic], i % per_topic) for i in range(args.spread)]
+    return Target(label, f"127.0.0.1:{b.port}", b.proc.pid, [("single", 0)], spread, b)
+
+
+def create_spread(bootstrap: str, names: list[str], per_topic: int) -> None:
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    for f in admin.create_topics([NewTopic(n, per_topic, 1) for n in names] + [NewTopic("single", 1, 1)]).values():
+        f.result(60)
+
+
+def mock_target(args: argparse.Namespace, stack: ExitStack) -> Target:
+    """librdkafka's mock cluster, inside this process (the client alone). It answers no CreateTopics; a
+    topic is made on first use with 4 partitions, so the spread is --spread / 4 topics of 4."""
+    holder = Producer({"bootstrap.servers": "", "test.mock.num.brokers": 1, "log_level": 3})
+    stack.callback(holder.flush, 10)
+    broker = next(iter(holder.list_topics(timeout=10).brokers.values()))
+    spread = [(f"mock-{i // 4:04d}", i % 4) for i in range(args.spread)]
+    return Target("client alone (mock)", f"{broker.host}:{broker.port}", None, [("single", 0)], spread)
+
+
+def kafka_target(args: argparse.Namespace, names: list[str], per_topic: int, stack: ExitStack) -> Target:
+    from kafka_ref import KafkaReference
+
+    kafka = stack.enter_context(KafkaReference())
+    create_spread(kafka.bootstrap, names, per_topic)
+    spread = [(names[i // per_topic], i % per_topic) for i in range(args.spread)]
+    return Target("Apache Kafka 4.3.1", kafka.bootstrap, kafka.pid, [("single", 0)], spread)
+
+
 def produce_only(args: argparse.Namespace) -> None:
-    """One partition against --spread partitions, in turns: msg/s and broker CPU per million records."""
+    """One partition against --spread partitions, in turns: msg/s and broker CPU per million records;
+    with --before-src, --mock or --kafka, each of those brokers takes its turn in every round too."""
     topics = max(args.spread_topics, 1)
     per_topic = -(-args.spread // topics)
     print(f"load average {os.getloadavg()[0]:.1f}; {args.records:,} x 100 B, acks=1, linger.ms=5: one partition "
           f"against {args.spread:,} ({topics} topics of {per_topic}), {args.rounds} rounds")
-    with tempfile.TemporaryDirectory(prefix="scale-produce-") as tmp:
-        b = Broker(Path(tmp) / "data", args.nofile)
-        b.start()
-        assert b.proc is not None
-        admin = AdminClient({"bootstrap.servers": f"127.0.0.1:{b.port}"})
-        names = [f"spread-{i:03d}" for i in range(topics)]
-        for f in admin.create_topics([NewTopic(n, per_topic, 1) for n in names] + [NewTopic("single", 1, 1)]).values():
-            f.result(60)
-        del admin
-        spread = [(names[i // per_topic], i % per_topic) for i in range(args.spread)]
-        wait_idle(b.proc.pid)
-        for targets in ([("single", 0)], spread):  # a first run of each shape, not counted (first writes, imports)
-            produce(b.port, targets, args.records // 4)
-        wait_idle(b.proc.pid)
-        b.stalls()
+    names = [f"spread-{i:03d}" for i in range(topics)]
+    with tempfile.TemporaryDirectory(prefix="scale-produce-") as tmp, ExitStack() as stack:
+        targets = [odradek_target("odradek", Path(tmp) / "this", args, names, per_topic, None)]
+        if args.before_src:
+            targets.append(odradek_target(f"odradek {args.before_src}", Path(tmp) / "before", args, names, per_topic,
+                                          Path(args.before_src)))
+        if args.mock:
+            targets.append(mock_target(args, stack))
+        if args.kafka:
+            targets.append(kafka_target(args, names, per_topic, stack))
+        for t in targets:
+            if t.pid is not None:
+                wait_idle(t.pid)
+            for shape in (t.single, t.spread):  # a first run of each shape, not counted (first writes, imports)
+                produce(t.bootstrap, shape, args.records // 4)
+        for t in targets:
+            if t.pid is not None:
+                wait_idle(t.pid)
+            if t.broker is not None:
+                t.broker.stalls()
         per_m = args.records / 1e6
-        singles: list[tuple[float, float, float]] = []  # msg/s, broker CPU s/M, client CPU s/M
-        manys: list[tuple[float, float, float]] = []
         for r in range(args.rounds):
-            row = []
-            for shape, targets, out in (("one", [("single", 0)], singles), ("many", spread, manys)):
-                own: list[float] = []
-                rate, cpu = produce(b.port, targets, args.records, b.proc.pid, own)
-                out.append((rate, cpu / per_m, own[0] / per_m))
-                row.append(f"{shape} {rate:,.0f} msg/s (CPU s/M: broker {out[-1][1]:.2f}, client {out[-1][2]:.2f})")
-            print(f"round {r + 1}: {', '.join(row)}: {manys[-1][0] / singles[-1][0]:.0%}; {stalls_line(b)}")
-        one = [statistics.median(x[i] for x in singles) for i in (0, 1, 2)]
-        many = [statistics.median(x[i] for x in manys) for i in (0, 1, 2)]
-        ratios = sorted(m[0] / s[0] for s, m in zip(singles, manys, strict=True))
-        print(f"median: one partition {one[0]:,.0f} msg/s (CPU s/M: broker {one[1]:.2f}, client {one[2]:.2f}); "
-              f"{args.spread:,} partitions {many[0]:,.0f} msg/s (broker {many[1]:.2f}, client {many[2]:.2f}); "
-              f"ratio {many[0] / one[0]:.0%} (rounds {ratios[0]:.0%}-{ratios[-1]:.0%}); "
-              f"load average {os.getloadavg()[0]:.1f}")
-        b.stop()
+            for t in targets[r % len(targets):] + targets[:r % len(targets)]:  # each first in turn
+                row = []
+                for shape, partitions, out in (("one", t.single, t.singles), ("many", t.spread, t.manys)):
+                    own: list[float] = []
+                    rate, cpu = produce(t.bootstrap, partitions, args.records, t.pid, own)
+                    out.append((rate, cpu / per_m, own[0] / per_m))
+                    row.append(f"{shape} {rate:,.0f} msg/s (CPU s/M: broker {out[-1][1]:.2f}, client {out[-1][2]:.2f})")
+                stalls = f"; {stalls_line(t.broker)}" if t.broker is not None else ""
+                print(f"round {r + 1}, {t.label}: {', '.join(row)}: {t.manys[-1][0] / t.singles[-1][0]:.0%}{stalls}",
+                      flush=True)
+        for t in targets:
+            one = [statistics.median(x[i] for x in t.singles) for i in (0, 1, 2)]
+            many = [statistics.median(x[i] for x in t.manys) for i in (0, 1, 2)]
+            ratios = sorted(m[0] / s[0] for s, m in zip(t.singles, t.manys, strict=True))
+            broker_cpu = (lambda v: f"broker {v:.2f}, ") if t.pid is not None else (lambda v: "")
+            print(f"median, {t.label}: one partition {one[0]:,.0f} msg/s (CPU s/M: {broker_cpu(one[1])}client "
+                  f"{one[2]:.2f}); {args.spread:,} partitions {many[0]:,.0f} msg/s ({broker_cpu(many[1])}client "
+                  f"{many[2]:.2f}); ratio {many[0] / one[0]:.0%} (rounds {ratios[0]:.0%}-{ratios[-1]:.0%})")
+        print(f"load average {os.getloadavg()[0]:.1f}")
+        for t in targets:
+            if t.broker is not None:
+                t.broker.stop()
 
 
 def raw_produce_frames(targets: list[tuple[str, int]], records: int) -> list[bytes]:
@@ -462,6 +533,10 @@ def main() -> None:
     ap.add_argument("--records", type=int, default=200_000)
     ap.add_argument("--produce-only", action="store_true", help="only one partition against --spread, in rounds")
     ap.add_argument("--spread-topics", type=int, default=10, help="--produce-only: topics the spread covers")
+    ap.add_argument("--before-src", help="--produce-only: another odradek tree's src/ (e.g. an archive of an earlier "
+                                         "commit), its broker taking turns with this tree's in every round")
+    ap.add_argument("--mock", action="store_true", help="--produce-only: also librdkafka's mock cluster (the client alone)")
+    ap.add_argument("--kafka", action="store_true", help="--produce-only: also Apache Kafka 4.3.1 (bench/kafka_ref.py)")
     ap.add_argument("--rounds", type=int, default=5, help="--produce-only, --raw-produce: rounds")
     ap.add_argument("--raw-produce", action="store_true", help="the broker's CPU per Produce from a raw socket")
     ap.add_argument("--batch", type=int, default=25, help="--raw-produce: records a request")
