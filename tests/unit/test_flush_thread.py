@@ -38,7 +38,9 @@ def check_index_files(plog: PartitionLog, *, whole: bool) -> None:
 
 
 def test_flushes_on_threads_beside_appends_and_a_truncation_leave_files_a_restart_trusts(tmp_path: Path) -> None:
-    config = LogConfig(index_interval_bytes=1, segment_bytes=40_000)  # an index entry a batch, a few rolls
+    # an index entry a batch; a roll every ~12 batches, so several between two flushes (a roll
+    # leaves its segment's fsync and index entries to the next flush)
+    config = LogConfig(index_interval_bytes=1, segment_bytes=2_000)
     plog = PartitionLog.open(tmp_path / "t-0", "t", 0, config)
     running: list[tuple[threading.Thread, FlushJob]] = []
     truncated_at = -1
@@ -46,7 +48,7 @@ def test_flushes_on_threads_beside_appends_and_a_truncation_leave_files_a_restar
         if i % 500 == 0:
             plog.assign_leader_epoch(i // 500, plog.log_end_offset)  # the epochs change under flushes
         append(plog, i)
-        if i % 7 == 0:
+        if i % 37 == 0:
             job = plog.begin_flush()
             if job is not None:
                 t = threading.Thread(target=job.run)
@@ -67,6 +69,12 @@ def test_flushes_on_threads_beside_appends_and_a_truncation_leave_files_a_restar
     epochs = list(plog.epochs)
     assert end == 3_000 - 300
     check_index_files(plog, whole=False)  # the flushes' writes alone, before the close writes the rest
+    job = plog.begin_flush()
+    assert job is not None
+    job.run()
+    job.done()
+    assert plog.recovery_point == end  # every rolled segment synced by the flush, not by the roll
+    check_index_files(plog, whole=True)
     plog.close()
     check_index_files(plog, whole=True)
 

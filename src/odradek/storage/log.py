@@ -238,15 +238,17 @@ class PartitionLog:
             self.roll()
 
     def roll(self) -> None:
-        """Close the active segment for appends and start one at the log end offset."""
+        """Close the active segment for appends and start one at the log end offset. Its fsync
+        is the next flush's, on the flush's thread (Kafka's roll schedules the flush too,
+        flushUptoOffsetExclusive): on the event loop, a produce that rolled waited for the disk.
+        Its index entries are written out (unsynced, as Kafka's mmapped index): every closed
+        segment has its index files whole."""
         active = self.segments[-1]
         if active.size == 0:
             return
-        active.flush()
-        if self._epochs_dirty:  # the recovery point moves: the epochs up to it are kept with it
+        active.write_index_entries()
+        if self._epochs_dirty:  # the closed segment's epochs go with it (unsynced, as its index)
             self._save_epochs()
-        self.recovery_point = self.log_end_offset
-        self._dirty = False
         self.producer_state.snapshot(self.log_end_offset)
         seg = self._new_segment(self.log_end_offset)
         for path in (seg.index_path, seg.time_index_path):  # Kafka's layout: every segment has both
@@ -582,10 +584,18 @@ class PartitionLog:
         if not self._dirty and self._flushing is None:
             self.recovery_point = self.log_end_offset
             return
-        for seg in self.segments[-2:]:
+        for seg in self._unflushed_segments():
             seg.flush()
         self.recovery_point = self.log_end_offset
         self._dirty = False
+
+    def _unflushed_segments(self) -> list[LogSegment]:
+        """The segments that may hold data past the recovery point: the active one, and those a
+        roll since the last flush closed."""
+        i = len(self.segments) - 1
+        while i > 0 and self.segments[i - 1].next_offset > self.recovery_point:
+            i -= 1
+        return self.segments[i:]
 
     def begin_flush(self) -> FlushJob | None:
         """On the event loop: what a flush in the background must write and fsync (None for a
@@ -603,7 +613,7 @@ class PartitionLog:
                 self.recovery_point = self.log_end_offset
                 return None
             return job  # the epochs alone; the recovery point moves once they are written
-        for seg in self.segments[-2:]:
+        for seg in self._unflushed_segments():
             job.fds.append(os.dup(seg.fd))
             job.segments.append(seg)
         self._dirty = False
