@@ -32,6 +32,7 @@ from kazoo.exceptions import NoNodeError  # type: ignore[import-untyped]
 
 from odradek.cluster.metadata import TopicError, TopicMetadata
 from odradek.cluster.zk import ControllerMoved, Fence, LeaderAndIsr, ZkMetadataStore, topic_path
+from odradek.cluster.zk_znodes import parse_topic
 
 if TYPE_CHECKING:
     from odradek.cluster.controller import Controller
@@ -135,9 +136,7 @@ def write_moves(store: ZkMetadataStore, topic: str, moves: dict[int, Move | None
         if written is None:
             continue  # another writer (an ISR change does not touch this znode; a config change does)
         # this broker answers from what it wrote, before its watch brings it back (as create_topic does)
-        meta = store._parse_topic(topic, raw, store.ops.get)
-        with store._lock:
-            store.seen.topics = {**store.seen.topics, topic: meta}
+        store.remember_topic(parse_topic(topic, raw, store.ops.get))
         return
     raise TopicError("concurrent_transactions", f"topic {topic!r} changed concurrently; retry")
 
@@ -148,7 +147,7 @@ def reassign(store: ZkMetadataStore, topic: str, targets: dict[int, list[int] | 
     partition's answer (None: accepted); raises ControllerMoved when it is fenced."""
     try:
         raw, _ = store.ops.get(topic_path(topic))
-        meta: TopicMetadata | None = store._parse_topic(topic, raw, store.ops.get)
+        meta: TopicMetadata | None = parse_topic(topic, raw, store.ops.get)
     except NoNodeError:
         meta = None
     results: dict[int, TopicError | None] = {}

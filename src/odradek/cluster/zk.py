@@ -26,12 +26,13 @@ close in `STOP_TIMEOUT_S`: a broker shutting down with its ZooKeeper gone exits
 
 Every write of the controller is fenced: one transaction with a check of /controller_epoch's
 zkVersion (`fenced_set`, `fenced_delete`, `write_state(fence=...)`), so a controller deposed
-while it was paused writes nothing (ControllerMoved).
+while it was paused writes nothing (ControllerMoved): cluster/zk_state.py. The znodes' values
+and JSON are cluster/zk_znodes.py's; this module holds the session, the watches and the topic
+and broker writes.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
@@ -62,6 +63,32 @@ from odradek.cluster.zk_client import (
     split_connect,
     stop_client,
 )
+from odradek.cluster.zk_state import PartitionStates
+from odradek.cluster.zk_znodes import (
+    CONTROLLER_EPOCH_PATH,
+    PRODUCER_ID_BLOCK_PATH,
+    BrokerInfo,
+    ControllerMoved,
+    Fence,
+    LeaderAndIsr,
+    assignment_json,
+    broker_json,
+    cluster_id_json,
+    config_json,
+    config_path,
+    next_producer_id_block,
+    parse_broker,
+    parse_cluster_id,
+    parse_controller,
+    parse_topic,
+    producer_id_block_json,
+    state_path,
+    topic_path,
+)
+
+# What the rest of odradek imports from here (the store's values live in zk_znodes.py).
+__all__ = ["CONTROLLER_EPOCH_PATH", "EXECUTOR_GRACE_S", "STOP_TIMEOUT_S", "BrokerInfo", "ControllerMoved",
+           "Fence", "LeaderAndIsr", "Post", "ZkError", "ZkMetadataStore", "state_path", "topic_path"]
 
 ZkError = zk_client.ZkError  # raised by the store's calls; importers take it from here
 
@@ -69,73 +96,6 @@ log = logging.getLogger("odradek.zk")
 logging.getLogger("kazoo.client").setLevel(logging.WARNING)  # one line per connection state is noise
 
 Post = Callable[..., None]
-
-CONTROLLER_EPOCH_PATH = "/controller_epoch"
-Fence = tuple[str, int]  # (path, version) checked in the same transaction as a write
-
-
-class ControllerMoved(TopicError):
-    """A controller's write refused because /controller_epoch moved on (a newer controller),
-    or a controller's call asked of a broker that is not the controller: Kafka's
-    ControllerMovedException, answered NOT_CONTROLLER."""
-
-    def __init__(self, message: str = "this broker is no longer the controller") -> None:
-        super().__init__("not_controller", message)
-
-
-@dataclass(frozen=True, slots=True)
-class BrokerInfo:
-    broker_id: int
-    host: str
-    port: int
-    rack: str | None = None
-    # (listener name, security protocol, host, port) of every listener (Kafka's "endpoints"
-    # and "listener_security_protocol_map" in /brokers/ids/<id>)
-    endpoints: tuple[tuple[str, str, str, int], ...] = ()
-
-
-def _parse_endpoints(d: dict[str, object]) -> tuple[tuple[str, str, str, int], ...]:
-    protocols = d.get("listener_security_protocol_map") or {}
-    result = []
-    for item in d.get("endpoints") or []:  # type: ignore[attr-defined]
-        name, _, address = str(item).partition("://")
-        host, _, port = address.rpartition(":")
-        if not name or not port.isdigit():
-            continue
-        protocol = protocols.get(name, name) if isinstance(protocols, dict) else name
-        result.append((name, str(protocol), host.strip("[]"), int(port)))
-    return tuple(result)
-
-
-@dataclass(frozen=True, slots=True)
-class LeaderAndIsr:
-    """A partition's state znode (Kafka's LeaderAndIsr) plus the znode version for CAS."""
-
-    leader: int
-    leader_epoch: int
-    isr: tuple[int, ...]
-    controller_epoch: int = 0
-    zk_version: int = -1
-
-    def to_json(self) -> bytes:
-        return json.dumps({
-            "controller_epoch": self.controller_epoch, "leader": self.leader, "version": 1,
-            "leader_epoch": self.leader_epoch, "isr": list(self.isr),
-        }).encode()
-
-    @classmethod
-    def from_json(cls, raw: bytes, zk_version: int) -> LeaderAndIsr:
-        d = json.loads(raw)
-        return cls(int(d["leader"]), int(d["leader_epoch"]), tuple(int(b) for b in d["isr"]),
-                   int(d.get("controller_epoch", 0)), zk_version)
-
-
-def topic_path(topic: str) -> str:
-    return f"/brokers/topics/{topic}"
-
-
-def state_path(topic: str, partition: int) -> str:
-    return f"/brokers/topics/{topic}/partitions/{partition}/state"
 
 
 @dataclass
@@ -148,7 +108,7 @@ class _Watched:
     controller: int = -1
 
 
-class ZkMetadataStore:
+class ZkMetadataStore(PartitionStates):
     """The MetadataStore of cluster mode, plus broker registration and partition state."""
 
     def __init__(self, connect: str, session_timeout_ms: int, post: Post | None = None) -> None:
@@ -198,11 +158,10 @@ class ZkMetadataStore:
         for path in ("/brokers/ids", "/brokers/topics", "/config/topics"):
             self.ops.ensure_path(path)
         try:
-            self.ops.create("/cluster/id", json.dumps({"version": "1", "id": cluster_id or _new_cluster_id()}).encode(),
-                            makepath=True)
+            self.ops.create("/cluster/id", cluster_id_json(cluster_id), makepath=True)
         except NodeExistsError:
             pass
-        self.cluster_id = json.loads(self.ops.get("/cluster/id")[0])["id"]
+        self.cluster_id = parse_cluster_id(self.ops.get("/cluster/id")[0])
         self.zk.ChildrenWatch("/brokers/ids", self._brokers_changed)
         self.zk.ChildrenWatch("/brokers/topics", self._topics_changed)
         self.zk.DataWatch("/controller", self._controller_changed)
@@ -233,13 +192,7 @@ class ZkMetadataStore:
         """Create /brokers/ids/<id> (ephemeral); a node left by our own killed process
         is waited out (it lives until its session expires), another live owner is an error."""
         path = f"/brokers/ids/{info.broker_id}"
-        endpoints = info.endpoints or (("PLAINTEXT", "PLAINTEXT", info.host, info.port),)
-        payload = json.dumps({
-            "version": 5, "host": info.host, "port": info.port, "rack": info.rack, "jmx_port": -1,
-            "timestamp": str(int(time.time() * 1000)),
-            "endpoints": [f"{name}://{host}:{port}" for name, _, host, port in endpoints],
-            "listener_security_protocol_map": {name: protocol for name, protocol, _, _ in endpoints},
-        }).encode()
+        payload = broker_json(info)
         deadline = time.monotonic() + self.session_timeout_s * 2 + 5
         while True:
             try:
@@ -261,10 +214,7 @@ class ZkMetadataStore:
         for child in children:
             try:
                 raw, _ = self.zk.get(f"/brokers/ids/{child}")
-                d = json.loads(raw)
-                brokers[int(child)] = BrokerInfo(
-                    int(child), d["host"], int(d["port"]), d.get("rack"), _parse_endpoints(d)
-                )
+                brokers[int(child)] = parse_broker(int(child), raw)
             except (NoNodeError, ValueError, KeyError):
                 continue
             except KazooException as exc:  # connection lost: the watch fires again on reconnect
@@ -275,10 +225,7 @@ class ZkMetadataStore:
 
     def _controller_changed(self, data: bytes | None, stat: Any, event: WatchedEvent | None = None) -> None:
         previous = self.seen.controller
-        try:
-            self.seen.controller = int(json.loads(data)["brokerid"]) if data else -1
-        except (ValueError, KeyError):
-            self.seen.controller = -1
+        self.seen.controller = parse_controller(data)
         if self.seen.controller >= 0 and self.seen.controller != previous:
             self.controller_changes += 1
         self.post(self.on_brokers)
@@ -311,34 +258,23 @@ class ZkMetadataStore:
             self.post(self.on_topics)
             return False  # stop watching a deleted topic
         try:
-            topic = self._parse_topic(name, data)
+            topic = parse_topic(name, data, self.zk.get)
         except KazooException as exc:
             log.debug("reading the configs of %s: %r", name, exc)
             return None
         except (ValueError, KeyError) as exc:
             log.warning("ignoring unreadable /brokers/topics/%s: %s", name, exc)
             return None
-        with self._lock:
-            self.seen.topics = {**self.seen.topics, name: topic}
+        self.remember_topic(topic)
         for p in range(topic.partitions):
             self._watch_state(name, p)
         self.post(self.on_topics)
         return None
 
-    def _parse_topic(self, name: str, data: bytes, get: Callable[[str], tuple[bytes, Any]] | None = None) -> TopicMetadata:
-        """`get`: kazoo's own (a watch waits for the reconnection), or a bounded one."""
-        d = json.loads(data)
-        parts = d["partitions"]
-        replicas = [list(map(int, parts[str(p)])) for p in range(len(parts))]
-        try:
-            raw, _ = (get or self.zk.get)(f"/config/topics/{name}")
-            configs = {str(k): str(v) for k, v in json.loads(raw).get("config", {}).items()}
-        except NoNodeError:
-            configs = {}
-        topic_id = uuid.UUID(d["topic_id"]) if d.get("topic_id") else uuid.uuid5(uuid.NAMESPACE_DNS, name)
-        moving = [{int(p): list(map(int, r)) for p, r in (d.get(k) or {}).items() if r}
-                  for k in ("adding_replicas", "removing_replicas")]
-        return TopicMetadata(name, topic_id, replicas, configs, moving[0], moving[1])
+    def remember_topic(self, topic: TopicMetadata) -> None:
+        """`topic` as this broker wrote or read it: it answers from it before its watch brings it back."""
+        with self._lock:
+            self.seen.topics = {**self.seen.topics, topic.name: topic}
 
     def _watch_state(self, topic: str, partition: int) -> None:
         key = (topic, partition)
@@ -371,14 +307,13 @@ class ZkMetadataStore:
         topic = TopicMetadata(name, uuid.uuid4(), replicas, dict(configs))
         epoch = self.controller_epoch()
         tx = self.zk.transaction()
-        tx.create(f"/config/topics/{name}", json.dumps({"version": 1, "config": configs}).encode())
-        tx.create(topic_path(name), self._assignment_json(topic))
+        tx.create(config_path(name), config_json(configs))
+        tx.create(topic_path(name), assignment_json(topic))
         tx.create(f"{topic_path(name)}/partitions")
         for p, reps in enumerate(replicas):
             self._create_state_ops(tx, name, p, reps, epoch)
         self._commit(tx, name)
-        with self._lock:
-            self.seen.topics = {**self.seen.topics, name: topic}
+        self.remember_topic(topic)
         return topic
 
     def _create_state_ops(self, tx: Any, name: str, p: int, reps: list[int], epoch: int) -> None:
@@ -395,21 +330,12 @@ class ZkMetadataStore:
             if isinstance(r, Exception) and not is_rollback(r):
                 raise TopicError("unknown_server_error", f"ZooKeeper refused the change of {name!r}: {r!r}")
 
-    @staticmethod
-    def _assignment_json(topic: TopicMetadata) -> bytes:
-        return json.dumps({
-            "version": 3, "topic_id": str(topic.topic_id),
-            "partitions": {str(p): r for p, r in enumerate(topic.replicas)},
-            "adding_replicas": {str(p): r for p, r in topic.adding.items()},
-            "removing_replicas": {str(p): r for p, r in topic.removing.items()},
-        }).encode()
-
     def delete_topic(self, name: str) -> None:
         if not self.ops.exists(topic_path(name)):
             raise TopicError("unknown_topic_or_partition", f"topic {name!r} does not exist")
         self.ops.delete(topic_path(name), recursive=True)
         try:
-            self.ops.delete(f"/config/topics/{name}")
+            self.ops.delete(config_path(name))
         except NoNodeError:
             pass
         with self._lock:
@@ -417,37 +343,35 @@ class ZkMetadataStore:
 
     def add_partitions(self, name: str, new_replicas: list[list[int]]) -> TopicMetadata:
         raw, stat = self.ops.get(topic_path(name))
-        topic = self._parse_topic(name, raw, self.ops.get)
+        topic = parse_topic(name, raw, self.ops.get)
         start = topic.partitions
         topic.replicas.extend(new_replicas)
         epoch = self.controller_epoch()
         tx = self.zk.transaction()
-        tx.set_data(topic_path(name), self._assignment_json(topic), version=stat.version)
+        tx.set_data(topic_path(name), assignment_json(topic), version=stat.version)
         for p in range(start, topic.partitions):
             self._create_state_ops(tx, name, p, topic.replicas[p], epoch)
         self._commit(tx, name)
-        with self._lock:
-            self.seen.topics = {**self.seen.topics, name: topic}
+        self.remember_topic(topic)
         return topic
 
     def set_configs(self, name: str, configs: dict[str, str]) -> None:
-        self.ops.set(f"/config/topics/{name}", json.dumps({"version": 1, "config": configs}).encode())
+        self.ops.set(config_path(name), config_json(configs))
         # brokers learn of config changes through the topic znode's watch
         raw, stat = self.ops.get(topic_path(name))
         self.ops.set(topic_path(name), raw, version=stat.version)
 
     def allocate_producer_id_block(self, broker_id: int, size: int) -> tuple[int, int]:
         """[start, end) of producer ids reserved for this broker (Kafka's ProducerIdManager)."""
-        path = "/latest_producer_id_block"
+        path = PRODUCER_ID_BLOCK_PATH
         while True:
             try:
                 raw, stat = self.ops.get(path)
-                start = int(json.loads(raw)["block_end"]) + 1 if raw else 0
+                start = next_producer_id_block(raw)
                 version = stat.version
             except NoNodeError:
                 start, version = 0, -1
-            payload = json.dumps({"version": 1, "broker": broker_id, "block_start": str(start),
-                                  "block_end": str(start + size - 1)}).encode()
+            payload = producer_id_block_json(broker_id, start, size)
             try:
                 if version < 0:
                     self.ops.create(path, payload)
@@ -456,86 +380,3 @@ class ZkMetadataStore:
                 return start, start + size
             except (NodeExistsError, BadVersionError):
                 continue  # another broker took the block; take the next one
-
-    # -- partition state -----------------------------------------------------
-
-    def controller_epoch(self) -> int:
-        try:
-            return int(self.ops.get("/controller_epoch")[0] or b"0")
-        except NoNodeError:
-            return 0
-
-    def read_state(self, topic: str, partition: int) -> LeaderAndIsr | None:
-        try:
-            raw, stat = self.ops.get(state_path(topic, partition))
-        except NoNodeError:
-            return None
-        return LeaderAndIsr.from_json(raw, stat.version)
-
-    def write_state(self, topic: str, partition: int, state: LeaderAndIsr,
-                    fence: Fence | None = None) -> LeaderAndIsr | None:
-        """Compare-and-set on the state znode version; `fence` adds a check op (the
-        controller's /controller_epoch version) so a stale controller cannot write.
-        Returns the state as written, None when the CAS lost; ControllerMoved when fenced."""
-        if fence is None:
-            try:
-                stat = self.ops.set(state_path(topic, partition), state.to_json(), version=state.zk_version)
-            except (BadVersionError, NoNodeError):
-                return None
-            return _with_version(state, stat.version)
-        stat = self.fenced_set(state_path(topic, partition), state.to_json(), state.zk_version, fence)
-        return None if stat is None else _with_version(state, stat.version)
-
-    def write_states(self, writes: list[tuple[str, int, LeaderAndIsr]], fence: Fence) -> list[LeaderAndIsr] | int:
-        """Several partitions' states in one transaction, each a compare-and-set on its znode's
-        version, fenced as write_state: the states as written, in order, or the index of a write
-        whose partition changed meanwhile (then none is written); ControllerMoved when fenced."""
-        tx = self.zk.transaction()
-        tx.check(fence[0], fence[1])
-        for topic, partition, state in writes:
-            tx.set_data(state_path(topic, partition), state.to_json(), version=state.zk_version)
-        results = self._fenced_commit(tx, fence)[1:]
-        failed = [i for i, r in enumerate(results) if isinstance(r, Exception)]
-        if failed:
-            return next((i for i in failed if not is_rollback(results[i])), failed[0])
-        return [_with_version(state, stat.version) for (_t, _p, state), stat in zip(writes, results, strict=True)]
-
-    def fenced_set(self, path: str, value: bytes, version: int, fence: Fence) -> Any:
-        """Set `path` at `version` in one transaction with the check of `fence` (Kafka's
-        ZooKeeper-mode controller: a multi-op with a check of /controller_epoch's zkVersion).
-        The new stat, None when `path` changed meanwhile; ControllerMoved when fenced."""
-        tx = self.zk.transaction()
-        tx.check(fence[0], fence[1])
-        tx.set_data(path, value, version=version)
-        results = self._fenced_commit(tx, fence)
-        return None if isinstance(results[1], Exception) else results[1]
-
-    def fenced_delete(self, path: str, version: int, fence: Fence) -> bool:
-        """Delete `path` at `version`, fenced as fenced_set; False when it changed or is gone."""
-        tx = self.zk.transaction()
-        tx.check(fence[0], fence[1])
-        tx.delete(path, version=version)
-        return not isinstance(self._fenced_commit(tx, fence)[1], Exception)
-
-    def check_fence(self, fence: Fence) -> None:
-        """ControllerMoved unless `fence` still holds: for a controller's answers that write nothing."""
-        stat = self.ops.exists(fence[0])
-        if stat is None or stat.version != fence[1]:
-            raise ControllerMoved(f"{fence[0]} is no longer at version {fence[1]}: a newer controller was elected")
-
-    def _fenced_commit(self, tx: Any, fence: Fence) -> list[Any]:
-        results = self.ops.commit(tx)
-        if isinstance(results[0], Exception) and not is_rollback(results[0]):
-            raise ControllerMoved(f"{fence[0]} is no longer at version {fence[1]}: a newer controller "
-                                  f"was elected ({type(results[0]).__name__})")
-        return results
-
-
-def _with_version(state: LeaderAndIsr, version: int) -> LeaderAndIsr:
-    return LeaderAndIsr(state.leader, state.leader_epoch, state.isr, state.controller_epoch, version)
-
-
-def _new_cluster_id() -> str:
-    import base64
-
-    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
