@@ -10,7 +10,8 @@ import time
 from pathlib import Path
 
 from odradek.protocol.records import encode_batch, read_header, scan_batches
-from odradek.storage.log import FlushJob, LogConfig, PartitionLog
+from odradek.storage.log import LogConfig, PartitionLog
+from odradek.storage.log_maintenance import FlushJob
 
 
 def now_ms() -> int:

@@ -1,5 +1,10 @@
 """PartitionLog (Kafka's UnifiedLog): the segments of one topic-partition.
 
+The leader-epoch cache (`leader_epochs.LeaderEpochs`) and the maintenance of the files
+(truncation, DeleteRecords, a compaction's swap, the flush: `log_maintenance.LogMaintenance`)
+are the class's other two parts, each in its own module; the thread that makes and removes
+log directories is `file_thread`.
+
 Offsets are assigned by writing a new base offset (and the leader epoch) in front
 of the unchanged rest of each batch - both fields sit before the CRC'd part, so
 the producer's bytes, compressed or not, go to disk untouched. Reads return whole
@@ -10,29 +15,22 @@ from __future__ import annotations
 
 import bisect
 import contextlib
-import logging
 import os
-import shutil
 import struct
 import threading
 import time
-import uuid
-from collections import deque
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 from odradek.protocol.records import BatchHeader, control_type, decode_batch, set_log_append_time
 from odradek.storage import txn_index
+from odradek.storage.file_thread import delete_later, settle_rename
+from odradek.storage.leader_epochs import LEADER_EPOCH_FILE, LeaderEpochs
+from odradek.storage.log_maintenance import FlushJob, LogMaintenance, finish_swaps
 from odradek.storage.producer_state import AbortedTxn, ProducerStateManager
 from odradek.storage.segment import LogSegment, _scan_headers
 
-log = logging.getLogger("odradek.storage")
-
 _STAMP = struct.Struct(">qii")  # base offset, batch length, partition leader epoch
-LEADER_EPOCH_FILE = "leader-epoch-checkpoint"
-DELETE_SUFFIX = "-delete"
 
 
 class OffsetOutOfRangeError(Exception):
@@ -68,7 +66,7 @@ def _now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
-class PartitionLog:
+class PartitionLog(LeaderEpochs, LogMaintenance):
     def __init__(self, directory: Path, topic: str, partition: int, config: LogConfig) -> None:
         self.dir = directory
         self.topic = topic
@@ -389,236 +387,10 @@ class PartitionLog:
                 pos += h.size
         return None
 
-    # -- leader epochs -----------------------------------------------------------
-
-    def assign_leader_epoch(self, epoch: int, start_offset: int) -> None:
-        """Record that `epoch` starts at `start_offset` (leader-epoch-checkpoint)."""
-        self._ensure_dir()
-        self.leader_epoch = max(self.leader_epoch, epoch)
-        if self.epochs and self.epochs[-1][0] >= epoch:
-            return
-        self.epochs = [(e, s) for e, s in self.epochs if s < start_offset] + [(epoch, start_offset)]
-        # written with the next flush, not on the event loop of the first append (1,000 partitions'
-        # first produce wrote 1,000 files): a crash before it is recovered from the batches' epochs
-        self._epochs_dirty = True
-
-    def latest_leader_epoch(self) -> int:
-        return self.epochs[-1][0] if self.epochs else -1
-
-    def end_offset_for_epoch(self, epoch: int) -> tuple[int, int]:
-        """OffsetForLeaderEpoch: the largest epoch <= `epoch` and the offset where it ends. An
-        epoch older than every one known ends where the first known one starts (Kafka's
-        LeaderEpochFileCache.endOffsetFor): a replica back from an older epoch truncates there
-        instead of keeping records the leader never had."""
-        if not self.epochs:
-            return -1, -1
-        if epoch < self.epochs[0][0]:
-            return epoch, self.epochs[0][1]
-        for i, (e, _start) in enumerate(self.epochs):
-            if e > epoch:
-                prev = self.epochs[i - 1][0]
-                return prev, self.epochs[i][1]
-        return self.epochs[-1][0], self.log_end_offset
-
-    def _save_epochs(self) -> None:
-        self._epochs_dirty = True  # until written: a full disk's refusal leaves it to the next flush
-        self._write_epochs(*self._take_epochs(), sync=False)
-        self._epochs_dirty = False
-
-    def _take_epochs(self) -> tuple[list[tuple[int, int]], int]:
-        """On the event loop: a copy of the leader epochs to write, and its number."""
-        self._epochs_taken += 1
-        return list(self.epochs), self._epochs_taken
-
-    def _write_epochs(self, epochs: list[tuple[int, int]], taken: int, *, sync: bool) -> None:
-        """Write leader-epoch-checkpoint from any thread, unless a newer copy is there already
-        (a flush thread's copy must not overwrite what a truncation wrote on the loop since)."""
-        with self._epochs_lock:
-            if taken <= self._epochs_saved or self._deleted:
-                return
-            path = self.dir / LEADER_EPOCH_FILE
-            tmp = path.with_suffix(".tmp")
-            entries = "".join(f"{e} {s}\n" for e, s in epochs)
-            with open(tmp, "w") as f:
-                f.write(f"0\n{len(epochs)}\n{entries}")
-                if sync:
-                    f.flush()
-                    os.fsync(f.fileno())
-            os.replace(tmp, path)
-            self._epochs_saved = taken
-
-    def _load_epochs(self) -> None:
-        path = self.dir / LEADER_EPOCH_FILE
-        try:
-            lines = path.read_text().split("\n")
-            self.epochs = [(int(a), int(b)) for a, b in (ln.split() for ln in lines[2:] if ln.strip())]
-        except (FileNotFoundError, ValueError):
-            self.epochs = []
-        self.epochs = [(e, s) for e, s in self.epochs if s <= self.log_end_offset]
-        if self.epochs:
-            self.leader_epoch = self.epochs[-1][0]
-
-    # -- maintenance -------------------------------------------------------------
-
-    @property
-    def size_bytes(self) -> int:
-        return sum(s.size for s in self.segments)
-
-    def truncate_to(self, offset: int) -> None:
-        """Replication: drop everything at or after `offset`."""
-        if offset >= self.log_end_offset:
-            return
-        self._dirty = True
-        self._truncations += 1
-        while len(self.segments) > 1 and self.segments[-1].base_offset >= offset:
-            self.segments.pop().delete()
-            self._bases.pop()
-        seg = self.segments[-1]
-        refused: OSError | None = None
-        if seg.base_offset >= offset:
-            seg.delete()
-            self.segments[-1] = self._new_segment(max(offset, self.log_start_offset))
-            self._bases[-1] = self.segments[-1].base_offset
-        else:
-            try:
-                seg.truncate_to(offset)
-            except OSError as exc:  # its index files rewritten on a full disk: the batches are cut all the same
-                # (a new error: the caught one's frames hold the index buffer, which must be resizable again)
-                refused = OSError(exc.errno, f"truncating {seg.log_path.name}: {exc.strerror}")
-        self.log_end_offset = max(self.segments[-1].next_offset, self.segments[-1].base_offset)
-        self.high_watermark = min(self.high_watermark, self.log_end_offset)
-        self.recovery_point = min(self.recovery_point, self.log_end_offset)
-        self.epochs = [(e, s) for e, s in self.epochs if s < self.log_end_offset]
-        self.producer_state.drop_aborted(from_offset=self.log_end_offset)
-        # the producer state before the files below: a full disk refusing them left the state with
-        # the cut batches' sequence numbers (a retry of them was answered as a duplicate, unwritten)
-        self._rebuild_producer_state()
-        self._save_epochs()
-        last = self.segments[-1]
-        txn_index.rewrite(txn_index.index_path(last.log_path),
-                          [a for a in self.producer_state.aborted if a.last_offset >= last.base_offset])
-        if refused is not None:
-            raise refused
-
-    def truncate_fully_and_start_at(self, offset: int) -> None:
-        """Replication (Kafka's UnifiedLog.truncateFullyAndStartAt): a follower whose log ends
-        below the leader's log start offset drops everything and starts empty at `offset`."""
-        self._ensure_dir()
-        self._dirty = True
-        self._truncations += 1
-        for seg in self.segments:
-            seg.delete()
-        seg = self._new_segment(offset)
-        self.segments = [seg]
-        self._bases = [offset]
-        self.log_start_offset = self.log_end_offset = self.recovery_point = self.high_watermark = offset
-        self.epochs = []
-        self._save_epochs()
-        for snapshot in self.dir.glob("*.snapshot"):
-            snapshot.unlink(missing_ok=True)
-        self.producer_state.truncate()
-        self.producer_state.aborted = []
-
-    def delete_records_before(self, offset: int) -> None:
-        """DeleteRecords: move the log start offset; whole segments below it go."""
-        offset = min(offset, self.high_watermark)
-        if offset <= self.log_start_offset:
-            return
-        self.log_start_offset = offset
-        self.delete_segments_below(offset)
-
-    def delete_segments_below(self, offset: int) -> int:
-        deleted = 0
-        while len(self.segments) > 1 and self.segments[1].base_offset <= offset:
-            self.segments.pop(0).delete()
-            self._bases.pop(0)
-            deleted += 1
-        if deleted:
-            self.producer_state.drop_aborted(before=self.segments[0].base_offset)
-        return deleted
-
-    def replace_segments(self, cleaned: list[tuple[LogSegment, int, Path]]) -> bool:
-        """Swap in the cleaner's rewritten segments (Kafka's .cleaned -> .swap -> .log).
-
-        Runs on the event loop, between requests. Every `.cleaned` file is renamed
-        to `.swap` first, so an interrupted swap is finished on open (finish_swaps);
-        before that point open discards them. Returns False (and discards the files)
-        when retention, DeleteRecords or truncation changed a segment meanwhile.
-        """
-        current = {id(s) for s in self.segments[:-1]}
-        if any(id(seg) not in current or seg.size != size for seg, size, _ in cleaned):
-            for _, _, path in cleaned:
-                path.unlink(missing_ok=True)
-            return False
-        swaps = []
-        for seg, _, path in cleaned:
-            swap = seg.dir / f"{seg.log_path.name}.swap"
-            os.replace(path, swap)
-            swaps.append(swap)
-        _fsync_dir(self.dir)
-        for (seg, _, _), swap in zip(cleaned, swaps, strict=True):
-            i = self.segments.index(seg)
-            created = seg.created_ms
-            seg.close()
-            seg.index_path.unlink(missing_ok=True)  # stale positions: rebuilt from the new log
-            seg.time_index_path.unlink(missing_ok=True)
-            os.replace(swap, seg.log_path)
-            fresh = LogSegment(self.dir, seg.base_offset, created)
-            fresh.load(verify=False)
-            if fresh.size == 0 and i > 0:  # nothing left: the offsets become a gap
-                fresh.delete()
-                self.segments.pop(i)
-                self._bases.pop(i)
-            else:
-                self.segments[i] = fresh
-        return True
+    # -- configuration and closing ---------------------------------------------
 
     def update_config(self, config: LogConfig) -> None:
         self.config = config
-
-    def flush(self) -> None:
-        """fsync what changed since the last flush and move the recovery point. A log nobody
-        wrote to costs nothing (a broker's internal topics alone have 100 partitions)."""
-        if self._epochs_dirty:
-            self._save_epochs()
-        if not self._dirty and self._flushing is None:
-            self.recovery_point = self.log_end_offset
-            return
-        for seg in self._unflushed_segments():
-            seg.flush()
-        self.recovery_point = self.log_end_offset
-        self._dirty = False
-
-    def _unflushed_segments(self) -> list[LogSegment]:
-        """The segments that may hold data past the recovery point: the active one, and those a
-        roll since the last flush closed."""
-        i = len(self.segments) - 1
-        while i > 0 and self.segments[i - 1].next_offset > self.recovery_point:
-            i -= 1
-        return self.segments[i:]
-
-    def begin_flush(self) -> FlushJob | None:
-        """On the event loop: what a flush in the background must write and fsync (None for a
-        clean log), no file written here: the leader epochs go as a copy, the index entries stay
-        the segments' (taken under their lock by the thread, in order with the loop's own index
-        writes), the logs' descriptors are duplicates (an eviction may close the segment's own
-        meanwhile). Appends go on meanwhile: the thread fsyncs at least what was written before
-        this call, and the recovery point moves only that far (`done`)."""
-        job = FlushJob(self, self.log_end_offset, self._truncations)
-        if self._epochs_dirty:
-            job.epochs = self._take_epochs()
-            self._epochs_dirty = False
-        if not self._dirty:
-            if job.epochs is None:
-                self.recovery_point = self.log_end_offset
-                return None
-            return job  # the epochs alone; the recovery point moves once they are written
-        for seg in self._unflushed_segments():
-            job.fds.append(os.dup(seg.fd))
-            job.segments.append(seg)
-        self._dirty = False
-        self._flushing = job  # until done: a stop meanwhile flushes on its own thread (flush)
-        return job
 
     def close(self) -> None:
         """Write the leader epochs and snapshot the producer state (unless the newest snapshot already covers the log
@@ -641,162 +413,6 @@ class PartitionLog:
         with lock if lock is not None else contextlib.nullcontext():
             self._deleted = True  # materialize, if still to run, does nothing now
         delete_later(self.dir)
-
-
-class FlushJob:
-    """A log's file work, run by a thread (`run`): its leader epochs written, its segments' new
-    index entries appended, all fsynced; then its recovery point moved on the loop (`done`)."""
-
-    __slots__ = ("epochs", "epochs_failed", "failed", "fds", "log", "log_end_offset", "segments", "truncations")
-
-    def __init__(self, plog: PartitionLog, log_end_offset: int, truncations: int) -> None:
-        self.log = plog
-        self.log_end_offset = log_end_offset
-        self.truncations = truncations
-        self.epochs: tuple[list[tuple[int, int]], int] | None = None  # a copy to write, and its number
-        self.fds: list[int] = []
-        self.segments: list[LogSegment] = []
-        self.failed = False  # an OSError (a full disk): the recovery point stays, the next flush retries
-        self.epochs_failed = False
-
-    def run(self) -> None:
-        try:
-            if self.epochs is not None:
-                try:
-                    self.log._write_epochs(*self.epochs, sync=True)
-                except OSError as exc:
-                    self.epochs_failed = True
-                    log.warning("%s-%d: writing %s failed: %s", self.log.topic, self.log.partition,
-                                LEADER_EPOCH_FILE, exc)
-            paths = [p for seg in self.segments for p in seg.write_index_entries()]
-            for fd in self.fds:
-                os.fsync(fd)
-            for path in paths:
-                try:
-                    fd = os.open(path, os.O_RDONLY)
-                except FileNotFoundError:  # deleted meanwhile
-                    continue
-                try:
-                    os.fsync(fd)
-                finally:
-                    os.close(fd)
-        except OSError as exc:
-            self.failed = True
-            log.warning("%s-%d: flush failed: %s", self.log.topic, self.log.partition, exc)
-        finally:
-            for fd in self.fds:
-                os.close(fd)
-            self.fds = []
-
-    def done(self) -> None:
-        plog = self.log
-        if plog._flushing is self:
-            plog._flushing = None
-        if self.epochs_failed:
-            plog._epochs_dirty = True
-        if self.failed:
-            plog._dirty = True
-        elif plog._truncations == self.truncations:
-            plog.recovery_point = max(plog.recovery_point, min(self.log_end_offset, plog.log_end_offset))
-        else:  # truncated meanwhile: what was synced may be gone; the next flush decides
-            plog._dirty = True
-
-
-# The process's log directory work, in order, on one thread: new logs' directories and files,
-# deleted logs' renames and removals. A job list drained by one submitted task (a submit per
-# log cost the event loop more than the log itself).
-_file_worker: ThreadPoolExecutor | None = None
-_jobs: deque[Callable[[], object]] = deque()
-# A deleted log's directory -> the `-delete` name it gets, until the file thread renames it (or
-# a new log of the same partition, about to write there, does it first: settle_rename)
-_pending_renames: dict[Path, Path] = {}
-_renames_lock = threading.Lock()
-
-
-def in_file_thread(job: Callable[[], object]) -> None:
-    """Run `job` on the process's log file thread, after every job queued before it."""
-    global _file_worker
-    _jobs.append(job)
-    if len(_jobs) == 1:
-        if _file_worker is None:
-            _file_worker = ThreadPoolExecutor(1, thread_name_prefix="odradek-log-files")
-        _file_worker.submit(_drain)
-
-
-def _drain() -> None:
-    while True:
-        try:
-            job = _jobs[0]
-        except IndexError:
-            return
-        try:
-            job()
-        except OSError as exc:  # a created log's first write makes its files, or says why not
-            log.warning("log file work failed: %s", exc)
-        _jobs.popleft()
-
-
-def wait_for_file_jobs() -> None:
-    """Block until every job queued so far is done (a stopping broker: a restart in the same
-    process, or the next test's broker in the same data dir, must not race its file work)."""
-    if _file_worker is not None:
-        _file_worker.submit(lambda: None).result()  # runs after the drain that holds the queued jobs
-
-
-def remove_later(directory: Path) -> None:
-    """rmtree in the background (a stop waits for it at exit)."""
-    in_file_thread(lambda: shutil.rmtree(directory, ignore_errors=True))
-
-
-def materialize_later(plog: PartitionLog) -> None:
-    in_file_thread(plog.materialize)
-
-
-def delete_later(directory: Path) -> None:
-    """Rename a deleted log's directory `<dir>.<id>-delete` (Kafka's name: never opened as a log
-    again) and remove it, in the background."""
-    with _renames_lock:
-        if directory in _pending_renames:  # its earlier deletion still waits: nothing new is there
-            return
-        gone = _pending_renames[directory] = directory.with_name(f"{directory.name}.{uuid.uuid4().hex}{DELETE_SUFFIX}")
-
-    def job() -> None:
-        settle_rename(directory)
-        shutil.rmtree(gone, ignore_errors=True)
-
-    in_file_thread(job)
-
-
-def settle_rename(directory: Path) -> None:
-    """If a deletion of `directory` waits for its rename, rename it now."""
-    with _renames_lock:
-        gone = _pending_renames.pop(directory, None)
-        if gone is not None:
-            try:
-                os.rename(directory, gone)
-            except FileNotFoundError:  # the deleted log never had files
-                pass
-
-
-def finish_swaps(directory: Path) -> None:
-    """Recovery of an interrupted clean: `.swap` files are complete rewrites and
-    replace their segment; `.cleaned` files may be partial and are discarded."""
-    for p in directory.glob("*.cleaned"):
-        p.unlink()
-    for swap in sorted(directory.glob("*.log.swap")):
-        stem = swap.name[: -len(".log.swap")]
-        (directory / f"{stem}.index").unlink(missing_ok=True)
-        (directory / f"{stem}.timeindex").unlink(missing_ok=True)
-        os.replace(swap, directory / f"{stem}.log")
-        log.info("%s: finished an interrupted compaction swap of segment %s", directory.name, stem)
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def seg_may_need_recovery(base: int, bases: list[int], recovery_point: int) -> bool:

@@ -17,16 +17,15 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from odradek.storage.log import (
+from odradek.storage.file_thread import (
     DELETE_SUFFIX,
-    FlushJob,
-    LogConfig,
-    PartitionLog,
     in_file_thread,
     materialize_later,
     remove_later,
     wait_for_file_jobs,
 )
+from odradek.storage.log import LogConfig, PartitionLog
+from odradek.storage.log_maintenance import FlushJob
 from odradek.storage.segment import OPEN_SEGMENTS, open_segment_capacity
 
 log = logging.getLogger("odradek.storage")
