@@ -126,12 +126,8 @@ def main() -> int:
                 stop.set()
                 pumper.join(300)
             values = read_all(cluster.bootstrap, topic, end=sent * 2)
-            seen: set[int] = set()
-            first: list[int] = []
-            for v in values:
-                if v not in seen:
-                    seen.add(v)
-                    first.append(v)
+            first = list(dict.fromkeys(values))  # each value's first appearance, in the order read
+            seen = set(first)
             lost = acked - seen
             duplicates = len(values) - len(seen)
             in_order = first == sorted(first)

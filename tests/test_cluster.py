@@ -53,12 +53,8 @@ def assert_acked_in_order(acked: set[int], values: list[int]) -> None:
     Without an idempotent producer a retried batch may be written twice; the
     first appearance of each value must still follow the production order.
     """
-    seen: set[int] = set()
-    first: list[int] = []
-    for v in values:
-        if v not in seen:
-            seen.add(v)
-            first.append(v)
+    first = list(dict.fromkeys(values))  # each value's first appearance, in the order read
+    seen = set(first)
     missing = acked - seen
     assert not missing, f"{len(missing)} acknowledged records lost, e.g. {sorted(missing)[:10]}"
     assert first == sorted(first), "records out of order"

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import logging
 import zlib
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 
 log = logging.getLogger("odradek.placement")
 
@@ -77,16 +77,20 @@ def assign_replicas(brokers: Mapping[int, str | None], partitions: int, replicat
     return _rack_unaware(sorted(brokers), partitions, replication_factor, start, first_partition)
 
 
-def _rack_unaware(ids: list[int], partitions: int, rf: int, start: int, first_partition: int) -> list[list[int]]:
-    n = len(ids)
+def _leader_positions(n: int, partitions: int, start: int, first_partition: int) -> Iterator[tuple[int, int]]:
+    """Each new partition's leader position in a list of `n` brokers, with its followers' shift
+    (Kafka's AdminUtils: one more each time the partitions have gone round the brokers)."""
     shift = start
-    out = []
     for p in range(first_partition, first_partition + partitions):
         if p > 0 and p % n == 0:
             shift += 1
-        first = (p + start) % n
-        out.append([ids[first]] + [ids[_shifted(first, shift, j, n)] for j in range(rf - 1)])
-    return out
+        yield (p + start) % n, shift
+
+
+def _rack_unaware(ids: list[int], partitions: int, rf: int, start: int, first_partition: int) -> list[list[int]]:
+    n = len(ids)
+    return [[ids[first]] + [ids[_shifted(first, shift, j, n)] for j in range(rf - 1)]
+            for first, shift in _leader_positions(n, partitions, start, first_partition)]
 
 
 def _rack_aware(racks: Mapping[int, str], partitions: int, rf: int, start: int,
@@ -94,12 +98,8 @@ def _rack_aware(racks: Mapping[int, str], partitions: int, rf: int, start: int,
     arranged = rack_alternated(racks)
     n = len(arranged)
     rack_count = len(set(racks.values()))
-    shift = start
     out = []
-    for p in range(first_partition, first_partition + partitions):
-        if p > 0 and p % n == 0:
-            shift += 1
-        first = (p + start) % n
+    for first, shift in _leader_positions(n, partitions, start, first_partition):
         leader = arranged[first]
         replicas = [leader]
         used_racks = {racks[leader]}

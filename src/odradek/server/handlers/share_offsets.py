@@ -10,10 +10,12 @@ leader's next write so that it reads the state again) or delete it.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from kio.schema.errors import ErrorCode
 
+from odradek.cluster.metadata import TopicMetadata
 from odradek.coordinator.share_group import ShareCoordinator
 from odradek.protocol.build import ZERO_UUID
 from odradek.security.authorizer import AclOperation, ResourceType
@@ -59,6 +61,23 @@ async def describe_share_group_offsets(ctx: RequestContext, request: Any) -> Any
     return ctx.respond(groups=groups)
 
 
+TopicAnswer = Callable[[ShareCoordinator, Any, TopicMetadata | None], Awaitable[dict[str, Any]]]
+
+
+async def _change_offsets(ctx: RequestContext, request: Any, answer: TopicAnswer, must_exist: bool = False) -> Any:
+    """Alter/DeleteShareGroupOffsets: refused as a whole while the group's offsets cannot change
+    (`must_exist`: nor when the group is unknown), else `answer` for each topic asked for, in turn."""
+    coord = share_coordinator(ctx)
+    code, message = _emptygroup_error(ctx, coord, request.group_id)
+    if code == E.none and must_exist and not coord.known_group(request.group_id):
+        code, message = E.group_id_not_found, f"Group {request.group_id} not found."
+    if code:
+        return ctx.respond(error_code=code, error_message=message, responses=[])
+    known = ctx.broker.topics()
+    responses = [await answer(coord, t, known.get(t.topic_name)) for t in request.topics]
+    return ctx.respond(error_code=E.none, error_message=None, responses=responses)
+
+
 def _emptygroup_error(ctx: RequestContext, coord: ShareCoordinator, group_id: str) -> tuple[ErrorCode, str | None]:
     if not ctx.authorized(AclOperation.READ, ResourceType.GROUP, group_id):
         return E.group_authorization_failed, None
@@ -72,14 +91,7 @@ def _emptygroup_error(ctx: RequestContext, coord: ShareCoordinator, group_id: st
 
 
 async def alter_share_group_offsets(ctx: RequestContext, request: Any) -> Any:
-    coord = share_coordinator(ctx)
-    code, message = _emptygroup_error(ctx, coord, request.group_id)
-    if code:
-        return ctx.respond(error_code=code, error_message=message, responses=[])
-    known = ctx.broker.topics()
-    responses = []
-    for t in request.topics:
-        meta = known.get(t.topic_name)
+    async def answer(coord: ShareCoordinator, t: Any, meta: TopicMetadata | None) -> dict[str, Any]:
         rows = []
         for p in t.partitions:
             row: dict[str, Any] = {"partition_index": p.partition_index, "error_code": E.none, "error_message": None}
@@ -91,9 +103,9 @@ async def alter_share_group_offsets(ctx: RequestContext, request: Any) -> Any:
                 row["error_code"] = await _alter_start_offset(ctx, coord, request.group_id, t.topic_name,
                                                               meta.topic_id, p.partition_index, p.start_offset)
             rows.append(row)
-        responses.append({"topic_name": t.topic_name, "topic_id": meta.topic_id if meta else ZERO_UUID,
-                          "partitions": rows})
-    return ctx.respond(error_code=E.none, error_message=None, responses=responses)
+        return {"topic_name": t.topic_name, "topic_id": meta.topic_id if meta else ZERO_UUID, "partitions": rows}
+
+    return await _change_offsets(ctx, request, answer)
 
 
 async def _alter_start_offset(ctx: RequestContext, coord: ShareCoordinator, group_id: str, topic: str,
@@ -117,16 +129,7 @@ async def _alter_start_offset(ctx: RequestContext, coord: ShareCoordinator, grou
 
 
 async def delete_share_group_offsets(ctx: RequestContext, request: Any) -> Any:
-    coord = share_coordinator(ctx)
-    code, message = _emptygroup_error(ctx, coord, request.group_id)
-    if code == E.none and not coord.known_group(request.group_id):
-        code, message = E.group_id_not_found, f"Group {request.group_id} not found."
-    if code:
-        return ctx.respond(error_code=code, error_message=message, responses=[])
-    known = ctx.broker.topics()
-    responses = []
-    for t in request.topics:
-        meta = known.get(t.topic_name)
+    async def answer(coord: ShareCoordinator, t: Any, meta: TopicMetadata | None) -> dict[str, Any]:
         row: dict[str, Any] = {"topic_name": t.topic_name, "topic_id": meta.topic_id if meta else ZERO_UUID,
                                "error_code": E.none, "error_message": None}
         if meta is None:
@@ -134,5 +137,6 @@ async def delete_share_group_offsets(ctx: RequestContext, request: Any) -> Any:
         else:
             row["error_code"] = await coord.delete_state(request.group_id, t.topic_name, meta.topic_id,
                                                          meta.partitions)
-        responses.append(row)
-    return ctx.respond(error_code=E.none, error_message=None, responses=responses)
+        return row
+
+    return await _change_offsets(ctx, request, answer, must_exist=True)

@@ -33,6 +33,14 @@ def _duplicates(names: list[Any]) -> set[Any]:
     return {n for n, count in Counter(names).items() if count > 1}
 
 
+def _answer_duplicate(entry: dict[str, Any], results: list[dict[str, Any]], reported: set[str]) -> None:
+    """A topic the request names twice: answered once, INVALID_REQUEST, and left alone."""
+    if entry["name"] not in reported:
+        reported.add(entry["name"])
+        entry.update(error_code=ErrorCode.invalid_request, error_message=DUPLICATE_NAME)
+        results.append(entry)
+
+
 def _failure(exc: Exception) -> tuple[ErrorCode, str]:
     if isinstance(exc, TopicError):
         return ErrorCode[exc.code], str(exc)
@@ -67,7 +75,7 @@ def _manual_assignment(broker: Any, t: Any) -> list[list[int]]:
 
 async def create_topics(ctx: RequestContext, request: Any) -> Any:
     broker = ctx.broker
-    results = []
+    results: list[dict[str, Any]] = []
     # Kafka's ControllerApis: a name given twice is answered once, INVALID_REQUEST, and not created
     duplicates = _duplicates([t.name for t in request.topics])
     reported: set[str] = set()
@@ -79,10 +87,7 @@ async def create_topics(ctx: RequestContext, request: Any) -> Any:
             await asyncio.sleep(0)
         entry: dict[str, Any] = {"name": t.name, "num_partitions": -1, "replication_factor": -1, "configs": None}
         if t.name in duplicates:
-            if t.name not in reported:
-                reported.add(t.name)
-                entry.update(error_code=ErrorCode.invalid_request, error_message=DUPLICATE_NAME)
-                results.append(entry)
+            _answer_duplicate(entry, results, reported)
             continue
         if not (cluster_create or ctx.authorized(AclOperation.CREATE, ResourceType.TOPIC, t.name)):
             entry.update(error_code=ErrorCode.topic_authorization_failed, error_message="Authorization failed.")
@@ -243,10 +248,7 @@ async def create_partitions(ctx: RequestContext, request: Any) -> Any:
     for t in request.topics:
         entry: dict[str, Any] = {"name": t.name, "error_code": ErrorCode.none}
         if t.name in duplicates:
-            if t.name not in reported:
-                reported.add(t.name)
-                entry.update(error_code=ErrorCode.invalid_request, error_message=DUPLICATE_NAME)
-                results.append(entry)
+            _answer_duplicate(entry, results, reported)
             continue
         if not ctx.authorized(AclOperation.ALTER, ResourceType.TOPIC, t.name):
             entry.update(error_code=ErrorCode.topic_authorization_failed,
