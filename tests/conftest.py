@@ -15,6 +15,7 @@ after (ODRADEK_GROUP_MIN_SESSION_TIMEOUT_MS -> group.min.session.timeout.ms).
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import struct
@@ -27,24 +28,37 @@ from typing import Any
 
 import pytest
 
+from odradek.testing.kafka_reference import recv_exact
+
 ROOT = Path(__file__).resolve().parent.parent
 JAVA_DIR = ROOT / "tests" / "java"
+# A small heap, and C1 only: the tests' JVMs live seconds to a minute.
 JVM_FLAGS = ["-Xmx256m", "-XX:TieredStopAtLevel=1", "-XX:+UseSerialGC"]
 
 
-def compile_java(sources: list[Path], out: Path) -> Path:
-    """javac `sources` against Kafka's jars in tests/java/lib (./dev test fills it) into `out`,
-    once for the tests that run them (a JVM compiling at every start costs seconds)."""
-    import shutil
-
+def compile_java(sources: list[Path | str], out: Path) -> Path:
+    """javac `sources` (paths, or names in tests/java) against Kafka's jars in tests/java/lib
+    (./dev test fills it) into `out`, once for the tests that run them (a JVM compiling at every
+    start costs seconds)."""
     javac = shutil.which("javac")
     assert javac is not None, "no javac on PATH (JDK 17 is needed)"
     assert any((JAVA_DIR / "lib").glob("kafka-clients-*.jar")), "tests/java/lib is empty (./dev test fills it)"
     done = subprocess.run([javac, *(f"-J{flag}" for flag in JVM_FLAGS), "-cp", str(JAVA_DIR / "lib" / "*"),
-                           "-d", str(out), *map(str, sources)],
+                           "-d", str(out), *(str(JAVA_DIR / source) for source in sources)],
                           capture_output=True, text=True, timeout=240, check=False, cwd=ROOT)
     assert done.returncode == 0, done.stderr[-4000:]
     return out
+
+
+def java_command(jar: str = "kafka-clients", classes: Path | None = None) -> list[str]:
+    """`java` with JVM_FLAGS and Kafka's jars (tests/java/lib, after `classes` if given) on its class
+    path; the main class or source file and its arguments follow. Fails the test at once when there
+    is no JDK or no `jar`-*.jar it needs (./dev test fills tests/java/lib)."""
+    java = shutil.which("java")
+    assert java is not None, "no java on PATH (JDK 17 is needed)"
+    assert any((JAVA_DIR / "lib").glob(f"{jar}-*.jar")), "tests/java/lib is empty (./dev test fills it)"
+    lib = str(JAVA_DIR / "lib" / "*")
+    return [java, *JVM_FLAGS, "-cp", lib if classes is None else f"{classes}{os.pathsep}{lib}"]
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -110,6 +124,37 @@ def wait_for_coordinators(bootstrap: str, timeout: float = 60.0) -> None:
             time.sleep(0.2)
 
 
+def read_messages(bootstrap: str, topic: str, partitions: int, isolation: str, timeout: float = 30,
+                  start: list[int] | None = None) -> list[Any]:
+    """Every message of the topic's first `partitions` partitions (from the `start` offsets, else
+    from the log start) up to the end a consumer with `isolation` may read (the LSO for
+    read_committed): confluent_kafka Messages, each partition's in offset order."""
+    from confluent_kafka import Consumer, KafkaError, TopicPartition
+
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": unique("reader"), "isolation.level": isolation,
+                  "auto.offset.reset": "earliest", "enable.partition.eof": True, "enable.auto.commit": False})
+    c.assign([TopicPartition(topic, p) if start is None else TopicPartition(topic, p, start[p])
+              for p in range(partitions)])
+    got: list[Any] = []
+    eof: set[int] = set()
+    deadline = time.monotonic() + timeout
+    try:
+        while len(eof) < partitions:
+            assert time.monotonic() < deadline, f"{isolation} reader did not reach the end of {topic}: eof {eof}"
+            m = c.poll(0.2)
+            if m is None:
+                continue
+            if m.error() is not None:
+                assert m.error().code() == KafkaError._PARTITION_EOF, m.error()
+                eof.add(m.partition())
+                continue
+            eof.discard(m.partition())
+            got.append(m)
+    finally:
+        c.close()
+    return got
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -127,17 +172,6 @@ def wait_for_port(port: int, timeout: float = 15.0, proc: subprocess.Popen[bytes
         except OSError:
             time.sleep(0.02)
     raise TimeoutError(f"nothing listens on 127.0.0.1:{port} after {timeout} s")
-
-
-def recv_exact(s: socket.socket, n: int) -> bytes:
-    """Exactly n bytes from a raw socket (tests that speak the wire protocol by hand)."""
-    data = b""
-    while len(data) < n:
-        chunk = s.recv(n - len(data))
-        if not chunk:
-            raise ConnectionError("closed by broker")
-        data += chunk
-    return data
 
 
 class BrokerProcess:

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import shutil
 import socket
 import struct
 import subprocess
@@ -30,7 +29,7 @@ from typing import Any
 
 from confluent_kafka import Consumer, KafkaException, Producer
 from confluent_kafka.admin import AdminClient, NewPartitions, NewTopic
-from conftest import ROOT, BrokerProcess, module_broker, recv_exact, unique
+from conftest import JAVA_DIR, ROOT, BrokerProcess, java_command, module_broker, recv_exact, unique
 from kio.schema.errors import ErrorCode as E
 
 from odradek.coordinator.records import assigned_partitions
@@ -43,8 +42,6 @@ ENV = {
     "ODRADEK_GROUP_CONSUMER_HEARTBEAT_INTERVAL_MS": "500",
     "ODRADEK_GROUP_CONSUMER_SESSION_TIMEOUT_MS": "4000",
 }
-JAVA_DIR = ROOT / "tests" / "java"
-JVM_FLAGS = ["-Xmx256m", "-XX:TieredStopAtLevel=1", "-XX:+UseSerialGC"]
 
 pytest_plugins = ["cluster_fixtures"]  # the zookeeper and cluster_factory fixtures
 
@@ -82,6 +79,25 @@ def assigned(resp: Any) -> Owned | None:
 
 def describe(b: Any, group: str) -> Any:
     return call(b, 69, 1, group_ids=[group], include_authorized_operations=False).groups[0]
+
+
+def members_of(described: Any) -> dict[str, tuple[int, set[int]]]:
+    """Each member's epoch and assigned partitions, from a ConsumerGroupDescribe answer."""
+    return {m.member_id: (m.member_epoch, {p for t in m.assignment.topic_partitions for p in t.partitions})
+            for m in described.members}
+
+
+def stable_group_of_two(b: Any, group: str, topic: str) -> Any:
+    """Members x and y join `group` on `topic` through `b` and reach their assignment: the
+    group's description, Stable."""
+    x = heartbeat(b, group, "x", 0, topics=[topic])
+    y = heartbeat(b, group, "y", 0, topics=[topic])
+    x = heartbeat(b, group, "x", x.member_epoch, owned=assigned(x))
+    heartbeat(b, group, "x", x.member_epoch, owned=assigned(x))
+    heartbeat(b, group, "y", y.member_epoch, owned={})
+    described = describe(b, group)
+    assert described.group_state == "Stable"
+    return described
 
 
 def topic_ids(b: Any) -> dict[str, uuid.UUID]:
@@ -382,9 +398,7 @@ def test_confluent_consumers_join_and_leave_under_load(cb: BrokerProcess) -> Non
 
 def run_java_consumers(b: BrokerProcess, topic: str, group: str, protocol: str, records: int,
                        schedule: str) -> list[dict[str, Any]]:
-    java = shutil.which("java")
-    assert java is not None, "no java on PATH (JDK 17 is needed)"
-    done = subprocess.run([java, *JVM_FLAGS, "-cp", str(JAVA_DIR / "lib" / "*"), str(JAVA_DIR / "Kip848Consumers.java"),
+    done = subprocess.run([*java_command(), str(JAVA_DIR / "Kip848Consumers.java"),
                            b.bootstrap, topic, group, protocol, str(records), schedule],
                           capture_output=True, text=True, timeout=240, check=False, cwd=ROOT)
     assert done.returncode == 0, done.stderr[-4000:]
@@ -528,27 +542,16 @@ def test_broker_sigkill_resumes_the_group_with_its_epochs(broker_factory: Any) -
     b = broker_factory(env=ENV | {"ODRADEK_GROUP_CONSUMER_SESSION_TIMEOUT_MS": "30000"})
     topic = make_topic(b, 4)
     group = unique("g")
-    x = heartbeat(b, group, "x", 0, topics=[topic])
-    y = heartbeat(b, group, "y", 0, topics=[topic])
-    x = heartbeat(b, group, "x", x.member_epoch, owned=assigned(x))
-    x = heartbeat(b, group, "x", x.member_epoch, owned=assigned(x))
-    y = heartbeat(b, group, "y", y.member_epoch, owned={})
-    before = describe(b, group)
-    assert before.group_state == "Stable"
-
-    def summary(g: Any) -> dict[str, tuple[int, set[int]]]:
-        return {m.member_id: (m.member_epoch, {p for t in m.assignment.topic_partitions for p in t.partitions})
-                for m in g.members}
-
+    before = stable_group_of_two(b, group, topic)
     b.kill()
     b.start()
     wait_until(lambda: describe(b, group).error_code == E.none, 30, "the group after the restart")
     after = describe(b, group)
-    assert summary(after) == summary(before)
+    assert members_of(after) == members_of(before)
     assert (after.group_epoch, after.assignment_epoch, after.group_state) == (
         before.group_epoch, before.assignment_epoch, "Stable")
     # the members go on with their epochs, unfenced
-    resumed = heartbeat(b, group, "x", before.group_epoch, owned={topic_ids(b)[topic]: summary(before)["x"][1]})
+    resumed = heartbeat(b, group, "x", before.group_epoch, owned={topic_ids(b)[topic]: members_of(before)["x"][1]})
     assert resumed.error_code == E.none and resumed.member_epoch == before.group_epoch
 
 
@@ -592,11 +595,6 @@ def replicated_state(cluster: Any, group: str) -> dict[str, tuple[int, set[int]]
     return {m.member_id: (m.member_epoch, {p for ps in m.assigned.values() for p in ps}) for m in g.consumers.values()}
 
 
-def members_of(described: Any) -> dict[str, tuple[int, set[int]]]:
-    return {m.member_id: (m.member_epoch, {p for t in m.assignment.topic_partitions for p in t.partitions})
-            for m in described.members}
-
-
 def test_cluster_coordinator_sigkill_resumes_the_group(cluster_factory: Any) -> None:
     cluster = cluster_factory(3, env={"ODRADEK_GROUP_CONSUMER_HEARTBEAT_INTERVAL_MS": "500",
                                       "ODRADEK_GROUP_CONSUMER_SESSION_TIMEOUT_MS": "30000"})
@@ -604,13 +602,7 @@ def test_cluster_coordinator_sigkill_resumes_the_group(cluster_factory: Any) -> 
     cluster.create_topic(topic, partitions=4)
     group = unique("g")
     coord = cluster.wait_for("a coordinator", lambda: coordinator_of(cluster, group))
-    x = heartbeat(coord, group, "x", 0, topics=[topic])
-    y = heartbeat(coord, group, "y", 0, topics=[topic])
-    x = heartbeat(coord, group, "x", x.member_epoch, owned=assigned(x))
-    x = heartbeat(coord, group, "x", x.member_epoch, owned=assigned(x))
-    y = heartbeat(coord, group, "y", y.member_epoch, owned={})
-    before = describe(coord, group)
-    assert before.group_state == "Stable"
+    before = stable_group_of_two(coord, group, topic)
     summary = members_of(before)
     cluster.wait_for("the group's records on every in-sync replica",
                      lambda: replicated_state(cluster, group) == summary, timeout=60)

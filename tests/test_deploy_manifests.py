@@ -8,6 +8,7 @@ pod's exact command and environment run the broker here for a real round trip.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import shutil
@@ -339,6 +340,25 @@ class PodProcess:
     metrics_port: int
 
 
+@contextlib.contextmanager
+def pod_process(command: list[str], env: dict[str, str], workdir: Path,
+                port: int) -> Iterator[subprocess.Popen[bytes]]:
+    """`command` run as in the pod, its output in workdir/broker.log, from when `port` listens
+    until SIGTERM (what the kubelet sends first when a pod stops; SIGKILL 20 s later)."""
+    with (workdir / "broker.log").open("wb") as log:
+        proc = subprocess.Popen(command, env=env, cwd=workdir, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            wait_for_port(port, timeout=30, proc=proc)
+            yield proc
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
 @pytest.fixture(scope="module")
 def pod(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PodProcess]:
     """Image ENTRYPOINT + ENV, then the pod's env from the rendered StatefulSet and ConfigMap.
@@ -362,19 +382,8 @@ def pod(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PodProcess]:
     pod_env.update({"ODRADEK_DATA_DIR": str(tmp_path / "data"), "ODRADEK_LISTEN": f"127.0.0.1:{port}",
                     "ODRADEK_ADVERTISE": f"127.0.0.1:{port}", "ODRADEK_METRICS_PORT": str(metrics_port)})
     env = {"PATH": f"{BIN}:/usr/bin:/bin", "HOME": str(tmp_path), "LANG": "C.UTF-8", **pod_env}
-    log = (tmp_path / "broker.log").open("wb")
-    proc = subprocess.Popen(command, env=env, cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT)
-    try:
-        wait_for_port(port, timeout=30, proc=proc)
+    with pod_process(command, env, tmp_path, port) as proc:
         yield PodProcess(c, env, f"127.0.0.1:{port}", tmp_path / "data", metrics_port)
-    finally:
-        proc.terminate()  # what the kubelet sends first when a pod stops
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
     assert proc.returncode == 0, "SIGTERM is a clean shutdown: " + (tmp_path / "broker.log").read_text()[-2000:]
 
 
@@ -464,20 +473,8 @@ def external_pod(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ExternalP
                                                       .replace("0.0.0.0:9093", pod.external),
         "ODRADEK_ADVERTISE": pod.internal})
     pod.env = {"PATH": f"{BIN}:/usr/bin:/bin", "HOME": str(tmp_path), "LANG": "C.UTF-8", **pod_env}
-    log = (tmp_path / "broker.log").open("wb")
-    proc = subprocess.Popen(c["command"][:2] + [pod.local(c["command"][2])], env=pod.env, cwd=tmp_path,
-                            stdout=log, stderr=subprocess.STDOUT)
-    try:
-        wait_for_port(external_port, timeout=30, proc=proc)
+    with pod_process(c["command"][:2] + [pod.local(c["command"][2])], pod.env, tmp_path, external_port) as proc:
         yield pod
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
     text = (tmp_path / "broker.log").read_text()
     assert proc.returncode == 0, "SIGTERM is a clean shutdown: " + text[-2000:]
     assert password not in text, "the broker logged the admin password"

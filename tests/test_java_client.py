@@ -12,8 +12,6 @@ second broker with a SASL_PLAINTEXT listener and the AclAuthorizer.
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import struct
 import subprocess
 import time
@@ -26,11 +24,11 @@ import pytest
 from confluent_kafka import Consumer, KafkaError, TopicPartition
 from conftest import (
     JAVA_DIR,
-    JVM_FLAGS,
     ROOT,
     BrokerProcess,
     compile_java,
     free_port,
+    java_command,
     module_broker,
     unique,
 )
@@ -59,11 +57,8 @@ def java_classes(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def run_java(classes: Path, program: str, bootstrap: str, prefix: str, *scenarios: str,
              system: dict[str, str] | None = None, timeout: float = 240) -> Lines:
     """Runs the compiled <program> (see java_classes) with the scenarios; its JSON lines grouped by scenario."""
-    java = shutil.which("java")
-    assert java is not None, "no java on PATH (JDK 17 is needed)"
     props = [f"-D{key}={value}" for key, value in (system or {}).items()]
-    done = subprocess.run([java, *JVM_FLAGS, *props, "-cp", f"{classes}{os.pathsep}{JAVA_DIR / 'lib' / '*'}",
-                           program, bootstrap, prefix, *scenarios],
+    done = subprocess.run([*java_command(classes=classes), *props, program, bootstrap, prefix, *scenarios],
                           capture_output=True, text=True, timeout=timeout, check=False, cwd=ROOT)
     assert done.returncode == 0, done.stderr[-4000:]
     lines: Lines = defaultdict(list)

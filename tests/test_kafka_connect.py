@@ -13,7 +13,6 @@ with exactly-once source support (KIP-618).
 from __future__ import annotations
 
 import json
-import shutil
 import signal
 import subprocess
 import time
@@ -23,13 +22,19 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from confluent_kafka import Consumer, KafkaError, TopicPartition
+from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient, ConfigResource
-from conftest import ROOT, BrokerProcess, free_port, module_broker, unique
+from conftest import (
+    ROOT,
+    BrokerProcess,
+    free_port,
+    java_command,
+    module_broker,
+    read_messages,
+    unique,
+)
 from test_clients import create_topic
 
-JAVA_DIR = ROOT / "tests" / "java"
-JVM_FLAGS = ["-Xmx256m", "-XX:TieredStopAtLevel=1", "-XX:+UseSerialGC"]
 ENV = {"ODRADEK_GROUP_INITIAL_REBALANCE_DELAY_MS": "0", "ODRADEK_OFFSETS_TOPIC_NUM_PARTITIONS": "3"}
 
 cbroker = module_broker("cbroker", ENV)
@@ -90,15 +95,11 @@ class Connect:
         return self.tmp / f"connect{self.runs}.log"
 
     def start(self) -> None:
-        java = shutil.which("java")
-        assert java is not None, "no java on PATH (JDK 17 is needed)"
-        assert any((JAVA_DIR / "lib").glob("connect-file-*.jar")), "tests/java/lib is empty (./dev test fills it)"
+        command = java_command("connect-file")
         self.runs += 1
         with open(self.log, "wb") as out:
-            self.proc = subprocess.Popen([java, *JVM_FLAGS, "-cp", str(JAVA_DIR / "lib" / "*"),
-                                          "org.apache.kafka.connect.cli." + (
-                                              "ConnectDistributed" if self.distributed else "ConnectStandalone"),
-                                          *map(str, self.configs)],
+            main = "ConnectDistributed" if self.distributed else "ConnectStandalone"
+            self.proc = subprocess.Popen([*command, f"org.apache.kafka.connect.cli.{main}", *map(str, self.configs)],
                                          stdout=out, stderr=subprocess.STDOUT, cwd=ROOT)
 
     def stop(self) -> int:
@@ -250,23 +251,7 @@ def test_source_creates_its_topic_and_the_offsets_api_rewinds_the_sink(cbroker: 
 
 def read_values(bootstrap: str, topic: str, isolation: str) -> list[str]:
     """Every value of partition 0 up to its end, as a consumer with `isolation` reads them."""
-    c = Consumer({"bootstrap.servers": bootstrap, "group.id": unique("reader"), "isolation.level": isolation,
-                  "enable.partition.eof": True, "enable.auto.commit": False})
-    c.assign([TopicPartition(topic, 0, 0)])
-    values: list[str] = []
-    deadline = time.monotonic() + 30
-    try:
-        while True:
-            assert time.monotonic() < deadline, f"{topic} not read to its end"
-            m = c.poll(0.2)
-            if m is None:
-                continue
-            if m.error() is not None:
-                assert m.error().code() == KafkaError._PARTITION_EOF, m.error()
-                return values
-            values.append(m.value().decode())
-    finally:
-        c.close()
+    return [m.value().decode() for m in read_messages(bootstrap, topic, 1, isolation)]
 
 
 @pytest.mark.kafka_behaviour

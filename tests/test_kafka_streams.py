@@ -12,7 +12,6 @@ so the restarted program takes the killed one's place in the group at once.
 from __future__ import annotations
 
 import random
-import shutil
 import signal
 import struct
 import subprocess
@@ -29,17 +28,22 @@ from confluent_kafka import (
     Consumer,
     ConsumerGroupState,
     ConsumerGroupTopicPartitions,
-    KafkaError,
     KafkaException,
     Producer,
     TopicPartition,
 )
 from confluent_kafka.admin import AdminClient, ConfigResource
-from conftest import ROOT, BrokerProcess, module_broker, unique
+from conftest import (
+    ROOT,
+    BrokerProcess,
+    compile_java,
+    java_command,
+    module_broker,
+    read_messages,
+    unique,
+)
 from test_clients import create_topic
 
-JAVA_DIR = ROOT / "tests" / "java"
-JVM_FLAGS = ["-Xmx256m", "-XX:TieredStopAtLevel=1", "-XX:+UseSerialGC"]
 ENV = {"ODRADEK_GROUP_INITIAL_REBALANCE_DELAY_MS": "0", "ODRADEK_GROUP_MIN_SESSION_TIMEOUT_MS": "1000",
        "ODRADEK_OFFSETS_TOPIC_NUM_PARTITIONS": "3", "ODRADEK_TRANSACTION_STATE_LOG_NUM_PARTITIONS": "3"}
 PARTITIONS = 2
@@ -69,18 +73,17 @@ class WordCountRun:
         return f"{self.app_id}-counts-repartition"
 
 
-def java() -> str:
-    found = shutil.which("java")
-    assert found is not None, "no java on PATH (JDK 17 is needed)"
-    assert any((JAVA_DIR / "lib").glob("kafka-streams-*.jar")), "tests/java/lib is empty (./dev test fills it)"
-    return found
+@pytest.fixture(scope="module")
+def streams_classes(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """StreamsWordCount compiled once: the module starts it three times."""
+    return compile_java(["StreamsWordCount.java"], tmp_path_factory.mktemp("streams-classes"))
 
 
-def start_app(bootstrap: str, run: WordCountRun, state_dir: Path, log: Path) -> subprocess.Popen[bytes]:
+def start_app(classes: Path, bootstrap: str, run: WordCountRun, state_dir: Path,
+              log: Path) -> subprocess.Popen[bytes]:
     with open(log, "wb") as out:
-        return subprocess.Popen([java(), *JVM_FLAGS, "-cp", str(JAVA_DIR / "lib" / "*"),
-                                 str(JAVA_DIR / "StreamsWordCount.java"), bootstrap, run.app_id, run.input,
-                                 run.output, str(state_dir), f"{run.app_id}-instance"],
+        return subprocess.Popen([*java_command("kafka-streams", classes), "StreamsWordCount", bootstrap, run.app_id,
+                                 run.input, run.output, str(state_dir), f"{run.app_id}-instance"],
                                 stdout=out, stderr=subprocess.STDOUT, cwd=ROOT)
 
 
@@ -138,27 +141,10 @@ def wait_until(what: str, check: Any, proc: subprocess.Popen[bytes], log: Path, 
 def read_counts(bootstrap: str, topic: str, start: list[int] | None = None) -> dict[str, list[int]]:
     """Every count of the topic (from the `start` offsets) in offset order, per word, as a
     read_committed consumer reads them."""
-    c = Consumer({"bootstrap.servers": bootstrap, "group.id": unique("reader"), "isolation.level": "read_committed",
-                  "auto.offset.reset": "earliest", "enable.partition.eof": True, "enable.auto.commit": False})
-    c.assign([TopicPartition(topic, p, (start or [0] * PARTITIONS)[p]) for p in range(PARTITIONS)])
     counts: dict[str, list[int]] = defaultdict(list)
-    eof: set[int] = set()
-    deadline = time.monotonic() + 30
-    try:
-        while len(eof) < PARTITIONS:
-            assert time.monotonic() < deadline, f"{topic} not read to its end: eof {eof}"
-            m = c.poll(0.2)
-            if m is None:
-                continue
-            if m.error() is not None:
-                assert m.error().code() == KafkaError._PARTITION_EOF, m.error()
-                eof.add(m.partition())
-                continue
-            eof.discard(m.partition())
-            (count,) = struct.unpack(">q", m.value())  # Serdes.Long: 8 bytes, big-endian
-            counts[m.key().decode()].append(count)
-    finally:
-        c.close()
+    for m in read_messages(bootstrap, topic, PARTITIONS, "read_committed", start=start):
+        (count,) = struct.unpack(">q", m.value())  # Serdes.Long: 8 bytes, big-endian
+        counts[m.key().decode()].append(count)
     return counts
 
 
@@ -187,7 +173,8 @@ class LineFeeder(threading.Thread):
 
 
 @pytest.fixture(scope="module")
-def word_count(sbroker: BrokerProcess, tmp_path_factory: pytest.TempPathFactory) -> Iterator[WordCountRun]:
+def word_count(sbroker: BrokerProcess, streams_classes: Path,
+               tmp_path_factory: pytest.TempPathFactory) -> Iterator[WordCountRun]:
     """Feeds LINES lines while StreamsWordCount runs, SIGKILLs the program once some output is
     committed and input remains, restarts it, and waits until it has consumed and committed all."""
     tmp = tmp_path_factory.mktemp("streams")
@@ -203,7 +190,7 @@ def word_count(sbroker: BrokerProcess, tmp_path_factory: pytest.TempPathFactory)
     state_dir = tmp / "state"  # the same state directory for both runs, as on one machine
 
     first_log = tmp / "first.log"
-    first = start_app(bootstrap, run, state_dir, first_log)
+    first = start_app(streams_classes, bootstrap, run, state_dir, first_log)
     try:
         wait_until("state RUNNING", lambda: "STATE RUNNING" in first_log.read_text(), first, first_log)
         feeder.start()
@@ -219,7 +206,7 @@ def word_count(sbroker: BrokerProcess, tmp_path_factory: pytest.TempPathFactory)
     run.stdout += first_log.read_text().splitlines()
 
     second_log = tmp / "second.log"
-    second = start_app(bootstrap, run, state_dir, second_log)
+    second = start_app(streams_classes, bootstrap, run, state_dir, second_log)
     try:
         feeder.join(60)
         assert feeder.error is None and feeder.sent == LINES, f"{feeder.sent} lines fed: {feeder.error}"
@@ -294,7 +281,7 @@ def test_streams_purges_the_repartition_topic(word_count: WordCountRun) -> None:
 
 @pytest.mark.kafka_behaviour
 def test_application_reset_reprocesses_from_scratch(sbroker: BrokerProcess, word_count: WordCountRun,
-                                                    tmp_path: Path) -> None:
+                                                    streams_classes: Path, tmp_path: Path) -> None:
     """kafka-streams-application-reset (StreamsResetter): input offsets back to the start, internal
     topics deleted; run again on a fresh state directory the application counts everything anew.
     Runs last: it appends a second count sequence to the output."""
@@ -303,9 +290,8 @@ def test_application_reset_reprocesses_from_scratch(sbroker: BrokerProcess, word
     group = admin.describe_consumer_groups([word_count.app_id])[word_count.app_id].result(10)
     assert group.state == ConsumerGroupState.EMPTY and not group.members, "the stopped instance left its group"
     output_before = [end for _, end in watermarks(bootstrap, word_count.output)]
-    reset = subprocess.run([java(), *JVM_FLAGS, "-cp", str(JAVA_DIR / "lib" / "*"),
-                            "org.apache.kafka.tools.StreamsResetter", "--bootstrap-server", bootstrap,
-                            "--application-id", word_count.app_id, "--input-topics", word_count.input],
+    reset = subprocess.run([*java_command("kafka-streams"), "org.apache.kafka.tools.StreamsResetter",
+                            "--bootstrap-server", bootstrap, "--application-id", word_count.app_id, "--input-topics", word_count.input],
                            capture_output=True, text=True, timeout=120, check=False, cwd=ROOT)
     assert reset.returncode == 0, reset.stdout + reset.stderr
 
@@ -322,7 +308,7 @@ def test_application_reset_reprocesses_from_scratch(sbroker: BrokerProcess, word
     assert word_count.changelog not in topics and word_count.repartition not in topics
 
     log = tmp_path / "rerun.log"
-    app = start_app(bootstrap, word_count, tmp_path / "fresh-state", log)
+    app = start_app(streams_classes, bootstrap, word_count, tmp_path / "fresh-state", log)
     try:
         wait_until("commit of every input line", lambda: finished(bootstrap, word_count), app, log, timeout=90)
     finally:

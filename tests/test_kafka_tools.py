@@ -11,7 +11,6 @@ kafka-consumer-perf-test.
 from __future__ import annotations
 
 import re
-import shutil
 import subprocess
 import threading
 import time
@@ -21,15 +20,12 @@ from typing import Any
 import pytest
 from confluent_kafka import Consumer, ConsumerGroupTopicPartitions, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
-from conftest import ROOT, BrokerProcess, module_broker, unique
+from conftest import BrokerProcess, java_command, module_broker, unique
 from kafka.partitioner.default import murmur2  # kafka-python's copy of the Java client's hash
 
 # Each test here checks what Kafka answers: pytest --kafka runs them against Apache Kafka.
 pytestmark = pytest.mark.kafka_behaviour
 
-LIB = ROOT / "tests" / "java" / "lib"
-# A small heap, and C1 only: each tool's JVM lives a second or two.
-JVM_FLAGS = ["-Xmx256m", "-XX:TieredStopAtLevel=1", "-XX:+UseSerialGC"]
 ENV = {"ODRADEK_GROUP_INITIAL_REBALANCE_DELAY_MS": "0", "ODRADEK_OFFSETS_TOPIC_NUM_PARTITIONS": "3",
        "ODRADEK_TRANSACTION_STATE_LOG_NUM_PARTITIONS": "3"}
 TOPICS = "org.apache.kafka.tools.TopicCommand"
@@ -47,10 +43,7 @@ tbroker = module_broker("tbroker", ENV)
 
 def tool(main: str, *args: str, stdin: str | None = None, expect_exit: int = 0) -> str:
     """Runs one of Kafka's tools as its bin/*.sh script would; its stdout."""
-    java = shutil.which("java")
-    assert java is not None, "no java on PATH (JDK 17 is needed)"
-    assert any(LIB.glob("kafka-tools-*.jar")), "tests/java/lib is empty (./dev test fills it)"
-    done = subprocess.run([java, *JVM_FLAGS, "-cp", str(LIB / "*"), main, *args], input=stdin,
+    done = subprocess.run([*java_command("kafka-tools"), main, *args], input=stdin,
                           capture_output=True, text=True, timeout=120, check=False)
     assert done.returncode == expect_exit, f"{main} {' '.join(args)} exited {done.returncode}:\n" \
         f"{done.stdout[-2000:]}\n{done.stderr[-3000:]}"

@@ -26,7 +26,7 @@ from confluent_kafka.admin import (
     ConfigResource,
     NewTopic,
 )
-from conftest import BrokerProcess, free_port, unique
+from conftest import BrokerProcess, free_port, recv_exact, unique
 
 from odradek.protocol.build import build
 from odradek.protocol.framing import decode_response, encode_request, request_type, response_type
@@ -311,19 +311,9 @@ def test_describe_configs_shows_topic_default_and_static_broker_sources(broker_f
 # -- idempotent producer --------------------------------------------------------
 
 
-def _recv_exact(sock: socket.socket, n: int) -> bytes:
-    buf = b""
-    while len(buf) < n:
-        chunk = sock.recv(n - len(buf))
-        if not chunk:
-            raise ConnectionError("closed")
-        buf += chunk
-    return buf
-
-
 def _recv_frame(sock: socket.socket) -> bytes:
-    (size,) = struct.unpack(">i", _recv_exact(sock, 4))
-    return _recv_exact(sock, size)
+    (size,) = struct.unpack(">i", recv_exact(sock, 4))
+    return recv_exact(sock, size)
 
 
 class DuplicatingProxy:

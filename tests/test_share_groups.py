@@ -9,8 +9,8 @@ GROUP resource.
 
 from __future__ import annotations
 
+import contextlib
 import json
-import shutil
 import subprocess
 import time
 from collections import Counter
@@ -23,10 +23,10 @@ from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 from conftest import (
     JAVA_DIR,
-    JVM_FLAGS,
     ROOT,
     BrokerProcess,
     compile_java,
+    java_command,
     module_broker,
     unique,
     wait_for_port,
@@ -49,9 +49,7 @@ def classes(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def command(classes: Path, bootstrap: str, *args: str) -> list[str]:
-    java = shutil.which("java")
-    assert java is not None
-    return [java, *JVM_FLAGS, "-cp", f"{classes}:{JAVA_DIR / 'lib' / '*'}", "ShareClient", bootstrap, *args]
+    return [*java_command(classes=classes), "ShareClient", bootstrap, *args]
 
 
 def run(classes: Path, bootstrap: str, *args: str, timeout: float = 150) -> list[dict[str, Any]]:
@@ -64,6 +62,36 @@ def run(classes: Path, bootstrap: str, *args: str, timeout: float = 150) -> list
     assert not errors, f"{args[0]}: {errors}\n{done.stderr[-3000:]}"
     assert lines, f"{args[0]} printed nothing: {done.stderr[-3000:]}"
     return lines
+
+
+@contextlib.contextmanager
+def restart_scenario(classes: Path, bootstrap: str, group: str, topic: str, count: int,
+                     timeout: float) -> Iterator[Iterator[dict[str, Any]]]:
+    """ShareClient's `restart` scenario (a consumer that comes back after each failure), its JSON
+    lines as they come so the test acts between them, until it says it is done; an exception
+    it printed fails the test. Its JVM is killed on the way out if it is still running."""
+    proc = subprocess.Popen(command(classes, bootstrap, "restart", group, topic, str(count)),
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=ROOT)
+
+    def lines() -> Iterator[dict[str, Any]]:
+        deadline = time.monotonic() + timeout
+        assert proc.stdout is not None
+        for raw in proc.stdout:
+            assert time.monotonic() < deadline, "the share consumer did not finish"
+            if not raw.startswith("{"):
+                continue
+            line = json.loads(raw)
+            assert "error" not in line, line
+            yield line
+            if "done" in line:
+                break
+        proc.wait(30)
+
+    try:
+        yield lines()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
 
 
 def configure(classes: Path, bootstrap: str, group: str, **configs: str) -> dict[str, str]:
@@ -203,21 +231,12 @@ def test_acknowledged_records_survive_a_broker_sigkill(own_broker: BrokerProcess
     topic = make_topic(own_broker.bootstrap, 2, values)
     group = unique("sg-kill")
     configure(classes, own_broker.bootstrap, group, share_auto_offset_reset="earliest")
-    proc = subprocess.Popen(command(classes, own_broker.bootstrap, "restart", group, topic, str(len(values))),
-                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=ROOT)
     acked: set[str] = set()
     redelivered_after_ack: list[str] = []
     delivered: Counter[str] = Counter()
     killed = False
-    deadline = time.monotonic() + 150
-    try:
-        assert proc.stdout is not None
-        for raw in proc.stdout:
-            assert time.monotonic() < deadline, "the share consumer did not finish"
-            if not raw.startswith("{"):
-                continue
-            line = json.loads(raw)
-            assert "error" not in line, line
+    with restart_scenario(classes, own_broker.bootstrap, group, topic, len(values), 150) as lines:
+        for line in lines:
             if "delivered" in line:
                 redelivered_after_ack += [v for v in line["delivered"] if v in acked]
                 delivered.update(line["delivered"])
@@ -229,12 +248,6 @@ def test_acknowledged_records_survive_a_broker_sigkill(own_broker: BrokerProcess
                     own_broker.start()
                 except TimeoutError:  # a loaded machine: recovery and start-up take longer than start() waits
                     wait_for_port(own_broker.port, 120, own_broker.proc)
-            if "done" in line:
-                break
-        proc.wait(30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
     assert killed
     assert acked == set(values)  # none lost
     assert redelivered_after_ack == []  # no acknowledged record delivered again
@@ -260,21 +273,12 @@ def test_share_state_survives_its_share_coordinators_sigkill(cluster_factory: An
     group = unique("sg-cluster")
     configure(classes, cluster.bootstrap, group, share_auto_offset_reset="earliest",
               share_record_lock_duration_ms="5000")  # records whose acknowledgement failed come back sooner
-    proc = subprocess.Popen(command(classes, cluster.bootstrap, "restart", group, topic, str(len(values))),
-                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=ROOT)
     acked: set[str] = set()
     redelivered_after_ack: list[str] = []
     errors: list[str] = []
     killed = -1
-    deadline = time.monotonic() + 180
-    try:
-        assert proc.stdout is not None
-        for raw in proc.stdout:
-            assert time.monotonic() < deadline, "the share consumer did not finish"
-            if not raw.startswith("{"):
-                continue
-            line = json.loads(raw)
-            assert "error" not in line, line
+    with restart_scenario(classes, cluster.bootstrap, group, topic, len(values), 180) as lines:
+        for line in lines:
             if "delivered" in line:
                 redelivered_after_ack += [v for v in line["delivered"] if v in acked]
             acked.update(line.get("acked", ()))
@@ -282,12 +286,6 @@ def test_share_state_survives_its_share_coordinators_sigkill(cluster_factory: An
             if killed < 0 and len(acked) >= 600:
                 killed = cluster.partition("__share_group_state", 0).leader
                 cluster.by_id(killed).kill()
-            if "done" in line:
-                break
-        proc.wait(30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
     assert killed >= 0
     cluster.wait_leader("__share_group_state", 0, not_in=(killed,))  # a follower took the state over
     missing = sorted(set(values) - acked)

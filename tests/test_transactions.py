@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
-from conftest import BrokerProcess, module_broker, unique
+from conftest import BrokerProcess, module_broker, read_messages, unique
 from kio.schema.errors import ErrorCode as E
 from test_clients import create_topic
 from test_groups_protocol import call
@@ -44,27 +44,8 @@ def read_to_end(bootstrap: str, topic: str, partitions: int, isolation: str,
                 timeout: float = 30) -> list[tuple[int, int, bytes]]:
     """(partition, offset, value) of everything a consumer with `isolation` sees, up to the end
     it is allowed to read (the LSO for read_committed)."""
-    c = Consumer({"bootstrap.servers": bootstrap, "group.id": unique("reader"), "isolation.level": isolation,
-                  "auto.offset.reset": "earliest", "enable.partition.eof": True, "enable.auto.commit": False})
-    c.assign([TopicPartition(topic, p) for p in range(partitions)])
-    got: list[tuple[int, int, bytes]] = []
-    eof: set[int] = set()
-    deadline = time.monotonic() + timeout
-    try:
-        while len(eof) < partitions:
-            assert time.monotonic() < deadline, f"{isolation} reader did not reach the end of {topic}: eof {eof}"
-            m = c.poll(0.2)
-            if m is None:
-                continue
-            if m.error() is not None:
-                assert m.error().code() == KafkaError._PARTITION_EOF, m.error()
-                eof.add(m.partition())
-                continue
-            eof.discard(m.partition())
-            got.append((m.partition(), m.offset(), m.value()))
-    finally:
-        c.close()
-    return got
+    return [(m.partition(), m.offset(), m.value())
+            for m in read_messages(bootstrap, topic, partitions, isolation, timeout)]
 
 
 def values(records: list[tuple[int, int, bytes]]) -> list[bytes]:

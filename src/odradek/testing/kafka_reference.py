@@ -105,15 +105,16 @@ def metadata_brokers(port: int, timeout: float = 1.0) -> int:
     body = struct.pack(">hhih", 3, 4, 1, len(client_id)) + client_id + struct.pack(">i?", 0, False)
     with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
         s.sendall(struct.pack(">i", len(body)) + body)
-        head = _recv(s, 4)
-        response = _recv(s, struct.unpack(">i", head)[0])
+        head = recv_exact(s, 4)
+        response = recv_exact(s, struct.unpack(">i", head)[0])
     if len(response) < 12:
         raise ConnectionError("a Metadata response too short to name a broker")
     # correlation id (4), throttle_time_ms (4), then the brokers array's length
     return int(struct.unpack(">i", response[8:12])[0])
 
 
-def _recv(s: socket.socket, n: int) -> bytes:
+def recv_exact(s: socket.socket, n: int) -> bytes:
+    """Exactly n bytes from a raw socket (also the tests' that speak the wire protocol by hand)."""
     data = b""
     while len(data) < n:
         chunk = s.recv(n - len(data))
