@@ -65,6 +65,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -89,6 +90,7 @@ class Broker:
         self.log_path = data_dir.parent / "broker.log"
         self.nofile = nofile
         self.src = src  # another tree's src/ (PYTHONPATH before the installed odradek), e.g. an earlier commit's
+        self.metrics_port: int | None = None  # set before start: /metrics served there
         self.proc: subprocess.Popen[bytes] | None = None
         self._log_seen = 0
 
@@ -101,9 +103,10 @@ class Broker:
         limited = ["-c", LIMITED, str(self.nofile)] if self.nofile is not None else ["-m", "odradek"]
         log = open(self.log_path, "ab")  # noqa: SIM115 - the child keeps it
         started = time.perf_counter()
+        metrics = ["--metrics-port", str(self.metrics_port)] if self.metrics_port is not None else []
         self.proc = subprocess.Popen(
             [sys.executable, *limited, "serve", "--listen", f"127.0.0.1:{self.port}",
-             "--data-dir", str(self.data_dir)], stdout=log, stderr=log, env=env)
+             "--data-dir", str(self.data_dir), *metrics], stdout=log, stderr=log, env=env)
         log.close()
         deadline = started + 120
         while time.perf_counter() < deadline:
@@ -367,6 +370,7 @@ def odradek_target(label: str, tmp: Path, args: argparse.Namespace, names: list[
                    src: Path | None) -> Target:
     tmp.mkdir()
     b = Broker(tmp / "data", args.nofile, src)
+    b.metrics_port = free_port()  # its Produce request count: librdkafka's requests grow as the answers slow
     b.start()
     assert b.proc is not None
     create_spread(f"127.0.0.1:{b.port}", names, per_topic)
@@ -432,9 +436,15 @@ def produce_only(args: argparse.Namespace) -> None:
                 row = []
                 for shape, partitions, out in (("one", t.single, t.singles), ("many", t.spread, t.manys)):
                     own: list[float] = []
+                    requests = produce_requests(t.broker) if t.broker is not None else 0.0
                     rate, cpu = produce(t.bootstrap, partitions, args.records, t.pid, own)
                     out.append((rate, cpu / per_m, own[0] / per_m))
-                    row.append(f"{shape} {rate:,.0f} msg/s (CPU s/M: broker {out[-1][1]:.2f}, client {out[-1][2]:.2f})")
+                    size = ""
+                    if t.broker is not None:  # produce() sends one record to each partition first
+                        requests = produce_requests(t.broker) - requests
+                        size = f", {(args.records + len(partitions)) / requests:,.0f} records a Produce"
+                    row.append(f"{shape} {rate:,.0f} msg/s (CPU s/M: broker {out[-1][1]:.2f}, client "
+                               f"{out[-1][2]:.2f}{size})")
                 stalls = f"; {stalls_line(t.broker)}" if t.broker is not None else ""
                 print(f"round {r + 1}, {t.label}: {', '.join(row)}: {t.manys[-1][0] / t.singles[-1][0]:.0%}{stalls}",
                       flush=True)
@@ -517,6 +527,15 @@ def raw_produce(args: argparse.Namespace) -> None:
         print(f"median: broker CPU {median:.0f} us a request ({min(per_request):.0f}-{max(per_request):.0f}), "
               f"{median / args.batch:.3f} s a million records; load average {os.getloadavg()[0]:.1f}")
         b.stop()
+
+
+def produce_requests(b: Broker) -> float:
+    """kafka_network_requestmetrics_requests_total{request="Produce"} from the broker's /metrics."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{b.metrics_port}/metrics", timeout=30) as answer:
+        text = answer.read().decode()
+    found = re.search(r'^kafka_network_requestmetrics_requests_total\{request="Produce"\} (\S+)$', text,
+                      re.MULTILINE)
+    return float(found.group(1)) if found else 0.0
 
 
 def stalls_line(b: Broker) -> str:
