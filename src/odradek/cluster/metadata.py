@@ -118,8 +118,20 @@ def _write_atomically(path: Path, text: str) -> None:
         os.close(fd)
 
 
+_writer_thread: ThreadPoolExecutor | None = None  # one for the process: a store restarted in it leaves no thread
+_writer_thread_lock = threading.Lock()
+
+
+def _metadata_thread() -> ThreadPoolExecutor:
+    global _writer_thread
+    with _writer_thread_lock:
+        if _writer_thread is None:
+            _writer_thread = ThreadPoolExecutor(1, thread_name_prefix="odradek-metadata")
+        return _writer_thread
+
+
 class _FileWriter:
-    """Writes one file's newest contents on its own thread, in order, each write atomic.
+    """Writes one file's newest contents on the metadata thread, in order, each write atomic.
 
     `write` takes the text on the caller's thread and returns a future done once a write
     holding it (or newer contents) is durable. Texts given while a write is under way wait
@@ -134,14 +146,13 @@ class _FileWriter:
         self._next: Future[None] | None = None  # the write not started yet, and who waits for it
         self._last: Future[None] = Future()
         self._last.set_result(None)
-        self._thread = ThreadPoolExecutor(1, thread_name_prefix="odradek-metadata")
 
     def write(self, text: str) -> Future[None]:
         with self._lock:
             self._text = text
             if self._next is None:
                 self._next = Future()
-                self._thread.submit(self._write_next)
+                _metadata_thread().submit(self._write_next)
             self._last = self._next
             return self._next
 
