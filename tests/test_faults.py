@@ -453,6 +453,84 @@ def test_a_leader_200_ms_away_with_loss_acknowledges_late_but_loses_nothing(faul
     assert read_partition(c, "delayed", 0) == acked
 
 
+def offset_fetch(ip: str, port: int, group: str, topic: str) -> tuple[int, int]:
+    """An OffsetFetch v7 (require_stable) for partition 0, sent to this broker alone: (error code, offset)."""
+    import struct
+
+    from odradek.protocol.build import build
+    from odradek.protocol.framing import decode_response, encode_request, request_type
+
+    body = build(request_type(9, 7), group_id=group, topics=[{"name": topic, "partition_indexes": [0]}],
+                 require_stable=True)
+    with socket.create_connection((ip, port), timeout=10) as s:
+        s.settimeout(10)
+        s.sendall(encode_request(9, 7, 1, body, client_id="fault-test"))
+        data = b""
+        while len(data) < 4 or len(data) < 4 + struct.unpack(">i", data[:4])[0]:
+            chunk = s.recv(65536)
+            assert chunk, "connection closed"
+            data += chunk
+    response = decode_response(data[4:], 9, 7)[1]
+    part = response.topics[0].partitions[0] if response.topics else None
+    error = int(response.error_code) or (int(part.error_code) if part is not None else 0)
+    return error, int(part.committed_offset) if part is not None else -1
+
+
+def test_a_coordinator_cut_from_zookeeper_serves_no_stale_committed_offsets(fault_cluster: FaultCluster) -> None:
+    """The campaign's --seed 8: a group coordinator cut from ZooKeeper (its session expired there, its
+    __consumer_offsets partition led elsewhere by then) went on answering OffsetFetch from what it
+    had: a transactional consumer that asked it after an abort was told an offset three committed
+    transactions old and copied their input again (471 records re-read). A broker whose session is
+    suspended may be replaced at any moment, so it answers NOT_COORDINATOR, as it does for commits;
+    the new coordinator has the newer offset."""
+    from confluent_kafka import Consumer, KafkaException, TopicPartition
+    from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
+
+    c = fault_cluster
+    admin = AdminClient({"bootstrap.servers": c.bootstrap})
+    admin.create_topics([NewTopic("stale-offsets", 1, 3)], operation_timeout=30)["stale-offsets"].result(60)
+
+    def commit(bootstrap: str, offset: int) -> None:
+        cons = Consumer({"bootstrap.servers": bootstrap, "group.id": "stale-reader", "enable.auto.commit": False})
+        deadline = time.monotonic() + 60
+        last: Any = None
+        try:
+            while True:
+                try:
+                    res = cons.commit(offsets=[TopicPartition("stale-offsets", 0, offset)], asynchronous=False)
+                    if res and all(tp.error is None for tp in res):
+                        return
+                    last = res
+                except KafkaException as exc:
+                    last = exc
+                assert time.monotonic() < deadline, f"commit of {offset} never acknowledged: {last}"
+                time.sleep(0.5)
+        finally:
+            cons.close()
+
+    commit(c.bootstrap, 1)
+    b = admin.describe_consumer_groups(["stale-reader"])["stale-reader"].result(30).coordinator.id
+    broker = c.brokers[b]
+    assert offset_fetch(broker.ip, broker.port, "stale-reader", "stale-offsets") == (0, 1)
+    mark = "ZooKeeper session suspended"
+    before = broker.logs().count(mark)
+    c.net.cut([broker.name], ["z1", "z2", "z3"])
+    try:
+        deadline = time.monotonic() + 4 * c.env_session_timeout_s
+        while broker.logs().count(mark) == before:
+            assert time.monotonic() < deadline, "the broker never noticed it was cut from ZooKeeper"
+            time.sleep(0.05)
+        # the session expires in ZooKeeper, the controller moves the partition, the new coordinator
+        # takes a newer commit; the cut broker still leads in its own eyes
+        others = ",".join(f"{x.ip}:{x.port}" for x in c.brokers if x is not broker)
+        commit(others, 2)
+        stale = offset_fetch(broker.ip, broker.port, "stale-reader", "stale-offsets")
+    finally:
+        c.net.heal()
+    assert stale[0] != 0, f"the coordinator cut from ZooKeeper answered offset {stale[1]} (the group has 2)"
+    assert stale[0] == 16, stale  # NOT_COORDINATOR: the client finds the new coordinator
+
+
 def test_the_split_brain_check_takes_leader_epochs_from_the_log() -> None:
     """librdkafka reports no leader epoch for a produced record (the producer's ack carries -1), so
     the checker takes each acknowledged record's from its batch in the log: two epochs interleaving

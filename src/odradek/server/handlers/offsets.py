@@ -91,6 +91,10 @@ def _fetch_authorized(ctx: RequestContext, group_id: str, topics: Any,
     wanted = None if topics is None else [(t.name, list(t.partition_indexes)) for t in topics]
     coord = coordinator(ctx)
     error, found = coord.fetch_offsets(group_id, wanted)
+    # a coordinator whose ZooKeeper session is suspended may have been replaced: what it holds may be
+    # stale (it refuses commits for the same reason); the client finds the coordinator again
+    if error == ErrorCode.none and ctx.broker.check_leader("__consumer_offsets", coord.partition_for(group_id)) is not None:
+        error, found = ErrorCode.not_coordinator, [(t, [(p, None) for p, _ in ps]) for t, ps in found]
     # KIP-447: a read_committed consumer waits while a transaction holds offsets of its partitions
     unstable = coord.unstable_partitions(group_id) if require_stable and error == ErrorCode.none else set()
     entries = []
@@ -152,7 +156,7 @@ async def offset_delete(ctx: RequestContext, request: Any) -> Any:
         return ctx.respond(error_code=ErrorCode.group_authorization_failed, topics=[])
     wanted = [(t.name, [p.partition_index for p in t.partitions]) for t in request.topics]
     denied = {t for t, _ in wanted if not _may(ctx, AclOperation.READ, t)}
-    error, results = coordinator(ctx).delete_offsets(request.group_id, [w for w in wanted if w[0] not in denied])
+    error, results = await coordinator(ctx).delete_offsets(request.group_id, [w for w in wanted if w[0] not in denied])
     results = {**results, **{(t, p): ErrorCode.topic_authorization_failed for t, ps in wanted if t in denied
                              for p in ps}}
     return ctx.respond(
