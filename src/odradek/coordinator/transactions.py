@@ -13,7 +13,10 @@ aborts its open transaction) -> AddPartitionsToTxn / AddOffsetsToTxn (Ongoing)
 -> EndTxn: PrepareCommit|PrepareAbort is written, a COMMIT|ABORT marker (control
 batch) goes to every partition of the transaction, then CompleteCommit|
 CompleteAbort. While a transaction is between states, requests for its id get
-CONCURRENT_TRANSACTIONS, as in Kafka; clients retry them.
+CONCURRENT_TRANSACTIONS, as in Kafka; clients retry them. A marker is retried until its
+partition's leader takes it, for as long as this broker coordinates the id (Kafka's
+TransactionMarkerChannelManager); EndTxn waits for them at most END_TXN_WAIT_S, the
+outcome being decided once PrepareCommit|PrepareAbort is written.
 
 Transactions version 2 (KIP-890 part 2; EndTxn v5+, AddPartitionsToTxn v4+ from a
 partition leader): the partitions join implicitly when the producer writes to them, and
@@ -28,9 +31,9 @@ import asyncio
 import logging
 import re
 import time
-from collections.abc import Awaitable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import replace
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from kio.schema.errors import ErrorCode
 
@@ -54,8 +57,22 @@ log = logging.getLogger("odradek.transactions")
 E = ErrorCode
 TRANSACTION_STATE_TOPIC = "__transaction_state"
 MAX_EPOCH = 32767
-MARKER_RETRY_S = 0.2
 REPLICATION_TIMEOUT_S = 30.0
+# Markers (Kafka's TransactionMarkerChannelManager): each attempt is bounded by request.timeout.ms and
+# given up early when the partition's leader moves; attempts back off as Kafka clients' retry.backoff.ms
+# up to retry.backoff.max.ms, without end while this broker coordinates the transactional id
+MARKER_REQUEST_TIMEOUT_S = 30.0
+MARKER_BACKOFF_S = 0.1
+MARKER_BACKOFF_MAX_S = 1.0
+MARKER_LEADER_CHECK_S = 0.25
+MARKER_STUCK_LOG_S = 5.0  # a partition failing this long is logged, once
+# EndTxn waits this long for the markers, then answers NONE: the outcome is decided once PrepareCommit|
+# PrepareAbort is written (Kafka answers EndTxn then), and the markers go on in the background
+END_TXN_WAIT_S = 10.0
+# TransactionMarkerRequestCompletionHandler: the producer or coordinator epoch moved on (nothing left to
+# end there), or the partition cannot take markers (the producer could not have written to it either)
+MARKER_DONE = (E.none, E.invalid_producer_epoch, E.transaction_coordinator_fenced,
+               E.unsupported_for_message_format, E.unsupported_version)
 
 TV2 = 2  # transaction.version 2: epoch bump per transaction, implicit AddPartitionsToTxn
 
@@ -94,7 +111,11 @@ class TransactionCoordinator:
         self.busy: set[str] = set()  # ids with a state change being written (Kafka's pendingState)
         self.loading: set[int] = set()  # partitions being replayed: COORDINATOR_LOAD_IN_PROGRESS
         self.coordinator_epochs: dict[int, int] = {}
-        self._tasks: set[asyncio.Task[None]] = set()
+        # bumped at every move of a partition's leadership, here or away: a marker task of an
+        # earlier tenure stops (the loading coordinator resends from the state it read)
+        self.tenures: dict[int, int] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._completing: dict[str, asyncio.Task[ErrorCode]] = {}  # Kafka's transactionsWithPendingMarkers
 
     @property
     def transaction_version(self) -> int:
@@ -356,6 +377,8 @@ class TransactionCoordinator:
         if error != E.none:
             return error, -1, -1
         done = self.txns[transactional_id]
+        if done.state in PREPARING and done.next_producer_id >= 0:  # answered before Complete was written
+            return E.none, done.next_producer_id, 0
         return E.none, done.producer_id, done.producer_epoch
 
     def _prepare(self, meta: TxnMetadata, committed: bool, transaction_version: int) -> TxnMetadata:
@@ -373,69 +396,148 @@ class TransactionCoordinator:
                        partitions=meta.partitions if ongoing else set(),
                        start_ms=meta.start_ms if ongoing else now_ms())
 
-    async def _complete(self, meta: TxnMetadata, committed: bool, transaction_version: int) -> ErrorCode:
+    async def _complete(self, meta: TxnMetadata, committed: bool, transaction_version: int,
+                        wait_s: float = END_TXN_WAIT_S) -> ErrorCode:
         """Prepare -> markers on every partition -> Complete (Kafka's two-phase end)."""
         prepared = self._prepare(meta, committed, transaction_version)
         error = await self._persist(prepared)
         if error != E.none:
             return error
-        return await self._finish(prepared)
+        return await self._finish(prepared, wait_s)
 
-    async def _finish(self, prepared: TxnMetadata) -> ErrorCode:
+    async def _finish(self, prepared: TxnMetadata, wait_s: float = END_TXN_WAIT_S) -> ErrorCode:
+        """Markers, then Complete, in a task of the coordinator (a client that hangs up does not
+        stop it); waited for up to `wait_s`, after which the decided outcome is answered (NONE)."""
+        tid = prepared.transactional_id
+        task = self._completing.get(tid)
+        if task is None or task.done():
+            task = asyncio.get_running_loop().create_task(self._markers_then_complete(prepared))
+            self._completing[tid] = task
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+            task.add_done_callback(lambda t: self._completing.pop(tid) if self._completing.get(tid) is t else None)
+        if wait_s <= 0:
+            return E.none
+        try:
+            return await asyncio.wait_for(asyncio.shield(task), wait_s)
+        except TimeoutError:
+            log.info("transaction %s: %s decided, its markers not all written after %.0f s; answering now, "
+                     "they are retried until written", tid, prepared.state.value, wait_s)
+            return E.none
+
+    async def _markers_then_complete(self, prepared: TxnMetadata) -> ErrorCode:
+        """NOT_COORDINATOR once this broker stopped coordinating the id (the new coordinator
+        resends the markers from the PrepareCommit|PrepareAbort it loads)."""
+        tid = prepared.transactional_id
+        p = self.partition_for(tid)
+        tenure, coordinator_epoch = self.tenures.get(p, 0), self.coordinator_epochs.get(p, 0)
+
+        def coordinating() -> bool:
+            return self.tenures.get(p, 0) == tenure and p not in self.loading and self.owns(tid)
+
         committed = prepared.state == S.PREPARE_COMMIT
-        await self._write_markers(prepared, committed)
-        done = replace(prepared, state=S.COMPLETE_COMMIT if committed else S.COMPLETE_ABORT, partitions=set(),
-                       next_producer_id=-1)
-        if prepared.client_transaction_version >= TV2 and prepared.next_producer_id >= 0:
-            done.producer_id, done.producer_epoch = prepared.next_producer_id, 0
-        error = await self._persist(done)
+        try:
+            if not await self._write_markers(prepared, committed, coordinator_epoch, coordinating):
+                log.info("transaction %s: no longer its coordinator (%s-%d moved); the markers are left to the "
+                         "new one", tid, TRANSACTION_STATE_TOPIC, p)
+                return E.not_coordinator
+            done = replace(prepared, state=S.COMPLETE_COMMIT if committed else S.COMPLETE_ABORT, partitions=set(),
+                           next_producer_id=-1)
+            if prepared.client_transaction_version >= TV2 and prepared.next_producer_id >= 0:
+                done.producer_id, done.producer_epoch = prepared.next_producer_id, 0
+            backoff = MARKER_BACKOFF_S
+            # Kafka's tryAppendToLog: COORDINATOR_NOT_AVAILABLE (ISR below min.insync.replicas) is retried
+            while (error := await self._persist(done)) == E.coordinator_not_available and coordinating():
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, MARKER_BACKOFF_MAX_S)
+        except Exception as exc:  # noqa: BLE001 - a background task: its failure is logged, the state left to a reload
+            log.warning("transaction %s: completing %s failed: %r", tid, prepared.state.value, exc)
+            return E.unknown_server_error
         if error == E.none:
             # per transaction, so debug (as Kafka's coordinator): at INFO it was a sixth of EndTxn's time
-            log.debug("transaction %s (producer %d epoch %d) %s over %d partition(s)", prepared.transactional_id,
-                     prepared.producer_id, prepared.producer_epoch, "committed" if committed else "aborted",
-                     len(prepared.partitions))
+            log.debug("transaction %s (producer %d epoch %d) %s over %d partition(s)", tid,
+                      prepared.producer_id, prepared.producer_epoch, "committed" if committed else "aborted",
+                      len(prepared.partitions))
         return error
 
-    async def _write_markers(self, meta: TxnMetadata, committed: bool) -> None:
-        """A marker on every partition; retried until each partition's leader took it (Kafka's
-        TransactionMarkerChannelManager), a deleted partition is skipped."""
-        coordinator_epoch = self.coordinator_epochs.get(self.partition_for(meta.transactional_id), 0)
-        pending = sorted(meta.partitions)
-        deadline = time.monotonic() + max(meta.timeout_ms, 30_000) / 1000
-        while pending:
-            errors = await asyncio.gather(*(
-                self.broker.write_txn_marker(t, p, meta.producer_id, meta.producer_epoch, committed, coordinator_epoch,
-                                             transaction_version=meta.client_transaction_version)
-                for t, p in pending))
-            for tp, e in zip(pending, errors, strict=True):
-                if e in (E.invalid_producer_epoch, E.transaction_coordinator_fenced):
-                    # Kafka's TransactionMarkerRequestCompletionHandler: the producer moved on without this
-                    # coordinator (a newer epoch there); nothing to end on that partition any more
+    async def _write_markers(self, meta: TxnMetadata, committed: bool, coordinator_epoch: int,
+                             coordinating: Callable[[], bool]) -> bool:
+        """A marker on every partition, each retried until its leader took it (Kafka's
+        TransactionMarkerChannelManager); False when this broker stopped coordinating the id."""
+        landed = await asyncio.gather(*(self._write_marker(meta, tp, committed, coordinator_epoch, coordinating)
+                                        for tp in sorted(meta.partitions)))
+        return all(landed)
+
+    async def _write_marker(self, meta: TxnMetadata, tp: tuple[str, int], committed: bool, coordinator_epoch: int,
+                            coordinating: Callable[[], bool]) -> bool:
+        topic, partition = tp
+        started = time.monotonic()
+        attempts, backoff, reported = 0, MARKER_BACKOFF_S, False
+        while coordinating():
+            described = self.broker.topics().get(topic)
+            if described is None or not 0 <= partition < described.partitions:
+                # Kafka: no leader endpoint in the metadata, the partition was deleted; nothing to end there
+                log.info("transaction %s: %s-%d no longer exists; no marker written there", meta.transactional_id,
+                         topic, partition)
+                return True
+            attempts += 1
+            error = await self._marker_attempt(meta, tp, committed, coordinator_epoch, coordinating)
+            if error in MARKER_DONE:
+                if error != E.none:
                     log.info("transaction %s: the marker for %s-%d was refused (%s)", meta.transactional_id,
-                             tp[0], tp[1], e.name)
-            retry = [tp for tp, e in zip(pending, errors, strict=True)
-                     if e not in (E.none, E.unknown_topic_or_partition, E.invalid_producer_epoch,
-                                  E.transaction_coordinator_fenced)]
-            if retry and time.monotonic() > deadline:
-                log.warning("transaction %s: markers still not written to %s; will retry on the next load",
-                            meta.transactional_id, retry)
-                raise TimeoutError(f"markers for {meta.transactional_id} not written")
-            if retry:
-                await asyncio.sleep(MARKER_RETRY_S)
-            pending = retry
+                             topic, partition, error.name)
+                elif reported:
+                    log.info("transaction %s: the marker for %s-%d written after %d attempts in %.1f s",
+                             meta.transactional_id, topic, partition, attempts, time.monotonic() - started)
+                return True
+            if not reported and time.monotonic() - started >= MARKER_STUCK_LOG_S:
+                reported = True
+                log.warning("transaction %s: the %s marker for %s-%d keeps failing (%s, %d attempts in %.1f s); "
+                            "retrying until it is written", meta.transactional_id,
+                            "COMMIT" if committed else "ABORT", topic, partition, error.name, attempts,
+                            time.monotonic() - started)
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, MARKER_BACKOFF_MAX_S)
+        return False
+
+    async def _marker_attempt(self, meta: TxnMetadata, tp: tuple[str, int], committed: bool, coordinator_epoch: int,
+                              coordinating: Callable[[], bool]) -> ErrorCode:
+        """One WriteTxnMarkers to the partition's current leader (or the local append), given up
+        after request.timeout.ms or as soon as the leader moves or the id moves away."""
+        topic, partition = tp
+        leader = self.broker.leader_of(topic, partition)
+        call = asyncio.ensure_future(self.broker.write_txn_marker(
+            topic, partition, meta.producer_id, meta.producer_epoch, committed, coordinator_epoch,
+            transaction_version=meta.client_transaction_version))
+        deadline = time.monotonic() + MARKER_REQUEST_TIMEOUT_S
+        try:
+            while True:
+                done, _ = await asyncio.wait({call}, timeout=MARKER_LEADER_CHECK_S)
+                if done:
+                    return call.result()
+                if self.broker.leader_of(topic, partition) != leader or not coordinating():
+                    return E.not_leader_or_follower
+                if time.monotonic() > deadline:
+                    return E.request_timed_out
+        except Exception as exc:  # noqa: BLE001 - a failed attempt is retried as any other (Kafka: disconnected)
+            log.debug("transaction %s: the marker for %s-%d failed: %r", meta.transactional_id, topic, partition, exc)
+            return E.unknown_server_error
+        finally:
+            call.cancel()
 
     async def _abort_with_fence(self, meta: TxnMetadata, why: str) -> ErrorCode:
         """Bump the epoch and abort with it: the old instance is fenced everywhere its
         transaction wrote (the markers carry the new epoch). Kafka starts these aborts with the
-        broker's own transaction version."""
+        broker's own transaction version, and answers (InitProducerId: CONCURRENT_TRANSACTIONS) once
+        PrepareAbort is written; the markers follow in the background."""
         log.info("aborting transaction %s of producer %d epoch %d: %s", meta.transactional_id,
                  meta.producer_id, meta.producer_epoch, why)
         version = self.transaction_version
         if version >= TV2:  # _prepare bumps the epoch
-            return await self._complete(meta, False, version)
+            return await self._complete(meta, False, version, wait_s=0)
         epoch = meta.producer_epoch + 1 if meta.producer_epoch < MAX_EPOCH - 1 else meta.producer_epoch
         fencing = replace(meta, producer_epoch=epoch, last_producer_epoch=meta.producer_epoch)
-        return await self._complete(fencing, False, version)
+        return await self._complete(fencing, False, version, wait_s=0)
 
     # -- describe ----------------------------------------------------------------------
 
@@ -484,6 +586,10 @@ class TransactionCoordinator:
 
     def partition_moved_many(self, partitions: list[int], is_leader: bool, coordinator_epoch: int = 0) -> None:
         """Leadership of __transaction_state partitions moved: load them, or forget their ids."""
+        for p in partitions:
+            self.tenures[p] = self.tenures.get(p, 0) + 1
+        for tid in [t for t in self._completing if self.partition_for(t) in partitions]:
+            del self._completing[tid]  # its task stops at its next check; a load starts a new one
         if not is_leader:
             for tid in [t for t in self.txns if self.partition_for(t) in partitions]:
                 del self.txns[tid]
@@ -521,7 +627,7 @@ class TransactionCoordinator:
             if meta.state in (S.PREPARE_COMMIT, S.PREPARE_ABORT):
                 log.info("transaction %s was %s when the coordinator stopped: completing it",
                          meta.transactional_id, meta.state.value)
-                await self._safely(meta.transactional_id, self._finish(meta))
+                await self._finish(meta, wait_s=0)  # all at once: one partition's markers may take long
 
     async def _safely(self, transactional_id: str, work: Awaitable[ErrorCode]) -> None:
         try:
