@@ -280,3 +280,95 @@ def test_transaction_coordinator_refuses_writes_while_its_isr_is_below_min_isr(c
     p.begin_transaction()
     p.produce(topic, b"after", partition=1)
     p.commit_transaction(60)
+
+
+def static_join(bootstrap: str, group: str, topic: str) -> Any:
+    """JoinGroup v5 of the static member "s1" with no member id: a first join or a restart's rejoin."""
+    return call(bootstrap, 11, 5, group_id=group, session_timeout=60000, rebalance_timeout=60000, member_id="",
+                group_instance_id="s1", protocol_type="consumer",
+                protocols=[{"name": "range", "metadata": subscription(topic)}])
+
+
+def same_partition(prefix: str, part: int) -> str:
+    """A group id whose __consumer_offsets partition is `part`."""
+    return next(g for g in (f"{prefix}-{i}" for i in range(1000)) if partition_for(g, PARTITIONS) == part)
+
+
+def listed(bootstrap: str) -> set[str]:
+    return {g.group_id for g in call(bootstrap, 16, 4, states_filter=[]).groups}
+
+
+def describe(bootstrap: str, group: str) -> Any:
+    found = call(bootstrap, 15, 5, groups=[group], include_authorized_operations=False).groups[0]
+    assert found.error_code == E.none
+    return found
+
+
+def test_group_writes_refused_while_the_offsets_isr_is_below_min_isr(cluster_factory: Any) -> None:
+    # Kafka's LeaveGroup (of the last member: the Empty group is written), DeleteGroups, OffsetDelete
+    # and a static member's rejoin are coordinator writes like a commit: refused while the ISR is
+    # short with nothing changed, done once the ISR is back
+    cluster: Cluster = cluster_factory(3, env=MIN_ISR)
+    topic = unique("gw")
+    cluster.create_topic(topic)
+    part = partition_for(topic, PARTITIONS)
+    doomed, trimmed, members, static = (same_partition(f"{topic}-{kind}", part)
+                                        for kind in ("doomed", "trimmed", "members", "static"))
+    coordinator = coordinator_of(cluster, doomed, 0)
+    for group in (doomed, trimmed):
+        assert commit(coordinator.bootstrap, group, topic, 10) == E.none
+    joined = join(coordinator.bootstrap, members, topic)
+    assert joined.error_code == E.none
+    assert call(coordinator.bootstrap, 14, 3, **sync_body(members, joined)).error_code == E.none
+    assert describe(coordinator.bootstrap, members).group_state == "Stable"
+    # a static member (KIP-345) whose restart rejoins with its instance id and no member id
+    first = static_join(coordinator.bootstrap, static, topic)
+    assert first.error_code == E.none
+    assert call(coordinator.bootstrap, 14, 3, **{**sync_body(static, first), "group_instance_id": "s1"}
+                ).error_code == E.none
+
+    def beat(member_id: str) -> E:
+        return E(call(coordinator.bootstrap, 12, 3, group_id=static, generation_id=first.generation_id,
+                      member_id=member_id, group_instance_id="s1").error_code)
+
+    def delete_groups() -> E:
+        return E(call(coordinator.bootstrap, 42, 2, groups_names=[doomed]).results[0].error_code)
+
+    def offset_delete() -> tuple[E, list[E]]:
+        response = call(coordinator.bootstrap, 47, 0, group_id=trimmed,
+                        topics=[{"name": topic, "partitions": [{"partition_index": 0}]}])
+        return E(response.error_code), [E(p.error_code) for t in response.topics for p in t.partitions]
+
+    def leave() -> tuple[E, list[E]]:
+        response = call(coordinator.bootstrap, 13, 4, group_id=members, members=[
+            {"member_id": joined.member_id, "group_instance_id": None}])
+        return E(response.error_code), [E(m.error_code) for m in response.members]
+
+    followers = isolate(cluster, "__consumer_offsets", part, coordinator)
+    assert delete_groups() == E.coordinator_not_available
+    assert offset_delete()[0] == E.coordinator_not_available
+    assert leave()[0] == E.coordinator_not_available
+    # Kafka's updateStaticMemberAndRebalance: the new member id is not stored, the old member stays
+    assert static_join(coordinator.bootstrap, static, topic).error_code == E.coordinator_not_available
+    assert beat(first.member_id) == E.none
+    # nothing changed: the group is listed, the offsets are there, the member is in its Stable group
+    assert {doomed, trimmed, members} <= listed(coordinator.bootstrap)
+    assert committed(coordinator.bootstrap, doomed, topic) == 10
+    assert committed(coordinator.bootstrap, trimmed, topic) == 10
+    seen = describe(coordinator.bootstrap, members)
+    assert seen.group_state == "Stable" and [m.member_id for m in seen.members] == [joined.member_id]
+
+    rejoin(cluster, "__consumer_offsets", part, coordinator, followers)
+    assert delete_groups() == E.none
+    assert offset_delete() == (E.none, [E.none])
+    assert leave() == (E.none, [E.none])
+    assert doomed not in listed(coordinator.bootstrap)
+    assert committed(coordinator.bootstrap, doomed, topic) == -1
+    assert committed(coordinator.bootstrap, trimmed, topic) == -1
+    seen = describe(coordinator.bootstrap, members)
+    assert seen.group_state == "Empty" and list(seen.members) == []
+    again = static_join(coordinator.bootstrap, static, topic)
+    assert again.error_code == E.none and again.member_id != first.member_id
+    assert again.generation_id == first.generation_id  # no rebalance (KIP-345)
+    assert beat(first.member_id) == E.fenced_instance_id
+    assert beat(again.member_id) == E.none

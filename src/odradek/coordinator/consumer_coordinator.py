@@ -151,7 +151,7 @@ class ConsumerGroupMixin:
                         else f"Group {group_id} is not a consumer group.")
         if member_epoch in (LEAVE_EPOCH, STATIC_LEAVE_EPOCH):
             assert isinstance(group, ConsumerGroup)
-            return self._consumer_leave(group, member_id, member_epoch, instance_id, interval)
+            return await self._consumer_leave(group, member_id, member_epoch, instance_id, interval)
 
         if group is None or not isinstance(group, ConsumerGroup):
             converted = self._consumer_group_for_join(group_id, group)
@@ -381,8 +381,10 @@ class ConsumerGroupMixin:
 
     # -- leaving, fencing, sessions ----------------------------------------------------------
 
-    def _consumer_leave(self, group: ConsumerGroup, member_id: str, epoch: int, instance_id: str | None,
-                        interval: int) -> HeartbeatResult:
+    async def _consumer_leave(self, group: ConsumerGroup, member_id: str, epoch: int, instance_id: str | None,
+                              interval: int) -> HeartbeatResult:
+        """A leave (epoch -1) or a static member's temporary leave (-2): applied and appended at once,
+        answered once the ISR holds the records, as every write of Kafka's CoordinatorRuntime."""
         member = group.consumers.get(member_id)
         if member is None and instance_id is not None:
             member = group.consumers.get(group.static_consumers.get(instance_id, ""))
@@ -394,9 +396,17 @@ class ConsumerGroupMixin:
             member.member_epoch = STATIC_LEAVE_EPOCH
             written = self.store.write(group.group_id, [self._current_record(group, member)])
             log.info("static member %s of group %s left temporarily", member.instance_id, group.group_id)
+            written = await self._acknowledged(group.group_id, written)
             return HeartbeatResult(written, None, member_id, STATIC_LEAVE_EPOCH, interval)
         written = self.remove_consumer_member(group, member.member_id, "left the group")
+        written = await self._acknowledged(group.group_id, written)
         return HeartbeatResult(written, None, member_id, LEAVE_EPOCH, interval)
+
+    async def _acknowledged(self, group_id: str, written: ErrorCode) -> ErrorCode:
+        """`written`'s error, else NONE once the ISR holds everything written for the group's partition."""
+        if written != E.none:
+            return written
+        return await self.store.all_acknowledged(group_id, OFFSETS_COMMIT_TIMEOUT_MS)
 
     def remove_consumer_member(self, group: ConsumerGroup, member_id: str, why: str) -> ErrorCode:
         """The member goes; the group epoch moves on so the others take over its partitions.
@@ -436,9 +446,16 @@ class ConsumerGroupMixin:
                 if not member.session_deadline:  # restored by a replay (restart or failover): a full session
                     member.session_deadline = now + (member.classic[0] / 1000 if member.classic else session)
                 elif now >= member.session_deadline:
-                    self.remove_consumer_member(group, member.member_id, "has not heartbeated in its session timeout")
+                    self._expire_consumer_member(group, member, "has not heartbeated in its session timeout")
                 elif member.revocation_deadline is not None and now >= member.revocation_deadline:
-                    self.remove_consumer_member(group, member.member_id, "did not revoke its partitions in time")
+                    self._expire_consumer_member(group, member, "did not revoke its partitions in time")
+
+    def _expire_consumer_member(self, group: ConsumerGroup, member: ConsumerMember, why: str) -> None:
+        """Fenced by the coordinator itself: no client waits for the answer, but the write is
+        awaited all the same (Kafka's CoordinatorRuntime) and a failure logged."""
+        if self.remove_consumer_member(group, member.member_id, why) == E.none:
+            self.store.acknowledge_in_background(group.group_id, self.store.log_end(group.group_id),
+                                                 OFFSETS_COMMIT_TIMEOUT_MS, f"the removal of member {member.member_id}")
 
     async def run_consumer_expiry(self) -> None:
         while True:

@@ -221,29 +221,70 @@ class GroupCoordinator(OffsetsMixin, MigrationMixin):
         old_leader = group.leader_id
         member = group.replace_static_member(instance_id, old_id, new_id)
         old_protocols = member.protocols
+        old = (old_protocols, member.rebalance_timeout_ms, member.session_timeout_ms)
         if group.is_in(GroupState.STABLE):
             member.protocols = protocols
             member.rebalance_timeout_ms = rebalance_ms
             member.session_timeout_ms = session_ms
             self._schedule_heartbeat(group, member)
             if group.candidate_protocols() and group.select_protocol() == group.protocol_name:
-                self._store_group(group)
-                is_leader = group.leader_id == new_id
-                fut.set_result(JoinResult(
-                    E.none, member_id=new_id, generation=group.generation,
-                    protocol_type=group.protocol_type, protocol_name=group.protocol_name,
-                    # before v9 the old leader id keeps the new member from assigning (KIP-814 adds skip)
-                    leader=(group.leader_id or "") if version >= 9 else (old_leader or ""),
-                    members=group.member_metadata() if is_leader and version >= 9 else [],
-                    skip_assignment=is_leader and version >= 9,
-                ))
-                log.info("static member %s of group %s rejoined as %s without a rebalance",
-                         instance_id, group.group_id, new_id)
+                # Kafka's updateStaticMemberAndRebalance: the new member id is stored with the group
+                # (acks=-1) and answered once the ISR holds it; refused, the old member is back
+                error, end = self.store.append(group.group_id, self._group_records(group))
+                if error != E.none:
+                    self._revert_static_rejoin(group, instance_id, old_id, new_id, old)
+                    fut.set_result(JoinResult(error))
+                    return
+                task = self.loop.create_task(self._answer_static_rejoin(
+                    group, instance_id, old_id, new_id, old, old_leader, end, fut, version))
+                self._writes.add(task)
+                task.add_done_callback(self._writes.discard)
                 return
             member.protocols = old_protocols
         self._update_member(group, member, protocols, rebalance_ms, session_ms, fut)
         self._prepare_rebalance(group, f"static member {instance_id} rejoined")
         self._try_complete_join(group)
+
+    async def _answer_static_rejoin(
+        self, group: Group, instance_id: str, old_id: str, new_id: str, old: tuple[list[tuple[str, bytes]], int, int],
+        old_leader: str | None, end: int, fut: asyncio.Future[JoinResult], version: int,
+    ) -> None:
+        try:
+            error = await self.store.acknowledged(group.group_id, end, self.commit_timeout_ms)
+        except Exception:  # a background task: the rejoining member's JoinGroup must be answered
+            log.exception("storing the static member %s of group %s failed", instance_id, group.group_id)
+            error = E.unknown_server_error
+        if error == E.none:
+            error = self.group_error(group.group_id) or E.none  # the partition moved meanwhile
+        if error != E.none:
+            log.info("group %s: static member %s not stored as %s: %s", group.group_id, instance_id, new_id,
+                     error.name)
+            self._revert_static_rejoin(group, instance_id, old_id, new_id, old)
+            if not fut.done():
+                fut.set_result(JoinResult(error))
+            return
+        is_leader = group.leader_id == new_id
+        if not fut.done():
+            fut.set_result(JoinResult(
+                E.none, member_id=new_id, generation=group.generation,
+                protocol_type=group.protocol_type, protocol_name=group.protocol_name,
+                # before v9 the old leader id keeps the new member from assigning (KIP-814 adds skip)
+                leader=(group.leader_id or "") if version >= 9 else (old_leader or ""),
+                members=group.member_metadata() if is_leader and version >= 9 else [],
+                skip_assignment=is_leader and version >= 9,
+            ))
+        log.info("static member %s of group %s rejoined as %s without a rebalance", instance_id, group.group_id,
+                 new_id)
+
+    def _revert_static_rejoin(self, group: Group, instance_id: str, old_id: str, new_id: str,
+                              old: tuple[list[tuple[str, bytes]], int, int]) -> None:
+        """The new member id could not be stored: the member is the old one again (Kafka's
+        updateStaticMemberAndRebalance on a failed write), unless the group moved on meanwhile."""
+        if self.groups.get(group.group_id) is not group or group.static_members.get(instance_id) != new_id:
+            return
+        member = group.replace_static_member(instance_id, new_id, old_id)
+        member.protocols, member.rebalance_timeout_ms, member.session_timeout_ms = old
+        self._schedule_heartbeat(group, member)
 
     def _join_result(self, group: Group, member: Member) -> JoinResult:
         is_leader = member.member_id == group.leader_id
@@ -323,7 +364,13 @@ class GroupCoordinator(OffsetsMixin, MigrationMixin):
             group.protocol_name = None
             group.transition(GroupState.EMPTY, now_ms())
             log.info("group %s is empty in generation %d", group.group_id, group.generation)
-            self._store_group(group)
+            # Kafka's completeClassicGroupJoin: the Empty group is written and a failure only logged;
+            # appended whatever the ISR, as the group is Empty in memory already
+            error, end = self.store.append(group.group_id, self._group_records(group), refuse_below_min_isr=False)
+            if error != E.none:
+                log.warning("group %s: the Empty group not written: %s", group.group_id, error.name)
+            self.store.acknowledge_in_background(group.group_id, end, self.commit_timeout_ms,
+                                                 f"the Empty group of generation {group.generation}")
 
     def on_downgraded(self, group: Group) -> None:
         """A consumer group turned classic again: its members' sessions, and a rebalance."""
@@ -331,8 +378,9 @@ class GroupCoordinator(OffsetsMixin, MigrationMixin):
             self._schedule_heartbeat(group, member)
         self._prepare_rebalance(group, "the group was downgraded to the classic protocol")
 
-    def _store_group(self, group: Group) -> ErrorCode:
-        return self.store.write(group.group_id, [(group_key(group.group_id), group_value(group.to_value()))])
+    @staticmethod
+    def _group_records(group: Group) -> list[tuple[bytes, bytes | None]]:
+        return [(group_key(group.group_id), group_value(group.to_value()))]
 
     # -- SyncGroup -------------------------------------------------------------
 
@@ -388,8 +436,7 @@ class GroupCoordinator(OffsetsMixin, MigrationMixin):
         error and the group rebalances, as Kafka's resetAndPropagateAssignmentWithError."""
         generation = group.generation
         try:
-            error, _ = await self._write_replicated(group.group_id, [(group_key(group.group_id),
-                                                                      group_value(group.to_value()))])
+            error, _ = await self._write_replicated(group.group_id, self._group_records(group))
         except Exception:  # a background task: the members parked in SyncGroup must be answered
             log.exception("storing the assignment of group %s failed", group.group_id)
             error = E.unknown_server_error
@@ -471,8 +518,11 @@ class GroupCoordinator(OffsetsMixin, MigrationMixin):
 
     # -- LeaveGroup --------------------------------------------------------------
 
-    def leave(self, group_id: str, members: list[tuple[str, str | None]]) -> tuple[ErrorCode, list[ErrorCode]]:
-        """Each leaving member's error; the group-level error first."""
+    async def leave(self, group_id: str, members: list[tuple[str, str | None]]) -> tuple[ErrorCode, list[ErrorCode]]:
+        """Each leaving member's error; the group-level error first. A leave that empties the group
+        writes the Empty group, so it is refused while that write would be (the ISR below
+        min.insync.replicas, nothing changed) and answered once the ISR holds it (Kafka's
+        CoordinatorRuntime answers the LeaveGroup after its records are committed)."""
         error = self.group_error(group_id)
         if error is not None:
             return error, [error] * len(members)
@@ -480,30 +530,48 @@ class GroupCoordinator(OffsetsMixin, MigrationMixin):
         if group is None:
             return E.none, [E.unknown_member_id] * len(members)
         if isinstance(group, ConsumerGroup):
-            return E.none, self.classic_leave(group, members)
+            results = self.classic_leave(group, members)
+            if E.none in results:
+                written = await self.store.all_acknowledged(group_id, self.commit_timeout_ms)
+                if written != E.none:
+                    return written, [written] * len(members)
+            return E.none, results
         if group.is_in(GroupState.DEAD):
             return E.coordinator_not_available, [E.coordinator_not_available] * len(members)
-        results = []
+        leaving: list[tuple[str, ErrorCode]] = []  # the member id each entry resolves to, or its error
         for member_id, instance_id in members:
             if instance_id is not None:
                 owner = group.static_members.get(instance_id)
                 if owner is None:
-                    results.append(E.unknown_member_id)
+                    leaving.append((member_id, E.unknown_member_id))
                     continue
                 if member_id and member_id != owner:
-                    results.append(E.fenced_instance_id)
+                    leaving.append((member_id, E.fenced_instance_id))
                     continue
                 member_id = owner
-            if member_id in group.pending_members:
+            known = member_id in group.pending_members or member_id in group.members
+            leaving.append((member_id, E.none if known else E.unknown_member_id))
+        gone = {m for m, e in leaving if e == E.none}
+        empties = bool(group.members) and not set(group.members) - gone
+        if empties:
+            refused = self.store.min_isr_refusal(group_id)
+            if refused is not None:
+                return refused, [refused] * len(members)
+        results = []
+        for member_id, error in leaving:
+            if error == E.none and member_id in group.pending_members:
                 group.pending_members.pop(member_id).cancel()
                 self._try_complete_join(group)
-            elif member_id in group.members:
+            elif error == E.none and member_id in group.members:
                 log.info("member %s leaves group %s", member_id, group_id)
                 self._remove_member_and_update(group, member_id)
-            else:
-                results.append(E.unknown_member_id)
-                continue
-            results.append(E.none)
+            elif error == E.none:
+                error = E.unknown_member_id  # named twice
+            results.append(error)
+        if empties and group.is_in(GroupState.EMPTY):
+            written = await self.store.all_acknowledged(group_id, self.commit_timeout_ms)
+            if written != E.none:
+                return written, [written] * len(members)
         return E.none, results
 
     # -- ListGroups, DescribeGroups, DeleteGroups -----------------------------------
@@ -511,8 +579,12 @@ class GroupCoordinator(OffsetsMixin, MigrationMixin):
     def list_groups(self) -> list[Group]:
         return [g for g in self.groups.values() if not g.is_in(GroupState.DEAD) and self.owns(g.group_id)]
 
-    def delete_groups(self, group_ids: list[str]) -> list[ErrorCode]:
-        results = []
+    async def delete_groups(self, group_ids: list[str]) -> list[ErrorCode]:
+        """Each group's tombstones are appended (refused while the ISR is below min.insync.replicas,
+        nothing deleted), the group is gone from memory as the log has it, and the answer waits
+        until the ISR holds them (Kafka's deleteGroups, a coordinator write)."""
+        results: list[ErrorCode] = []
+        waits: dict[int, tuple[str, int]] = {}  # result index -> (group, log end after its tombstones)
         for group_id in group_ids:
             error = self.group_error(group_id)
             group = self.groups.get(group_id)
@@ -528,12 +600,17 @@ class GroupCoordinator(OffsetsMixin, MigrationMixin):
                     records += self.consumer_group_tombstones(group)
                 else:
                     records.append((group_key(group_id), None))
-                error = self.store.write(group_id, records)
+                error, end = self.store.append(group_id, records)
                 if error == E.none:
                     group.transition(GroupState.DEAD, now_ms())
                     del self.groups[group_id]
                     log.info("deleted group %s", group_id)
+                    waits[len(results)] = (group_id, end)
             results.append(error if error is not None else E.none)
+        acks = await asyncio.gather(*(self.store.acknowledged(g, end, self.commit_timeout_ms)
+                                      for g, end in waits.values()))
+        for i, ack in zip(waits, acks, strict=True):
+            results[i] = ack
         return results
 
     # -- lifecycle ---------------------------------------------------------------

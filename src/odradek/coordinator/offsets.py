@@ -130,6 +130,11 @@ class OffsetsMixin:
                 accepted.append((c, OffsetValue(c.offset, c.leader_epoch, c.metadata or "", now)))
         return results, accepted
 
+    @property
+    def commit_timeout_ms(self) -> int:
+        """offsets.commit.timeout.ms: how long every write of the group coordinator waits for the ISR."""
+        return int(getattr(self.broker.config, "offsets_commit_timeout_ms", OFFSETS_COMMIT_TIMEOUT_MS))
+
     async def _write_replicated(self, group_id: str, records: list[tuple[bytes, bytes | None]], *,
                                 producer_id: int = -1, producer_epoch: int = -1,
                                 refuse_below_min_isr: bool = True) -> tuple[ErrorCode, int]:
@@ -142,8 +147,7 @@ class OffsetsMixin:
         appended them; a coordinator cut from its followers a moment later acknowledged
         commits that the next leader of the partition never had, and OffsetFetch read the
         group's offsets 2-3 s later lower than acknowledged ones."""
-        timeout_ms = getattr(self.broker.config, "offsets_commit_timeout_ms", OFFSETS_COMMIT_TIMEOUT_MS)
-        return await self.store.write_replicated(group_id, records, timeout_ms, producer_id=producer_id,
+        return await self.store.write_replicated(group_id, records, self.commit_timeout_ms, producer_id=producer_id,
                                                  producer_epoch=producer_epoch,
                                                  refuse_below_min_isr=refuse_below_min_isr)
 
@@ -281,8 +285,11 @@ class OffsetsMixin:
 
     # -- OffsetDelete ----------------------------------------------------------------
 
-    def delete_offsets(self, group_id: str, wanted: list[tuple[str, list[int]]]) -> tuple[ErrorCode, dict[tuple[str, int], ErrorCode]]:
-        """Kafka refuses to delete offsets of topics an active group is subscribed to."""
+    async def delete_offsets(self, group_id: str,
+                             wanted: list[tuple[str, list[int]]]) -> tuple[ErrorCode, dict[tuple[str, int], ErrorCode]]:
+        """Kafka refuses to delete offsets of topics an active group is subscribed to. The tombstones
+        are refused while the ISR is below min.insync.replicas (nothing deleted), the offsets go as
+        they are appended, and the answer waits until the ISR holds them (a coordinator write)."""
         error = self.group_error(group_id)
         group = self.groups.get(group_id)
         if error is None and (group is None or group.is_in(GroupState.DEAD)):
@@ -308,11 +315,15 @@ class OffsetsMixin:
                     if (t, p) in group.offsets:
                         doomed[(t, p)] = None
         if doomed:
-            written = self.store.write(group_id, [(k, None) for k in self.offset_keys(group, list(doomed))])
+            written, end = self.store.append(group_id, [(k, None) for k in self.offset_keys(group, list(doomed))])
             if written != E.none:
                 return written, {}
             for tp in doomed:
-                del group.offsets[tp]
+                group.offsets.pop(tp, None)
+                group.offset_positions[tp] = end  # a commit appended before the tombstone stays deleted
+            written = await self.store.acknowledged(group_id, end, self.commit_timeout_ms)
+            if written != E.none:
+                return written, {}
         return E.none, results
 
     # -- deleted topics ----------------------------------------------------------------
@@ -333,11 +344,15 @@ class OffsetsMixin:
             doomed = sorted(set(committed) | {tp for _, tp in pending})
             if not doomed:
                 continue
-            written = self.store.write(group.group_id, [(k, None) for k in self.offset_keys(group, doomed)])
+            # appended whatever the ISR: the topic is gone already (Kafka's onPartitionsDeleted logs a failure)
+            written, end = self.store.append(group.group_id, [(k, None) for k in self.offset_keys(group, doomed)],
+                                             refuse_below_min_isr=False)
             if written != E.none:
                 log.warning("cannot remove the offsets of deleted topic %s from group %s: %s",
                             topic, group.group_id, written.name)
                 continue
+            self.store.acknowledge_in_background(group.group_id, end, self.commit_timeout_ms,
+                                                 f"the removal of deleted topic {topic}'s offsets")
             for tp in committed:
                 del group.offsets[tp]
             for offsets, tp in pending:
@@ -430,7 +445,13 @@ class OffsetsMixin:
                 records += [(k, None) for k in consumer_group_keys(group)]
             elif last:
                 records.append((group_key(group.group_id), None))
-            if records and self.store.write(group.group_id, records) == E.none:
+            if not records:
+                continue
+            # refused while the ISR is below min.insync.replicas: nothing expires, the next check retries
+            written, end = self.store.append(group.group_id, records)
+            if written == E.none:
+                self.store.acknowledge_in_background(group.group_id, end, self.commit_timeout_ms,
+                                                     f"the expiry of {len(doomed)} offset(s)")
                 for tp in doomed:
                     del group.offsets[tp]
                 expired_total += len(doomed)

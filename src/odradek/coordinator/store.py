@@ -16,6 +16,7 @@ its min.insync.replicas, answered once every in-sync replica holds it
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import struct
 import time
@@ -88,6 +89,7 @@ class InternalTopicStore:
 
     def __init__(self, broker: Broker) -> None:
         self.broker = broker
+        self._unanswered: set[asyncio.Task[None]] = set()  # acknowledge_in_background's waits
 
     @property
     def configured_partitions(self) -> int:
@@ -162,6 +164,19 @@ class InternalTopicStore:
         answer it, the log end offset just after the records). `refuse_below_min_isr=False` appends
         whatever the ISR and fails only the answer, as Kafka's CoordinatorRuntime does (its writes are
         acks=1 and wait for the high watermark): for state already applied in memory."""
+        error, end = self.append(key, records, producer_id=producer_id, producer_epoch=producer_epoch,
+                                 refuse_below_min_isr=refuse_below_min_isr)
+        if error != ErrorCode.none or end < 0:
+            return error, end
+        return await self.acknowledged(key, end, timeout_ms), end
+
+    def append(self, key: str, records: list[tuple[bytes, bytes | None]], *, producer_id: int = -1,
+               producer_epoch: int = -1, refuse_below_min_isr: bool = True) -> tuple[ErrorCode, int]:
+        """write_replicated's first half, on the event loop without a pause: (error, -1) when
+        refused and nothing was appended, else (NONE, the log end offset just after the records),
+        so that a caller applies its change in memory exactly when the log has it (Kafka's
+        CoordinatorRuntime replays a write's records as it appends them) and then awaits
+        acknowledged() for the answer."""
         if not records:
             return ErrorCode.none, -1
         if not self.ensure_topic():
@@ -169,26 +184,79 @@ class InternalTopicStore:
         plog = self.broker.partition_log(self.topic, self.partition_for(key))
         if plog is None:
             return ErrorCode.not_coordinator, -1
-        min_isr_error: Callable[[PartitionLog], ErrorCode | None] | None = getattr(self.broker, "min_isr_error", None)
-        if refuse_below_min_isr and min_isr_error is not None:
-            refused = min_isr_error(plog)
+        if refuse_below_min_isr:
+            refused = self.min_isr_refusal(key)
             if refused is not None:
-                log.info("write to %s-%d for %s refused: %s", self.topic, plog.partition, key, refused.name)
-                return coordinator_error(refused), -1
+                return refused, -1
         written = self.write(key, records, producer_id=producer_id, producer_epoch=producer_epoch)
         if written != ErrorCode.none:
             return written, -1
-        end = plog.log_end_offset  # no await since the append: these records end here
+        return ErrorCode.none, plog.log_end_offset  # no await since the append: these records end here
+
+    def min_isr_refusal(self, key: str) -> ErrorCode | None:
+        """The error a write for `key` is refused with now, before anything changes: the partition's
+        ISR below min.insync.replicas (produce's acks=-1 rule), as the coordinator answers it."""
+        plog = self.broker.partition_log(self.topic, self.partition_for(key))
+        min_isr_error: Callable[[PartitionLog], ErrorCode | None] | None = getattr(self.broker, "min_isr_error", None)
+        if plog is None or min_isr_error is None:
+            return None
+        refused = min_isr_error(plog)
+        if refused is not None:
+            log.info("write to %s-%d for %s refused: %s", self.topic, plog.partition, key, refused.name)
+            return coordinator_error(refused)
+        return None
+
+    async def acknowledged(self, key: str, end: int, timeout_ms: int) -> ErrorCode:
+        """write_replicated's second half: NONE once every in-sync replica holds the partition of `key`
+        below `end` and the ISR still has min.insync.replicas, else the error as the coordinator
+        answers it (the records stay in the log: a later leader of the partition may or may not have them)."""
+        plog = self.broker.partition_log(self.topic, self.partition_for(key))
+        if plog is None:
+            return ErrorCode.not_coordinator
         wait: Callable[[PartitionLog, int, float], Awaitable[ErrorCode]] | None = getattr(
             self.broker, "wait_replicated", None)
         if wait is None:
-            return ErrorCode.none, end
+            return ErrorCode.none
         code = await wait(plog, end, timeout_ms / 1000)
+        min_isr_error: Callable[[PartitionLog], ErrorCode | None] | None = getattr(self.broker, "min_isr_error", None)
         if code == ErrorCode.none and min_isr_error is not None and min_isr_error(plog) is not None:
             code = ErrorCode.not_enough_replicas_after_append
         if code != ErrorCode.none:
             log.info("write to %s-%d for %s not acknowledged: %s", self.topic, plog.partition, key, code.name)
-        return coordinator_error(code), end
+        return coordinator_error(code)
+
+    def log_end(self, key: str) -> int:
+        """The log end offset of the partition of `key` (-1 when this broker holds no log of it)."""
+        plog = self.broker.partition_log(self.topic, self.partition_for(key))
+        return plog.log_end_offset if plog is not None else -1
+
+    async def all_acknowledged(self, key: str, timeout_ms: int) -> ErrorCode:
+        """NONE once the ISR holds everything appended to the partition of `key` so far: Kafka's
+        CoordinatorRuntime answers an operation once the high watermark passes the records of
+        every write before its answer (a change made by several appends, or by none of its own)."""
+        end = self.log_end(key)
+        if end < 0:
+            return ErrorCode.not_coordinator
+        return await self.acknowledged(key, end, timeout_ms)
+
+    def acknowledge_in_background(self, key: str, end: int, timeout_ms: int, what: str) -> None:
+        """A write no client waits for (an Empty group, offset expiry, a session's end) is awaited
+        all the same, as Kafka's coordinator writes are, and a failure logged: the change stays
+        applied, as the log has it, and the next leader of the partition may not."""
+        if end < 0:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # replayed or driven outside the event loop: nothing to wait on
+            return
+        task = loop.create_task(self._log_unacknowledged(key, end, timeout_ms, what))
+        self._unanswered.add(task)
+        task.add_done_callback(self._unanswered.discard)
+
+    async def _log_unacknowledged(self, key: str, end: int, timeout_ms: int, what: str) -> None:
+        error = await self.acknowledged(key, end, timeout_ms)
+        if error != ErrorCode.none:
+            log.warning("%s of %s written but not acknowledged by the ISR: %s", what, key, error.name)
 
     def replay(self) -> Iterator[tuple[bytes, bytes | None]]:
         """Every key/value of the topic (non-transactional batches), partition by partition, in log order."""

@@ -197,7 +197,7 @@ async def leave_group(ctx: RequestContext, request: Any) -> Any:
         members = [(m.member_id, m.group_instance_id) for m in request.members]
     else:
         members = [(request.member_id, None)]
-    top, errors = coordinator(ctx).leave(request.group_id, members)
+    top, errors = await coordinator(ctx).leave(request.group_id, members)
     if ctx.version < 3:
         return ctx.respond(error_code=top if top != ErrorCode.none else errors[0])
     return ctx.respond(
@@ -263,7 +263,7 @@ async def describe_groups(ctx: RequestContext, request: Any) -> Any:
 async def delete_groups(ctx: RequestContext, request: Any) -> Any:
     names = list(request.groups_names)
     allowed = [g for g in names if ctx.authorized(AclOperation.DELETE, ResourceType.GROUP, g)]
-    errors = dict(zip(allowed, coordinator(ctx).delete_groups(allowed), strict=True))
+    errors = dict(zip(allowed, await coordinator(ctx).delete_groups(allowed), strict=True))
     share = getattr(ctx.broker, "share_coordinator", None)  # KIP-932: DeleteGroups deletes share groups too
     for g, error in list(errors.items()):
         if error == ErrorCode.group_id_not_found and share is not None and share.known_group(g):
