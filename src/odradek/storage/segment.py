@@ -7,9 +7,10 @@
 mirrored in memory lists, their new entries written out when the segment is
 flushed (by the flush's thread) or closed, and rebuilt from the log when missing or
 inconsistent (a crash may leave an index short of its last entries: it is sparse, so
-still right). Every write of the index files and of the entries waiting for one holds
-the segment's `index_lock`, so a flush thread's append can neither reorder entries nor
-land after a rebuild or a deletion made on the event loop.
+still right). Every write of the index files holds the segment's `index_lock`, so a flush
+thread's append can neither reorder entries nor land after a rebuild or a deletion made on
+the event loop; the entries waiting for a write are taken under a lock of their own, so an
+append on the loop never waits for a thread's file write.
 
 File descriptors open lazily and are bounded: a segment's `.log` opens on first
 use and joins `OPEN_SEGMENTS`, a process-wide LRU that closes the least recently
@@ -157,7 +158,8 @@ class LogSegment:
         self.recovered_epochs: list[tuple[int, int]] = []  # (leader epoch, start offset) seen by a verified load
         self._index_pending = bytearray()  # entries not yet in the .index / .timeindex files
         self._time_pending = bytearray()
-        self.index_lock = threading.RLock()  # the index files and the pending entries (see the module)
+        self.index_lock = threading.RLock()  # writes of the index files, in order (see the module)
+        self._pending_lock = threading.Lock()  # the two pending buffers, for the moment of a copy
 
     __hash__ = object.__hash__  # by identity: a key of OPEN_SEGMENTS
 
@@ -338,17 +340,25 @@ class LogSegment:
         with self.index_lock:
             for path, pending in ((self.index_path, self._index_pending),
                                   (self.time_index_path, self._time_pending)):
-                if not pending and not sync:
+                with self._pending_lock:
+                    data = bytes(pending)
+                    pending.clear()
+                if not data and not sync:
                     continue
-                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
                 try:
-                    if pending:
-                        os.write(fd, pending)
-                        pending.clear()
-                    if sync:
-                        os.fsync(fd)
-                finally:
-                    os.close(fd)
+                    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+                    try:
+                        view = memoryview(data)
+                        while view:
+                            view = view[os.write(fd, view):]
+                        if sync:
+                            os.fsync(fd)
+                    finally:
+                        os.close(fd)
+                except OSError:  # unwritten (a full disk): the entries wait for the next write, first
+                    with self._pending_lock:
+                        pending[0:0] = data
+                    raise
 
     # -- appending -------------------------------------------------------------
 
@@ -357,7 +367,7 @@ class LogSegment:
         if self.bytes_since_index >= interval or not self.index_offsets:
             self.index_offsets.append(last_offset)
             self.index_positions.append(position)
-            with self.index_lock:  # a flush thread may be taking the pending entries (once an entry's interval)
+            with self._pending_lock:  # a flush thread may be taking the pending entries (once an entry's interval)
                 self._index_pending += _INDEX_ENTRY.pack(last_offset - self.base_offset, position)
                 if not self.time_stamps or max_ts > self.time_stamps[-1]:
                     self.time_stamps.append(max_ts)
@@ -541,7 +551,7 @@ class LogSegment:
 
     def delete_handles(self) -> None:
         """Forget the segment's descriptor and unwritten index entries (its files are going)."""
-        with self.index_lock:  # a flush thread's write of them is over, or sees the deletion
+        with self.index_lock, self._pending_lock:  # a flush thread's write of them is over, or sees the deletion
             self._deleted = True
             self._index_pending.clear()
             self._time_pending.clear()
