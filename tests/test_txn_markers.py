@@ -115,3 +115,47 @@ def test_commit_markers_are_retried_until_the_leaders_take_them(cluster_factory:
     commit(p, 60)
     for topic in (alone, moving):
         assert committed_values(cluster.bootstrap, topic) == [*expected, b"next"]
+
+
+def test_a_new_coordinator_resends_the_markers_of_a_prepared_commit(cluster_factory: Any) -> None:
+    """The coordinator dies with a COMMIT marker not yet written: the broker that takes its
+    __transaction_state partition over loads PrepareCommit and sends the marker itself."""
+    cluster: Cluster = cluster_factory(3, env=ENV)
+    tid = unique("tid")
+    coordinator = txn_coordinator(cluster, tid)
+    controller = cluster.metadata().controller_id
+    stopped = next(b for b in (0, 1, 2) if b not in (coordinator, controller))
+    topic = unique("alone")
+    cluster.admin().create_topics([NewTopic(topic, num_partitions=1, replica_assignment=[[stopped]])],
+                                  operation_timeout=10)[topic].result(15)
+    cluster.wait_leader(topic)
+    cluster.wait_for("__transaction_state fully replicated", lambda: all(
+        len(part.isrs) == 3 for part in cluster.metadata("__transaction_state").topics[
+            "__transaction_state"].partitions.values()))
+    p = Producer({"bootstrap.servers": cluster.bootstrap, "transactional.id": tid, "linger.ms": 2,
+                  "transaction.timeout.ms": 30_000})
+    p.init_transactions(60)
+    p.begin_transaction()
+    expected = [b"v%d" % i for i in range(10)]
+    for v in expected:
+        p.produce(topic, value=v, partition=0)
+    assert p.flush(30) == 0
+    first = cluster.by_id(coordinator)
+    cluster.by_id(stopped).pause()
+    try:
+        commit(p, 60)  # answered once PrepareCommit is written and the marker has been tried a while
+        assert f"marker for {topic}-0 keeps failing" in first.logs()
+        first.kill()
+        successor = next(b for b in cluster.brokers if b.broker_id not in (coordinator, stopped))
+        cluster.wait_for(f"broker {successor.broker_id} to complete the prepared commit",
+                         lambda: f"{tid} was PrepareCommit when the coordinator stopped" in successor.logs(),
+                         timeout=60)
+    finally:
+        cluster.by_id(stopped).resume()
+    cluster.wait_leader(topic, timeout=60)
+    cluster.wait_for(f"the committed records of {topic}",
+                     lambda: committed_values(cluster.bootstrap, topic) == expected, timeout=60)
+    p.begin_transaction()
+    p.produce(topic, value=b"next", partition=0)
+    commit(p, 60)
+    assert committed_values(cluster.bootstrap, topic) == [*expected, b"next"]
