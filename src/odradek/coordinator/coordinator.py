@@ -233,7 +233,7 @@ class GroupCoordinator(OffsetsMixin, MigrationMixin):
                 error, end = self.store.append(group.group_id, self._group_records(group))
                 if error != E.none:
                     self._revert_static_rejoin(group, instance_id, old_id, new_id, old)
-                    fut.set_result(JoinResult(error))
+                    fut.set_result(self._static_rejoin_failed(group, error, old_leader))
                     return
                 task = self.loop.create_task(self._answer_static_rejoin(
                     group, instance_id, old_id, new_id, old, old_leader, end, fut, version))
@@ -261,7 +261,7 @@ class GroupCoordinator(OffsetsMixin, MigrationMixin):
                      error.name)
             self._revert_static_rejoin(group, instance_id, old_id, new_id, old)
             if not fut.done():
-                fut.set_result(JoinResult(error))
+                fut.set_result(self._static_rejoin_failed(group, error, old_leader))
             return
         is_leader = group.leader_id == new_id
         if not fut.done():
@@ -275,6 +275,13 @@ class GroupCoordinator(OffsetsMixin, MigrationMixin):
             ))
         log.info("static member %s of group %s rejoined as %s without a rebalance", instance_id, group.group_id,
                  new_id)
+
+    @staticmethod
+    def _static_rejoin_failed(group: Group, error: ErrorCode, old_leader: str | None) -> JoinResult:
+        """Kafka's answer to a static rejoin whose member id was not stored: no member id (it
+        joins again), the group's generation, protocol and leader."""
+        return JoinResult(error, member_id="", generation=group.generation, protocol_type=group.protocol_type,
+                          protocol_name=group.protocol_name, leader=old_leader or "")
 
     def _revert_static_rejoin(self, group: Group, instance_id: str, old_id: str, new_id: str,
                               old: tuple[list[tuple[str, bytes]], int, int]) -> None:
