@@ -225,11 +225,19 @@ def clients_worker(plan: ClientsPlan, ready: Any, start: Any, done: Any) -> None
     if plan.mock:
         consumer_conf["fetch.wait.max.ms"] = 0
     consumers = [Consumer(consumer_conf) for _ in plan.clients]
-    for i, c in zip(plan.clients, consumers, strict=True):
+    assigned = [0] * len(consumers)  # partitions each group member holds (its own thread's rebalance callbacks)
+    for slot, (i, c) in enumerate(zip(plan.clients, consumers, strict=True)):
         if plan.group is None:
             c.assign([TopicPartition(plan.topic, 2 * i, 0), TopicPartition(plan.topic, 2 * i + 1, 0)])
-        else:
-            c.subscribe([plan.topic])
+        else:  # Consumer.assignment() from another thread blocks while poll() runs: callbacks instead
+
+            def on_assign(_: Consumer, parts: list[TopicPartition], slot: int = slot) -> None:
+                assigned[slot] = len(parts)
+
+            def on_revoke(_: Consumer, parts: list[TopicPartition], slot: int = slot) -> None:
+                assigned[slot] = 0
+
+            c.subscribe([plan.topic], on_assign=on_assign, on_revoke=on_revoke)
     warmed = threading.Semaphore(0)
     started = threading.Event()
     latencies = [array("q") for _ in consumers]
@@ -270,7 +278,7 @@ def clients_worker(plan: ClientsPlan, ready: Any, start: Any, done: Any) -> None
     else:  # the group's rebalance done: every member of this process has partitions, for 3 s on end
         stable_since = None
         while time.monotonic() < deadline:
-            if all(c.assignment() for c in consumers):
+            if all(assigned):
                 stable_since = stable_since or time.monotonic()
                 if time.monotonic() - stable_since >= 3:
                     break
