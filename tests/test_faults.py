@@ -481,8 +481,10 @@ def test_a_coordinator_cut_from_zookeeper_serves_no_stale_committed_offsets(faul
     __consumer_offsets partition led elsewhere by then) went on answering OffsetFetch from what it
     had: a transactional consumer that asked it after an abort was told an offset three committed
     transactions old and copied their input again (471 records re-read). A broker whose session is
-    suspended may be replaced at any moment, so it answers NOT_COORDINATOR, as it does for commits;
-    the new coordinator has the newer offset."""
+    suspended may be replaced at any moment, so it answers NOT_COORDINATOR, as it does for commits.
+    (Not shown here by a newer commit at the new coordinator: that commit was refused
+    COORDINATOR_NOT_AVAILABLE for over 60 s in 1 of 4 runs, with the cut broker flapping in and out
+    of the ISR.)"""
     from confluent_kafka import Consumer, KafkaException, TopicPartition
     from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
@@ -520,15 +522,13 @@ def test_a_coordinator_cut_from_zookeeper_serves_no_stale_committed_offsets(faul
         while broker.logs().count(mark) == before:
             assert time.monotonic() < deadline, "the broker never noticed it was cut from ZooKeeper"
             time.sleep(0.05)
-        # the session expires in ZooKeeper, the controller moves the partition, the new coordinator
-        # takes a newer commit; the cut broker still leads in its own eyes
-        others = ",".join(f"{x.ip}:{x.port}" for x in c.brokers if x is not broker)
-        commit(others, 2)
+        # from now on its session may expire in ZooKeeper and the controller move the partition to a
+        # coordinator that takes newer commits, while the cut broker still leads in its own eyes
         stale = offset_fetch(broker.ip, broker.port, "stale-reader", "stale-offsets")
     finally:
         c.net.heal()
-    assert stale[0] != 0, f"the coordinator cut from ZooKeeper answered offset {stale[1]} (the group has 2)"
-    assert stale[0] == 16, stale  # NOT_COORDINATOR: the client finds the new coordinator
+    assert stale[0] != 0, f"the coordinator cut from ZooKeeper answered offset {stale[1]} as committed"
+    assert stale[0] == 16, stale  # NOT_COORDINATOR: the client finds the coordinator again
 
 
 def test_the_split_brain_check_takes_leader_epochs_from_the_log() -> None:
