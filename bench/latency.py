@@ -219,7 +219,8 @@ def clients_worker(plan: ClientsPlan, ready: Any, start: Any, done: Any) -> None
             p.produce(plan.topic, b"warm-up", partition=part)
     for p in producers.values():
         p.flush(30)
-    consumer_conf: dict[str, object] = {"bootstrap.servers": plan.bootstrap, "enable.auto.commit": False,
+    # a group commits (every 5 s) so that a rebalance does not hand a partition over from offset 0
+    consumer_conf: dict[str, object] = {"bootstrap.servers": plan.bootstrap, "enable.auto.commit": plan.group is not None,
                                         "group.id": plan.group or "latency-clients",
                                         "auto.offset.reset": "earliest"}
     if plan.mock:
@@ -251,6 +252,7 @@ def clients_worker(plan: ClientsPlan, ready: Any, start: Any, done: Any) -> None
         poll = c.poll
         warm = 0
         got = 0
+        last: dict[int, int] = {}  # the highest offset taken of each partition (a rebalance may hand records over again)
         while not bounds[2] and (not started.is_set() or clock() < bounds[1]):
             m = poll(0.05)
             now = clock()
@@ -262,6 +264,10 @@ def clients_worker(plan: ClientsPlan, ready: Any, start: Any, done: Any) -> None
                 if warm == 2 and plan.group is None:
                     warmed.release()
                 continue
+            offset, part = m.offset() or 0, m.partition() or 0
+            if offset <= last.get(part, -1):
+                continue  # seen by this member already (another member that takes it again counts it again)
+            last[part] = offset
             got += 1
             received[slot] = got
             stamp = unpack(value)[0]
