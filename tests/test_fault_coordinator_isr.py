@@ -312,8 +312,8 @@ def test_group_writes_refused_while_the_offsets_isr_is_below_min_isr(cluster_fac
     topic = unique("gw")
     cluster.create_topic(topic)
     part = partition_for(topic, PARTITIONS)
-    doomed, trimmed, members, static = (same_partition(f"{topic}-{kind}", part)
-                                        for kind in ("doomed", "trimmed", "members", "static"))
+    doomed, trimmed, members, static, consumers = (same_partition(f"{topic}-{kind}", part)
+                                                   for kind in ("doomed", "trimmed", "members", "static", "kip848"))
     coordinator = coordinator_of(cluster, doomed, 0)
     for group in (doomed, trimmed):
         assert commit(coordinator.bootstrap, group, topic, 10) == E.none
@@ -326,6 +326,12 @@ def test_group_writes_refused_while_the_offsets_isr_is_below_min_isr(cluster_fac
     assert first.error_code == E.none
     assert call(coordinator.bootstrap, 14, 3, **{**sync_body(static, first), "group_instance_id": "s1"}
                 ).error_code == E.none
+
+    # a KIP-848 member, whose leave (epoch -1) writes its tombstones and the group's next epoch
+    member = str(uuid.uuid4())
+    heartbeat = call(coordinator.bootstrap, 68, 1, group_id=consumers, member_id=member, member_epoch=0,
+                     rebalance_timeout=30000, subscribed_topic_names=[topic], topic_partitions=[])
+    assert heartbeat.error_code == E.none and heartbeat.member_epoch > 0, heartbeat
 
     def beat(member_id: str) -> E:
         return E(call(coordinator.bootstrap, 12, 3, group_id=static, generation_id=first.generation_id,
@@ -351,6 +357,10 @@ def test_group_writes_refused_while_the_offsets_isr_is_below_min_isr(cluster_fac
     # Kafka's updateStaticMemberAndRebalance: the new member id is not stored, the old member stays
     assert static_join(coordinator.bootstrap, static, topic).error_code == E.coordinator_not_available
     assert beat(first.member_id) == E.none
+    # Kafka's CoordinatorRuntime: the leave is applied and appended, its answer waits for the high watermark
+    left = call(coordinator.bootstrap, 68, 1, group_id=consumers, member_id=member, member_epoch=-1,
+                rebalance_timeout=-1, subscribed_topic_names=None, topic_partitions=None)
+    assert left.error_code == E.coordinator_not_available, left
     # nothing changed: the group is listed, the offsets are there, the member is in its Stable group
     assert {doomed, trimmed, members} <= listed(coordinator.bootstrap)
     assert committed(coordinator.bootstrap, doomed, topic) == 10
