@@ -54,6 +54,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime
+import json
 import os
 import re
 import resource
@@ -69,6 +70,7 @@ import urllib.request
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, NewTopic
@@ -183,18 +185,32 @@ def metadata_all(port: int) -> tuple[float, int, int]:
 
 
 def produce(bootstrap: int | str, targets: list[tuple[str, int]], records: int, pid: int | None = None,
-            client_cpu: list[float] | None = None) -> tuple[float, float]:
+            client_cpu: list[float] | None = None, client_requests: list[float] | None = None) -> tuple[float, float]:
     """(msg/s, the broker's CPU seconds meanwhile: of process `pid`, else 0) of `records` 100 B records,
     acks=1, round robin over `targets`; the client's own CPU seconds (this process: the Python caller
-    and librdkafka's threads) are appended to `client_cpu`. `bootstrap`: host:port, or a port on 127.0.0.1."""
+    and librdkafka's threads) are appended to `client_cpu`. `bootstrap`: host:port, or a port on 127.0.0.1.
+    With `client_requests`, librdkafka's statistics (every second, which costs the client CPU) count
+    its Produce requests: the records a request of the timed part are appended."""
     address = f"127.0.0.1:{bootstrap}" if isinstance(bootstrap, int) else bootstrap
+    stats: list[dict[str, Any]] = []
+    extra: dict[str, Any] = {} if client_requests is None else {
+        "statistics.interval.ms": 1000, "stats_cb": lambda text: stats.append(json.loads(text))}
     p = Producer({"bootstrap.servers": address, "acks": 1, "linger.ms": 5,
                   "batch.size": 1_000_000, "queue.buffering.max.messages": 2_000_000,
-                  "queue.buffering.max.kbytes": 2_000_000})
+                  "queue.buffering.max.kbytes": 2_000_000, **extra})
     payload = b"x" * 100
     for topic, part in targets:  # metadata and connections first: only the records are timed
         p.produce(topic, payload, partition=part)
     p.flush(60)
+
+    def sent_requests(producer: Producer) -> int:  # after the next statistics, which follow every request so far
+        seen = len(stats)
+        deadline = time.perf_counter() + 5
+        while len(stats) == seen and time.perf_counter() < deadline:
+            producer.poll(0.1)
+        return sum(b.get("req", {}).get("Produce", 0) for b in stats[-1]["brokers"].values()) if stats else 0
+
+    requests0 = sent_requests(p) if client_requests is not None else 0
     n = len(targets)
     cpu0 = proc_cpu_seconds(pid) if pid is not None else 0.0
     own0 = time.process_time()
@@ -211,6 +227,8 @@ def produce(bootstrap: int | str, targets: list[tuple[str, int]], records: int, 
     cpu = proc_cpu_seconds(pid) - cpu0 if pid is not None else 0.0
     if client_cpu is not None:
         client_cpu.append(time.process_time() - own0)
+    if client_requests is not None:
+        client_requests.append(records / max(sent_requests(p) - requests0, 1))
     del p
     if remaining:
         raise RuntimeError(f"{remaining} records not delivered")
@@ -436,13 +454,16 @@ def produce_only(args: argparse.Namespace) -> None:
                 row = []
                 for shape, partitions, out in (("one", t.single, t.singles), ("many", t.spread, t.manys)):
                     own: list[float] = []
+                    sent: list[float] | None = [] if args.client_stats else None
                     requests = produce_requests(t.broker) if t.broker is not None else 0.0
-                    rate, cpu = produce(t.bootstrap, partitions, args.records, t.pid, own)
+                    rate, cpu = produce(t.bootstrap, partitions, args.records, t.pid, own, sent)
                     out.append((rate, cpu / per_m, own[0] / per_m))
                     size = ""
-                    if t.broker is not None:  # produce() sends one record to each partition first
-                        requests = produce_requests(t.broker) - requests
-                        size = f", {(args.records + len(partitions)) / requests:,.0f} records a Produce"
+                    if t.broker is not None:  # produce() first sends one record a partition, a request each
+                        requests = produce_requests(t.broker) - requests - len(partitions)
+                        size = f", {args.records / max(requests, 1):,.0f} records a Produce"
+                    if sent:
+                        size += f", {sent[0]:,.0f} a Produce by librdkafka's count"
                     row.append(f"{shape} {rate:,.0f} msg/s (CPU s/M: broker {out[-1][1]:.2f}, client "
                                f"{out[-1][2]:.2f}{size})")
                 stalls = f"; {stalls_line(t.broker)}" if t.broker is not None else ""
@@ -556,6 +577,8 @@ def main() -> None:
                                          "commit), its broker taking turns with this tree's in every round")
     ap.add_argument("--mock", action="store_true", help="--produce-only: also librdkafka's mock cluster (the client alone)")
     ap.add_argument("--kafka", action="store_true", help="--produce-only: also Apache Kafka 4.3.1 (bench/kafka_ref.py)")
+    ap.add_argument("--client-stats", action="store_true",
+                    help="--produce-only: librdkafka's statistics count its Produce requests (any broker)")
     ap.add_argument("--rounds", type=int, default=5, help="--produce-only, --raw-produce: rounds")
     ap.add_argument("--raw-produce", action="store_true", help="the broker's CPU per Produce from a raw socket")
     ap.add_argument("--batch", type=int, default=25, help="--raw-produce: records a request")
