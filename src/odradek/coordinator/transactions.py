@@ -418,12 +418,12 @@ class TransactionCoordinator:
             task.add_done_callback(lambda t: self._completing.pop(tid) if self._completing.get(tid) is t else None)
         if wait_s <= 0:
             return E.none
-        try:
-            return await asyncio.wait_for(asyncio.shield(task), wait_s)
-        except TimeoutError:
-            log.info("transaction %s: %s decided, its markers not all written after %.0f s; answering now, "
-                     "they are retried until written", tid, prepared.state.value, wait_s)
-            return E.none
+        done, _ = await asyncio.wait({task}, timeout=wait_s)  # cancelled or not, the task goes on
+        if done:
+            return task.result()
+        log.info("transaction %s: %s decided, its markers not all written after %.0f s; answering now, "
+                 "they are retried until written", tid, prepared.state.value, wait_s)
+        return E.none
 
     async def _markers_then_complete(self, prepared: TxnMetadata) -> ErrorCode:
         """NOT_COORDINATOR once this broker stopped coordinating the id (the new coordinator
@@ -505,12 +505,20 @@ class TransactionCoordinator:
         """One WriteTxnMarkers to the partition's current leader (or the local append), given up
         after request.timeout.ms or as soon as the leader moves or the id moves away."""
         topic, partition = tp
-        leader = self.broker.leader_of(topic, partition)
-        call = asyncio.ensure_future(self.broker.write_txn_marker(
-            topic, partition, meta.producer_id, meta.producer_epoch, committed, coordinator_epoch,
-            transaction_version=meta.client_transaction_version))
-        deadline = time.monotonic() + MARKER_REQUEST_TIMEOUT_S
+        marker = self.broker.write_txn_marker(topic, partition, meta.producer_id, meta.producer_epoch, committed,
+                                              coordinator_epoch, transaction_version=meta.client_transaction_version)
+        call: asyncio.Future[ErrorCode] | None = None
         try:
+            if self.broker.check_leader(topic, partition) is None:
+                # led here: the append fails by itself if the leadership goes (NOT_LEADER_OR_FOLLOWER)
+                try:
+                    async with asyncio.timeout(MARKER_REQUEST_TIMEOUT_S):
+                        return await marker
+                except TimeoutError:
+                    return E.request_timed_out
+            leader = self.broker.leader_of(topic, partition)
+            call = asyncio.ensure_future(marker)
+            deadline = time.monotonic() + MARKER_REQUEST_TIMEOUT_S
             while True:
                 done, _ = await asyncio.wait({call}, timeout=MARKER_LEADER_CHECK_S)
                 if done:
@@ -523,7 +531,8 @@ class TransactionCoordinator:
             log.debug("transaction %s: the marker for %s-%d failed: %r", meta.transactional_id, topic, partition, exc)
             return E.unknown_server_error
         finally:
-            call.cancel()
+            if call is not None:
+                call.cancel()
 
     async def _abort_with_fence(self, meta: TxnMetadata, why: str) -> ErrorCode:
         """Bump the epoch and abort with it: the old instance is fenced everywhere its
