@@ -87,16 +87,32 @@ def members_of(described: Any) -> dict[str, tuple[int, set[int]]]:
             for m in described.members}
 
 
+RETRIABLE = {E.coordinator_not_available, E.coordinator_load_in_progress, E.not_enough_replicas,
+             E.request_timed_out}
+
+
+def heartbeat_until_answered(b: Any, group: str, member: str, epoch: int, **kw: Any) -> Any:
+    """A heartbeat retried, as a client retries, while the coordinator answers a retriable error
+    (a coordinator still loading, or whose __consumer_offsets partition is below min ISR)."""
+    deadline = time.monotonic() + 60
+    while (resp := heartbeat(b, group, member, epoch, **kw)).error_code in RETRIABLE:
+        assert time.monotonic() < deadline, f"{member}: {resp.error_code!r} for 60 s"
+        time.sleep(0.2)
+    assert resp.error_code == E.none, (member, resp.error_code, resp.error_message)
+    return resp
+
+
 def stable_group_of_two(b: Any, group: str, topic: str) -> Any:
     """Members x and y join `group` on `topic` through `b` and reach their assignment: the
-    group's description, Stable."""
-    x = heartbeat(b, group, "x", 0, topics=[topic])
-    y = heartbeat(b, group, "y", 0, topics=[topic])
-    x = heartbeat(b, group, "x", x.member_epoch, owned=assigned(x))
-    heartbeat(b, group, "x", x.member_epoch, owned=assigned(x))
-    heartbeat(b, group, "y", y.member_epoch, owned={})
+    group's description, Stable, with both members in it."""
+    x = heartbeat_until_answered(b, group, "x", 0, topics=[topic])
+    y = heartbeat_until_answered(b, group, "y", 0, topics=[topic])
+    x = heartbeat_until_answered(b, group, "x", x.member_epoch, owned=assigned(x))
+    heartbeat_until_answered(b, group, "x", x.member_epoch, owned=assigned(x))
+    heartbeat_until_answered(b, group, "y", y.member_epoch, owned={})
     described = describe(b, group)
     assert described.group_state == "Stable"
+    assert set(members_of(described)) == {"x", "y"}
     return described
 
 
