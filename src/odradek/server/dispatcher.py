@@ -39,6 +39,7 @@ from odradek.security.authorizer import (
     AclOperation,
     ResourceType,
 )
+from odradek.server.loop_monitor import LoopWork
 
 if TYPE_CHECKING:
     from odradek.server.broker import Broker, Node
@@ -139,8 +140,7 @@ class Dispatcher:
         self.broker = broker
         self.routes = routes
         self._metrics: dict[int, tuple[Any, Any]] = {}  # api key -> (request counter, TotalTimeMs) children
-        # (milliseconds, "API vN") of the slowest request finished since the loop monitor's last tick
-        self.slowest: tuple[float, str] | None = None
+        self.loop_work = LoopWork()  # what the loop monitor names in a stall line
 
     def api_ranges(self) -> list[ApiRange]:
         return [ApiRange(k, r.min_version, r.max_version) for k, r in sorted(self.routes.items())]
@@ -201,8 +201,7 @@ class Dispatcher:
             raise CloseConnection(_internal_error(header, exc)) from None
         elapsed_ms = (time.perf_counter() - started) * 1000
         total_time.observe(elapsed_ms)
-        if self.slowest is None or elapsed_ms > self.slowest[0]:
-            self.slowest = (elapsed_ms, f"{api_name(api_key)} v{api_version}")
+        self.loop_work.finished(started, elapsed_ms, api_key, api_version)
         return encoded
 
     @staticmethod

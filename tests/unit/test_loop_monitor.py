@@ -1,0 +1,110 @@
+"""The loop monitor's stall line (server/loop_monitor.py) names work that held the event loop: a
+request that waited across the monitor's tick (a Fetch parked at the log end until a Produce woke
+it) is not "the slowest request" of a stall it merely waited through. A real broker (memory
+storage) answers real request frames through the dispatcher; the test holds the loop itself."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import logging
+import time
+
+import pytest
+
+from odradek.config import BrokerConfig
+from odradek.protocol.build import build
+from odradek.protocol.framing import decode_response, encode_request, request_type
+from odradek.protocol.records import encode_batch
+from odradek.server.broker import Broker
+from odradek.server.dispatcher import Dispatcher
+from odradek.server.handlers import ROUTES
+from odradek.server.loop_monitor import watch_loop
+
+WAIT_S = 30.0  # generous bounds on every wait (a loaded machine), never a timing assertion
+
+
+def produce(correlation_id: int) -> bytes:
+    """A Produce frame of one record to t-0 (without the size prefix, as the dispatcher takes it)."""
+    batch = encode_batch([(None, b"v" * 100, ())], timestamp_ms=1_700_000_000_000)
+    body = build(request_type(0, 9), transactional_id=None, acks=1, timeout=datetime.timedelta(seconds=5),
+                 topic_data=[{"name": "t", "partition_data": [{"index": 0, "records": batch}]}])
+    return encode_request(0, 9, correlation_id, body)
+
+
+def fetch_at_log_end(correlation_id: int, offset: int) -> bytes:
+    """A Fetch from t-0's log end `offset`: it parks until a record arrives (or 30 s)."""
+    body = build(request_type(1, 12), replica_id=-1, max_wait=datetime.timedelta(seconds=WAIT_S), min_bytes=1,
+                 max_bytes=1 << 20, isolation_level=0, session_id=0, session_epoch=-1, topics=[
+                     {"topic": "t", "partitions": [{"partition": 0, "current_leader_epoch": -1, "fetch_offset": offset,
+                                                    "last_fetched_epoch": -1, "log_start_offset": -1,
+                                                    "partition_max_bytes": 1 << 20}]}],
+                 forgotten_topics_data=[], rack_id="")
+    return encode_request(1, 12, correlation_id, body)
+
+
+async def ticks(dispatcher: Dispatcher, n: int) -> None:
+    """Return once the monitor has ticked `n` times more."""
+    seen, deadline = dispatcher.loop_work.tick, time.monotonic() + WAIT_S
+    while n > 0:
+        assert time.monotonic() < deadline, "the loop monitor stopped ticking"
+        await asyncio.sleep(0.005)
+        if dispatcher.loop_work.tick != seen:
+            seen, n = dispatcher.loop_work.tick, n - 1
+
+
+def stall_lines(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if "the event loop stalled for" in r.getMessage()]
+
+
+def test_a_stall_line_does_not_name_a_parked_fetch_it_woke(caplog: pytest.LogCaptureFixture) -> None:
+    async def stall_after_the_fetch(dispatcher: Dispatcher, attempt: int) -> str | None:
+        """Park a Fetch (t-0 holds `attempt` records), wake it with a Produce, then hold the loop
+        100 ms in the same tick of the monitor: the stall line that logs (None if the monitor
+        ticked between, as on a loaded machine: the caller tries again)."""
+        await ticks(dispatcher, 1)
+        fetch = asyncio.create_task(dispatcher.dispatch(None, fetch_at_log_end(2 * attempt, attempt)[4:]))
+        await ticks(dispatcher, 2)  # the Fetch is parked, and the loop ran ticks meanwhile
+        assert not fetch.done()
+        answer = await dispatcher.dispatch(None, produce(2 * attempt + 1)[4:])  # wakes the Fetch
+        assert answer is not None
+        assert decode_response(answer[4:], 0, 9)[1].responses[0].partition_responses[0].error_code == 0
+        fetched = await asyncio.wait_for(fetch, WAIT_S)
+        assert fetched is not None
+        assert decode_response(fetched[4:], 1, 12)[1].responses[0].partitions[0].records  # the record woke it
+        work = dispatcher.loop_work
+        if work.waited == 0 or work.slowest is None:  # the monitor ticked after the Produce or the Fetch
+            return None
+        logged = len(stall_lines(caplog))
+        time.sleep(0.1)  # noqa: ASYNC251 - the point: something holds the loop 100 ms, a stall of at least 80 ms
+        deadline = time.monotonic() + WAIT_S
+        while len(stall_lines(caplog)) == logged:
+            assert time.monotonic() < deadline, "no stall line logged"
+            await asyncio.sleep(0.01)
+        return stall_lines(caplog)[logged]
+
+    async def check() -> str:
+        broker = Broker(BrokerConfig(storage="memory"))
+        broker.open()
+        broker.create_topic("t", 1)
+        dispatcher = Dispatcher(broker, ROUTES)
+        monitor = asyncio.create_task(watch_loop(broker.metrics, dispatcher, 5.0))
+        try:
+            for attempt in range(20):
+                line = await stall_after_the_fetch(dispatcher, attempt)
+                if line is not None:
+                    return line
+            raise AssertionError("the monitor ticked between the Fetch's answer and the stall 20 times")
+        finally:
+            monitor.cancel()
+            await asyncio.gather(monitor, return_exceptions=True)
+            broker.close()
+
+    with caplog.at_level(logging.WARNING, logger="odradek.loop"):
+        line = asyncio.run(check())
+    # The Fetch waited ~100 ms and finished in the stalled tick; the Produce that woke it began
+    # in that tick and is what the line names; the Fetch is left out, and the line says so.
+    assert "Fetch" not in line, line
+    assert "the slowest request begun since the tick before: Produce v9" in line, line
+    assert "(requests begun before it, waiting across the tick, not counted)" in line, line
+    assert not any("Fetch" in other for other in stall_lines(caplog)), stall_lines(caplog)
