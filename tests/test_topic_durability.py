@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import threading
 
+from confluent_kafka import Consumer, Producer  # type: ignore[attr-defined]
 from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic  # type: ignore[attr-defined]
 from conftest import unique
 
@@ -70,3 +71,34 @@ def test_concurrent_create_topics_all_survive_a_sigkill(broker_factory) -> None:
     b.start()
     topics = topics_on(b.bootstrap)
     assert {n: topics.get(n) for n in names} == wanted
+
+
+def test_a_topic_auto_created_by_metadata_survives_a_sigkill(broker_factory) -> None:  # type: ignore[no-untyped-def]
+    """auto.create.topics.enable: the Metadata answer that names the new topic waits for topics.json,
+    so a record delivered to it right after is still readable after a SIGKILL."""
+    b = broker_factory(name="autocreated")
+    name = unique("auto")
+    producer = Producer({"bootstrap.servers": b.bootstrap, "acks": "all", "allow.auto.create.topics": True,
+                         "message.timeout.ms": 60000, "retries": 1000, "retry.backoff.ms": 200})
+    delivered: list[tuple[object, int]] = []
+    # a Metadata that auto-creates answers LEADER_NOT_AVAILABLE or UNKNOWN_TOPIC first (as Kafka):
+    # librdkafka asks again and retries the record until it lands
+    producer.produce(name, b"v", key=b"k", on_delivery=lambda err, msg: delivered.append((err, msg.offset())))
+    assert producer.flush(90) == 0
+    assert delivered[0][0] is None, delivered
+    b.kill()
+    b.start()
+    assert topics_on(b.bootstrap).get(name) == 1
+    consumer = Consumer({"bootstrap.servers": b.bootstrap, "group.id": unique("g"), "auto.offset.reset": "earliest",
+                         "enable.auto.commit": False})
+    try:
+        consumer.subscribe([name])
+        got = None
+        for _ in range(60):  # bounded: up to 60 s for the group to form and the record to come
+            msg = consumer.poll(1.0)
+            if msg is not None and msg.error() is None:
+                got = msg
+                break
+        assert got is not None and got.value() == b"v" and got.offset() == delivered[0][1]
+    finally:
+        consumer.close()

@@ -21,13 +21,26 @@ T = TypeVar("T")
 
 
 async def off_loop(broker: Any, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
+    """`fn` off the event loop, answered once topics.json holds what it changed."""
+    result = await off_loop_unsynced(broker, fn, *args, **kwargs)
+    await metadata_synced(broker)
+    return result
+
+
+async def off_loop_unsynced(broker: Any, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
+    """`off_loop` without the wait for topics.json: a request of several changes (a CreateTopics
+    of N topics) awaits `metadata_synced` once after the last, one write instead of N in a row."""
     store = getattr(broker, "store", None)
     executor = getattr(store, "executor", None)
     if executor is None:
-        result = fn(*args, **kwargs)
-        synced = getattr(getattr(broker, "metadata", None), "synced", None)
-        if synced is not None:
-            await synced()
-        return result
+        return fn(*args, **kwargs)
     loop = asyncio.get_running_loop()
     return await loop.run_in_executor(executor, functools.partial(fn, *args, **kwargs))
+
+
+async def metadata_synced(broker: Any) -> None:
+    """Return once a single-node broker's topics.json holds every change made so far (a ZooKeeper
+    write is durable when its call returns)."""
+    synced = getattr(getattr(broker, "metadata", None), "synced", None)
+    if synced is not None:
+        await synced()

@@ -13,7 +13,7 @@ from odradek.cluster.metadata import TopicError
 from odradek.cluster.topic_config import InvalidConfigError, effective_topic_configs
 from odradek.protocol.build import ZERO_UUID
 from odradek.security.authorizer import AclOperation, ResourceType
-from odradek.server.admin_calls import off_loop
+from odradek.server.admin_calls import metadata_synced, off_loop, off_loop_unsynced
 from odradek.server.dispatcher import RequestContext
 from odradek.server.handlers.configs import CONFIG_SOURCE
 
@@ -104,14 +104,14 @@ async def create_topics(ctx: RequestContext, request: Any) -> Any:
             assigned = getattr(broker, "create_topic_assigned", None)
             # ZooKeeper writes in cluster mode: off the event loop (server/admin_calls.py)
             if assignment is not None and assigned is not None:
-                topic = await off_loop(broker, assigned, t.name, assignment, configs,
-                                       validate_only=request.validate_only)
+                topic = await off_loop_unsynced(broker, assigned, t.name, assignment, configs,
+                                                validate_only=request.validate_only)
             elif assignment is not None:  # one broker: the only assignment is [its id] everywhere
-                topic = await off_loop(broker, broker.create_topic, t.name, len(assignment), 1, configs,
-                                       validate_only=request.validate_only)
+                topic = await off_loop_unsynced(broker, broker.create_topic, t.name, len(assignment), 1,
+                                                configs, validate_only=request.validate_only)
             else:
-                topic = await off_loop(broker, broker.create_topic, t.name, t.num_partitions, t.replication_factor,
-                                       configs, validate_only=request.validate_only)
+                topic = await off_loop_unsynced(broker, broker.create_topic, t.name, t.num_partitions,
+                                                t.replication_factor, configs, validate_only=request.validate_only)
         except (TopicError, InvalidConfigError) as exc:
             code, message = _failure(exc)
             log.info("create topic %s refused: %s", t.name, message)
@@ -138,6 +138,7 @@ async def create_topics(ctx: RequestContext, request: Any) -> Any:
         else:  # validate_only
             entry.update(num_partitions=t.num_partitions, replication_factor=t.replication_factor)
         results.append(entry)
+    await metadata_synced(broker)  # one topics.json write for all the request's topics
     return ctx.respond(topics=results)
 
 
