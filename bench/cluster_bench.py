@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from confluent_kafka import Producer
+from confluent_kafka import KafkaException, Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -90,7 +90,7 @@ class LocalCluster:
             try:
                 md = AdminClient({"bootstrap.servers": f"127.0.0.1:{self.ports[i]}"}).list_topics(topic, timeout=5)
                 return md.topics[topic].partitions[p]
-            except Exception:
+            except (KafkaException, KeyError):  # broker down mid-call, or the topic not in its metadata yet
                 continue
         return None
 
@@ -142,18 +142,18 @@ def produce_rate(bootstrap: str, topic: str, messages: int, size: int) -> float:
 
 def single_node_rate(tmp: Path, messages: int, size: int) -> float:
     port = free_port()
-    log = open(tmp / "single.log", "ab")
-    proc = subprocess.Popen([sys.executable, "-m", "odradek", "serve", "--listen", f"127.0.0.1:{port}",
-                             "--data-dir", str(tmp / "single")], stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
-    try:
-        wait_for_port(port, proc=proc)
-        bootstrap = f"127.0.0.1:{port}"
-        admin = AdminClient({"bootstrap.servers": bootstrap})
-        admin.create_topics([NewTopic("bench", 1, 1)])["bench"].result(15)
-        return produce_rate(bootstrap, "bench", messages, size)
-    finally:
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(10)
+    with open(tmp / "single.log", "ab") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "odradek", "serve", "--listen", f"127.0.0.1:{port}",
+                                 "--data-dir", str(tmp / "single")], stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
+        try:
+            wait_for_port(port, proc=proc)
+            bootstrap = f"127.0.0.1:{port}"
+            admin = AdminClient({"bootstrap.servers": bootstrap})
+            admin.create_topics([NewTopic("bench", 1, 1)])["bench"].result(15)
+            return produce_rate(bootstrap, "bench", messages, size)
+        finally:
+            proc.send_signal(signal.SIGKILL)
+            proc.wait(10)
 
 
 def failover_times(cluster: LocalCluster, kills: int) -> list[tuple[float, float]]:

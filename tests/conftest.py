@@ -196,8 +196,9 @@ class BrokerProcess:
         env = {**os.environ, "PYTHONUNBUFFERED": "1", **own}
         cmd = [sys.executable, "-m", "odradek", "serve", "--listen", self.bootstrap,
                "--data-dir", str(self.data_dir), *self.extra_args]
-        self._log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
+        # The child holds its own copy of the log's descriptor; ours closes once it is started.
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
         wait_for_port(self.port, proc=self.proc)
         return self
 
@@ -207,7 +208,6 @@ class BrokerProcess:
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             self.proc.wait(timeout)
-        self._log.close()
         return self.proc.returncode
 
     def kill(self) -> None:
@@ -216,7 +216,6 @@ class BrokerProcess:
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGKILL)
             self.proc.wait(10)
-        self._log.close()
 
     def restart(self) -> BrokerProcess:
         if self.proc is not None and self.proc.poll() is None:

@@ -10,7 +10,7 @@ from conftest import ROOT, BrokerProcess, free_port, unique
 
 def odradek(*args: str, stdin: str | None = None, timeout: float = 60) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "odradek", *args], input=stdin, capture_output=True, text=True,
-                          timeout=timeout, cwd=ROOT)
+                          timeout=timeout, cwd=ROOT, check=False)  # callers assert on the exit code
 
 
 def ok(*args: str, stdin: str | None = None) -> str:
@@ -56,12 +56,19 @@ def test_produce_and_consume_with_keys_headers_and_formats(broker: BrokerProcess
     rows = got.splitlines()
     assert len(rows) == 12
     by_key: dict[str, set[str]] = {}
+    offsets: dict[str, list[int]] = {}
+    values: set[str] = set()
     for row in rows:
         part, offset, kv, header = row.split("|")
         key, value = kv.split("=", 1)
         assert header == "src=test"
+        assert key == f"user{int(value.removeprefix('event ')) % 3}", row  # the key split off its own line
+        values.add(value)
         by_key.setdefault(key, set()).add(part)
+        offsets.setdefault(part, []).append(int(offset))
+    assert values == {f"event {i}" for i in range(12)}
     assert all(len(parts) == 1 for parts in by_key.values()), "a key keeps its partition"
+    assert all(got == list(range(len(got))) for got in offsets.values()), offsets
     ok("produce", name, "--partition", "1", *b, stdin="pinned\n")
     pinned = ok("consume", name, "--partition", "1", "--offset", "earliest", "--timeout", "3", "-f", "%v\\n", *b)
     assert pinned.splitlines()[-1] == "pinned"

@@ -9,7 +9,6 @@ import time
 import pytest
 from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
-
 from conftest import BrokerProcess, unique
 
 # Each test here checks what Kafka answers: pytest --kafka runs them against Apache Kafka.
@@ -85,7 +84,7 @@ def test_confluent_round_trip_keeps_keys_values_headers_timestamps_and_order(bro
     by_partition: dict[int, list] = {}  # type: ignore[type-arg]
     for m in got:
         by_partition.setdefault(m.partition(), []).append(m)
-    for p, msgs in by_partition.items():
+    for msgs in by_partition.values():
         offsets = [m.offset() for m in msgs]
         assert offsets == list(range(len(msgs))), "offsets are dense and ordered per partition"
         values = [int(m.value()[1:]) for m in msgs]
@@ -105,7 +104,8 @@ def test_confluent_round_trip_keeps_keys_values_headers_timestamps_and_order(bro
 
 @pytest.mark.parametrize("codec", CODECS)
 def test_compressed_batches_written_by_confluent_read_by_kafka_python(broker: BrokerProcess, codec: str) -> None:
-    from kafka import KafkaConsumer, TopicPartition as KTP
+    from kafka import KafkaConsumer
+    from kafka import TopicPartition as KTP
 
     topic = unique(f"codec-{codec}")
     create_topic(broker.bootstrap, topic)
@@ -144,7 +144,8 @@ def test_compressed_batches_written_by_kafka_python_read_by_confluent(broker: Br
 
 
 def test_aiokafka_round_trip(broker: BrokerProcess) -> None:
-    from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition as ATP
+    from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+    from aiokafka import TopicPartition as ATP
 
     topic = unique("aio")
     create_topic(broker.bootstrap, topic, partitions=2)

@@ -8,7 +8,6 @@ from pathlib import Path
 
 from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, ConfigResource
-
 from conftest import unique
 from test_clients import consume_ck, create_topic, produce_ck
 

@@ -101,7 +101,7 @@ class GroupMember(threading.Thread):
                     if m.error() is None:
                         self.values.append(int(m.value()))
             c.close()
-        except BaseException as exc:  # surfaced by the test
+        except BaseException as exc:  # noqa: BLE001 - whatever ends the member's thread, close() fails the test with it
             self.error = exc
 
     def close(self) -> None:
@@ -157,7 +157,8 @@ def test_two_groups_each_receive_every_record(gb: BrokerProcess) -> None:
     groups = [[GroupMember(gb.bootstrap, g, topic) for _ in range(2)] for g in (unique("pubA"), unique("pubB"))]
     try:
         for members in groups:
-            wait_until(lambda: sum(len(m.values) for m in members) >= 30_000, 60, "30,000 records per group")
+            wait_until(lambda group=members: sum(len(m.values) for m in group) >= 30_000, 60,
+                       "30,000 records per group")
         time.sleep(0.3)
         for members in groups:
             counts = all_values(members)
@@ -232,8 +233,9 @@ def test_member_killed_without_leave_group_loses_its_partitions_after_session_ti
     survivor = GroupMember(gb.bootstrap, group, topic)
     script = tmp_path / "member.py"
     script.write_text(KILLED_MEMBER)
-    out = open(tmp_path / "member.out", "w+")
-    victim = subprocess.Popen([sys.executable, str(script), gb.bootstrap, group, topic], stdout=out)
+    printed = tmp_path / "member.out"
+    with printed.open("w") as out:  # the victim writes through its own copy of the descriptor
+        victim = subprocess.Popen([sys.executable, str(script), gb.bootstrap, group, topic], stdout=out)
     try:
         wait_until(lambda: len(survivor.owned) == 2, 30, "the group to split 2/2")
         wait_until(lambda: sum(len(m.values) for m in [survivor]) >= 2000, 30, "the survivor to consume its half")
@@ -245,8 +247,7 @@ def test_member_killed_without_leave_group_loses_its_partitions_after_session_ti
         wait_until(lambda: len(survivor.owned) == 4, 20, "the survivor to take over all partitions")
         took = time.monotonic() - killed_at
         assert took >= 2.5, "not before the 3 s session timeout"
-        out.flush()
-        victim_values = {json.loads(line)["v"] for line in open(tmp_path / "member.out") if '"v"' in line}
+        victim_values = {json.loads(line)["v"] for line in printed.read_text().splitlines() if '"v"' in line}
         wait_until(lambda: len(set(survivor.values) | victim_values) >= 8000, 30, "no record lost")
         assert set(survivor.values) | victim_values == set(range(8000))
     finally:
@@ -296,7 +297,7 @@ def test_kafka_python_consumers_share_a_group(gb: BrokerProcess) -> None:
         assert c.partitions_for_topic(topic) == {0, 1, 2, 3}
         c.subscribe([topic])
         while not stop.is_set():
-            for tp, msgs in c.poll(100, max_records=500).items():
+            for msgs in c.poll(100, max_records=500).values():
                 got[i].extend(int(m.value) for m in msgs)
             owned[i] = {tp.partition for tp in c.assignment()}
         c.close()

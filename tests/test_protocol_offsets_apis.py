@@ -15,7 +15,7 @@ import socket
 import struct
 import time
 import uuid
-from typing import Any
+from typing import Any, Self
 
 import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
@@ -39,7 +39,7 @@ class Wire:
         self.sock = socket.create_connection((host, int(port)), timeout=10)
         self.correlation_id = 0
 
-    def __enter__(self) -> Wire:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:

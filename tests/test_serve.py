@@ -11,13 +11,13 @@ from pathlib import Path
 
 from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient
-from kio.schema.errors import ErrorCode
-
 from conftest import ROOT, BrokerProcess, unique, wait_for_port
-from odradek.protocol.build import build
-from odradek.protocol.framing import request_type
+from kio.schema.errors import ErrorCode
 from test_bad_input import roundtrip
 from test_clients import consume_ck, create_topic, produce_ck
+
+from odradek.protocol.build import build
+from odradek.protocol.framing import request_type
 
 
 def partitions_of(bootstrap: str, topic: str) -> int:
@@ -41,7 +41,7 @@ def test_bad_configuration_is_one_sentence_not_a_traceback(tmp_path: Path) -> No
     props.write_text("num.partitions=many\n")
     for args in (["--config", str(props)], ["--listen", "127.0.0.1:notaport"], ["--config", str(tmp_path / "missing")]):
         out = subprocess.run([sys.executable, "-m", "odradek", "serve", "--data-dir", str(tmp_path / "d"), *args],
-                             capture_output=True, text=True, timeout=30, cwd=ROOT)
+                             capture_output=True, text=True, timeout=60, cwd=ROOT, check=False)
         assert out.returncode == 2, out.stderr
         assert "Traceback" not in out.stderr
         assert len(out.stderr.strip().splitlines()) == 1, out.stderr
@@ -49,7 +49,8 @@ def test_bad_configuration_is_one_sentence_not_a_traceback(tmp_path: Path) -> No
 
 def test_port_in_use_is_one_sentence(broker: BrokerProcess, tmp_path: Path) -> None:
     out = subprocess.run([sys.executable, "-m", "odradek", "serve", "--listen", broker.bootstrap,
-                          "--data-dir", str(tmp_path / "d")], capture_output=True, text=True, timeout=30, cwd=ROOT)
+                          "--data-dir", str(tmp_path / "d")], capture_output=True, text=True, timeout=60, cwd=ROOT,
+                         check=False)
     assert out.returncode == 1 and "Traceback" not in out.stderr and "cannot listen" in out.stderr
 
 

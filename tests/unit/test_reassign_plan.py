@@ -73,8 +73,8 @@ def test_reassignment_json_round_trips_in_kafkas_format() -> None:
         {"topic": "t", "partition": 1, "replicas": [2, 0], "log_dirs": ["any", "any"]}]}
     assert rp.from_json(text) == {("t", 0): [1, 2], ("t", 1): [2, 0]}
     for bad, why in (("[", "not JSON"), ("{}", 'no "partitions"'), ('{"partitions":[{"topic":"t"}]}', "needs"),
-                     ('{"partitions":[{"topic":"t","partition":0,"replicas":[1]},'
-                      '{"topic":"t","partition":0,"replicas":[2]}]}', "twice")):
+                     (('{"partitions":[{"topic":"t","partition":0,"replicas":[1]},'
+                       '{"topic":"t","partition":0,"replicas":[2]}]}'), "twice")):
         with pytest.raises(ValueError, match=why):
             rp.from_json(bad)
 

@@ -6,7 +6,16 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from odradek.coordinator.txn_records import TxnMetadata, TxnState, read_txn_key, read_txn_value, txn_key, txn_value
+from test_storage import read_all
+
+from odradek.coordinator.txn_records import (
+    TxnMetadata,
+    TxnState,
+    read_txn_key,
+    read_txn_value,
+    txn_key,
+    txn_value,
+)
 from odradek.protocol.records import (
     CONTROL_ABORT,
     CONTROL_COMMIT,
@@ -20,8 +29,6 @@ from odradek.storage import txn_index
 from odradek.storage.cleaner import clean_partition, cleanable_plan
 from odradek.storage.log import LogConfig, PartitionLog
 from odradek.storage.producer_state import AbortedTxn
-
-from test_storage import read_all
 
 
 def now_ms() -> int:
