@@ -28,7 +28,7 @@ from odradek.storage.file_thread import delete_later, settle_rename
 from odradek.storage.leader_epochs import LEADER_EPOCH_FILE, LeaderEpochs
 from odradek.storage.log_maintenance import FlushJob, LogMaintenance, finish_swaps
 from odradek.storage.producer_state import AbortedTxn, ProducerStateManager
-from odradek.storage.segment import LogSegment, _scan_headers
+from odradek.storage.segment import DELETED_SUFFIX, LogSegment, _scan_headers, remove_deleted
 
 _STAMP = struct.Struct(">qii")  # base offset, batch length, partition leader epoch
 
@@ -143,6 +143,8 @@ class PartitionLog(LeaderEpochs, LogMaintenance):
             directory.mkdir(parents=True, exist_ok=True)
             names = set()
         plog = cls(directory, topic, partition, config)
+        if any(n.endswith(DELETED_SUFFIX) for n in names):  # segments deleted before a crash
+            names = remove_deleted(directory, names)
         if any(n.endswith((".cleaned", ".swap")) for n in names):
             finish_swaps(directory)
             names = set(os.listdir(directory))
@@ -240,14 +242,15 @@ class PartitionLog(LeaderEpochs, LogMaintenance):
         is the next flush's, on the flush's thread (Kafka's roll schedules the flush too,
         flushUptoOffsetExclusive): on the event loop, a produce that rolled waited for the disk.
         Its index entries are written out (unsynced, as Kafka's mmapped index): every closed
-        segment has its index files whole."""
+        segment has its index files whole. Its producer snapshot is the state taken here, written
+        by the log file thread."""
         active = self.segments[-1]
         if active.size == 0:
             return
         active.write_index_entries()
         if self._epochs_dirty:  # the closed segment's epochs go with it (unsynced, as its index)
             self._save_epochs()
-        self.producer_state.snapshot(self.log_end_offset)
+        self.producer_state.snapshot(self.log_end_offset, later=True)
         seg = self._new_segment(self.log_end_offset)
         for path in (seg.index_path, seg.time_index_path):  # Kafka's layout: every segment has both
             path.touch()

@@ -37,6 +37,7 @@ class LogMaintenance:
     producer_state: ProducerStateManager
     recovery_point: int
     segments: list[LogSegment]
+    _snapshot_at: int
     topic: str
 
     if TYPE_CHECKING:  # PartitionLog's own, called from this part
@@ -79,7 +80,13 @@ class LogMaintenance:
         self.producer_state.drop_aborted(from_offset=self.log_end_offset)
         # the producer state before the files below: a full disk refusing them left the state with
         # the cut batches' sequence numbers (a retry of them was answered as a duplicate, unwritten)
-        self._rebuild_producer_state()
+        state = self.producer_state
+        if state.producers or state.ongoing:
+            self._rebuild_producer_state()
+        else:  # no producer id in the log: nothing to replay (the replay read up to a whole segment)
+            state.truncate()
+            start = state.load_latest(self.log_end_offset)  # and a snapshot past the new end is removed
+            self._snapshot_at = start if start == self.log_end_offset else -1
         self._save_epochs()
         last = self.segments[-1]
         txn_index.rewrite(txn_index.index_path(last.log_path),
@@ -101,9 +108,9 @@ class LogMaintenance:
         self.log_start_offset = self.log_end_offset = self.recovery_point = self.high_watermark = offset
         self.epochs = []
         self._save_epochs()
+        self.producer_state.truncate()  # first: a roll's snapshot not yet written never will be
         for snapshot in self.dir.glob("*.snapshot"):
             snapshot.unlink(missing_ok=True)
-        self.producer_state.truncate()
         self.producer_state.aborted = []
 
     def delete_records_before(self, offset: int) -> None:

@@ -33,15 +33,20 @@ from collections import OrderedDict
 from pathlib import Path
 
 from odradek.protocol.records import BATCH_HEADER_SIZE, BatchHeader, read_header, scan_batches
+from odradek.storage.file_thread import in_file_thread
 
 log = logging.getLogger("odradek.storage")
 
 _INDEX_ENTRY = struct.Struct(">ii")
 _TIME_ENTRY = struct.Struct(">qi")
 _BASE_AND_LENGTH = struct.Struct(">qi")
+_INT32 = struct.Struct(">i")
+_LAST_OFFSET_DELTA_AT = 23  # a v2 batch header's lastOffsetDelta
+POSITION_SCAN_BYTES = 16 * 1024  # what position_of reads at once after an index entry
 SCAN_CHUNK = 8 * 1024 * 1024
 _IOV_MAX = 1000  # pieces a pwritev takes at once (Linux allows 1024)
 DEFAULT_OPEN_SEGMENTS = 1024
+DELETED_SUFFIX = ".deleted"  # Kafka's LogFileUtils.DELETED_FILE_SUFFIX: a segment file on its way out
 
 
 class OpenSegments:
@@ -425,20 +430,31 @@ class LogSegment:
     # -- reading ---------------------------------------------------------------
 
     def position_of(self, offset: int) -> int | None:
-        """File position of the batch holding `offset` (index lookup, then a header scan)."""
+        """File position of the batch holding `offset` (index lookup, then a header scan).
+
+        The scan reads the headers after the indexed batch in one pread (index.interval.bytes
+        apart, they fit POSITION_SCAN_BYTES), not one pread each: a fetch at the log end of
+        100 B batches read ~12 headers one by one."""
         i = bisect.bisect_left(self.index_offsets, offset) - 1
-        pos = self.index_positions[i] + 0 if i >= 0 else 0
-        if i >= 0:
-            # the indexed batch ends at index_offsets[i] < offset: start after it
-            h = self.header_at(pos)
-            pos = pos + h.size if h is not None else pos
-        while pos < self.size:
-            h = self.header_at(pos)
-            if h is None:
+        pos = self.index_positions[i] if i >= 0 else 0
+        skip = i >= 0  # the indexed batch ends at index_offsets[i] < offset: start after it
+        fd = self.fd
+        size = self.size
+        while pos < size:
+            chunk = os.pread(fd, min(size - pos, POSITION_SCAN_BYTES), pos)
+            n = len(chunk)
+            if n < BATCH_HEADER_SIZE:
                 return None
-            if h.last_offset >= offset:
-                return pos
-            pos += h.size
+            at = 0
+            while n - at >= BATCH_HEADER_SIZE:
+                base, length = _BASE_AND_LENGTH.unpack_from(chunk, at)
+                if not skip and base + _INT32.unpack_from(chunk, at + _LAST_OFFSET_DELTA_AT)[0] >= offset:
+                    return pos + at
+                if length < 0:
+                    return None  # not a batch: nothing readable from here on
+                skip = False
+                at += 12 + length
+            pos += at
         return None
 
     def header_at(self, pos: int) -> BatchHeader | None:
@@ -524,16 +540,49 @@ class LogSegment:
     # -- maintenance -----------------------------------------------------------
 
     def truncate_to(self, offset: int) -> None:
-        """Drop every batch at or after `offset` (whole batches: the one holding it goes)."""
+        """Drop every batch at or after `offset` (whole batches: the one holding it goes).
+
+        The kept index entries are those before the cut, so only the batches after the last of
+        them are read again (a scan of the whole segment held the loop up to ~1 s a GB), and the
+        index files are cut to them (ftruncate) instead of rewritten."""
         pos = self.position_of(offset)
         if pos is None:
             return
+        cut = self.header_at(pos)
         os.ftruncate(self.fd, pos)
         self.size = pos
-        headers, _ = self._scan(False)
+        kept = bisect.bisect_left(self.index_positions, pos)
+        kept_times = bisect.bisect_left(self.time_offsets, cut.base_offset) if cut is not None else 0
+        start = self.index_positions[kept - 1] if kept else 0
+        headers, _ = self._scan(False, start)
+        with self.index_lock:  # a flush thread's append of entries waits for the cut
+            self._cut_index_file(self.index_path, self._index_pending, len(self.index_offsets), kept,
+                                 _INDEX_ENTRY.size)
+            self._cut_index_file(self.time_index_path, self._time_pending, len(self.time_stamps), kept_times,
+                                 _TIME_ENTRY.size)
+            del self.index_offsets[kept:], self.index_positions[kept:]
+            del self.time_stamps[kept_times:], self.time_offsets[kept_times:]
         self.next_offset = headers[-1].next_offset if headers else self.base_offset
-        self.max_timestamp = max((h.max_timestamp for h in headers), default=-1)
-        self._rebuild_indexes(headers)
+        self.max_timestamp = max([h.max_timestamp for h in headers] + self.time_stamps[-1:], default=-1)
+        self.bytes_since_index = pos - start if kept else pos
+
+    def _cut_index_file(self, path: Path, pending: bytearray, entries: int, kept: int, size: int) -> None:
+        """Keep the first `kept` of an index's `entries` (the last len(pending) // size not yet in
+        the file): the unwritten ones past `kept` are dropped, the file is cut if it holds more."""
+        with self._pending_lock:
+            written = entries - len(pending) // size
+            if kept >= written:
+                del pending[(kept - written) * size:]
+                return
+            pending.clear()
+        try:
+            fd = os.open(path, os.O_WRONLY)
+        except FileNotFoundError:
+            return
+        try:
+            os.ftruncate(fd, kept * size)
+        finally:
+            os.close(fd)
 
     def flush(self) -> None:
         """fsync the log (reopened if evicted: its written pages are the file's, not the
@@ -558,9 +607,33 @@ class LogSegment:
         self.close()
 
     def delete(self) -> None:
+        """Close the files and rename them `<name>.deleted` (a new segment of the same base offset
+        can be made at once; a restart removes what is left, `remove_deleted`); the log file thread
+        unlinks them: an unlink frees a big file's blocks, 10-100 ms a GB on the event loop."""
         self.delete_handles()
+        gone: list[Path] = []
         for p in (self.log_path, self.index_path, self.time_index_path, self.log_path.with_suffix(".txnindex")):
-            p.unlink(missing_ok=True)
+            target = p.with_name(p.name + DELETED_SUFFIX)
+            try:
+                os.rename(p, target)
+            except FileNotFoundError:
+                continue
+            gone.append(target)
+        if gone:
+            in_file_thread(lambda: _unlink_all(gone))
+
+
+def _unlink_all(paths: list[Path]) -> None:
+    for path in paths:
+        path.unlink(missing_ok=True)
+
+
+def remove_deleted(directory: Path, names: set[str]) -> set[str]:
+    """At open: unlink the `.deleted` files a stop or a crash left; the other names."""
+    for n in names:
+        if n.endswith(DELETED_SUFFIX):
+            (directory / n).unlink(missing_ok=True)
+    return {n for n in names if not n.endswith(DELETED_SUFFIX)}
 
 
 def _scan_headers(data: bytes) -> tuple[list[BatchHeader], int]:
