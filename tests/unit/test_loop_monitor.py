@@ -8,6 +8,8 @@ from __future__ import annotations
 import asyncio
 import datetime
 import logging
+import re
+import threading
 import time
 
 import pytest
@@ -108,3 +110,36 @@ def test_a_stall_line_does_not_name_a_parked_fetch_it_woke(caplog: pytest.LogCap
     assert "the slowest request begun since the tick before: Produce v9" in line, line
     assert "(requests begun before it, waiting across the tick, not counted)" in line, line
     assert not any("Fetch" in other for other in stall_lines(caplog)), stall_lines(caplog)
+
+
+def test_a_stall_line_names_a_thread_of_the_broker_that_held_the_gil(caplog: pytest.LogCaptureFixture) -> None:
+    """A thread of the broker's process that keeps the GIL (here a C loop that never lets it go:
+    sum over a range) stalls the loop though the loop's thread does not run: the line says the
+    thread was blocked, not waiting for a CPU, and which other thread ran."""
+    async def check() -> list[str]:
+        broker = Broker(BrokerConfig(storage="memory"))
+        broker.open()
+        dispatcher = Dispatcher(broker, ROUTES)
+        monitor = asyncio.create_task(watch_loop(broker.metrics, dispatcher, 5.0))
+        done = threading.Event()  # the holder stays alive, as a broker's pool thread does, to be named
+        holder = threading.Thread(target=lambda: (sum(range(30_000_000)), done.wait(WAIT_S)), name="gil-holder")
+        try:
+            await ticks(dispatcher, 2)
+            holder.start()
+            deadline = time.monotonic() + WAIT_S
+            while not any("gil-holder" in line for line in stall_lines(caplog)):
+                assert time.monotonic() < deadline, stall_lines(caplog)
+                await asyncio.sleep(0.01)
+        finally:
+            done.set()
+            await asyncio.get_running_loop().run_in_executor(None, holder.join, WAIT_S)
+            monitor.cancel()
+            await asyncio.gather(monitor, return_exceptions=True)
+            broker.close()
+        return [line for line in stall_lines(caplog) if "gil-holder" in line]
+
+    with caplog.at_level(logging.WARNING, logger="odradek.loop"):
+        lines = asyncio.run(check())
+    held = re.compile(r"at least [1-9]\d* ms blocked \(the GIL, or a system call\); the broker's other threads "
+                      r"ran [1-9]\d* ms \(most since the last sample: gil-holder \d+ ms")
+    assert any(held.search(line) for line in lines), lines

@@ -11,7 +11,12 @@ the loop ran that tick while it waited, so its time is mostly waiting, not loop
 time), the garbage collections that ran meanwhile (the other usual suspect), and how much
 of the late tick the loop's thread actually ran: on a machine busier than its cores
 a stall is mostly the process waiting for a CPU (a 40 ms stall in which the thread
-ran 3 ms is not the broker's work; one in which it ran 40 ms is).
+ran 3 ms is not the broker's work; one in which it ran 40 ms is). The rest of the
+late tick is split, where Linux tells (/proc/thread-self/schedstat), into the time
+the thread waited on a run queue for a CPU and the time it was blocked: waiting
+for the GIL while another thread of the broker ran Python (the line then gives how
+much CPU the broker's other threads used in the late tick, and which ran most) or
+in a blocking system call.
 """
 
 from __future__ import annotations
@@ -19,6 +24,8 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import os
+import threading
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -31,6 +38,76 @@ if TYPE_CHECKING:
 log = logging.getLogger("odradek.loop")
 
 INTERVAL_S = 0.02
+THREAD_SAMPLE_TICKS = 50  # the other threads' CPU is sampled once a second (and at each stall)
+
+
+def _run_and_queued_ns(fd: int) -> tuple[int, int] | None:
+    """A thread's schedstat: ns on a CPU, ns waiting on a run queue (None if unreadable)."""
+    try:
+        run, queued = os.pread(fd, 64, 0).split()[:2]
+        return int(run), int(queued)
+    except (OSError, ValueError):
+        return None
+
+
+class SchedStat:
+    """The loop thread's run-queue wait, and every thread's CPU time by name, from Linux's
+    schedstat (nanoseconds); absent elsewhere, where a stall line leaves these parts out."""
+
+    def __init__(self) -> None:
+        try:
+            self._fd: int | None = os.open("/proc/thread-self/schedstat", os.O_RDONLY)
+        except OSError:
+            self._fd = None
+        self._threads: dict[int, int] = {}
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+    def queued_ns(self) -> int | None:
+        """ns this (the loop's) thread has waited for a CPU so far."""
+        if self._fd is None:
+            return None
+        stat = _run_and_queued_ns(self._fd)
+        return None if stat is None else stat[1]
+
+    def threads_ns(self) -> dict[int, int]:
+        """ns on a CPU so far, by native thread id, of every thread of the process."""
+        ran: dict[int, int] = {}
+        if self._fd is None:
+            return ran
+        try:
+            tids = os.listdir("/proc/self/task")
+        except OSError:
+            return ran
+        for tid in tids:
+            try:
+                fd = os.open(f"/proc/self/task/{tid}/schedstat", os.O_RDONLY)
+            except OSError:  # the thread ended meanwhile
+                continue
+            try:
+                stat = _run_and_queued_ns(fd)
+            finally:
+                os.close(fd)
+            if stat is not None:
+                ran[int(tid)] = stat[0]
+        return ran
+
+    def sample_threads(self) -> None:
+        self._threads = self.threads_ns()
+
+    def busiest_threads(self, own: int) -> str | None:
+        """The other threads that ran most since the last sample (at most a second before the
+        late tick, or the previous stall; a thread begun since, all its time), with their Python
+        names; then a new sample."""
+        before, now = self._threads, self.threads_ns()
+        self._threads = now
+        names = {t.native_id: t.name for t in threading.enumerate()}
+        ran = sorted(((ns - before.get(tid, 0), tid) for tid, ns in now.items() if tid != own), reverse=True)
+        named = [f"{names.get(tid, f'thread {tid}')} {ns / 1e6:.0f} ms" for ns, tid in ran[:2] if ns >= 1e6]
+        return ", ".join(named) if named else None
 
 
 class LoopWork:
@@ -104,23 +181,46 @@ async def watch_loop(metrics: BrokerMetrics, dispatcher: Dispatcher, threshold_m
     observe = metrics.loop_lag_ms.observe
     gc_times = GcTimes()
     work = dispatcher.loop_work
+    sched = SchedStat()
+    own = threading.get_native_id()
     gc.callbacks.append(gc_times)
+    sched.sample_threads()
+    ticks = 0
     try:
         while True:
             started = loop.time()
             ran_before = time.thread_time()
+            cpu_before = time.process_time()
+            queued_before = sched.queued_ns()
             work.next_tick()
             gc_times.take()
+            ticks += 1
+            if ticks >= THREAD_SAMPLE_TICKS:
+                ticks = 0
+                sched.sample_threads()
             await asyncio.sleep(INTERVAL_S)
             elapsed = loop.time() - started
             lag_ms = max((elapsed - INTERVAL_S) * 1000, 0.0)
             observe(lag_ms)
             if lag_ms > threshold_ms:
                 ran_ms = (time.thread_time() - ran_before) * 1000
+                others_ms = max((time.process_time() - cpu_before) * 1000 - ran_ms, 0.0)
+                queued_after = sched.queued_ns()
                 what = work.describe()
                 collected = gc_times.take()
+                split = ""
+                if queued_before is not None and queued_after is not None:
+                    queued_ms = (queued_after - queued_before) / 1e6
+                    # what is left past the tick's own sleep (at most INTERVAL_S in epoll_wait)
+                    blocked_ms = max((elapsed - INTERVAL_S) * 1000 - ran_ms - queued_ms, 0.0)
+                    split = (f", waited {queued_ms:.0f} ms for a CPU and at least {blocked_ms:.0f} ms blocked "
+                             "(the GIL, or a system call)")
+                busiest = sched.busiest_threads(own)
+                ticks = 0
                 log.warning("the event loop stalled for %.0f ms; %s%s; its thread ran %.0f ms of the %.0f ms "
-                            "since the tick before", lag_ms, what, f"; {collected}" if collected else "",
-                            ran_ms, elapsed * 1000)
+                            "since the tick before%s; the broker's other threads ran %.0f ms%s", lag_ms, what,
+                            f"; {collected}" if collected else "", ran_ms, elapsed * 1000, split, others_ms,
+                            f" (most since the last sample: {busiest})" if busiest else "")
     finally:
         gc.callbacks.remove(gc_times)
+        sched.close()
