@@ -2,7 +2,9 @@
 
 `zookeeper` is one ZooKeeper per test module; `cluster_factory(n)` starts n
 brokers under a chroot of their own, so tests of one module never share state.
-Short timeouts (2 s ZooKeeper session, 1 s replica lag) keep failover quick.
+Short timeouts (2 s ZooKeeper session, 1 s replica lag) keep failover quick; the waits for a
+state are long (WAIT_S) since they return as soon as it holds, and a loaded CI machine can take
+tens of seconds to elect a leader or start a broker.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ FAST_ENV = {
     "ODRADEK_GROUP_INITIAL_REBALANCE_DELAY_MS": "0",
     "ODRADEK_OFFSETS_TOPIC_NUM_PARTITIONS": "3",
 }
+WAIT_S = 60.0  # the default bound on a wait for a cluster state
 
 
 def _reap(proc: subprocess.Popen[bytes], timeout: float = 10.0) -> None:
@@ -89,7 +92,7 @@ class ClusterBroker:
             self.proc = subprocess.Popen(
                 broker_command(self.broker_id, self.port, self.data_dir, self.zookeeper),
                 stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **self.env}, cwd=ROOT)
-        wait_for_port(self.port, proc=self.proc)
+        wait_for_port(self.port, timeout=WAIT_S, proc=self.proc)
         return self
 
     def kill(self) -> None:
@@ -163,7 +166,7 @@ class Cluster:
     def partition(self, topic: str, p: int = 0, via: ClusterBroker | None = None) -> Any:
         return self.metadata(topic, via).topics[topic].partitions[p]
 
-    def wait_for(self, what: str, check: Callable[[], Any], timeout: float = 20.0) -> Any:
+    def wait_for(self, what: str, check: Callable[[], Any], timeout: float = WAIT_S) -> Any:
         deadline = time.monotonic() + timeout
         last: Any = None
         while time.monotonic() < deadline:
@@ -177,7 +180,7 @@ class Cluster:
         raise AssertionError(f"timed out waiting for {what} (last: {last!r})")
 
     def wait_leader(self, topic: str, p: int = 0, *, not_in: tuple[int, ...] = (), isr_size: int = 1,
-                    timeout: float = 20.0) -> Any:
+                    timeout: float = WAIT_S) -> Any:
         def check() -> Any:
             alive_ids = {b.broker_id for b in self.brokers if b.alive}
             for b in self.brokers:
@@ -193,8 +196,8 @@ class Cluster:
     def create_topic(self, name: str, partitions: int = 1, rf: int = 3, configs: dict[str, str] | None = None) -> None:
         from confluent_kafka.admin import NewTopic
 
-        fs = self.admin().create_topics([NewTopic(name, partitions, rf, config=configs or {})], operation_timeout=10)
-        fs[name].result(15)
+        fs = self.admin().create_topics([NewTopic(name, partitions, rf, config=configs or {})], operation_timeout=30)
+        fs[name].result(WAIT_S)
         self.wait_for(f"{name} on every broker", lambda: all(
             name in self.metadata(name, via=b).topics and self.metadata(name, via=b).topics[name].error is None
             for b in self.brokers if b.alive))

@@ -19,16 +19,16 @@ CODECS = ["none", "gzip", "snappy", "lz4", "zstd"]
 
 def create_topic(bootstrap: str, name: str, partitions: int = 1, config: dict[str, str] | None = None) -> None:
     admin = AdminClient({"bootstrap.servers": bootstrap})
-    futures = admin.create_topics([NewTopic(name, partitions, 1, config=config or {})], operation_timeout=10)
-    futures[name].result(10)
+    futures = admin.create_topics([NewTopic(name, partitions, 1, config=config or {})], operation_timeout=30)
+    futures[name].result(60)
     # Kafka answers CreateTopics once its controller has the topic; the broker's metadata follows
     # a moment later (until then Produce gets UNKNOWN_TOPIC_OR_PARTITION), so a client waits for it
-    deadline = time.monotonic() + 15
+    deadline = time.monotonic() + 60
     while True:
-        found = admin.list_topics(name, timeout=10).topics.get(name)
+        found = admin.list_topics(name, timeout=30).topics.get(name)
         if found is not None and found.error is None and len(found.partitions) == partitions:
             return
-        assert time.monotonic() < deadline, f"{name} not in Metadata 15 s after CreateTopics"
+        assert time.monotonic() < deadline, f"{name} not in Metadata 60 s after CreateTopics"
         time.sleep(0.05)
 
 
@@ -46,12 +46,12 @@ def produce_ck(bootstrap: str, topic: str, messages: list[dict[str, object]], **
     for i, m in enumerate(messages):
         p.produce(topic, on_delivery=done(i), **m)  # type: ignore[arg-type]
         p.poll(0)
-    assert p.flush(30) == 0
+    assert p.flush(120) == 0
     assert all(r is not None for r in results)
     return results  # type: ignore[return-value]
 
 
-def consume_ck(bootstrap: str, topic: str, count: int, partitions: int = 1, timeout: float = 30, **conf: object) -> list:  # type: ignore[type-arg]
+def consume_ck(bootstrap: str, topic: str, count: int, partitions: int = 1, timeout: float = 60, **conf: object) -> list:  # type: ignore[type-arg]
     c = Consumer({"bootstrap.servers": bootstrap, "group.id": unique("g"), "enable.auto.commit": False,
                   "auto.offset.reset": "earliest", **conf})
     c.assign([TopicPartition(topic, p, 0) for p in range(partitions)])
