@@ -6,6 +6,7 @@ must find what the loop left."""
 
 from __future__ import annotations
 
+import asyncio
 import struct
 import threading
 import time
@@ -13,7 +14,14 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from odradek.protocol.records import encode_batch, read_header, scan_batches
+from odradek.protocol.records import decode_batch, encode_batch, read_header, scan_batches
+from odradek.storage.cleaner import (
+    CleanPlan,
+    CleanStats,
+    LogCleaner,
+    clean_partition,
+    cleanable_plan,
+)
 from odradek.storage.file_thread import in_file_thread, wait_for_file_jobs
 from odradek.storage.log import LogConfig, PartitionLog
 from odradek.storage.retention import enforce_retention
@@ -202,3 +210,75 @@ def test_a_rolls_snapshot_is_written_by_the_file_thread_and_loaded_at_restart(tm
     assert again.producer_state.producers[9].last_seq == sequence - 1
     again.close()
     plog.close()
+
+
+def compacted(directory: Path) -> tuple[PartitionLog, CleanPlan, CleanStats]:
+    """A compacted log of small segments, its dirty part cleaned into `.cleaned` files."""
+    config = LogConfig(segment_bytes=300, cleanup_policy="compact", min_cleanable_dirty_ratio=0.0,
+                       index_interval_bytes=50)
+    plog = PartitionLog.open(directory, "t", 0, config)
+    plog.assign_leader_epoch(1, 0)
+    for r in range(20):
+        data = encode_batch([(b"k%d" % k, b"v%d-%d" % (k, r), ()) for k in range(4)], timestamp_ms=now_ms())
+        plog.append(data, scan_batches(data)[0], now_ms=now_ms())
+    plog.high_watermark = plog.log_end_offset
+    plan = cleanable_plan(plog, 0, now_ms())
+    assert plan is not None
+    stats = clean_partition(plan.job)
+    assert stats.cleaned
+    return plog, plan, stats
+
+
+def records(plog: PartitionLog) -> list[tuple[int, bytes | None, bytes | None]]:
+    out = []
+    offset = plog.log_start_offset
+    while offset < plog.log_end_offset:
+        data = plog.read(offset, 1 << 20)
+        if not data:
+            break
+        for h in scan_batches(data)[0]:
+            out += [(r.offset, r.key, r.value) for r in decode_batch(data, h.position).records]
+            offset = h.next_offset
+    return out
+
+
+def test_a_truncation_during_a_swaps_directory_fsync_is_never_undone_by_a_restart(tmp_path: Path) -> None:
+    """The `.swap` files wait for their directory's fsync on a thread while a follower truncation
+    cuts into a swapped segment: the swap is abandoned, and a restart does not finish it (which
+    would bring the cut records back)."""
+    directory = tmp_path / "t-0"
+    plog, plan, stats = compacted(directory)
+    swaps = [(plan.segments[i], plan.job.segments[i].size, path) for i, path in stats.cleaned]
+    job = plog.begin_swap(swaps)
+    assert job is not None and list(directory.glob("*.swap"))
+    cut = plan.segments[1].base_offset + 1
+    plog.truncate_to(cut)  # before the thread's fsync is done
+    assert not list(directory.glob("*.swap"))
+    # a SIGKILL now: the restart's log ends at the cut, the cut records gone
+    again = PartitionLog.open(directory, "t", 0, plog.config, clean_shutdown=False)
+    assert again.log_end_offset == plog.log_end_offset <= cut
+    assert records(again) == records(plog)
+    again.close()
+    assert not plog.finish_swap(job, [[] for _ in job.swaps])  # the thread's answer comes too late
+    wait_for_file_jobs()
+    assert not list(directory.glob("*.cleaned")) and not list(directory.glob("*.swap"))
+    plog.close()
+
+
+def test_the_cleaners_swap_with_its_file_work_on_threads_keeps_every_latest_record(tmp_path: Path) -> None:
+    directory = tmp_path / "t-0"
+    plog, plan, stats = compacted(directory)
+    before = {k: v for _, k, v in records(plog)}
+    offsets = {o: (k, v) for o, k, v in records(plog)}
+    cleaner = LogCleaner(tmp_path, use_process=False)
+    assert asyncio.run(cleaner.finish_in_background(plan, stats, lambda: [plog]))
+    wait_for_file_jobs()
+    after = records(plog)
+    assert {k: v for _, k, v in after} == before
+    assert all(offsets[o] == (k, v) for o, k, v in after) and len(after) < len(offsets)
+    assert not list(directory.glob("*.swap")) and not list(directory.glob("*.cleaned"))
+    assert (tmp_path / "cleaner-offset-checkpoint").read_text().split()[-1] == str(plan.end)
+    plog.close()
+    again = PartitionLog.open(directory, "t", 0, plog.config, clean_shutdown=False)
+    assert records(again) == after
+    again.close()

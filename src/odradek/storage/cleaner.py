@@ -10,8 +10,9 @@ offset are rewritten keeping only the last record of each key. Offsets are kept
 active segment are never touched.
 
 File work happens in a thread (`clean_partition`); the swap of the rewritten
-segments (`PartitionLog.replace_segments`) happens on the event loop, so readers
-never see a half-swapped log. One partition is cleaned at a time.
+segments happens on the event loop (`PartitionLog.begin_swap`, `finish_swap`), so
+readers never see a half-swapped log, with its directory fsync and the new files'
+scan on a thread between the two. One partition is cleaned at a time.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ import crc32c
 
 from odradek.protocol.records import BatchHeader, Record, decode_batch, encode_batch
 from odradek.storage.log import PartitionLog
+from odradek.storage.log_maintenance import SwapJob, prepare_swap
 from odradek.storage.manager import read_checkpoint, write_checkpoint
 from odradek.storage.segment import LogSegment, _scan_headers
 
@@ -331,20 +333,52 @@ class LogCleaner:
         return best[1] if best else None
 
     def finish(self, plan: CleanPlan, stats: CleanStats, live: list[PartitionLog]) -> bool:
-        """On the event loop: swap in the cleaned segments and move the cleaner checkpoint."""
+        """Swap in the cleaned segments and move the cleaner checkpoint, on the caller's thread."""
+        begun, swap = self._begin(plan, stats, live)
+        if not begun:
+            return False
+        if swap is not None and not plan.plog.finish_swap(swap, prepare_swap(swap)):
+            return False
+        write_checkpoint(self.data_dir / CLEANER_CHECKPOINT_FILE, self._checkpoints_after(plan, live))
+        return True
+
+    async def finish_in_background(self, plan: CleanPlan, stats: CleanStats,
+                                   logs_of: Callable[[], list[PartitionLog]]) -> bool:
+        """`finish` with the file work on threads (the directory fsync and the new segments' scan,
+        then the checkpoint's write and fsync): the event loop only renames and swaps, and readers
+        never see a half-swapped log."""
+        begun, swap = self._begin(plan, stats, logs_of())
+        if not begun:
+            return False
+        if swap is not None:
+            headers = await asyncio.to_thread(prepare_swap, swap)
+            if not plan.plog.finish_swap(swap, headers):
+                return False
+        await asyncio.to_thread(write_checkpoint, self.data_dir / CLEANER_CHECKPOINT_FILE,
+                                self._checkpoints_after(plan, logs_of()))
+        return True
+
+    def _begin(self, plan: CleanPlan, stats: CleanStats, live: list[PartitionLog]) -> tuple[bool, SwapJob | None]:
+        """(False, None) when the log or a segment changed since the clean began; else the swap
+        begun (None: nothing to swap)."""
         plog = plan.plog
         if plog not in live:  # the topic was deleted meanwhile
             for _, path in stats.cleaned:
                 path.unlink(missing_ok=True)
-            return False
+            return False, None
         swaps = [(plan.segments[i], plan.job.segments[i].size, path) for i, path in stats.cleaned]
-        if swaps and not plog.replace_segments(swaps):
-            return False
+        if not swaps:
+            return True, None
+        job = plog.begin_swap(swaps)
+        return job is not None, job
+
+    def _checkpoints_after(self, plan: CleanPlan, live: list[PartitionLog]) -> dict[tuple[str, int], int]:
+        """The cleaner checkpoint moved to the clean's end (a copy to write), forgetting deleted logs."""
+        plog = plan.plog
         self.checkpoints[(plog.topic, plog.partition)] = plan.end
         known = {(p.topic, p.partition) for p in live}
         self.checkpoints = {k: v for k, v in self.checkpoints.items() if k in known}
-        write_checkpoint(self.data_dir / CLEANER_CHECKPOINT_FILE, self.checkpoints)
-        return True
+        return dict(self.checkpoints)
 
     def clean_once(self, logs: list[PartitionLog]) -> CleanStats | None:
         """One synchronous pass (tests and the bench): plan, clean, swap."""
@@ -397,7 +431,7 @@ class LogCleaner:
                 self.uncleanable.add((plan.plog.topic, plan.plog.partition))
                 continue
             elapsed = time.monotonic() - started
-            if self.finish(plan, stats, logs_of()):
+            if await self.finish_in_background(plan, stats, logs_of):
                 self.total_bytes_read += stats.bytes_read
                 self.total_seconds += elapsed
                 log.info("cleaned %s-%d up to offset %d: %d of %d records removed, %.1f MB in %.2f s",

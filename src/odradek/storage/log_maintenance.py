@@ -11,10 +11,12 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from odradek.protocol.records import BatchHeader
 from odradek.storage import txn_index
+from odradek.storage.file_thread import in_file_thread
 from odradek.storage.leader_epochs import LEADER_EPOCH_FILE
 from odradek.storage.producer_state import ProducerStateManager
-from odradek.storage.segment import LogSegment
+from odradek.storage.segment import LogSegment, scan_file
 
 log = logging.getLogger("odradek.storage")
 
@@ -26,7 +28,9 @@ class LogMaintenance:
     _bases: list[int]
     _dirty: bool
     _epochs_dirty: bool
+    _deleted: bool
     _flushing: FlushJob | None
+    _swapping: SwapJob | None = None  # a compaction's swap waiting for prepare_swap's thread
     _truncations: int
     dir: Path
     epochs: list[tuple[int, int]]
@@ -56,6 +60,8 @@ class LogMaintenance:
         """Replication: drop everything at or after `offset`."""
         if offset >= self.log_end_offset:
             return
+        if self._swapping is not None:
+            self._abandon_swap(self._swapping)
         self._dirty = True
         self._truncations += 1
         while len(self.segments) > 1 and self.segments[-1].base_offset >= offset:
@@ -98,6 +104,8 @@ class LogMaintenance:
         """Replication (Kafka's UnifiedLog.truncateFullyAndStartAt): a follower whose log ends
         below the leader's log start offset drops everything and starts empty at `offset`."""
         self._ensure_dir()
+        if self._swapping is not None:
+            self._abandon_swap(self._swapping)
         self._dirty = True
         self._truncations += 1
         for seg in self.segments:
@@ -132,40 +140,77 @@ class LogMaintenance:
         return deleted
 
     def replace_segments(self, cleaned: list[tuple[LogSegment, int, Path]]) -> bool:
-        """Swap in the cleaner's rewritten segments (Kafka's .cleaned -> .swap -> .log).
+        """Swap in the cleaner's rewritten segments (Kafka's .cleaned -> .swap -> .log), all on the
+        caller's thread (tests, LogCleaner.clean_once); the broker's cleaner runs the same three
+        steps with the middle one on a thread (LogCleaner.run). Returns False (and discards the
+        files) when retention, DeleteRecords or truncation changed a segment meanwhile."""
+        swap = self.begin_swap(cleaned)
+        return swap is not None and self.finish_swap(swap, prepare_swap(swap))
 
-        Runs on the event loop, between requests. Every `.cleaned` file is renamed
-        to `.swap` first, so an interrupted swap is finished on open (finish_swaps);
-        before that point open discards them. Returns False (and discards the files)
-        when retention, DeleteRecords or truncation changed a segment meanwhile.
-        """
-        current = {id(s) for s in self.segments[:-1]}
-        if any(id(seg) not in current or seg.size != size for seg, size, _ in cleaned):
-            for _, _, path in cleaned:
-                path.unlink(missing_ok=True)
-            return False
+    def begin_swap(self, cleaned: list[tuple[LogSegment, int, Path]]) -> SwapJob | None:
+        """On the event loop: rename every `.cleaned` file `.swap`, so an interrupted swap is
+        finished on open (finish_swaps); before that point open discards them. None when a
+        segment changed since the clean began (the files are discarded)."""
+        if not self._swap_unchanged(cleaned):
+            _unlink_all([path for _, _, path in cleaned])
+            return None
         swaps = []
         for seg, _, path in cleaned:
             swap = seg.dir / f"{seg.log_path.name}.swap"
             os.replace(path, swap)
             swaps.append(swap)
-        _fsync_dir(self.dir)
-        for (seg, _, _), swap in zip(cleaned, swaps, strict=True):
+        job = SwapJob(self.dir, cleaned, swaps)
+        self._swapping = job
+        return job
+
+    def finish_swap(self, job: SwapJob, headers: list[list[BatchHeader]]) -> bool:
+        """On the event loop, once `prepare_swap` made the `.swap` names durable (its directory
+        fsync: 5-40 ms on the loop before) and scanned them: the segments replaced. The old logs'
+        blocks are freed by the file thread, which closes the last descriptor of each."""
+        if self._swapping is job:
+            self._swapping = None
+        if job.abandoned or self._deleted or not self._swap_unchanged(job.cleaned):
+            self._abandon_swap(job)
+            return False
+        kept: list[int] = []
+        for (seg, _, _), swap, scanned in zip(job.cleaned, job.swaps, headers, strict=True):
             i = self.segments.index(seg)
             created = seg.created_ms
+            kept.append(os.dup(seg.fd))  # the replaced log's inode lives until the file thread closes this
             seg.close()
             seg.index_path.unlink(missing_ok=True)  # stale positions: rebuilt from the new log
             seg.time_index_path.unlink(missing_ok=True)
             os.replace(swap, seg.log_path)
             fresh = LogSegment(self.dir, seg.base_offset, created)
-            fresh.load(verify=False)
+            fresh.load_scanned(scanned)
             if fresh.size == 0 and i > 0:  # nothing left: the offsets become a gap
                 fresh.delete()
                 self.segments.pop(i)
                 self._bases.pop(i)
             else:
                 self.segments[i] = fresh
+        in_file_thread(lambda: _close_all(kept))
         return True
+
+    def _swap_unchanged(self, cleaned: list[tuple[LogSegment, int, Path]]) -> bool:
+        current = {id(s) for s in self.segments[:-1]}
+        return all(id(seg) in current and seg.size == size for seg, size, _ in cleaned)
+
+    def _abandon_swap(self, job: SwapJob) -> None:
+        """A truncation or a deletion met a swap under way: its `.swap` files go back to `.cleaned`
+        (which a restart discards: the swap must never replay over the changed log) and away."""
+        if self._swapping is job:
+            self._swapping = None
+        job.abandoned = True
+        back = []
+        for swap in job.swaps:
+            cleaned = swap.with_name(swap.name[: -len(".swap")] + ".cleaned")
+            try:
+                os.replace(swap, cleaned)
+            except FileNotFoundError:
+                continue
+            back.append(cleaned)
+        in_file_thread(lambda: _unlink_all(back))
 
     def flush(self) -> None:
         """fsync what changed since the last flush and move the recovery point. A log nobody
@@ -271,11 +316,51 @@ class FlushJob:
             plog._dirty = True
 
 
+class SwapJob:
+    """A compaction's swap under way: its segments, their `.cleaned` files renamed `.swap`."""
+
+    __slots__ = ("abandoned", "cleaned", "directory", "swaps")
+
+    def __init__(self, directory: Path, cleaned: list[tuple[LogSegment, int, Path]], swaps: list[Path]) -> None:
+        self.directory = directory
+        self.cleaned = cleaned
+        self.swaps = swaps
+        self.abandoned = False
+
+
+def prepare_swap(job: SwapJob) -> list[list[BatchHeader]]:
+    """Off the event loop: the `.swap` names made durable before any replaces its log (Kafka's
+    replaceSegments flushes the directory there), and each file's batch headers for its indexes."""
+    _fsync_dir(job.directory)
+    out: list[list[BatchHeader]] = []
+    for swap in job.swaps:
+        try:
+            fd = os.open(swap, os.O_RDONLY)
+        except FileNotFoundError:  # abandoned meanwhile
+            out.append([])
+            continue
+        try:
+            out.append(scan_file(fd, os.fstat(fd).st_size)[0])
+        finally:
+            os.close(fd)
+    return out
+
+
+def _unlink_all(paths: list[Path]) -> None:
+    for path in paths:
+        path.unlink(missing_ok=True)
+
+
+def _close_all(fds: list[int]) -> None:
+    for fd in fds:
+        os.close(fd)
+
+
 def finish_swaps(directory: Path) -> None:
     """Recovery of an interrupted clean: `.swap` files are complete rewrites and
     replace their segment; `.cleaned` files may be partial and are discarded."""
     for p in directory.glob("*.cleaned"):
-        p.unlink()
+        p.unlink(missing_ok=True)  # or the file thread removes it (an abandoned swap's)
     for swap in sorted(directory.glob("*.log.swap")):
         stem = swap.name[: -len(".log.swap")]
         (directory / f"{stem}.index").unlink(missing_ok=True)

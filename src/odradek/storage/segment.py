@@ -265,22 +265,15 @@ class LogSegment:
         return True
 
     def _scan(self, verify: bool, start: int = 0) -> tuple[list[BatchHeader], int]:
-        headers: list[BatchHeader] = []
-        pos = start
-        while pos < self.size:
-            chunk = os.pread(self.fd, max(SCAN_CHUNK, BATCH_HEADER_SIZE), pos)
-            if len(chunk) >= 12:
-                (_, length) = _BASE_AND_LENGTH.unpack_from(chunk, 0)
-                if length + 12 > len(chunk) and 0 < length < 2**31 - 12:
-                    chunk = os.pread(self.fd, length + 12, pos)  # one batch larger than the chunk
-            found, valid = scan_batches(chunk, verify_crc=verify) if verify else _scan_headers(chunk)
-            if not found:
-                break
-            for h in found:
-                h.position += pos
-            headers.extend(found)
-            pos += valid
-        return headers, pos
+        return scan_file(self.fd, self.size, verify, start)
+
+    def load_scanned(self, headers: list[BatchHeader]) -> None:
+        """A segment whose batches were scanned elsewhere (a compaction's swap, on a thread): its
+        end, timestamps and index files from their headers."""
+        if headers:
+            self.next_offset = headers[-1].next_offset
+            self.max_timestamp = max(h.max_timestamp for h in headers)
+        self._rebuild_indexes(headers)
 
     def _load_indexes(self, *, check_end: bool = True) -> bool:
         try:
@@ -634,6 +627,26 @@ def remove_deleted(directory: Path, names: set[str]) -> set[str]:
         if n.endswith(DELETED_SUFFIX):
             (directory / n).unlink(missing_ok=True)
     return {n for n in names if not n.endswith(DELETED_SUFFIX)}
+
+
+def scan_file(fd: int, size: int, verify: bool = False, start: int = 0) -> tuple[list[BatchHeader], int]:
+    """The batch headers of a segment file from `start`, and where the valid batches end."""
+    headers: list[BatchHeader] = []
+    pos = start
+    while pos < size:
+        chunk = os.pread(fd, max(SCAN_CHUNK, BATCH_HEADER_SIZE), pos)
+        if len(chunk) >= 12:
+            (_, length) = _BASE_AND_LENGTH.unpack_from(chunk, 0)
+            if length + 12 > len(chunk) and 0 < length < 2**31 - 12:
+                chunk = os.pread(fd, length + 12, pos)  # one batch larger than the chunk
+        found, valid = scan_batches(chunk, verify_crc=verify) if verify else _scan_headers(chunk)
+        if not found:
+            break
+        for h in found:
+            h.position += pos
+        headers.extend(found)
+        pos += valid
+    return headers, pos
 
 
 def _scan_headers(data: bytes) -> tuple[list[BatchHeader], int]:
