@@ -30,6 +30,9 @@ _I64 = struct.Struct(">q")
 _TAG_PREVIOUS_PRODUCER_ID, _TAG_NEXT_PRODUCER_ID, _TAG_CLIENT_TRANSACTION_VERSION = 0, 1, 2
 
 
+TV2 = 2  # transaction.version 2: epoch bump per transaction, implicit AddPartitionsToTxn (KIP-890)
+
+
 class TxnState(str, Enum):
     """Kafka's TransactionState names (DescribeTransactions and ListTransactions show them)."""
 

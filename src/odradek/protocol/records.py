@@ -537,12 +537,23 @@ def encode_control_batch(committed: bool, producer_id: int, producer_epoch: int,
                         producer_id=producer_id, producer_epoch=producer_epoch)
 
 
+NOT_A_MARKER = (-1, -1)
+
+
 def control_type(data: bytes | bytearray | memoryview, pos: int = 0) -> int:
     """CONTROL_COMMIT or CONTROL_ABORT for the control batch at `pos` (-1 when unreadable)."""
+    return control_marker(data, pos)[0]
+
+
+def control_marker(data: bytes | bytearray | memoryview, pos: int = 0) -> tuple[int, int]:
+    """(CONTROL_COMMIT or CONTROL_ABORT, coordinator epoch) of the control batch at `pos`
+    (Kafka's EndTransactionMarker); -1 for what is unreadable."""
     try:
         batch = decode_batch(data, pos)
     except InvalidRecordError:
-        return -1
+        return NOT_A_MARKER
     if not batch.records or batch.records[0].key is None or len(batch.records[0].key) < 4:
-        return -1
-    return int(_CONTROL_KEY.unpack_from(batch.records[0].key)[1])
+        return NOT_A_MARKER
+    value = batch.records[0].value
+    epoch = _CONTROL_VALUE.unpack_from(value)[1] if value is not None and len(value) >= 6 else -1
+    return int(_CONTROL_KEY.unpack_from(batch.records[0].key)[1]), int(epoch)

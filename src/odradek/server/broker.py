@@ -459,7 +459,8 @@ class Broker:
         not_leader = self.check_leader(topic, partition)
         if not_leader is not None:
             return not_leader
-        refused = plog.producer_state.marker_error(producer_id, producer_epoch, transaction_version)
+        refused = plog.producer_state.marker_error(producer_id, producer_epoch, transaction_version,
+                                                   coordinator_epoch)
         if refused is not None:
             return refused
         data = encode_control_batch(committed, producer_id, producer_epoch, coordinator_epoch, now_ms())

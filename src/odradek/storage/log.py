@@ -22,7 +22,13 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from odradek.protocol.records import BatchHeader, control_type, decode_batch, set_log_append_time
+from odradek.protocol.records import (
+    NOT_A_MARKER,
+    BatchHeader,
+    control_marker,
+    decode_batch,
+    set_log_append_time,
+)
 from odradek.storage import txn_index
 from odradek.storage.file_thread import delete_later, settle_rename
 from odradek.storage.leader_epochs import LEADER_EPOCH_FILE, LeaderEpochs
@@ -213,8 +219,8 @@ class PartitionLog(LeaderEpochs, LogMaintenance):
                     headers, used = [h], h.size
                 for h in headers:
                     if h.base_offset >= start:
-                        control = control_type(chunk, h.position) if h.is_control else -1
-                        aborted = state.update(h, h.base_offset, control)
+                        control = control_marker(chunk, h.position) if h.is_control else NOT_A_MARKER
+                        aborted = state.update(h, h.base_offset, *control)
                         if aborted is not None:
                             txn_index.append(txn_index.index_path(seg.log_path), aborted)
                 pos += used
@@ -290,7 +296,7 @@ class PartitionLog(LeaderEpochs, LogMaintenance):
         position = seg.size
         epoch = self.leader_epoch
         stamp = _STAMP.pack
-        written: list[tuple[BatchHeader, int, int]] = []  # producer state follows only a write that happened
+        written: list[tuple[BatchHeader, int, tuple[int, int]]] = []  # producer state follows only a write that happened
         for b in batches:
             at = b.position
             size = b.batch_length + 12
@@ -306,7 +312,7 @@ class PartitionLog(LeaderEpochs, LogMaintenance):
                 max_ts = b.max_timestamp
             last = offset + b.last_offset_delta
             if idempotent:
-                written.append((b, offset, control_type(view, at) if b.is_control else -1))
+                written.append((b, offset, control_marker(view, at) if b.is_control else NOT_A_MARKER))
             index.append((last, position, size, max_ts))
             position += size
             offset = last + 1
@@ -316,7 +322,7 @@ class PartitionLog(LeaderEpochs, LogMaintenance):
         self._dirty = True
         self.log_end_offset = offset
         if written:
-            aborted = [e for b, at, ctl in written if (e := state.update(b, at, ctl)) is not None]
+            aborted = [e for b, at, ctl in written if (e := state.update(b, at, *ctl)) is not None]
             for entry in aborted:
                 txn_index.append(txn_index.index_path(seg.log_path), entry)
         return AppendResult(first, offset - 1, now_ms if log_append else -1, self.log_start_offset)
@@ -344,7 +350,7 @@ class PartitionLog(LeaderEpochs, LogMaintenance):
                    self.config.index_interval_bytes)  # OSError (a full disk): producer state unchanged
         update = self.producer_state.update
         aborted = [e for b in batches
-                   if (e := update(b, b.base_offset, control_type(view, b.position) if b.is_control else -1))]
+                   if (e := update(b, b.base_offset, *(control_marker(view, b.position) if b.is_control else NOT_A_MARKER)))]
         self._dirty = True
         self.log_end_offset = batches[-1].next_offset
         for entry in aborted:

@@ -10,7 +10,13 @@ import bisect
 import struct
 from dataclasses import dataclass
 
-from odradek.protocol.records import BatchHeader, control_type, decode_batch, set_log_append_time
+from odradek.protocol.records import (
+    NOT_A_MARKER,
+    BatchHeader,
+    control_marker,
+    decode_batch,
+    set_log_append_time,
+)
 from odradek.storage.log import AppendResult, LogConfig, OffsetOutOfRangeError
 from odradek.storage.producer_state import ProducerStateManager
 
@@ -53,7 +59,7 @@ class MemoryPartitionLog:
             _STAMP.pack_into(raw, 0, offset, b.batch_length, self.leader_epoch)
             if log_append:
                 set_log_append_time(raw, now_ms)
-            self.producer_state.update(b, offset, control_type(raw) if b.is_control else -1)
+            self.producer_state.update(b, offset, *(control_marker(raw) if b.is_control else NOT_A_MARKER))
             offset += b.last_offset_delta + 1
             self._batches.append(bytes(raw))
             self._last.append(offset - 1)

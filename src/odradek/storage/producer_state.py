@@ -41,6 +41,7 @@ class ProducerEntry:
     # (first_seq, last_seq, first_offset, last_offset), oldest first
     batches: deque[tuple[int, int, int, int]] = field(default_factory=lambda: deque(maxlen=MAX_BATCHES))
     last_timestamp: int = -1  # the max timestamp of its last batch (DescribeProducers)
+    coordinator_epoch: int = -1  # of its last end-transaction marker (Kafka's ProducerStateEntry)
 
     @property
     def last_seq(self) -> int:
@@ -104,14 +105,17 @@ class ProducerStateManager:
             )
         return None
 
-    def update(self, b: BatchHeader, first_offset: int, control: int = -1) -> AbortedTxn | None:
+    def update(self, b: BatchHeader, first_offset: int, control: int = -1,
+               coordinator_epoch: int = -1) -> AbortedTxn | None:
         """After an append of `b` at `first_offset`; `control` is the marker type of a control
-        batch. Returns the aborted-transaction entry an ABORT marker creates."""
+        batch, `coordinator_epoch` the one it carries. Returns the aborted-transaction entry an
+        ABORT marker creates."""
         if b.producer_id < 0:
             return None
         entry = self.producers.get(b.producer_id)
         if entry is None or b.producer_epoch > entry.epoch:
-            entry = self.producers[b.producer_id] = ProducerEntry(b.producer_epoch)
+            last = entry.coordinator_epoch if entry is not None else -1
+            entry = self.producers[b.producer_id] = ProducerEntry(b.producer_epoch, coordinator_epoch=last)
         if b.base_sequence >= 0:
             entry.batches.append((b.base_sequence, b.last_sequence, first_offset,
                                   first_offset + b.last_offset_delta))
@@ -126,6 +130,7 @@ class ProducerStateManager:
         if not b.is_control:
             self.ongoing.setdefault(b.producer_id, first_offset)
             return None
+        entry.coordinator_epoch = coordinator_epoch
         began = self.ongoing.pop(b.producer_id, None)
         if control != CONTROL_ABORT or began is None:
             return None
@@ -147,17 +152,23 @@ class ProducerStateManager:
         entry = self.producers.get(producer_id)
         return producer_id in self.ongoing and entry is not None and entry.epoch == epoch
 
-    def marker_error(self, producer_id: int, epoch: int, transaction_version: int) -> ErrorCode | None:
+    def marker_error(self, producer_id: int, epoch: int, transaction_version: int,
+                     coordinator_epoch: int) -> ErrorCode | None:
         """Kafka's ProducerAppendInfo.checkProducerEpoch for a marker from a coordinator: an epoch
         older than the producer's is refused; from transactions version 2 on, the marker must bump
-        it (the same epoch again only as the retry of a marker that already ended the transaction)."""
+        it (the same epoch again only as the retry of a marker that already ended the transaction).
+        Then checkCoordinatorEpoch: a coordinator epoch older than that of the producer's last marker
+        comes from a deposed coordinator (TRANSACTION_COORDINATOR_FENCED)."""
         entry = self.producers.get(producer_id)
-        if entry is None or epoch > entry.epoch:
+        if entry is None:
             return None
+        fenced = ErrorCode.transaction_coordinator_fenced if coordinator_epoch < entry.coordinator_epoch else None
+        if epoch > entry.epoch:
+            return fenced
         if transaction_version < 2:
-            return ErrorCode.invalid_producer_epoch if epoch < entry.epoch else None
+            return ErrorCode.invalid_producer_epoch if epoch < entry.epoch else fenced
         if epoch == entry.epoch and (producer_id not in self.ongoing or epoch == MAX_EPOCH):
-            return None
+            return fenced
         return ErrorCode.invalid_producer_epoch
 
     def start_verification(self, producer_id: int, epoch: int, supports_epoch_bump: bool) -> object:
@@ -205,7 +216,7 @@ class ProducerStateManager:
             return
         path = self.dir / f"{offset:020d}.snapshot"
         payload = {str(pid): {"epoch": e.epoch, "batches": list(e.batches), "txn_first": self.ongoing.get(pid),
-                              "ts": e.last_timestamp}
+                              "ts": e.last_timestamp, "ce": e.coordinator_epoch}
                    for pid, e in self.producers.items()}
         text, generation = json.dumps(payload), self._generation
         if later:
@@ -245,7 +256,7 @@ class ProducerStateManager:
                 continue
             self.producers = {
                 int(pid): ProducerEntry(v["epoch"], deque((tuple(x) for x in v["batches"]), maxlen=MAX_BATCHES),
-                                        v.get("ts", -1))
+                                        v.get("ts", -1), v.get("ce", -1))
                 for pid, v in raw.items()
             }
             self.ongoing = {int(pid): v["txn_first"] for pid, v in raw.items() if v.get("txn_first") is not None}

@@ -21,8 +21,8 @@ from kio.schema.errors import ErrorCode
 from odradek.cluster.metadata import INTERNAL_TOPICS
 from odradek.coordinator.offsets import Commit
 from odradek.coordinator.store import OFFSETS_TOPIC
-from odradek.coordinator.transactions import TV2, TransactionCoordinator
-from odradek.coordinator.txn_records import TxnState
+from odradek.coordinator.transactions import TransactionCoordinator
+from odradek.coordinator.txn_records import TV2, TxnState
 from odradek.security.authorizer import AclOperation, ResourceType
 from odradek.server import app
 from odradek.server.add_partitions_to_txn import (
@@ -301,7 +301,7 @@ async def describe_producers(ctx: RequestContext, request: Any) -> Any:
             state = plog.producer_state
             partitions.append({"partition_index": p, "error_code": E.none, "active_producers": [
                 {"producer_id": pid, "producer_epoch": entry.epoch, "last_sequence": entry.last_seq,
-                 "last_timestamp": entry.last_timestamp, "coordinator_epoch": -1,
+                 "last_timestamp": entry.last_timestamp, "coordinator_epoch": entry.coordinator_epoch,
                  "current_txn_start_offset": state.ongoing.get(pid, -1)}
                 for pid, entry in sorted(state.producers.items())
             ]})
