@@ -104,6 +104,9 @@ class BrokerConfig(BaseSettings):
     max_connections_per_ip_overrides: str = ""
     connections_max_idle_ms: int = 600000
     queued_max_requests: int = 500
+    # SO_RCVBUF / SO_SNDBUF of client sockets (Kafka's defaults; -1: the OS's, which autotunes)
+    socket_receive_buffer_bytes: int = 102400
+    socket_send_buffer_bytes: int = 102400
     # KIP-578's partition limit of one broker; -1: Kafka's Int.MAX_VALUE (segment files open
     # lazily, at most a bounded number at once: the open-file limit does not bound partitions).
     max_broker_partitions: int = -1

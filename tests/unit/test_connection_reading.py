@@ -6,10 +6,16 @@ Every request of a chunk already received is still answered, in order, before re
 from __future__ import annotations
 
 import asyncio
+import socket
 
 from test_connection_writes import Transport, connect, frames_of, parked_fetch, produce, settle
 
+from odradek.config import BrokerConfig
+from odradek.server.broker import Broker
 from odradek.server.connection import Connection
+from odradek.server.dispatcher import Dispatcher
+from odradek.server.handlers import ROUTES
+from odradek.server.limits import ConnectionLimits
 
 
 class RecordingTransport(Transport):
@@ -143,3 +149,39 @@ def test_reading_stays_paused_while_the_brokers_request_queue_is_full() -> None:
         conn.close(None)
 
     asyncio.run(check())
+
+
+def test_client_sockets_get_kafkas_buffer_sizes_unless_set_to_the_os_default() -> None:
+    """socket.receive.buffer.bytes / socket.send.buffer.bytes (100 KiB, Kafka's defaults; -1: the
+    OS's autotuned size): a small receive buffer makes a client's pipelined requests wait in the
+    client, where librdkafka batches, instead of megabytes of them in the broker's kernel."""
+
+    async def sizes(receive: int, send: int) -> tuple[int, int]:
+        config = BrokerConfig(storage="memory", socket_receive_buffer_bytes=receive, socket_send_buffer_bytes=send)
+        broker = Broker(config)
+        broker.open()
+        accepted: list[Connection] = []
+
+        def protocol() -> Connection:
+            accepted.append(Connection(Dispatcher(broker, ROUTES), ConnectionLimits(config), set()))
+            return accepted[-1]
+
+        server = await asyncio.get_running_loop().create_server(protocol, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        _, writer = await asyncio.open_connection("127.0.0.1", port)
+        await until(lambda: accepted and accepted[0].transport is not None)
+        transport = accepted[0].transport
+        assert transport is not None
+        sock = transport.get_extra_info("socket")
+        got = sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF), sock.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF)
+        writer.close()
+        server.close()
+        await server.wait_closed()
+        return got
+
+    receive, send = asyncio.run(sizes(102400, 65536))
+    assert (receive, send) == (2 * 102400, 2 * 65536)  # Linux doubles what is asked for its bookkeeping
+    receive, send = asyncio.run(sizes(-1, -1))
+    with socket.socket() as fresh:  # the OS's own sizes, untouched
+        default_send = fresh.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF)
+    assert receive != 2 * 102400 and send >= default_send

@@ -30,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import socket
 import struct
 import time
 from collections import deque
@@ -116,7 +117,21 @@ class Connection(asyncio.Protocol):
             return
         self._admitted = True
         self.registry.add(self)
+        self._size_buffers(transport)
         self.session = self._new_session(transport)
+
+    def _size_buffers(self, transport: asyncio.BaseTransport) -> None:
+        """socket.receive.buffer.bytes / socket.send.buffer.bytes, as Kafka sets them (-1: the OS's)."""
+        sock = transport.get_extra_info("socket")
+        if sock is None:
+            return
+        for option, size in ((socket.SO_RCVBUF, self.limits.receive_buffer_bytes),
+                             (socket.SO_SNDBUF, self.limits.send_buffer_bytes)):
+            if size > 0:
+                try:
+                    sock.setsockopt(socket.SOL_SOCKET, option, size)
+                except OSError as exc:  # not a TCP socket (a test's pipe): the OS's size stays
+                    log.debug("could not set the socket's buffer size on %s: %s", self.peer, exc)
 
     def _new_session(self, transport: asyncio.BaseTransport) -> Session:
         listener = self.listener

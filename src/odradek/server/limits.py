@@ -2,8 +2,9 @@
 
 Kafka's SocketServer refuses a connection over `max.connections` or
 `max.connections.per.ip` (with per-host `max.connections.per.ip.overrides`),
-closes one idle for `connections.max.idle.ms`, and stops reading sockets while
-`queued.max.requests` requests wait for a handler. odradek keeps the same keys.
+closes one idle for `connections.max.idle.ms`, stops reading sockets while
+`queued.max.requests` requests wait for a handler, and sizes each socket's buffers to
+`socket.receive.buffer.bytes` / `socket.send.buffer.bytes`. odradek keeps the same keys.
 Idle here means no complete request read and no response written: a client that
 trickles a frame byte by byte is idle too (a slow-loris holds only its own
 buffer, and only until this limit). A request still running after the idle limit
@@ -62,6 +63,12 @@ class ConnectionLimits:
         self.per_ip_overrides = parse_overrides(config.max_connections_per_ip_overrides)
         self.idle_s = config.connections_max_idle_ms / 1000.0
         self.queued_max_requests = max(1, config.queued_max_requests)
+        # socket.receive.buffer.bytes / socket.send.buffer.bytes: a socket left to autotune its
+        # receive buffer (up to net.ipv4.tcp_rmem's 32 MB here) holds megabytes of a client's
+        # requests, so the client never feels the broker's pace (librdkafka batches more only
+        # while its requests wait unsent); Kafka sets both to 100 KiB
+        self.receive_buffer_bytes = config.socket_receive_buffer_bytes
+        self.send_buffer_bytes = config.socket_send_buffer_bytes
         self.per_ip: Counter[str] = Counter()
         self.count = 0
         self.opened = 0  # connections admitted since the start
