@@ -1,8 +1,8 @@
 """File work moved off the event loop (issue 20) keeps its order with the loop's own: a deleted
 segment's files are unlinked by the log file thread, a follower's truncation cuts the index files
-in place, a roll's producer snapshot is written by the file thread. Real files, the file thread
-held back where the order matters, and a restart (`PartitionLog.open`, as after a SIGKILL) that
-must find what the loop left."""
+in place, a compaction's swap fsyncs its directory on a thread. Real files, the file thread held
+back where the order matters, and a restart (`PartitionLog.open`, as after a SIGKILL) that must
+find what the loop left."""
 
 from __future__ import annotations
 
@@ -169,10 +169,10 @@ def idempotent(plog: PartitionLog, producer_id: int, sequence: int, size: int = 
     plog.append(data, headers, now_ms=now_ms())
 
 
-def test_a_rolls_snapshot_written_after_a_truncation_never_claims_the_cut_batches(tmp_path: Path) -> None:
-    """A roll's producer snapshot waits for the file thread while a follower truncation cuts the
-    batches it covers and the log grows past its offset again; a restart after a SIGKILL must
-    rebuild the producer's state from the log, not from that snapshot."""
+def test_a_rolls_snapshot_never_claims_batches_a_truncation_cut(tmp_path: Path) -> None:
+    """A roll's producer snapshot covers batches a follower truncation then cuts, and the log grows
+    past its offset again (with the file thread busy meanwhile: whatever it had to write); a
+    restart after a SIGKILL must rebuild the producer's state from the log, not that snapshot."""
     directory = tmp_path / "t-0"
     plog = PartitionLog.open(directory, "t", 0, LogConfig(segment_bytes=4096))
     plog.assign_leader_epoch(1, 0)
@@ -195,7 +195,7 @@ def test_a_rolls_snapshot_written_after_a_truncation_never_claims_the_cut_batche
     plog.close()
 
 
-def test_a_rolls_snapshot_is_written_by_the_file_thread_and_loaded_at_restart(tmp_path: Path) -> None:
+def test_the_rolls_snapshots_are_loaded_at_restart(tmp_path: Path) -> None:
     directory = tmp_path / "t-0"
     plog = PartitionLog.open(directory, "t", 0, LogConfig(segment_bytes=4096))
     plog.assign_leader_epoch(1, 0)

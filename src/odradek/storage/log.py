@@ -248,15 +248,15 @@ class PartitionLog(LeaderEpochs, LogMaintenance):
         is the next flush's, on the flush's thread (Kafka's roll schedules the flush too,
         flushUptoOffsetExclusive): on the event loop, a produce that rolled waited for the disk.
         Its index entries are written out (unsynced, as Kafka's mmapped index): every closed
-        segment has its index files whole. Its producer snapshot is the state taken here, written
-        by the log file thread."""
+        segment has its index files whole. Its producer snapshot stays here: written by the log
+        file thread it made this call slower, not faster (bench/loop_file_work.py's roll case)."""
         active = self.segments[-1]
         if active.size == 0:
             return
         active.write_index_entries()
         if self._epochs_dirty:  # the closed segment's epochs go with it (unsynced, as its index)
             self._save_epochs()
-        self.producer_state.snapshot(self.log_end_offset, later=True)
+        self.producer_state.snapshot(self.log_end_offset)
         seg = self._new_segment(self.log_end_offset)
         for path in (seg.index_path, seg.time_index_path):  # Kafka's layout: every segment has both
             path.touch()

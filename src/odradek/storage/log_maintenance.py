@@ -116,7 +116,7 @@ class LogMaintenance:
         self.log_start_offset = self.log_end_offset = self.recovery_point = self.high_watermark = offset
         self.epochs = []
         self._save_epochs()
-        self.producer_state.truncate()  # first: a roll's snapshot not yet written never will be
+        self.producer_state.truncate()
         for snapshot in self.dir.glob("*.snapshot"):
             snapshot.unlink(missing_ok=True)
         self.producer_state.aborted = []

@@ -20,7 +20,6 @@ from __future__ import annotations
 import bisect
 import json
 import os
-import threading
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,7 +27,6 @@ from pathlib import Path
 from kio.schema.errors import ErrorCode
 
 from odradek.protocol.records import CONTROL_ABORT, BatchHeader, InvalidRecordError
-from odradek.storage.file_thread import in_file_thread
 
 MAX_BATCHES = 5
 MAX_EPOCH = 32767
@@ -67,10 +65,6 @@ class ProducerStateManager:
         # KIP-890: producer id -> (guard, epoch, transactions version 2) of a transactional write being
         # checked with its coordinator; a marker appended meanwhile ends it (Kafka's VerificationStateEntry)
         self.verifications: dict[int, tuple[object, int, bool]] = {}
-        # a truncation's count: a snapshot taken before one is never written after it (it may hold
-        # the state of cut batches); the lock orders that check and the snapshot's rename with it
-        self._generation = 0
-        self._snapshots_lock = threading.Lock()
 
     def check(self, b: BatchHeader) -> tuple[int, int] | None:
         """Before an append: the (first, last) offsets of a duplicate, None for a new batch.
@@ -138,10 +132,7 @@ class ProducerStateManager:
         return aborted if self.add_aborted(aborted) else None
 
     def truncate(self) -> None:
-        """After a log truncation the state is rebuilt from the remaining batches; a snapshot the
-        file thread has yet to write is dropped (call before listing the snapshots)."""
-        with self._snapshots_lock:
-            self._generation += 1
+        """After a log truncation the state is rebuilt from the remaining batches."""
         self.producers.clear()
         self.ongoing.clear()
 
@@ -209,33 +200,17 @@ class ProducerStateManager:
 
     # -- snapshots ---------------------------------------------------------------
 
-    def snapshot(self, offset: int, *, later: bool = False) -> None:
-        """The state at `offset` (the log end offset) into `<offset>.snapshot`: now, or `later` by
-        the log file thread (a roll: its write and rename held the event loop 1-3 ms)."""
+    def snapshot(self, offset: int) -> None:
         if self.dir is None:
             return
         path = self.dir / f"{offset:020d}.snapshot"
         payload = {str(pid): {"epoch": e.epoch, "batches": list(e.batches), "txn_first": self.ongoing.get(pid),
                               "ts": e.last_timestamp, "ce": e.coordinator_epoch}
                    for pid, e in self.producers.items()}
-        text, generation = json.dumps(payload), self._generation
-        if later:
-            in_file_thread(lambda: self._write_snapshot(path, text, generation))
-        else:
-            self._write_snapshot(path, text, generation)
-
-    def _write_snapshot(self, path: Path, text: str, generation: int) -> None:
-        tmp = path.with_name(f"{path.name}.{threading.get_native_id()}.tmp")
-        try:
-            tmp.write_text(text)
-        except FileNotFoundError:  # the log was deleted meanwhile (its directory renamed)
-            return
-        with self._snapshots_lock:
-            if generation != self._generation:  # truncated since: the state may be past the log's end
-                tmp.unlink(missing_ok=True)
-                return
-            os.replace(tmp, path)
-        for old in sorted(path.parent.glob("*.snapshot"))[:-2]:
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(payload))
+        os.replace(tmp, path)
+        for old in sorted(self.dir.glob("*.snapshot"))[:-2]:
             old.unlink(missing_ok=True)
 
     def load_latest(self, max_offset: int, names: set[str] | None = None) -> int:
