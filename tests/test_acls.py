@@ -121,10 +121,10 @@ class As:
                     None if err is None else err.name()))
             except KafkaException as exc:
                 results.append(exc.args[0].name())
-        producer.flush(15)
+        producer.flush(60)
         return results
 
-    def consume(self, topic: str, group: str, want: int, timeout: float = 15.0) -> tuple[list[bytes], set[str]]:
+    def consume(self, topic: str, group: str, want: int, timeout: float = 60.0) -> tuple[list[bytes], set[str]]:
         """Up to `want` values from the start of `topic` in `group`, and the errors seen."""
         consumer = self.consumer(group)
         consumer.subscribe([topic])
@@ -278,10 +278,10 @@ def test_consumer_group_denied_then_allowed(admin: As, alice: As) -> None:
     topic = new_topic(admin, "cons")
     assert admin.produce(topic, b"a", b"b", b"c") == [None] * 3
     group = unique("app-grp")
-    values, errors = alice.consume(topic, group, 3, timeout=6)
+    values, errors = alice.consume(topic, group, 3, timeout=30)  # ends at the first refusal
     assert not values and "GROUP_AUTHORIZATION_FAILED" in errors
     grant(admin, acl(GROUP, "app-grp", Op.READ, pattern=PREFIXED), acl(TOPIC, topic, Op.DESCRIBE))
-    values, errors = alice.consume(topic, group, 3, timeout=6)
+    values, errors = alice.consume(topic, group, 3, timeout=30)
     assert not values and "TOPIC_AUTHORIZATION_FAILED" in errors
     grant(admin, acl(TOPIC, topic, Op.READ))
     values, _ = alice.consume(topic, group, 3)
@@ -568,11 +568,11 @@ def test_acls_reach_every_broker_of_a_zookeeper_cluster(zookeeper: ZooKeeper, tm
         for b in brokers:
             b.start()
         admin0, alice1 = As(ssl_of[0], certs, "admin"), As(ssl_of[1], certs, "alice")
-        deadline = time.monotonic() + 20
+        deadline = time.monotonic() + 60
         while len(admin0.admin().list_topics(timeout=10).brokers) < 2 and time.monotonic() < deadline:
             time.sleep(0.1)
         topic = unique("zk-acl")
-        admin0.admin().create_topics([NewTopic(topic, 1, 2)])[topic].result(15)
+        admin0.admin().create_topics([NewTopic(topic, 1, 2)])[topic].result(60)
         assert alice1.produce(topic, b"no") == ["TOPIC_AUTHORIZATION_FAILED"]
         grant(admin0, acl(TOPIC, topic, Op.WRITE))
 
@@ -580,7 +580,7 @@ def test_acls_reach_every_broker_of_a_zookeeper_cluster(zookeeper: ZooKeeper, tm
             return call(ssl_of[i], certs, "admin", 29, 3, **{**EVERYTHING, "resource_type_filter": 2,
                                                                "resource_name_filter": topic})
 
-        wait_until = time.monotonic() + 10
+        wait_until = time.monotonic() + 60
         while not described_by(1).resources and time.monotonic() < wait_until:
             time.sleep(0.05)
         resource = described_by(1).resources[0]

@@ -199,7 +199,10 @@ def test_killed_follower_catches_up_and_rejoins_isr(cluster_factory: Any) -> Non
 def test_restarted_leader_truncates_its_unreplicated_tail(cluster_factory: Any) -> None:
     """Records a leader appended but no follower fetched (acks=1) before it died were never
     committed: back as a follower, it truncates them at the new leader's epoch boundary."""
-    cluster: Cluster = cluster_factory(3)
+    # the followers stay paused while the leader takes its tail: 8 s of ZooKeeper session and
+    # replica lag (not FAST_ENV's 2 s) keep them in the ISR through that on a loaded machine
+    cluster: Cluster = cluster_factory(3, env={"ODRADEK_ZOOKEEPER_SESSION_TIMEOUT_MS": "8000",
+                                               "ODRADEK_REPLICA_LAG_TIME_MAX_MS": "8000"})
     topic = unique("trunc")
     cluster.create_topic(topic)
     part = cluster.wait_leader(topic, isr_size=3)
@@ -211,20 +214,20 @@ def test_restarted_leader_truncates_its_unreplicated_tail(cluster_factory: Any) 
     assert committed.flush(30) == 0
     tail = Producer({"bootstrap.servers": leader.bootstrap, "acks": "1", "linger.ms": 0})
     tail.produce(topic, b"-1", partition=0)  # connect first: the pause below must be short
-    assert tail.flush(10) == 0
+    assert tail.flush(30) == 0
     watcher = Consumer({"bootstrap.servers": cluster.bootstrap, "group.id": unique("hw")})
     cluster.wait_for("the first acks=1 record replicated", lambda: watcher.get_watermark_offsets(
         TopicPartition(topic, 0), timeout=5, cached=False)[1] == 1001)
     watcher.close()
     for f in followers:
-        f.pause()  # stop fetching (well within the 2 s session and 1.5 s replica lag)
+        f.pause()  # stop fetching (well within the 8 s session and replica lag)
     try:
         for _ in range(2):  # answers the fetches the frozen followers had parked at the leader
             tail.produce(topic, b"-2", partition=0)
-            assert tail.flush(10) == 0
+            assert tail.flush(30) == 0
         for _ in range(50):  # only the leader ever has these
             tail.produce(topic, b"-3", partition=0)
-        assert tail.flush(10) == 0
+        assert tail.flush(30) == 0
         leader.kill()
     finally:
         for f in followers:
@@ -295,7 +298,10 @@ def test_controlled_shutdown_moves_leadership_without_errors(cluster_factory: An
             took = time.monotonic() - started
     assert producer.flush(60) == 0
     assert not errors, errors[:5]
-    assert took < 10, f"controlled shutdown took {took:.1f} s"
+    # no wall-clock bound (it was 10 s; a loaded machine trips one): the controlled shutdown succeeds
+    # within Kafka's bound (max.retries x retry.backoff.ms) and the stop ends by itself
+    assert "the shutdown did not end within" not in leader.logs(), f"the stop took {took:.1f} s"
+    assert "stopping without it" not in leader.logs(), f"the controlled shutdown failed ({took:.1f} s)"
     new = cluster.wait_leader(topic, not_in=(leader.broker_id,))
     assert new.leader != leader.broker_id
     shutdown_log = leader.logs().split("controlled shutdown: moved 1 leadership", 1)

@@ -34,7 +34,7 @@ ENV = {"ODRADEK_TRANSACTION_STATE_LOG_NUM_PARTITIONS": "3"}
 
 def txn_coordinator(cluster: Cluster, txn_id: str) -> int:
     """FindCoordinator(key_type=TRANSACTION) as a client asks it, through any live broker."""
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + 60
     while True:
         for b in cluster.brokers:
             if not b.alive:

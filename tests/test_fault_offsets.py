@@ -73,7 +73,7 @@ def test_acknowledged_commit_survives_failover_of_a_coordinator_cut_from_its_fol
         acked = 10
         coordinator = _coordinator_of(cluster, group)
         part = partition_for(group, OFFSETS_PARTITIONS)
-        state = cluster.wait_leader("__consumer_offsets", part, isr_size=3, timeout=30)
+        state = cluster.wait_leader("__consumer_offsets", part, isr_size=3, timeout=60)
         assert state.leader == coordinator, f"the coordinator {coordinator} leads __consumer_offsets-{part}"
         followers = [cluster.by_id(b) for b in state.replicas if b != coordinator]
         assert len(followers) == 2
@@ -81,7 +81,7 @@ def test_acknowledged_commit_survives_failover_of_a_coordinator_cut_from_its_fol
         # (Cluster.admin() would first wait for metadata from a paused broker)
         near = AdminClient({"bootstrap.servers": cluster.by_id(coordinator).bootstrap})
         cluster.wait_for("the coordinator serving the first commit",
-                         lambda: _fetch_committed(near, group, topic) == 10, timeout=30)
+                         lambda: _fetch_committed(near, group, topic) == 10, timeout=60)
 
         for f in followers:
             f.pause()
@@ -131,6 +131,7 @@ def test_acknowledged_commit_survives_failover_of_a_coordinator_cut_from_its_fol
             f"{new_leader}")
         # and the group goes on: a commit to the new coordinator is acknowledged and read back
         c.commit(offsets=[TopicPartition(topic, 0, 30)], asynchronous=False)
-        assert _fetch_committed(alive, group, topic) == 30
+        # read back as a client would, through a retriable error (None) of a coordinator still loading
+        cluster.wait_for("the commit of 30 read back", lambda: _fetch_committed(alive, group, topic) == 30)
     finally:
         c.close()

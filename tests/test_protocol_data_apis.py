@@ -63,7 +63,7 @@ def call(bootstrap: str, api_key: int, version: int, **values: Any) -> Any:
     """One request of `version`, built from Kafka's field names, and its decoded response."""
     host, port = bootstrap.split(":")
     body = build(request_type(api_key, version), values)
-    with socket.create_connection((host, int(port)), timeout=10) as s:
+    with socket.create_connection((host, int(port)), timeout=60) as s:
         s.sendall(encode_request(api_key, version, 11, body))
         size = struct.unpack(">i", recv_exact(s, 4))[0]
         frame = recv_exact(s, size)
@@ -72,10 +72,11 @@ def call(bootstrap: str, api_key: int, version: int, **values: Any) -> Any:
 
 def create_topic(bootstrap: str, name: str, partitions: int = 1, config: dict[str, str] | None = None) -> None:
     admin = AdminClient({"bootstrap.servers": bootstrap})
-    admin.create_topics([NewTopic(name, partitions, 1, config=config or {})], operation_timeout=10)[name].result(10)
-    deadline = time.monotonic() + 10  # Kafka's brokers learn of a new topic a moment after the controller
+    admin.create_topics([NewTopic(name, partitions, 1, config=config or {})], operation_timeout=30)[name].result(60)
+    deadline = time.monotonic() + 60  # Kafka's brokers learn of a new topic a moment after the controller
     while call(bootstrap, METADATA, 12, topics=[{"name": name}], allow_auto_topic_creation=False).topics[
-            0].error_code != ErrorCode.none and time.monotonic() < deadline:
+            0].error_code != ErrorCode.none:
+        assert time.monotonic() < deadline, f"{name} not in Metadata 60 s after CreateTopics"
         time.sleep(0.05)
 
 
@@ -90,7 +91,7 @@ def batch(*records: tuple[bytes | None, bytes]) -> Records:
 
 
 def produce_v13(bootstrap: str, tid: uuid.UUID, records: Records, partition: int = 0) -> Any:
-    return call(bootstrap, PRODUCE, 13, acks=-1, timeout=datetime.timedelta(seconds=5), topic_data=[
+    return call(bootstrap, PRODUCE, 13, acks=-1, timeout=datetime.timedelta(seconds=30), topic_data=[
         {"topic_id": tid, "partition_data": [{"index": partition, "records": records}]}])
 
 
@@ -234,7 +235,8 @@ def test_fetch_v15_consumer_in_replica_state_and_an_epoch_ahead_is_unknown_leade
     topic = unique("v15")
     create_topic(data_broker.bootstrap, topic)
     tid = topic_id(data_broker.bootstrap, topic)
-    produce_v13(data_broker.bootstrap, tid, batch((b"a", b"1"), (b"b", b"2")))
+    produced = produce_v13(data_broker.bootstrap, tid, batch((b"a", b"1"), (b"b", b"2")))
+    assert produced.responses[0].partition_responses[0].error_code == ErrorCode.none
     md = call(data_broker.bootstrap, METADATA, 13, topics=[{"name": topic}], allow_auto_topic_creation=False)
     epoch = md.topics[0].partitions[0].leader_epoch
     got = fetch(data_broker.bootstrap, 15, {"topic_id": tid}, leader_epoch=epoch, offset=1,

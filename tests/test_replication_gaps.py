@@ -67,8 +67,8 @@ def produce(cluster: Cluster, topic: str, count: int, acks: str = "all", start: 
 
 
 def delete_records(cluster: Cluster, topic: str, before: int) -> None:
-    (fut,) = cluster.admin().delete_records([TopicPartition(topic, 0, before)], request_timeout=10).values()
-    assert fut.result(15).low_watermark == before
+    (fut,) = cluster.admin().delete_records([TopicPartition(topic, 0, before)], request_timeout=30).values()
+    assert fut.result(60).low_watermark == before
 
 
 def read_all(cluster: Cluster, topic: str, expected: int) -> list[int]:
