@@ -160,7 +160,7 @@ async def _delete_one(ctx: RequestContext, name: str, topic_id: Any) -> dict[str
         topic = broker.topics().get(name)
         if topic is not None and topic.internal:
             raise TopicError("invalid_topic_exception", f"internal topic {name} cannot be deleted")
-        await off_loop(broker, broker.delete_topic, name)
+        await off_loop_unsynced(broker, broker.delete_topic, name)  # the request awaits one write
     except TopicError as exc:
         entry.update(error_code=ErrorCode[exc.code], error_message=str(exc))
     return entry
@@ -177,6 +177,7 @@ async def delete_topics(ctx: RequestContext, request: Any) -> Any:
         duplicates = _duplicates(list(request.topic_names))
         results = [_invalid(n, None, DUPLICATE_NAME) for n in sorted(duplicates)]
         results += [await _delete_one(ctx, n, None) for n in dict.fromkeys(request.topic_names) if n not in duplicates]
+        await metadata_synced(ctx.broker)
         return ctx.respond(responses=results)
     results = []
     names: list[str] = []
@@ -210,6 +211,7 @@ async def delete_topics(ctx: RequestContext, request: Any) -> Any:
         else:
             wanted[name] = None
     results += [await _delete_one(ctx, name, topic_id) for name, topic_id in wanted.items()]
+    await metadata_synced(ctx.broker)  # one topics.json write for all the request's topics
     return ctx.respond(responses=results)
 
 
