@@ -176,6 +176,7 @@ class Dispatcher:
                 f"unsupported version {api_version} of {api_name(api_key)} "
                 f"(supported {route.min_version}-{route.max_version})"
             )
+        self.loop_work.begin(started, api_key, api_version)
         header, request = self._decode(frame, api_key, api_version, correlation_id)
         ctx = RequestContext(self.broker, header, connection)
         counter, total_time = self._metrics.get(api_key) or self._metric_children(api_key)

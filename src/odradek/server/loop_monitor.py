@@ -111,21 +111,28 @@ class SchedStat:
 
 
 class LoopWork:
-    """The requests the dispatcher finished since the monitor's last tick: the slowest of those
-    begun after that tick (its whole time lies in the late tick, so it may have held the loop), and
-    how many begun before it (they were suspended while the loop ran the tick: waiting, such as a
-    Fetch parked for fetch.max.wait.ms, and their time says nothing of what held the loop)."""
+    """The requests the dispatcher began and finished since the monitor's last tick. A request
+    begun after that tick lies in the late tick: the slowest of those finished may have held the
+    loop, and one begun but not yet answered ran its synchronous part there (a CreateTopics making
+    its logs, then awaiting the topics.json write). A request begun before the tick was suspended
+    while the loop ran the tick: waiting, such as a Fetch parked for fetch.max.wait.ms, and its
+    time says nothing of what held the loop; such requests are counted, not named."""
 
-    __slots__ = ("slowest", "tick", "waited")
+    __slots__ = ("begun", "slowest", "tick", "waited")
 
     def __init__(self) -> None:
         self.tick = 0.0  # time.perf_counter() at the monitor's last tick
         self.slowest: tuple[float, int, int] | None = None  # (ms, api key, api version)
+        self.begun: dict[float, tuple[int, int]] = {}  # started -> (api key, version), unanswered
         self.waited = 0
 
+    def begin(self, started: float, api_key: int, api_version: int) -> None:
+        """A request begins at `started` (time.perf_counter())."""
+        self.begun[started] = (api_key, api_version)
+
     def finished(self, started: float, elapsed_ms: float, api_key: int, api_version: int) -> None:
-        """A request begun at `started` (time.perf_counter()) was answered after `elapsed_ms`."""
-        if started < self.tick:
+        """The request begun at `started` was answered after `elapsed_ms`."""
+        if self.begun.pop(started, None) is None and started < self.tick:
             self.waited += 1
         elif self.slowest is None or elapsed_ms > self.slowest[0]:
             self.slowest = (elapsed_ms, api_key, api_version)
@@ -133,16 +140,20 @@ class LoopWork:
     def next_tick(self) -> None:
         self.tick = time.perf_counter()
         self.slowest = None
+        self.begun.clear()
         self.waited = 0
 
     def describe(self) -> str:
-        """What the requests finished since the last tick say of a stall."""
+        """What the requests since the last tick say of a stall."""
         slowest, waited = self.slowest, self.waited
         if slowest is not None:
             what = (f"the slowest request begun since the tick before: {api_name(slowest[1])} v{slowest[2]} "
                     f"({slowest[0]:.0f} ms)")
         else:
             what = "no request begun since the tick before finished meanwhile"
+        if self.begun:
+            key, version = self.begun[min(self.begun)]
+            what += f"; begun since the tick before and not yet answered: {api_name(key)} v{version}"
         if waited:
             what += " (requests begun before it, waiting across the tick, not counted)"
         return what
