@@ -47,7 +47,8 @@ brokers taking turns, for before/after figures from one run on a machine whose l
 --rates, default 1,000 a second) a Fetch waits at the log end on one raw connection, one record is
 produced on another, and the time from sending the Produce to the whole Fetch answer is taken, an
 ApiVersions round trip on a third connection beside it (the machine's scheduling and loopback
-alone); --rounds fresh brokers.
+alone), and the broker's CPU time a probe (its idle ticks included); --rounds fresh brokers
+(--before-src trees taking turns).
 
     .venv/bin/python bench/latency.py --probe 2000 [--rates 1000] [--rounds 2]
 """
@@ -525,22 +526,27 @@ def main() -> None:
     ap.add_argument("--probe", type=int, default=0,
                     help="N raw-socket probes of the broker's own produce-to-fetch time instead, at the first rate")
     args = ap.parse_args()
+    trees = [TREE + d for d in (args.before_src or "").split(",") if d]
     if args.probe:
         rate = int((args.rates or "1000").split(",")[0])
         for r in range(args.rounds):
-            with broker("odradek", None, args.stall_log) as (bootstrap, _, stalls):
-                assert bootstrap is not None and stalls is not None
-                probe(bootstrap, 200, rate)  # warm-up
-                stalls.take()
-                trips, round_trips = probe(bootstrap, args.probe, rate)
-                taken = stalls.take()
-            print(f"round {r + 1}, load average {os.getloadavg()[0]:.1f}: Produce sent -> waiting Fetch answered "
-                  f"{spread(trips)}; ApiVersions round trip beside it {spread(round_trips)}; "
-                  f"{len(taken)} stalls over 5 ms, longest {max((ms for ms, _ in taken), default=0)} ms")
+            for name in trees + ["odradek"]:
+                with broker(name, None, args.stall_log) as (bootstrap, pid, stalls):
+                    assert bootstrap is not None and pid is not None and stalls is not None
+                    probe(bootstrap, 200, rate)  # warm-up
+                    stalls.take()
+                    cpu0 = proc_cpu_seconds(pid)
+                    trips, round_trips = probe(bootstrap, args.probe, rate)
+                    cpu_us = (proc_cpu_seconds(pid) - cpu0) / (args.probe + 20) * 1e6
+                    taken = stalls.take()
+                print(f"{name}, round {r + 1}, load average {os.getloadavg()[0]:.1f}: Produce sent -> waiting Fetch "
+                      f"answered {spread(trips)}; ApiVersions round trip beside it {spread(round_trips)}; broker CPU "
+                      f"{cpu_us:.0f} us a probe (Produce, parked Fetch, ApiVersions); {len(taken)} stalls over 5 ms, "
+                      f"longest {max((ms for ms, _ in taken), default=0)} ms")
         return
     clients = args.clients
     rates = [int(r) for r in (args.rates or ("400" if clients else "1000,20000")).split(",")]
-    names = ([] if clients else ["client alone (mock)"]) + [TREE + d for d in (args.before_src or "").split(",") if d] + ["odradek"] + (
+    names = ([] if clients else ["client alone (mock)"]) + trees + ["odradek"] + (
         ["tansu (memory)"] if args.tansu else []) + ([KAFKA] if args.kafka else [])
 
     def run(bootstrap: str | None, rate: int, seconds: float, warmup: float, pid: int | None,

@@ -31,6 +31,7 @@ from typing import Any
 
 from kio.schema.errors import ErrorCode
 
+from odradek.protocol import fetch_response
 from odradek.protocol.bounds import uvarint_bytes
 from odradek.protocol.build import ZERO_UUID, timedelta_to_ms
 from odradek.protocol.framing import encode_response
@@ -79,6 +80,8 @@ def _read(plog: Any, offset: int, limit: int, max_offset: int | None, min_one: b
     for seg in segments[i:]:
         pos = seg.position_of(offset)
         if pos is not None:
+            if seg.size - pos < SENDFILE_MIN_BYTES:  # a copy either way: one pread of the tail, walked in memory
+                return seg.read(pos, limit, max_offset, min_one)
             return seg.read_slice(pos, limit, max_offset, min_one, SENDFILE_MIN_BYTES)
     return b""  # the offset fell in a gap (compaction) or at a segment's end
 
@@ -315,6 +318,10 @@ async def handle(ctx: RequestContext, request: Any) -> Any:
         responses = _answer_session(session, incremental, resolved, responses)
     found = [p for t in responses for p in t["partitions"] if isinstance(p["records"], FileSlice)]
     if not found:
+        if not endpoints and ctx.broker.faults is None:  # injected faults rewrite the response entity
+            body = fetch_response.encode_body(ctx.version, ErrorCode.none, session_id, responses)
+            if body is not None:
+                return body
         return ctx.respond(error_code=ErrorCode.none, session_id=session_id, responses=responses,
                            node_endpoints=list(endpoints.values()))
     assert ctx.connection is not None
