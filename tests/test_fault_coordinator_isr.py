@@ -41,17 +41,19 @@ pytestmark = pytest.mark.timeout(150)
 
 PARTITIONS = 3  # of __consumer_offsets (cluster_fixtures.FAST_ENV) and of __transaction_state here
 MIN_ISR = {
-    "ODRADEK_MIN_INSYNC_REPLICAS": "2",  # the broker's default: the internal topics set none of their own
+    "ODRADEK_MIN_INSYNC_REPLICAS": "2",  # the broker's default: __consumer_offsets sets none of its own
     "ODRADEK_OFFSETS_TOPIC_REPLICATION_FACTOR": "3",
     "ODRADEK_TRANSACTION_STATE_LOG_REPLICATION_FACTOR": "3",
     "ODRADEK_TRANSACTION_STATE_LOG_NUM_PARTITIONS": str(PARTITIONS),
 }
+# __transaction_state has its own (Kafka's transaction.state.log.min.isr), whatever the broker's default
+TXN_MIN_ISR = {**MIN_ISR, "ODRADEK_MIN_INSYNC_REPLICAS": "1", "ODRADEK_TRANSACTION_STATE_LOG_MIN_ISR": "2"}
 
 
-def call(bootstrap: str, api_key: int, version: int, **body: Any) -> Any:
+def call(bootstrap: str, api_key: int, version: int, io_timeout: float = 20, **body: Any) -> Any:
     """One request on its own connection."""
     host, port = bootstrap.split(":")
-    with socket.create_connection((host, int(port)), timeout=20) as s:
+    with socket.create_connection((host, int(port)), timeout=io_timeout) as s:
         s.sendall(encode_request(api_key, version, 7, build(request_type(api_key, version), body)))
         size = struct.unpack(">i", recv_exact(s, 4))[0]
         return decode_response(recv_exact(s, size), api_key, version)[1]
@@ -250,7 +252,7 @@ def test_sync_group_is_answered_only_once_the_isr_holds_the_assignment(cluster_f
 
 
 def test_transaction_coordinator_refuses_writes_while_its_isr_is_below_min_isr(cluster_factory: Any) -> None:
-    cluster: Cluster = cluster_factory(3, env=MIN_ISR)
+    cluster: Cluster = cluster_factory(3, env=TXN_MIN_ISR)
     topic, tid = unique("tx"), unique("tx-id")
     cluster.create_topic(topic, partitions=2)
     # __transaction_state is created by the first FindCoordinator of a transactional id
@@ -382,3 +384,77 @@ def test_group_writes_refused_while_the_offsets_isr_is_below_min_isr(cluster_fac
     assert again.generation_id == first.generation_id  # no rebalance (KIP-345)
     assert beat(first.member_id) == E.fenced_instance_id
     assert beat(again.member_id) == E.none
+
+
+def consumer_join(bootstrap: str, group: str, member: str, topic: str) -> Any:
+    """ConsumerGroupHeartbeat v1 of a new KIP-848 member (epoch 0)."""
+    return call(bootstrap, 68, 1, group_id=group, member_id=member, member_epoch=0, rebalance_timeout=30000,
+                subscribed_topic_names=[topic], topic_partitions=[])
+
+
+def test_group_migrations_refused_while_the_offsets_isr_is_below_min_isr(cluster_factory: Any) -> None:
+    # KIP-848 online migration: a classic member's join of a consumer group, and a consumer-protocol
+    # member's upgrade of a Stable classic group, are coordinator writes like any other: refused with
+    # nothing changed while the ISR is short, answered once the ISR holds them (before, both were
+    # appended unchecked: the join answered NONE, the group turned into a consumer group)
+    cluster: Cluster = cluster_factory(3, env=MIN_ISR)
+    topic = unique("mig")
+    cluster.create_topic(topic)
+    part = partition_for(topic, PARTITIONS)
+    mixed, upgraded = (same_partition(f"{topic}-{kind}", part) for kind in ("mixed", "upgraded"))
+    coordinator = coordinator_of(cluster, mixed, 0)
+    first = consumer_join(coordinator.bootstrap, mixed, str(uuid.uuid4()), topic)
+    assert first.error_code == E.none and first.member_epoch > 0, first
+    classic = join(coordinator.bootstrap, upgraded, topic)
+    assert classic.error_code == E.none
+    assert call(coordinator.bootstrap, 14, 3, **sync_body(upgraded, classic)).error_code == E.none
+
+    def beat() -> E:
+        return E(call(coordinator.bootstrap, 12, 3, group_id=upgraded, generation_id=classic.generation_id,
+                      member_id=classic.member_id, group_instance_id=None).error_code)
+
+    followers = isolate(cluster, "__consumer_offsets", part, coordinator)
+    assert join(coordinator.bootstrap, mixed, topic).error_code == E.coordinator_not_available
+    upgrade = consumer_join(coordinator.bootstrap, upgraded, str(uuid.uuid4()), topic)
+    assert upgrade.error_code == E.coordinator_not_available, upgrade
+    # the group is still the classic group its member runs
+    seen = describe(coordinator.bootstrap, upgraded)
+    assert (seen.group_state, seen.protocol_type) == ("Stable", "consumer")
+    assert [m.member_id for m in seen.members] == [classic.member_id]
+    assert beat() == E.none
+
+    rejoin(cluster, "__consumer_offsets", part, coordinator, followers)
+    again = join(coordinator.bootstrap, mixed, topic)
+    assert again.error_code == E.none and again.generation_id > 0, again
+    upgrade = consumer_join(coordinator.bootstrap, upgraded, str(uuid.uuid4()), topic)
+    assert upgrade.error_code == E.none and upgrade.member_epoch > 0, upgrade
+
+
+def test_offsets_commit_timeout_ms_bounds_the_wait_for_the_isr(cluster_factory: Any) -> None:
+    # offsets.commit.timeout.ms: a commit waits that long for every in-sync replica. A follower stopped
+    # (its ZooKeeper session outlives the test) leaves the ISR only after replica.lag.time.max.ms, 20 s:
+    # a commit waiting up to 90 s outlasts that and succeeds; the former fixed 5 s answered
+    # COORDINATOR_NOT_AVAILABLE
+    cluster: Cluster = cluster_factory(3, env={**MIN_ISR, "ODRADEK_MIN_INSYNC_REPLICAS": "1",
+                                               "ODRADEK_ZOOKEEPER_SESSION_TIMEOUT_MS": "120000",
+                                               "ODRADEK_REPLICA_LAG_TIME_MAX_MS": "20000",
+                                               "ODRADEK_OFFSETS_COMMIT_TIMEOUT_MS": "90000"})
+    topic, group = unique("ct"), unique("ct-group")
+    cluster.create_topic(topic)
+    part = partition_for(group, PARTITIONS)
+    coordinator = coordinator_of(cluster, group, 0)
+    state = cluster.wait_leader("__consumer_offsets", part, isr_size=3, timeout=60)
+    assert state.leader == coordinator.broker_id
+    assert commit(coordinator.bootstrap, group, topic, 10) == E.none
+    stopped = cluster.by_id(next(b for b in state.replicas if b != coordinator.broker_id))
+    stopped.pause()
+    try:
+        response = call(coordinator.bootstrap, 8, 8, io_timeout=150, group_id=group,
+                        generation_id_or_member_epoch=-1, member_id="", group_instance_id=None,
+                        topics=[{"name": topic, "partitions": [{"partition_index": 0, "committed_offset": 20,
+                                                                "committed_leader_epoch": -1,
+                                                                "committed_metadata": ""}]}])
+    finally:
+        stopped.resume()
+    assert E(response.topics[0].partitions[0].error_code) == E.none
+    assert committed(coordinator.bootstrap, group, topic) == 20

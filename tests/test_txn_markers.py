@@ -51,12 +51,32 @@ def commit(p: Producer, timeout: float) -> None:
                 raise
 
 
+def bystander(cluster: Cluster, tid: str) -> tuple[int, int]:
+    """(the coordinator of `tid`, a broker that is neither it nor the controller: the one to stop)."""
+    coordinator = txn_coordinator(cluster, tid)
+    controller = cluster.metadata().controller_id
+    return coordinator, next(b for b in (0, 1, 2) if b not in (coordinator, controller))
+
+
+def open_transaction(cluster: Cluster, tid: str, topics: list[str]) -> tuple[Producer, list[bytes]]:
+    """A librdkafka transactional producer whose open transaction holds ten records on partition 0
+    of each topic, all acknowledged; the records, in order."""
+    p = Producer({"bootstrap.servers": cluster.bootstrap, "transactional.id": tid, "linger.ms": 2,
+                  "transaction.timeout.ms": 30_000})
+    p.init_transactions(60)
+    p.begin_transaction()
+    expected = [b"v%d" % i for i in range(10)]
+    for v in expected:
+        for topic in topics:
+            p.produce(topic, value=v, partition=0)
+    assert p.flush(30) == 0
+    return p, expected
+
+
 def test_commit_markers_are_retried_until_the_leaders_take_them(cluster_factory: Any) -> None:
     cluster: Cluster = cluster_factory(3, env=ENV)
     tid = unique("tid")
-    coordinator = txn_coordinator(cluster, tid)
-    controller = cluster.metadata().controller_id
-    stopped = next(b for b in (0, 1, 2) if b not in (coordinator, controller))
+    coordinator, stopped = bystander(cluster, tid)
     others = [b for b in (0, 1, 2) if b != stopped]
     alone, moving = unique("alone"), unique("moving")  # one replica on `stopped`; three, led by it
     fs = cluster.admin().create_topics([NewTopic(alone, num_partitions=1, replica_assignment=[[stopped]]),
@@ -66,15 +86,7 @@ def test_commit_markers_are_retried_until_the_leaders_take_them(cluster_factory:
         f.result(15)
     for topic in (alone, moving):
         cluster.wait_leader(topic, isr_size=1 if topic == alone else 3)
-    p = Producer({"bootstrap.servers": cluster.bootstrap, "transactional.id": tid, "linger.ms": 2,
-                  "transaction.timeout.ms": 30_000})
-    p.init_transactions(60)
-    p.begin_transaction()
-    expected = [b"v%d" % i for i in range(10)]
-    for v in expected:
-        p.produce(alone, value=v, partition=0)
-        p.produce(moving, value=v, partition=0)
-    assert p.flush(30) == 0
+    p, expected = open_transaction(cluster, tid, [alone, moving])
     live = ",".join(cluster.by_id(b).bootstrap for b in others)
 
     cluster.by_id(stopped).pause()
@@ -121,9 +133,7 @@ def test_a_new_coordinator_resends_the_markers_of_a_prepared_commit(cluster_fact
     __transaction_state partition over loads PrepareCommit and sends the marker itself."""
     cluster: Cluster = cluster_factory(3, env=ENV)
     tid = unique("tid")
-    coordinator = txn_coordinator(cluster, tid)
-    controller = cluster.metadata().controller_id
-    stopped = next(b for b in (0, 1, 2) if b not in (coordinator, controller))
+    coordinator, stopped = bystander(cluster, tid)
     topic = unique("alone")
     cluster.admin().create_topics([NewTopic(topic, num_partitions=1, replica_assignment=[[stopped]])],
                                   operation_timeout=10)[topic].result(15)
@@ -131,14 +141,7 @@ def test_a_new_coordinator_resends_the_markers_of_a_prepared_commit(cluster_fact
     cluster.wait_for("__transaction_state fully replicated", lambda: all(
         len(part.isrs) == 3 for part in cluster.metadata("__transaction_state").topics[
             "__transaction_state"].partitions.values()))
-    p = Producer({"bootstrap.servers": cluster.bootstrap, "transactional.id": tid, "linger.ms": 2,
-                  "transaction.timeout.ms": 30_000})
-    p.init_transactions(60)
-    p.begin_transaction()
-    expected = [b"v%d" % i for i in range(10)]
-    for v in expected:
-        p.produce(topic, value=v, partition=0)
-    assert p.flush(30) == 0
+    p, expected = open_transaction(cluster, tid, [topic])
     first = cluster.by_id(coordinator)
     cluster.by_id(stopped).pause()
     try:

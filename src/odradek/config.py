@@ -147,6 +147,7 @@ class BrokerConfig(BaseSettings):
     offsets_topic_replication_factor: int = 1
     offsets_retention_minutes: int = 10080
     offsets_retention_check_interval_ms: int = 600000
+    offsets_commit_timeout_ms: int = 5000  # every group coordinator write waits this long for the ISR
     group_initial_rebalance_delay_ms: int = 3000
     group_min_session_timeout_ms: int = 6000
     group_max_session_timeout_ms: int = 1800000
@@ -159,6 +160,9 @@ class BrokerConfig(BaseSettings):
     transactional_id_expiration_ms: int = 604800000
     transaction_state_log_num_partitions: int = 50
     transaction_state_log_replication_factor: int = 1
+    # min.insync.replicas of __transaction_state, set when it is created (Kafka's default is 2 beside a
+    # replication factor of 3; odradek's factor defaults to 1, and so does this)
+    transaction_state_log_min_isr: int = 1
     transaction_abort_timed_out_transaction_cleanup_interval_ms: int = 10000
     # KIP-932 share groups (Kafka's names and defaults)
     group_share_session_timeout_ms: int = 45000

@@ -39,7 +39,6 @@ from odradek.coordinator.consumer_replay import (
 )
 from odradek.coordinator.group import Group
 from odradek.coordinator.records import group_key
-from odradek.coordinator.store import OFFSETS_COMMIT_TIMEOUT_MS
 
 if TYPE_CHECKING:
     from odradek.coordinator.store import OffsetsStore
@@ -157,7 +156,8 @@ class ConsumerGroupMixin:
             converted = self._consumer_group_for_join(group_id, group)
             if isinstance(converted, ErrorCode):
                 return fail(converted, f"group {group_id} is a classic group with members; "
-                            "it cannot be joined with the consumer protocol")
+                            "it cannot be joined with the consumer protocol" if converted == E.group_id_not_found
+                            else None)
             group = converted
 
         now = self.consumer_loop.time()
@@ -222,7 +222,7 @@ class ConsumerGroupMixin:
             # epoch or assignment the next coordinator may not know (issue 18)
             group.stored = True
             written, _ = await self.store.write_replicated(
-                group_id, records, OFFSETS_COMMIT_TIMEOUT_MS, refuse_below_min_isr=False)
+                group_id, records, self.store.commit_timeout_ms, refuse_below_min_isr=False)
             if written != E.none:
                 return fail(written)
         send = (member_epoch == 0 or member.member_epoch != before_epoch
@@ -406,7 +406,7 @@ class ConsumerGroupMixin:
         """`written`'s error, else NONE once the ISR holds everything written for the group's partition."""
         if written != E.none:
             return written
-        return await self.store.all_acknowledged(group_id, OFFSETS_COMMIT_TIMEOUT_MS)
+        return await self.store.all_acknowledged(group_id, self.store.commit_timeout_ms)
 
     def remove_consumer_member(self, group: ConsumerGroup, member_id: str, why: str) -> ErrorCode:
         """The member goes; the group epoch moves on so the others take over its partitions.
@@ -455,7 +455,7 @@ class ConsumerGroupMixin:
         awaited all the same (Kafka's CoordinatorRuntime) and a failure logged."""
         if self.remove_consumer_member(group, member.member_id, why) == E.none:
             self.store.acknowledge_in_background(group.group_id, self.store.log_end(group.group_id),
-                                                 OFFSETS_COMMIT_TIMEOUT_MS, f"the removal of member {member.member_id}")
+                                                 self.store.commit_timeout_ms, f"the removal of member {member.member_id}")
 
     async def run_consumer_expiry(self) -> None:
         while True:

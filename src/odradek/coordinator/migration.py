@@ -36,6 +36,7 @@ from odradek.coordinator.consumer_group import (
 )
 from odradek.coordinator.group import Group, GroupState, JoinResult, Member, SyncResult
 from odradek.coordinator.records import RecordFormatError, _Reader, group_key, group_value
+from odradek.coordinator.store import coordinator_error
 
 log = logging.getLogger("odradek.coordinator")
 E = ErrorCode
@@ -83,6 +84,11 @@ class MigrationMixin(ConsumerGroupMixin):
         """A Stable classic consumer group becomes a consumer group, its members kept."""
         if not self._policy("upgrade") or group.protocol_type != "consumer" or not group.is_in(GroupState.STABLE):
             return E.group_id_not_found
+        # a coordinator write: refused, nothing changed, while the ISR is below min.insync.replicas; the
+        # heartbeat that asked for it is answered once the ISR holds it (with its own records)
+        refused = self.store.min_isr_refusal(group.group_id)
+        if refused is not None:
+            return refused
         now = self.consumer_loop.time()
         fresh = ConsumerGroup(group.group_id, _now_ms())
         fresh.offsets = group.offsets
@@ -115,8 +121,9 @@ class MigrationMixin(ConsumerGroupMixin):
             (cr.key(cr.CONSUMER_GROUP_TARGET_ASSIGNMENT_METADATA, group.group_id),
              cr.target_metadata_value(fresh.assignment_epoch)),
         ]
-        if self.store.write(group.group_id, records) != E.none:
-            return E.coordinator_not_available
+        written = self.store.write(group.group_id, records)
+        if written != E.none:
+            return coordinator_error(written)
         fresh.stored = True
         self.groups[group.group_id] = fresh
         fresh.refresh_state(_now_ms())
@@ -149,6 +156,11 @@ class MigrationMixin(ConsumerGroupMixin):
         member = group.consumers.get(member_id)
         if member is not None and member.classic is None:
             return JoinResult(E.unknown_member_id, member_id=member_id)
+        # a coordinator write: refused, nothing changed, while the ISR is below min.insync.replicas; the
+        # answer waits for the ISR to hold it (Coordinator.join)
+        refused = self.store.min_isr_refusal(group.group_id)
+        if refused is not None:
+            return JoinResult(refused, member_id=member_id)
         records: list[tuple[bytes, bytes | None]] = []
         topics, owned_names = parse_subscription(protocols[0][1])
         is_new = member is None
@@ -173,7 +185,7 @@ class MigrationMixin(ConsumerGroupMixin):
                             cr.current_assignment_value(member.assignment_value())))
         written = self.store.write(group.group_id, records)
         if written != E.none:
-            return JoinResult(written, member_id=member_id)
+            return JoinResult(coordinator_error(written), member_id=member_id)
         group.refresh_state(_now_ms())
         return JoinResult(E.none, member_id=member_id, generation=member.member_epoch, protocol_type="consumer",
                           protocol_name=protocols[0][0], leader="", members=[])
@@ -200,8 +212,14 @@ class MigrationMixin(ConsumerGroupMixin):
         records: list[tuple[bytes, bytes | None]] = []
         self._refresh_subscriptions(group, records)
         self._update_target(group, records)
-        if records and self.store.write(group.group_id, records) != E.none:
-            return E.coordinator_not_available
+        if records:
+            # a change of the group's subscriptions or target assignment, applied as the log has it: the
+            # heartbeat's answer does not wait (it is synchronous), the acknowledgement is awaited aside
+            written, end = self.store.append(group.group_id, records, refuse_below_min_isr=False)
+            if written != E.none:
+                return written
+            self.store.acknowledge_in_background(group.group_id, end, self.store.commit_timeout_ms,
+                                                 "a classic member's heartbeat")
         # a member not at its target must rejoin to revoke or take partitions
         if member.member_epoch != group.assignment_epoch or member.state != MemberState.STABLE \
                 or not same(member.assigned, group.target.get(member_id, {})):
@@ -239,6 +257,7 @@ class MigrationMixin(ConsumerGroupMixin):
         records = [r for m in members for r in self._member_tombstones(group.group_id, m.member_id)]
         records += self.consumer_group_tombstones(group)
         records.append((group_key(group.group_id), group_value(classic.to_value())))
+        # the callers answer once the ISR holds everything written for the group (all_acknowledged)
         if self.store.write(group.group_id, records) != E.none:
             return None
         self.groups[group.group_id] = classic

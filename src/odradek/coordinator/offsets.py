@@ -47,7 +47,6 @@ from odradek.coordinator.records import (
     read_offset_value,
     subscribed_topics,
 )
-from odradek.coordinator.store import OFFSETS_COMMIT_TIMEOUT_MS
 from odradek.protocol.records import CONTROL_COMMIT
 
 if TYPE_CHECKING:
@@ -132,8 +131,7 @@ class OffsetsMixin:
 
     @property
     def commit_timeout_ms(self) -> int:
-        """offsets.commit.timeout.ms: how long every write of the group coordinator waits for the ISR."""
-        return int(getattr(self.broker.config, "offsets_commit_timeout_ms", OFFSETS_COMMIT_TIMEOUT_MS))
+        return self.store.commit_timeout_ms
 
     async def _write_replicated(self, group_id: str, records: list[tuple[bytes, bytes | None]], *,
                                 producer_id: int = -1, producer_epoch: int = -1,

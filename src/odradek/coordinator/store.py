@@ -40,7 +40,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("odradek.coordinator")
 
 OFFSETS_TOPIC = "__consumer_offsets"
-OFFSETS_COMMIT_TIMEOUT_MS = 5000  # offsets.commit.timeout.ms: every group coordinator write waits this long
 OFFSETS_TOPIC_CONFIGS = {"cleanup.policy": "compact", "segment.bytes": "104857600"}
 _READ_CHUNK = 1 << 20
 _CONTROL_BIT = 0x20
@@ -110,6 +109,10 @@ class InternalTopicStore:
     def exists(self) -> bool:
         return self.topic in self.broker.topics()
 
+    def creation_configs(self) -> dict[str, str]:
+        """The topic's configs when the first coordinator write creates it."""
+        return dict(self.topic_configs)
+
     def ensure_topic(self) -> bool:
         """Create the topic on first use; False when it cannot be created now."""
         if self.exists():
@@ -119,7 +122,7 @@ class InternalTopicStore:
                 self.topic,
                 num_partitions=self.configured_partitions,
                 replication_factor=self.configured_replication_factor,
-                configs=dict(self.topic_configs),
+                configs=self.creation_configs(),
             )
         except (TopicError, InvalidConfigError, OSError, KazooException) as exc:  # OSError: ZkError, a disk
             if self.exists():
@@ -335,3 +338,8 @@ def _batches(data: bytes) -> Iterator[tuple[int, int, int, int, list[tuple[int, 
 
 class OffsetsStore(InternalTopicStore):
     """__consumer_offsets (offsets.topic.num.partitions, offsets.topic.replication.factor)."""
+
+    @property
+    def commit_timeout_ms(self) -> int:
+        """offsets.commit.timeout.ms: how long every write of the group coordinator waits for the ISR."""
+        return self.broker.config.offsets_commit_timeout_ms

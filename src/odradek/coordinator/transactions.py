@@ -31,7 +31,7 @@ import asyncio
 import logging
 import re
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Iterable, Mapping
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -39,7 +39,9 @@ from kio.schema.errors import ErrorCode
 
 from odradek.coordinator.records import RecordFormatError, partition_for
 from odradek.coordinator.store import OFFSETS_TOPIC, InternalTopicStore
+from odradek.coordinator.txn_markers import TxnMarkerChannel
 from odradek.coordinator.txn_records import (
+    TV2,
     TxnMetadata,
     TxnState,
     read_txn_key,
@@ -58,23 +60,9 @@ E = ErrorCode
 TRANSACTION_STATE_TOPIC = "__transaction_state"
 MAX_EPOCH = 32767
 REPLICATION_TIMEOUT_S = 30.0
-# Markers (Kafka's TransactionMarkerChannelManager): each attempt is bounded by request.timeout.ms and
-# given up early when the partition's leader moves; attempts back off as Kafka clients' retry.backoff.ms
-# up to retry.backoff.max.ms, without end while this broker coordinates the transactional id
-MARKER_REQUEST_TIMEOUT_S = 30.0
-MARKER_BACKOFF_S = 0.1
-MARKER_BACKOFF_MAX_S = 1.0
-MARKER_LEADER_CHECK_S = 0.25
-MARKER_STUCK_LOG_S = 5.0  # a partition failing this long is logged, once
 # EndTxn waits this long for the markers, then answers NONE: the outcome is decided once PrepareCommit|
 # PrepareAbort is written (Kafka answers EndTxn then), and the markers go on in the background
 END_TXN_WAIT_S = 10.0
-# TransactionMarkerRequestCompletionHandler: the producer or coordinator epoch moved on (nothing left to
-# end there), or the partition cannot take markers (the producer could not have written to it either)
-MARKER_DONE = (E.none, E.invalid_producer_epoch, E.transaction_coordinator_fenced,
-               E.unsupported_for_message_format, E.unsupported_version)
-
-TV2 = 2  # transaction.version 2: epoch bump per transaction, implicit AddPartitionsToTxn
 
 S = TxnState
 COMPLETE = (S.EMPTY, S.COMPLETE_COMMIT, S.COMPLETE_ABORT)
@@ -99,6 +87,11 @@ class TxnStore(InternalTopicStore):
     def configured_replication_factor(self) -> int:
         return self.broker.config.transaction_state_log_replication_factor
 
+    def creation_configs(self) -> dict[str, str]:
+        """transaction.state.log.min.isr becomes the topic's min.insync.replicas, as in Kafka's
+        TransactionStateManager: its acks=-1 writes are refused below it."""
+        return {**self.topic_configs, "min.insync.replicas": str(self.broker.config.transaction_state_log_min_isr)}
+
 
 class TransactionCoordinator:
     """The transactional ids whose __transaction_state partition this broker leads."""
@@ -116,6 +109,7 @@ class TransactionCoordinator:
         self.tenures: dict[int, int] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._completing: dict[str, asyncio.Task[ErrorCode]] = {}  # Kafka's transactionsWithPendingMarkers
+        self.markers = TxnMarkerChannel(broker, self._persist)
 
     @property
     def transaction_version(self) -> int:
@@ -426,8 +420,8 @@ class TransactionCoordinator:
         return E.none
 
     async def _markers_then_complete(self, prepared: TxnMetadata) -> ErrorCode:
-        """NOT_COORDINATOR once this broker stopped coordinating the id (the new coordinator
-        resends the markers from the PrepareCommit|PrepareAbort it loads)."""
+        """The marker channel's work for this tenure of the id's __transaction_state partition: it
+        stops (NOT_COORDINATOR) once the partition moved, here or away, or is being loaded again."""
         tid = prepared.transactional_id
         p = self.partition_for(tid)
         tenure, coordinator_epoch = self.tenures.get(p, 0), self.coordinator_epochs.get(p, 0)
@@ -435,104 +429,7 @@ class TransactionCoordinator:
         def coordinating() -> bool:
             return self.tenures.get(p, 0) == tenure and p not in self.loading and self.owns(tid)
 
-        committed = prepared.state == S.PREPARE_COMMIT
-        try:
-            if not await self._write_markers(prepared, committed, coordinator_epoch, coordinating):
-                log.info("transaction %s: no longer its coordinator (%s-%d moved); the markers are left to the "
-                         "new one", tid, TRANSACTION_STATE_TOPIC, p)
-                return E.not_coordinator
-            done = replace(prepared, state=S.COMPLETE_COMMIT if committed else S.COMPLETE_ABORT, partitions=set(),
-                           next_producer_id=-1)
-            if prepared.client_transaction_version >= TV2 and prepared.next_producer_id >= 0:
-                done.producer_id, done.producer_epoch = prepared.next_producer_id, 0
-            backoff = MARKER_BACKOFF_S
-            # Kafka's tryAppendToLog: COORDINATOR_NOT_AVAILABLE (ISR below min.insync.replicas) is retried
-            while (error := await self._persist(done)) == E.coordinator_not_available and coordinating():
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, MARKER_BACKOFF_MAX_S)
-        except Exception as exc:  # noqa: BLE001 - a background task: its failure is logged, the state left to a reload
-            log.warning("transaction %s: completing %s failed: %r", tid, prepared.state.value, exc)
-            return E.unknown_server_error
-        if error == E.none:
-            # per transaction, so debug (as Kafka's coordinator): at INFO it was a sixth of EndTxn's time
-            log.debug("transaction %s (producer %d epoch %d) %s over %d partition(s)", tid,
-                      prepared.producer_id, prepared.producer_epoch, "committed" if committed else "aborted",
-                      len(prepared.partitions))
-        return error
-
-    async def _write_markers(self, meta: TxnMetadata, committed: bool, coordinator_epoch: int,
-                             coordinating: Callable[[], bool]) -> bool:
-        """A marker on every partition, each retried until its leader took it (Kafka's
-        TransactionMarkerChannelManager); False when this broker stopped coordinating the id."""
-        landed = await asyncio.gather(*(self._write_marker(meta, tp, committed, coordinator_epoch, coordinating)
-                                        for tp in sorted(meta.partitions)))
-        return all(landed)
-
-    async def _write_marker(self, meta: TxnMetadata, tp: tuple[str, int], committed: bool, coordinator_epoch: int,
-                            coordinating: Callable[[], bool]) -> bool:
-        topic, partition = tp
-        started = time.monotonic()
-        attempts, backoff, reported = 0, MARKER_BACKOFF_S, False
-        while coordinating():
-            described = self.broker.topics().get(topic)
-            if described is None or not 0 <= partition < described.partitions:
-                # Kafka: no leader endpoint in the metadata, the partition was deleted; nothing to end there
-                log.info("transaction %s: %s-%d no longer exists; no marker written there", meta.transactional_id,
-                         topic, partition)
-                return True
-            attempts += 1
-            error = await self._marker_attempt(meta, tp, committed, coordinator_epoch, coordinating)
-            if error in MARKER_DONE:
-                if error != E.none:
-                    log.info("transaction %s: the marker for %s-%d was refused (%s)", meta.transactional_id,
-                             topic, partition, error.name)
-                elif reported:
-                    log.info("transaction %s: the marker for %s-%d written after %d attempts in %.1f s",
-                             meta.transactional_id, topic, partition, attempts, time.monotonic() - started)
-                return True
-            if not reported and time.monotonic() - started >= MARKER_STUCK_LOG_S:
-                reported = True
-                log.warning("transaction %s: the %s marker for %s-%d keeps failing (%s, %d attempts in %.1f s); "
-                            "retrying until it is written", meta.transactional_id,
-                            "COMMIT" if committed else "ABORT", topic, partition, error.name, attempts,
-                            time.monotonic() - started)
-            await asyncio.sleep(backoff)
-            backoff = min(backoff * 2, MARKER_BACKOFF_MAX_S)
-        return False
-
-    async def _marker_attempt(self, meta: TxnMetadata, tp: tuple[str, int], committed: bool, coordinator_epoch: int,
-                              coordinating: Callable[[], bool]) -> ErrorCode:
-        """One WriteTxnMarkers to the partition's current leader (or the local append), given up
-        after request.timeout.ms or as soon as the leader moves or the id moves away."""
-        topic, partition = tp
-        marker = self.broker.write_txn_marker(topic, partition, meta.producer_id, meta.producer_epoch, committed,
-                                              coordinator_epoch, transaction_version=meta.client_transaction_version)
-        call: asyncio.Future[ErrorCode] | None = None
-        try:
-            if self.broker.check_leader(topic, partition) is None:
-                # led here: the append fails by itself if the leadership goes (NOT_LEADER_OR_FOLLOWER)
-                try:
-                    async with asyncio.timeout(MARKER_REQUEST_TIMEOUT_S):
-                        return await marker
-                except TimeoutError:
-                    return E.request_timed_out
-            leader = self.broker.leader_of(topic, partition)
-            call = asyncio.ensure_future(marker)
-            deadline = time.monotonic() + MARKER_REQUEST_TIMEOUT_S
-            while True:
-                done, _ = await asyncio.wait({call}, timeout=MARKER_LEADER_CHECK_S)
-                if done:
-                    return call.result()
-                if self.broker.leader_of(topic, partition) != leader or not coordinating():
-                    return E.not_leader_or_follower
-                if time.monotonic() > deadline:
-                    return E.request_timed_out
-        except Exception as exc:  # noqa: BLE001 - a failed attempt is retried as any other (Kafka: disconnected)
-            log.debug("transaction %s: the marker for %s-%d failed: %r", meta.transactional_id, topic, partition, exc)
-            return E.unknown_server_error
-        finally:
-            if call is not None:
-                call.cancel()
+        return await self.markers.complete(prepared, coordinator_epoch, coordinating)
 
     async def _abort_with_fence(self, meta: TxnMetadata, why: str) -> ErrorCode:
         """Bump the epoch and abort with it: the old instance is fenced everywhere its
@@ -588,6 +485,8 @@ class TransactionCoordinator:
             led = [p for p in range(self.store.num_partitions)
                    if self.broker.leader_of(TRANSACTION_STATE_TOPIC, p) == self.broker.node_id]
             self.partition_moved_many(led, True)
+            for p in led:  # the coordinator epoch is the partition's leader epoch, as at every move
+                self.coordinator_epochs[p] = max(self.broker.leader_epoch(TRANSACTION_STATE_TOPIC, p), 0)
         return [loop.create_task(self.run_timeouts())]
 
     def partition_moved(self, partition: int, is_leader: bool, coordinator_epoch: int = 0) -> None:
