@@ -130,6 +130,11 @@ class Node:
         return self.host, self.port
 
 
+def _wake(fut: asyncio.Future[None]) -> None:
+    if not fut.done():
+        fut.set_result(None)
+
+
 class Purgatory:
     """Parked fetches waiting for data (Kafka's DelayedFetch purgatory).
 
@@ -143,14 +148,17 @@ class Purgatory:
     async def wait(self, partitions: list[TopicPartition], timeout_s: float) -> None:
         if timeout_s <= 0:
             return
-        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[None] = loop.create_future()
         for tp in partitions:
             self._watchers[tp].add(fut)
+        # a timer of its own, not wait_for(shield()): two futures, a task wrapper and their
+        # callbacks less for each parked fetch (one a record with linger.ms=0 consumers)
+        timer = loop.call_later(timeout_s, _wake, fut)
         try:
-            await asyncio.wait_for(asyncio.shield(fut), timeout_s)
-        except TimeoutError:
-            pass
+            await fut
         finally:
+            timer.cancel()
             for tp in partitions:
                 watchers = self._watchers.get(tp)
                 if watchers is not None:
