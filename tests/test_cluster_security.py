@@ -56,7 +56,7 @@ def test_brokers_replicate_over_sasl_ssl_and_share_users_and_acls(cluster_factor
     assert seen == {("127.0.0.1", b.port2) for b in (b0, b1, b2)}
 
     topic, group = unique("secure"), unique("g")
-    admin0.create_topics([NewTopic(topic, 1, 3, config={"min.insync.replicas": "2"})])[topic].result(15)
+    admin0.create_topics([NewTopic(topic, 1, 3, config={"min.insync.replicas": "2"})])[topic].result(60)
     cred = ScramCredentialInfo(ScramMechanism.SCRAM_SHA_512, 8192)
     admin0.alter_user_scram_credentials(
         [UserScramCredentialUpsertion("alice", cred, b"alice-secret")])["alice"].result(15)
@@ -75,7 +75,7 @@ def test_brokers_replicate_over_sasl_ssl_and_share_users_and_acls(cluster_factor
 
     # alice logs in with SCRAM on broker 2 (her user and ACLs were made on brokers 0 and 1).
     alice = sasl(b2.port2, certs.truststore, "SCRAM-SHA-512", "alice", "alice-secret")
-    deadline = time.monotonic() + 20
+    deadline = time.monotonic() + 60
     errors: list[Any] = []
     while True:  # users and ACLs travel through ZooKeeper watches
         producer = Producer({**alice, "acks": "all", "enable.idempotence": True})
@@ -88,7 +88,7 @@ def test_brokers_replicate_over_sasl_ssl_and_share_users_and_acls(cluster_factor
     assert errors == [None], errors
     for i in range(200):
         producer.produce(topic, f"v{i}".encode())
-    assert producer.flush(20) == 0
+    assert producer.flush(60) == 0
 
     # Every replica caught up over the SASL_SSL inter-broker listener.
     cluster.wait_for("3 in-sync replicas", lambda: len(
@@ -98,9 +98,12 @@ def test_brokers_replicate_over_sasl_ssl_and_share_users_and_acls(cluster_factor
     consumer.subscribe([topic])
     values = []
     try:
+        deadline = time.monotonic() + 60  # the group's join over SASL_SSL first
         while len(values) < 201:
-            msg = consumer.poll(10)
-            assert msg is not None, f"{len(values)} records read"
+            assert time.monotonic() < deadline, f"{len(values)} records read"
+            msg = consumer.poll(1)
+            if msg is None:
+                continue
             assert msg.error() is None, msg.error()
             values.append(msg.value())
     finally:
@@ -111,8 +114,10 @@ def test_brokers_replicate_over_sasl_ssl_and_share_users_and_acls(cluster_factor
     wrong = Producer({**sasl(b1.port2, certs.truststore, "SCRAM-SHA-512", "alice", "not-hers"),
                       "error_cb": lambda err: errors.append(err)})
     errors.clear()
-    wrong.poll(5)
-    assert any(e.code() == KafkaError._AUTHENTICATION for e in errors), errors
+    deadline = time.monotonic() + 60
+    while not any(e.code() == KafkaError._AUTHENTICATION for e in errors):
+        assert time.monotonic() < deadline, errors
+        wrong.poll(0.5)
     for b in (b0, b1, b2):
         logs = b.logs()
         assert "alice-secret" not in logs and "admin-secret" not in logs and "broker-secret" not in logs

@@ -139,7 +139,7 @@ def lag_of(samples: dict[str, float], group: str, topic: str) -> dict[int, float
     return out
 
 
-def wait_until(what: str, check: Any, timeout: float = 15.0) -> Any:
+def wait_until(what: str, check: Any, timeout: float = 60.0) -> Any:
     deadline = time.monotonic() + timeout
     last = None
     while time.monotonic() < deadline:
@@ -273,7 +273,8 @@ def test_under_replicated_and_offline_gauges_rise_when_a_broker_is_killed(cluste
     wait_until("the lag of partitions led by other brokers", lambda: lag_of(
         {k.rsplit("@", 1)[0]: v for k, v in union()[0].items()}, group, spread) == {0: 4, 1: 3, 2: 2})
     gauge = "kafka_server_replicamanager_underreplicatedpartitions"
-    assert scrape(by_id[leader].port2)[0][gauge] == 0
+    # 0 once every replica is in sync (a follower a loaded machine held back may be out for a moment)
+    wait_until("no under-replicated partition on the leader", lambda: scrape(by_id[leader].port2)[0][gauge] == 0)
     controllers = [b for b in cluster.brokers
                    if scrape(b.port2)[0]["kafka_controller_kafkacontroller_activecontrollercount"] == 1]
     assert len(controllers) == 1
@@ -293,7 +294,7 @@ def test_under_replicated_and_offline_gauges_rise_when_a_broker_is_killed(cluste
     wait_until("the ISR to expand and the gauges to fall", lambda: (
         (s := scrape(by_id[leader].port2)[0])[gauge] == 0
         and s["kafka_server_replicamanager_isrexpands_total"] > expands
-        and scrape(controllers[0].port2)[0][offline] == 0), timeout=30)
+        and scrape(controllers[0].port2)[0][offline] == 0), timeout=60)
 
 
 # -- the dashboard file and its Kubernetes component ------------------------------------------

@@ -87,7 +87,7 @@ def read_topic(bootstrap: str, topic: str, start: int = -2, **conf: Any) -> list
     raise AssertionError(f"read {len(out)} records of {topic} before the deadline")
 
 
-def wait_until(check: Any, timeout: float = 20.0, what: str = "condition") -> Any:
+def wait_until(check: Any, timeout: float = 60.0, what: str = "condition") -> Any:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = check()

@@ -102,7 +102,7 @@ def test_replicas_of_every_partition_are_in_distinct_racks(racked: Cluster) -> N
     leaders = [p.replicas[0] for p in partitions.values()]
     assert sorted(leaders.count(b) for b in RACKS) == [4, 4, 4]
     # CreatePartitions places the new partitions rack-aware too
-    racked.admin().create_partitions([NewPartitions(topic, 16)])[topic].result(15)
+    racked.admin().create_partitions([NewPartitions(topic, 16)])[topic].result(60)
     grown = racked.wait_for("16 partitions", lambda: (
         t := racked.metadata(topic).topics[topic]) and len(t.partitions) == 16 and t)
     for p in grown.partitions.values():
@@ -112,8 +112,8 @@ def test_replicas_of_every_partition_are_in_distinct_racks(racked: Cluster) -> N
 def test_consumer_fetches_from_the_replica_in_its_rack(racked: Cluster) -> None:
     topic = unique("follow")
     fs = racked.admin().create_topics([NewTopic(topic, num_partitions=1, replica_assignment=[[0, 1, 2]])],
-                                      operation_timeout=10)
-    fs[topic].result(15)
+                                      operation_timeout=30)
+    fs[topic].result(60)
     racked.wait_leader(topic, isr_size=3)
     count = 2000
     producer = Producer({"bootstrap.servers": racked.bootstrap, "acks": "all", "enable.idempotence": True,
@@ -156,8 +156,8 @@ def test_decommission_onto_a_new_broker_keeps_replicas_in_distinct_racks(racked:
     topic = unique("drain")
     layout = [[0, 2], [2, 0], [1, 2], [0, 2]]
     fs = racked.admin().create_topics([NewTopic(topic, num_partitions=4, replica_assignment=layout)],
-                                      operation_timeout=10)
-    fs[topic].result(15)
+                                      operation_timeout=30)
+    fs[topic].result(60)
     for p in range(4):
         racked.wait_leader(topic, p, isr_size=2)
     racks = {**RACKS, 3: "rack-b"}

@@ -132,7 +132,7 @@ class GroupReader:
             self._thread.join(5)
             self._consumer.close()
 
-    def wait_for(self, wanted: set[int], timeout: float = 30.0) -> None:
+    def wait_for(self, wanted: set[int], timeout: float = 60.0) -> None:
         deadline = time.monotonic() + timeout
         while not wanted <= self.values and time.monotonic() < deadline:
             time.sleep(0.2)
@@ -171,14 +171,14 @@ def call(broker: ClusterBroker, api_key: int, version: int, body: dict[str, Any]
     async def ask() -> Any:
         peer = PeerConnection("127.0.0.1", broker.port, "test")
         try:
-            return await peer.call(api_key, version, body, 10.0)
+            return await peer.call(api_key, version, body, 30.0)
         finally:
             peer.close()
 
     return asyncio.run(ask())
 
 
-def call_port(port: int, api_key: int, version: int, body: dict[str, Any], timeout: float = 10.0) -> Any:
+def call_port(port: int, api_key: int, version: int, body: dict[str, Any], timeout: float = 30.0) -> Any:
     async def ask() -> Any:
         peer = PeerConnection("127.0.0.1", port, "test")
         try:
@@ -223,7 +223,7 @@ def replicas_by_broker(cluster: Cluster, topic: str) -> dict[int, int]:
 
 
 def wait_moved(cluster: Cluster, via: ClusterBroker, topic: str, p: int, target: list[int],
-               timeout: float = 30.0) -> None:
+               timeout: float = 60.0) -> None:
     def done() -> bool:
         part = cluster.partition(topic, p, via=via)
         return not ongoing(via) and list(part.replicas) == target and sorted(part.isrs) == sorted(target)
@@ -289,7 +289,8 @@ def test_reassignment_interrupted_by_sigkill_of_controller_and_target_completes(
     survivor = next(b for b in cluster.brokers[:3] if b.broker_id != controller)
     assert reassign(survivor, "moving", {0: target}) == {0: "none"}
     cluster.by_id(controller).kill()
-    time.sleep(3.0)  # a new controller takes over, broker 3 is gone: the move waits
+    # a new controller takes over (awaited, was a fixed 3 s sleep), broker 3 is gone: the move waits
+    cluster.wait_for("a new controller", lambda: cluster.metadata(via=survivor).controller_id not in (-1, controller))
     assert ongoing(survivor) == {("moving", 0): ([*target, controller], [3], [controller])}
     cluster.by_id(controller).start()
     new.start()

@@ -51,7 +51,7 @@ def test_list_and_describe_show_an_open_transaction_then_its_commit(txb: BrokerP
     p.begin_transaction()
     p.produce(topic, value=b"a", partition=0)
     p.produce(topic, value=b"b", partition=1)
-    p.flush(10)
+    assert p.flush(60) == 0
     # The partition leader's view of the producer (DescribeProducers), independent of the coordinator's.
     leader = call(txb, 61, 0, topics=[{"name": topic, "partition_indexes": [0]}]).topics[0].partitions[0]
     (producer,) = [s for s in leader.active_producers if s.current_txn_start_offset >= 0]
@@ -83,7 +83,7 @@ def test_list_filters_by_state_and_producer_id(txb: BrokerProcess) -> None:
     still = txn_producer(txb.bootstrap, open_id)
     still.begin_transaction()
     still.produce(topic, value=b"y")
-    still.flush(10)
+    assert still.flush(60) == 0
 
     ongoing = listed(ok("txn", "list", "--state", "Ongoing", *b))
     assert open_id in ongoing and done_id not in ongoing
@@ -131,7 +131,7 @@ def test_list_asks_every_broker_of_a_cluster(cluster_factory: Any) -> None:
         p = txn_producer(cluster.bootstrap, tid)
         p.begin_transaction()
         p.produce(topic, value=b"v", partition=0)
-        p.flush(10)
+        assert p.flush(60) == 0
         producers.append(p)
 
     via = cluster.brokers[0].bootstrap
