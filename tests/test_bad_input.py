@@ -17,9 +17,10 @@ from odradek.protocol.build import build
 from odradek.protocol.framing import decode_response, encode_request, request_type
 
 
-def roundtrip(bootstrap: str, api_key: int, version: int, body: object, *, raw: bytes | None = None) -> object:
+def roundtrip(bootstrap: str, api_key: int, version: int, body: object, *, raw: bytes | None = None,
+              timeout: float = 10) -> object:
     host, port = bootstrap.split(":")
-    with socket.create_connection((host, int(port)), timeout=10) as s:
+    with socket.create_connection((host, int(port)), timeout=timeout) as s:
         s.sendall(raw if raw is not None else encode_request(api_key, version, 7, body))
         size = struct.unpack(">i", recv_exact(s, 4))[0]
         frame = recv_exact(s, size)
