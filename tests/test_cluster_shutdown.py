@@ -24,7 +24,7 @@ from kazoo.protocol.states import KeeperState
 from odradek.cluster import zk as zkmod
 from odradek.storage.manager import CLEAN_SHUTDOWN_FILE, RECOVERY_POINT_FILE, read_checkpoint
 
-pytestmark = pytest.mark.timeout(120)
+pytestmark = pytest.mark.timeout(300)  # a bound on a hang; a loaded machine makes a passing run slow
 
 RETRIES, BACKOFF_MS = 2, 500
 # what the brokers may take beyond retries x backoff: the flush of a few small logs, closing

@@ -33,7 +33,7 @@ if TYPE_CHECKING:
 
 pytest_plugins = ["cluster_fixtures"]  # the zookeeper and cluster_factory fixtures
 
-pytestmark = pytest.mark.timeout(120)
+pytestmark = pytest.mark.timeout(300)  # a bound on a hang; a loaded machine makes a passing run slow
 
 OFFSETS_PARTITIONS = 3  # cluster_fixtures.FAST_ENV's offsets.topic.num.partitions
 # The followers stay SIGSTOPped for about 3 s: an 8 s session keeps them registered and a 15 s

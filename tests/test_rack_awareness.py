@@ -31,7 +31,7 @@ from odradek.cli.cluster_up import wait_for_port
 
 pytest_plugins = ["cluster_fixtures"]
 
-pytestmark = pytest.mark.timeout(180)
+pytestmark = pytest.mark.timeout(300)  # a bound on a hang; the racked cluster alone took 73 s to start at load 10
 
 RACKS = {0: "rack-a", 1: "rack-a", 2: "rack-b"}
 
