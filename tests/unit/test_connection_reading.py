@@ -151,10 +151,10 @@ def test_reading_stays_paused_while_the_brokers_request_queue_is_full() -> None:
     asyncio.run(check())
 
 
-def test_client_sockets_get_kafkas_buffer_sizes_unless_set_to_the_os_default() -> None:
-    """socket.receive.buffer.bytes / socket.send.buffer.bytes (100 KiB, Kafka's defaults; -1: the
-    OS's autotuned size): a small receive buffer makes a client's pipelined requests wait in the
-    client, where librdkafka batches, instead of megabytes of them in the broker's kernel."""
+def test_client_sockets_get_the_configured_buffer_sizes_unless_set_to_the_os_default() -> None:
+    """socket.receive.buffer.bytes / socket.send.buffer.bytes (-1: the OS's autotuned size): a
+    bounded receive buffer makes a client's pipelined requests wait in the client, where librdkafka
+    batches, instead of megabytes of them in the broker's kernel."""
 
     async def sizes(receive: int, send: int) -> tuple[int, int]:
         config = BrokerConfig(storage="memory", socket_receive_buffer_bytes=receive, socket_send_buffer_bytes=send)

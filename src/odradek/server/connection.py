@@ -121,7 +121,7 @@ class Connection(asyncio.Protocol):
         self.session = self._new_session(transport)
 
     def _size_buffers(self, transport: asyncio.BaseTransport) -> None:
-        """socket.receive.buffer.bytes / socket.send.buffer.bytes, as Kafka sets them (-1: the OS's)."""
+        """socket.receive.buffer.bytes / socket.send.buffer.bytes, set as Kafka does (-1: the OS's)."""
         sock = transport.get_extra_info("socket")
         if sock is None:
             return

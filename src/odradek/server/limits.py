@@ -66,7 +66,7 @@ class ConnectionLimits:
         # socket.receive.buffer.bytes / socket.send.buffer.bytes: a socket left to autotune its
         # receive buffer (up to net.ipv4.tcp_rmem's 32 MB here) holds megabytes of a client's
         # requests, so the client never feels the broker's pace (librdkafka batches more only
-        # while its requests wait unsent); Kafka sets both to 100 KiB
+        # while its requests wait unsent); Kafka sets both to 100 KiB, odradek's defaults in config
         self.receive_buffer_bytes = config.socket_receive_buffer_bytes
         self.send_buffer_bytes = config.socket_send_buffer_bytes
         self.per_ip: Counter[str] = Counter()
