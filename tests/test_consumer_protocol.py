@@ -636,6 +636,16 @@ def test_cluster_coordinator_sigkill_resumes_the_group(cluster_factory: Any) -> 
     assert members_of(after) == summary
     assert (after.group_epoch, after.assignment_epoch) == (before.group_epoch, before.assignment_epoch)
     tid = topic_ids(new)[topic]
-    # its first write may wait for the offsets partition's ISR to drop the dead broker: retried
-    resumed = heartbeat_until_answered(new, group, "x", summary["x"][0], owned={tid: summary["x"][1]})
+    # its first write may wait for the offsets partition's ISR to drop the dead broker, and the
+    # partition's leadership may move once more meanwhile (NOT_COORDINATOR): retried, at the
+    # coordinator FindCoordinator names then, as a client does
+    deadline = time.monotonic() + 90
+    while True:
+        at = coordinator_of(cluster, group)
+        resumed = None if at is None else heartbeat(at, group, "x", summary["x"][0], owned={tid: summary["x"][1]})
+        if resumed is not None and resumed.error_code not in RETRIABLE | {E.not_coordinator}:
+            break
+        assert time.monotonic() < deadline, f"no answer but {resumed and resumed.error_code!r} for 90 s"
+        time.sleep(0.2)
+    assert resumed.error_code == E.none, (resumed.error_code, resumed.error_message)
     assert resumed.member_epoch == summary["x"][0]
