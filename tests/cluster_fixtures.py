@@ -31,7 +31,6 @@ FAST_ENV = {
     "ODRADEK_OFFSETS_TOPIC_NUM_PARTITIONS": "3",
 }
 WAIT_S = 60.0  # the default bound on a wait for a cluster state
-START_S = 90.0  # for a broker to listen: brokers starting side by side share a loaded machine
 
 
 def _reap(proc: subprocess.Popen[bytes], timeout: float = 10.0) -> None:
@@ -87,21 +86,13 @@ class ClusterBroker:
         return self.proc is not None and self.proc.poll() is None and not self.paused
 
     def start(self) -> ClusterBroker:
-        self.launch()
-        return self.wait_listening()
-
-    def launch(self) -> None:
-        """The process only: brokers launched together start side by side (see wait_listening)."""
         import os
 
         with open(self.log_path, "ab") as log:  # the child keeps its own descriptor
             self.proc = subprocess.Popen(
                 broker_command(self.broker_id, self.port, self.data_dir, self.zookeeper),
                 stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **self.env}, cwd=ROOT)
-
-    def wait_listening(self) -> ClusterBroker:
-        assert self.proc is not None
-        wait_for_port(self.port, timeout=START_S, proc=self.proc)
+        wait_for_port(self.port, timeout=WAIT_S, proc=self.proc)
         return self
 
     def kill(self) -> None:
@@ -230,10 +221,8 @@ def cluster_factory(zookeeper: ZooKeeper, tmp_path: Path, request: pytest.Fixtur
         full_env = {**FAST_ENV, **(env or {})}
         brokers = [ClusterBroker(i, tmp_path / f"broker-{i}", zookeeper.connect(chroot), full_env) for i in range(n)]
         made.extend(brokers)
-        for b in brokers:  # side by side: most of a start is the interpreter's and the imports' CPU
-            b.launch()
         for b in brokers:
-            b.wait_listening()
+            b.start()
         cluster = Cluster(brokers)
         cluster.wait_for(f"{n} live brokers", lambda: len(cluster.metadata().brokers) == n)
         return cluster

@@ -58,10 +58,8 @@ def racked(zookeeper: ZooKeeper, tmp_path_factory: pytest.TempPathFactory) -> It
                "ODRADEK_METRICS_PORT": "{port2}", "ODRADEK_REPLICA_LAG_TIME_MAX_MS": "10000"}
         brokers.append(ClusterBroker(i, Path(base) / f"broker-{i}", connect, env))
     try:
-        for b in brokers:  # side by side, as cluster_factory starts them
-            b.launch()
         for b in brokers:
-            b.wait_listening()
+            b.start()
         cluster = Cluster(brokers)
         cluster.wait_for("3 live brokers", lambda: len(cluster.metadata().brokers) == 3)
         yield cluster
