@@ -95,24 +95,35 @@ RETRIABLE = {E.coordinator_not_available, E.coordinator_load_in_progress, E.not_
 
 def heartbeat_until_answered(b: Any, group: str, member: str, epoch: int, **kw: Any) -> Any:
     """A heartbeat retried, as a client retries, while the coordinator answers a retriable error
-    (a coordinator still loading, or whose __consumer_offsets partition is below min ISR)."""
-    deadline = time.monotonic() + 60
-    while (resp := heartbeat(b, group, member, epoch, **kw)).error_code in RETRIABLE:
-        assert time.monotonic() < deadline, f"{member}: {resp.error_code!r} for 60 s"
+    (a coordinator still loading, or whose __consumer_offsets partition is below min ISR). `b` is
+    a broker, or a callable naming the coordinator now (FindCoordinator): then NOT_COORDINATOR is
+    retried there too, as a client looks its coordinator up again."""
+    deadline = time.monotonic() + 90
+    while True:
+        at = b() if callable(b) else b
+        resp = None if at is None else heartbeat(at, group, member, epoch, **kw)
+        if resp is not None and resp.error_code not in RETRIABLE and not (
+                callable(b) and resp.error_code == E.not_coordinator):
+            break
+        assert time.monotonic() < deadline, f"{member}: {resp and resp.error_code!r} for 90 s"
         time.sleep(0.2)
     assert resp.error_code == E.none, (member, resp.error_code, resp.error_message)
     return resp
 
 
 def stable_group_of_two(b: Any, group: str, topic: str) -> Any:
-    """Members x and y join `group` on `topic` through `b` and reach their assignment: the
-    group's description, Stable, with both members in it."""
+    """Members x and y join `group` on `topic` through `b` (a broker, or a callable naming the
+    coordinator now) and reach their assignment: the group's description, Stable, with both
+    members in it."""
     x = heartbeat_until_answered(b, group, "x", 0, topics=[topic])
     y = heartbeat_until_answered(b, group, "y", 0, topics=[topic])
     x = heartbeat_until_answered(b, group, "x", x.member_epoch, owned=assigned(x))
     heartbeat_until_answered(b, group, "x", x.member_epoch, owned=assigned(x))
     heartbeat_until_answered(b, group, "y", y.member_epoch, owned={})
-    described = describe(b, group)
+    deadline = time.monotonic() + 60
+    while (described := describe(b() if callable(b) else b, group)).error_code != E.none:
+        assert callable(b) and time.monotonic() < deadline, described.error_code
+        time.sleep(0.2)
     assert described.group_state == "Stable"
     assert set(members_of(described)) == {"x", "y"}
     return described
@@ -623,8 +634,11 @@ def test_cluster_coordinator_sigkill_resumes_the_group(cluster_factory: Any) -> 
     topic = unique("cpk")
     cluster.create_topic(topic, partitions=4)
     group = unique("g")
-    coord = cluster.wait_for("a coordinator", lambda: coordinator_of(cluster, group))
-    before = stable_group_of_two(coord, group, topic)
+    cluster.wait_for("a coordinator", lambda: coordinator_of(cluster, group))
+    # the offsets partition's leadership may still settle right after the cluster starts: each
+    # step goes to the coordinator FindCoordinator names then, as a client's does
+    before = stable_group_of_two(lambda: coordinator_of(cluster, group), group, topic)
+    coord = cluster.wait_for("the coordinator", lambda: coordinator_of(cluster, group))
     summary = members_of(before)
     cluster.wait_for("the group's records on every in-sync replica",
                      lambda: replicated_state(cluster, group) == summary, timeout=60)

@@ -338,8 +338,14 @@ def test_cancelled_reassignment_leaves_the_old_replicas_and_errors_are_kafkas(
     assert reassign(b, "nope", {0: [0, 1]}) == {0: "unknown_topic_or_partition"}
     assert reassign(b, "errors", {0: None}) == {0: "no_reassignment_in_progress"}
     # v1 (KIP-860): a change of replication factor refused when not allowed
-    resp = call(b, 45, 1, {"timeout": 30000, "allow_replication_factor_change": False, "topics": [
-        {"name": "errors", "partitions": [{"partition_index": 0, "replicas": [0, 1, 2]}]}]})
+    body = {"timeout": 30000, "allow_replication_factor_change": False, "topics": [
+        {"name": "errors", "partitions": [{"partition_index": 0, "replicas": [0, 1, 2]}]}]}
+    for _ in range(40):  # to the controller, as an admin client sends it (another broker: NOT_CONTROLLER)
+        resp = call_port(controller_port(b), 45, 1, body)
+        if resp.error_code.name != "not_controller":
+            break
+        time.sleep(0.25)
+    assert resp.error_code.name == "none", resp
     assert resp.responses[0].partitions[0].error_code.name == "invalid_replication_factor"
 
     # the pre-KIP-455 way: a JSON file written to /admin/reassign_partitions, picked up and deleted
