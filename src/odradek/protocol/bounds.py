@@ -132,8 +132,14 @@ def without_unknown_tags(buf: bytes, sections: list[TagSection]) -> bytes:
     return bytes(out)
 
 
+_ONE_BYTE = [bytes((n,)) for n in range(0x80)]
+
+
 def uvarint_bytes(n: int) -> bytes:
-    """Kafka's unsigned varint (KIP-482), the writer's side of read_uvarint."""
+    """Kafka's unsigned varint (KIP-482), the writer's side of read_uvarint (a compact length
+    below 128, most of them, is one shared byte string)."""
+    if n < 0x80:
+        return _ONE_BYTE[n]
     out = bytearray()
     while n >= 0x80:
         out.append((n & 0x7F) | 0x80)

@@ -17,6 +17,7 @@ import struct
 import uuid
 from typing import Any
 
+from odradek.protocol.bounds import uvarint_bytes as _uvarint
 from odradek.protocol.framing import EncodedBody
 
 MIN_VERSION = 4
@@ -30,23 +31,11 @@ _PARTITION_V5 = struct.Struct(">ihqqq")  # ... log start offset
 _ABORTED = struct.Struct(">qq")  # producer id, first offset
 _INT16 = struct.Struct(">h")
 _INT32 = struct.Struct(">i")
-_ONE_BYTE = [bytes((n,)) for n in range(0x80)]
 _NULL_ARRAY = _INT32.pack(-1)
 _ZERO_UUID = uuid.UUID(int=0)
 # What a partition entry may hold for this writer (anything else is left to kio)
 _KNOWN = frozenset({"partition_index", "error_code", "high_watermark", "last_stable_offset", "log_start_offset",
                     "preferred_read_replica", "records", "aborted_transactions"})
-
-
-def _uvarint(n: int) -> bytes:
-    if n < 0x80:
-        return _ONE_BYTE[n]
-    out = bytearray()
-    while n >= 0x80:
-        out.append((n & 0x7F) | 0x80)
-        n >>= 7
-    out.append(n)
-    return bytes(out)
 
 
 def encode_body(version: int, error_code: int, session_id: int,

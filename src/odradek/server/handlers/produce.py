@@ -21,6 +21,7 @@ from typing import Any
 from kio.schema.errors import ErrorCode
 
 from odradek.cluster.metadata import TopicMetadata
+from odradek.protocol.bounds import uvarint_bytes as _uvarint
 from odradek.protocol.build import ZERO_UUID
 from odradek.protocol.framing import EncodedBody
 from odradek.protocol.records import (
@@ -256,18 +257,6 @@ _PARTITION_V9_OK = struct.Struct(">ihqqq3s")  # the same in compact form, then n
 _V9_OK_TAIL = b"\x01\x00\x00"
 _INT16 = struct.Struct(">h")
 _INT32 = struct.Struct(">i")
-_ONE_BYTE = [bytes((n,)) for n in range(0x80)]
-
-
-def _uvarint(n: int) -> bytes:
-    if n < 0x80:
-        return _ONE_BYTE[n]
-    out = bytearray()
-    while n >= 0x80:
-        out.append((n & 0x7F) | 0x80)
-        n >>= 7
-    out.append(n)
-    return bytes(out)
 
 
 def _count(n: int, flexible: bool) -> bytes:
