@@ -384,7 +384,7 @@ class Target:
         where = f"api {api_key} v{version} ({SHAPES[shape]})"
         try:
             closed = self.call(frame)
-        except Exception as exc:
+        except (Exception, asyncio.CancelledError) as exc:  # a CancelledError not of our timeout's making too
             raise Finding(f"{where}: {type(exc).__name__}: {exc}", exc) from exc
         logged, self.traces.seen = self.traces.seen, []
         errors, self.loop_errors = self.loop_errors, []

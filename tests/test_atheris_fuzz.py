@@ -29,5 +29,7 @@ def test_a_seeded_atheris_run_meets_no_crash(tmp_path: Path) -> None:
     )
     log = "\n".join(line for line in done.stderr.splitlines() if not line.startswith("INFO: Instrumenting"))
     crashes = sorted(p.name for p in tmp_path.glob("crash-*"))
-    assert done.returncode == 0 and not crashes, f"exit {done.returncode}, {crashes}:\n{log[-6000:]}"
+    # atheris prints an uncaught exception's traceback on stdout, libFuzzer its progress on stderr
+    assert done.returncode == 0 and not crashes, \
+        f"exit {done.returncode}, {crashes}:\n{log[-4000:]}\nstdout:\n{done.stdout[-4000:]}"
     assert re.search(r"^Done \d+ runs", log, re.MULTILINE), log[-3000:]  # libFuzzer's own closing line

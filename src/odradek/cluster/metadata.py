@@ -243,9 +243,12 @@ class LocalMetadataStore:
         self._writer.write(f'{{"version": 1, "topics": {{\n{body}\n}}}}\n')
 
     async def synced(self) -> None:
-        """Return once topics.json holds every change made before the call (raises the write's OSError)."""
+        """Return once topics.json holds every change made before the call (raises the write's OSError).
+
+        The write's future is shared by every request waiting for it: a waiter cancelled (its client
+        closed the connection) must not cancel it, or the others would be answered CancelledError."""
         if self._writer is not None:
-            await asyncio.wrap_future(self._writer.last())
+            await asyncio.shield(asyncio.wrap_future(self._writer.last()))
 
     def wait_synced(self, timeout: float | None = None) -> None:
         """`synced` for a caller off the event loop (a stop, a test harness)."""

@@ -9,6 +9,7 @@ request that cannot be parsed, closes the connection after one log line.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import struct
 import time
@@ -121,7 +122,7 @@ class CloseConnection(Exception):
     """Raised to drop the client connection after a one-line log."""
 
 
-def _internal_error(header: RequestHeader, exc: Exception) -> str:
+def _internal_error(header: RequestHeader, exc: BaseException) -> str:
     """One log line for a request a handler failed on: what, where, and no traceback."""
     tb = exc.__traceback__
     where = "?"
@@ -199,6 +200,12 @@ class Dispatcher:
         except CloseConnection:
             raise
         except Exception as exc:  # noqa: BLE001 - a handler's bug costs one connection, not the broker
+            raise CloseConnection(_internal_error(header, exc)) from None
+        except asyncio.CancelledError as exc:
+            task = asyncio.current_task()
+            if task is None or task.cancelling():
+                raise  # this request's own cancellation: its connection closed
+            # a future shared with a cancelled request, handed on: a bug, as any other exception
             raise CloseConnection(_internal_error(header, exc)) from None
         elapsed_ms = (time.perf_counter() - started) * 1000
         total_time.observe(elapsed_ms)
