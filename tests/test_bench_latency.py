@@ -1,0 +1,29 @@
+"""bench/latency.py in short (issue 20's end-to-end latency figures come from it): a producer on its own
+process and a consumer, against librdkafka's mock cluster and a fresh odradek, every record timed
+and none lost. The figures themselves are the bench's, not this test's."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parent.parent / "bench" / "latency.py"
+ROW = re.compile(r"^(client alone \(mock\)|odradek)\s+500\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)\s+\S+\s+(\d+)$",
+                 re.MULTILINE)
+
+
+def test_latency_bench_times_every_record_of_a_separate_producer_process() -> None:
+    done = subprocess.run(
+        [sys.executable, str(BENCH), "--rates", "500", "--seconds", "1", "--warmup", "0.2", "--broker-warmup", "0"],
+        capture_output=True, text=True, timeout=240, check=False, cwd=BENCH.parent,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "the producer on its own process" in done.stdout, done.stdout
+    rows = {m.group(1): m for m in ROW.finditer(done.stdout)}
+    assert set(rows) == {"client alone (mock)", "odradek"}, done.stdout
+    for name, row in rows.items():
+        p50, p99 = float(row.group(2)), float(row.group(3))
+        assert 0 < p50 <= p99, (name, done.stdout)
+        assert row.group(6) == "0", f"{name} lost records:\n{done.stdout}"
