@@ -14,10 +14,10 @@ stable offset, log start offset (v5+), aborted transactions (nullable), preferre
 from __future__ import annotations
 
 import struct
-import uuid
 from typing import Any
 
 from odradek.protocol.bounds import uvarint_bytes as _uvarint
+from odradek.protocol.build import ZERO_UUID
 from odradek.protocol.framing import EncodedBody
 
 MIN_VERSION = 4
@@ -32,7 +32,6 @@ _ABORTED = struct.Struct(">qq")  # producer id, first offset
 _INT16 = struct.Struct(">h")
 _INT32 = struct.Struct(">i")
 _NULL_ARRAY = _INT32.pack(-1)
-_ZERO_UUID = uuid.UUID(int=0)
 # What a partition entry may hold for this writer (anything else is left to kio)
 _KNOWN = frozenset({"partition_index", "error_code", "high_watermark", "last_stable_offset", "log_start_offset",
                     "preferred_read_replica", "records", "aborted_transactions"})
@@ -59,7 +58,7 @@ def encode_body(version: int, error_code: int, session_id: int,
     for topic in responses:
         if by_id:
             topic_id = topic["topic_id"]
-            append((topic_id or _ZERO_UUID).bytes)
+            append((topic_id or ZERO_UUID).bytes)
         else:
             raw = topic["topic"].encode()
             append((_uvarint(len(raw) + 1) if flexible else _INT16.pack(len(raw))) + raw)
