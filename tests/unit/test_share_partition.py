@@ -103,12 +103,29 @@ def test_a_member_leaving_releases_its_records_and_a_rollback_restores_acknowled
     sp = partition()
     sp.acquire(batches((0, 4, 0, -1)), [], "a", 2, LOCKS, LOCK_S, now=0)
     sp.acquire(batches((0, 4, 0, -1)), [], "b", 2, LOCKS, LOCK_S, now=0)
-    saved = sp.checkpoint(range(2, 4))
+    saved = sp.checkpoint([(2, 3)])
     sp.acknowledge("b", 2, 3, [ACCEPT], LOCK_S, LIMIT, now=0)
     sp.rollback(saved)  # the state write failed: b still holds them
     assert [(o, r.state, r.owner) for o, r in sp.inflight.items()][2:] == [(2, 1, "b"), (3, 1, "b")]
     assert sp.release_member("a", LIMIT)
     assert [sp.inflight[o].state for o in (0, 1)] == [AVAILABLE, AVAILABLE]
+
+
+def test_an_acknowledgement_claiming_2_to_the_63_offsets_is_answered_at_once() -> None:
+    """The fuzzer's finding: one ShareFetch whose acknowledgement batch spans 0 .. 2**63-1 held the
+    broker's loop for good (a loop over every offset of the range, in checkpoint and acknowledge)."""
+    sp = partition()
+    sp.acquire(batches((0, 4, 0, -1)), [], "a", 500, LOCKS, LOCK_S, now=0)
+    last = 2**63 - 1
+    saved = sp.checkpoint([(0, last), (1, last)])
+    assert sorted(saved[1]) == [0, 1, 2, 3]
+    with pytest.raises(InvalidRecordState):  # an ACCEPT of offsets not in flight
+        sp.acknowledge("a", 0, last, [ACCEPT], LOCK_S, LIMIT, now=1)
+    assert all(r.state == 1 and r.owner == "a" for r in sp.inflight.values())  # refused: nothing changed
+    sp.acknowledge("a", 2, last, [GAP], LOCK_S, LIMIT, now=1)  # a GAP may name offsets not in flight
+    assert [sp.inflight[o].state for o in (2, 3)] == [ARCHIVED, ARCHIVED]
+    sp.acknowledge("a", 0, 1, [ACCEPT, RELEASE], LOCK_S, LIMIT, now=1)
+    assert sp.inflight[1].state == AVAILABLE
 
 
 def test_the_snapshot_records_round_trip_in_kafkas_schema() -> None:

@@ -15,6 +15,7 @@ snapshot (share_state.py) is what goes to __share_group_state.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
@@ -170,16 +171,24 @@ class SharePartition:
         GAP already done). True when a record became AVAILABLE again."""
         if last < first or (len(types) != 1 and len(types) != last - first + 1):
             raise InvalidRecordState(f"acknowledgement batch {first}-{last} with {len(types)} types")
-        for i, offset in enumerate(range(first, last + 1)):
-            kind = types[0] if len(types) == 1 else types[i]
+        if len(types) == 1 and last - first >= len(self.inflight):
+            # one type for a range wider than what is in flight (a request may claim 2**63 offsets):
+            # some offset of it is not acquired, which only a GAP may say; visit those in flight
+            if types[0] != GAP:
+                raise InvalidRecordState(f"acknowledgement batch {first}-{last}: not every offset is acquired")
+            offsets: Iterable[int] = [o for o in self.inflight if first <= o <= last]
+        else:
+            offsets = range(first, last + 1)  # at most one a type the request carried, or what is in flight
+        for offset in offsets:
+            kind = types[0] if len(types) == 1 else types[offset - first]
             rec = self.inflight.get(offset)
             if kind == GAP and (rec is None or rec.state in _DONE):
                 continue
             if rec is None or rec.state != ACQUIRED or rec.owner != member:
                 raise InvalidRecordState(f"offset {offset} is not acquired by this member")
         released = False
-        for i, offset in enumerate(range(first, last + 1)):
-            kind = types[0] if len(types) == 1 else types[i]
+        for offset in offsets:
+            kind = types[0] if len(types) == 1 else types[offset - first]
             rec = self.inflight.get(offset)
             if rec is None or rec.state != ACQUIRED:
                 continue
@@ -199,9 +208,12 @@ class SharePartition:
         self._advance()
         return released
 
-    def checkpoint(self, offsets: Iterable[int]) -> tuple[int, dict[int, InFlight]]:
-        """What `rollback` needs to undo acknowledgements of `offsets`."""
-        return self.start_offset, {o: replace(self.inflight[o]) for o in offsets if o in self.inflight}
+    def checkpoint(self, ranges: Sequence[tuple[int, int]]) -> tuple[int, dict[int, InFlight]]:
+        """What `rollback` needs to undo acknowledgements of the offset ranges (first, last):
+        the in-flight records in them (a range may claim far more offsets than are in flight)."""
+        held = sorted(self.inflight)
+        return self.start_offset, {o: replace(self.inflight[o]) for first, last in ranges
+                                   for o in held[bisect.bisect_left(held, first):bisect.bisect_right(held, last)]}
 
     def rollback(self, saved: tuple[int, dict[int, InFlight]]) -> None:
         """Undo acknowledgements whose state could not be written (Kafka's SharePartition rolls

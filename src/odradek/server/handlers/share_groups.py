@@ -215,7 +215,7 @@ async def _acknowledge(ctx: RequestContext, coord: ShareCoordinator, group_id: s
                 continue
             code = E.none
             released = False
-            saved = sp.checkpoint(o for b in p.acknowledgement_batches for o in range(b.first_offset, b.last_offset + 1))
+            saved = sp.checkpoint([(b.first_offset, b.last_offset) for b in p.acknowledgement_batches])
             for batch in p.acknowledgement_batches:
                 try:
                     released |= sp.acknowledge(member_id, batch.first_offset, batch.last_offset,
