@@ -62,6 +62,33 @@ def test_flipped_byte_is_corrupt_message_and_nothing_is_written(broker: BrokerPr
     assert again.responses[0].partition_responses[0].base_offset == 1  # type: ignore[attr-defined]
 
 
+def lying_count(batch: bytes, count: int) -> bytes:
+    """The batch with another record count (and last offset delta), its CRC made right again."""
+    import crc32c
+
+    lie = bytearray(batch)
+    struct.pack_into(">i", lie, 23, count - 1)
+    struct.pack_into(">i", lie, 57, count)
+    struct.pack_into(">I", lie, 17, crc32c.crc32c(bytes(lie[21:])))
+    return bytes(lie)
+
+
+@pytest.mark.kafka_behaviour
+def test_a_batch_lying_about_its_record_count_is_refused_and_takes_no_offsets(broker: BrokerProcess) -> None:
+    """One record claiming to be 1,000 (or 2**31 - 1) took that many offsets before, and the Java
+    consumer, which reads exactly the claimed count, failed on the batch."""
+    from odradek.protocol.records import encode_batch
+
+    topic = unique("count")
+    create_topic(broker.bootstrap, topic)
+    two = encode_batch([(b"k", b"v", ())] * 2, timestamp_ms=1_700_000_000_000)
+    codes = [produce_raw(broker.bootstrap, topic, lie).responses[0].partition_responses[0].error_code  # type: ignore[attr-defined]
+             for lie in (lying_count(valid_batch(), 1000), lying_count(valid_batch(), 2**31 - 1), lying_count(two, 1))]
+    assert codes == [ErrorCode.invalid_record] * 3  # Kafka's InvalidRecordException from its record iterator
+    again = produce_raw(broker.bootstrap, topic, valid_batch())
+    assert again.responses[0].partition_responses[0].base_offset == 0  # type: ignore[attr-defined]
+
+
 @pytest.mark.kafka_behaviour
 def test_truncated_batch_is_invalid_record(broker: BrokerProcess) -> None:
     # Kafka's ProduceRequest.validateRecords: no whole batch in the partition's records

@@ -160,6 +160,36 @@ def test_built_batch_parses_to_its_fields_and_records(case: tuple[bytes, dict[st
         (f["base_offset"] + i, f["timestamp_ms"], k, v, hs) for i, (k, v, hs) in enumerate(records)]
 
 
+@SETTINGS
+@given(batches(), st.integers(-3, 3).filter(bool), st.sampled_from([b"", b"\0", b"\x02ab"]))
+def test_a_batch_lying_about_its_record_count_is_refused_whole(
+        case: tuple[bytes, dict[str, Any], list[Any]], lie: int, trailing: bytes) -> None:
+    """Kafka's LogValidator reads every record: a produced batch claiming more or fewer records than
+    it holds, or bytes after them, is INVALID_RECORD as there (it took offsets it did not fill, and
+    the Java consumer, which reads exactly record_count records, failed on it)."""
+    data, f, records = case
+    body = decompress(f["compression"], data[BATCH_HEADER_SIZE:])
+    count = len(records) + lie
+    liars = [with_body(body + trailing, len(records), compression=f["compression"])] if trailing else []
+    if count >= 1:
+        liars.append(with_body(body, count, compression=f["compression"]))
+    assert parse_batches(with_body(body, len(records), compression=f["compression"]))[0].record_count == len(records)
+    for liar in liars:
+        with pytest.raises(InvalidRecordError) as refused:
+            parse_batches(liar)
+        assert refused.value.error_code == ErrorCode.invalid_record
+
+
+def test_a_claim_of_2_to_the_31_records_in_one_is_refused_at_once() -> None:
+    one = encode_batch([(None, b"v" * 100, ())])
+    with pytest.raises(InvalidRecordError, match="does not fit"):
+        parse_batches(with_body(one[BATCH_HEADER_SIZE:], 2**31 - 1))
+    same_size = encode_batch([(None, b"v" * 100, ())] * 50)  # one stride: checked by byte columns
+    assert parse_batches(same_size)[0].record_count == 50
+    with pytest.raises(InvalidRecordError):
+        parse_batches(with_body(same_size[BATCH_HEADER_SIZE:], 49))
+
+
 @st.composite
 def own_records(draw: Any) -> list[Record]:
     """Records with their own offsets (gaps, as compaction leaves) and timestamps (any order)."""
