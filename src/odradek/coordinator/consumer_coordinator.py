@@ -275,10 +275,10 @@ class ConsumerGroupMixin:
         existing = group.consumers.get(member_id)
         if instance_id is None:
             return existing or ConsumerMember(member_id)
-        old_id = group.static_consumers.get(instance_id)
-        if old_id is None or old_id == member_id:
+        old_id = group.static_consumers.get(instance_id, "")
+        old = group.consumers.get(old_id)  # None: the mapping outlived its member
+        if old is None or old_id == member_id:
             return existing or ConsumerMember(member_id, instance_id=instance_id)
-        old = group.consumers[old_id]
         if old.member_epoch != STATIC_LEAVE_EPOCH:
             return HeartbeatResult(E.unreleased_instance_id, f"static member {instance_id} is still in use by "
                                    f"member {old_id}", member_id, 0)

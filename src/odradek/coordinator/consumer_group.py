@@ -128,6 +128,9 @@ class ConsumerGroup(Group):
 
     def add_consumer(self, member: ConsumerMember) -> None:
         self.consumers[member.member_id] = member
+        stale = [i for i, m in self.static_consumers.items() if m == member.member_id and i != member.instance_id]
+        for instance_id in stale:  # the member came back under another instance id: one mapping a member
+            del self.static_consumers[instance_id]
         if member.instance_id is not None:
             self.static_consumers[member.instance_id] = member.member_id
         self.claim(member)
