@@ -319,6 +319,7 @@ class Target:
         root.setLevel(logging.WARNING)
         logging.getLogger("odradek.dispatcher").setLevel(logging.DEBUG)
         self.broker: Broker | None = None
+        self.starts = 0
         self.dispatcher: Dispatcher | None = None
         self.topic_ids: list[uuid.UUID] = []
         self.runs = 0
@@ -334,11 +335,15 @@ class Target:
     def _start(self) -> None:
         if self.broker is not None:
             self.loop.run_until_complete(self.broker.stop_async())
+        broker_dir = None
         if self.storage == "file":
+            # a fresh directory each start (one finding: a stopped broker's file work meeting its
+            # successor's logs in the same directory), the earlier ones removed
             shutil.rmtree(self.data_dir, ignore_errors=True)
-            self.data_dir.mkdir(parents=True)
-        self.broker = Broker(storage=self.storage, data_dir=self.data_dir if self.storage == "file" else None,
-                             auto_create_topics_enable=True)
+            self.starts += 1
+            broker_dir = self.data_dir / f"broker-{self.starts}"
+            broker_dir.mkdir(parents=True)
+        self.broker = Broker(storage=self.storage, data_dir=broker_dir, auto_create_topics_enable=True)
         self.loop.run_until_complete(self.broker.start_async())
         server = self.broker.server
         self.dispatcher = Dispatcher(server.broker, ROUTES)
