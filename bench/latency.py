@@ -2,13 +2,10 @@
 
 Each broker (librdkafka's in-process mock cluster as the client alone, odradek, optionally
 Tansu and Apache Kafka 4.3.1) gets a fresh process and, per rate, a fresh one-partition topic.
-A producer on its own process (spawned) calls produce() at --rates records per second for
---seconds, sleeping until the next record is due, each record carrying time.monotonic_ns() at that
-call in its first 8 bytes (CLOCK_MONOTONIC, one clock for every process); the consumer (this
-process's main thread, assigned to the partition from offset 0 and already fetching) takes the
-clock as Consumer.poll hands the record over. With --shared-process the producer is a thread of
-the consumer's process instead, looking every 0.2 ms (this bench's arrangement before: the two
-share one GIL, so a record can wait for the producer's Python code before poll() returns it). The first --warmup seconds of records are left out of the figures, and each
+A producer thread calls produce() at --rates records per second for --seconds, each record
+carrying time.perf_counter_ns() at that call in its first 8 bytes; the consumer (the main thread,
+assigned to the partition from offset 0 and already fetching) takes the clock as Consumer.consume
+hands the record over. The first --warmup seconds of records are left out of the figures, and each
 broker first runs --broker-warmup seconds at the highest rate, not measured (a fresh JVM's Kafka
 lags by seconds at first: its code is not yet compiled; odradek and Tansu get the same). Brokers
 and rates take turns in --rounds rounds; the figures are over every record of every round. The
@@ -117,61 +114,22 @@ class Samples:
         return ordered[min(len(ordered) - 1, int(q * len(ordered)))] / 1e6
 
 
-def produce_at_rate(producer: Producer, topic: str, rate: int, seconds: float, sent: list[int],
-                    paced: bool = False) -> None:
-    """produce() `rate` records a second for `seconds`, each stamped with the clock at the call
-    (time.monotonic_ns: CLOCK_MONOTONIC, one clock for every process). `paced` sleeps until the
-    next record is due; otherwise it looks every 0.2 ms (the shared-process arrangement's)."""
+def produce_at_rate(producer: Producer, topic: str, rate: int, seconds: float, sent: list[int]) -> None:
+    """produce() `rate` records a second for `seconds`, each stamped with the clock at the call."""
     pad = b"x" * (SIZE - 8)
     pack = struct.Struct(">q").pack
-    clock = time.monotonic
-    t0 = clock()
+    t0 = time.perf_counter()
     count = 0
     total = int(rate * seconds)
     while count < total:
-        due = min(total, int(rate * (clock() - t0)) + 1)
+        due = min(total, int(rate * (time.perf_counter() - t0)) + 1)
         while count < due:
-            producer.produce(topic, pack(time.monotonic_ns()) + pad, partition=0)
+            producer.produce(topic, pack(time.perf_counter_ns()) + pad, partition=0)
             count += 1
         producer.poll(0)
-        if paced:
-            wait = t0 + count / rate - clock()
-            if wait > 0:
-                time.sleep(wait)
-        else:
-            time.sleep(0.0002)
+        time.sleep(0.0002)
     producer.flush(30)
     sent.append(count)
-
-
-def make_producer(bootstrap: str | None, topic: str) -> tuple[Producer, str]:
-    """A producer with the bench's settings that has delivered a warm-up record, and the bootstrap
-    the consumer should use (None: the client alone, librdkafka's mock cluster inside this producer)."""
-    conf: dict[str, object] = {"linger.ms": 0, "queue.buffering.max.messages": 2_000_000,
-                               "queue.buffering.max.kbytes": 2_000_000}
-    if bootstrap is None:
-        producer = Producer({"bootstrap.servers": "", "test.mock.num.brokers": 1, **conf})
-    else:
-        producer = Producer({"bootstrap.servers": bootstrap, **conf})
-    producer.produce(topic, b"warm-up", partition=0)
-    producer.flush(10)
-    if bootstrap is None:
-        broker = next(iter(producer.list_topics(timeout=10).brokers.values()))
-        bootstrap = f"{broker.host}:{broker.port}"
-    return producer, bootstrap
-
-
-def producer_process(bootstrap: str | None, topic: str, rate: int, seconds: float, out: Any, go: Any,
-                     done: Any) -> None:
-    """The producer on its own (spawned) process: it reports its bootstrap, waits for `go`, produces
-    at the rate, reports the count sent, and stays until `done` (the mock cluster lives in it)."""
-    producer, bootstrap = make_producer(bootstrap, topic)
-    out.put(bootstrap)
-    go.wait(60)
-    sent: list[int] = []
-    produce_at_rate(producer, topic, rate, seconds, sent, paced=True)
-    out.put(sent[0])
-    done.wait(120)
 
 
 def spread(values: list[float]) -> str:
@@ -183,25 +141,24 @@ def spread(values: list[float]) -> str:
     return f"p50 {q(0.5):.3f} / p99 {q(0.99):.3f} / p99.9 {q(0.999):.3f} / max {ordered[-1]:.3f} ms"
 
 
-def measure(bootstrap: str | None, rate: int, seconds: float, warmup: float, pid: int | None,
-            shared_process: bool = False) -> Samples:
+def measure(bootstrap: str | None, rate: int, seconds: float, warmup: float, pid: int | None) -> Samples:
     topic = f"latency-{rate}-{time.time_ns()}"
+    producer_conf: dict[str, object] = {"linger.ms": 0, "queue.buffering.max.messages": 2_000_000,
+                                        "queue.buffering.max.kbytes": 2_000_000}
     mock = bootstrap is None
-    if not mock:
+    if mock:  # the client alone: the mock cluster inside this producer
+        producer = Producer({"bootstrap.servers": "", "test.mock.num.brokers": 1, **producer_conf})
+        producer.produce(topic, b"warm-up", partition=0)
+        producer.flush(10)
+        broker = next(iter(producer.list_topics(timeout=10).brokers.values()))
+        bootstrap = f"{broker.host}:{broker.port}"
+    else:
         admin = AdminClient({"bootstrap.servers": bootstrap})
         admin.create_topics([NewTopic(topic, 1, 1)])[topic].result(30)
         del admin
-    sent: list[int] = []
-    if shared_process:  # the producer a thread beside the consumer, sharing its GIL
-        producer, bootstrap = make_producer(bootstrap, topic)
-        thread = threading.Thread(target=produce_at_rate, args=(producer, topic, rate, warmup + seconds, sent))
-    else:
-        ctx = multiprocessing.get_context("spawn")
-        out, go, done = ctx.Queue(), ctx.Event(), ctx.Event()
-        proc = ctx.Process(target=producer_process, args=(bootstrap, topic, rate, warmup + seconds, out, go, done),
-                           daemon=True)
-        proc.start()
-        bootstrap = out.get(timeout=60)
+        producer = Producer({"bootstrap.servers": bootstrap, **producer_conf})
+        producer.produce(topic, b"warm-up", partition=0)
+        producer.flush(10)
     consumer_conf: dict[str, object] = {"bootstrap.servers": bootstrap, "group.id": "latency",
                                         "enable.auto.commit": False}
     if mock:  # the mock cluster answers a waiting Fetch only after fetch.wait.max.ms, never on arrival
@@ -213,45 +170,31 @@ def measure(bootstrap: str | None, rate: int, seconds: float, warmup: float, pid
         if time.monotonic() > deadline:
             raise TimeoutError("no warm-up record")
     samples = Samples()
+    sent: list[int] = []
     cpu0 = proc_cpu_seconds(pid) if pid is not None else 0.0
-    start_ns = time.monotonic_ns()
-    if shared_process:
-        thread.start()
-    else:
-        go.set()
+    thread = threading.Thread(target=produce_at_rate, args=(producer, topic, rate, warmup + seconds, sent))
+    start_ns = time.perf_counter_ns()
+    thread.start()
     skip_before = start_ns + int(warmup * 1e9)
     got = 0
     unpack = struct.Struct(">q").unpack_from
     poll = consumer.poll
-    clock = time.monotonic_ns
     deadline = time.monotonic() + warmup + seconds + 30
-
-    def producing() -> bool:
-        if shared_process:
-            return thread.is_alive()
-        if not sent and not out.empty():
-            sent.append(out.get())
-        return not sent
-
-    while time.monotonic() < deadline and (producing() or (sent and got < sent[0])):
+    while time.monotonic() < deadline and (thread.is_alive() or (sent and got < sent[0])):
         # poll() hands over one record as soon as it is there; consume(n, timeout) would wait for n
         m = poll(0.1)
-        now = clock()
+        now = time.perf_counter_ns()
         if m is None or m.error() is not None:
             continue
         stamp = unpack(m.value())[0]
         got += 1
         if stamp >= skip_before:
             samples.latencies_ns.append(now - stamp)
+    thread.join()
     samples.cpu_s = proc_cpu_seconds(pid) - cpu0 if pid is not None else 0.0
     samples.records = got
+    samples.lost = sent[0] - got
     consumer.close()
-    if shared_process:
-        thread.join()
-    else:
-        done.set()  # the mock cluster, in the producer's process, outlives the consumer
-        proc.join(30)
-    samples.lost = (sent[0] if sent else 0) - got
     return samples
 
 
@@ -580,8 +523,6 @@ def main() -> None:
                     help="N producers and N consumers over 2N partitions instead of one of each")
     ap.add_argument("--processes", type=int, default=4, help="--clients: worker processes the clients share")
     ap.add_argument("--group", action="store_true", help="--clients: the consumers are one consumer group")
-    ap.add_argument("--shared-process", action="store_true",
-                    help="one producer and one consumer: the producer a thread of the consumer's process")
     ap.add_argument("--probe", type=int, default=0,
                     help="N raw-socket probes of the broker's own produce-to-fetch time instead, at the first rate")
     args = ap.parse_args()
@@ -613,7 +554,7 @@ def main() -> None:
         if not clients:
             if stalls is not None:
                 stalls.take()
-            s = measure(bootstrap, rate, seconds, warmup, pid, args.shared_process)
+            s = measure(bootstrap, rate, seconds, warmup, pid)
             if stalls is not None:
                 s.stalls = stalls.take()
             return s
@@ -636,8 +577,7 @@ def main() -> None:
                     total.stalls += s.stalls
     shape = (f"{clients} producers and {clients} consumers ({'one group' if args.group else '2 partitions assigned each'}"
              f") over {2 * clients} partitions, in {max(1, min(args.processes, clients))} processes; the rates are "
-             f"each producer's" if clients else "1 partition, the producer " + (
-                 "a thread of the consumer's process" if args.shared_process else "on its own process"))
+             f"each producer's" if clients else "1 partition")
     print(f"machine: {platform.machine()} {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}; "
           f"{SIZE} B records, {shape}, acks=all, linger.ms=0; {args.seconds:g} s measured after "
           f"{args.warmup:g} s at each rate, each broker warmed up {args.broker_warmup:g} s at "
