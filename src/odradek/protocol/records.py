@@ -150,6 +150,17 @@ def parse_batches(
     return batches
 
 
+def records_area(data: bytes | bytearray | memoryview,
+                 header: BatchHeader) -> tuple[bytes | bytearray | memoryview, int, int]:
+    """Where a batch's records are: (bytes, start, end), the batch's own bytes in `data` when it is
+    not compressed, else its records decompressed (capped at MAX_DECOMPRESSED_BYTES)."""
+    if header.compression == 0:
+        return data, header.position + BATCH_HEADER_SIZE, header.position + header.size
+    body = decompress(header.compression, memoryview(data)[header.position + BATCH_HEADER_SIZE:
+                                                           header.position + header.size])
+    return body, 0, len(body)
+
+
 def check_records(data: bytes | bytearray | memoryview, header: BatchHeader) -> None:
     """A batch's records fill it exactly: record_count length-prefixed records, no more, no
     fewer, no bytes after them (Kafka's LogValidator reads every record of a produced batch).
@@ -162,12 +173,7 @@ def check_records(data: bytes | bytearray | memoryview, header: BatchHeader) -> 
     record at p + i * stride starts with the same length bytes as the one at p, for every i,
     each of them is one stride long. A compressed batch is decompressed (capped), as Kafka does."""
     count = header.record_count
-    if header.compression == 0:
-        body, p, total = data, header.position + BATCH_HEADER_SIZE, header.position + header.size
-    else:
-        body = decompress(header.compression, memoryview(data)[header.position + BATCH_HEADER_SIZE:
-                                                               header.position + header.size])
-        p, total = 0, len(body)
+    body, p, total = records_area(data, header)
     if count > (total - p) // MIN_RECORD_SIZE:
         raise _invalid(f"record count {count} does not fit {total - p} bytes of records")
     left, previous, run = count, -1, 8
@@ -490,12 +496,7 @@ def keyless_records(data: bytes, header: BatchHeader) -> list[int]:
     which a compacted topic refuses (Kafka's LogValidator.validateKey). Only the fields before
     each key are read, so this costs a quarter of decode_batch; a record that does not fit the
     batch is CORRUPT_MESSAGE as there."""
-    if header.compression == 0:
-        body, p, total = data, header.position + BATCH_HEADER_SIZE, header.position + header.size
-    else:
-        body = decompress(header.compression, memoryview(data)[header.position + BATCH_HEADER_SIZE :
-                                                               header.position + header.size])
-        p, total = 0, len(body)
+    body, p, total = records_area(data, header)
     varint, varlong = read_signed_varint, read_signed_varlong
     missing: list[int] = []
     try:
