@@ -12,12 +12,11 @@ runs in a fresh process, the trees taking turns in --rounds rounds.
 from __future__ import annotations
 
 import argparse
-import os
 import random
 import statistics
-import subprocess
-import sys
 import time
+
+from tree_turns import add_turn_options, round_line, take_turns, trees_of
 
 SHAPES = ("one size", "varied sizes", "varied, lz4")
 
@@ -45,26 +44,19 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--records", type=int, default=4000, help="records a batch")
     ap.add_argument("--size", type=int, default=100)
-    ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--before-src", help="other trees' src/, comma-separated, taking turns with this one")
-    ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    add_turn_options(ap)
     args = ap.parse_args()
     if args.child:
         print(" ".join(f"{x:.4f}" for x in measure(args.records, args.size)))
         return
-    trees = [d for d in (args.before_src or "").split(",") if d] + [""]
+    trees = trees_of(args.before_src)
     results: dict[str, list[list[float]]] = {t: [] for t in trees}
-    for r in range(args.rounds):
-        for tree in trees:
-            env = dict(os.environ)
-            if tree:
-                env["PYTHONPATH"] = os.pathsep.join(filter(None, (tree, env.get("PYTHONPATH"))))
-            out = subprocess.run([sys.executable, __file__, "--child", "--records", str(args.records), "--size",
-                                  str(args.size)], env=env, check=True, capture_output=True, text=True).stdout
-            results[tree].append([float(x) for x in out.split()])
-            print(f"round {r + 1}, load average {os.getloadavg()[0]:.1f}: {tree or 'this tree'}: " + ", ".join(
-                f"{shape} {s:.3f}" for shape, s in zip(SHAPES, results[tree][-1], strict=True)) + " s a million",
-                flush=True)
+    for r, tree, out in take_turns(__file__, ["--records", str(args.records), "--size", str(args.size)], trees,
+                                   args.rounds):
+        results[tree].append([float(x) for x in out.split()])
+        print(round_line(r, tree) + ", ".join(
+            f"{shape} {s:.3f}" for shape, s in zip(SHAPES, results[tree][-1], strict=True)) + " s a million",
+            flush=True)
     print(f"{args.records} records a batch, {args.size} B values; CPU seconds a million records, median of rounds:")
     for tree, rows in results.items():
         print(f"  {tree or 'this tree'}: " + ", ".join(

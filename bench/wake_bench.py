@@ -20,14 +20,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime
-import os
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+from tree_turns import add_turn_options, round_line, take_turns, trees_of
 
 SIZE = 100
 
@@ -104,26 +103,17 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=20_000)
     ap.add_argument("--warmup", type=int, default=2_000)
     ap.add_argument("--partitions", type=int, default=100)
-    ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--before-src", help="other trees' src/, comma-separated, taking turns with this one")
-    ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    add_turn_options(ap)
     args = ap.parse_args()
     if args.child:
         print(f"{measure(args.partitions, args.steps, args.warmup):.2f}")
         return
-    trees = [d for d in (args.before_src or "").split(",") if d] + [""]
+    trees = trees_of(args.before_src)
     results: dict[str, list[float]] = {t: [] for t in trees}
-    for r in range(args.rounds):
-        for tree in trees:
-            env = dict(os.environ)
-            if tree:
-                env["PYTHONPATH"] = os.pathsep.join(filter(None, (tree, env.get("PYTHONPATH"))))
-            out = subprocess.run([sys.executable, __file__, "--child", "--steps", str(args.steps), "--warmup",
-                                  str(args.warmup), "--partitions", str(args.partitions)],
-                                 env=env, check=True, capture_output=True, text=True).stdout
-            results[tree].append(float(out.split()[-1]))
-            print(f"round {r + 1}, load average {os.getloadavg()[0]:.1f}: {tree or 'this tree'}: "
-                  f"{results[tree][-1]:.1f} us a Produce + parked Fetch", flush=True)
+    child = ["--steps", str(args.steps), "--warmup", str(args.warmup), "--partitions", str(args.partitions)]
+    for r, tree, out in take_turns(__file__, child, trees, args.rounds):
+        results[tree].append(float(out.split()[-1]))
+        print(f"{round_line(r, tree)}{results[tree][-1]:.1f} us a Produce + parked Fetch", flush=True)
     for tree, figures in results.items():
         print(f"{tree or 'this tree'}: median {statistics.median(figures):.1f} us "
               f"({' / '.join(f'{f:.1f}' for f in figures)})")
