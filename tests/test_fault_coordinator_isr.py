@@ -124,6 +124,20 @@ def coordinator_of(cluster: Cluster, key: str, key_type: int) -> ClusterBroker:
     return found
 
 
+def first_commit(cluster: Cluster, group: str, topic: str, offset: int) -> ClusterBroker:
+    """Commit before any fault, as a client does: re-find the coordinator while the offsets
+    partition's leadership settles (CI: NOT_COORDINATOR from the broker FindCoordinator had named)."""
+    deadline = time.monotonic() + 60
+    while True:
+        coordinator = coordinator_of(cluster, group, 0)
+        code = commit(coordinator.bootstrap, group, topic, offset)
+        if code == E.none:
+            return coordinator
+        assert code in (E.not_coordinator, E.coordinator_load_in_progress, E.coordinator_not_available), code
+        assert time.monotonic() < deadline, f"no commit of {group} within 60 s: {code}"
+        time.sleep(0.5)
+
+
 def isolate(cluster: Cluster, topic: str, partition: int, leader: ClusterBroker) -> list[ClusterBroker]:
     """SIGSTOP the partition's followers and wait until its leader has shrunk the ISR to itself."""
     state = cluster.wait_leader(topic, partition, isr_size=3, timeout=30)
@@ -152,8 +166,7 @@ def test_offset_commit_and_sync_group_refused_while_the_offsets_isr_is_below_min
     members = next(m for m in (f"{group}-members-{i}" for i in range(1000)) if partition_for(m, PARTITIONS) == part)
     consumers = next(m for m in (f"{group}-kip848-{i}" for i in range(1000)) if partition_for(m, PARTITIONS) == part)
     cluster.create_topic(topic)
-    coordinator = coordinator_of(cluster, group, 0)
-    assert commit(coordinator.bootstrap, group, topic, 10) == E.none
+    coordinator = first_commit(cluster, group, topic, 10)
 
     followers = isolate(cluster, "__consumer_offsets", part, coordinator)
     # NOT_ENOUGH_REPLICAS before the append, answered as Kafka's coordinator does; nothing to read back
@@ -316,9 +329,8 @@ def test_group_writes_refused_while_the_offsets_isr_is_below_min_isr(cluster_fac
     part = partition_for(topic, PARTITIONS)
     doomed, trimmed, members, static, consumers = (same_partition(f"{topic}-{kind}", part)
                                                    for kind in ("doomed", "trimmed", "members", "static", "kip848"))
-    coordinator = coordinator_of(cluster, doomed, 0)
-    for group in (doomed, trimmed):
-        assert commit(coordinator.bootstrap, group, topic, 10) == E.none
+    coordinator = first_commit(cluster, doomed, topic, 10)
+    assert commit(coordinator.bootstrap, trimmed, topic, 10) == E.none
     joined = join(coordinator.bootstrap, members, topic)
     assert joined.error_code == E.none
     assert call(coordinator.bootstrap, 14, 3, **sync_body(members, joined)).error_code == E.none
