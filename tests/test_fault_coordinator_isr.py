@@ -113,12 +113,25 @@ def end_txn(bootstrap: str, transactional_id: str, producer: tuple[int, int]) ->
     return E(response.error_code)
 
 
+SETTLING = (E.not_coordinator, E.coordinator_load_in_progress, E.coordinator_not_available)
+
+
 def coordinator_of(cluster: Cluster, key: str, key_type: int) -> ClusterBroker:
-    """FindCoordinator (group 0, transaction 1) from a live broker; the first one creates the topic."""
+    """FindCoordinator (group 0, transaction 1) from a live broker; the first one creates the topic.
+    The broker named is returned once it answers as the coordinator (a read of the key: DescribeGroups
+    or DescribeTransactions), as a client retries while the partition's leadership settles (CI: the
+    first InitProducerId or OffsetCommit answered NOT_COORDINATOR by the broker just named)."""
     def find() -> ClusterBroker | None:
         via = next(b for b in cluster.brokers if b.alive)
         entry = call(via.bootstrap, 10, 4, key_type=key_type, coordinator_keys=[key]).coordinators[0]
-        return cluster.by_id(int(entry.node_id)) if entry.error_code == E.none else None
+        if entry.error_code != E.none:
+            return None
+        named = cluster.by_id(int(entry.node_id))
+        if key_type == 0:
+            code = call(named.bootstrap, 15, 5, groups=[key], include_authorized_operations=False).groups[0].error_code
+        else:
+            code = call(named.bootstrap, 65, 0, transactional_ids=[key]).transaction_states[0].error_code
+        return None if E(code) in SETTLING else named
 
     found: ClusterBroker = cluster.wait_for(f"the coordinator of {key}", find, timeout=60)
     return found
@@ -133,7 +146,7 @@ def first_commit(cluster: Cluster, group: str, topic: str, offset: int) -> Clust
         code = commit(coordinator.bootstrap, group, topic, offset)
         if code == E.none:
             return coordinator
-        assert code in (E.not_coordinator, E.coordinator_load_in_progress, E.coordinator_not_available), code
+        assert code in SETTLING, code
         assert time.monotonic() < deadline, f"no commit of {group} within 60 s: {code}"
         time.sleep(0.5)
 
