@@ -10,7 +10,8 @@ With --warmup, each broker first serves the same produce and consume to another 
 measured (a fresh JVM's Kafka runs its first million records with code not yet compiled; every
 broker gets the same). Prints msg/s, MB/s, and the broker's CPU seconds while the clients ran (its start-up not counted:
 a JVM's class loading would otherwise dominate) with their figure per million records produced and
-consumed, its peak RSS, and the ratios odradek / Kafka.
+consumed and, of it, the share spent until the producer's flush returned (issue 20's "broker CPU per
+million records produced"), its peak RSS, and the ratios odradek / Kafka.
 
 Client settings, the same for every broker, chosen as a throughput-minded user would:
   producer: acks=1, linger.ms=5, batch.size=1000000, queue.buffering.max.messages=2000000,
@@ -41,6 +42,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -74,14 +76,18 @@ class Result:
     size: int
     cpu_s: float | None = None
     peak_rss_mb: float | None = None
+    produce_cpu_s: float | None = None  # of cpu_s, while the records were produced (until flush returned)
 
     def row(self) -> str:
         mb = self.messages * self.size / 1e6
         cpu = f"{self.cpu_s:7.1f}" if self.cpu_s is not None else "      -"
         rss = f"{self.peak_rss_mb:7.0f}" if self.peak_rss_mb is not None else "      -"
         per_m = f"{self.cpu_s / (self.messages / 1e6):9.2f}" if self.cpu_s is not None else "        -"
+        produce_m = (f"{self.produce_cpu_s / (self.messages / 1e6):9.2f}" if self.produce_cpu_s is not None
+                     else "        -")
         return (f"{self.name:<22} {self.messages / self.produce_s:>12,.0f} {mb / self.produce_s:>8.1f} "
-                f"{self.messages / self.consume_s:>12,.0f} {mb / self.consume_s:>8.1f} {cpu} {per_m} {rss}")
+                f"{self.messages / self.consume_s:>12,.0f} {mb / self.consume_s:>8.1f} {cpu} {per_m} {produce_m} "
+                f"{rss}")
 
 
 def proc_cpu_seconds(pid: int) -> float:
@@ -115,7 +121,8 @@ def produce_all(producer: Producer, topic: str, payload: bytes, count: int) -> N
 
 
 def run_clients(conf: dict[str, object], topic: str, n: int, size: int, create: bool,
-                batch: int) -> tuple[float, float]:
+                batch: int, produced: Callable[[], None] = lambda: None) -> tuple[float, float]:
+    """Produce n records, then consume them; `produced` is called between the two."""
     if create:
         admin = AdminClient(conf)
         admin.create_topics([NewTopic(topic, 1, 1)])[topic].result(30)
@@ -127,6 +134,7 @@ def run_clients(conf: dict[str, object], topic: str, n: int, size: int, create: 
     remaining = producer.flush(120)
     produce_s = time.perf_counter() - t0
     assert remaining == 0, f"{remaining} messages not delivered"
+    produced()
     consumer = Consumer({**conf, **CONSUMER_SETTINGS, "group.id": "bench", "enable.auto.commit": False,
                          "enable.partition.eof": False})
     consumer.assign([TopicPartition(topic, 0, 0)])
@@ -183,12 +191,14 @@ def bench_server(name: str, cmd: list[str], port: int, n: int, size: int, batch:
         if WARMUP:
             run_clients({"bootstrap.servers": f"127.0.0.1:{port}"}, "warmup", n, size, True, batch)
         cpu0 = proc_cpu_seconds(proc.pid)
-        produce_s, consume_s = run_clients({"bootstrap.servers": f"127.0.0.1:{port}"}, "bench", n, size, True, batch)
+        marks: list[float] = []
+        produce_s, consume_s = run_clients({"bootstrap.servers": f"127.0.0.1:{port}"}, "bench", n, size, True, batch,
+                                           lambda: marks.append(proc_cpu_seconds(proc.pid) - cpu0))
         cpu = proc_cpu_seconds(proc.pid) - cpu0
         rss = proc_peak_rss_mb(proc.pid)
     finally:
         stop(proc)
-    return Result(name, produce_s, consume_s, n, size, cpu, rss)
+    return Result(name, produce_s, consume_s, n, size, cpu, rss, marks[0])
 
 
 KAFKA = "Apache Kafka 4.3.1"
@@ -201,10 +211,12 @@ def bench_kafka(n: int, size: int, batch: int) -> Result:
         if WARMUP:
             run_clients({"bootstrap.servers": kafka.bootstrap}, "warmup", n, size, True, batch)
         cpu0 = proc_cpu_seconds(kafka.pid)
-        produce_s, consume_s = run_clients({"bootstrap.servers": kafka.bootstrap}, "bench", n, size, True, batch)
+        marks: list[float] = []
+        produce_s, consume_s = run_clients({"bootstrap.servers": kafka.bootstrap}, "bench", n, size, True, batch,
+                                           lambda: marks.append(proc_cpu_seconds(kafka.pid) - cpu0))
         cpu = proc_cpu_seconds(kafka.pid) - cpu0
         rss = proc_peak_rss_mb(kafka.pid)
-    return Result(KAFKA, produce_s, consume_s, n, size, cpu, rss)
+    return Result(KAFKA, produce_s, consume_s, n, size, cpu, rss, marks[0])
 
 
 def median_round(rs: list[Result]) -> Result:
@@ -216,7 +228,7 @@ def median_round(rs: list[Result]) -> Result:
     consume_s = med([r.consume_s for r in rs])
     assert produce_s is not None and consume_s is not None
     return Result(rs[0].name, produce_s, consume_s, rs[0].messages, rs[0].size,
-                  med([r.cpu_s for r in rs]), med([r.peak_rss_mb for r in rs]))
+                  med([r.cpu_s for r in rs]), med([r.peak_rss_mb for r in rs]), med([r.produce_cpu_s for r in rs]))
 
 
 def main() -> None:
@@ -267,7 +279,7 @@ def main() -> None:
           f"max.partition.fetch.bytes={args.max_partition_fetch_bytes:,}"
           + ("; each broker warmed up by the same run, not measured" if args.warmup else ""))
     print(f"{'broker':<22} {'produce/s':>12} {'MB/s':>8} {'consume/s':>12} {'MB/s':>8} {'cpu s':>7} {'cpu s/M':>9} "
-          f"{'rss MB':>7}")
+          f"{'of it produce s/M':>9} {'rss MB':>7}")
     for r in results:
         print(r.row())
     client = results[0].messages / results[0].produce_s
