@@ -10,7 +10,6 @@ client can read it before it knows our versions.
 
 from __future__ import annotations
 
-import io
 import struct
 from dataclasses import dataclass
 from functools import cache
@@ -19,7 +18,7 @@ from typing import Any
 from kio.index import load_request_schema, load_response_schema
 from kio.schema.request_header.v1.header import RequestHeader as RequestHeaderV1
 from kio.schema.request_header.v2.header import RequestHeader as RequestHeaderV2
-from kio.serial import entity_reader, entity_writer
+from kio.serial import entity_reader
 
 from odradek.protocol import legacy
 from odradek.protocol.bounds import (
@@ -33,6 +32,7 @@ from odradek.protocol.bounds import (
     without_unknown_tags,
     zero_times,
 )
+from odradek.protocol.writer import Parts, encode, entity_writer
 
 API_VERSIONS_KEY = 18
 _PREFIX = struct.Struct(">hhi")
@@ -73,7 +73,6 @@ def response_type(api_key: int, api_version: int) -> type[Any]:
 
 
 _READERS: dict[type[Any], Any] = {}
-_WRITERS: dict[type[Any], Any] = {}
 
 
 def _reader(cls: type[Any]) -> Any:
@@ -84,10 +83,7 @@ def _reader(cls: type[Any]) -> Any:
 
 
 def _writer(cls: type[Any]) -> Any:
-    writer = _WRITERS.get(cls)
-    if writer is None:
-        writer = _WRITERS[cls] = entity_writer(cls)
-    return writer
+    return entity_writer(cls)
 
 
 def decode_request(frame: bytes | memoryview) -> tuple[RequestHeader, Any]:
@@ -142,43 +138,37 @@ def warm(api_key: int, api_version: int) -> None:
 
 def encode_body(entity: Any) -> bytes:
     """The wire form of a kio entity alone (no header, no size prefix)."""
-    buf = io.BytesIO()
-    _writer(type(entity))(buf, entity)
-    return buf.getvalue()
+    return encode(entity)
 
 
 def encode_response(correlation_id: int, response: Any, *, header_v0: bool = False) -> bytes:
     """Size prefix + response header + body of a kio response entity (or an EncodedBody)."""
-    buf = io.BytesIO()
-    buf.write(b"\0\0\0\0")
-    buf.write(_SIZE.pack(correlation_id))
+    parts = Parts()
+    parts.append(b"")  # the size, once known
+    parts.append(_SIZE.pack(correlation_id))
     if response.__flexible__ and not header_v0:
-        buf.write(b"\0")  # no tagged fields in the header
+        parts.append(b"\0")  # no tagged fields in the header
     if isinstance(response, EncodedBody):
-        buf.write(response.data)
+        parts.append(response.data)
     else:
-        _writer(type(response))(buf, response)
-    data = buf.getbuffer()
-    _SIZE.pack_into(data, 0, len(data) - 4)
-    del data
-    return buf.getvalue()
+        entity_writer(type(response))(parts, response)
+    parts[0] = _SIZE.pack(sum(map(len, parts)))
+    return b"".join(parts)
 
 
 def encode_request(api_key: int, api_version: int, correlation_id: int, body: Any,
                    client_id: str | None = "odradek") -> bytes:
     """A whole request frame; for tools and tests that talk to a broker directly."""
-    buf = io.BytesIO()
-    buf.write(b"\0\0\0\0")
-    buf.write(_PREFIX.pack(api_key, api_version, correlation_id))
+    parts = Parts()
+    parts.append(b"")  # the size, once known
+    parts.append(_PREFIX.pack(api_key, api_version, correlation_id))
     cid = None if client_id is None else client_id.encode()
-    buf.write(_SIZE.pack(-1)[2:] if cid is None else struct.pack(">h", len(cid)) + cid)
+    parts.append(_SIZE.pack(-1)[2:] if cid is None else struct.pack(">h", len(cid)) + cid)
     if body.__flexible__:
-        buf.write(b"\0")
-    _writer(type(body))(buf, body)
-    data = buf.getbuffer()
-    _SIZE.pack_into(data, 0, len(data) - 4)
-    del data
-    return buf.getvalue()
+        parts.append(b"\0")
+    entity_writer(type(body))(parts, body)
+    parts[0] = _SIZE.pack(sum(map(len, parts)))
+    return b"".join(parts)
 
 
 def decode_response(frame: bytes, api_key: int, api_version: int) -> tuple[int, Any]:
