@@ -6,6 +6,9 @@ from __future__ import annotations
 import importlib
 import io
 import pkgutil
+import random
+import sys
+import threading
 from typing import Any
 
 import kio.schema
@@ -16,6 +19,7 @@ from kio.serial import entity_writer as kio_entity_writer
 from kio.serial.writers import write_unsigned_varint
 from kio.static.primitive import Records
 
+from odradek.protocol import writer
 from odradek.protocol.writer import encode, uvarint
 
 st.register_type_strategy(Records, st.binary(max_size=64).map(Records))
@@ -64,3 +68,38 @@ def test_unsigned_varints_as_kio_writes_them(value: int) -> None:
     buf = io.BytesIO()
     write_unsigned_varint(buf, value)  # type: ignore[arg-type]
     assert uvarint(value) == buf.getvalue()
+
+
+def test_threads_making_writers_at_once_each_get_the_finished_writer(monkeypatch: pytest.MonkeyPatch) -> None:
+    # the broker's start-up thread makes writers while its loop may already want one: a writer half
+    # made must not be handed to another thread
+    monkeypatch.setattr(writer, "_WRITERS", {})
+    monkeypatch.setattr(writer, "_MAKING", {})
+    got: list[dict[type[Any], Any]] = [{} for _ in range(4)]
+    errors: list[BaseException] = []
+    start = threading.Barrier(len(got))
+
+    def make(i: int) -> None:
+        order = SCHEMAS[:]
+        random.Random(i).shuffle(order)
+        start.wait()
+        try:
+            for schema in order:
+                got[i][schema] = writer.entity_writer(schema)
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    try:
+        threads = [threading.Thread(target=make, args=(i,)) for i in range(len(got))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    finally:
+        sys.setswitchinterval(interval)
+    assert not errors
+    made = writer._WRITERS
+    assert not writer._MAKING
+    assert all(got[i][schema] is made[schema] for i in range(len(got)) for schema in SCHEMAS)

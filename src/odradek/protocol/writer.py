@@ -12,6 +12,7 @@ kio's over every request and response schema.
 from __future__ import annotations
 
 import struct
+import threading
 from collections.abc import Callable
 from dataclasses import MISSING, fields
 from typing import Any
@@ -186,7 +187,9 @@ def _field_writer(field: Any, flexible: bool, is_request_header: bool, is_tag: b
     return _array(inner, flexible) if kind.is_array else inner
 
 
-_WRITERS: dict[type[Any], Write] = {}
+_WRITERS: dict[type[Any], Write] = {}  # made, for any thread
+_MAKING: dict[type[Any], Write] = {}  # being made, under _LOCK (a schema naming itself would find it)
+_LOCK = threading.RLock()  # the broker's start-up thread makes writers while the loop may want one
 
 
 def entity_writer(entity_type: type[Any]) -> Write:
@@ -194,6 +197,17 @@ def entity_writer(entity_type: type[Any]) -> Write:
     found = _WRITERS.get(entity_type)
     if found is not None:
         return found
+    with _LOCK:
+        found = _WRITERS.get(entity_type) or _MAKING.get(entity_type)
+        if found is not None:
+            return found
+        try:
+            return _make(entity_type)
+        finally:
+            _MAKING.pop(entity_type, None)
+
+
+def _make(entity_type: type[Any]) -> Write:
     flexible = bool(entity_type.__flexible__)
     is_request_header = entity_type.__name__ == "RequestHeader"
     plain: list[tuple[str, Write]] = []
@@ -203,7 +217,7 @@ def entity_writer(entity_type: type[Any]) -> Write:
     def write_entity(parts: Parts, entity: Any) -> None:  # until the fields are known (recursive schemas)
         placeholder[0](parts, entity)
 
-    _WRITERS[entity_type] = write_entity
+    _MAKING[entity_type] = write_entity
     for field in fields(entity_type):
         tag = get_field_tag(field)
         writer = _field_writer(field, flexible, is_request_header, tag is not None)
