@@ -20,7 +20,8 @@ from kio.serial.writers import write_unsigned_varint
 from kio.static.primitive import Records
 
 from odradek.protocol import writer
-from odradek.protocol.writer import encode, uvarint
+from odradek.protocol.bounds import uvarint_bytes
+from odradek.protocol.writer import encode
 
 st.register_type_strategy(Records, st.binary(max_size=64).map(Records))
 
@@ -67,7 +68,7 @@ def test_the_writer_matches_kio(schema: type[Any]) -> None:
 def test_unsigned_varints_as_kio_writes_them(value: int) -> None:
     buf = io.BytesIO()
     write_unsigned_varint(buf, value)  # type: ignore[arg-type]
-    assert uvarint(value) == buf.getvalue()
+    assert uvarint_bytes(value) == buf.getvalue()
 
 
 def test_threads_making_writers_at_once_each_get_the_finished_writer(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -82,10 +82,6 @@ def _reader(cls: type[Any]) -> Any:
     return reader
 
 
-def _writer(cls: type[Any]) -> Any:
-    return entity_writer(cls)
-
-
 def decode_request(frame: bytes | memoryview) -> tuple[RequestHeader, Any]:
     """Parse header and body of a request whose (api_key, version) we support."""
     api_key, api_version, _ = peek_header(frame)
@@ -133,7 +129,7 @@ def warm(api_key: int, api_version: int) -> None:
     first request of that kind (the broker's start-up thread; 30-100 ms each otherwise, on the
     event loop, in the middle of a client's first requests)."""
     _reader(request_type(api_key, api_version))
-    _writer(response_type(api_key, api_version))
+    entity_writer(response_type(api_key, api_version))
 
 
 def encode_body(entity: Any) -> bytes:

@@ -30,9 +30,10 @@ from kio.serial._introspect import (
     is_optional,
 )
 
+from odradek.protocol.bounds import uvarint_bytes as uvarint
+
 Write = Callable[["Parts", Any], None]
 
-_VARINT_1 = [bytes((i,)) for i in range(128)]
 _ZERO_UUID = bytes(16)
 _NULL_ENTITY, _ENTITY = b"\xff", b"\x01"  # kio's NullableEntityMarker (KIP-893)
 
@@ -42,17 +43,6 @@ class Parts(list[bytes]):
 
     __slots__ = ()
     write = list.append
-
-
-def uvarint(value: int) -> bytes:
-    if value < 128:
-        return _VARINT_1[value]
-    out = bytearray()
-    while value > 127:
-        out.append((value & 0x7F) | 0x80)
-        value >>= 7
-    out.append(value)
-    return bytes(out)
 
 
 def _packer(fmt: str) -> Write:
@@ -210,7 +200,7 @@ def entity_writer(entity_type: type[Any]) -> Write:
 def _make(entity_type: type[Any]) -> Write:
     flexible = bool(entity_type.__flexible__)
     is_request_header = entity_type.__name__ == "RequestHeader"
-    plain: list[tuple[str, Write]] = []
+    getters: list[tuple[Write, str]] = []
     tagged: list[tuple[int, str, Write, Any, Any]] = []
     placeholder: list[Write] = []
 
@@ -222,11 +212,10 @@ def _make(entity_type: type[Any]) -> Write:
         tag = get_field_tag(field)
         writer = _field_writer(field, flexible, is_request_header, tag is not None)
         if tag is None:
-            plain.append((field.name, writer))
+            getters.append((writer, field.name))
         else:
             tagged.append((tag, field.name, writer, field.default, get_tagged_field_default(field)))
     tagged.sort(key=lambda t: t[0])
-    getters = [(writer, name) for name, writer in plain]
 
     def write(parts: Parts, entity: Any) -> None:
         for writer, name in getters:
@@ -259,9 +248,3 @@ def encode(entity: Any) -> bytes:
     entity_writer(type(entity))(parts, entity)
     return b"".join(parts)
 
-
-def write_into(parts: Parts, entity: Any) -> None:
-    entity_writer(type(entity))(parts, entity)
-
-
-__all__ = ["Parts", "encode", "entity_writer", "uvarint", "write_into"]
