@@ -16,6 +16,7 @@ import pytest
 from odradek.protocol.bounds import BoundsError, check_entity, read_uvarint, uvarint_bytes
 from odradek.protocol.build import build
 from odradek.protocol.framing import FrameError, decode_request, encode_request, request_type
+from odradek.protocol.writer import encode
 
 uvarint = uvarint_bytes
 
@@ -79,6 +80,23 @@ def test_client_id_of_the_header_in_both_header_versions() -> None:
     for api_key, version, flexible in ((3, 1, False), (3, 12, True)):
         frame = struct.pack(">hhih", api_key, version, 1, 30000) + b"abc"
         refused(frame, "past the end")
+
+
+def test_the_client_id_as_the_header_carries_it() -> None:
+    # the usual header is read on a short path (framing._plain_header): it must give what kio's
+    # reader gives, and leave whatever it does not read to the generic path and its errors
+    heartbeat = build(request_type(12, 4), group_id="g", generation_id=1, member_id="m", group_instance_id=None)
+    body = encode(heartbeat)
+    for client_id, expected in ((b"c", "c"), (b"", ""), ("d\u00e9j\u00e0".encode(), "d\u00e9j\u00e0")):
+        got, request = decode_request(header(12, 4, flexible=True, client_id=client_id) + body)
+        assert (got.client_id, got.correlation_id, request.member_id) == (expected, 1, "m")
+    null = struct.pack(">hhih", 12, 4, 7, -1) + b"\0" + body
+    assert decode_request(null)[0].client_id is None
+    tagged = struct.pack(">hhih", 12, 4, 7, 1) + b"c" + uvarint(1) + uvarint(3) + uvarint(1) + b"h" + body
+    assert decode_request(tagged)[0].client_id == "c"
+    refused(header(12, 4, flexible=True, client_id=b"\xff\xfe") + body, "cannot parse")
+    refused(struct.pack(">hhih", 12, 4, 7, -2) + b"\0" + body, "string length -2")
+    refused(struct.pack(">hhi", 12, 4, 7) + b"\0", "past the end")
 
 
 def test_tagged_fields_of_the_v2_header() -> None:

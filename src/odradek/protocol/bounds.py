@@ -150,6 +150,8 @@ def uvarint_bytes(n: int) -> bytes:
 
 def read_uvarint(buf: bytes, pos: int, end: int) -> tuple[int, int]:
     """An unsigned varint of at most five bytes (Kafka's readUnsignedVarint)."""
+    if pos < end and buf[pos] < 0x80:  # one byte: most compact lengths and counts
+        return buf[pos], pos + 1
     result = 0
     for shift in (0, 7, 14, 21, 28):
         if pos >= end:
@@ -217,7 +219,9 @@ def _compact_bytes(nullable: bool) -> Walker:
     return walk
 
 
-def _array(item: Walker, item_min: int, flexible: bool, nullable: bool) -> Walker:
+def _array(item: Walker, item_min: int, flexible: bool, nullable: bool, fixed: bool = False) -> Walker:
+    """`fixed`: each item is exactly item_min bytes with nothing to check inside (ints, uuids)."""
+    fixed = fixed and item_min >= 1
     item_min = max(item_min, 1)
 
     def walk(buf: bytes, pos: int, end: int, state: WalkState) -> int:
@@ -238,6 +242,8 @@ def _array(item: Walker, item_min: int, flexible: bool, nullable: bool) -> Walke
                 f"{end - pos} remain"
             )
         state.count(count)
+        if fixed:  # every item item_min bytes, all of them present (checked above)
+            return pos + count * item_min
         for _ in range(count):
             pos = item(buf, pos, end, state)
         return pos
@@ -262,6 +268,8 @@ def _nullable_struct(inner: Walker) -> Walker:
 def _skip_tagged_fields(
     buf: bytes, pos: int, end: int, known: dict[int, Walker], state: WalkState
 ) -> int:
+    if pos < end and buf[pos] == 0:  # none: nearly every section
+        return pos + 1
     count_start = pos
     count, pos = read_uvarint(buf, pos, end)
     count_end = pos
@@ -375,7 +383,24 @@ def _field_walker(field: Any, flexible: bool, tagged: bool) -> tuple[Walker, int
         item, item_min = _scalar(field.metadata["kafka_type"], flexible, nullable and not is_array)
         if not is_array:
             return item, item_min
+        fixed = _plain_size(field.metadata["kafka_type"]) is not None
+        return _array(item, item_min, flexible, nullable, fixed), 1 if flexible else 4
     return _array(item, item_min, flexible, nullable), 1 if flexible else 4
+
+
+def _plain_size(kafka_type: Any) -> int | None:
+    """The size of a value that is always that many bytes with nothing in them to check (an
+    int, a uuid; not the int64 times kio reads as timedelta or datetime, which are checked)."""
+    if not isinstance(kafka_type, str) or kafka_type in ("timedelta_i64", "datetime_i64"):
+        return None
+    return _FIXED.get(kafka_type)
+
+
+def _fixed_size(field: Any) -> int | None:
+    """The size of a field that is one such value (not an array, not nullable)."""
+    if get_origin(field.type) in (UnionType, Union, tuple):
+        return None
+    return _plain_size(field.metadata.get("kafka_type"))
 
 
 @cache
@@ -383,13 +408,23 @@ def _entity_walker(cls: type) -> Walker:
     flexible = bool(cls.__flexible__)  # type: ignore[attr-defined]
     plain: list[Walker] = []
     tagged: dict[int, Walker] = {}
+    run = 0  # bytes of fixed-size fields in a row: one check for all of them
     for field in fields(cls):
         tag = field.metadata.get("tag")
+        size = _fixed_size(field) if tag is None else None
+        if size is not None:
+            run += size
+            continue
+        if run:
+            plain.append(_fixed(run))
+            run = 0
         walker, _ = _field_walker(field, flexible, tag is not None)
         if tag is None:
             plain.append(walker)
         else:
             tagged[int(tag)] = walker
+    if run:
+        plain.append(_fixed(run))
     walkers = tuple(plain)
 
     def walk(buf: bytes, pos: int, end: int, state: WalkState) -> int:

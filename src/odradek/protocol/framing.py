@@ -37,6 +37,7 @@ from odradek.protocol.writer import Parts, encode, entity_writer
 API_VERSIONS_KEY = 18
 _PREFIX = struct.Struct(">hhi")
 _SIZE = struct.Struct(">i")
+_INT16 = struct.Struct(">h")
 _read_header_v1 = entity_reader(RequestHeaderV1)
 _read_header_v2 = entity_reader(RequestHeaderV2)
 
@@ -82,9 +83,35 @@ def _reader(cls: type[Any]) -> Any:
     return reader
 
 
+def _plain_header(data: bytes, flexible: bool) -> tuple[int, str | None] | None:
+    """Where the body starts and the client id, for the usual header: a client id in UTF-8 (or
+    null) within the frame and, when flexible, no tagged fields; None for anything else, which
+    the generic path (bounds.py's check, then kio's reader) reads or refuses."""
+    if len(data) < 10:
+        return None
+    (n,) = _INT16.unpack_from(data, 8)
+    if n < 0:
+        if n != -1:
+            return None
+        client_id, pos = None, 10
+    else:
+        pos = 10 + n
+        if pos > len(data):
+            return None
+        try:
+            client_id = data[10:pos].decode()
+        except UnicodeDecodeError:
+            return None
+    if flexible:
+        if pos >= len(data) or data[pos] != 0:
+            return None
+        pos += 1
+    return pos, client_id
+
+
 def decode_request(frame: bytes | memoryview) -> tuple[RequestHeader, Any]:
     """Parse header and body of a request whose (api_key, version) we support."""
-    api_key, api_version, _ = peek_header(frame)
+    api_key, api_version, correlation_id = peek_header(frame)
     cls = request_type(api_key, api_version)
     data = frame if isinstance(frame, bytes) else bytes(frame)
     try:
@@ -92,13 +119,18 @@ def decode_request(frame: bytes | memoryview) -> tuple[RequestHeader, Any]:
         # reader sizes a buffer from it (bounds.py says why).
         unknown: list[TagSection] = []
         clamp: list[int] = []
-        check_entity(cls, data, check_request_header(cls.__flexible__, data, unknown), unknown,
-                     MAX_REQUEST_ELEMENTS, clamp)
-        if clamp:
+        plain = _plain_header(data, cls.__flexible__)
+        offset = plain[0] if plain is not None else check_request_header(cls.__flexible__, data, unknown)
+        check_entity(cls, data, offset, unknown, MAX_REQUEST_ELEMENTS, clamp)
+        if clamp:  # the same length: the body stays where it was
             data = clamp_durations(data, clamp)
         if unknown:
             data = without_unknown_tags(data, unknown)
-        header, offset = (_read_header_v2 if cls.__flexible__ else _read_header_v1)(data, 0)
+        if plain is not None:  # unknown tags, if any, were the body's: the header is as it was
+            client_id = plain[1]
+        else:
+            header, offset = (_read_header_v2 if cls.__flexible__ else _read_header_v1)(data, 0)
+            client_id = header.client_id
         body, _ = _reader(cls)(data, offset)
     except BoundsError as exc:
         raise FrameError(f"{cls.__name__} v{api_version}: {exc}") from None
@@ -110,7 +142,7 @@ def decode_request(frame: bytes | memoryview) -> tuple[RequestHeader, Any]:
         raise FrameError(f"cannot parse {cls.__name__} v{api_version}: {exc}") from None
     # Trailing bytes are tolerated, as Kafka does: librdkafka's all-topics Metadata v12
     # carries three bytes past the fields of the schema.
-    return RequestHeader(api_key, api_version, header.correlation_id, header.client_id), body
+    return RequestHeader(api_key, api_version, correlation_id, client_id), body
 
 
 class EncodedBody:
