@@ -190,6 +190,25 @@ def test_a_claim_of_2_to_the_31_records_in_one_is_refused_at_once() -> None:
         parse_batches(with_body(same_size[BATCH_HEADER_SIZE:], 49))
 
 
+@SETTINGS
+@given(st.lists(st.tuples(st.integers(1, 60), st.integers(0, 3)), min_size=1, max_size=12),
+       st.integers(-2, 2).filter(bool))
+def test_records_in_runs_of_one_size_are_counted_exactly(runs: list[tuple[int, int]], lie: int) -> None:
+    """check_records takes runs of same-size records by byte columns, first trying a run to the
+    batch's end and again after size changes (the offset delta's varint grows at 64 records): a
+    batch whose sizes change anywhere is accepted with its own count and refused with any other."""
+    records = [(None, b"v" * (10 + 37 * size), ()) for length, size in runs for _ in range(length)]
+    data = encode_batch(records)
+    assert parse_batches(data)[0].record_count == len(records)
+    body = data[BATCH_HEADER_SIZE:]
+    liars = [with_body(body + b"\0", len(records))]
+    if len(records) + lie >= 1:
+        liars.append(with_body(body, len(records) + lie))
+    for liar in liars:
+        with pytest.raises(InvalidRecordError):
+            parse_batches(liar)
+
+
 @st.composite
 def own_records(draw: Any) -> list[Record]:
     """Records with their own offsets (gaps, as compaction leaves) and timestamps (any order)."""

@@ -176,7 +176,10 @@ def check_records(data: bytes | bytearray | memoryview, header: BatchHeader) -> 
     body, p, total = records_area(data, header)
     if count > (total - p) // MIN_RECORD_SIZE:
         raise _invalid(f"record count {count} does not fit {total - p} bytes of records")
-    left, previous, run = count, -1, 8
+    # a batch's records mostly share one size, but librdkafka's grow a byte where the offset delta's
+    # varint does (at 64 and 8,192 records): a run is first tried to the batch's end, and again
+    # (a few times: each try reads up to the rest) after each size change; otherwise runs double
+    left, previous, run, hunches = count, -1, count, 3
     varint = read_signed_varint
     try:
         while left:
@@ -190,10 +193,16 @@ def check_records(data: bytes | bytearray | memoryview, header: BatchHeader) -> 
                 for c in range(size):  # how many records from p on start with these length bytes
                     column = bytes(body[p + c:p + c + n * stride:stride])
                     same = min(same, n - len(column.lstrip(column[:1])))
-                if same:
+                if same:  # at least the record at p itself
                     p += same * stride
                     left -= same
-                    run = run * 2 if same == n else 8
+                    if same == n:
+                        run *= 2
+                    elif hunches:
+                        hunches -= 1
+                        run = left
+                    else:
+                        run = 8
                     continue
             p += stride
             left -= 1
