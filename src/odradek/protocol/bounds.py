@@ -221,7 +221,6 @@ def _compact_bytes(nullable: bool) -> Walker:
 
 def _array(item: Walker, item_min: int, flexible: bool, nullable: bool, fixed: bool = False) -> Walker:
     """`fixed`: each item is exactly item_min bytes with nothing to check inside (ints, uuids)."""
-    fixed = fixed and item_min >= 1
     item_min = max(item_min, 1)
 
     def walk(buf: bytes, pos: int, end: int, state: WalkState) -> int:
