@@ -252,7 +252,8 @@ public class ShareClient {
      *  acknowledged for sure; ends once `expected` distinct records are acknowledged, or idle 40 s. */
     static void restart(String group, String topic, int expected) throws Exception {
         Set<String> acked = new HashSet<>();
-        try (KafkaShareConsumer<String, String> c = consumer(group, true)) {
+        KafkaShareConsumer<String, String> c = consumer(group, true);
+        try {
             c.subscribe(List.of(topic));
             long last = System.currentTimeMillis();
             while (acked.size() < expected && System.currentTimeMillis() - last < 40_000) {
@@ -288,6 +289,10 @@ public class ShareClient {
                 acked.addAll(ok);
                 emit("restart", Map.of("acked", ok));
             }
+        } finally {
+            // the client sends a closing ShareAcknowledge to every broker it had a share session with,
+            // a killed one too, and retries it until close's timeout (30 s by default)
+            c.close(Duration.ofSeconds(5));
         }
         emit("restart", Map.of("done", acked.size()));
     }
