@@ -21,7 +21,7 @@ from odradek.protocol.records import encode_batch
 from odradek.server.broker import Broker
 from odradek.server.dispatcher import Dispatcher
 from odradek.server.handlers import ROUTES
-from odradek.server.loop_monitor import watch_loop
+from odradek.server.loop_monitor import IDLE_INTERVAL_S, watch_loop
 
 WAIT_S = 30.0  # generous bounds on every wait (a loaded machine), never a timing assertion
 
@@ -144,3 +144,39 @@ def test_a_stall_line_names_a_thread_of_the_broker_that_held_the_gil(caplog: pyt
     held = re.compile(r"at least [1-9]\d* ms blocked \(the GIL, or a system call\); the broker's other threads "
                       r"ran [1-9]\d* ms \(most since the last sample: gil-holder \d+ ms")
     assert any(held.search(line) for line in lines), lines
+
+
+def test_an_idle_loop_ticks_slowly_and_a_request_brings_the_ticks_back(caplog: pytest.LogCaptureFixture) -> None:
+    """With nothing to answer the monitor ticks every IDLE_INTERVAL_S (each timer wake-up costs
+    CPU); a request that begins brings the next tick within INTERVAL_S, so a stall it causes right
+    after an idle stretch is seen and named (with only the slow tick under way, a 100 ms hold
+    would be missed most of the time)."""
+    async def check() -> tuple[float, list[str]]:
+        broker = Broker(BrokerConfig(storage="memory"))
+        broker.open()
+        broker.create_topic("t", 1)
+        dispatcher = Dispatcher(broker, ROUTES)
+        monitor = asyncio.create_task(watch_loop(broker.metrics, dispatcher, 5.0))
+        try:
+            await ticks(dispatcher, 2)  # the first tick saw no request: slow from the second on
+            before = dispatcher.loop_work.tick
+            await ticks(dispatcher, 1)
+            idle_gap = dispatcher.loop_work.tick - before
+            answer = await dispatcher.dispatch(None, produce(1)[4:])
+            assert answer is not None
+            time.sleep(0.1)  # noqa: ASYNC251 - the point: the request's tick is held 100 ms
+            deadline = time.monotonic() + WAIT_S
+            while not stall_lines(caplog):
+                assert time.monotonic() < deadline, "no stall line logged"
+                await asyncio.sleep(0.01)
+        finally:
+            monitor.cancel()
+            await asyncio.gather(monitor, return_exceptions=True)
+            broker.close()
+        return idle_gap, stall_lines(caplog)
+
+    with caplog.at_level(logging.WARNING, logger="odradek.loop"):
+        idle_gap, lines = asyncio.run(check())
+    assert idle_gap >= IDLE_INTERVAL_S * 0.9, idle_gap  # a timer is never early (a lower bound only)
+    assert len(lines) == 1, lines
+    assert "the slowest request begun since the tick before: Produce v9" in lines[0], lines[0]

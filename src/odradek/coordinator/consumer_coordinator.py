@@ -459,7 +459,11 @@ class ConsumerGroupMixin:
 
     async def run_consumer_expiry(self) -> None:
         while True:
-            await asyncio.sleep(0.25)
+            # 4 times a second while a consumer group (KIP-848) is here, once a second otherwise
+            # (a group that appears meanwhile is checked at most a second later, well within
+            # any session timeout): an idle broker's timer wake-ups cost CPU
+            busy = any(isinstance(g, ConsumerGroup) for g in self.groups.values())
+            await asyncio.sleep(0.25 if busy else 1.0)
             try:
                 self.expire_consumer_members()
             except Exception:  # a background task that must not die: log and go on

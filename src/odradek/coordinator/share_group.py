@@ -116,6 +116,7 @@ class ShareCoordinator:
         self.partitions: dict[tuple[str, str, int], SharePartition] = {}
         self.sessions: dict[tuple[str, str], ShareSession] = {}
         self._sweeper: asyncio.Task[None] | None = None
+        self._led = asyncio.Event()  # set once a share partition is led here: the sweeper starts
 
     @property
     def store(self) -> ShareStateStore:
@@ -271,6 +272,7 @@ class ShareCoordinator:
             sp.dirty = True
         sp.leader_epoch = leader_epoch
         self.partitions[key] = sp
+        self._led.set()
         return sp
 
     def group_config_int(self, group_id: str, name: str, default: int) -> int:
@@ -382,6 +384,9 @@ class ShareCoordinator:
     async def _sweep(self) -> None:
         """Acquisition locks time out here; a released record wakes the share fetches waiting."""
         while True:
+            if not self.partitions:  # a broker that leads no share partition does not wake for it
+                self._led.clear()
+                await self._led.wait()
             await asyncio.sleep(SWEEP_INTERVAL_S)
             now = time.monotonic()
             try:

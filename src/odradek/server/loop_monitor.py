@@ -27,6 +27,7 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from odradek.protocol.apis import api_name
@@ -38,7 +39,11 @@ if TYPE_CHECKING:
 log = logging.getLogger("odradek.loop")
 
 INTERVAL_S = 0.02
-THREAD_SAMPLE_TICKS = 50  # the other threads' CPU is sampled once a second (and at each stall)
+# After a tick in which no request began or finished the ticks slow to this, until a request
+# begins: a wake-up of this VM's timer costs ~150 us of CPU, and 50 a second were ~80% of an idle
+# broker's CPU. A stall longer than it is still always seen, a shorter one now and then.
+IDLE_INTERVAL_S = 0.25
+THREAD_SAMPLE_S = 1.0  # the other threads' CPU is sampled once a second (and at each stall)
 
 
 def _run_and_queued_ns(fd: int) -> tuple[int, int] | None:
@@ -118,17 +123,26 @@ class LoopWork:
     while the loop ran the tick: waiting, such as a Fetch parked for fetch.max.wait.ms, and its
     time says nothing of what held the loop; such requests are counted, not named."""
 
-    __slots__ = ("begun", "slowest", "tick", "waited")
+    __slots__ = ("begun", "slowest", "tick", "waited", "wake")
 
     def __init__(self) -> None:
         self.tick = 0.0  # time.perf_counter() at the monitor's last tick
         self.slowest: tuple[float, int, int] | None = None  # (ms, api key, api version)
         self.begun: dict[float, tuple[int, int]] = {}  # started -> (api key, version), unanswered
         self.waited = 0
+        self.wake: Callable[[], None] | None = None  # set while the monitor ticks slowly
 
     def begin(self, started: float, api_key: int, api_version: int) -> None:
         """A request begins at `started` (time.perf_counter())."""
         self.begun[started] = (api_key, api_version)
+        wake = self.wake
+        if wake is not None:
+            self.wake = None
+            wake()
+
+    def idle(self) -> bool:
+        """No request began or finished since the last tick."""
+        return self.slowest is None and not self.begun and not self.waited
 
     def finished(self, started: float, elapsed_ms: float, api_key: int, api_version: int) -> None:
         """The request begun at `started` was answered after `elapsed_ms`."""
@@ -187,51 +201,99 @@ class GcTimes:
         return f"garbage collection {total:.0f} ms (longest {longest:.0f} ms, generation {generation})"
 
 
+class _Ticks:
+    """The monitor's timer: a loop.call_later callback every INTERVAL_S, not a task sleeping (a
+    task's wake-up is a second loop iteration: on this machine's VM 200 us of CPU a tick, not
+    110; 50 ticks a second were most of an idle broker's CPU). Each tick measures its own
+    lateness and takes the readings that explain the next one."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, metrics: BrokerMetrics, dispatcher: Dispatcher,
+                 threshold_ms: float) -> None:
+        self.loop = loop
+        self.observe = metrics.loop_lag_ms.observe
+        self.threshold_ms = threshold_ms
+        self.work = dispatcher.loop_work
+        self.gc_times = GcTimes()
+        self.sched = SchedStat()
+        self.own = threading.get_native_id()
+        self.sampled = 0.0  # loop.time() of the other threads' last CPU sample
+        self.interval = INTERVAL_S
+        self.started = self.ran_before = self.cpu_before = 0.0
+        self.queued_before: int | None = None
+        self.handle: asyncio.TimerHandle | None = None
+
+    def start(self) -> None:
+        gc.callbacks.append(self.gc_times)
+        self.sched.sample_threads()
+        self.sampled = self.loop.time()
+        self._arm(INTERVAL_S)
+
+    def stop(self) -> None:
+        if self.handle is not None:
+            self.handle.cancel()
+            self.handle = None
+        if self.gc_times in gc.callbacks:
+            gc.callbacks.remove(self.gc_times)
+        self.sched.close()
+        self.work.wake = None
+
+    def _arm(self, interval: float, new_tick: bool = True) -> None:
+        self.started = now = self.loop.time()
+        self.ran_before = time.thread_time()
+        self.cpu_before = time.process_time()
+        self.queued_before = self.sched.queued_ns()
+        if new_tick:
+            self.work.next_tick()
+            self.gc_times.take()
+        if now - self.sampled >= THREAD_SAMPLE_S:
+            self.sampled = now
+            self.sched.sample_threads()
+        self.interval = interval
+        self.work.wake = self._wake if interval > INTERVAL_S else None
+        self.handle = self.loop.call_later(interval, self._tick)
+
+    def _wake(self) -> None:
+        """A request begins while the ticks are slow: the next one comes within INTERVAL_S (the
+        slow tick under way is dropped, not measured; the request that woke it is the new tick's)."""
+        if self.handle is not None:
+            self.handle.cancel()
+        self._arm(INTERVAL_S, new_tick=False)
+
+    def _tick(self) -> None:
+        elapsed = self.loop.time() - self.started
+        lag_ms = max((elapsed - self.interval) * 1000, 0.0)
+        self.observe(lag_ms)
+        if lag_ms > self.threshold_ms:
+            self._report(lag_ms, elapsed)
+        self._arm(IDLE_INTERVAL_S if self.work.idle() else INTERVAL_S)
+
+    def _report(self, lag_ms: float, elapsed: float) -> None:
+        ran_ms = (time.thread_time() - self.ran_before) * 1000
+        others_ms = max((time.process_time() - self.cpu_before) * 1000 - ran_ms, 0.0)
+        queued_after = self.sched.queued_ns()
+        what = self.work.describe()
+        collected = self.gc_times.take()
+        split = ""
+        if self.queued_before is not None and queued_after is not None:
+            queued_ms = (queued_after - self.queued_before) / 1e6
+            # what is left past the tick's own wait (its interval, in epoll_wait)
+            blocked_ms = max((elapsed - self.interval) * 1000 - ran_ms - queued_ms, 0.0)
+            split = (f", waited {queued_ms:.0f} ms for a CPU and at least {blocked_ms:.0f} ms blocked "
+                     "(the GIL, or a system call)")
+        busiest = self.sched.busiest_threads(self.own)
+        self.sampled = self.loop.time()
+        log.warning("the event loop stalled for %.0f ms; %s%s; its thread ran %.0f ms of the %.0f ms "
+                    "since the tick before%s; the broker's other threads ran %.0f ms%s", lag_ms, what,
+                    f"; {collected}" if collected else "", ran_ms, elapsed * 1000, split, others_ms,
+                    f" (most since the last sample: {busiest})" if busiest else "")
+
+
 async def watch_loop(metrics: BrokerMetrics, dispatcher: Dispatcher, threshold_ms: float) -> None:
+    """Tick until cancelled (the broker's shutdown)."""
     loop = asyncio.get_running_loop()
-    observe = metrics.loop_lag_ms.observe
-    gc_times = GcTimes()
-    work = dispatcher.loop_work
-    sched = SchedStat()
-    own = threading.get_native_id()
-    gc.callbacks.append(gc_times)
-    sched.sample_threads()
-    ticks = 0
+    ticks = _Ticks(loop, metrics, dispatcher, threshold_ms)
+    ticks.start()
     try:
-        while True:
-            started = loop.time()
-            ran_before = time.thread_time()
-            cpu_before = time.process_time()
-            queued_before = sched.queued_ns()
-            work.next_tick()
-            gc_times.take()
-            ticks += 1
-            if ticks >= THREAD_SAMPLE_TICKS:
-                ticks = 0
-                sched.sample_threads()
-            await asyncio.sleep(INTERVAL_S)
-            elapsed = loop.time() - started
-            lag_ms = max((elapsed - INTERVAL_S) * 1000, 0.0)
-            observe(lag_ms)
-            if lag_ms > threshold_ms:
-                ran_ms = (time.thread_time() - ran_before) * 1000
-                others_ms = max((time.process_time() - cpu_before) * 1000 - ran_ms, 0.0)
-                queued_after = sched.queued_ns()
-                what = work.describe()
-                collected = gc_times.take()
-                split = ""
-                if queued_before is not None and queued_after is not None:
-                    queued_ms = (queued_after - queued_before) / 1e6
-                    # what is left past the tick's own sleep (at most INTERVAL_S in epoll_wait)
-                    blocked_ms = max((elapsed - INTERVAL_S) * 1000 - ran_ms - queued_ms, 0.0)
-                    split = (f", waited {queued_ms:.0f} ms for a CPU and at least {blocked_ms:.0f} ms blocked "
-                             "(the GIL, or a system call)")
-                busiest = sched.busiest_threads(own)
-                ticks = 0
-                log.warning("the event loop stalled for %.0f ms; %s%s; its thread ran %.0f ms of the %.0f ms "
-                            "since the tick before%s; the broker's other threads ran %.0f ms%s", lag_ms, what,
-                            f"; {collected}" if collected else "", ran_ms, elapsed * 1000, split, others_ms,
-                            f" (most since the last sample: {busiest})" if busiest else "")
+        await loop.create_future()  # never set: the ticks run as timer callbacks meanwhile
     finally:
-        gc.callbacks.remove(gc_times)
-        sched.close()
+        ticks.stop()
