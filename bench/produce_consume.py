@@ -9,7 +9,7 @@ Runs against, in interleaved rounds so the ratios are comparable on a noisy mach
 With --warmup, each broker first serves the same produce and consume to another topic, not
 measured (a fresh JVM's Kafka runs its first million records with code not yet compiled; every
 broker gets the same). Prints msg/s, MB/s, and the broker's CPU seconds while the clients ran (its start-up not counted:
-a JVM's class loading would otherwise dominate) with their figure per million records produced and
+a JVM's class loading would otherwise dominate; the clients start once the broker's CPU has settled) with their figure per million records produced and
 consumed and, of it, the share spent until the producer's flush returned (issue 20's "broker CPU per
 million records produced"), its peak RSS, and the ratios odradek / Kafka.
 
@@ -94,6 +94,20 @@ def proc_cpu_seconds(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     ticks = os.sysconf("SC_CLK_TCK")
     return (int(fields[11]) + int(fields[12])) / ticks
+
+
+def wait_settled(pid: int, timeout: float = 10.0) -> None:
+    """Return once the broker's start-up work is over: its CPU under 5% over 0.2 s (odradek imports
+    and builds its hot APIs' codecs in the first second after its port opens, ~0.6 s of CPU that
+    is start-up, not the records'). Every broker gets the same wait."""
+    deadline = time.monotonic() + timeout
+    before = proc_cpu_seconds(pid)
+    while time.monotonic() < deadline:
+        time.sleep(0.2)
+        now = proc_cpu_seconds(pid)
+        if now - before < 0.01:
+            return
+        before = now
 
 
 def proc_peak_rss_mb(pid: int) -> float:
@@ -190,6 +204,7 @@ def bench_server(name: str, cmd: list[str], port: int, n: int, size: int, batch:
         wait_port(port)
         if WARMUP:
             run_clients({"bootstrap.servers": f"127.0.0.1:{port}"}, "warmup", n, size, True, batch)
+        wait_settled(proc.pid)
         cpu0 = proc_cpu_seconds(proc.pid)
         marks: list[float] = []
         produce_s, consume_s = run_clients({"bootstrap.servers": f"127.0.0.1:{port}"}, "bench", n, size, True, batch,
@@ -210,6 +225,7 @@ def bench_kafka(n: int, size: int, batch: int) -> Result:
     with KafkaReference() as kafka:
         if WARMUP:
             run_clients({"bootstrap.servers": kafka.bootstrap}, "warmup", n, size, True, batch)
+        wait_settled(kafka.pid)
         cpu0 = proc_cpu_seconds(kafka.pid)
         marks: list[float] = []
         produce_s, consume_s = run_clients({"bootstrap.servers": kafka.bootstrap}, "bench", n, size, True, batch,
