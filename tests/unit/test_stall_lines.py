@@ -6,11 +6,13 @@ storage) answers real request frames through the dispatcher; the test holds the 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime
 import logging
 import re
 import threading
 import time
+from collections.abc import AsyncIterator
 
 import pytest
 
@@ -55,6 +57,23 @@ async def ticks(dispatcher: Dispatcher, n: int) -> None:
             seen, n = dispatcher.loop_work.tick, n - 1
 
 
+@contextlib.asynccontextmanager
+async def monitored_broker() -> AsyncIterator[Dispatcher]:
+    """A memory broker holding topic t (1 partition), its dispatcher, and the loop monitor
+    watching with a 5 ms threshold; all stopped on the way out."""
+    broker = Broker(BrokerConfig(storage="memory"))
+    broker.open()
+    broker.create_topic("t", 1)
+    dispatcher = Dispatcher(broker, ROUTES)
+    monitor = asyncio.create_task(watch_loop(broker.metrics, dispatcher, 5.0))
+    try:
+        yield dispatcher
+    finally:
+        monitor.cancel()
+        await asyncio.gather(monitor, return_exceptions=True)
+        broker.close()
+
+
 def stall_lines(caplog: pytest.LogCaptureFixture) -> list[str]:
     return [r.getMessage() for r in caplog.records if "the event loop stalled for" in r.getMessage()]
 
@@ -86,21 +105,12 @@ def test_a_stall_line_does_not_name_a_parked_fetch_it_woke(caplog: pytest.LogCap
         return stall_lines(caplog)[logged]
 
     async def check() -> str:
-        broker = Broker(BrokerConfig(storage="memory"))
-        broker.open()
-        broker.create_topic("t", 1)
-        dispatcher = Dispatcher(broker, ROUTES)
-        monitor = asyncio.create_task(watch_loop(broker.metrics, dispatcher, 5.0))
-        try:
+        async with monitored_broker() as dispatcher:
             for attempt in range(20):
                 line = await stall_after_the_fetch(dispatcher, attempt)
                 if line is not None:
                     return line
             raise AssertionError("the monitor ticked between the Fetch's answer and the stall 20 times")
-        finally:
-            monitor.cancel()
-            await asyncio.gather(monitor, return_exceptions=True)
-            broker.close()
 
     with caplog.at_level(logging.WARNING, logger="odradek.loop"):
         line = asyncio.run(check())
@@ -118,25 +128,19 @@ def test_a_stall_line_names_a_thread_of_the_broker_that_held_the_gil(caplog: pyt
     sum over a range) stalls the loop though the loop's thread does not run: the line says the
     thread was blocked, not waiting for a CPU, and which other thread ran."""
     async def check() -> list[str]:
-        broker = Broker(BrokerConfig(storage="memory"))
-        broker.open()
-        dispatcher = Dispatcher(broker, ROUTES)
-        monitor = asyncio.create_task(watch_loop(broker.metrics, dispatcher, 5.0))
         done = threading.Event()  # the holder stays alive, as a broker's pool thread does, to be named
         holder = threading.Thread(target=lambda: (sum(range(30_000_000)), done.wait(WAIT_S)), name="gil-holder")
-        try:
-            await ticks(dispatcher, 2)
-            holder.start()
-            deadline = time.monotonic() + WAIT_S
-            while not any("gil-holder" in line for line in stall_lines(caplog)):
-                assert time.monotonic() < deadline, stall_lines(caplog)
-                await asyncio.sleep(0.01)
-        finally:
-            done.set()
-            await asyncio.get_running_loop().run_in_executor(None, holder.join, WAIT_S)
-            monitor.cancel()
-            await asyncio.gather(monitor, return_exceptions=True)
-            broker.close()
+        async with monitored_broker() as dispatcher:
+            try:
+                await ticks(dispatcher, 2)
+                holder.start()
+                deadline = time.monotonic() + WAIT_S
+                while not any("gil-holder" in line for line in stall_lines(caplog)):
+                    assert time.monotonic() < deadline, stall_lines(caplog)
+                    await asyncio.sleep(0.01)
+            finally:
+                done.set()
+                await asyncio.get_running_loop().run_in_executor(None, holder.join, WAIT_S)
         return [line for line in stall_lines(caplog) if "gil-holder" in line]
 
     with caplog.at_level(logging.WARNING, logger="odradek.loop"):
@@ -152,12 +156,7 @@ def test_an_idle_loop_ticks_slowly_and_a_request_brings_the_ticks_back(caplog: p
     after an idle stretch is seen and named (with only the slow tick under way, a 100 ms hold
     would be missed most of the time)."""
     async def check() -> tuple[float, list[str]]:
-        broker = Broker(BrokerConfig(storage="memory"))
-        broker.open()
-        broker.create_topic("t", 1)
-        dispatcher = Dispatcher(broker, ROUTES)
-        monitor = asyncio.create_task(watch_loop(broker.metrics, dispatcher, 5.0))
-        try:
+        async with monitored_broker() as dispatcher:
             await ticks(dispatcher, 2)  # the first tick saw no request: slow from the second on
             before = dispatcher.loop_work.tick
             await ticks(dispatcher, 1)
@@ -169,10 +168,6 @@ def test_an_idle_loop_ticks_slowly_and_a_request_brings_the_ticks_back(caplog: p
             while not stall_lines(caplog):
                 assert time.monotonic() < deadline, "no stall line logged"
                 await asyncio.sleep(0.01)
-        finally:
-            monitor.cancel()
-            await asyncio.gather(monitor, return_exceptions=True)
-            broker.close()
         return idle_gap, stall_lines(caplog)
 
     with caplog.at_level(logging.WARNING, logger="odradek.loop"):

@@ -432,12 +432,14 @@ class ConsumerGroupMixin:
         log.info("member %s of group %s %s; group epoch %d", member_id, group.group_id, why, group.group_epoch)
         return self.store.write(group.group_id, records)
 
-    def expire_consumer_members(self) -> None:
+    def expire_consumer_members(self) -> bool:
         """group.consumer.session.timeout.ms without a heartbeat, or a revocation not done within
-        the member's rebalance timeout: the member is fenced out of the group."""
+        the member's rebalance timeout: the member is fenced out of the group. True when a
+        consumer group (KIP-848) is here."""
         now = self.consumer_loop.time()
         session = self.broker.config.group_consumer_session_timeout_ms / 1000
-        for group in [g for g in self.groups.values() if isinstance(g, ConsumerGroup)]:
+        groups = [g for g in self.groups.values() if isinstance(g, ConsumerGroup)]
+        for group in groups:
             if self.group_error(group.group_id) is not None:
                 continue
             for member in list(group.consumers.values()):
@@ -449,6 +451,7 @@ class ConsumerGroupMixin:
                     self._expire_consumer_member(group, member, "has not heartbeated in its session timeout")
                 elif member.revocation_deadline is not None and now >= member.revocation_deadline:
                     self._expire_consumer_member(group, member, "did not revoke its partitions in time")
+        return bool(groups)
 
     def _expire_consumer_member(self, group: ConsumerGroup, member: ConsumerMember, why: str) -> None:
         """Fenced by the coordinator itself: no client waits for the answer, but the write is
@@ -458,14 +461,14 @@ class ConsumerGroupMixin:
                                                  self.store.commit_timeout_ms, f"the removal of member {member.member_id}")
 
     async def run_consumer_expiry(self) -> None:
+        busy = False
         while True:
             # 4 times a second while a consumer group (KIP-848) is here, once a second otherwise
             # (a group that appears meanwhile is checked at most a second later, well within
             # any session timeout): an idle broker's timer wake-ups cost CPU
-            busy = any(isinstance(g, ConsumerGroup) for g in self.groups.values())
             await asyncio.sleep(0.25 if busy else 1.0)
             try:
-                self.expire_consumer_members()
+                busy = self.expire_consumer_members()
             except Exception:  # a background task that must not die: log and go on
                 log.exception("consumer group session expiry failed")
 
