@@ -83,4 +83,8 @@ def test_transaction_survives_its_coordinators_death(cluster_factory: Any) -> No
     cluster.wait_for("every partition led by a live broker", lambda: all(
         part.leader >= 0 and part.leader != coordinator
         for part in cluster.metadata(topic).topics[topic].partitions.values()))
-    assert sorted(values(read_to_end(cluster.bootstrap, topic, 3, "read_committed", timeout=60))) == expected
+    # commit_transaction returns once the outcome is decided; a read_committed reader sees it once the
+    # markers are written and replicated (the high watermark past them), which may come just after
+    cluster.wait_for("the committed transactions, and no aborted record, to a read_committed reader",
+                     lambda: sorted(values(read_to_end(cluster.bootstrap, topic, 3, "read_committed",
+                                                       timeout=20))) == expected, timeout=60)
