@@ -17,7 +17,7 @@ from test_clients import create_topic, produce_ck
 
 from odradek.protocol.records import encode_batch, scan_batches
 from odradek.storage.log import LogConfig, PartitionLog
-from odradek.storage.segment import FileSlice
+from odradek.storage.open_files import FileSlice
 
 
 def _log(tmp_path: Path) -> PartitionLog:

@@ -215,7 +215,7 @@ def test_one_request_for_thousands_of_partitions_leaves_the_descriptors_bounded(
     # CreatePartitions to 9,999 partitions (the network fuzzer's frame) took every file
     # descriptor (three a partition), and the broker could not start again; then it was refused
     # by a limit derived from the open-file limit. Segment files now open lazily, at most a
-    # bounded number at once (storage.segment.OPEN_SEGMENTS): the partitions are created.
+    # bounded number at once (storage.open_files.OPEN_SEGMENTS): the partitions are created.
     from confluent_kafka.admin import AdminClient, NewPartitions, NewTopic  # type: ignore[attr-defined]
 
     b = broker_factory()  # type: ignore[operator]

@@ -38,8 +38,8 @@ from kio.static.primitive import Records
 
 from odradek.protocol.build import ZERO_UUID, build
 from odradek.protocol.framing import decode_response, encode_request, request_type
+from odradek.protocol.record_errors import InvalidRecordError
 from odradek.protocol.records import (
-    InvalidRecordError,
     decode_batch,
     encode_batch,
     keyless_records,

@@ -31,7 +31,7 @@ from odradek.server.dispatcher import Dispatcher
 from odradek.server.handlers import ROUTES, metadata
 from odradek.storage.log import LogConfig, PartitionLog
 from odradek.storage.manager import LogManager
-from odradek.storage.segment import OPEN_SEGMENTS
+from odradek.storage.open_files import OPEN_SEGMENTS
 
 NOFILE = 256  # the broker's whole open-file limit: the old code held three files a partition
 

@@ -31,6 +31,7 @@ from kio.schema.errors import ErrorCode
 from kio.serial.writers import write_signed_varint
 from kio.static.primitive import Records
 
+from odradek.protocol.compression import compress, decompress
 from odradek.protocol.framing import (
     API_VERSIONS_KEY,
     FrameError,
@@ -42,6 +43,7 @@ from odradek.protocol.framing import (
     request_type,
     response_type,
 )
+from odradek.protocol.record_errors import InvalidRecordError
 from odradek.protocol.records import (
     BATCH_HEADER_SIZE,
     CONTROL_BIT,
@@ -49,12 +51,9 @@ from odradek.protocol.records import (
     TRANSACTIONAL_BIT,
     BatchHeader,
     DecodedBatch,
-    InvalidRecordError,
     Record,
-    compress,
     control_type,
     decode_batch,
-    decompress,
     encode_batch,
     encode_control_batch,
     iter_batches,

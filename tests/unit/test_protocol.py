@@ -10,8 +10,8 @@ from kio.schema.errors import ErrorCode
 
 from odradek.protocol import framing
 from odradek.protocol.build import build
+from odradek.protocol.record_errors import InvalidRecordError
 from odradek.protocol.records import (
-    InvalidRecordError,
     decode_batch,
     encode_batch,
     parse_batches,

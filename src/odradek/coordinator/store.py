@@ -140,7 +140,8 @@ class InternalTopicStore:
         if not self.ensure_topic():
             return ErrorCode.coordinator_not_available
         from odradek.cluster.metadata import NotLeaderError
-        from odradek.protocol.records import InvalidRecordError, parse_batches
+        from odradek.protocol.record_errors import InvalidRecordError
+        from odradek.protocol.records import parse_batches
 
         partition = self.partition_for(key)
         plog = self.broker.partition_log(self.topic, partition)

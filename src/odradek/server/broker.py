@@ -300,7 +300,7 @@ class Broker:
 
     def partition_limit(self) -> int:
         """max.broker.partitions (KIP-578); Kafka's default, Int.MAX_VALUE, when unset: segment
-        files open lazily and at most storage.segment.OPEN_SEGMENTS at once, so the open-file
+        files open lazily and at most storage.open_files.OPEN_SEGMENTS at once, so the open-file
         limit no longer bounds how many partitions a broker holds."""
         if self.config.max_broker_partitions >= 0:
             return self.config.max_broker_partitions
@@ -459,7 +459,8 @@ class Broker:
         """Append a COMMIT/ABORT marker as this partition's leader (WriteTxnMarkers); on
         __consumer_offsets it also resolves the producer's pending transactional offsets.
         `transaction_version` is the transaction's (WriteTxnMarkers v2, KIP-890)."""
-        from odradek.protocol.records import InvalidRecordError, encode_control_batch, parse_batches
+        from odradek.protocol.record_errors import InvalidRecordError
+        from odradek.protocol.records import encode_control_batch, parse_batches
 
         plog = self.partition_log(topic, partition)
         if plog is None:

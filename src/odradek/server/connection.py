@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, Any
 from odradek.security import Session
 from odradek.security.tls import principal_from_certificate
 from odradek.server.dispatcher import CloseConnection
-from odradek.storage.segment import FileSlice
+from odradek.storage.open_files import FileSlice
 
 if TYPE_CHECKING:
     from odradek.security.listeners import Listener

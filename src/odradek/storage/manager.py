@@ -26,7 +26,7 @@ from odradek.storage.file_thread import (
 )
 from odradek.storage.log import LogConfig, PartitionLog
 from odradek.storage.log_maintenance import FlushJob
-from odradek.storage.segment import OPEN_SEGMENTS, open_segment_capacity
+from odradek.storage.open_files import OPEN_SEGMENTS, open_segment_capacity
 
 log = logging.getLogger("odradek.storage")
 

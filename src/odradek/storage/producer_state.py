@@ -26,7 +26,8 @@ from pathlib import Path
 
 from kio.schema.errors import ErrorCode
 
-from odradek.protocol.records import CONTROL_ABORT, BatchHeader, InvalidRecordError
+from odradek.protocol.record_errors import InvalidRecordError
+from odradek.protocol.records import CONTROL_ABORT, BatchHeader
 
 MAX_BATCHES = 5
 MAX_EPOCH = 32767

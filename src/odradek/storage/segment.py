@@ -14,7 +14,7 @@ append on the loop never waits for a thread's file write.
 
 File descriptors open lazily and are bounded: a segment's `.log` opens on first
 use and joins `OPEN_SEGMENTS`, a process-wide LRU that closes the least recently
-used one past its capacity (the open-file limit is the process's). A partition
+used one past its capacity (the open-file limit is the process's; open_files.py). A partition
 being written keeps its active segment open while it stays among the most
 recently used; the indexes are files only at load, flush and close.
 """
@@ -26,14 +26,13 @@ import contextlib
 import errno
 import logging
 import os
-import resource
 import struct
 import threading
-from collections import OrderedDict
 from pathlib import Path
 
 from odradek.protocol.records import BATCH_HEADER_SIZE, BatchHeader, read_header, scan_batches
 from odradek.storage.file_thread import in_file_thread
+from odradek.storage.open_files import OPEN_SEGMENTS, FileSlice
 
 log = logging.getLogger("odradek.storage")
 
@@ -45,96 +44,11 @@ _LAST_OFFSET_DELTA_AT = 23  # a v2 batch header's lastOffsetDelta
 POSITION_SCAN_BYTES = 16 * 1024  # what position_of reads at once after an index entry
 SCAN_CHUNK = 8 * 1024 * 1024
 _IOV_MAX = 1000  # pieces a pwritev takes at once (Linux allows 1024)
-DEFAULT_OPEN_SEGMENTS = 1024
 DELETED_SUFFIX = ".deleted"  # Kafka's LogFileUtils.DELETED_FILE_SUFFIX: a segment file on its way out
-
-
-class OpenSegments:
-    """The LRU of open segment files: at most `capacity` `.log` descriptors at once.
-
-    Only the event loop's thread opens and closes segments (the cleaner's workers open
-    their own descriptors by path), and a fetch's FileSlice holds a duplicate, so closing
-    a segment here never pulls a descriptor from under a reader.
-    """
-
-    def __init__(self, capacity: int = DEFAULT_OPEN_SEGMENTS) -> None:
-        self.capacity = max(capacity, 1)
-        self._lru: OrderedDict[LogSegment, None] = OrderedDict()
-        self.opened = 0  # counters for the bench and the metrics: opens and evictions so far
-        self.evicted = 0
-
-    def __len__(self) -> int:
-        return len(self._lru)
-
-    def touch(self, seg: LogSegment) -> None:
-        self._lru.move_to_end(seg)
-
-    def add(self, seg: LogSegment) -> None:
-        self._lru[seg] = None
-        self.opened += 1
-        while len(self._lru) > self.capacity:
-            oldest, _ = self._lru.popitem(last=False)
-            self.evicted += 1
-            oldest.close_file()
-
-    def discard(self, seg: LogSegment) -> None:
-        self._lru.pop(seg, None)
-
-    def resize(self, capacity: int) -> None:
-        self.capacity = max(capacity, 1)
-        while len(self._lru) > self.capacity:
-            oldest, _ = self._lru.popitem(last=False)
-            self.evicted += 1
-            oldest.close_file()
-
-
-OPEN_SEGMENTS = OpenSegments()
-
-
-def open_segment_capacity() -> int:
-    """A quarter of the soft open-file limit (the rest for sockets and everything else),
-    between 64 and 10,000."""
-    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft == resource.RLIM_INFINITY:
-        return 10_000
-    return min(max(soft // 4, 64), 10_000)
 
 
 def segment_name(base_offset: int) -> str:
     return f"{base_offset:020d}"
-
-
-class FileSlice:
-    """`size` bytes of whole batches at `position` of a segment file, for sendfile.
-
-    A fetch response can wait in a connection's queue after the fetch was read, and
-    meanwhile retention, compaction or truncation may close the segment (its
-    descriptor number could then be reused by another file). The slice therefore
-    holds its own duplicate of the descriptor, closed when sent or dropped.
-    """
-
-    __slots__ = ("fd", "position", "size")
-
-    def __init__(self, fd: int, position: int, size: int) -> None:
-        self.fd = os.dup(fd)
-        self.position = position
-        self.size = size
-
-    def __len__(self) -> int:
-        return self.size
-
-    def read(self) -> bytes:
-        """The bytes themselves, for paths that cannot use sendfile."""
-        return os.pread(self.fd, self.size, self.position)
-
-    def close(self) -> None:
-        fd = getattr(self, "fd", -1)  # unset when os.dup failed in __init__ (no descriptors left)
-        if fd >= 0:
-            os.close(fd)
-            self.fd = -1
-
-    def __del__(self) -> None:
-        self.close()
 
 
 class LogSegment:

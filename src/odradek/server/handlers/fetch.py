@@ -49,7 +49,7 @@ from odradek.server.fetch_sessions import (
 )
 from odradek.server.handlers.metadata import current_leader
 from odradek.storage.log import OffsetOutOfRangeError, PartitionLog
-from odradek.storage.segment import FileSlice
+from odradek.storage.open_files import FileSlice
 
 READ_COMMITTED = 1
 NO_EPOCH = -1  # a fetch without a current leader epoch (before v9, or a client that has none)

@@ -24,10 +24,10 @@ from odradek.cluster.metadata import TopicMetadata
 from odradek.protocol.bounds import uvarint_bytes as _uvarint
 from odradek.protocol.build import ZERO_UUID
 from odradek.protocol.framing import EncodedBody
+from odradek.protocol.record_errors import InvalidRecordError
 from odradek.protocol.records import (
     TRANSACTIONAL_BIT,
     BatchHeader,
-    InvalidRecordError,
     keyless_records,
     parse_batches,
 )
