@@ -91,17 +91,21 @@ class Result:
                 f"{rss}")
 
 
+def _stat_fields(pid: int) -> list[str] | None:
+    """/proc/PID/stat's fields after the command name (the state first), or None once it is gone."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+
+
 def process_tree(pid: int) -> list[int]:
     """`pid` and its live descendants: a broker's command may run it as a child (noida-db's is a
     Python shim that starts the broker's binary), whose CPU and memory are the broker's."""
     children: dict[int, list[int]] = {}
     for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue  # gone meanwhile
-            children.setdefault(parent, []).append(int(entry.name))
+        if entry.name.isdigit() and (fields := _stat_fields(int(entry.name))) is not None:  # None: gone meanwhile
+            children.setdefault(int(fields[1]), []).append(int(entry.name))
     tree, todo = [], [pid]
     while todo:
         p = todo.pop()
@@ -115,11 +119,9 @@ def proc_cpu_seconds(pid: int) -> float:
     ticks = os.sysconf("SC_CLK_TCK")
     total = 0
     for p in process_tree(pid):
-        try:
-            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        total += sum(int(f) for f in fields[11:15])
+        fields = _stat_fields(p)
+        if fields is not None:
+            total += sum(int(f) for f in fields[11:15])
     return total / ticks
 
 
@@ -239,10 +241,8 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
 def _started(pid: int) -> str | None:
     """When `pid` started (clock ticks after boot), or None once it is gone: a number reused by
     another process starts at another time."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
-    except (OSError, IndexError):
-        return None
+    fields = _stat_fields(pid)
+    return fields[19] if fields is not None else None
 
 
 WARMUP = False

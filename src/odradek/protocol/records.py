@@ -178,7 +178,7 @@ def check_records(data: bytes | bytearray | memoryview, header: BatchHeader) -> 
                 for c in range(size):  # how many records from p on start with these length bytes
                     column = bytes(body[p + c:p + c + n * stride:stride])
                     first = column[:1]
-                    if column != first * n:  # one comparison when all agree (lstrip tests byte by byte: 30x slower)
+                    if column != first * n:  # one comparison when all agree (lstrip tests each byte against its strip set)
                         same = min(same, n - len(column.lstrip(first)))
                 if same:  # at least the record at p itself
                     p += same * stride
