@@ -27,10 +27,12 @@ import crc32c
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from kio._kio_native import read_signed_varint
 from kio.schema.errors import ErrorCode
 from kio.serial.writers import write_signed_varint
 from kio.static.primitive import Records
 
+from odradek.protocol.bounds import uvarint_bytes
 from odradek.protocol.compression import compress, decompress
 from odradek.protocol.framing import (
     API_VERSIONS_KEY,
@@ -203,6 +205,33 @@ def test_records_in_runs_of_one_size_are_counted_exactly(runs: list[tuple[int, i
     liars = [with_body(body + b"\0", len(records))]
     if len(records) + lie >= 1:
         liars.append(with_body(body, len(records) + lie))
+    for liar in liars:
+        with pytest.raises(InvalidRecordError):
+            parse_batches(liar)
+
+
+@SETTINGS
+@given(st.lists(st.integers(0, 300), min_size=1, max_size=700), st.integers(-2, 2).filter(bool),
+       st.integers(0, 10**6), st.integers(-5, 5))
+def test_records_of_varied_sizes_are_counted_exactly(sizes: list[int], lie: int, at: int, short: int) -> None:
+    """Records whose sizes change at every record are walked a chunk at a time (VARIED_CHUNK,
+    after VARIED_AFTER changes in a row), mixed with runs of one size: a batch is accepted with
+    its own count and refused with any other, with a byte after its records, or with one record
+    shorter than the smallest record's fields."""
+    records = [(None, b"v" * size, ()) for size in sizes]
+    data = encode_batch(records)
+    assert parse_batches(data)[0].record_count == len(records)
+    body = data[BATCH_HEADER_SIZE:]
+    liars = [with_body(body + b"\0", len(records))]
+    if len(records) + lie >= 1:
+        liars.append(with_body(body, len(records) + lie))
+    p = 0  # one record replaced by a length of `short` (-5..5) and as many bytes: it still fills the batch
+    for _ in range(at % len(records)):
+        length, size = read_signed_varint(body, p)
+        p += size + length
+    length, size = read_signed_varint(body, p)
+    liars.append(with_body(body[:p] + uvarint_bytes((short << 1) ^ (short >> 63)) + b"\0" * max(short, 0)
+                           + body[p + size + length:], len(records)))
     for liar in liars:
         with pytest.raises(InvalidRecordError):
             parse_batches(liar)

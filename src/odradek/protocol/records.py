@@ -163,13 +163,29 @@ def check_records(data: bytes | bytearray | memoryview, header: BatchHeader) -> 
         raise _invalid(f"record count {count} does not fit {total - p} bytes of records")
     # a batch's records mostly share one size, but librdkafka's grow a byte where the offset delta's
     # varint does (at 64 and 8,192 records): a run is first tried to the batch's end, and again
-    # (a few times: each try reads up to the rest) after each size change; otherwise runs double
-    left, previous, run, hunches = count, -1, count, 3
+    # (a few times: each try reads up to the rest) after each size change; otherwise runs double.
+    # Records of varied sizes (VARIED_AFTER size changes in a row) are walked VARIED_CHUNK at a
+    # time without the runs' bookkeeping, then runs are looked for again.
+    left, previous, run, hunches, changes = count, -1, count, 3, 0
     varint = read_signed_varint
+    shortest = MIN_RECORD_SIZE - 1
     try:
         while left:
+            if changes >= VARIED_AFTER:
+                changes = 0
+                n = min(left, VARIED_CHUNK)
+                left -= n
+                for _ in range(n):  # p may pass total here: bounded by count, refused below
+                    length, size = varint(body, p)
+                    if length < shortest:
+                        raise _invalid(f"record length {length} is below the smallest record's")
+                    p += size + length
+                if p > total:
+                    raise _invalid(f"record count {count}: a record runs past the batch's end")
+                previous = -1
+                continue
             length, size = varint(body, p)
-            if length < MIN_RECORD_SIZE - 1:
+            if length < shortest:
                 raise _invalid(f"record length {length} is below the smallest record's")
             stride = size + length
             if stride == previous:
@@ -183,6 +199,7 @@ def check_records(data: bytes | bytearray | memoryview, header: BatchHeader) -> 
                 if same:  # at least the record at p itself
                     p += same * stride
                     left -= same
+                    changes = 0
                     if same == n:
                         run *= 2
                     elif hunches:
@@ -193,6 +210,7 @@ def check_records(data: bytes | bytearray | memoryview, header: BatchHeader) -> 
                     continue
             p += stride
             left -= 1
+            changes += 1
             previous = stride
             if p > total:
                 raise _invalid(f"record count {count}: a record runs past the batch's end")
@@ -311,6 +329,8 @@ def _nullable_bytes(body: bytes, p: int, end: int, what: str) -> tuple[bytes | N
 
 
 MIN_RECORD_SIZE = 7  # length, attributes, timestamp and offset deltas, key, value, header count
+VARIED_AFTER = 8  # check_records: size changes in a row before records are walked without runs
+VARIED_CHUNK = 256  # check_records: records walked so before runs are looked for again
 
 
 def decode_batch(data: bytes | bytearray | memoryview, pos: int = 0, *, verify_crc: bool = False,
