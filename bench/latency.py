@@ -33,12 +33,16 @@ spawned), each with one thread driving its producers and one thread per consumer
 GIL is shared by more than a few clients; records carry time.monotonic_ns() (CLOCK_MONOTONIC, the
 same clock in every process) and each consumer takes it again as poll() hands a record over.
 librdkafka's mock cluster cannot create a topic of 2N partitions (it does not answer
-CreateTopics), so the client alone is not measured in this mode.
+CreateTopics), so the client alone is not measured in this mode. `--load-client franz` runs the
+same load with franz-go instead (tests/go/latency, built by ./dev test: every client in one Go
+process, kgo's defaults but linger 0, consumers assigned as above with fetch max wait 500 ms and
+min bytes 1), whose 100 clients take far less of the machine's CPU than librdkafka's 100 in
+Python processes do, so the broker is not starved by its own load; no --group with it.
 
     .venv/bin/python bench/latency.py [--rates 1000,20000] [--seconds 10] [--warmup 1] [--rounds 1]
         [--broker-warmup 10] [--tansu PATH] [--kafka] [--before-src DIR] [--stall-log PATH]
     .venv/bin/python bench/latency.py --clients 50 [--rates 400] [--processes 4] [--group] [--seconds 10]
-        [--rounds 1] [--broker-warmup 5] [--kafka] [--before-src DIR]
+        [--rounds 1] [--broker-warmup 5] [--kafka] [--before-src DIR] [--load-client confluent|franz]
 
 --before-src DIR[,DIR...] runs odradek from other trees' src/ too ("odradek DIR"), each round's
 brokers taking turns, for before/after figures from one run on a machine whose load changes.
@@ -56,6 +60,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import json
 import multiprocessing
 import os
 import platform
@@ -70,6 +75,7 @@ from array import array
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from confluent_kafka import Consumer, Producer, TopicPartition
@@ -108,6 +114,7 @@ class Samples:
     cpu_s: float = 0.0
     lost: int = 0
     stalls: list[tuple[int, str]] = field(default_factory=list)
+    client_cpu_s: float = 0.0  # --load-client franz: the Go load's CPU, its set-up included
 
     def percentile(self, q: float) -> float:
         ordered = sorted(self.latencies_ns)
@@ -393,6 +400,53 @@ def measure_clients(bootstrap: str, clients: int, rate: int, seconds: float, war
     return samples
 
 
+FRANZ_LOAD = Path(__file__).resolve().parent.parent / "tests" / "go" / "bin" / "latency"
+
+
+def measure_franz(bootstrap: str, clients: int, rate: int, seconds: float, warmup: float, pid: int | None,
+                  stalls: StallLog | None) -> Samples:
+    """--clients with --load-client franz: the same load from tests/go/latency (franz-go, one process);
+    the broker's CPU and stalls from the start of the records to the program's figures."""
+    if not FRANZ_LOAD.exists():
+        sys.exit(f"{FRANZ_LOAD} is missing: ./dev test builds it (or: cd tests/go && go build -o bin/ ./...)")
+    topic = f"latency-{clients}x{rate}-{time.time_ns()}"
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    admin.create_topics([NewTopic(topic, 2 * clients, 1)])[topic].result(60)
+    del admin
+    load = subprocess.Popen([str(FRANZ_LOAD), bootstrap, topic, str(clients), str(rate), str(seconds), str(warmup)],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert load.stdin is not None and load.stdout is not None
+    try:
+        if load.stdout.readline().strip() != "ready":
+            sys.exit(f"{FRANZ_LOAD.name} ended before its clients were ready (exit code {load.wait(30)})")
+        if stalls is not None:
+            stalls.take()
+        cpu0 = proc_cpu_seconds(pid) if pid is not None else 0.0
+        load.stdin.write("start\n")
+        load.stdin.flush()
+        line = load.stdout.readline()
+        samples = Samples()
+        samples.cpu_s = proc_cpu_seconds(pid) - cpu0 if pid is not None else 0.0
+        if stalls is not None:
+            samples.stalls = stalls.take()
+        _, status, usage = os.wait4(load.pid, 0)  # the load's own CPU, set-up included
+        load.returncode = os.waitstatus_to_exitcode(status)
+        if load.returncode != 0 or not line:
+            sys.exit(f"{FRANZ_LOAD.name} failed (exit code {load.returncode})")
+    finally:
+        if load.poll() is None:
+            load.kill()
+            load.wait()
+    figures = json.loads(line)
+    samples.latencies_ns = figures["latencies_ns"]
+    samples.records = figures["received"]
+    samples.lost = figures["sent"] - figures["received"]
+    samples.client_cpu_s = usage.ru_utime + usage.ru_stime
+    if figures["produce_errors"]:
+        print(f"{FRANZ_LOAD.name}: {figures['produce_errors']} records not acknowledged", file=sys.stderr)
+    return samples
+
+
 def probe(bootstrap: str, count: int, rate: int) -> tuple[list[float], list[float]]:
     """The broker's own share of a record's trip, without a client library: a Fetch v12 (min_bytes 1,
     max_wait 500 ms) waits on one raw connection at the log end of a fresh one-partition topic, a
@@ -523,6 +577,8 @@ def main() -> None:
                     help="N producers and N consumers over 2N partitions instead of one of each")
     ap.add_argument("--processes", type=int, default=4, help="--clients: worker processes the clients share")
     ap.add_argument("--group", action="store_true", help="--clients: the consumers are one consumer group")
+    ap.add_argument("--load-client", choices=("confluent", "franz"), default="confluent",
+                    help="--clients: librdkafka in Python worker processes, or franz-go in one Go process")
     ap.add_argument("--probe", type=int, default=0,
                     help="N raw-socket probes of the broker's own produce-to-fetch time instead, at the first rate")
     args = ap.parse_args()
@@ -545,6 +601,9 @@ def main() -> None:
                       f"longest {max((ms for ms, _ in taken), default=0)} ms")
         return
     clients = args.clients
+    franz = args.load_client == "franz"
+    if franz and (not clients or args.group):
+        sys.exit("--load-client franz measures --clients N with assigned partitions (no --group)")
     rates = [int(r) for r in (args.rates or ("400" if clients else "1000,20000")).split(",")]
     names = ([] if clients else ["client alone (mock)"]) + trees + ["odradek"] + (
         ["tansu (memory)"] if args.tansu else []) + ([KAFKA] if args.kafka else [])
@@ -559,6 +618,8 @@ def main() -> None:
                 s.stalls = stalls.take()
             return s
         assert bootstrap is not None
+        if franz:
+            return measure_franz(bootstrap, clients, rate, seconds, warmup, pid, stalls)
         return measure_clients(bootstrap, clients, rate, seconds, warmup, pid, args.processes, args.group, stalls)
 
     results: dict[tuple[str, int], Samples] = {}
@@ -575,9 +636,11 @@ def main() -> None:
                     total.cpu_s += s.cpu_s
                     total.lost += s.lost
                     total.stalls += s.stalls
+                    total.client_cpu_s += s.client_cpu_s
     shape = (f"{clients} producers and {clients} consumers ({'one group' if args.group else '2 partitions assigned each'}"
-             f") over {2 * clients} partitions, in {max(1, min(args.processes, clients))} processes; the rates are "
-             f"each producer's" if clients else "1 partition")
+             f") over {2 * clients} partitions, " + ("franz-go in one Go process" if franz else
+             f"librdkafka in {max(1, min(args.processes, clients))} processes") + "; the rates are each producer's"
+             if clients else "1 partition")
     print(f"machine: {platform.machine()} {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}; "
           f"{SIZE} B records, {shape}, acks=all, linger.ms=0; {args.seconds:g} s measured after "
           f"{args.warmup:g} s at each rate, each broker warmed up {args.broker_warmup:g} s at "
@@ -588,6 +651,11 @@ def main() -> None:
         shown = f"{clients}x{rate}" if clients else f"{rate:,}"
         print(f"{name:<22} {shown:>7} {s.percentile(0.5):8.2f} {s.percentile(0.99):8.2f} "
               f"{s.percentile(0.999):8.2f} {max(s.latencies_ns, default=0) / 1e6:8.2f} {cpu} {s.lost}")
+    if franz:
+        for (name, rate), s in results.items():
+            print(f"{name}: the franz-go load at {clients} x {rate} msg/s took {s.client_cpu_s:.1f} s of CPU "
+                  f"({s.client_cpu_s / (s.records / 1e6):.1f} s a million records), its set-up included"
+                  if s.records else f"{name}: no records arrived")
     for (name, rate), s in results.items():
         if name == "odradek" or name.startswith(TREE):
             # the monitor says how long the loop's thread ran of each late tick: mostly its own work,
