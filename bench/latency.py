@@ -71,6 +71,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.request
 from array import array
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -86,15 +87,25 @@ KAFKA = "Apache Kafka 4.3.1"
 TREE = "odradek "  # + another tree's src/: odradek run from there (--before-src)
 SIZE = 100
 STALL = re.compile(r"the event loop stalled for (\d+) ms; (.*)")
+REQUESTS = re.compile(r'^kafka_network_requestmetrics_requests_total\{request="(\w+)"\} (\S+)$', re.MULTILINE)
 RAN = re.compile(r"; its thread ran (\d+) ms of the (\d+) ms since the tick before")
 
 
 class StallLog:
-    """The stall lines odradek logged since the last `take`."""
+    """The stall lines odradek logged since the last `take`; its request counts by API (its
+    Prometheus endpoint's kafka_network_requestmetrics_requests_total) when it has a metrics port."""
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, metrics_port: int | None = None) -> None:
         self.path = path
+        self.metrics_port = metrics_port
         self._seen = 0
+
+    def requests(self) -> collections.Counter[str]:
+        if self.metrics_port is None:
+            return collections.Counter()
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=10) as answer:
+            text = answer.read().decode()
+        return collections.Counter({api: int(float(n)) for api, n in REQUESTS.findall(text)})
 
     def take(self) -> list[tuple[int, str]]:
         try:
@@ -115,6 +126,7 @@ class Samples:
     lost: int = 0
     stalls: list[tuple[int, str]] = field(default_factory=list)
     client_cpu_s: float = 0.0  # --load-client franz: the Go load's CPU, its set-up included
+    requests: collections.Counter[str] = field(default_factory=collections.Counter)  # odradek's, by API (franz)
 
     def percentile(self, q: float) -> float:
         ordered = sorted(self.latencies_ns)
@@ -421,6 +433,7 @@ def measure_franz(bootstrap: str, clients: int, rate: int, seconds: float, warmu
             sys.exit(f"{FRANZ_LOAD.name} ended before its clients were ready (exit code {load.wait(30)})")
         if stalls is not None:
             stalls.take()
+        requests0 = stalls.requests() if stalls is not None else collections.Counter()
         cpu0 = proc_cpu_seconds(pid) if pid is not None else 0.0
         load.stdin.write("start\n")
         load.stdin.flush()
@@ -429,6 +442,7 @@ def measure_franz(bootstrap: str, clients: int, rate: int, seconds: float, warmu
         samples.cpu_s = proc_cpu_seconds(pid) - cpu0 if pid is not None else 0.0
         if stalls is not None:
             samples.stalls = stalls.take()
+            samples.requests = stalls.requests() - requests0
         _, status, usage = os.wait4(load.pid, 0)  # the load's own CPU, set-up included
         load.returncode = os.waitstatus_to_exitcode(status)
         if load.returncode != 0 or not line:
@@ -534,6 +548,7 @@ def broker(name: str, tansu: str | None,
         with tempfile.TemporaryDirectory() as tmp:
             env = dict(os.environ)
             log_path = None
+            metrics_port = None
             if name == "odradek" or name.startswith(TREE):
                 cmd = [sys.executable, "-m", "odradek", "serve", "--listen", f"127.0.0.1:{port}",
                        "--data-dir", f"{tmp}/odradek"]
@@ -541,6 +556,8 @@ def broker(name: str, tansu: str | None,
                     src = name[len(TREE):]
                     env["PYTHONPATH"] = os.pathsep.join(filter(None, (src, env.get("PYTHONPATH"))))
                 env["ODRADEK_EVENT_LOOP_STALL_THRESHOLD_MS"] = "5"
+                metrics_port = free_port()
+                env["ODRADEK_METRICS_PORT"] = str(metrics_port)
                 log_path = stall_log or f"{tmp}/broker.log"
             else:
                 assert tansu is not None
@@ -554,7 +571,7 @@ def broker(name: str, tansu: str | None,
                 proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
             try:
                 wait_port(port)
-                yield f"127.0.0.1:{port}", proc.pid, StallLog(log_path) if log_path else None
+                yield f"127.0.0.1:{port}", proc.pid, StallLog(log_path, metrics_port) if log_path else None
             finally:
                 stop(proc)
 
@@ -637,6 +654,7 @@ def main() -> None:
                     total.lost += s.lost
                     total.stalls += s.stalls
                     total.client_cpu_s += s.client_cpu_s
+                    total.requests += s.requests
     shape = (f"{clients} producers and {clients} consumers ({'one group' if args.group else '2 partitions assigned each'}"
              f") over {2 * clients} partitions, " + ("franz-go in one Go process" if franz else
              f"librdkafka in {max(1, min(args.processes, clients))} processes") + "; the rates are each producer's"
@@ -656,6 +674,11 @@ def main() -> None:
             print(f"{name}: the franz-go load at {clients} x {rate} msg/s took {s.client_cpu_s:.1f} s of CPU "
                   f"({s.client_cpu_s / (s.records / 1e6):.1f} s a million records), its set-up included"
                   if s.records else f"{name}: no records arrived")
+            served = sum(s.requests.values())
+            if served:
+                print(f"{name} at {clients} x {rate} msg/s answered {s.requests['Produce']:,} Produce and "
+                      f"{s.requests['Fetch']:,} Fetch requests ({served:,} in all) for {s.records:,} records: "
+                      f"{s.cpu_s / served * 1e6:.0f} us of its CPU a request")
     for (name, rate), s in results.items():
         if name == "odradek" or name.startswith(TREE):
             # the monitor says how long the loop's thread ran of each late tick: mostly its own work,
