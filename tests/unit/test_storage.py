@@ -255,3 +255,49 @@ def test_an_epoch_older_than_every_known_one_ends_where_the_first_starts(tmp_pat
     assert plog.end_offset_for_epoch(3) == (2, 3)
     assert plog.end_offset_for_epoch(4) == (4, 4)
     plog.close()
+
+
+def test_a_fetch_finds_recently_appended_batches_where_the_header_scan_does(tmp_path: Path) -> None:
+    """position_of answers an offset in one of the batches appended last from the segment's own list
+    (a consumer at the log end reads no headers); every offset of the log gets the position the
+    header scan gives, after appends past the list's length, a truncation, more appends and a reopen."""
+    from odradek.storage.segment import RECENT_BATCHES
+
+    config = LogConfig(segment_bytes=1 << 30, index_interval_bytes=4096)
+    plog = PartitionLog.open(tmp_path / "t-0", "t", 0, config)
+
+    def scanned(offset: int) -> int | None:
+        """The position the header scan finds (the segment's list set aside)."""
+        seg = plog.segments[-1]
+        kept, seg._recent = seg._recent, []
+        try:
+            return seg.position_of(offset)
+        finally:
+            seg._recent = kept
+
+    def check() -> None:
+        seg = plog.segments[-1]
+        for offset in range(plog.log_end_offset + 2):
+            assert seg.position_of(offset) == scanned(offset), offset
+
+    for i in range(3 * RECENT_BATCHES):  # batches of 1-3 records: some offsets inside a batch
+        append(plog, [(None, b"v%d" % i)] * (1 + i % 3))
+    seg = plog.segments[-1]
+    assert RECENT_BATCHES <= len(seg._recent) <= 2 * RECENT_BATCHES
+    end = plog.log_end_offset
+    last_start = seg._recent[-1][1]
+    assert seg.position_of(end - 1) == last_start and seg.position_of(end) is None
+    check()
+    seg.truncate_to(end // 2)
+    plog.log_end_offset = seg.next_offset
+    assert seg._recent == [] and seg.position_of(end - 1) is None
+    for i in range(10):
+        append(plog, [(None, b"w%d" % i)] * 2)
+    assert len(seg._recent) == 10
+    check()
+    positions = [seg.position_of(o) for o in range(plog.log_end_offset + 1)]
+    plog.close()
+    reopened = PartitionLog.open(tmp_path / "t-0", "t", 0, config)
+    assert [reopened.segments[-1].position_of(o) for o in range(reopened.log_end_offset + 1)] == positions
+    assert [v for _, _, v in read_all(reopened)][-2:] == [b"w9", b"w9"]
+    reopened.close()

@@ -42,6 +42,7 @@ _BASE_AND_LENGTH = struct.Struct(">qi")
 _INT32 = struct.Struct(">i")
 _LAST_OFFSET_DELTA_AT = 23  # a v2 batch header's lastOffsetDelta
 POSITION_SCAN_BYTES = 16 * 1024  # what position_of reads at once after an index entry
+RECENT_BATCHES = 64  # batches appended last whose positions a segment keeps (position_of)
 SCAN_CHUNK = 8 * 1024 * 1024
 _IOV_MAX = 1000  # pieces a pwritev takes at once (Linux allows 1024)
 DELETED_SUFFIX = ".deleted"  # Kafka's LogFileUtils.DELETED_FILE_SUFFIX: a segment file on its way out
@@ -68,6 +69,10 @@ class LogSegment:
                 pass
         self.created_ms = created_ms
         self.next_offset = base_offset  # log end offset within this segment
+        # (last offset, position) of the batches appended since the segment was opened, loaded or
+        # cut, the last RECENT_BATCHES to 2x that: a fetch at the log end finds its batch here
+        # without reading headers. Rebound, never cut in place, so a reader's list stays whole.
+        self._recent: list[tuple[int, int]] = []
         self.max_timestamp = -1
         self.index_offsets: list[int] = []  # absolute offsets (Kafka: the batch's last offset)
         self.index_positions: list[int] = []
@@ -131,6 +136,7 @@ class LogSegment:
         indexed one are read. Returns True when the segment was cut short (corruption or
         a torn write). `names`: the directory's files, when the caller listed them.
         """
+        self._recent = []
         if self.size == 0:  # a new segment: the file now, empty indexes once they have entries
             if not self._exists:
                 self.fd  # noqa: B018 - creates the file and keeps it open: a new segment is written soon
@@ -184,6 +190,7 @@ class LogSegment:
     def load_scanned(self, headers: list[BatchHeader]) -> None:
         """A segment whose batches were scanned elsewhere (a compaction's swap, on a thread): its
         end, timestamps and index files from their headers."""
+        self._recent = []
         if headers:
             self.next_offset = headers[-1].next_offset
             self.max_timestamp = max(h.max_timestamp for h in headers)
@@ -314,7 +321,11 @@ class LogSegment:
                 os.ftruncate(fd, size)
             raise
         max_so_far = self.max_timestamp
+        recent = self._recent
+        if len(recent) >= 2 * RECENT_BATCHES:
+            recent = self._recent = recent[-RECENT_BATCHES:]
         for last_offset, position, length, max_ts in batches:
+            recent.append((last_offset, position))
             max_so_far = max(max_so_far, max_ts)
             if self.bytes_since_index >= index_interval or not self.index_offsets:
                 self._maybe_index(last_offset, position, length, max_so_far, index_interval)
@@ -341,7 +352,12 @@ class LogSegment:
 
         The scan reads the headers after the indexed batch in one pread (index.interval.bytes
         apart, they fit POSITION_SCAN_BYTES), not one pread each: a fetch at the log end of
-        100 B batches read ~12 headers one by one."""
+        100 B batches read ~12 headers one by one. An offset in one of the batches appended last
+        is found without reading (the first of them whose last offset is at least `offset`)."""
+        recent = self._recent
+        if recent and offset > recent[0][0]:
+            j = bisect.bisect_left(recent, (offset,))
+            return recent[j][1] if j < len(recent) else None
         i = bisect.bisect_left(self.index_offsets, offset) - 1
         pos = self.index_positions[i] if i >= 0 else 0
         skip = i >= 0  # the indexed batch ends at index_offsets[i] < offset: start after it
@@ -456,6 +472,7 @@ class LogSegment:
         if pos is None:
             return
         cut = self.header_at(pos)
+        self._recent = []
         os.ftruncate(self.fd, pos)
         self.size = pos
         kept = bisect.bisect_left(self.index_positions, pos)
