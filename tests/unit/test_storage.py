@@ -260,7 +260,8 @@ def test_an_epoch_older_than_every_known_one_ends_where_the_first_starts(tmp_pat
 def test_a_fetch_finds_recently_appended_batches_where_the_header_scan_does(tmp_path: Path) -> None:
     """position_of answers an offset in one of the batches appended last from the segment's own list
     (a consumer at the log end reads no headers); every offset of the log gets the position the
-    header scan gives, after appends past the list's length, a truncation, more appends and a reopen."""
+    header scan gives, after appends past the list's length, a truncation, more appends, a roll
+    (the closed segment keeps no list) and a reopen."""
     from odradek.storage.segment import RECENT_BATCHES
 
     config = LogConfig(segment_bytes=1 << 30, index_interval_bytes=4096)
@@ -296,8 +297,11 @@ def test_a_fetch_finds_recently_appended_batches_where_the_header_scan_does(tmp_
     assert len(seg._recent) == 10
     check()
     positions = [seg.position_of(o) for o in range(plog.log_end_offset + 1)]
+    plog.roll()  # a closed segment keeps no list: the active one's batches only
+    assert seg._recent == [] and plog.segments[-1] is not seg
+    assert [seg.position_of(o) for o in range(plog.log_end_offset)] == positions[:-1]
     plog.close()
     reopened = PartitionLog.open(tmp_path / "t-0", "t", 0, config)
-    assert [reopened.segments[-1].position_of(o) for o in range(reopened.log_end_offset + 1)] == positions
+    assert [reopened.segments[0].position_of(o) for o in range(reopened.log_end_offset)] == positions[:-1]
     assert [v for _, _, v in read_all(reopened)][-2:] == [b"w9", b"w9"]
     reopened.close()

@@ -254,6 +254,7 @@ class PartitionLog(LeaderEpochs, LogMaintenance):
         if active.size == 0:
             return
         active.write_index_entries()
+        active.forget_recent()
         if self._epochs_dirty:  # the closed segment's epochs go with it (unsynced, as its index)
             self._save_epochs()
         self.producer_state.snapshot(self.log_end_offset)

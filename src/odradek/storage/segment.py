@@ -42,7 +42,7 @@ _BASE_AND_LENGTH = struct.Struct(">qi")
 _INT32 = struct.Struct(">i")
 _LAST_OFFSET_DELTA_AT = 23  # a v2 batch header's lastOffsetDelta
 POSITION_SCAN_BYTES = 16 * 1024  # what position_of reads at once after an index entry
-RECENT_BATCHES = 64  # batches appended last whose positions a segment keeps (position_of)
+RECENT_BATCHES = 16  # batches appended last whose positions the active segment keeps (position_of)
 SCAN_CHUNK = 8 * 1024 * 1024
 _IOV_MAX = 1000  # pieces a pwritev takes at once (Linux allows 1024)
 DELETED_SUFFIX = ".deleted"  # Kafka's LogFileUtils.DELETED_FILE_SUFFIX: a segment file on its way out
@@ -335,6 +335,10 @@ class LogSegment:
         if batches:
             self.next_offset = batches[-1][0] + 1
         self.size = size + total
+
+    def forget_recent(self) -> None:
+        """No longer the active segment (rolled): its recent positions are not kept (memory)."""
+        self._recent = []
 
     @staticmethod
     def _finish_short_write(fd: int, pieces: list[memoryview | bytes], written: int, at: int) -> None:
