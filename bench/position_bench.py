@@ -16,7 +16,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from tree_turns import add_turn_options, round_line, take_turns, trees_of
+from tree_turns import add_turn_options, one_figure_turns
 
 
 def measure() -> float:
@@ -46,14 +46,7 @@ def main() -> None:
     if args.child:
         print(f"{measure():.3f}")
         return
-    trees = trees_of(args.before_src)
-    results: dict[str, list[float]] = {t: [] for t in trees}
-    for r, tree, out in take_turns(__file__, [], trees, args.rounds):
-        results[tree].append(float(out.split()[-1]))
-        print(f"{round_line(r, tree)}{results[tree][-1]:.2f} us a lookup at the log end", flush=True)
-    for tree, figures in results.items():
-        print(f"{tree or 'this tree'}: median {statistics.median(figures):.2f} us")
-
+    one_figure_turns(__file__, [], args.before_src, args.rounds, "us", "a lookup at the log end", digits=2)
 
 if __name__ == "__main__":
     main()

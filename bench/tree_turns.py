@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -37,3 +38,17 @@ def add_turn_options(ap: argparse.ArgumentParser, rounds: int = 3) -> None:
     ap.add_argument("--rounds", type=int, default=rounds)
     ap.add_argument("--before-src", help="other trees' src/, comma-separated, taking turns with this one")
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+
+
+def one_figure_turns(script: str, child_args: list[str], before_src: str | None, rounds: int, unit: str,
+                     what: str, digits: int = 1) -> None:
+    """Turns of a child that prints one figure (its last word): each round's line, then each tree's
+    median and rounds, as "<figure> <unit> <what>"."""
+    trees = trees_of(before_src)
+    results: dict[str, list[float]] = {t: [] for t in trees}
+    for r, tree, out in take_turns(script, child_args, trees, rounds):
+        results[tree].append(float(out.split()[-1]))
+        print(f"{round_line(r, tree)}{results[tree][-1]:.{digits}f} {unit} {what}", flush=True)
+    for tree, figures in results.items():
+        print(f"{tree or 'this tree'}: median {statistics.median(figures):.{digits}f} {unit} "
+              f"({' / '.join(f'{f:.{digits}f}' for f in figures)})")

@@ -20,13 +20,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime
-import statistics
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-from tree_turns import add_turn_options, round_line, take_turns, trees_of
+from tree_turns import add_turn_options, one_figure_turns
 
 SIZE = 100
 
@@ -108,16 +107,8 @@ def main() -> None:
     if args.child:
         print(f"{measure(args.partitions, args.steps, args.warmup):.2f}")
         return
-    trees = trees_of(args.before_src)
-    results: dict[str, list[float]] = {t: [] for t in trees}
     child = ["--steps", str(args.steps), "--warmup", str(args.warmup), "--partitions", str(args.partitions)]
-    for r, tree, out in take_turns(__file__, child, trees, args.rounds):
-        results[tree].append(float(out.split()[-1]))
-        print(f"{round_line(r, tree)}{results[tree][-1]:.1f} us a Produce + parked Fetch", flush=True)
-    for tree, figures in results.items():
-        print(f"{tree or 'this tree'}: median {statistics.median(figures):.1f} us "
-              f"({' / '.join(f'{f:.1f}' for f in figures)})")
-
+    one_figure_turns(__file__, child, args.before_src, args.rounds, "us", "a Produce + parked Fetch")
 
 if __name__ == "__main__":
     main()

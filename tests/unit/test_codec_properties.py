@@ -199,15 +199,22 @@ def test_records_in_runs_of_one_size_are_counted_exactly(runs: list[tuple[int, i
     batch's end and again after size changes (the offset delta's varint grows at 64 records): a
     batch whose sizes change anywhere is accepted with its own count and refused with any other."""
     records = [(None, b"v" * (10 + 37 * size), ()) for length, size in runs for _ in range(length)]
+    _, liars = counted_and_liars(records, lie)
+    for liar in liars:
+        with pytest.raises(InvalidRecordError):
+            parse_batches(liar)
+
+
+def counted_and_liars(records: list[tuple[None, bytes, tuple[()]]], lie: int) -> tuple[bytes, list[bytes]]:
+    """The records' batch is accepted with their own count; (its body, the same body with a byte
+    after the records, and with the count off by `lie`, when that count is at least 1)."""
     data = encode_batch(records)
     assert parse_batches(data)[0].record_count == len(records)
     body = data[BATCH_HEADER_SIZE:]
     liars = [with_body(body + b"\0", len(records))]
     if len(records) + lie >= 1:
         liars.append(with_body(body, len(records) + lie))
-    for liar in liars:
-        with pytest.raises(InvalidRecordError):
-            parse_batches(liar)
+    return body, liars
 
 
 @SETTINGS
@@ -219,12 +226,7 @@ def test_records_of_varied_sizes_are_counted_exactly(sizes: list[int], lie: int,
     its own count and refused with any other, with a byte after its records, or with one record
     shorter than the smallest record's fields."""
     records = [(None, b"v" * size, ()) for size in sizes]
-    data = encode_batch(records)
-    assert parse_batches(data)[0].record_count == len(records)
-    body = data[BATCH_HEADER_SIZE:]
-    liars = [with_body(body + b"\0", len(records))]
-    if len(records) + lie >= 1:
-        liars.append(with_body(body, len(records) + lie))
+    body, liars = counted_and_liars(records, lie)
     p = 0  # one record replaced by a length of `short` (-5..5) and as many bytes: it still fills the batch
     for _ in range(at % len(records)):
         length, size = read_signed_varint(body, p)
