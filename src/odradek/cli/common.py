@@ -149,8 +149,10 @@ class Client:
         if "APIVERSION_QUERY" in failure and not protocol.endswith("SSL"):
             return (f"{self.bootstrap} closed the connection at the first request; does that listener want "
                     "TLS (security.protocol=SSL or SASL_SSL, with --command-config or -X)?")
-        if "closed" in failure and "in state UP" in failure and not protocol.startswith("SASL_"):
-            # a SASL listener answers ApiVersions, then hangs up on anything else before a login
+        hung_up = "closed" in failure or "reset by peer" in failure
+        if hung_up and "in state UP" in failure and not protocol.startswith("SASL_"):
+            # a SASL listener answers ApiVersions, then hangs up on anything else before a login (a
+            # reset when the client's next request was still unread as the listener closed)
             return (f"{self.bootstrap} closed the connection after ApiVersions; does that listener want a SASL "
                     "login (security.protocol=SASL_SSL or SASL_PLAINTEXT, sasl.mechanism, sasl.username, "
                     "sasl.password)?")
