@@ -82,12 +82,12 @@ from typing import Any
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 from produce_consume import free_port, proc_cpu_seconds, stop, wait_port
+from prometheus_client.parser import text_string_to_metric_families
 
 KAFKA = "Apache Kafka 4.3.1"
 TREE = "odradek "  # + another tree's src/: odradek run from there (--before-src)
 SIZE = 100
 STALL = re.compile(r"the event loop stalled for (\d+) ms; (.*)")
-REQUESTS = re.compile(r'^kafka_network_requestmetrics_requests_total\{request="(\w+)"\} (\S+)$', re.MULTILINE)
 RAN = re.compile(r"; its thread ran (\d+) ms of the (\d+) ms since the tick before")
 
 
@@ -105,7 +105,10 @@ class StallLog:
             return collections.Counter()
         with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=10) as answer:
             text = answer.read().decode()
-        return collections.Counter({api: int(float(n)) for api, n in REQUESTS.findall(text)})
+        return collections.Counter({sample.labels["request"]: int(sample.value)
+                                    for family in text_string_to_metric_families(text)
+                                    if family.name == "kafka_network_requestmetrics_requests"
+                                    for sample in family.samples if sample.name.endswith("_total")})
 
     def take(self) -> list[tuple[int, str]]:
         try:
@@ -131,6 +134,12 @@ class Samples:
     def percentile(self, q: float) -> float:
         ordered = sorted(self.latencies_ns)
         return ordered[min(len(ordered) - 1, int(q * len(ordered)))] / 1e6
+
+
+def create_topic(bootstrap: str, topic: str, partitions: int, timeout: float) -> None:
+    """A topic of `partitions` partitions, one replica each, created through an AdminClient."""
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    admin.create_topics([NewTopic(topic, partitions, 1)])[topic].result(timeout)
 
 
 def produce_at_rate(producer: Producer, topic: str, rate: int, seconds: float, sent: list[int]) -> None:
@@ -172,9 +181,7 @@ def measure(bootstrap: str | None, rate: int, seconds: float, warmup: float, pid
         broker = next(iter(producer.list_topics(timeout=10).brokers.values()))
         bootstrap = f"{broker.host}:{broker.port}"
     else:
-        admin = AdminClient({"bootstrap.servers": bootstrap})
-        admin.create_topics([NewTopic(topic, 1, 1)])[topic].result(30)
-        del admin
+        create_topic(bootstrap, topic, 1, 30)
         producer = Producer({"bootstrap.servers": bootstrap, **producer_conf})
         producer.produce(topic, b"warm-up", partition=0)
         producer.flush(10)
@@ -373,9 +380,7 @@ def measure_clients(bootstrap: str, clients: int, rate: int, seconds: float, war
     broker's stalls from the start of the records to the last worker's figures (not the clients'
     connecting, nor their closing) go to the samples."""
     topic = f"latency-{clients}x{rate}-{time.time_ns()}"
-    admin = AdminClient({"bootstrap.servers": bootstrap})
-    admin.create_topics([NewTopic(topic, 2 * clients, 1)])[topic].result(60)
-    del admin
+    create_topic(bootstrap, topic, 2 * clients, 60)
     ctx = multiprocessing.get_context("spawn")  # no librdkafka state forked
     ready, start, done = ctx.Queue(), ctx.Queue(), ctx.Queue()
     workers = max(1, min(processes, clients))
@@ -422,9 +427,7 @@ def measure_franz(bootstrap: str, clients: int, rate: int, seconds: float, warmu
     if not FRANZ_LOAD.exists():
         sys.exit(f"{FRANZ_LOAD} is missing: ./dev test builds it (or: cd tests/go && go build -o bin/ ./...)")
     topic = f"latency-{clients}x{rate}-{time.time_ns()}"
-    admin = AdminClient({"bootstrap.servers": bootstrap})
-    admin.create_topics([NewTopic(topic, 2 * clients, 1)])[topic].result(60)
-    del admin
+    create_topic(bootstrap, topic, 2 * clients, 60)
     load = subprocess.Popen([str(FRANZ_LOAD), bootstrap, topic, str(clients), str(rate), str(seconds), str(warmup)],
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     assert load.stdin is not None and load.stdout is not None
@@ -477,9 +480,7 @@ def probe(bootstrap: str, count: int, rate: int) -> tuple[list[float], list[floa
 
     host, port = bootstrap.rsplit(":", 1)
     topic = f"probe-{time.time_ns()}"
-    admin = AdminClient({"bootstrap.servers": bootstrap})
-    admin.create_topics([NewTopic(topic, 1, 1)])[topic].result(30)
-    del admin
+    create_topic(bootstrap, topic, 1, 30)
 
     def connect() -> socket.socket:
         s = socket.create_connection((host, int(port)), timeout=10)

@@ -48,5 +48,6 @@ def main() -> None:
         return
     one_figure_turns(__file__, [], args.before_src, args.rounds, "us", "a lookup at the log end", digits=2)
 
+
 if __name__ == "__main__":
     main()

@@ -110,5 +110,6 @@ def main() -> None:
     child = ["--steps", str(args.steps), "--warmup", str(args.warmup), "--partitions", str(args.partitions)]
     one_figure_turns(__file__, child, args.before_src, args.rounds, "us", "a Produce + parked Fetch")
 
+
 if __name__ == "__main__":
     main()
