@@ -17,7 +17,7 @@ import typer
 from kio.schema.errors import ErrorCode
 
 from odradek.cli.common import TIMEOUT_S
-from odradek.cli.txn import RETRIABLE, RETRY_BACKOFF_S, TRANSACTION_KEY_TYPE
+from odradek.cli.txn_wire import RETRIABLE, RETRY_BACKOFF_S, TRANSACTION_KEY_TYPE
 from odradek.cli.user import MECHANISM_TYPES
 from odradek.cluster.peer import PeerConnection
 from odradek.console.session import ConsoleError, Session
