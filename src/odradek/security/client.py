@@ -16,8 +16,6 @@ import struct
 from dataclasses import dataclass, field
 from typing import Any
 
-import scramp  # type: ignore[import-untyped]
-
 from odradek.config import BrokerConfig, ConfigError
 from odradek.protocol.build import build
 from odradek.protocol.framing import decode_response, encode_request, request_type
@@ -115,6 +113,8 @@ async def _login(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, sec
     if mechanism == "PLAIN":
         await step(b"\0" + security.username.encode() + b"\0" + password.encode(), 1)
         return
+    import scramp  # type: ignore[import-untyped]  # here: a process that never logs in with SCRAM skips it
+
     client = scramp.ScramClient([mechanism], security.username, password)
     server_first = await step(client.get_client_first().encode(), 1)
     client.set_server_first(server_first.decode())

@@ -18,15 +18,13 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import importlib
 import re
 import secrets
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any, Protocol
-
-from scramp import ScramException, ScramMechanism  # type: ignore[import-untyped]
-from scramp.core import Nonce  # type: ignore[import-untyped]
 
 from odradek.config import BrokerConfig, ConfigError
 from odradek.security import KafkaPrincipal
@@ -197,6 +195,8 @@ class ScramServer:
     supported here, so it fails like bad credentials."""
 
     def __init__(self, mechanism: str, store: CredentialStore) -> None:
+        from scramp import ScramMechanism  # type: ignore[import-untyped]  # on a SCRAM login's first step
+
         self.mechanism = mechanism
         self._store = store
         self._server = ScramMechanism(mechanism).make_server(self._lookup)
@@ -234,9 +234,13 @@ class ScramServer:
         sent = next((item[2:] for item in client_final.split(",") if item.startswith("r=")), None)
         expected = str(self._server.nonce)
         if sent is not None and sent != expected and sent.endswith(expected):
+            from scramp.core import Nonce  # type: ignore[import-untyped]
+
             self._server.nonce = Nonce(sent)  # the proof is still checked over the text as sent
 
     def evaluate(self, token: bytes) -> bytes:
+        from scramp import ScramException
+
         try:
             message = token.decode()
         except UnicodeDecodeError:
@@ -331,6 +335,8 @@ class SaslAuthenticator:
                 f"sasl.enabled.mechanisms of listener {listener} names {', '.join(unknown)}; "
                 f"odradek supports {', '.join(SUPPORTED_MECHANISMS)}"
             )
+        if any(m in SCRAM_MECHANISMS for m in mechanisms):
+            importlib.import_module("scramp")  # now, not on the event loop at the first SCRAM login
         plain_users: dict[str, str] = {}
         if PLAIN in mechanisms:
             plain_users = self._plain_users(listener)

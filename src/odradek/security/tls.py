@@ -10,11 +10,10 @@ certificates must chain to. `ssl.client.auth` is none, requested or required
 
 from __future__ import annotations
 
+import importlib
 import re
 import ssl
 from dataclasses import dataclass
-
-from cryptography import x509
 
 from odradek.config import BrokerConfig, ConfigError
 from odradek.security import KafkaPrincipal
@@ -41,6 +40,8 @@ def server_context(config: BrokerConfig, listener: str) -> ssl.SSLContext:
     keystore = setting("ssl.keystore.location")
     if not keystore:
         raise ConfigError(f"listener {listener} uses TLS but ssl.keystore.location is not set")
+    # principal_from_certificate's x509, imported now rather than on the event loop at the first client certificate
+    importlib.import_module("cryptography.x509")
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     password = _secret(setting("ssl.key.password")) or _secret(setting("ssl.keystore.password"))
@@ -117,6 +118,9 @@ def parse_mapping_rules(text: str) -> list[_Rule]:
 def principal_from_certificate(der: bytes, rules: list[_Rule]) -> KafkaPrincipal:
     """The principal of a client certificate: its subject (RFC 2253, as Java's
     X500Principal.getName()) through the first mapping rule that matches."""
+    # loaded by server_context already: a broker without TLS listeners never imports it
+    from cryptography import x509
+
     subject = x509.load_der_x509_certificate(der).subject.rfc4514_string()
     for rule in rules:
         if rule.pattern is None:
