@@ -16,33 +16,15 @@ set, so comparing with this tree (after `./dev`'s compileall) shows that too.
 from __future__ import annotations
 
 import argparse
-import socket
 import statistics
-import struct
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+from embedded_start import api_versions_answered, free_port
 from tree_turns import add_turn_options, one_figure_turns
-
-API_VERSIONS = struct.pack(">hhih", 18, 0, 1, 5) + b"bench"
-
-
-def answered(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.2) as s:
-            s.sendall(struct.pack(">i", len(API_VERSIONS)) + API_VERSIONS)
-            return len(s.recv(4)) == 4
-    except OSError:
-        return False
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def serve(work: Path) -> tuple[subprocess.Popen[bytes], int, float]:
@@ -52,7 +34,7 @@ def serve(work: Path) -> tuple[subprocess.Popen[bytes], int, float]:
     proc = subprocess.Popen([sys.executable, "-m", "odradek", "serve", "--listen", f"127.0.0.1:{port}",
                              "--data-dir", str(work / f"data-{port}")],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    while not answered(port):
+    while not api_versions_answered(port):
         if proc.poll() is not None or time.perf_counter() - t0 > 60:
             proc.kill()
             raise SystemExit(f"the broker did not answer (exit {proc.returncode})")
