@@ -1,7 +1,6 @@
-"""The wire side of `odradek txn ...`: ListTransactions and DescribeTransactions spoken with
-PeerConnection and kio entities (confluent-kafka's AdminClient has no transaction APIs). Imported
-by the commands when they run, so that every other command starts without kio and the broker's
-client stack."""
+"""The wire side of `odradek txn ...` (cli/txn.py): ListTransactions and DescribeTransactions
+spoken with PeerConnection and kio entities. Imported by those commands when they run, so that
+every other command starts without kio and the broker's client stack."""
 
 from __future__ import annotations
 
