@@ -492,3 +492,24 @@ def _commit_replicated(cluster: Cluster, group: str, topic: str, offset: int, ti
     finally:
         c.close()
     return False
+
+
+def test_internal_topics_take_the_brokers_registered_and_say_so(cluster_factory: Any) -> None:
+    """Unless offsets.topic.replication.factor is configured, __consumer_offsets gets as many
+    replicas as brokers are registered (at most 3), and a broker that gives it fewer than 3
+    says so in one line naming the key that would require more."""
+    cluster: Cluster = cluster_factory(2)
+    topic = unique("two")
+    cluster.create_topic(topic, partitions=1, rf=2)
+    c = Consumer({"bootstrap.servers": cluster.bootstrap, "group.id": unique("g"), "auto.offset.reset": "earliest"})
+    try:  # the group's FindCoordinator creates __consumer_offsets
+        c.assign([TopicPartition(topic, 0, 0)])
+        cluster.wait_for("a committed offset", lambda: c.commit(
+            offsets=[TopicPartition(topic, 0, 0)], asynchronous=False) is not None)
+    finally:
+        c.close()
+    parts = cluster.metadata("__consumer_offsets").topics["__consumer_offsets"].partitions
+    assert parts and all(sorted(p.replicas) == [0, 1] for p in parts.values())
+    said = [line for b in cluster.brokers for line in b.logs().splitlines() if "gets replication factor" in line]
+    assert said and all("__consumer_offsets gets replication factor 2: only 2 broker(s) registered; set "
+                        "offsets.topic.replication.factor to require more" in line for line in said), said

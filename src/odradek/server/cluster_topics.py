@@ -99,6 +99,10 @@ class ClusterTopicAdmin(Broker):
         if internal_rf is not None and internal_rf not in self.config.model_fields_set:
             # Kafka's default for its internal topics is 3; unless configured, take what the cluster has
             replication_factor = max(1, min(3, len(self.nodes)))
+            if replication_factor < 3 and not validate_only:
+                log.warning("%s gets replication factor %d: only %d broker(s) registered; set %s to "
+                            "require more", name, replication_factor, len(self.nodes),
+                            internal_rf.replace("_", "."))
         if num_partitions <= 0:
             raise TopicError("invalid_partitions", "number of partitions must be larger than 0")
         if replication_factor <= 0:

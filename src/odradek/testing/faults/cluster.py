@@ -9,6 +9,7 @@ up or turn read-only).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -219,6 +220,24 @@ class FaultCluster:
             b.start(wait=False)
         for b in self.brokers:
             wait_port(b.ip, b.port, proc=b.proc, timeout=120)
+        self.wait_registered()
+
+    def wait_registered(self, timeout: float = 120.0) -> None:
+        """Until every broker's metadata names all the brokers: an internal topic created by a
+        broker that knows fewer (a first FindCoordinator on a loaded machine) is given only the
+        replicas of the brokers it knows, and a fault test expects three."""
+        from confluent_kafka.admin import AdminClient
+
+        deadline = time.monotonic() + timeout
+        for b in self.brokers:
+            while True:
+                with contextlib.suppress(Exception):  # the broker does not answer yet
+                    md = AdminClient({"bootstrap.servers": f"{b.ip}:{b.port}"}).list_topics(timeout=5)
+                    if len(md.brokers) == len(self.brokers):
+                        break
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"broker {b.broker_id} never saw all {len(self.brokers)} brokers")
+                time.sleep(0.3)
 
     def zk_ok(self, z: ZkServer) -> str:
         try:
