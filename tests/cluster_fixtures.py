@@ -224,7 +224,9 @@ def cluster_factory(zookeeper: ZooKeeper, tmp_path: Path, request: pytest.Fixtur
         for b in brokers:
             b.start()
         cluster = Cluster(brokers)
-        cluster.wait_for(f"{n} live brokers", lambda: len(cluster.metadata().brokers) == n)
+        # every broker knows them all: one that knows fewer gives an internal topic it creates
+        # (the first FindCoordinator's) fewer replicas
+        cluster.wait_for(f"{n} live brokers", lambda: all(len(cluster.metadata(via=b).brokers) == n for b in brokers))
         return cluster
 
     try:
