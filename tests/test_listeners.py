@@ -44,21 +44,21 @@ def test_ssl_listener_serves_produce_and_consume_with_the_plaintext_one_beside(
            "ssl.ca.location": str(certs.truststore)}
     assert brokers_seen(tls) == {("127.0.0.1", tls_port)}
     producer = Producer(tls)
-    for i in range(200):
+    for i in range(2000):  # ~1.2 MB: requests of hundreds of KB, read in pieces through TLS
         producer.produce(topic, key=b"k", value=f"over tls {i}".encode() * 50)
     assert producer.flush(15) == 0
     consumer = Consumer({**tls, "group.id": unique("g"), "auto.offset.reset": "earliest"})
     consumer.subscribe([topic])
     values = []
     try:
-        while len(values) < 200:
+        while len(values) < 2000:
             msg = consumer.poll(10)
             assert msg is not None, f"only {len(values)} records came back over TLS"
             assert msg.error() is None, msg.error()
             values.append(msg.value())
     finally:
         consumer.close()
-    assert values == [f"over tls {i}".encode() * 50 for i in range(200)]
+    assert values == [f"over tls {i}".encode() * 50 for i in range(2000)]
     assert brokers_seen({"bootstrap.servers": b.bootstrap}) == {("127.0.0.1", b.port)}
     # DescribeConfigs shows the key password as Kafka does: sensitive, without its value.
     resource = ConfigResource(ConfigResource.Type.BROKER, "0")
