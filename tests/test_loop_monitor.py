@@ -35,6 +35,12 @@ def test_a_stall_is_measured_and_logged_with_the_request_that_caused_it(broker_f
     assert any("CreateTopics v" in ln for ln in stalls()), stalls()
     time.sleep(1.2)  # the gauges are refreshed every second
     values = scrape(metrics_port)
-    assert values["odradek_event_loop_lag_ms_count"] > 10
     assert values['odradek_event_loop_lag_ms_bucket{le="5000.0"}'] >= 1
     assert values["kafka_server_socket_server_metrics_connection_count"] >= 1
+    # the loop is measured on and on, idle too (a tick at least every 250 ms): not a count reached
+    # by some moment after start, which a faster start-up (or machine) does not reach
+    counted = values["odradek_event_loop_lag_ms_count"]
+    deadline = time.monotonic() + 5
+    while scrape(metrics_port)["odradek_event_loop_lag_ms_count"] < counted + 2:
+        assert time.monotonic() < deadline, "the loop's lateness stopped being measured"
+        time.sleep(0.1)
