@@ -108,6 +108,7 @@ class Connection(asyncio.BufferedProtocol):
         self.last_active = time.monotonic()
         self.busy_since: float | None = None
         self._buffer = bytearray()
+        self._chunk = _read_buffer()  # this thread's read chunk (a connection stays on its loop's thread)
         self._big: bytearray | None = None  # a large frame arriving (GATHER_FRAME), received into it
         self._big_size = 0  # the frame's size
         self._big_at = 0  # its bytes received
@@ -273,7 +274,7 @@ class Connection(asyncio.BufferedProtocol):
         read chunk (buffer_updated empties it before the transport reads again)."""
         big = self._big
         if big is None:
-            return _read_buffer()
+            return self._chunk
         at = self._big_at
         if at == len(big):  # what was allocated is full: grow, at most GROW_AHEAD times what came
             _grow(big, min(self._big_size, GROW_AHEAD * at))
@@ -281,7 +282,7 @@ class Connection(asyncio.BufferedProtocol):
 
     def buffer_updated(self, nbytes: int) -> None:
         if self._big is None:
-            self.data_received(_read_buffer()[:nbytes].tobytes())
+            self.data_received(self._chunk[:nbytes].tobytes())
             return
         self._big_at += nbytes
         if self._big_at == self._big_size and not self._closed:
