@@ -715,7 +715,7 @@ def test_cluster_up_adds_brokers_to_a_running_local_cluster(tmp_path: Path) -> N
 
     state = tmp_path / "local"
     pids: dict[str, int] = {}
-    first = next(p for p in iter(free_port, 0) if all(_port_free(p + i) for i in range(2)))
+    first = _two_free_ports()
     runner = CliRunner()
     env = {"ODRADEK_ZOOKEEPER_SESSION_TIMEOUT_MS": "2000"}
     up = runner.invoke(cluster_app, ["up", "--brokers", "1", "--dir", str(state), "--zookeeper-port",
@@ -736,6 +736,21 @@ def test_cluster_up_adds_brokers_to_a_running_local_cluster(tmp_path: Path) -> N
     for pid in pids.values():  # down stops every recorded pid, the added broker's too
         with pytest.raises(OSError):
             os.kill(pid, 0)
+
+
+def _two_free_ports() -> int:
+    """The first of two free ports in a row below the kernel's ephemeral range: a port from
+    free_port() is in that range, where a client connection's local port could take the second
+    before broker 1 listens on it (CI saw "Address already in use" so)."""
+    import random
+
+    low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    rng = random.Random()
+    for _ in range(1000):
+        port = rng.randrange(10000, max(low - 2, 10001))
+        if _port_free(port) and _port_free(port + 1):
+            return port
+    raise AssertionError("no two free ports in a row below the ephemeral range")
 
 
 def _port_free(port: int) -> bool:
