@@ -39,7 +39,7 @@ process, kgo's defaults but linger 0, consumers assigned as above with fetch max
 min bytes 1), whose 100 clients take far less of the machine's CPU than librdkafka's 100 in
 Python processes do, so the broker is not starved by its own load; no --group with it.
 
-    .venv/bin/python bench/latency.py [--rates 1000,20000] [--seconds 10] [--warmup 1] [--rounds 1]
+    .venv/bin/python bench/latency.py [--rates 1000,20000] [--seconds 10] [--warmup 1] [--rounds 1] [--wire]
         [--broker-warmup 10] [--tansu PATH] [--kafka] [--before-src DIR] [--stall-log PATH]
     .venv/bin/python bench/latency.py --clients 50 [--rates 400] [--processes 4] [--group] [--seconds 10]
         [--rounds 1] [--broker-warmup 5] [--kafka] [--before-src DIR] [--load-client confluent|franz]
@@ -55,6 +55,12 @@ alone), and the broker's CPU time a probe (its idle ticks included); --rounds fr
 (--before-src trees taking turns).
 
     .venv/bin/python bench/latency.py --probe 2000 [--rates 1000] [--rounds 2]
+
+`--wire` splits each record's trip where it crosses the loopback wire (bench/wire_split.py: tcpdump
+on `lo`, so root): produce() -> its Produce request on the wire (the client library), Produce ->
+its answer and Produce -> the Fetch answer holding the record (the broker, its waits for a CPU
+included), and that Fetch answer -> poll() returning it (the client library again); for every
+broker but the mock cluster, one line each after the table.
 """
 from __future__ import annotations
 
@@ -83,6 +89,7 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 from produce_consume import free_port, proc_cpu_seconds, stop, wait_port
 from prometheus_client.parser import text_string_to_metric_families
+from wire_split import Split, capture, frames, wire_times
 
 KAFKA = "Apache Kafka 4.3.1"
 TREE = "odradek "  # + another tree's src/: odradek run from there (--before-src)
@@ -130,6 +137,9 @@ class Samples:
     stalls: list[tuple[int, str]] = field(default_factory=list)
     client_cpu_s: float = 0.0  # --load-client franz: the Go load's CPU, its set-up included
     requests: collections.Counter[str] = field(default_factory=collections.Counter)  # odradek's, by API (franz)
+    stamps_ns: list[int] = field(default_factory=list)  # each timed record's stamp, beside latencies_ns
+    offset_ns: int = 0  # CLOCK_REALTIME - CLOCK_MONOTONIC in the measuring process (--wire)
+    split: Split | None = None  # --wire: where the records' time went
 
     def percentile(self, q: float) -> float:
         ordered = sorted(self.latencies_ns)
@@ -198,6 +208,7 @@ def measure(bootstrap: str | None, rate: int, seconds: float, warmup: float, pid
     samples = Samples()
     sent: list[int] = []
     cpu0 = proc_cpu_seconds(pid) if pid is not None else 0.0
+    samples.offset_ns = time.time_ns() - time.perf_counter_ns()
     thread = threading.Thread(target=produce_at_rate, args=(producer, topic, rate, warmup + seconds, sent))
     start_ns = time.perf_counter_ns()
     thread.start()
@@ -216,11 +227,26 @@ def measure(bootstrap: str | None, rate: int, seconds: float, warmup: float, pid
         got += 1
         if stamp >= skip_before:
             samples.latencies_ns.append(now - stamp)
+            samples.stamps_ns.append(stamp)
     thread.join()
     samples.cpu_s = proc_cpu_seconds(pid) - cpu0 if pid is not None else 0.0
     samples.records = got
     samples.lost = sent[0] - got
     consumer.close()
+    return samples
+
+
+def measure_on_the_wire(bootstrap: str, rate: int, seconds: float, warmup: float, pid: int | None) -> Samples:
+    """`measure`, with tcpdump capturing the broker's port: each record's time split on the wire."""
+    port = int(bootstrap.rsplit(":", 1)[1])
+    with tempfile.TemporaryDirectory() as tmp:
+        path = f"{tmp}/wire.pcap"
+        with capture(port, path) as closing:
+            samples = measure(bootstrap, rate, seconds, warmup, pid)
+        samples.split = Split()
+        times = wire_times(frames(Path(path).read_bytes(), port), b"x" * (SIZE - 8))
+    samples.split.add(times, samples.stamps_ns, samples.latencies_ns, samples.offset_ns)
+    samples.split.notes += [line for line in closing if "dropped by kernel" in line and not line.startswith("0 ")]
     return samples
 
 
@@ -597,6 +623,8 @@ def main() -> None:
     ap.add_argument("--group", action="store_true", help="--clients: the consumers are one consumer group")
     ap.add_argument("--load-client", choices=("confluent", "franz"), default="confluent",
                     help="--clients: librdkafka in Python worker processes, or franz-go in one Go process")
+    ap.add_argument("--wire", action="store_true",
+                    help="also split each record's time on the loopback wire (tcpdump; bench/wire_split.py)")
     ap.add_argument("--probe", type=int, default=0,
                     help="N raw-socket probes of the broker's own produce-to-fetch time instead, at the first rate")
     args = ap.parse_args()
@@ -627,11 +655,14 @@ def main() -> None:
         ["tansu (memory)"] if args.tansu else []) + ([KAFKA] if args.kafka else [])
 
     def run(bootstrap: str | None, rate: int, seconds: float, warmup: float, pid: int | None,
-            stalls: StallLog | None) -> Samples:
+            stalls: StallLog | None, wire: bool = False) -> Samples:
         if not clients:
             if stalls is not None:
                 stalls.take()
-            s = measure(bootstrap, rate, seconds, warmup, pid)
+            if wire and bootstrap is not None:
+                s = measure_on_the_wire(bootstrap, rate, seconds, warmup, pid)
+            else:
+                s = measure(bootstrap, rate, seconds, warmup, pid)
             if stalls is not None:
                 s.stalls = stalls.take()
             return s
@@ -647,8 +678,11 @@ def main() -> None:
                 if args.broker_warmup > 0:
                     run(bootstrap, max(rates), args.broker_warmup, 0, pid, None)
                 for rate in rates:
-                    s = run(bootstrap, rate, args.seconds, args.warmup, pid, stalls)
+                    s = run(bootstrap, rate, args.seconds, args.warmup, pid, stalls, args.wire)
                     total = results.setdefault((name, rate), Samples())
+                    if s.split is not None:
+                        total.split = total.split or Split()
+                        total.split.merge(s.split)
                     total.latencies_ns += s.latencies_ns
                     total.records += s.records
                     total.cpu_s += s.cpu_s
@@ -691,6 +725,10 @@ def main() -> None:
                   f"stalls over 5 ms, longest {max((ms for ms, _ in s.stalls), default=0)} ms; in {own} of them the "
                   f"loop's thread ran at least half the late tick (its own work), in the others it mostly waited "
                   f"for a CPU" + "".join(f"\n  {n} x {what}" for what, n in named.most_common(5)))
+    for (name, rate), s in results.items():
+        if s.split is not None:
+            print(f"{name} at {rate:,} msg/s on the wire (tcpdump on lo):"
+                  + "".join(f"\n  {line}" for line in s.split.lines()))
     if args.kafka:
         for rate in rates:
             o, k = results[("odradek", rate)], results[(KAFKA, rate)]

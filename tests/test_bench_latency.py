@@ -46,3 +46,31 @@ def test_many_clients_bench_with_franz_go_times_every_record() -> None:
     assert float(row.group(5)) > 0, f"no broker CPU measured:\n{done.stdout}"
     assert row.group(6) == "0", f"records lost:\n{done.stdout}"
     assert "franz-go in one Go process" in done.stdout and "the franz-go load at 3 x 200 msg/s took" in done.stdout
+
+
+WIRE_LINE = re.compile(r"^  (.+?)\s+p50 ([\d.]+) / p99 ([\d.]+) / p99\.9 ([\d.]+) ms$", re.MULTILINE)
+PLACED = re.compile(r"^  records placed on the wire ([\d,]+)(.*)$", re.MULTILINE)
+
+
+def test_wire_split_places_every_timed_record_on_the_loopback_wire() -> None:
+    """--wire: tcpdump on `lo` while odradek serves the run; every timed record is found in its
+    Produce request, that request's answer and a Fetch answer, and its time split into four steps."""
+    done = subprocess.run(
+        [sys.executable, str(BENCH), "--rates", "500", "--seconds", "1", "--warmup", "0.2", "--broker-warmup", "0",
+         "--wire"],
+        capture_output=True, text=True, timeout=240, check=False, cwd=BENCH.parent,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "odradek at 500 msg/s on the wire (tcpdump on lo):" in done.stdout, done.stdout
+    steps = {m.group(1): [float(m.group(i)) for i in (2, 3, 4)] for m in WIRE_LINE.finditer(done.stdout)}
+    assert set(steps) == {"produce() -> Produce on the wire (client)", "Produce on the wire -> its answer (broker)",
+                          "Produce on the wire -> Fetch answer with it (broker)",
+                          "that Fetch answer -> poll() returns it (client)"}, done.stdout
+    for name, (p50, p99, p999) in steps.items():
+        assert 0 <= p50 <= p99 <= p999, (name, done.stdout)
+    placed = PLACED.search(done.stdout)
+    assert placed is not None, done.stdout
+    # 500 records timed (a second at 500 msg/s), every one of them found: no "without a ..." clause
+    assert int(placed.group(1).replace(",", "")) >= 450 and placed.group(2) == "", done.stdout
+    rows = {m.group(1): m for m in ROW.finditer(done.stdout)}
+    assert rows["odradek"].group(6) == "0", done.stdout
