@@ -215,7 +215,7 @@ class Connection(asyncio.BufferedProtocol):
             at = self._big_at
             missing = self._big_size - at
             take = min(missing, len(data))
-            _grow(big, min(self._big_size, max(len(big), GROW_AHEAD * (at + take))))
+            self._reserve(at + take)
             big[at : at + take] = memoryview(data)[:take]
             self._big_at = at + take
             if take < missing:
@@ -247,9 +247,8 @@ class Connection(asyncio.BufferedProtocol):
                 if end - pos - 4 < size:
                     if size >= GATHER_FRAME:  # received into a buffer of its own from here on
                         have = end - pos - 4
-                        big = bytearray(view[pos + 4 : end])
-                        _grow(big, min(size, GROW_AHEAD * max(have, 1024)))
-                        self._big, self._big_size, self._big_at = big, size, have
+                        self._big, self._big_size, self._big_at = bytearray(view[pos + 4 : end]), size, have
+                        self._reserve(have)
                         pos = end
                     break
                 if in_place and size >= VIEW_FRAME:
@@ -276,9 +275,19 @@ class Connection(asyncio.BufferedProtocol):
         if big is None:
             return self._chunk
         at = self._big_at
-        if at == len(big):  # what was allocated is full: grow, at most GROW_AHEAD times what came
-            _grow(big, min(self._big_size, GROW_AHEAD * at))
+        if at == len(big):  # what was allocated is full
+            self._reserve(at)
         return memoryview(big)[at:]
+
+    def _reserve(self, received: int) -> None:
+        """Room in the large frame's buffer for `received` bytes and more: at most GROW_AHEAD times
+        what came (4 KiB while little has), never past the frame's size; a client announcing a
+        large frame and trickling bytes holds only a few times what it sent."""
+        big = self._big
+        assert big is not None
+        want = min(self._big_size, GROW_AHEAD * max(received, 1024))
+        if want > len(big):
+            _grow(big, want)
 
     def buffer_updated(self, nbytes: int) -> None:
         if self._big is None:
