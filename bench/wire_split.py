@@ -21,7 +21,7 @@ import subprocess
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 PRODUCE, FETCH = 0, 1
 MAX_FRAME = 100 * 1024 * 1024  # a larger length prefix means the stream was not followed from a frame start
@@ -236,9 +236,6 @@ class Split:
         ] + self.notes
 
     def merge(self, other: Split) -> None:
-        self.to_wire += other.to_wire
-        self.produce_answer += other.produce_answer
-        self.fetch_answer += other.fetch_answer
-        self.to_app += other.to_app
-        self.unmatched += other.unmatched
-        self.notes += other.notes
+        """Another round's records added to these (every field is a list or a counter)."""
+        for f in fields(self):
+            setattr(self, f.name, getattr(self, f.name) + getattr(other, f.name))

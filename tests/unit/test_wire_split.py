@@ -95,3 +95,12 @@ def test_each_record_is_placed_on_its_produce_answer_and_first_fetch_answer() ->
     assert split.fetch_answer == [600_000, 600_000]
     assert split.to_app == [1_999_111 + 900_000 - 2_600_000, 1_999_222 + 800_000 - 2_600_000]
     assert dict(split.unmatched) == {"Produce request": 1}
+
+
+def test_rounds_add_up() -> None:
+    one, two = Split(to_wire=[1], produce_answer=[2], notes=["a"]), Split(to_wire=[3], fetch_answer=[4])
+    one.unmatched["Fetch answer"] += 1
+    two.unmatched["Fetch answer"] += 2
+    one.merge(two)
+    assert (one.to_wire, one.produce_answer, one.fetch_answer, one.notes) == ([1, 3], [2], [4], ["a"])
+    assert one.unmatched == {"Fetch answer": 3}
