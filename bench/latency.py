@@ -71,6 +71,7 @@ import multiprocessing
 import os
 import platform
 import re
+import shutil
 import struct
 import subprocess
 import sys
@@ -648,6 +649,9 @@ def main() -> None:
         return
     clients = args.clients
     franz = args.load_client == "franz"
+    if args.wire and (clients or shutil.which("tcpdump") is None):
+        sys.exit("--wire splits one producer's and one consumer's records (no --clients) and needs tcpdump "
+                 "(apt-get install tcpdump) with the right to capture on lo (root)")
     if franz and (not clients or args.group):
         sys.exit("--load-client franz measures --clients N with assigned partitions (no --group)")
     rates = [int(r) for r in (args.rates or ("400" if clients else "1000,20000")).split(",")]
