@@ -732,7 +732,7 @@ def main() -> None:
     for (name, rate), s in results.items():
         if s.split is not None:
             print(f"{name} at {rate:,} msg/s on the wire (tcpdump on lo):"
-                  + "".join(f"\n  {line}" for line in s.split.lines()))
+                  + "".join(f"\n  {line}" for line in s.split.lines(spread)))
     if args.kafka:
         for rate in rates:
             o, k = results[("odradek", rate)], results[(KAFKA, rate)]

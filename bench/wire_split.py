@@ -19,7 +19,7 @@ import collections
 import struct
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, fields
 
@@ -217,14 +217,10 @@ class Split:
             self.fetch_answer.append(fetched - sent)
             self.to_app.append(stamp + latency + offset_ns - fetched)
 
-    def lines(self) -> list[str]:
+    def lines(self, spread: Callable[[list[float]], str]) -> list[str]:
+        """One line a step, its figures in ms as `spread` (bench/latency.py's) gives them."""
         def q(values: list[int]) -> str:
-            ordered = sorted(values)
-
-            def at(p: float) -> float:
-                return ordered[min(len(ordered) - 1, int(p * len(ordered)))] / 1e6
-
-            return f"p50 {at(0.5):.2f} / p99 {at(0.99):.2f} / p99.9 {at(0.999):.2f} ms" if ordered else "none"
+            return spread([v / 1e6 for v in values]) if values else "none"
 
         return [
             f"produce() -> Produce on the wire (client)             {q(self.to_wire)}",
