@@ -42,7 +42,7 @@ Python processes do, so the broker is not starved by its own load; no --group wi
     .venv/bin/python bench/latency.py [--rates 1000,20000] [--seconds 10] [--warmup 1] [--rounds 1] [--wire]
         [--broker-warmup 10] [--tansu PATH] [--kafka] [--before-src DIR] [--stall-log PATH]
     .venv/bin/python bench/latency.py --clients 50 [--rates 400] [--processes 4] [--group] [--seconds 10]
-        [--rounds 1] [--broker-warmup 5] [--kafka] [--before-src DIR] [--load-client confluent|franz]
+        [--rounds 1] [--broker-warmup 5] [--kafka] [--before-src DIR] [--load-client confluent|franz] [--wire]
 
 --before-src DIR[,DIR...] runs odradek from other trees' src/ too ("odradek DIR"), each round's
 brokers taking turns, for before/after figures from one run on a machine whose load changes.
@@ -60,7 +60,10 @@ alone), and the broker's CPU time a probe (its idle ticks included); --rounds fr
 on `lo`, so root): produce() -> its Produce request on the wire (the client library), Produce ->
 its answer and Produce -> the Fetch answer holding the record (the broker, its waits for a CPU
 included), and that Fetch answer -> poll() returning it (the client library again); for every
-broker but the mock cluster, one line each after the table.
+broker but the mock cluster, one line each after the table. With --clients it takes the requests
+instead (the records of a compressed batch cannot be read off the wire): for Produce and Fetch,
+each request's time to its answer, how many requests of its connection were unanswered as one was
+sent (what the clients keep in flight), and the time from an answer to the connection's next request.
 """
 from __future__ import annotations
 
@@ -80,7 +83,7 @@ import threading
 import time
 import urllib.request
 from array import array
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -90,7 +93,7 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 from produce_consume import free_port, proc_cpu_seconds, stop, wait_port
 from prometheus_client.parser import text_string_to_metric_families
-from wire_split import Split, capture, frames, wire_times
+from wire_split import Exchanges, Frame, Split, capture, frames, wire_times
 
 KAFKA = "Apache Kafka 4.3.1"
 TREE = "odradek "  # + another tree's src/: odradek run from there (--before-src)
@@ -141,6 +144,7 @@ class Samples:
     stamps_ns: list[int] = field(default_factory=list)  # each timed record's stamp, beside latencies_ns
     offset_ns: int = 0  # CLOCK_REALTIME - CLOCK_MONOTONIC in the measuring process (--wire)
     split: Split | None = None  # --wire: where the records' time went
+    exchanges: Exchanges | None = None  # --wire with --clients: the requests and their answers, by API
 
     def percentile(self, q: float) -> float:
         ordered = sorted(self.latencies_ns)
@@ -237,17 +241,23 @@ def measure(bootstrap: str | None, rate: int, seconds: float, warmup: float, pid
     return samples
 
 
-def measure_on_the_wire(bootstrap: str, rate: int, seconds: float, warmup: float, pid: int | None) -> Samples:
-    """`measure`, with tcpdump capturing the broker's port: each record's time split on the wire."""
+def captured(bootstrap: str, run: Callable[[], Samples]) -> tuple[Samples, list[Frame], list[str]]:
+    """`run` with tcpdump capturing the broker's port: its samples, the frames both sides wrote, and
+    tcpdump's line on packets the kernel dropped (if any were)."""
     port = int(bootstrap.rsplit(":", 1)[1])
     with tempfile.TemporaryDirectory() as tmp:
         path = f"{tmp}/wire.pcap"
         with capture(port, path) as closing:
-            samples = measure(bootstrap, rate, seconds, warmup, pid)
-        samples.split = Split()
-        times = wire_times(frames(Path(path).read_bytes(), port), b"x" * (SIZE - 8))
-    samples.split.add(times, samples.stamps_ns, samples.latencies_ns, samples.offset_ns)
-    samples.split.notes += [line for line in closing if "dropped by kernel" in line and not line.startswith("0 ")]
+            samples = run()
+        wire = frames(Path(path).read_bytes(), port)
+    return samples, wire, [line for line in closing if "dropped by kernel" in line and not line.startswith("0 ")]
+
+
+def measure_on_the_wire(bootstrap: str, rate: int, seconds: float, warmup: float, pid: int | None) -> Samples:
+    """`measure`, with tcpdump capturing the broker's port: each record's time split on the wire."""
+    samples, wire, dropped = captured(bootstrap, lambda: measure(bootstrap, rate, seconds, warmup, pid))
+    samples.split = Split(notes=dropped)
+    samples.split.add(wire_times(wire, b"x" * (SIZE - 8)), samples.stamps_ns, samples.latencies_ns, samples.offset_ns)
     return samples
 
 
@@ -649,9 +659,8 @@ def main() -> None:
         return
     clients = args.clients
     franz = args.load_client == "franz"
-    if args.wire and (clients or shutil.which("tcpdump") is None):
-        sys.exit("--wire splits one producer's and one consumer's records (no --clients) and needs tcpdump "
-                 "(apt-get install tcpdump) with the right to capture on lo (root)")
+    if args.wire and shutil.which("tcpdump") is None:
+        sys.exit("--wire needs tcpdump (apt-get install tcpdump) with the right to capture on lo (root)")
     if franz and (not clients or args.group):
         sys.exit("--load-client franz measures --clients N with assigned partitions (no --group)")
     rates = [int(r) for r in (args.rates or ("400" if clients else "1000,20000")).split(",")]
@@ -671,9 +680,19 @@ def main() -> None:
                 s.stalls = stalls.take()
             return s
         assert bootstrap is not None
-        if franz:
-            return measure_franz(bootstrap, clients, rate, seconds, warmup, pid, stalls)
-        return measure_clients(bootstrap, clients, rate, seconds, warmup, pid, args.processes, args.group, stalls)
+
+        def load() -> Samples:
+            if franz:
+                return measure_franz(bootstrap, clients, rate, seconds, warmup, pid, stalls)
+            return measure_clients(bootstrap, clients, rate, seconds, warmup, pid, args.processes, args.group,
+                                   stalls)
+
+        if not wire:
+            return load()
+        s, on_wire, dropped = captured(bootstrap, load)
+        s.exchanges = Exchanges(notes=dropped)
+        s.exchanges.add(on_wire)
+        return s
 
     results: dict[tuple[str, int], Samples] = {}
     for _ in range(args.rounds):
@@ -687,6 +706,9 @@ def main() -> None:
                     if s.split is not None:
                         total.split = total.split or Split()
                         total.split.merge(s.split)
+                    if s.exchanges is not None:
+                        total.exchanges = total.exchanges or Exchanges()
+                        total.exchanges.merge(s.exchanges)
                     total.latencies_ns += s.latencies_ns
                     total.records += s.records
                     total.cpu_s += s.cpu_s
@@ -733,6 +755,9 @@ def main() -> None:
         if s.split is not None:
             print(f"{name} at {rate:,} msg/s on the wire (tcpdump on lo):"
                   + "".join(f"\n  {line}" for line in s.split.lines(spread)))
+        if s.exchanges is not None:
+            print(f"{name} at {clients} x {rate:,} msg/s on the wire (tcpdump on lo, the whole run):"
+                  + "".join(f"\n  {line}" for line in s.exchanges.lines(spread)))
     if args.kafka:
         for rate in rates:
             o, k = results[("odradek", rate)], results[(KAFKA, rate)]

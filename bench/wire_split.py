@@ -235,3 +235,74 @@ class Split:
         """Another round's records added to these (every field is a list or a counter)."""
         for f in fields(self):
             setattr(self, f.name, getattr(self, f.name) + getattr(other, f.name))
+
+
+API_NAMES = {PRODUCE: "Produce", FETCH: "Fetch"}
+
+
+@dataclass
+class Exchanges:
+    """Requests and their answers on the wire, by API (bench/latency.py --wire with --clients): each
+    request's time to its answer, how many of its connection's requests of that API were unanswered
+    as it was sent (itself included: what the client keeps in flight), and the time from an answer
+    to the connection's next request of that API (the client's own share)."""
+    answer_ns: dict[int, list[int]] = field(default_factory=lambda: collections.defaultdict(list))
+    in_flight: dict[int, collections.Counter[int]] = field(
+        default_factory=lambda: collections.defaultdict(collections.Counter))
+    next_request_ns: dict[int, list[int]] = field(default_factory=lambda: collections.defaultdict(list))
+    notes: list[str] = field(default_factory=list)
+
+    def add(self, all_frames: list[Frame]) -> None:
+        asked: dict[tuple[int, int], tuple[int, int]] = {}  # (client port, correlation id) -> (api, sent ns)
+        unanswered: collections.Counter[tuple[int, int]] = collections.Counter()  # (client port, api)
+        last_answer: dict[tuple[int, int], int] = {}  # (client port, api) -> ns
+        for f in all_frames:
+            if f.to_broker:
+                if len(f.data) < 8:
+                    continue
+                api, _, correlation = struct.unpack_from(">hhi", f.data, 0)
+                key = (f.client_port, api)
+                asked[(f.client_port, correlation)] = (api, f.t_ns)
+                unanswered[key] += 1
+                self.in_flight[api][unanswered[key]] += 1
+                answered = last_answer.pop(key, None)
+                if answered is not None and unanswered[key] == 1:  # the client's turn since that answer
+                    self.next_request_ns[api].append(f.t_ns - answered)
+                continue
+            if len(f.data) < 4:
+                continue
+            request = asked.pop((f.client_port, struct.unpack_from(">i", f.data, 0)[0]), None)
+            if request is None:
+                continue
+            api, sent = request
+            self.answer_ns[api].append(f.t_ns - sent)
+            unanswered[(f.client_port, api)] -= 1
+            last_answer[(f.client_port, api)] = f.t_ns
+
+    def lines(self, spread: Callable[[list[float]], str]) -> list[str]:
+        """Produce's and Fetch's lines (any other API's requests are few: set-up, metadata)."""
+        out = []
+        for api, name in API_NAMES.items():
+            times = self.answer_ns.get(api)
+            if not times:
+                continue
+            flights = self.in_flight[api]
+            sent = sum(flights.values())
+            shares = ", ".join(f"{n}: {count / sent:.0%}" for n, count in sorted(flights.items())[:6])
+            out.append(f"{name} request -> its answer (broker)   {spread([t / 1e6 for t in times])}; "
+                       f"{len(times):,} answered")
+            out.append(f"  {name} requests of its connection unanswered as one is sent (itself included): {shares}")
+            gaps = self.next_request_ns.get(api)
+            if gaps:
+                out.append(f"  an answer -> the connection's next {name} request (client) "
+                           f"{spread([g / 1e6 for g in gaps])}")
+        return out + self.notes
+
+    def merge(self, other: Exchanges) -> None:
+        for api, times in other.answer_ns.items():
+            self.answer_ns[api] += times
+        for api, flights in other.in_flight.items():
+            self.in_flight[api] += flights
+        for api, gaps in other.next_request_ns.items():
+            self.next_request_ns[api] += gaps
+        self.notes += other.notes

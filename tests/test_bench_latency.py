@@ -33,10 +33,11 @@ CLIENTS_ROW = re.compile(r"^odradek\s+3x200\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)\s+(
 
 def test_many_clients_bench_with_franz_go_times_every_record() -> None:
     """--clients with --load-client franz (tests/go/latency, built by ./dev test): 3 franz-go producers
-    and 3 consumers over 6 partitions, every record timed and none lost, the load's own CPU given."""
+    and 3 consumers over 6 partitions, every record timed and none lost, the load's own CPU given;
+    with --wire, each Produce and Fetch request timed to its answer on the loopback wire."""
     done = subprocess.run(
         [sys.executable, str(BENCH), "--clients", "3", "--rates", "200", "--seconds", "1", "--warmup", "0.2",
-         "--broker-warmup", "0", "--load-client", "franz"],
+         "--broker-warmup", "0", "--load-client", "franz", "--wire"],
         capture_output=True, text=True, timeout=240, check=False, cwd=BENCH.parent,
     )
     assert done.returncode == 0, done.stderr[-3000:]
@@ -46,6 +47,16 @@ def test_many_clients_bench_with_franz_go_times_every_record() -> None:
     assert float(row.group(5)) > 0, f"no broker CPU measured:\n{done.stdout}"
     assert row.group(6) == "0", f"records lost:\n{done.stdout}"
     assert "franz-go in one Go process" in done.stdout and "the franz-go load at 3 x 200 msg/s took" in done.stdout
+    assert "odradek at 3 x 200 msg/s on the wire (tcpdump on lo, the whole run):" in done.stdout, done.stdout
+    for api in ("Produce", "Fetch"):
+        line = re.search(rf"^  {api} request -> its answer \(broker\)\s+p50 ([\d.]+) / p99 ([\d.]+) .* ms; "
+                         r"([\d,]+) answered$", done.stdout, re.MULTILINE)
+        assert line is not None, done.stdout
+        assert float(line.group(1)) <= float(line.group(2)), done.stdout
+        # at least the 1.2 s of 200 records a second from each of 3 producers, one request a record at most
+        assert int(line.group(3).replace(",", "")) >= (50 if api == "Produce" else 3), done.stdout
+        assert re.search(rf"^    {api} requests of its connection unanswered as one is sent \(itself included\): "
+                         r"1: \d+%", done.stdout, re.MULTILINE), done.stdout
 
 
 WIRE_LINE = re.compile(r"^  (.+?)\s+p50 ([\d.]+) / p99 ([\d.]+) / p99\.9 ([\d.]+) / max [\d.]+ ms$", re.MULTILINE)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
 
-from wire_split import Split, WireTimes, frames, stamps_in, wire_times
+from wire_split import Exchanges, Split, WireTimes, frames, stamps_in, wire_times
 
 BROKER, CLIENT, CONSUMER = 9092, 50000, 50001
 PAD = b"x" * 92
@@ -104,3 +104,46 @@ def test_rounds_add_up() -> None:
     one.merge(two)
     assert (one.to_wire, one.produce_answer, one.fetch_answer, one.notes) == ([1, 3], [2], [4], ["a"])
     assert one.unmatched == {"Fetch answer": 3}
+
+
+def test_exchanges_time_each_answer_and_count_what_each_connection_keeps_in_flight() -> None:
+    """--wire with --clients: a producer pipelining two Produce requests, a consumer with one Fetch at
+    a time; each answer found by correlation id on its own connection."""
+    seq = {CLIENT: 100, CONSUMER: 500}
+    back = {CLIENT: 900, CONSUMER: 1900}
+    packets = []
+
+    def sent(t_us: int, port: int, data: bytes) -> None:
+        packets.append(packet(t_us, port, BROKER, seq[port], data))
+        seq[port] += len(data)
+
+    def answered(t_us: int, port: int, data: bytes) -> None:
+        packets.append(packet(t_us, BROKER, port, back[port], data))
+        back[port] += len(data)
+
+    sent(1_000, CLIENT, request(0, 1, b"a"))
+    sent(1_100, CONSUMER, request(1, 1, b"f"))
+    sent(1_200, CLIENT, request(0, 2, b"b"))  # the second in flight
+    answered(3_000, CLIENT, answer(1, b"ok"))
+    answered(3_500, CONSUMER, answer(1, b"records"))
+    answered(4_200, CLIENT, answer(2, b"ok"))
+    sent(4_700, CONSUMER, request(1, 2, b"f"))  # 1.2 ms after its answer
+    sent(5_000, CLIENT, request(0, 3, b"c"))  # 0.8 ms after the last answer, nothing in flight
+    answered(6_000, CONSUMER, answer(2, b"records"))
+    answered(7_000, CLIENT, answer(3, b"ok"))
+    seen = Exchanges()
+    seen.add(frames(pcap(*packets), BROKER))
+    assert seen.answer_ns[0] == [2_000_000, 3_000_000, 2_000_000]
+    assert seen.answer_ns[1] == [2_400_000, 1_300_000]
+    assert seen.in_flight[0] == {1: 2, 2: 1}
+    assert seen.in_flight[1] == {1: 2}
+    assert seen.next_request_ns[0] == [800_000]
+    assert seen.next_request_ns[1] == [1_200_000]
+    lines = seen.lines(lambda values: f"max {max(values):.1f} ms")
+    assert lines[0] == "Produce request -> its answer (broker)   max 3.0 ms; 3 answered"
+    assert "1: 67%, 2: 33%" in lines[1]
+    assert lines[3].startswith("Fetch request")
+    other = Exchanges()
+    other.add(frames(pcap(*packets), BROKER))
+    seen.merge(other)
+    assert len(seen.answer_ns[0]) == 6 and seen.in_flight[0] == {1: 4, 2: 2}
