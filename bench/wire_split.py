@@ -165,30 +165,31 @@ def stamps_in(data: bytes, pad: bytes) -> Iterator[int]:
         at = data.find(pad, end)
 
 
+def paired(all_frames: list[Frame]) -> Iterator[tuple[Frame, int, Frame | None]]:
+    """Each request as (frame, its API, None), and each answer found by correlation id on its connection
+    as (frame, the request's API, the request); answers to requests not seen are left out."""
+    asked: dict[tuple[int, int], tuple[int, Frame]] = {}  # (client port, correlation id) -> (api, request)
+    for f in all_frames:
+        if f.to_broker:
+            if len(f.data) >= 8:
+                api, _, correlation = struct.unpack_from(">hhi", f.data, 0)
+                asked[(f.client_port, correlation)] = (api, f)
+                yield f, api, None
+        elif len(f.data) >= 4:
+            request = asked.pop((f.client_port, struct.unpack_from(">i", f.data, 0)[0]), None)
+            if request is not None:
+                yield f, request[0], request[1]
+
+
 def wire_times(all_frames: list[Frame], pad: bytes) -> WireTimes:
     """Each record's Produce request, its answer and the first Fetch answer holding it, on the wire."""
     times = WireTimes()
-    asked: dict[tuple[int, int], tuple[int, list[int]]] = {}  # (client port, correlation id) -> (api, stamps)
-    for f in all_frames:
-        if f.to_broker:
-            if len(f.data) < 8:
-                continue
-            api, _, correlation = struct.unpack_from(">hhi", f.data, 0)
-            stamps = list(stamps_in(f.data, pad)) if api == PRODUCE else []
-            for s in stamps:
-                times.produce_sent.setdefault(s, f.t_ns)
-            asked[(f.client_port, correlation)] = (api, stamps)
-            continue
-        if len(f.data) < 4:
-            continue
-        request = asked.pop((f.client_port, struct.unpack_from(">i", f.data, 0)[0]), None)
-        if request is None:
-            continue
-        api, stamps = request
+    for f, api, request in paired(all_frames):
         if api == PRODUCE:
-            for s in stamps:
-                times.produce_answered.setdefault(s, f.t_ns)
-        elif api == FETCH:
+            when = times.produce_sent if request is None else times.produce_answered
+            for s in stamps_in((request or f).data, pad):
+                when.setdefault(s, f.t_ns)
+        elif api == FETCH and request is not None:
             for s in stamps_in(f.data, pad):
                 times.fetch_answered.setdefault(s, f.t_ns)
     return times
@@ -256,31 +257,20 @@ class Exchanges:
     notes: list[str] = field(default_factory=list)
 
     def add(self, all_frames: list[Frame]) -> None:
-        asked: dict[tuple[int, int], tuple[int, int]] = {}  # (client port, correlation id) -> (api, sent ns)
         unanswered: collections.Counter[tuple[int, int]] = collections.Counter()  # (client port, api)
         last_answer: dict[tuple[int, int], int] = {}  # (client port, api) -> ns
-        for f in all_frames:
-            if f.to_broker:
-                if len(f.data) < 8:
-                    continue
-                api, _, correlation = struct.unpack_from(">hhi", f.data, 0)
-                key = (f.client_port, api)
-                asked[(f.client_port, correlation)] = (api, f.t_ns)
-                unanswered[key] += 1
-                self.in_flight[api][unanswered[key]] += 1
-                answered = last_answer.pop(key, None)
-                if answered is not None and unanswered[key] == 1:  # the client's turn since that answer
-                    self.next_request_ns[api].append(f.t_ns - answered)
+        for f, api, request in paired(all_frames):
+            key = (f.client_port, api)
+            if request is not None:
+                self.answer_ns[api].append(f.t_ns - request.t_ns)
+                unanswered[key] -= 1
+                last_answer[key] = f.t_ns
                 continue
-            if len(f.data) < 4:
-                continue
-            request = asked.pop((f.client_port, struct.unpack_from(">i", f.data, 0)[0]), None)
-            if request is None:
-                continue
-            api, sent = request
-            self.answer_ns[api].append(f.t_ns - sent)
-            unanswered[(f.client_port, api)] -= 1
-            last_answer[(f.client_port, api)] = f.t_ns
+            unanswered[key] += 1
+            self.in_flight[api][unanswered[key]] += 1
+            answered = last_answer.pop(key, None)
+            if answered is not None and unanswered[key] == 1:  # the client's turn since that answer
+                self.next_request_ns[api].append(f.t_ns - answered)
 
     def lines(self, spread: Callable[[list[float]], str]) -> list[str]:
         """Produce's and Fetch's lines (any other API's requests are few: set-up, metadata)."""
