@@ -184,10 +184,14 @@ def paired(all_frames: list[Frame]) -> Iterator[tuple[Frame, int, Frame | None]]
 def wire_times(all_frames: list[Frame], pad: bytes) -> WireTimes:
     """Each record's Produce request, its answer and the first Fetch answer holding it, on the wire."""
     times = WireTimes()
+    carried: dict[int, list[int]] = {}  # id() of an unanswered Produce request -> the stamps it carries
     for f, api, request in paired(all_frames):
         if api == PRODUCE:
-            when = times.produce_sent if request is None else times.produce_answered
-            for s in stamps_in((request or f).data, pad):
+            if request is None:
+                stamps, when = carried.setdefault(id(f), list(stamps_in(f.data, pad))), times.produce_sent
+            else:
+                stamps, when = carried.pop(id(request), []), times.produce_answered
+            for s in stamps:
                 when.setdefault(s, f.t_ns)
         elif api == FETCH and request is not None:
             for s in stamps_in(f.data, pad):
