@@ -27,7 +27,7 @@ from contextlib import contextmanager
 
 from confluent_kafka.admin import AdminClient, NewTopic
 from kafka_ref import KafkaReference
-from produce_consume import free_port, proc_cpu_seconds, stop, wait_port
+from produce_consume import free_port, proc_cpu_seconds, serving
 
 from odradek.testing.kafka_reference import find_lib, java_command
 
@@ -86,12 +86,8 @@ def broker(name: str, tansu: str | None) -> Iterator[tuple[str, int]]:
             url = f"tcp://127.0.0.1:{port}"
             cmd = [tansu, "broker", "--listener-url", url, "--advertised-listener-url", url,
                    "--storage-engine", "memory://tansu/"]
-        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        try:
-            wait_port(port)
-            yield f"127.0.0.1:{port}", proc.pid
-        finally:
-            stop(proc)
+        with serving(cmd, port) as served:
+            yield served
 
 
 def main() -> None:

@@ -459,18 +459,25 @@ FRANZ_LOAD = Path(__file__).resolve().parent.parent / "tests" / "go" / "bin" / "
 
 def measure_franz(bootstrap: str, clients: int, rate: int, seconds: float, warmup: float, pid: int | None,
                   stalls: StallLog | None) -> Samples:
-    """--clients with --load-client franz: the same load from tests/go/latency (franz-go, one process);
-    the broker's CPU and stalls from the start of the records to the program's figures."""
-    if not FRANZ_LOAD.exists():
-        sys.exit(f"{FRANZ_LOAD} is missing: ./dev test builds it (or: cd tests/go && go build -o bin/ ./...)")
+    """--clients with --load-client franz: the same load from tests/go/latency (franz-go, one process)."""
     topic = f"latency-{clients}x{rate}-{time.time_ns()}"
     create_topic(bootstrap, topic, 2 * clients, 60)
-    load = subprocess.Popen([str(FRANZ_LOAD), bootstrap, topic, str(clients), str(rate), str(seconds), str(warmup)],
-                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    return run_go_load([str(FRANZ_LOAD), bootstrap, topic, str(clients), str(rate), str(seconds), str(warmup)],
+                       pid, stalls)
+
+
+def run_go_load(command: list[str], pid: int | None, stalls: StallLog | None = None) -> Samples:
+    """One run of a Go load program (tests/go: it prints "ready", waits for a line, runs and prints its
+    figures as one JSON object); the server's CPU (and stalls) from the start of the records to the
+    program's figures, the program's own CPU with its set-up."""
+    program = Path(command[0])
+    if not program.exists():
+        sys.exit(f"{program} is missing: ./dev test builds it (or: cd tests/go && go build -o bin/ ./...)")
+    load = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     assert load.stdin is not None and load.stdout is not None
     try:
         if load.stdout.readline().strip() != "ready":
-            sys.exit(f"{FRANZ_LOAD.name} ended before its clients were ready (exit code {load.wait(30)})")
+            sys.exit(f"{program.name} ended before its clients were ready (exit code {load.wait(30)})")
         if stalls is not None:
             stalls.take()
         requests0 = stalls.requests() if stalls is not None else collections.Counter()
@@ -486,18 +493,18 @@ def measure_franz(bootstrap: str, clients: int, rate: int, seconds: float, warmu
         _, status, usage = os.wait4(load.pid, 0)  # the load's own CPU, set-up included
         load.returncode = os.waitstatus_to_exitcode(status)
         if load.returncode != 0 or not line:
-            sys.exit(f"{FRANZ_LOAD.name} failed (exit code {load.returncode})")
+            sys.exit(f"{program.name} failed (exit code {load.returncode})")
     finally:
         if load.poll() is None:
             load.kill()
             load.wait()
     figures = json.loads(line)
-    samples.latencies_ns = figures["latencies_ns"]
+    samples.latencies_ns = figures["latencies_ns"] or []  # Go's empty slice is null
     samples.records = figures["received"]
     samples.lost = figures["sent"] - figures["received"]
     samples.client_cpu_s = usage.ru_utime + usage.ru_stime
     if figures["produce_errors"]:
-        print(f"{FRANZ_LOAD.name}: {figures['produce_errors']} records not acknowledged", file=sys.stderr)
+        print(f"{program.name}: {figures['produce_errors']} records not acknowledged", file=sys.stderr)
     return samples
 
 

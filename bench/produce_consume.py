@@ -43,7 +43,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -216,6 +216,18 @@ def bench_mock(n: int, size: int) -> Result:
     assert producer.flush(120) == 0
     produce_s = time.perf_counter() - t0
     return Result("client alone (mock)", produce_s, float("nan"), n, size)
+
+
+@contextlib.contextmanager
+def serving(cmd: list[str], port: int) -> Iterator[tuple[str, int]]:
+    """(address, pid) of the server `cmd` starts listening on 127.0.0.1:`port` (its output dropped),
+    stopped on the way out."""
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_port(port)
+        yield f"127.0.0.1:{port}", proc.pid
+    finally:
+        stop(proc)
 
 
 def stop(proc: subprocess.Popen[bytes]) -> None:

@@ -18,7 +18,6 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -155,14 +154,12 @@ func run(boot, topic string, n, rate int, seconds, warmup float64) (*result, err
 		}
 	}
 
-	fmt.Println("ready")
-	if _, err := bufio.NewReader(os.Stdin).ReadString('\n'); err != nil {
-		return nil, fmt.Errorf("waiting for the start line: %w", err)
+	plan, err := prog.Start(clock, rate, seconds, warmup)
+	if err != nil {
+		return nil, err
 	}
-	start := clock()
-	skipBefore.Store(start + int64(warmup*1e9))
-	total := int(float64(rate) * (warmup + seconds))
-	step := 1e9 / float64(rate)
+	skipBefore.Store(plan.TimedFrom)
+	start, total, step := plan.Start, plan.Total, plan.Step
 	var sent, produceErrors atomic.Int64
 	var producing sync.WaitGroup
 	for i, p := range producers {

@@ -3,6 +3,7 @@
 package prog
 
 import (
+	"bufio"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -40,4 +41,25 @@ type Consumed struct {
 	Value     string `json:"value"`
 	Partition int32  `json:"partition"`
 	Offset    int64  `json:"offset"`
+}
+
+// Schedule is a timed load's plan (tests/go/latency, tests/go/wirefloor): when it started on the
+// program's clock, the stamp before which records are not timed, and each producer's records and
+// the ns between two of them.
+type Schedule struct {
+	Start, TimedFrom int64
+	Total            int
+	Step             float64
+}
+
+// Start prints "ready", waits for the parent's start line on stdin, and plans RATE records a second
+// for warmup + seconds from then, the first warmup seconds' not timed.
+func Start(clock func() int64, rate int, seconds, warmup float64) (Schedule, error) {
+	fmt.Println("ready")
+	if _, err := bufio.NewReader(os.Stdin).ReadString('\n'); err != nil {
+		return Schedule{}, fmt.Errorf("waiting for the start line: %w", err)
+	}
+	start := clock()
+	return Schedule{Start: start, TimedFrom: start + int64(warmup*1e9), Total: int(float64(rate) * (warmup + seconds)),
+		Step: 1e9 / float64(rate)}, nil
 }
