@@ -320,7 +320,7 @@ class Connection(asyncio.BufferedProtocol):
             self._serve_now()  # what needs no wait is answered before reading could go on
         if self._reading_paused or self.transport is None:
             return
-        broker_queue_full = self.limits.queued >= self.limits.queued_max_requests
+        broker_queue_full = self.limits.full()
         if broker_queue_full or self._unanswered >= MAX_IN_FLIGHT_REQUESTS:
             self.transport.pause_reading()  # Kafka mutes the channel
             self._reading_paused = True
@@ -337,7 +337,7 @@ class Connection(asyncio.BufferedProtocol):
             return
         if self._unanswered >= MAX_IN_FLIGHT_REQUESTS or self._writable_again is not None:
             return  # the answer (or the socket draining) resumes it
-        if self.limits.queued >= self.limits.queued_max_requests:
+        if self.limits.full():
             self.limits.park(self)  # the limits resume it when their queue has room
             return
         self.transport.resume_reading()  # Kafka unmutes the channel

@@ -104,9 +104,12 @@ class ConnectionLimits:
 
     # -- queued.max.requests -------------------------------------------------
 
-    def enqueue(self, n: int) -> bool:
-        """Count n requests read; True when the broker's queue is full (stop reading)."""
+    def enqueue(self, n: int) -> None:
+        """Count n requests read."""
         self.queued += n
+
+    def full(self) -> bool:
+        """The broker's queue is full: connections stop reading until it has room."""
         return self.queued >= self.queued_max_requests
 
     def dequeue(self, n: int = 1) -> None:

@@ -35,13 +35,6 @@ import (
 
 const size = 100
 
-type result struct {
-	Sent          int64   `json:"sent"`
-	Received      int64   `json:"received"`
-	ProduceErrors int64   `json:"produce_errors"`
-	LatenciesNs   []int64 `json:"latencies_ns"`
-}
-
 func main() {
 	if len(os.Args) != 7 {
 		prog.Fail(errors.New("usage: latency BOOTSTRAP TOPIC N RATE SECONDS WARMUP"))
@@ -66,7 +59,7 @@ func main() {
 	prog.Print(out)
 }
 
-func run(boot, topic string, n, rate int, seconds, warmup float64) (*result, error) {
+func run(boot, topic string, n, rate int, seconds, warmup float64) (*prog.Timed, error) {
 	base := time.Now()
 	clock := func() int64 { return int64(time.Since(base)) } // monotonic
 	setup, cancel := context.WithTimeout(context.Background(), 120*time.Second)
@@ -196,7 +189,7 @@ func run(boot, topic string, n, rate int, seconds, warmup float64) (*result, err
 	}
 	stopConsuming()
 	wg.Wait()
-	out := &result{Sent: sent.Load(), Received: received.Load(), ProduceErrors: produceErrors.Load(),
+	out := &prog.Timed{Sent: sent.Load(), Received: received.Load(), ProduceErrors: produceErrors.Load(),
 		LatenciesNs: []int64{}}
 	for _, l := range latencies {
 		out.LatenciesNs = append(out.LatenciesNs, l...)

@@ -115,7 +115,6 @@ func serve(addr string) error {
 	if err != nil {
 		return err
 	}
-	fmt.Println("listening")
 	var mu sync.Mutex
 	boxes := map[int]*mailbox{}
 	box := func(i int) *mailbox {
@@ -172,13 +171,6 @@ func serve(addr string) error {
 	}
 }
 
-type result struct {
-	Sent          int64   `json:"sent"`
-	Received      int64   `json:"received"`
-	ProduceErrors int64   `json:"produce_errors"`
-	LatenciesNs   []int64 `json:"latencies_ns"`
-}
-
 func dial(addr string, role byte, i int) (net.Conn, *bufio.Reader, error) {
 	conn, err := net.Dial("tcp", addr)
 	if err != nil {
@@ -190,7 +182,7 @@ func dial(addr string, role byte, i int) (net.Conn, *bufio.Reader, error) {
 	return conn, bufio.NewReaderSize(conn, 64<<10), nil
 }
 
-func load(addr string, n, rate int, seconds, warmup float64) (*result, error) {
+func load(addr string, n, rate int, seconds, warmup float64) (*prog.Timed, error) {
 	base := time.Now()
 	clock := func() int64 { return int64(time.Since(base)) } // monotonic
 	var skipBefore atomic.Int64
@@ -203,16 +195,13 @@ func load(addr string, n, rate int, seconds, warmup float64) (*result, error) {
 			c.Close()
 		}
 	}()
-	var consumers sync.WaitGroup
 	for i := range n {
 		conn, r, err := dial(addr, 'C', i)
 		if err != nil {
 			return nil, err
 		}
 		conns = append(conns, conn)
-		consumers.Add(1)
 		go func() {
-			defer consumers.Done()
 			fetch := frame([]byte{0})
 			for {
 				if _, err := conn.Write(fetch); err != nil {
@@ -253,12 +242,9 @@ func load(addr string, n, rate int, seconds, warmup float64) (*result, error) {
 	}
 	skipBefore.Store(plan.TimedFrom)
 	start, total, step := plan.Start, plan.Total, plan.Step
-	var producing sync.WaitGroup
 	for i, p := range producers {
-		producing.Add(2)
 		acked := make(chan int, 1)
 		go func() { // the acks free the in-flight slots
-			defer producing.Done()
 			for {
 				if _, err := readFrame(p.r); err != nil {
 					return
@@ -271,7 +257,6 @@ func load(addr string, n, rate int, seconds, warmup float64) (*result, error) {
 			}
 		}()
 		go func() {
-			defer producing.Done()
 			defer p.conn.(*net.TCPConn).CloseWrite()
 			offset := step * float64(i) / float64(n)
 			var batch []byte
@@ -309,7 +294,7 @@ func load(addr string, n, rate int, seconds, warmup float64) (*result, error) {
 	for received.Load() < int64(total*n) && clock() < lastBy {
 		time.Sleep(20 * time.Millisecond)
 	}
-	out := &result{Sent: sent.Load(), Received: received.Load()}
+	out := &prog.Timed{Sent: sent.Load(), Received: received.Load()}
 	for _, l := range latencies {
 		out.LatenciesNs = append(out.LatenciesNs, l...)
 	}

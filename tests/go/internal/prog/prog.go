@@ -63,3 +63,12 @@ func Start(clock func() int64, rate int, seconds, warmup float64) (Schedule, err
 	return Schedule{Start: start, TimedFrom: start + int64(warmup*1e9), Total: int(float64(rate) * (warmup + seconds)),
 		Step: 1e9 / float64(rate)}, nil
 }
+
+// Timed is what a timed load prints (bench/latency.py's run_go_load reads it): the records sent and
+// received, those not acknowledged, and each timed record's latency in ns.
+type Timed struct {
+	Sent          int64   `json:"sent"`
+	Received      int64   `json:"received"`
+	ProduceErrors int64   `json:"produce_errors"`
+	LatenciesNs   []int64 `json:"latencies_ns"`
+}
