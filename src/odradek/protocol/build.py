@@ -30,15 +30,18 @@ def ms_to_datetime(value: int) -> datetime.datetime:
     return _EPOCH + datetime.timedelta(milliseconds=value)
 
 
+_MILLISECOND = datetime.timedelta(milliseconds=1)  # made once: a timedelta made a call was 3/4 of its cost
+
+
 def datetime_to_ms(value: datetime.datetime | None) -> int:
     if value is None:
         return -1
-    return (value - _EPOCH) // datetime.timedelta(milliseconds=1)
+    return (value - _EPOCH) // _MILLISECOND
 
 
 def timedelta_to_ms(value: datetime.timedelta | int) -> int:
     if isinstance(value, datetime.timedelta):
-        return value // datetime.timedelta(milliseconds=1)
+        return value // _MILLISECOND
     return int(value)
 
 
