@@ -298,17 +298,25 @@ def test_consume_transform_produce_is_exactly_once_under_sigkill(broker_factory:
     rng = random.Random(9)
     cmd = [sys.executable, str(WORKER), b.bootstrap, source, sink, group, tid, "20"]
     kills = 0
-    for _ in range(4):  # start, let it work a random while, SIGKILL it mid-stream
-        worker = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        time.sleep(rng.uniform(1.0, 2.5))
+    for _ in range(4):  # start, let it commit a random number of transactions, SIGKILL it mid-stream
+        worker = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        assert worker.stdout is not None
+        # counted in its own commits, not in seconds: a fast broker once let it finish in 1.7 s
+        for _ in range(rng.randint(3, 40)):
+            if not worker.stdout.readline():
+                break  # it ended (the final run's assertions say how)
+        time.sleep(rng.uniform(0.0, 0.05))  # into the next transaction, at a random step of it
         if worker.poll() is None:
             worker.send_signal(signal.SIGKILL)
             worker.wait(10)
             kills += 1
+        worker.stdout.close()
+        assert worker.stderr is not None
+        worker.stderr.close()
     worker = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     _, err = worker.communicate(timeout=180)
     assert worker.returncode == 0, err.decode(errors="replace")[-2000:]
-    assert kills >= 2, "the worker must have been killed mid-stream"
+    assert kills == 4, "the worker must have been killed mid-stream each time"
     out = read_to_end(b.bootstrap, sink, 3, "read_committed")
     counts = Counter(values(out))
     assert len(counts) == n and set(counts.values()) == {1}, (

@@ -3,7 +3,9 @@ tests/test_transactions.py, which SIGKILLs and restarts it).
 
 Reads `input` (read_committed, group `group`), writes value.upper() to `output`, and
 commits its output records and its input offsets in one transaction every `batch`
-records (send_offsets_to_transaction). Exits 0 once `input` is fully consumed.
+records (send_offsets_to_transaction), printing "committed N" after each (N: the records so
+far), so that a test can kill it mid-stream however fast it runs. Exits 0 once `input` is fully
+consumed.
 
     python tests/txn_worker.py BOOTSTRAP INPUT OUTPUT GROUP TRANSACTIONAL_ID [BATCH]
 """
@@ -29,6 +31,7 @@ def main() -> int:
     producer.init_transactions(30)
     consumer.subscribe([source])
     eof: set[int] = set()
+    committed = 0
     idle_until = time.monotonic() + 60
     while time.monotonic() < idle_until:
         msgs = consumer.consume(batch, 0.5)
@@ -51,6 +54,8 @@ def main() -> int:
             producer.send_offsets_to_transaction([TopicPartition(source, p, o) for p, o in ends.items()],
                                                  consumer.consumer_group_metadata(), 30)
             producer.commit_transaction(30)
+            committed += len(records)
+            print(f"committed {committed}", flush=True)
             idle_until = time.monotonic() + 60
         elif consumer.assignment() and eof >= {tp.partition for tp in consumer.assignment()}:
             break
